@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from viny_probe.analysis import (
+    plot_cka_heatmap,
+    plot_depth_curves,
+    plot_reference_grid,
+    plot_similarity_overlay,
+    plot_similarity_vs_distance,
+    similarity_vs_distance,
+)
+from viny_probe.errors import VinyError
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _written(path) -> dict:
+    assert path.read_bytes()[:8] == PNG_MAGIC and path.stat().st_size > 5000
+    return json.loads(path.with_suffix(".json").read_text())
+
+
+def _image(seed: int = 0) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def test_similarity_vs_distance_figure(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    curves = {
+        "pretrained": similarity_vs_distance(torch.randn(5, 16, 4, generator=g) + 1),
+        "spatial": similarity_vs_distance(torch.randn(1, 16, 4, generator=g)),
+    }  # one image: NaN band
+    path = tmp_path / "fig5.png"
+    returned = plot_similarity_vs_distance(curves, path)
+    data = _written(path)
+    assert data == returned
+    assert list(data["curves"]) == ["pretrained", "spatial"]
+    np.testing.assert_allclose(data["curves"]["pretrained"]["mean"], curves["pretrained"].mean)
+    np.testing.assert_allclose(data["curves"]["pretrained"]["high"], curves["pretrained"].high)
+    assert data["curves"]["spatial"]["low"] == [None] * 6  # NaN is written as null
+    assert data["curves"]["spatial"]["distances"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_reference_grid_figure(tmp_path):
+    rng = np.random.default_rng(0)
+    refs = {"background_corner": (0, 7), "foreground": (3, 4)}
+    maps = {
+        ckpt: {r: rng.uniform(-1, 1, (8, 8)) for r in refs} for ckpt in ("pretrained", "cls-intel", "spatial")
+    }
+    path = tmp_path / "sub" / "fig6.png"
+    plot_reference_grid({"background_corner": _image(0), "foreground": _image(1)}, maps, refs, path)
+    data = _written(path)
+    assert data["vmin"] == -0.5 and data["vmax"] == 1.0
+    assert data["refs"] == {"background_corner": [0, 7], "foreground": [3, 4]}
+    assert list(data["maps"]) == ["pretrained", "cls-intel", "spatial"]
+    np.testing.assert_allclose(data["maps"]["spatial"]["foreground"], maps["spatial"]["foreground"])
+    with pytest.raises(VinyError, match="has no map for reference"):
+        plot_reference_grid(_image(), {"x": {"foreground": np.zeros((8, 8))}}, refs, tmp_path / "bad.png")
+
+
+def test_similarity_overlay_figure(tmp_path):
+    grid = np.linspace(-1, 1, 16).reshape(4, 4)
+    path = tmp_path / "overlay.png"
+    plot_similarity_overlay(_image().numpy(), grid, (2, 1), path)
+    data = _written(path)
+    assert data["ref"] == [2, 1] and data["image_shape"] == [64, 64, 3]
+    np.testing.assert_allclose(data["map"], grid)
+    with pytest.raises(VinyError, match=r"\(3, H, W\) uint8"):
+        plot_similarity_overlay(np.zeros((64, 64, 3)), grid, (0, 0), tmp_path / "x.png")
+    with pytest.raises(VinyError, match="outside the 4x4 grid"):
+        plot_similarity_overlay(_image(), grid, (4, 0), tmp_path / "x.png")
+
+
+def test_depth_curves_figure(tmp_path):
+    per_block = {
+        "pretrained": {
+            "within_image_variance": [0.1, 0.2, 0.3],
+            "effective_rank": [10.0, 20.0, float("nan")],
+        },
+        "spatial": {"within_image_variance": [0.3, 0.2, 0.1]},
+    }
+    path = tmp_path / "depth.png"
+    plot_depth_curves(per_block, path)
+    data = _written(path)
+    assert data["per_block"]["spatial"] == {"within_image_variance": [0.3, 0.2, 0.1]}
+    assert data["per_block"]["pretrained"]["effective_rank"] == [10.0, 20.0, None]
+
+
+def test_cka_heatmap_figure(tmp_path):
+    matrix = np.random.default_rng(0).uniform(0, 1, (4, 3))
+    path = tmp_path / "cka.png"
+    plot_cka_heatmap(matrix, ("pretrained", "spatial"), path)
+    data = _written(path)
+    np.testing.assert_allclose(data["matrix"], matrix)
+    assert data["names"] == ["pretrained", "spatial"]
+    assert data["row_labels"] == ["0", "1", "2", "3"] and data["col_labels"] == ["0", "1", "2"]
+    with pytest.raises(VinyError, match="must end in .png"):
+        plot_cka_heatmap(matrix, ("a", "b"), tmp_path / "cka.pdf")

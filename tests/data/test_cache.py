@@ -1,0 +1,168 @@
+import json
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from viny_probe.data import cache, decode
+from viny_probe.data.cache import cache_key, cached_imageset, resolve_cache_dir
+from viny_probe.data.folder import load_image_folder
+from viny_probe.data.pets import load_pets
+from viny_probe.errors import VinyError
+
+
+@pytest.fixture
+def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    calls: list[str] = []
+    real_rgb, real_trimap = decode.load_rgb, decode.load_trimap
+
+    def rgb(path, size):
+        calls.append(str(path))
+        return real_rgb(path, size)
+
+    def trimap(path, size):
+        calls.append(str(path))
+        return real_trimap(path, size)
+
+    monkeypatch.setattr(decode, "load_rgb", rgb)
+    monkeypatch.setattr(decode, "load_trimap", trimap)
+    return calls
+
+
+def _entries(cache_dir: Path) -> list[str]:
+    return sorted(p.name for p in cache_dir.iterdir()) if cache_dir.exists() else []
+
+
+def test_cache_hit_returns_identical_tensors_without_decoding(
+    make_pets, decode_calls, tmp_path: Path
+) -> None:
+    pets = make_pets()
+    first = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    assert len(decode_calls) == 2 * len(first)  # every image and every trimap once
+    decode_calls.clear()
+    second = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    assert decode_calls == []
+    assert torch.equal(first.images, second.images) and torch.equal(first.masks, second.masks)
+    assert torch.equal(first.labels, second.labels)
+    assert (first.ids, first.class_names) == (second.ids, second.class_names)
+    assert len(_entries(tmp_path / "c")) == 1
+
+
+def test_a_different_size_is_a_different_entry(make_pets, tmp_path: Path) -> None:
+    pets = make_pets()
+    load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    load_pets(pets.parent, size=24, cache_dir=tmp_path / "c")
+    assert [name.split("-")[1] for name in _entries(tmp_path / "c")] == ["16px", "24px"]
+
+
+def test_changed_files_change_the_key(loose_folder: Path, decode_calls, files, tmp_path: Path) -> None:
+    cache_dir = tmp_path / "c"
+    load_image_folder(loose_folder, size=16, cache_dir=cache_dir)
+    files.image(loose_folder / "new.png", seed=42)  # a new file: new list
+    decode_calls.clear()
+    grown = load_image_folder(loose_folder, size=16, cache_dir=cache_dir)
+    assert len(grown) == 6 and len(decode_calls) == 6 and len(_entries(cache_dir)) == 2
+
+    os.utime(loose_folder / "a.png", ns=(1, 1))  # only the mtime changes (e.g. rewritten in place)
+    decode_calls.clear()
+    load_image_folder(loose_folder, size=16, cache_dir=cache_dir)
+    assert len(decode_calls) == 6 and len(_entries(cache_dir)) == 3
+
+
+def test_key_hash_ignores_dict_order_but_not_values() -> None:
+    assert cache_key({"a": 1, "b": [1, 2]}) == cache_key({"b": [1, 2], "a": 1})
+    assert cache_key({"a": 1, "b": [1, 2]}) != cache_key({"a": 1, "b": [2, 1]})
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    def build(folder: Path) -> None:
+        (folder / "images.npy").write_bytes(b"partial")
+        raise VinyError("decoding failed")
+
+    with pytest.raises(VinyError, match="decoding failed"):
+        cached_imageset({"name": "x", "size": 8}, build, tmp_path / "c")
+    assert _entries(tmp_path / "c") == []  # neither an entry nor a leftover temporary folder
+
+
+def test_a_killed_build_is_cleaned_up_later(tmp_path: Path) -> None:
+    key = {"name": "x", "size": 8}
+    entry_name = f"x-8px-{cache_key(key)[:16]}"
+    stale, fresh = tmp_path / "c" / f".tmp-{entry_name}-old", tmp_path / "c" / f".tmp-{entry_name}-new"
+    stale.mkdir(parents=True)
+    fresh.mkdir()
+    os.utime(stale, (0, 0))  # left by a process killed long ago; "fresh" may still be building
+
+    def build(folder: Path) -> None:
+        np.save(folder / "images.npy", np.zeros((1, 3, 8, 8), np.uint8))
+        cache.write_meta(folder, name="x", class_names=[], ids=["0"])
+
+    cached_imageset(key, build, tmp_path / "c")
+    assert _entries(tmp_path / "c") == [f".tmp-{entry_name}-new", entry_name]
+
+
+def test_entry_layout_and_meta(tmp_path: Path) -> None:
+    def build(folder: Path) -> None:
+        np.save(folder / "images.npy", np.full((2, 3, 4, 4), 9, np.uint8))
+        np.save(folder / "labels.npy", np.array([1, 0], np.int64))
+        cache.write_meta(folder, name="demo", class_names=["a", "b"], ids=["x", "y"])
+
+    data, meta = cached_imageset({"name": "demo", "size": 4}, build, tmp_path / "c")
+    (entry,) = (tmp_path / "c").iterdir()
+    assert entry.name.startswith("demo-4px-")
+    assert sorted(p.name for p in entry.iterdir()) == ["images.npy", "key.json", "labels.npy", "meta.json"]
+    assert json.loads((entry / "meta.json").read_text())["ids"] == ["x", "y"] == data.ids
+    assert data.labels.tolist() == [1, 0] and data.class_names == ["a", "b"] and meta["name"] == "demo"
+
+
+def test_large_arrays_stay_memory_mapped_without_warnings(make_pets, monkeypatch, tmp_path: Path) -> None:
+    pets = make_pets()
+    in_memory = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    monkeypatch.setattr(cache, "IN_MEMORY_MAX_BYTES", 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "not writable" warning must not leak out
+        mapped = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    assert torch.equal(mapped.images, in_memory.images) and torch.equal(mapped.masks, in_memory.masks)
+    # Proof of the memory map: a write to the file shows through the mapped tensor, not the copy.
+    (entry,) = (tmp_path / "c").iterdir()
+    on_disk = np.load(entry / "images.npy", mmap_mode="r+")
+    on_disk[0, 0, 0, 0] = 255 - on_disk[0, 0, 0, 0]
+    on_disk.flush()
+    assert mapped.images[0, 0, 0, 0] == 255 - in_memory.images[0, 0, 0, 0]
+    subset = mapped.subset([2, 0])  # indexing copies: the usual way to get a writable batch
+    assert torch.equal(subset.images[0], in_memory.images[2]) and subset.images.numpy().flags.writeable
+
+
+def test_damaged_entry_says_to_delete_it(make_pets, tmp_path: Path) -> None:
+    pets = make_pets()
+    load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    (entry,) = (tmp_path / "c").iterdir()
+    (entry / "images.npy").write_bytes(b"not numpy")
+    with pytest.raises(VinyError, match="delete that folder") as info:
+        load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    assert str(entry) in str(info.value)
+
+
+def test_progress_bar_path_decodes_the_same(make_pets, monkeypatch, tmp_path: Path, capsys) -> None:
+    pets = make_pets()
+    plain = load_pets(pets.parent, size=16, cache_dir=tmp_path / "a")
+    monkeypatch.setattr(cache, "PROGRESS_MIN_FILES", 1)
+    with_bar = load_pets(pets.parent, size=16, cache_dir=tmp_path / "b", workers=2)
+    assert torch.equal(plain.images, with_bar.images)
+    assert capsys.readouterr().out == ""  # the bar goes to stderr only
+
+
+def test_cache_dir_argument_then_environment_then_home(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("VINY_CACHE_DIR", str(tmp_path / "env"))
+    assert resolve_cache_dir(tmp_path / "arg") == (tmp_path / "arg").resolve()
+    assert resolve_cache_dir() == (tmp_path / "env").resolve()
+    monkeypatch.delenv("VINY_CACHE_DIR")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert resolve_cache_dir() == (tmp_path / "home" / ".cache" / "viny").resolve()
+
+
+def test_on_error_is_validated(make_pets) -> None:
+    with pytest.raises(VinyError, match="on_error"):
+        load_pets(make_pets().parent, size=16, on_error="ignore")

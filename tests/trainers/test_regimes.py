@@ -1,0 +1,112 @@
+import json
+
+import pytest
+import torch
+
+from viny_probe.checkpoint import encoder_from_checkpoint, load_checkpoint
+from viny_probe.config import TrainConfig
+from viny_probe.errors import VinyError
+from viny_probe.trainers import REGISTRY, train
+
+TINY = dict(model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu")
+
+
+def tiny(regime: str, **kw) -> TrainConfig:
+    return TrainConfig(regime=regime, **{**TINY, **kw})
+
+
+@pytest.mark.parametrize(
+    "regime,extra",
+    [("simmim", {}), ("classify", {}), ("classify", {"mixup": 0.1}), ("spatial", {}),
+     ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}), ("segment", {})],
+)
+def test_each_regime_trains_and_writes_a_loadable_run(tmp_path, regime, extra):
+    result = train(tiny(regime, **extra), tmp_path / "run", progress=False)
+    for name in ["config.json", "metrics.jsonl", "checkpoint.pt", "final.pt", "results.json", "data.json"]:
+        assert (tmp_path / "run" / name).exists(), name
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1 and torch.isfinite(torch.tensor(json.loads(lines[0])["loss"]))
+    ckpt = load_checkpoint(result.final_checkpoint)
+    assert ckpt["regime"] == regime and ckpt["config"]["seed"] == 0
+    enc = encoder_from_checkpoint(ckpt)
+    assert enc.cfg.image_size == 32
+    if regime == "segment":
+        res = json.loads((tmp_path / "run" / "eval.json").read_text())
+        assert set(res["baselines"]) == {"all_background", "position_prior"}
+        assert 0 <= res["test"]["miou"] <= 1 and (tmp_path / "run" / "predictions.png").stat().st_size > 1000
+
+
+def test_init_chains_stages_and_records_lineage(tmp_path):
+    a = train(tiny("simmim"), tmp_path / "a", progress=False)
+    b = train(tiny("classify", init=str(a.final_checkpoint)), tmp_path / "b", progress=False)
+    c = train(tiny("segment", init=str(b.final_checkpoint)), tmp_path / "c", progress=False)
+    lineage = load_checkpoint(c.final_checkpoint)["lineage"]
+    assert [e["regime"] for e in lineage] == ["simmim", "classify"]
+    assert all(len(e["digest"]) == 64 for e in lineage)
+    # the segment run really started from the classify encoder: its first-epoch weights differ from a fresh run's
+    fresh = train(tiny("segment"), tmp_path / "fresh", progress=False)
+    assert fresh.history[0]["loss"] != c.history[0]["loss"]
+
+
+def test_init_with_another_model_is_refused(tmp_path):
+    a = train(tiny("simmim"), tmp_path / "a", progress=False)
+    with pytest.raises(VinyError, match="--model"):
+        train(tiny("segment", model="demo", init=str(a.final_checkpoint)), tmp_path / "b", progress=False)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = tiny("segment", epochs=3, milestones=(2,))
+    whole = train(cfg, tmp_path / "whole", progress=False)
+
+    seg = REGISTRY["segment"]
+    original = seg.loss
+    calls = {"n": 0}
+
+    def flaky(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # second batch of epoch 3 (2 batches per epoch)... interrupt mid-run
+            raise Interrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(seg, "loss", flaky)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(seg, "loss", original)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    with pytest.raises(VinyError, match="--resume"):
+        train(cfg, tmp_path / "cut", progress=False)
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+    assert resumed.results["test"]["miou"] == whole.results["test"]["miou"]
+    assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_resume_refuses_a_changed_config(tmp_path):
+    train(tiny("simmim"), tmp_path / "r", progress=False)
+    with pytest.raises(VinyError, match=r"lr: .* -> 0\.5"):
+        train(tiny("simmim", lr=0.5), tmp_path / "r", resume=True, progress=False)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    seg = REGISTRY["simmim"]
+    original = seg.loss
+    calls = {"n": 0}
+
+    def nan_later(self, *a, **k):
+        calls["n"] += 1
+        loss, stats = original(self, *a, **k)
+        return (loss * float("nan") if calls["n"] > 2 else loss), stats
+
+    monkeypatch.setattr(seg, "loss", nan_later)
+    with pytest.raises(VinyError, match="non-finite loss"):
+        train(tiny("simmim", epochs=2), tmp_path / "n", progress=False)
+    assert load_checkpoint(tmp_path / "n" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_dataset_too_small_says_how_many(tmp_path):
+    with pytest.raises(VinyError, match="3000 images"):
+        train(tiny("segment", train_size=2500, test_size=1000), tmp_path / "x", progress=False)

@@ -1,0 +1,119 @@
+"""Input validation shared by the diagnostics: every public function checks its arguments here, so
+a wrong shape fails at the boundary with a message that names the argument and the expected form."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from viny_probe.errors import VinyError
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _as_tensor(value: ArrayLike, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(value))
+    raise VinyError(f"{name} must be a torch.Tensor or numpy array, got {type(value).__name__}")
+
+
+def _shape(t: torch.Tensor) -> str:
+    return str(tuple(t.shape))
+
+
+def as_float(value: ArrayLike, name: str, ndim: int | tuple[int, ...], form: str) -> torch.Tensor:
+    """``value`` as a floating tensor (float64 stays float64, anything else becomes float32) with
+    ``ndim`` dimensions, all finite and none of size 0. ``form`` is the expected shape, for the message."""
+    t = _as_tensor(value, name)
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if t.ndim not in allowed:
+        raise VinyError(f"{name} must have shape {form}, got {_shape(t)}")
+    if t.numel() == 0:
+        raise VinyError(f"{name} must not be empty, got shape {_shape(t)}")
+    if t.dtype == torch.bool or t.is_complex():
+        raise VinyError(f"{name} must hold real numbers, got dtype {t.dtype}")
+    if t.dtype != torch.float64:
+        t = t.float()
+    if not torch.isfinite(t).all():
+        raise VinyError(f"{name} contains NaN or infinite values")
+    return t
+
+
+def as_embeddings(
+    value: ArrayLike, name: str = "emb", min_images: int = 1, min_patches: int = 1
+) -> torch.Tensor:
+    """Patch embeddings ``(N, P, D)`` as a float tensor."""
+    t = as_float(value, name, 3, "(N, P, D): N images, P patches, D channels")
+    n, p, _ = t.shape
+    if n < min_images:
+        raise VinyError(f"{name} needs at least {min_images} images (N), got shape {_shape(t)}")
+    if p < min_patches:
+        raise VinyError(f"{name} needs at least {min_patches} patches (P), got shape {_shape(t)}")
+    return t
+
+
+def grid_side(num_patches: int, name: str = "emb") -> int:
+    """Side g of the square patch grid holding ``num_patches`` = g * g patches."""
+    g = math.isqrt(num_patches)
+    if g * g != num_patches:
+        raise VinyError(
+            f"{name} has P = {num_patches} patches, which is not a square grid (P must be g * g, e.g. 64 = 8 x 8)"
+        )
+    return g
+
+
+def as_labels(value: ArrayLike, name: str, shape: tuple[int, ...], form: str) -> torch.Tensor:
+    """Non-negative integer class labels of exactly ``shape``, as int64."""
+    t = _as_tensor(value, name)
+    if tuple(t.shape) != tuple(shape):
+        raise VinyError(f"{name} must have shape {form} = {tuple(shape)}, got {_shape(t)}")
+    if t.dtype.is_floating_point or t.is_complex() or t.dtype == torch.bool:
+        raise VinyError(f"{name} must hold integer class indices, got dtype {t.dtype}")
+    t = t.long()
+    if t.numel() and int(t.min()) < 0:
+        raise VinyError(f"{name} must hold class indices >= 0, found {int(t.min())}")
+    return t
+
+
+def as_masks(value: ArrayLike, name: str, patch_size: int, ndim: int = 3) -> torch.Tensor:
+    """Trimap masks ``(N, H, W)`` (or ``(H, W)`` with ndim=2) with H = W a multiple of ``patch_size``."""
+    check_positive_int(patch_size, "patch_size")
+    form = "(N, H, W)" if ndim == 3 else "(H, W)"
+    t = _as_tensor(value, name)
+    if t.ndim != ndim:
+        raise VinyError(f"{name} must have shape {form}, got {_shape(t)}")
+    if t.dtype.is_floating_point or t.is_complex() or t.dtype == torch.bool:
+        raise VinyError(f"{name} must hold integer trimap classes (uint8), got dtype {t.dtype}")
+    h, w = t.shape[-2:]
+    if h != w or h == 0 or h % patch_size:
+        raise VinyError(
+            f"{name} must be square with a side that is a multiple of patch_size = {patch_size}, "
+            f"got {h}x{w} (shape {_shape(t)})"
+        )
+    return t
+
+
+def check_positive_int(value: int, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise VinyError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def as_labelled_patches(
+    train_emb: ArrayLike, train_labels: ArrayLike, test_emb: ArrayLike, test_labels: ArrayLike
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Validate a train/test pair of ``(N, P, D)`` embeddings with ``(N, P)`` patch labels; same D in both."""
+    train_emb = as_embeddings(train_emb, "train_emb")
+    test_emb = as_embeddings(test_emb, "test_emb")
+    if train_emb.shape[2] != test_emb.shape[2]:
+        raise VinyError(
+            f"train_emb and test_emb must have the same number of channels D, "
+            f"got {train_emb.shape[2]} and {test_emb.shape[2]}"
+        )
+    train_labels = as_labels(train_labels, "train_labels", tuple(train_emb.shape[:2]), "(N, P) of train_emb")
+    test_labels = as_labels(test_labels, "test_labels", tuple(test_emb.shape[:2]), "(N, P) of test_emb")
+    return train_emb, train_labels, test_emb, test_labels

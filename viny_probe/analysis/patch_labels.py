@@ -1,0 +1,53 @@
+"""Per-patch targets from pixel trimaps: the class fractions of each patch and its majority class."""
+
+from __future__ import annotations
+
+import torch
+
+from viny_probe.analysis._checks import ArrayLike, as_masks, check_positive_int
+from viny_probe.errors import VinyError
+
+
+def _patch_pixels(masks: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``(N, H, W)`` -> ``(N, P, patch_size**2)``: the pixels of each patch, patches in row-major order."""
+    n, h, _ = masks.shape
+    g = h // patch_size
+    return (
+        masks.reshape(n, g, patch_size, g, patch_size)
+        .permute(0, 1, 3, 2, 4)
+        .reshape(n, g * g, patch_size * patch_size)
+    )
+
+
+def _class_counts(masks: ArrayLike, patch_size: int, num_classes: int) -> torch.Tensor:
+    masks = as_masks(masks, "masks", patch_size)
+    num_classes = check_positive_int(num_classes, "num_classes")
+    if masks.numel() and int(masks.max()) >= num_classes:
+        raise VinyError(
+            f"masks holds class {int(masks.max())}, but num_classes = {num_classes} "
+            f"(trimap classes must be 0..{num_classes - 1})"
+        )
+    pixels = _patch_pixels(masks, patch_size)
+    # One class at a time keeps memory at one boolean copy of the masks, not num_classes of them.
+    return torch.stack([(pixels == c).sum(dim=-1) for c in range(num_classes)], dim=-1)
+
+
+def patch_class_fractions(masks: ArrayLike, patch_size: int, num_classes: int = 3) -> torch.Tensor:
+    """Fraction of each patch's pixels in each class.
+
+    masks: ``(N, H, W)`` integer trimap classes (0 pet, 1 background, 2 boundary), H = W = g * patch_size.
+    Returns ``(N, P, num_classes)`` float32 with P = g * g patches in row-major order; rows sum to 1.
+    """
+    counts = _class_counts(masks, patch_size, num_classes)
+    return counts.float() / float(patch_size * patch_size)
+
+
+def patch_majority_labels(masks: ArrayLike, patch_size: int, num_classes: int = 3) -> torch.Tensor:
+    """Majority class of each patch's pixels; a tie goes to the LOWER class index, as in the study.
+
+    masks: ``(N, H, W)`` integer trimap classes, H = W = g * patch_size.
+    Returns ``(N, P)`` int64, P = g * g patches in row-major order.
+    """
+    counts = _class_counts(masks, patch_size, num_classes)
+    # torch.argmax returns the first maximal index, which is the lower class on a tie.
+    return counts.argmax(dim=-1)

@@ -1,0 +1,324 @@
+"""Figures for the diagnostics. Each function writes a PNG, writes the data it drew as JSON beside it
+(``same_name.json``) and returns that data. Figures are built with ``matplotlib.figure.Figure`` and saved
+through the Agg canvas, so pyplot's global state (and a notebook's backend) is never touched."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import seaborn as sns
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from viny_probe.analysis.distance import SimilarityCurve
+from viny_probe.errors import VinyError
+
+DPI = 120
+MAP_VMIN, MAP_VMAX = -0.5, 1.0  # Fig 6's fixed colour range for cosine maps
+MAP_CMAP = "viridis"
+
+
+def _jsonable(value):
+    """Lists of plain floats/ints/strings; NaN and infinities become None (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _save(fig: Figure, path: str | Path, data: dict) -> dict:
+    path = Path(path)
+    if path.suffix.lower() != ".png":
+        raise VinyError(f"path must end in .png, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    data = _jsonable(data)
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    return data
+
+
+def _as_map(value, name: str) -> np.ndarray:
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    if array.ndim != 2 or array.shape[0] != array.shape[1]:
+        raise VinyError(f"{name} must be a square (g, g) similarity map, got shape {array.shape}")
+    return array
+
+
+def _as_image(value, name: str) -> np.ndarray:
+    """``(3, H, W)`` uint8 tensor/array -> ``(H, W, 3)`` for imshow."""
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+    if array.ndim != 3 or array.shape[0] != 3 or array.dtype != np.uint8:
+        raise VinyError(
+            f"{name} must be a (3, H, W) uint8 image, got shape {array.shape} dtype {array.dtype}"
+        )
+    return array.transpose(1, 2, 0)
+
+
+def _mark_patch(ax, row: int, col: int, size: float) -> None:
+    """Red square around patch (row, col); ``size`` is a patch's side in the axes' data units
+    (pixels for an image, 1 for a (g, g) map). imshow puts cell edges at -0.5, hence the offset."""
+    ax.add_patch(
+        Rectangle(
+            (col * size - 0.5, row * size - 0.5),
+            size,
+            size,
+            fill=False,
+            edgecolor="red",
+            linewidth=2,
+            clip_on=False,
+        )
+    )
+
+
+def plot_similarity_vs_distance(
+    curves: Mapping[str, SimilarityCurve],
+    path: str | Path,
+    title: str = "Patch similarity vs spatial distance",
+) -> dict:
+    """Fig 5: one line per checkpoint (mean cosine at each Manhattan distance) with its confidence band.
+
+    curves: ``{checkpoint name: SimilarityCurve}``. Returns/writes
+    ``{"title", "curves": {name: {"distances", "mean", "low", "high", "pairs", "confidence"}}}``.
+    """
+    if not curves:
+        raise VinyError("curves must hold at least one {name: SimilarityCurve}")
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for name, curve in curves.items():
+        (line,) = ax.plot(curve.distances, curve.mean, marker="o", markersize=3, label=name)
+        ax.fill_between(
+            curve.distances, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0
+        )
+    confidence = next(iter(curves.values())).confidence
+    ax.set(
+        title=title,
+        xlabel="Manhattan distance on the patch grid",
+        ylabel=f"mean cosine similarity (band: {confidence:.0%} CI over images)",
+    )
+    ax.set_xticks(next(iter(curves.values())).distances)
+    ax.grid(alpha=0.3)
+    ax.legend(title="checkpoint")
+    data = {
+        "title": title,
+        "curves": {
+            name: {
+                "distances": c.distances,
+                "mean": c.mean,
+                "low": c.low,
+                "high": c.high,
+                "pairs": c.pairs,
+                "confidence": c.confidence,
+            }
+            for name, c in curves.items()
+        },
+    }
+    return _save(fig, path, data)
+
+
+def plot_reference_grid(
+    images,
+    maps: Mapping[str, Mapping[str, np.ndarray]],
+    refs: Mapping[str, tuple[int, int]],
+    path: str | Path,
+    title: str = "Cosine similarity to the reference patch (red)",
+) -> dict:
+    """Fig 6: rows = reference patches, columns = the input image then one similarity map per checkpoint.
+
+    images: one ``(3, H, W)`` uint8 image for every row, or ``{ref name: (3, H, W)}`` (one per row).
+    maps:   ``{checkpoint name: {ref name: (g, g) cosine map}}``.
+    refs:   ``{ref name: (row, col)}``, the reference patch of each row, marked with a red square.
+    Maps share the fixed colour range -0.5..1 and one colourbar.
+    """
+    if not refs or not maps:
+        raise VinyError("refs and maps must be non-empty")
+    ref_names, ckpt_names = list(refs), list(maps)
+    row_images = {
+        r: _as_image(images[r] if isinstance(images, Mapping) else images, f"images[{r!r}]")
+        for r in ref_names
+    }
+    grids = {}
+    for ckpt in ckpt_names:
+        for r in ref_names:
+            if r not in maps[ckpt]:
+                raise VinyError(f"maps[{ckpt!r}] has no map for reference {r!r}; it has {sorted(maps[ckpt])}")
+            grids[ckpt, r] = _as_map(maps[ckpt][r], f"maps[{ckpt!r}][{r!r}]")
+    g = grids[ckpt_names[0], ref_names[0]].shape[0]
+
+    cols = 1 + len(ckpt_names)
+    fig = Figure(figsize=(2.3 * cols + 0.8, 2.3 * len(ref_names) + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(len(ref_names), cols, squeeze=False))
+    image = None
+    for i, r in enumerate(ref_names):
+        row, col = refs[r]
+        picture = row_images[r]
+        axes[i, 0].imshow(picture)
+        _mark_patch(axes[i, 0], row, col, picture.shape[0] / g)
+        axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
+        for j, ckpt in enumerate(ckpt_names, start=1):
+            image = axes[i, j].imshow(grids[ckpt, r], vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP)
+            _mark_patch(axes[i, j], row, col, 1.0)
+            if i == 0:
+                axes[i, j].set_title(ckpt)
+        if i == 0:
+            axes[i, 0].set_title("input")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="cosine similarity")
+    fig.suptitle(title)
+    data = {
+        "title": title,
+        "vmin": MAP_VMIN,
+        "vmax": MAP_VMAX,
+        "refs": {r: list(refs[r]) for r in ref_names},
+        "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
+    }
+    return _save(fig, path, data)
+
+
+def plot_similarity_overlay(
+    image,
+    similarity: np.ndarray,
+    ref: tuple[int, int],
+    path: str | Path,
+    title: str | None = None,
+    alpha: float = 0.55,
+) -> dict:
+    """Three panels: the input with the reference patch marked, the (g, g) map, and the map upsampled
+    (nearest, one block per patch) and overlaid on the input. image: ``(3, H, W)`` uint8."""
+    picture = _as_image(image, "image")
+    grid = _as_map(similarity, "similarity")
+    g, size = grid.shape[0], picture.shape[0] / grid.shape[0]
+    row, col = ref
+    if not (0 <= row < g and 0 <= col < g):
+        raise VinyError(
+            f"ref = {tuple(ref)} is outside the {g}x{g} grid: row and column must be in 0..{g - 1}"
+        )
+    title = title or f"Cosine similarity to patch ({row}, {col})"
+    extent = (-0.5, picture.shape[1] - 0.5, picture.shape[0] - 0.5, -0.5)
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(picture)
+    _mark_patch(axes[0], row, col, size)
+    axes[0].set_title("input, reference in red")
+    mapped = axes[1].imshow(grid, vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP)
+    _mark_patch(axes[1], row, col, 1.0)
+    axes[1].set_title(f"{g}x{g} similarity map")
+    axes[2].imshow(picture)
+    axes[2].imshow(
+        grid, vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP, alpha=alpha, interpolation="nearest", extent=extent
+    )
+    _mark_patch(axes[2], row, col, size)
+    axes[2].set_title("overlay")
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(mapped, ax=list(axes), shrink=0.8, label="cosine similarity")
+    fig.suptitle(title)
+    data = {
+        "title": title,
+        "ref": [int(row), int(col)],
+        "vmin": MAP_VMIN,
+        "vmax": MAP_VMAX,
+        "map": grid,
+        "image_shape": list(picture.shape),
+    }
+    return _save(fig, path, data)
+
+
+def plot_depth_curves(
+    per_block: Mapping[str, Mapping[str, Sequence[float]]],
+    path: str | Path,
+    title: str = "Diagnostics through the encoder",
+) -> dict:
+    """One panel per diagnostic, its value against block index, one line per checkpoint.
+
+    per_block: ``{checkpoint name: {metric name: [value at block 0, 1, ...]}}``.
+    """
+    if not per_block:
+        raise VinyError("per_block must hold at least one {checkpoint: {metric: values}}")
+    metrics = list(dict.fromkeys(m for values in per_block.values() for m in values))
+    if not metrics:
+        raise VinyError("per_block holds no metrics")
+    ncols = min(3, len(metrics))
+    nrows = math.ceil(len(metrics) / ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.4 * nrows + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, metric in zip(axes[: len(metrics)], metrics, strict=True):
+        for name, values in per_block.items():
+            if metric in values:
+                ys = np.asarray(values[metric], dtype=float)
+                ax.plot(np.arange(len(ys)), ys, marker="o", markersize=3, label=name)
+        ax.set(title=metric, xlabel="block index", ylabel=metric)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), title="checkpoint")
+    fig.suptitle(title)
+    data = {
+        "title": title,
+        "per_block": {name: {m: list(v) for m, v in values.items()} for name, values in per_block.items()},
+    }
+    return _save(fig, path, data)
+
+
+def plot_cka_heatmap(
+    matrix,
+    names: tuple[str, str],
+    path: str | Path,
+    title: str = "Linear CKA between blocks",
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+) -> dict:
+    """Seaborn heatmap of a ``(La, Lb)`` CKA matrix (e.g. ``cka_matrix``): rows are the blocks of
+    checkpoint ``names[0]``, columns those of ``names[1]``; tick labels default to block indices."""
+    grid = np.asarray(matrix.detach().cpu() if isinstance(matrix, torch.Tensor) else matrix, dtype=float)
+    if grid.ndim != 2 or grid.size == 0:
+        raise VinyError(f"matrix must be a non-empty (La, Lb) array, got shape {grid.shape}")
+    if len(names) != 2:
+        raise VinyError(f"names must be (row checkpoint, column checkpoint), got {names!r}")
+    rows = list(row_labels) if row_labels is not None else [str(i) for i in range(grid.shape[0])]
+    cols = list(col_labels) if col_labels is not None else [str(j) for j in range(grid.shape[1])]
+    if len(rows) != grid.shape[0] or len(cols) != grid.shape[1]:
+        raise VinyError(
+            f"row_labels/col_labels must have {grid.shape[0]}/{grid.shape[1]} entries, "
+            f"got {len(rows)}/{len(cols)}"
+        )
+    side = max(4.0, 0.45 * max(grid.shape) + 2)
+    fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+    ax = fig.add_subplot()
+    sns.heatmap(
+        grid,
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="magma",
+        square=True,
+        annot=max(grid.shape) <= 13,
+        fmt=".2f",
+        annot_kws={"size": 7},
+        xticklabels=cols,
+        yticklabels=rows,
+        cbar_kws={"label": "linear CKA"},
+    )
+    ax.set(title=title, xlabel=f"{names[1]}: block", ylabel=f"{names[0]}: block")
+    data = {"title": title, "names": list(names), "row_labels": rows, "col_labels": cols, "matrix": grid}
+    return _save(fig, path, data)

@@ -1,0 +1,35 @@
+"""Effective rank of patch embeddings (RankMe, Garrido et al. 2023)."""
+
+from __future__ import annotations
+
+import torch
+
+from viny_probe.analysis._checks import ArrayLike, as_float
+
+RANKME_EPS = 1e-7  # added to each normalised singular value, as in RankMe
+
+
+def singular_values(features: ArrayLike) -> torch.Tensor:
+    """Singular values, descending, of the ``(M, D)`` matrix (an ``(N, P, D)`` input is read as ``(N*P, D)``).
+
+    Computed from the ``(D, D)`` Gram matrix in float64, so M = 128,000 patches costs one pass over them.
+    Returns ``(D,)`` float64 (min(M, D) of them are meaningful; the rest are ~0).
+    """
+    x = as_float(features, "features", (2, 3), "(M, D) or (N, P, D)")
+    x = x.reshape(-1, x.shape[-1]).double()
+    eigenvalues = torch.linalg.eigvalsh(x.T @ x).flip(0)
+    return eigenvalues.clamp(min=0).sqrt()
+
+
+def effective_rank(features: ArrayLike, eps: float = RANKME_EPS) -> float:
+    """RankMe: ``exp(-sum p_k log p_k)`` with ``p_k = sigma_k / sum(sigma) + eps`` over the singular values.
+
+    features: ``(N, P, D)`` patch embeddings (flattened to ``(N*P, D)``, not centred, as in RankMe) or
+    ``(M, D)``. Ranges from ~1 (rank one) to D (all singular values equal).
+    """
+    sigma = singular_values(features)
+    total = sigma.sum()
+    if total == 0:
+        return 0.0
+    p = sigma / total + eps
+    return float(torch.exp(-(p * p.log()).sum()))

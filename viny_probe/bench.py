@@ -1,0 +1,630 @@
+"""`viny bench`: how fast ViNy trains here, as ratios measured in one run.
+
+For each regime: training img/s (forward + backward + AdamW step on a device-resident batch, the way
+``trainers.loop.train`` runs it), evaluation img/s (no-grad forward), the analytic FLOPs per image, the
+achieved FLOP/s and its fraction of this machine's matrix-multiply peak (measured in the same run),
+and a whole epoch with data included. Besides: the data pipeline alone (indexing the cached uint8
+tensor + batched augmentation) and one plain eager fp32 baseline of the same model
+(``bench_baseline``: explicit attention, per-sample JPEG decoding in a DataLoader).
+
+FLOP convention: one multiply-add = 2 FLOPs. Only matrix products are counted (patch embedding, qkv,
+attention scores, attention-weighted sum, output projection, MLP, task head); LayerNorm, GELU, softmax,
+residual adds and the optimizer are not (they are < 2 % of the products' FLOPs for ViNy, but not of
+their time). A training step is counted as 3x the forward (backward = 2x forward), the usual rule.
+
+Timing: warm-up steps first, then ``repeats`` timed runs of ``steps`` steps each; the median run is
+reported (the machine may be shared). CUDA work is synchronised before every clock read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .data.augment import normalize, random_hflip, random_resized_crop, to_float
+from .data.base import ImageSet
+from .errors import VinyError
+from .model import ViNy, ViTConfig, count_parameters, model_config
+
+REGIMES = ("simmim", "classify", "spatial", "segment")
+# Head width of each regime in the study: Intel's 6 scene classes, the 3 trimap classes.
+DEFAULT_CLASSES = {"classify": 6, "spatial": 3, "segment": 3}
+FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; matrix products only; training = 3 x forward"
+
+
+# --------------------------------------------------------------------------------------------------
+# Analytic FLOPs
+# --------------------------------------------------------------------------------------------------
+
+
+def analytic_flops(cfg: ViTConfig | str, regime: str = "simmim", num_classes: int | None = None) -> dict:
+    """Forward FLOPs per image of encoder + ``regime``'s head, counted from the config.
+
+    Returns each term (patch_embed, qkv, attn_scores, attn_weighted_sum, proj, mlp: summed over all
+    blocks; head), ``encoder`` and ``forward`` totals, and ``train`` = 3 x forward. See FLOP_CONVENTION.
+    """
+    cfg = model_config(cfg)
+    if regime not in REGIMES:
+        raise VinyError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
+    p, t, d = cfg.num_patches, cfg.num_patches + 1, cfg.dim
+    inner = cfg.heads * cfg.dim_head
+    mac = {
+        "patch_embed": p * cfg.patch_dim * d,
+        "qkv": cfg.depth * t * d * 3 * inner,
+        "attn_scores": cfg.depth * cfg.heads * t * t * cfg.dim_head,
+        "attn_weighted_sum": cfg.depth * cfg.heads * t * t * cfg.dim_head,
+        "proj": cfg.depth * t * inner * d,
+        "mlp": cfg.depth * 2 * t * d * cfg.mlp_dim,
+    }
+    classes = num_classes if num_classes is not None else DEFAULT_CLASSES.get(regime)
+    if regime == "simmim":
+        mac["head"] = p * d * cfg.patch_dim  # decoder on every patch token (the loss uses the masked half)
+    elif regime == "classify":
+        mac["head"] = d * classes
+    elif regime == "spatial":
+        mac["head"] = p * d * classes
+    else:  # segment: classes x patch x patch logits per patch token
+        mac["head"] = p * d * classes * cfg.patch_size**2
+    out = {k: 2 * v for k, v in mac.items()}
+    out["encoder"] = sum(v for k, v in out.items() if k != "head")
+    out["forward"] = out["encoder"] + out["head"]
+    out["train"] = 3 * out["forward"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Timing helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_median(fn: Callable[[], object], device: torch.device, warmup: int = 1, repeats: int = 3) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` untimed runs (seconds)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_bench_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VinyError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
+# --------------------------------------------------------------------------------------------------
+# Matrix-multiply peak
+# --------------------------------------------------------------------------------------------------
+
+
+def matmul_peak(
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    sizes: tuple[int, ...] | None = None,
+    model_shape: tuple[int, int, int] | None = (64 * 65, 128, 1536),
+    repeats: int = 3,
+) -> dict:
+    """Measured matmul FLOP/s: square n x n products for a few n, best taken as the peak; plus one
+    product shaped like the model's largest (tokens x dim) x (dim x 3*inner) for context."""
+    device = torch.device(device)
+    if sizes is None:
+        sizes = (4096, 8192) if device.type == "cuda" else (512, 1024, 2048)
+    per_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        reps = 10 if device.type == "cuda" else 1
+        sec = time_median(lambda a=a, b=b, reps=reps: [a @ b for _ in range(reps)], device, 1, repeats) / reps
+        per_size[n] = 2 * n**3 / sec
+    best = max(per_size, key=per_size.get)
+    out = {"dtype": str(dtype).replace("torch.", ""), "peak_flops": per_size[best], "best_size": best,
+           "per_size": {str(k): v for k, v in per_size.items()}}
+    if model_shape is not None:
+        m, k, n = model_shape
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        reps = 50 if device.type == "cuda" else 5
+        sec = time_median(lambda: [a @ b for _ in range(reps)], device, 1, repeats) / reps
+        out["model_shaped"] = {"shape": f"({m}, {k}) x ({k}, {n})", "flops": 2 * m * k * n / sec}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def bench_data(cfg: ViTConfig, n: int, dataset: str = "toy-pets", seed: int = 0) -> ImageSet:
+    """``n`` images (with labels and trimaps) at the model's size: the embedded toy-pets set, or random
+    uint8 tensors (``dataset="random"``, also the fallback if the embedded set is unavailable)."""
+    if dataset != "random":
+        try:
+            from .data import load_dataset
+
+            data = load_dataset(dataset, size=cfg.image_size, limit=n, seed=seed)
+            if data.labels is not None and data.masks is not None and len(data) >= n:
+                return data
+        except (VinyError, ImportError, AttributeError):
+            pass
+    g = torch.Generator().manual_seed(seed)
+    s = cfg.image_size
+    return ImageSet(
+        name="random",
+        images=torch.randint(0, 256, (n, 3, s, s), generator=g, dtype=torch.uint8),
+        labels=torch.randint(0, 6, (n,), generator=g),
+        masks=torch.randint(0, 3, (n, s, s), generator=g, dtype=torch.uint8),
+        class_names=[f"c{i}" for i in range(6)],
+    )
+
+
+def _to_device(data: ImageSet, device: torch.device) -> ImageSet:
+    """The set with its tensors resident on ``device`` (on CUDA: no host copy per batch)."""
+    if device.type == "cpu":
+        return data
+    return ImageSet(
+        name=data.name,
+        images=data.images.to(device),
+        labels=None if data.labels is None else data.labels.to(device),
+        masks=None if data.masks is None else data.masks.to(device),
+        class_names=list(data.class_names),
+        ids=list(data.ids),
+    )
+
+
+def pipeline_batches(data: ImageSet, batch: int, device: torch.device, gen: torch.Generator):
+    """The data pipeline alone, as the SimMIM / classify loss runs it: index the cached uint8 tensor,
+    move to ``device``, to float, per-image RandomResizedCrop + flip, normalise."""
+    from .trainers.base import device_batch
+
+    order = torch.randperm(len(data), generator=gen)
+    for start in range(0, len(data), batch):
+        b = device_batch(data, order[start : start + batch], device)
+        x = random_resized_crop(to_float(b["images"]), gen, scale=(0.67, 1.0))
+        yield normalize(random_hflip(gen, x)[0])
+
+
+# --------------------------------------------------------------------------------------------------
+# One regime's training step, evaluation and epoch
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Trainer:
+    """Encoder + head + optimizer of one regime, stepping the way trainers.loop.train does."""
+
+    regime: object
+    encoder: nn.Module
+    head: nn.Module
+    model: nn.Module  # the encoder, or its torch.compile wrapper
+    optimizer: torch.optim.Optimizer
+    device: torch.device
+    precision: str
+    losses: list = field(default_factory=list)
+
+    def step(self, batch: dict, gen: torch.Generator) -> float:
+        with _autocast(self.device, self.precision):
+            loss, _ = self.regime.loss(self.model, self.head, batch, gen)
+        value = loss.item()  # the loop reads the loss every step (finite check, running mean)
+        if not math.isfinite(value):
+            raise VinyError(f"non-finite loss {value} in the benchmark ({self.regime.name}, {self.precision})")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.losses.append(value)
+        return value
+
+    @torch.no_grad()
+    def evaluate(self, images: torch.Tensor) -> torch.Tensor:
+        with _autocast(self.device, self.precision):
+            return self.head(self.model(normalize(to_float(images))))
+
+
+def make_trainer(
+    regime: str,
+    cfg: ViTConfig,
+    data: ImageSet,
+    device: torch.device,
+    precision: str = "fp32",
+    seed: int = 0,
+    optimizer: str = "loop",
+    compile: bool = False,
+    encoder_cls: type[nn.Module] = ViNy,
+    lr: float = 1e-4,
+) -> Trainer:
+    """A fresh encoder (``encoder_cls``, seeded) + ``regime``'s head + AdamW.
+
+    ``optimizer``: "loop" = what trainers.loop uses (fused on CUDA, torch's default elsewhere),
+    "fused", "foreach", "for-loop" (torch's default on CPU tensors), or "default" (torch's choice)."""
+    from .trainers import REGISTRY
+    from .trainers.base import RegimeData
+
+    if regime not in REGISTRY:
+        raise VinyError(f"unknown regime {regime!r}; choose one of {', '.join(REGISTRY)}")
+    reg = REGISTRY[regime]()
+    torch.manual_seed(seed)
+    encoder = encoder_cls(cfg)
+    head = reg.make_head(cfg, RegimeData(train=data))
+    encoder.to(device), head.to(device)
+    encoder.train(), head.train()
+    params = list(encoder.parameters()) + list(head.parameters())
+    kw = {
+        "loop": {"fused": device.type == "cuda"},
+        "fused": {"fused": True},
+        "foreach": {"foreach": True},
+        "for-loop": {"foreach": False},
+        "default": {},
+    }
+    if optimizer not in kw:
+        raise VinyError(f"unknown optimizer variant {optimizer!r}; choose one of {', '.join(kw)}")
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.05, **kw[optimizer])
+    model = encoder
+    if compile:
+        model = torch.compile(encoder)
+        model.cfg = encoder.cfg
+    return Trainer(reg, encoder, head, model, opt, device, precision)
+
+
+def _fixed_batch(data: ImageSet, batch: int, device: torch.device) -> dict:
+    from .trainers.base import device_batch
+
+    return device_batch(data, slice(0, batch), device)
+
+
+def measure_train_step(trainer: Trainer, data: ImageSet, batch: int, steps: int, warmup: int, repeats: int) -> float:
+    """Training img/s on one device-resident batch (augmentation inside the loss included)."""
+    b = _fixed_batch(data, batch, trainer.device)
+    gen = torch.Generator().manual_seed(0)
+    sec = time_median(lambda: [trainer.step(b, gen) for _ in range(steps)], trainer.device, warmup, repeats)
+    return batch * steps / sec
+
+
+def measure_eval(trainer: Trainer, data: ImageSet, batch: int, steps: int, warmup: int, repeats: int) -> float:
+    """Evaluation img/s: no-grad forward of encoder + head on a device-resident batch."""
+    b = _fixed_batch(data, batch, trainer.device)["images"]
+    trainer.encoder.eval(), trainer.head.eval()
+    try:
+        sec = time_median(lambda: [trainer.evaluate(b) for _ in range(steps)], trainer.device, warmup, repeats)
+    finally:
+        trainer.encoder.train(), trainer.head.train()
+    return batch * steps / sec
+
+
+def run_epoch(trainer: Trainer, data: ImageSet, batch: int, seed: int = 0) -> tuple[float, int]:
+    """One epoch exactly as trainers.loop.train runs it (shuffled indexing of the cached set, per-batch
+    transfer, augmentation, step). Returns (seconds, images)."""
+    from .trainers.base import device_batch
+
+    gen = torch.Generator().manual_seed(seed)
+    _sync(trainer.device)
+    t0 = time.perf_counter()
+    order = torch.randperm(len(data), generator=gen)
+    for start in range(0, len(data), batch):
+        trainer.step(device_batch(data, order[start : start + batch], trainer.device), gen)
+    _sync(trainer.device)
+    return time.perf_counter() - t0, len(data)
+
+
+def measure_pipeline(data: ImageSet, batch: int, device: torch.device, repeats: int = 3) -> float:
+    """Data pipeline alone (index + transfer + batched augmentation), img/s over whole passes."""
+    gen = torch.Generator().manual_seed(0)
+
+    def one_pass():
+        for x in pipeline_batches(data, batch, device, gen):
+            x.sum()  # touch the result (and on CUDA, queue it)
+
+    return len(data) / time_median(one_pass, device, 1, repeats)
+
+
+# --------------------------------------------------------------------------------------------------
+# The plain baseline
+# --------------------------------------------------------------------------------------------------
+
+
+def _baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, labels, gen):
+    """The baseline's loss on already-augmented float images (its DataLoader did the augmentation)."""
+    import torch.nn.functional as F
+
+    from .model import patchify
+    from .trainers.simmim import masked_l1, random_half_mask
+
+    if regime == "simmim":
+        cfg = encoder.cfg
+        mask = random_half_mask(x.shape[0], cfg.num_patches, gen, x.device)
+        pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
+        return masked_l1(pred, patchify(x, cfg.patch_size), mask)
+    return F.cross_entropy(head(encoder(x)), labels)
+
+
+def measure_baseline(
+    regime: str,
+    cfg: ViTConfig,
+    data: ImageSet,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    workers: int = 0,
+    epoch: bool = True,
+) -> dict:
+    """Plain eager fp32 ``PlainViT`` with the same initial weights: model-step img/s on a resident
+    batch, eval img/s, the JPEG DataLoader alone, and a whole epoch data included."""
+    from .bench_baseline import PlainViT, plain_loader, write_jpegs
+
+    if regime not in ("simmim", "classify"):
+        raise VinyError("the plain baseline runs the image-only regimes: simmim or classify")
+    tr = make_trainer(regime, cfg, data, device, "fp32", optimizer="default", encoder_cls=PlainViT)
+    gen = torch.Generator().manual_seed(0)
+    fixed = _fixed_batch(data, batch, device)
+    x = normalize(to_float(fixed["images"]))
+    labels = fixed["labels"]
+
+    def step(x=x, labels=labels):
+        loss = _baseline_loss(regime, tr.encoder, tr.head, x, labels, gen)
+        if not math.isfinite(loss.item()):
+            raise VinyError("non-finite loss in the baseline")
+        tr.optimizer.zero_grad()
+        loss.backward()
+        tr.optimizer.step()
+
+    out = {"regime": regime, "precision": "fp32"}
+    sec = time_median(lambda: [step() for _ in range(steps)], device, warmup, repeats)
+    out["train_img_per_s"] = batch * steps / sec
+    with torch.no_grad():
+        tr.encoder.eval()
+        sec = time_median(lambda: [tr.head(tr.encoder(x)) for _ in range(steps)], device, warmup, repeats)
+        tr.encoder.train()
+    out["eval_img_per_s"] = batch * steps / sec
+    if epoch:
+        with tempfile.TemporaryDirectory(prefix="viny-bench-jpeg-") as tmp:
+            paths = write_jpegs(data.images.cpu(), tmp)
+            loader = plain_loader(paths, data.labels.cpu() if data.labels is not None else None,
+                                  cfg.image_size, batch, workers)
+            t0 = time.perf_counter()
+            for _ in loader:
+                pass
+            out["dataloader_img_per_s"] = len(paths) / (time.perf_counter() - t0)
+            _sync(device)
+            t0 = time.perf_counter()
+            for xb, yb in loader:  # one epoch: decode every file again, transfer, step
+                step(xb.to(device), yb.to(device))
+            _sync(device)
+            sec = time.perf_counter() - t0
+            out["epoch_img_per_s"] = len(paths) / sec
+            out["epoch_seconds"] = sec
+            out["epoch_images"] = len(paths)
+            out["dataloader_workers"] = workers
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The paper plan
+# --------------------------------------------------------------------------------------------------
+
+INTEL_TRAIN = 14_034  # Intel Image Classification seg_train
+PRETRAIN_SIZES = (45_000, 100_000, 200_000)
+FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
+
+
+def paper_plan(pretrain_seeds: int = 3, finetune_conditions: int = 4, seeds: int = 3) -> dict:
+    """Image-steps (images x epochs, summed over runs) of the study's grid from Table A1:
+    pre-training 100 epochs x {45k, 100k, 200k} x ``pretrain_seeds``; intermediate 200 epochs x
+    Intel seg_train x 3 pre-train sizes x ``seeds``; fine-tuning 100 epochs x {250..6000} x
+    ``finetune_conditions`` x ``seeds``. Each stage is labelled with the regime it runs."""
+    stages = {
+        "simmim": 100 * sum(PRETRAIN_SIZES) * pretrain_seeds,
+        "classify": 200 * INTEL_TRAIN * len(PRETRAIN_SIZES) * seeds,
+        "segment": 100 * sum(FINETUNE_SIZES) * finetune_conditions * seeds,
+    }
+    return {"image_steps": stages, "total": sum(stages.values()),
+            "assumptions": {"pretrain_seeds": pretrain_seeds, "finetune_conditions": finetune_conditions,
+                            "seeds": seeds, "intel_train": INTEL_TRAIN}}
+
+
+def project_plan(plan: dict, img_per_s: dict[str, float]) -> dict:
+    """Seconds for ``plan`` at the measured training img/s of each stage's regime."""
+    seconds = {r: steps / img_per_s[r] for r, steps in plan["image_steps"].items() if img_per_s.get(r)}
+    total = sum(seconds.values()) if len(seconds) == len(plan["image_steps"]) else None
+    return {"seconds": seconds, "total_seconds": total, "total_hours": None if total is None else total / 3600}
+
+
+# --------------------------------------------------------------------------------------------------
+# The whole benchmark
+# --------------------------------------------------------------------------------------------------
+
+
+def run_bench(
+    device: str = "auto",
+    precisions: tuple[str, ...] = ("fp32", "bf16"),
+    batch: int = 64,
+    model: str = "viny",
+    regimes: tuple[str, ...] = REGIMES,
+    steps: int = 2,
+    warmup: int = 1,
+    repeats: int = 3,
+    compile: bool = False,
+    baseline: str | None = "simmim",
+    epoch: bool = True,
+    epoch_batches: int = 4,
+    dataset: str = "toy-pets",
+    threads: int | None = None,
+    workers: int = 0,
+    optimizer: str = "loop",
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Everything `viny bench` reports, as one JSON-able dict (see docs/performance.md)."""
+    log = log or (lambda _msg: None)
+    dev = resolve_bench_device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    for p in precisions:
+        if p not in ("fp32", "bf16"):
+            raise VinyError(f"unknown precision {p!r}; choose fp32, bf16 or both")
+    for r in regimes:
+        if r not in REGIMES:
+            raise VinyError(f"unknown regime {r!r}; choose from {', '.join(REGIMES)}")
+    if batch < 1 or steps < 1 or repeats < 1:
+        raise VinyError("--batch, --steps and repeats must be >= 1")
+    cfg = model_config(model)
+    n_images = batch * max(1, epoch_batches)
+    log(f"data: {n_images} images ({dataset})")
+    host = bench_data(cfg, n_images, dataset)
+    data = _to_device(host, dev)
+    result: dict = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu"),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "model": model,
+        "model_config": cfg.to_dict(),
+        "params": count_parameters(ViNy(cfg)),
+        "batch": batch,
+        "steps": steps,
+        "warmup": warmup,
+        "repeats": repeats,
+        "compile": compile,
+        "optimizer": optimizer,
+        "dataset": host.name,
+        "flop_convention": FLOP_CONVENTION,
+        "matmul_peak": {},
+        "regimes": [],
+    }
+    dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    for p in precisions:
+        log(f"matmul peak {p}")
+        result["matmul_peak"][p] = matmul_peak(dev, dtypes[p], model_shape=(batch * (cfg.num_patches + 1),
+                                                                            cfg.dim, 3 * cfg.heads * cfg.dim_head))
+    log("data pipeline")
+    result["data_pipeline"] = {"img_per_s": measure_pipeline(data, batch, dev, repeats),
+                               "what": "index cached uint8 + transfer + RandomResizedCrop + flip + normalize"}
+    for r in regimes:
+        for p in precisions:
+            log(f"{r} {p}")
+            tr = make_trainer(r, cfg, data, dev, p, optimizer=optimizer, compile=compile)
+            flops = analytic_flops(cfg, r, getattr(getattr(tr.head, "fc", None), "out_features", None)
+                                   if r == "classify" else None)
+            row = {"regime": r, "precision": p, "flops_fwd_per_img": flops["forward"],
+                   "flops_train_per_img": flops["train"]}
+            row["train_img_per_s"] = measure_train_step(tr, data, batch, steps, warmup, repeats)
+            row["eval_img_per_s"] = measure_eval(tr, data, batch, steps, warmup, repeats)
+            row["train_flops"] = row["train_img_per_s"] * flops["train"]
+            row["eval_flops"] = row["eval_img_per_s"] * flops["forward"]
+            peak = result["matmul_peak"][p]["peak_flops"]
+            row["train_frac_of_peak"] = row["train_flops"] / peak
+            row["eval_frac_of_peak"] = row["eval_flops"] / peak
+            if epoch:
+                sec, n = run_epoch(tr, data, batch)
+                row["epoch_img_per_s"] = n / sec
+                row["epoch_seconds"] = sec
+                row["epoch_vs_step"] = sec / (n / row["train_img_per_s"])  # 1.0 = no data overhead at all
+            row["final_loss"] = tr.losses[-1]
+            result["regimes"].append(row)
+    if baseline:
+        log(f"plain baseline ({baseline})")
+        result["baseline"] = measure_baseline(baseline, cfg, host, dev, batch, steps, warmup, repeats, workers, epoch)
+        result["ratios"] = _ratios(result)
+    best = {}
+    for row in result["regimes"]:
+        best[row["regime"]] = max(best.get(row["regime"], 0.0), row["train_img_per_s"])
+    plan = paper_plan()
+    result["paper_plan"] = {**plan, "projection": project_plan(plan, best),
+                            "projection_uses": "best measured training img/s of each stage's regime"}
+    return result
+
+
+def _ratios(result: dict) -> dict:
+    base = result["baseline"]
+    out = {}
+    for row in result["regimes"]:
+        if row["regime"] != base["regime"]:
+            continue
+        p = row["precision"]
+        out[f"train_step_{p}_vs_baseline"] = row["train_img_per_s"] / base["train_img_per_s"]
+        out[f"eval_{p}_vs_baseline"] = row["eval_img_per_s"] / base["eval_img_per_s"]
+        if "epoch_img_per_s" in row and "epoch_img_per_s" in base:
+            out[f"epoch_{p}_vs_baseline"] = row["epoch_img_per_s"] / base["epoch_img_per_s"]
+    rows = {(r["regime"], r["precision"]): r for r in result["regimes"]}
+    for r in REGIMES:
+        if (r, "fp32") in rows and (r, "bf16") in rows:
+            out[f"{r}_bf16_vs_fp32"] = rows[(r, "bf16")]["train_img_per_s"] / rows[(r, "fp32")]["train_img_per_s"]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks used by the tests (and by anyone doubting the comparison)
+# --------------------------------------------------------------------------------------------------
+
+
+def precision_agreement(model: str = "tiny", regime: str = "simmim", steps: int = 5, batch: int = 16,
+                        seed: int = 0) -> dict:
+    """Train the same seeded model ``steps`` steps in fp32 and in bf16 autocast on the same batches
+    (CPU) and return both loss curves."""
+    cfg = model_config(model)
+    data = bench_data(cfg, batch * steps, "random", seed)
+    curves = {}
+    for p in ("fp32", "bf16"):
+        tr = make_trainer(regime, cfg, data, torch.device("cpu"), p, seed=seed, lr=1e-3)
+        gen = torch.Generator().manual_seed(seed)
+        for i in range(steps):
+            tr.step(_fixed_batch(data.subset(list(range(i * batch, (i + 1) * batch))), batch, tr.device), gen)
+        curves[p] = tr.losses
+    return curves
+
+
+def step_variants(
+    device: str = "cpu",
+    regime: str = "simmim",
+    model: str = "viny",
+    batch: int = 64,
+    steps: int = 2,
+    warmup: int = 1,
+    repeats: int = 3,
+    variants: tuple[str, ...] = ("loop", "fused", "foreach", "bf16", "bf16+fused", "compile", "compile+fused"),
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Training img/s of one regime under alternative settings, each against the loop's default in
+    the same run: the evidence behind the suggestions in docs/performance.md."""
+    log = log or (lambda _msg: None)
+    dev = resolve_bench_device(device)
+    cfg = model_config(model)
+    data = _to_device(bench_data(cfg, batch, "random"), dev)
+    out = {}
+    for v in variants:
+        parts = set(v.split("+"))
+        opt = "fused" if "fused" in parts else "foreach" if "foreach" in parts else "loop"
+        log(v)
+        try:
+            tr = make_trainer(regime, cfg, data, dev, "bf16" if "bf16" in parts else "fp32", optimizer=opt,
+                              compile="compile" in parts)
+            out[v] = measure_train_step(tr, data, batch, steps, warmup + (1 if "compile" in parts else 0), repeats)
+        except Exception as err:  # a variant this machine cannot run (e.g. no compiler) is reported, not fatal
+            out[v] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return {"device": str(dev), "regime": regime, "model": model, "batch": batch, "threads": torch.get_num_threads(),
+            "train_img_per_s": out}

@@ -1,0 +1,108 @@
+"""Checkpoints: plain dicts of tensors and Python scalars, loaded with ``weights_only=True`` (no code runs).
+
+A checkpoint carries its format version, regime, resolved config, model config, encoder and head
+weights, optimiser/scheduler state, epoch, metrics and its lineage: the chain of stages (regime,
+dataset, file digest) the encoder went through. Every write is atomic (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import VinyError
+from .model import ViNy, model_config
+
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, writer) -> None:
+    """Call ``writer(file_object)`` on a temp file beside ``path``, then rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_checkpoint(path: Path, payload: dict) -> str:
+    """Save atomically; return the file's sha256 digest."""
+    payload = {"format_version": FORMAT_VERSION, **payload}
+    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    return file_digest(path)
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """Load a viny checkpoint without unpickling code; clear errors for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise VinyError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises several types for foreign/corrupt files
+        raise VinyError(
+            f"{path} is not a loadable viny checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+            "A plain state_dict of the study authors' ViT can be converted with `viny import-checkpoint`."
+        ) from None
+    if not isinstance(ckpt, dict) or "encoder" not in ckpt or "format_version" not in ckpt:
+        raise VinyError(
+            f"{path} is not a viny checkpoint (no 'encoder'/'format_version' entries). If it is the study "
+            "authors' state_dict, convert it with `viny import-checkpoint FILE OUT`."
+        )
+    if ckpt["format_version"] > FORMAT_VERSION:
+        raise VinyError(f"{path} has checkpoint format {ckpt['format_version']}; this viny reads up to {FORMAT_VERSION}")
+    return ckpt
+
+
+def encoder_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> ViNy:
+    """Build the encoder of a loaded checkpoint, strictly: a mismatch names missing/unexpected keys."""
+    encoder = ViNy(model_config(ckpt["model_config"]))
+    load_state_strict(encoder, ckpt["encoder"], f"encoder in {path}")
+    return encoder
+
+
+def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
+    if missing or unexpected or wrong_shape:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+        if wrong_shape:
+            shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(wrong_shape)[:3]]
+            parts.append(f"shape mismatch {shapes}")
+        raise VinyError(f"{what} does not match the model architecture: " + "; ".join(parts))
+    module.load_state_dict(state)

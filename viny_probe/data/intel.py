@@ -1,0 +1,95 @@
+"""Intel Image Classification (Kaggle: puneet6060/intel-image-classification): scene classes.
+
+Kaggle's archive nests each split twice (``seg_train/seg_train/<class>/*.jpg``); a flat
+``seg_train/<class>/*.jpg`` copy is accepted too. The unlabelled ``seg_pred`` folder is not used.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from viny_probe.data.base import ImageSet
+from viny_probe.data.cache import Sample, check_on_error, decode_cached
+from viny_probe.data.folder import list_images
+from viny_probe.errors import VinyError
+
+FOLDER_NAME = "intel-image-classification"
+SPLITS = ("train", "test")
+
+LAYOUT = f"""Intel Image Classification as Kaggle ships it:
+  <root>/seg_train/seg_train/<class>/*.jpg and <root>/seg_test/seg_test/<class>/*.jpg
+  (or the flat <root>/seg_train/<class>/*.jpg), classes such as buildings, forest, glacier, mountain, sea, street,
+where root may also be the parent folder holding {FOLDER_NAME}/."""
+
+
+def _layout_error(root: Path, problem: str) -> VinyError:
+    return VinyError(f"{problem} in '{root}'. Expected {LAYOUT}")
+
+
+def find_intel_folder(root: str | Path) -> Path:
+    """The folder holding ``seg_train``/``seg_test``: ``root`` itself or ``root/intel-image-classification``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise _layout_error(root, "no such folder")
+    for folder in (root, root / FOLDER_NAME):
+        if (folder / "seg_train").is_dir() or (folder / "seg_test").is_dir():
+            return folder.resolve()
+    raise _layout_error(root, "no seg_train/ or seg_test/ folder")
+
+
+def split_folder(base: Path, split: str) -> Path | None:
+    """The folder of class folders for ``split``: nested ``seg_x/seg_x`` when present, else ``seg_x``."""
+    outer = base / f"seg_{split}"
+    if not outer.is_dir():
+        return None
+    return outer / outer.name if (outer / outer.name).is_dir() else outer
+
+
+def class_folders(folder: Path) -> list[str]:
+    """Sorted names of the non-hidden sub-folders of ``folder``."""
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def load_intel(
+    root: str | Path,
+    size: int = 128,
+    split: str = "train",
+    on_error: str = "skip",
+    cache_dir: str | Path | None = None,
+    workers: int = 0,
+) -> ImageSet:
+    """One split of Intel Image Classification: images (N, 3, S, S), labels (N,) into sorted class names.
+
+    Class names come from the train split's folders (when present), so a label means the same class
+    in both splits. Images are in sorted class, then file order; ids are ``<class>/<file stem>``.
+    """
+    check_on_error(on_error)
+    if split not in SPLITS:
+        raise VinyError(f"split must be one of {SPLITS} for intel, got {split!r}")
+    base = find_intel_folder(root)
+    folder = split_folder(base, split)
+    if folder is None:
+        raise _layout_error(base, f"no seg_{split}/ folder")
+    train_folder = split_folder(base, "train")
+    classes = class_folders(train_folder or folder)
+    unknown = sorted(set(class_folders(folder)) - set(classes))
+    if unknown:
+        raise _layout_error(folder, f"class folders {unknown} are not in seg_train")
+    samples = [
+        Sample(image=folder / path, id=path.rsplit(".", 1)[0], label=label)
+        for label, name in enumerate(classes)
+        if (folder / name).is_dir()
+        for path in (f"{name}/{file}" for file in list_images(folder / name))
+    ]
+    if not samples:
+        raise _layout_error(folder, "no images in any class folder")
+    return decode_cached(
+        samples,
+        name="intel",
+        size=size,
+        class_names=classes,
+        on_error=on_error,
+        cache_dir=cache_dir,
+        workers=workers,
+        key={"root": str(folder), "split": split},
+    )

@@ -1,0 +1,377 @@
+"""Experiment plans: the study's grids of runs as stages (one training run each) and cells (one grid
+entry = the final stage of a chain, with its labels).
+
+A chain is pre-training (SimMIM, optional) -> intermediate stage (optional) -> final stage. Stages are
+identified by a hash of their resolved config and their parent's id, so the same pre-training (pre-train
+size, seed) feeds every fine-tune size, every plan and every re-run, and is trained once.
+
+Named plans (``PLANS``): ``baseline`` (Table 1), ``pretrain`` (Table A2), ``intermediate`` (Table A3),
+``geometry`` (Table 2 / Figs 5-6 regimes), ``paper`` (all of them) and ``mini`` (a miniature study on the
+embedded data with the demo model and the quick preset). A plan can be narrowed or scaled with
+:func:`with_options` (the CLI flags) or written as a TOML file (:func:`load_plan_file`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..config import SCHEDULE_PRESETS, TrainConfig
+from ..errors import VinyError
+
+FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
+PAPER_PRETRAIN_SIZES = (45_000, 100_000, 200_000)
+
+# Stage kinds: which regime each runs, and the dataset it trains on for real / embedded data.
+STAGE_KINDS = {
+    "pretrain": "simmim",
+    "cls-intel": "classify",
+    "cls-pets": "classify",
+    "spatial": "spatial",
+    "finetune": "segment",
+}
+REAL_DATASETS = {"pretrain": "imagenet", "cls-intel": "intel", "cls-pets": "pets", "spatial": "pets", "finetune": "pets"}
+EMBEDDED_DATASETS = {
+    "pretrain": "toy-unlabeled",
+    "cls-intel": "toy-scenes",
+    "cls-pets": "toy-pets",
+    "spatial": "toy-pets",
+    "finetune": "toy-pets",
+}
+# Approximate image counts of the real datasets (for cost estimates only; the run uses what is on disk).
+APPROX_REAL_SIZES = {"intel": 14_034, "pets": 7_349}
+# Geometry regimes (Table 2 rows) -> the stage kind whose final encoder is diagnosed.
+GEOMETRY_REGIMES = {"pretrained": "pretrain", "cls-intel": "cls-intel", "cls-pets": "cls-pets", "spatial": "spatial"}
+GEOMETRY_LABELS = {
+    "pretrained": "Pretrained (SimMIM)",
+    "cls-intel": "CLS-Intermediate (Intel)",
+    "cls-pets": "CLS-Intermediate (Pets)",
+    "spatial": "Spatial Intermediate",
+}
+# Fields a plan's per-stage overrides may not set: the plan itself decides them.
+FORBIDDEN_OVERRIDES = {"regime", "seed", "train_size", "init", "test_size", "model", "preset", "data_root"}
+# Left out of a stage's id: where files are, and how fast the run goes, do not change what it computes.
+ID_EXCLUDED = set(TrainConfig.EXECUTION) | {"init", "data_root"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run. ``id`` = regime + hash of (resolved config without paths/execution, parent id)."""
+
+    id: str
+    kind: str  # pretrain | cls-intel | cls-pets | spatial | finetune
+    config: TrainConfig  # resolved; ``init`` is filled at run time from the parent's final.pt
+    parent: str | None
+    labels: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def regime(self) -> str:
+        return self.config.regime
+
+    def train_images(self) -> int:
+        return estimate_train_images(self.config)
+
+    def cost(self) -> int:
+        """Estimated image-steps: epochs x training images."""
+        return self.config.epochs * self.train_images()
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "parent": self.parent,
+            "labels": self.labels,
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One grid entry: its labels and the id of its final stage."""
+
+    plan: str
+    group: str  # baseline | pretrain | intermediate | geometry
+    pretrain_size: int
+    seed: int
+    stage: str
+    finetune_size: int | None = None  # segmentation cells
+    intermediate: str | None = None  # "cls-intel" or None
+    regime: str | None = None  # geometry cells: pretrained | cls-intel | cls-pets | spatial
+
+    @property
+    def condition(self) -> str:
+        """The line/row a cell belongs to, e.g. 'pretrain=3000' or 'pretrain=3000+cls-intel'."""
+        if self.group == "geometry":
+            return self.regime or ""
+        return f"pretrain={self.pretrain_size}" + (f"+{self.intermediate}" if self.intermediate else "")
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    description: str = ""
+    preset: str = "paper"
+    model: str = "viny"
+    data: str = "real"  # real (imagenet / intel / pets) | embedded (toy-*)
+    data_root: str | None = None
+    seeds: tuple[int, ...] = (0, 1, 2)
+    pretrain_sizes: tuple[int, ...] = (0,)  # 0 = no pre-training (Table 1)
+    finetune_sizes: tuple[int, ...] = FINETUNE_SIZES
+    plain: bool = True  # segmentation cells without an intermediate stage (Tables 1 / A2)
+    intermediate: bool = False  # segmentation cells with CLS-Intel between (Table A3)
+    intermediate_without_pretrain: bool = False  # also CLS-Intel -> segment from scratch (not in the paper)
+    geometry: bool = False  # Pretrained / CLS-Intel / CLS-Pets / Spatial stages (Table 2, Figs 5-6)
+    geometry_pretrain_size: int | None = None  # None: the largest pre-train size of the plan (else 200k / 3000)
+    test_size: int = 1000
+    epochs_scale: float = 1.0
+    overrides: dict = field(default_factory=dict, hash=False)  # stage kind -> {TrainConfig field: value}
+
+    def describe(self) -> str:
+        return (
+            f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds {list(self.seeds)}, "
+            f"pre-train sizes {list(self.pretrain_sizes)}, fine-tune sizes {list(self.finetune_sizes)}, "
+            f"plain={self.plain}, intermediate={self.intermediate}, geometry={self.geometry}"
+            + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
+        )
+
+
+PLANS: dict[str, Plan] = {
+    "baseline": Plan("baseline", "Table 1: no pre-training, fine-tune sizes 250..6000", pretrain_sizes=(0,)),
+    "pretrain": Plan("pretrain", "Table A2 / Fig 3: SimMIM pre-training 45k/100k/200k x fine-tune sizes",
+                     pretrain_sizes=PAPER_PRETRAIN_SIZES),
+    "intermediate": Plan("intermediate", "Table A3 / Fig 4: the same with CLS-Intel between (pair with `pretrain`)",
+                         pretrain_sizes=PAPER_PRETRAIN_SIZES, plain=False, intermediate=True),
+    "geometry": Plan("geometry", "Table 2 / Figs 5-6: Pretrained, CLS-Intel, CLS-Pets and Spatial encoders",
+                     pretrain_sizes=(), plain=False, geometry=True),
+    "paper": Plan("paper", "every grid of the study: Tables 1, A2, A3, 2", pretrain_sizes=(0, *PAPER_PRETRAIN_SIZES),
+                  intermediate=True, geometry=True),
+    "mini": Plan("mini", "miniature study: embedded data, demo model, quick preset, with and without CLS-Intel",
+                 preset="quick", model="demo", data="embedded", seeds=(0, 1), pretrain_sizes=(0, 750, 3000),
+                 finetune_sizes=(250, 500, 1000), intermediate=True),
+}
+PLAN_FIELDS = {f.name for f in dataclasses.fields(Plan)}
+
+
+def get_plan(name: str) -> Plan:
+    if name not in PLANS:
+        raise VinyError(f"unknown plan {name!r}; choose one of {', '.join(PLANS)} or pass --plan-file x.toml")
+    return PLANS[name]
+
+
+def parse_sizes(text: str | None, what: str) -> tuple[int, ...] | None:
+    """'0,500,3000' or '45k,100k' -> (0, 500, 3000) / (45000, 100000)."""
+    if text is None:
+        return None
+    out = []
+    for part in text.replace(" ", "").split(","):
+        if not part:
+            continue
+        scale = 1000 if part.lower().endswith("k") else 1
+        try:
+            out.append(int(float(part[:-1] if scale > 1 else part) * scale))
+        except ValueError:
+            raise VinyError(f"{what} must be comma-separated counts like 0,500,3000 or 45k,100k; got {text!r}") from None
+    if not out or any(v < 0 for v in out):
+        raise VinyError(f"{what} must be non-negative counts; got {text!r}")
+    return tuple(sorted(set(out)))
+
+
+def with_options(plan: Plan, **options) -> Plan:
+    """Narrow or scale a plan. ``seeds`` may be a count (seeds 0..N-1) or a sequence of seeds; every
+    option left as None keeps the plan's value."""
+    changes = {k: v for k, v in options.items() if v is not None}
+    unknown = set(changes) - PLAN_FIELDS
+    if unknown:
+        raise VinyError(f"unknown plan options {sorted(unknown)}")
+    if "seeds" in changes:
+        s = changes["seeds"]
+        changes["seeds"] = tuple(range(s)) if isinstance(s, int) else tuple(int(x) for x in s)
+    for key in ("pretrain_sizes", "finetune_sizes"):
+        if key in changes:
+            changes[key] = tuple(sorted({int(v) for v in changes[key]}))
+    if "overrides" in changes:
+        merged = {k: dict(v) for k, v in plan.overrides.items()}
+        for kind, values in changes["overrides"].items():
+            merged.setdefault(kind, {}).update(values)
+        changes["overrides"] = merged
+    new = dataclasses.replace(plan, **changes)
+    validate_plan(new)
+    return new
+
+
+def load_plan_file(path: str | Path, **cli_options) -> Plan:
+    """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
+    an empty plan named after the file); ``[overrides.finetune]`` etc. set TrainConfig fields per stage
+    kind. CLI options given beside ``--plan-file`` win over the file."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        raise VinyError("--plan-file needs Python 3.11+ (tomllib); pass the plan's options as flags instead") from None
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise VinyError(f"plan file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise VinyError(f"plan file {path} is not valid TOML: {e}") from None
+    base_name = doc.pop("base", None)
+    base = get_plan(base_name) if base_name else Plan(name=path.stem, pretrain_sizes=())
+    unknown = set(doc) - PLAN_FIELDS
+    if unknown:
+        raise VinyError(f"plan file {path}: unknown keys {sorted(unknown)}; known: base, {', '.join(sorted(PLAN_FIELDS))}")
+    doc.setdefault("name", path.stem if base_name is None else base.name)
+    plan = with_options(base, **doc)
+    return with_options(plan, **cli_options)
+
+
+def validate_plan(plan: Plan) -> None:
+    checks = [
+        (plan.preset in SCHEDULE_PRESETS, f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}"),
+        (plan.data in ("real", "embedded"), f"data must be 'real' or 'embedded', not {plan.data!r}"),
+        (len(plan.seeds) >= 1, "a plan needs at least one seed"),
+        (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
+        (all(n >= 1 for n in plan.finetune_sizes), "fine-tune sizes must be >= 1"),
+        (all(n >= 0 for n in plan.pretrain_sizes), "pre-train sizes must be >= 0"),
+        (plan.epochs_scale > 0, "--epochs-scale must be > 0"),
+        (plan.test_size >= 1, "test_size must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise VinyError(f"plan {plan.name}: {message}")
+    for kind, values in plan.overrides.items():
+        if kind not in STAGE_KINDS:
+            raise VinyError(f"plan {plan.name}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}")
+        bad = set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES)
+        if bad:
+            raise VinyError(
+                f"plan {plan.name}: overrides.{kind} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, "
+                "init, model, preset and data_root)"
+            )
+
+
+def geometry_pretrain_size(plan: Plan) -> int:
+    if plan.geometry_pretrain_size is not None:
+        return plan.geometry_pretrain_size
+    positive = [n for n in plan.pretrain_sizes if n > 0]
+    if positive:
+        return max(positive)
+    return 200_000 if plan.data == "real" else 3000
+
+
+def stage_id(cfg: TrainConfig, parent: str | None) -> str:
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED}
+    blob = json.dumps({"config": identity, "parent": parent}, sort_keys=True, default=str)
+    return f"{cfg.regime}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
+    """Epochs and milestones multiplied by ``scale`` (rounded, at least 1)."""
+    if scale == 1:
+        return cfg
+    return dataclasses.replace(
+        cfg,
+        epochs=max(1, round(cfg.epochs * scale)),
+        milestones=tuple(max(1, round(m * scale)) for m in cfg.milestones),
+    )
+
+
+def make_stage(plan: Plan, kind: str, seed: int, parent: Stage | None, train_size: int | None, labels: dict) -> Stage:
+    datasets = REAL_DATASETS if plan.data == "real" else EMBEDDED_DATASETS
+    values = {"dataset": datasets[kind], **plan.overrides.get(kind, {})}
+    if "milestones" in values and values["milestones"] is not None:
+        values["milestones"] = tuple(values["milestones"])
+    cfg = TrainConfig(
+        regime=STAGE_KINDS[kind], preset=plan.preset, model=plan.model, data_root=plan.data_root, seed=seed,
+        train_size=train_size, test_size=plan.test_size, **values,
+    ).resolved()
+    cfg = scaled(cfg, plan.epochs_scale)
+    cfg.validate()
+    parent_id = parent.id if parent else None
+    return Stage(id=stage_id(cfg, parent_id), kind=kind, config=cfg, parent=parent_id, labels=labels)
+
+
+def _check_embedded_sizes(plan: Plan) -> None:
+    from ..trainers.splits import EMBEDDED_SIZES
+
+    unlabeled, pets = EMBEDDED_SIZES["toy-unlabeled"], EMBEDDED_SIZES["toy-pets"]
+    too_big = [n for n in plan.pretrain_sizes if n > unlabeled]
+    if plan.geometry and geometry_pretrain_size(plan) > unlabeled:
+        too_big.append(geometry_pretrain_size(plan))
+    if too_big:
+        raise VinyError(
+            f"plan {plan.name}: pre-train sizes {too_big} exceed the {unlabeled} images of the embedded toy-unlabeled "
+            "set; scale them down (e.g. --pretrain-sizes 0,750,3000) or use --data real"
+        )
+    pool = pets - plan.test_size
+    if max(plan.finetune_sizes, default=0) > pool:
+        raise VinyError(
+            f"plan {plan.name}: fine-tune sizes up to {max(plan.finetune_sizes)} exceed the {pool} toy-pets images "
+            f"left after the {plan.test_size}-image test set; use e.g. --finetune-sizes 250,500,1000"
+        )
+
+
+def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
+    """All stages the plan needs, each once, parents before children, and its cells."""
+    validate_plan(plan)
+    if plan.data == "embedded":
+        _check_embedded_sizes(plan)
+    stages: dict[str, Stage] = {}
+    cells: list[Cell] = []
+
+    def add(stage: Stage) -> Stage:
+        return stages.setdefault(stage.id, stage)
+
+    def chain(seed: int, pretrain_size: int, intermediate: bool) -> Stage | None:
+        parent = None
+        if pretrain_size > 0:
+            parent = add(make_stage(plan, "pretrain", seed, None, pretrain_size,
+                                    {"pretrain_size": pretrain_size, "seed": seed}))
+        if intermediate:
+            parent = add(make_stage(plan, "cls-intel", seed, parent, None,
+                                    {"pretrain_size": pretrain_size, "seed": seed}))
+        return parent
+
+    for seed in plan.seeds:
+        for pretrain_size in plan.pretrain_sizes:
+            variants = []
+            if plan.plain:
+                variants.append(None)
+            if plan.intermediate and (pretrain_size > 0 or plan.intermediate_without_pretrain):
+                variants.append("cls-intel")
+            for intermediate in variants:
+                parent = chain(seed, pretrain_size, intermediate is not None)
+                group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
+                for n in plan.finetune_sizes:
+                    labels = {"pretrain_size": pretrain_size, "seed": seed, "intermediate": intermediate,
+                              "finetune_size": n}
+                    stage = add(make_stage(plan, "finetune", seed, parent, n, labels))
+                    cells.append(Cell(plan.name, group, pretrain_size, seed, stage.id, n, intermediate))
+        if plan.geometry:
+            size = geometry_pretrain_size(plan)
+            pre = chain(seed, size, False)
+            cells.append(Cell(plan.name, "geometry", size, seed, pre.id, regime="pretrained"))
+            for regime, kind in GEOMETRY_REGIMES.items():
+                if kind == "pretrain":
+                    continue
+                stage = add(make_stage(plan, kind, seed, pre, None, {"pretrain_size": size, "seed": seed}))
+                cells.append(Cell(plan.name, "geometry", size, seed, stage.id, regime=regime))
+    return list(stages.values()), cells
+
+
+def estimate_train_images(cfg: TrainConfig) -> int:
+    """How many training images a stage sees per epoch (real datasets: approximate)."""
+    from ..trainers.splits import EMBEDDED_SIZES, SEGMENTATION_DATASETS
+
+    if cfg.train_size is not None:
+        return cfg.train_size
+    total = EMBEDDED_SIZES.get(cfg.dataset) or APPROX_REAL_SIZES.get(cfg.dataset)
+    if total is None:
+        return 0  # unknown folder: counted as 0 in estimates
+    if cfg.dataset == "intel":
+        return total  # seg_train; seg_test is separate
+    if cfg.dataset in SEGMENTATION_DATASETS:
+        return max(total - cfg.test_size, 0)
+    return total - min(cfg.test_size, total // 5)

@@ -1,0 +1,507 @@
+"""`viny report DIR -o REPORT_DIR`: the sweep's results set beside the study's.
+
+Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-contained ``report.html``
+(every figure embedded as base64, no external resources) with:
+
+* Table 1 / A2 / A3 analogues: mean +- std over seeds (sample std, ddof=1), n shown, the trivial
+  baselines (all-background, position prior) and the published value beside each cell only when the
+  run is comparable (real datasets, paper preset = Table A1 schedules, the viny model, 1000 test images);
+  otherwise the column says "not comparable" and the caption says why.
+* Fig 3: mIoU against fine-tune size (log x), one line per pre-training scale.
+* Fig 4: change in mIoU from the intermediate stage, paired by seed (= by split), with 95% t confidence
+  intervals, a paired t-test and a Wilcoxon signed-rank test (scipy), and plain words when the interval
+  contains 0. The same paired analysis for the effect of pre-training.
+* The saturating fit a + b n^-c of mIoU against fine-tune size per condition, its parameters and the
+  marginal gain per doubling of fine-tune data.
+* Table 2 / Figs 5-6: :func:`geometry_section`, a hook filled by the embedding diagnostics.
+
+Results with different settings (model, preset, datasets, test size, epochs) are never averaged
+together: each setting gets its own tables and figures.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy import stats
+
+from .. import __version__
+from ..errors import VinyError
+from . import published
+from .fit import fit_saturating, observed_gain_per_doubling
+from .sweep import load_results
+
+TABLES = {
+    "baseline": ("Table 1", "table1", "No pre-training: segmentation by number of fine-tuning images"),
+    "pretrain": ("Table A2", "tableA2", "SimMIM pre-trained: by pre-training and fine-tuning images"),
+    "intermediate": ("Table A3", "tableA3", "Pre-trained + CLS-Intel intermediate stage: by pre-training and fine-tuning images"),
+}
+SETTING_KEYS = ("model", "preset", "dataset", "test_size", "epochs")
+
+
+# ------------------------------------------------------------------------------------------- blocks
+@dataclass
+class Block:
+    kind: str  # h1 | h2 | h3 | p | table | figure
+    text: str = ""
+    columns: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    path: Path | None = None  # figure file
+
+
+def h(level: int, text: str) -> Block:
+    return Block(f"h{level}", text)
+
+
+def p(text: str) -> Block:
+    return Block("p", text)
+
+
+def table(columns: list[str], rows: list[list], caption: str = "") -> Block:
+    return Block("table", caption, columns, [[str(c) for c in r] for r in rows])
+
+
+def figure(path: Path, caption: str) -> Block:
+    return Block("figure", caption, path=path)
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def pct(x) -> float:
+    return float(x) * 100.0
+
+
+def mean_std(values: list[float]) -> tuple[float, float, int]:
+    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
+
+
+def fmt_ms(values: list[float], digits: int = 2) -> str:
+    m, s, n = mean_std(values)
+    if n == 0:
+        return "-"
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if n > 1 else f"{m:.{digits}f} (n=1)"
+
+
+def _num(x) -> float | None:
+    if x in ("", None):
+        return None
+    return float(x)
+
+
+@dataclass
+class PairedStats:
+    n: int
+    mean: float
+    ci_low: float
+    ci_high: float
+    t_p: float
+    wilcoxon_p: float
+
+    @property
+    def verdict(self) -> str:
+        if self.n < 2:
+            return "one pair only: no interval, cannot tell from noise"
+        if self.ci_low <= 0 <= self.ci_high:
+            return "within noise (95% CI contains 0)"
+        return "lower" if self.mean < 0 else "higher"
+
+
+def paired(diffs: list[float]) -> PairedStats:
+    """Mean of paired differences, 95% t interval, paired t-test and Wilcoxon signed-rank p-values."""
+    d = np.asarray(diffs, float)
+    n = len(d)
+    if n == 0:
+        return PairedStats(0, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = float(d.mean())
+    if n < 2:
+        return PairedStats(n, mean, math.nan, math.nan, math.nan, math.nan)
+    se = float(d.std(ddof=1) / math.sqrt(n))
+    half = float(stats.t.ppf(0.975, n - 1) * se)
+    t_p = float(stats.ttest_1samp(d, 0.0).pvalue) if se > 0 else (0.0 if mean != 0 else 1.0)
+    try:
+        w_p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    except ValueError:
+        w_p = math.nan
+    return PairedStats(n, mean, mean - half, mean + half, t_p, w_p)
+
+
+def fmt_p(x: float) -> str:
+    return "-" if math.isnan(x) else (f"{x:.3f}" if x >= 0.001 else f"{x:.1e}")
+
+
+# ------------------------------------------------------------------------------------------ figures
+def _save(fig: Figure, path: Path) -> Path:
+    FigureCanvasAgg(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path
+
+
+def _seg_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r["kind"] == "finetune" and r.get("miou") not in ("", None)]
+
+
+def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r[k] for k in keys)].append(r)
+    return dict(sorted(out.items(), key=lambda kv: tuple(str(x).zfill(12) if isinstance(x, int) else str(x) for x in kv[0])))
+
+
+def setting_of(row: dict) -> tuple:
+    return tuple(row.get(k, "") for k in SETTING_KEYS)
+
+
+def setting_label(setting: tuple) -> str:
+    d = dict(zip(SETTING_KEYS, setting, strict=False))
+    data = "embedded data" if str(d["dataset"]).startswith("toy-") else "real data"
+    return (f"model {d['model']}, {d['preset']} preset, {data} (fine-tune on {d['dataset']}), "
+            f"{d['test_size']} test images, {d['epochs']} fine-tune epochs")
+
+
+def _pre_label(size: int) -> str:
+    if size == 0:
+        return "no pre-training"
+    return f"pre-train {size // 1000}k" if size >= 1000 and size % 1000 == 0 else f"pre-train {size}"
+
+
+# -------------------------------------------------------------------------------------------- sections
+def segmentation_table(group: str, rows: list[dict]) -> list[Block]:
+    name, key, title = TABLES[group]
+    rows = [r for r in rows if r["group"] == group]
+    if not rows:
+        return []
+    reasons = sorted({x for r in rows for x in str(r["not_comparable_because"]).split("; ") if x})
+    comparable = all(r["comparable"] in (True, "True") for r in rows)
+    out_rows = []
+    for (pre, ft), cell in _by(rows, "pretrain_size", "finetune_size").items():
+        acc = [pct(r["pixel_accuracy"]) for r in cell]
+        miou = [pct(r["miou"]) for r in cell]
+        mpi = [pct(r["miou_per_image"]) for r in cell]
+        bg = ([pct(r["all_background_pixel_accuracy"]) for r in cell], [pct(r["all_background_miou"]) for r in cell])
+        pp = ([pct(r["position_prior_pixel_accuracy"]) for r in cell], [pct(r["position_prior_miou"]) for r in cell])
+        pub = published.lookup(int(pre), int(ft), cell[0]["intermediate"] or None)
+        if comparable:
+            pub_acc = f"{pub.accuracy:.2f} ± {pub.accuracy_std:.2f}" if pub else "not in the paper"
+            pub_miou = f"{pub.miou:.2f} ± {pub.miou_std:.2f}" if pub else "not in the paper"
+        else:
+            pub_acc = pub_miou = "not comparable"
+        seeds = ",".join(str(r["seed"]) for r in sorted(cell, key=lambda r: r["seed"]))
+        out_rows.append([pre, ft, f"{len(cell)} (seeds {seeds})", fmt_ms(acc), fmt_ms(miou), fmt_ms(mpi), pub_acc,
+                         pub_miou, f"{fmt_ms(bg[0])} / {fmt_ms(bg[1])}", f"{fmt_ms(pp[0])} / {fmt_ms(pp[1])}"])
+    caption = (f"{name} analogue. {title}. Percent, mean ± sample std over seeds (n shown). mIoU = dataset-level "
+               "(confusion-matrix) mIoU; per-image mIoU = the study's definition, the one its tables report, so "
+               "the published mIoU sits beside that column. Trivial baselines: accuracy / mIoU of predicting "
+               "background everywhere and of the per-pixel majority class of the training trimaps.")
+    if not comparable:
+        caption += f" Published values: not comparable ({' / '.join(reasons)})."
+    cols = ["# Pre-train", "# Fine-tune", "n", "Pixel acc.", "mIoU", "Per-image mIoU", "Published acc.",
+            "Published mIoU", "All-background acc. / mIoU", "Position prior acc. / mIoU"]
+    return [h(3, f"{name} analogue"), table(cols, out_rows, caption)]
+
+
+def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    seg = [r for r in rows if r["group"] in ("baseline", "pretrain")]
+    if not seg:
+        return []
+    comparable = all(r["comparable"] in (True, "True") for r in seg)
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for (pre,), cell in _by(seg, "pretrain_size").items():
+        pts = _by(cell, "finetune_size")
+        ns = [k[0] for k in pts]
+        ms = [mean_std([pct(r["miou"]) for r in v]) for v in pts.values()]
+        line = ax.errorbar(ns, [m[0] for m in ms], yerr=[0 if math.isnan(m[1]) else m[1] for m in ms], marker="o",
+                           capsize=3, label=_pre_label(int(pre)))
+        if comparable:
+            pubs = [published.lookup(int(pre), int(n)) for n in ns]
+            if all(pubs):
+                ax.plot(ns, [q.miou for q in pubs], ls="--", color=line[0].get_color(), alpha=0.6,
+                        label=f"{_pre_label(int(pre))} (published, per-image mIoU)")
+    prior = _by(seg, "finetune_size")
+    ax.plot([k[0] for k in prior], [np.mean([pct(r["position_prior_miou"]) for r in v]) for v in prior.values()],
+            ls=":", color="gray", label="position prior (trivial)")
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tune images (log scale)")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_title("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = _save(fig, fig_dir / f"fig3{tag}.png")
+    return [h(3, "Fig 3 analogue"), figure(path, "mIoU (dataset-level) against fine-tune size, one line per "
+                                           "pre-training scale; error bars = sample std over seeds.")]
+
+
+def _pairs(rows: list[dict], treated_group: str, control_group: str, control_pre: int | None) -> dict:
+    """(pretrain, finetune) -> list of (seed, treated - control mIoU in points)."""
+    index = {(r["group"], r["pretrain_size"], r["finetune_size"], r["seed"]): r for r in rows}
+    out: dict[tuple, list] = defaultdict(list)
+    for r in rows:
+        if r["group"] != treated_group:
+            continue
+        pre = r["pretrain_size"] if control_pre is None else control_pre
+        ctrl_group = control_group if control_pre is None else ("baseline" if control_pre == 0 else control_group)
+        c = index.get((ctrl_group, pre, r["finetune_size"], r["seed"]))
+        if c is not None:
+            out[(r["pretrain_size"], r["finetune_size"])].append((r["seed"], pct(r["miou"]) - pct(c["miou"])))
+    return dict(sorted(out.items()))
+
+
+def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag: str) -> list[Block]:
+    if not pairs:
+        return []
+    rows, words = [], []
+    by_pre: dict[int, list[float]] = defaultdict(list)
+    for (pre, ft), items in pairs.items():
+        d = [x for _, x in sorted(items)]
+        by_pre[pre].extend(d)
+        s = paired(d)
+        ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+        rows.append([pre, ft, s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
+    for pre, d in sorted(by_pre.items()):
+        s = paired(d)
+        ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+        rows.append([pre, "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
+        if s.n >= 2:
+            if "within noise" in s.verdict:
+                words.append(f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
+                             f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] contains 0, so the effect is within noise.")
+            else:
+                words.append(f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
+                             f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] excludes 0 (paired t p = {fmt_p(s.t_p)}).")
+        else:
+            words.append(f"{_pre_label(pre)}: a single pair ({s.mean:+.2f} points): cannot be told from noise.")
+    all_d = [x for d in by_pre.values() for x in d]
+    s = paired(all_d)
+    ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+    rows.append(["all", "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
+    min_pairs = min(len(v) for v in pairs.values())
+    caption = (f"{what}, in mIoU points (dataset-level mIoU), paired by seed: the same seed gives the same test set "
+               "and nested training subset. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
+               f"signed-rank (scipy). With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
+               f"{2.0 ** (1 - min_pairs):.3g}. Pooled rows combine fine-tune sizes, which share pre-training runs "
+               "per seed, so they are not independent: read them as a summary, not a strict test.")
+    cols = ["# Pre-train", "# Fine-tune", "pairs", "mean Δ", "95% CI", "t-test p", "Wilcoxon p", "verdict"]
+    blocks = [h(3, title), table(cols, rows, caption), p(" ".join(words))]
+    if fig_dir is not None:
+        fig = Figure(figsize=(6.4, 4.2))
+        ax = fig.add_subplot()
+        pres = sorted({pre for pre, _ in pairs})
+        for i, pre in enumerate(pres):
+            keys = [k for k in pairs if k[0] == pre]
+            ns = np.array([k[1] for k in keys], float) * (1 + 0.04 * (i - (len(pres) - 1) / 2))
+            st = [paired([x for _, x in pairs[k]]) for k in keys]
+            means = np.array([s.mean for s in st])
+            err = np.array([[0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in st],
+                            [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in st]])
+            line = ax.errorbar(ns, means, yerr=err, marker="o", capsize=3, label=_pre_label(pre))
+            for k, x in zip(keys, ns, strict=False):
+                ax.scatter([x] * len(pairs[k]), [d for _, d in pairs[k]], s=10, alpha=0.4, color=line[0].get_color())
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tune images (log scale)")
+        ax.set_ylabel("Δ mIoU (points)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = _save(fig, fig_dir / f"{'fig4' if 'intermediate' in what else 'pretraining-effect'}{tag}.png")
+        blocks.append(figure(path, f"{what}: mean with 95% CI per cell; small dots are the individual seed pairs."))
+    return blocks
+
+
+def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    seg = [r for r in rows if r["group"] in ("baseline", "pretrain", "intermediate")]
+    if not seg:
+        return []
+    conditions = _by(seg, "pretrain_size", "intermediate")
+    param_rows, gain_rows, words = [], [], []
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.add_subplot()
+    for (pre, inter), cell in conditions.items():
+        label = _pre_label(int(pre)) + (f" + {inter}" if inter else "")
+        n = [int(r["finetune_size"]) for r in cell]
+        y = [pct(r["miou"]) for r in cell]
+        f = fit_saturating(n, y, upper=100.0)
+        sizes = sorted(set(n))
+        means = [float(np.mean([yy for nn, yy in zip(n, y, strict=False) if nn == s])) for s in sizes]
+        pts = ax.scatter(n, y, s=14, alpha=0.6, label=label)
+        if f is None:
+            param_rows.append([label, len(n), len(sizes), "-", "-", "-", "-", "fewer than 3 fine-tune sizes: no fit"])
+            continue
+        xs = np.geomspace(min(sizes), max(sizes) * 2, 100)
+        if math.isfinite(f.a):
+            ax.plot(xs, f.predict(xs), color=pts.get_facecolor()[0], lw=1.2)
+
+        def pm(v, se):
+            return f"{v:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")
+
+        param_rows.append([label, f.n_points, f.n_sizes, pm(f.a, f.a_se), pm(f.b, f.b_se), pm(f.c, f.c_se),
+                           f"{f.rmse:.2f}", "; ".join(f.notes) or "-"])
+        observed = observed_gain_per_doubling(sizes, means) + [math.nan]
+        for s, fitted, obs in zip(sizes, f.gain_per_doubling(sizes), observed, strict=False):
+            gain_rows.append([label, s, f"{fitted:+.2f}", "-" if math.isnan(obs) else f"{obs:+.2f}"])
+        if math.isfinite(f.a):
+            g = f.gain_per_doubling([sizes[0], sizes[-1]])
+            words.append(f"{label}: by the fit, doubling the fine-tune data adds {g[0]:+.2f} points at {sizes[0]} "
+                         f"images and {g[1]:+.2f} at {sizes[-1]} (asymptote a = {f.a:.1f}%).")
+    ax.set_xscale("log")
+    ax.set_xlabel("fine-tune images (log scale)")
+    ax.set_ylabel("test mIoU (%)")
+    ax.set_title("Saturating fits  mIoU = a + b·n^-c")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = _save(fig, fig_dir / f"fits{tag}.png")
+    cols = ["condition", "points", "sizes", "a (asymptote, %)", "b", "c", "RMSE", "notes"]
+    caption = ("Least-squares fit of mIoU (%) = a + b·n^-c to every seed's point (scipy curve_fit; a ≤ 100, "
+               "0.001 ≤ c ≤ 4); ± = standard errors from the fit covariance (b by the delta method).")
+    gain_caption = ("Marginal gain per doubling of fine-tune data, in mIoU points: by the fit, f(2n) − f(n); "
+                    "observed, (ȳ(n_next) − ȳ(n)) / log2(n_next / n) between consecutive measured sizes.")
+    return [h(3, "Diminishing returns: saturating fits"), table(cols, param_rows, caption),
+            table(["condition", "n", "fitted gain per doubling", "observed gain per doubling"], gain_rows, gain_caption),
+            p(" ".join(words)), figure(path, "Per-seed mIoU points and the fitted curves (extrapolated to 2× the "
+                                              "largest size).")]
+
+
+def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
+    """Table 2 / Figs 5-6 hook (the lead fills it with the embedding diagnostics).
+
+    Receives the sweep folder, every results row (pretrain / cls-intel / cls-pets / spatial stages are
+    rows with ``kind`` set accordingly; their checkpoints are ``sweep_dir/stages/<row['stage']>/final.pt``)
+    and the folder to write figures into. Returns report blocks (``h``, ``p``, ``table``, ``figure``)."""
+    geo = [r for r in rows if r["kind"] in ("cls-pets", "spatial")]
+    if not geo:
+        return []
+    pre_sizes = {r["pretrain_size"] for r in geo}
+    stages = [r for r in rows if r["kind"] in ("pretrain", "cls-intel", "cls-pets", "spatial")
+              and r["pretrain_size"] in pre_sizes and not (r["kind"] == "cls-intel" and r["intermediate"] == "")]
+    listing = [[r["kind"], r["pretrain_size"], r["seed"], r["dataset"], r["stage"],
+                "-" if r["test_accuracy"] in ("", None) else f"{pct(r['test_accuracy']):.2f}"] for r in stages]
+    pub = [[row["model"], row["within_image_variance"], row["across_image_variance"], row["patch_probe_accuracy"]]
+           for row in published.table2()]
+    return [
+        h(2, "Table 2 and Figs 5-6: representation geometry"),
+        p("The embedding diagnostics (within/across-image variance, patch probe, similarity vs distance, reference-"
+          "patch heatmaps) are not computed by this report yet. The finished geometry stages are listed below; "
+          "their encoders are the final.pt of each stage folder."),
+        table(["stage kind", "# Pre-train", "seed", "dataset", "stage", "test acc. (%)"], listing, "Geometry stages."),
+        table(["Model", "Within-image var.", "Across-image var.", "Patch probe acc. (%)"], pub,
+              "Published Table 2 (for reference)."),
+    ]
+
+
+# --------------------------------------------------------------------------------------------- render
+def render_markdown(blocks: list[Block], report_dir: Path) -> str:
+    out = []
+    for b in blocks:
+        if b.kind.startswith("h"):
+            out.append("#" * int(b.kind[1]) + " " + b.text + "\n")
+        elif b.kind == "p":
+            if b.text:
+                out.append(b.text + "\n")
+        elif b.kind == "table":
+            out.append("| " + " | ".join(b.columns) + " |")
+            out.append("|" + "---|" * len(b.columns))
+            out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in b.rows)
+            out.append("")
+            if b.text:
+                out.append(f"*{b.text}*\n")
+        elif b.kind == "figure":
+            out.append(f"![{b.text}]({b.path.relative_to(report_dir).as_posix()})\n\n*{b.text}*\n")
+    return "\n".join(out)
+
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0;font-size:.85em}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3}caption{caption-side:bottom;text-align:left;font-size:.85em;color:#555;padding:.3em 0}
+img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}"""
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body>"]
+    for b in blocks:
+        if b.kind.startswith("h"):
+            out.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
+        elif b.kind == "p":
+            if b.text:
+                out.append(f"<p>{html.escape(b.text)}</p>")
+        elif b.kind == "table":
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in b.columns)
+            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            cap = f"<caption>{html.escape(b.text)}</caption>" if b.text else ""
+            out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+        elif b.kind == "figure":
+            data = base64.b64encode(b.path.read_bytes()).decode()
+            out.append(f"<figure><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
+    out.append("</body></html>")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def build_blocks(sweep_dir: Path, rows: list[dict], fig_dir: Path,
+                 geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None) -> list[Block]:
+    seg = _seg_rows(rows)
+    blocks = [
+        h(1, "viny sweep report"),
+        p(f"Sweep folder {sweep_dir}; {len(rows)} finished stages, {len(seg)} finished segmentation cells. "
+          f"Generated {time.strftime('%Y-%m-%d %H:%M')} by viny {__version__}. Numbers are what was measured: "
+          "nothing is filtered or adjusted. The published values are the study's Tables 1, A2, A3 and 2 as "
+          "shipped in viny_probe/resources/published_tables.json."),
+    ]
+    settings = _by(seg, *SETTING_KEYS)
+    for i, (setting, srows) in enumerate(settings.items()):
+        tag = "" if len(settings) == 1 else f"-{i + 1}"
+        seeds = sorted({r["seed"] for r in srows})
+        blocks.append(h(2, f"Setting{tag}: {setting_label(setting)}"))
+        reasons = sorted({x for r in srows for x in str(r["not_comparable_because"]).split("; ") if x})
+        blocks.append(p("Comparable with the paper: yes (real datasets, paper preset, viny model, Table A1 "
+                        "schedules, 1000 test images)." if not reasons else
+                        f"Comparable with the paper: no ({' / '.join(reasons)}); published values are not set "
+                        "beside these numbers."))
+        if len(seeds) < 2:
+            blocks.append(p(f"Only one seed ({seeds[0]}): no standard deviations or confidence intervals; every "
+                            "difference below is within unknown noise."))
+        for group in TABLES:
+            blocks += segmentation_table(group, srows)
+        blocks += fig3(srows, fig_dir, tag)
+        blocks += paired_section(_pairs(srows, "intermediate", "pretrain", None),
+                                 "Fig 4 analogue: change in mIoU from the intermediate stage",
+                                 "Change in mIoU from adding the CLS-Intel intermediate stage (A3 − A2)", fig_dir, tag)
+        pre_pairs = _pairs(srows, "pretrain", "pretrain", 0)
+        blocks += paired_section(pre_pairs, "Effect of pre-training (paired by seed)",
+                                 "Change in mIoU from SimMIM pre-training (A2 − Table 1)", fig_dir, tag)
+        blocks += fit_section(srows, fig_dir, tag)
+    if not seg:
+        blocks.append(p("No finished segmentation cells yet."))
+    blocks += (geometry or geometry_section)(sweep_dir, rows, fig_dir)
+    return blocks
+
+
+def write_report(sweep_dir: str | Path, report_dir: str | Path,
+                 geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None) -> dict[str, Path]:
+    """Write report.md, figures/*.png and a self-contained report.html for the sweep in ``sweep_dir``."""
+    sweep_dir, report_dir = Path(sweep_dir), Path(report_dir)
+    if not sweep_dir.exists():
+        raise VinyError(f"{sweep_dir} does not exist; run `viny sweep PLAN --out {sweep_dir}` first")
+    rows = load_results(sweep_dir)
+    fig_dir = report_dir / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    blocks = build_blocks(sweep_dir, rows, fig_dir, geometry)
+    md = report_dir / "report.md"
+    md.write_text(render_markdown(blocks, report_dir))
+    page = report_dir / "report.html"
+    page.write_text(render_html(blocks, f"viny report: {sweep_dir.name}"))
+    return {"markdown": md, "html": page, "figures": fig_dir}

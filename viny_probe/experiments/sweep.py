@@ -1,0 +1,616 @@
+"""Run a plan: every stage not yet finished, each in its own folder, resumable, shardable.
+
+Layout of a sweep folder ``DIR``::
+
+    DIR/stages/<id>/          one training run (config.json, metrics.jsonl, checkpoint.pt, final.pt, ...)
+    DIR/stages/<id>/stage.json  the stage definition: kind, parent id, labels, resolved config
+    DIR/stages/<id>/lock      present while a worker trains the stage (pid, host, time, token)
+    DIR/stages/<id>/error.txt the last failure of the stage, if any (removed when it succeeds)
+    DIR/results.csv           one row per finished stage (segmentation metrics for fine-tuning stages)
+    DIR/results.jsonl         the same rows with full metrics, configs and provenance
+
+Rules:
+
+* A stage is finished when ``final.pt`` exists; it is never trained again. A stage folder holding a
+  ``config.json`` but no ``final.pt`` was interrupted and continues with ``train(resume=True)``.
+* A worker takes a stage by creating its lock file with ``O_CREAT | O_EXCL`` (atomic, also on NFS v3+).
+  While it trains, a heartbeat thread touches the lock every ``HEARTBEAT_S`` seconds. A lock is stale
+  when its owner is on this host and its pid is gone, or when it has not been touched for ``STALE_S``
+  seconds (a crashed or killed worker on another host). A stale lock is broken under a second
+  ``lock.break`` file (also created with O_EXCL) so that two workers can not both break and take it.
+* ``--shard I/N`` (1 <= I <= N): the plan's stages are partitioned into N shares by a deterministic greedy
+  balance of estimated cost (largest first, to the least loaded share; ties by id), identical on every
+  machine that expands the same plan. A worker trains only the stages of its share. When a stage's parent
+  belongs to another share and is not finished yet, the worker *defers* it and goes on with its other
+  stages; when only deferred stages are left it *waits*, polling every ``poll_s`` seconds, and trains
+  each as soon as its parent's ``final.pt`` appears (``wait=False``: it returns instead and reports the
+  deferred stages; run the same command again later). A stage whose parent failed is skipped.
+* ``results.csv``/``results.jsonl`` get one row appended per stage as it finishes, and are rebuilt from
+  all finished stage folders at the end of every sweep, so they are complete and free of duplicates.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import platform
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+from ..checkpoint import atomic_write_text, write_json
+from ..config import TrainConfig
+from ..errors import VinyError
+from ..trainers import train
+from .plans import Cell, Plan, Stage, expand
+
+HEARTBEAT_S = 30.0
+STALE_S = 600.0
+BREAK_STALE_S = 60.0
+FINAL = "final.pt"
+KIND_ORDER = {"pretrain": 0, "cls-intel": 1, "cls-pets": 2, "spatial": 3, "finetune": 4}
+PAPER_DATASETS = {"pretrain": "imagenet", "cls-intel": "intel", "finetune": "pets"}
+
+CSV_COLUMNS = [
+    "stage", "kind", "group", "condition", "pretrain_size", "intermediate", "finetune_size", "seed",
+    "model", "preset", "pretrain_dataset", "intermediate_dataset", "dataset", "train_images", "test_size",
+    "epochs", "comparable", "not_comparable_because",
+    "pixel_accuracy", "miou", "miou_per_image", "iou_pet", "iou_background", "iou_boundary",
+    "all_background_pixel_accuracy", "all_background_miou", "all_background_miou_per_image",
+    "position_prior_pixel_accuracy", "position_prior_miou", "position_prior_miou_per_image",
+    "test_accuracy", "final_loss", "train_seconds", "finished_at", "parent",
+]
+
+
+# ----------------------------------------------------------------------------------------------- shards
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'2/4' -> (2, 4); None -> (1, 1)."""
+    if text is None:
+        return 1, 1
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise VinyError(f"--shard must look like I/N, e.g. 1/4; got {text!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise VinyError(f"--shard {text}: need 1 <= I <= N")
+    return i, n
+
+
+def assign_shards(stages: list[Stage], n: int) -> dict[str, int]:
+    """Stage id -> share 1..n: greedy balance of estimated cost, deterministic for a given plan."""
+    load = [0] * n
+    owner: dict[str, int] = {}
+    for stage in sorted(stages, key=lambda s: (-s.cost(), s.id)):
+        k = min(range(n), key=lambda j: (load[j], j))
+        owner[stage.id] = k + 1
+        load[k] += max(stage.cost(), 1)
+    return owner
+
+
+# ------------------------------------------------------------------------------------------------ locks
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, OSError):
+        return {}  # being written, or garbage: judged by its age only
+
+
+def lock_is_stale(path: Path, stale_s: float = STALE_S) -> bool:
+    info = _read_lock(path)
+    if info is None:
+        return False
+    try:
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        if not _pid_alive(info["pid"]):
+            return True
+    return age > stale_s
+
+
+class StageLock:
+    """An O_EXCL lock file holding pid/host/time/token, refreshed by a heartbeat thread while held."""
+
+    def __init__(self, path: Path, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
+        self.path, self.heartbeat_s, self.stale_s = path, heartbeat_s, stale_s
+        self.token = uuid.uuid4().hex
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "token": self.token}
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info))
+        return True
+
+    def _break_stale(self) -> None:
+        guard = self.path.with_name(self.path.name + ".break")
+        try:
+            if time.time() - guard.stat().st_mtime > BREAK_STALE_S:
+                guard.unlink(missing_ok=True)  # left by a worker that died while breaking
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return
+        os.close(fd)
+        try:
+            if lock_is_stale(self.path, self.stale_s):
+                self.path.unlink(missing_ok=True)
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def acquire(self) -> bool:
+        if self._create():
+            self._start_heartbeat()
+            return True
+        if lock_is_stale(self.path, self.stale_s):
+            self._break_stale()
+            if self._create():
+                self._start_heartbeat()
+                return True
+        return False
+
+    def _start_heartbeat(self) -> None:
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat_s):
+                try:
+                    os.utime(self.path)
+                except FileNotFoundError:
+                    return
+
+        self._thread = threading.Thread(target=beat, daemon=True, name=f"lock-{self.path.parent.name}")
+        self._thread.start()
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        info = _read_lock(self.path)
+        if info is not None and info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------------------ sweep
+@dataclass
+class Execution:
+    """How to run (never part of a stage's identity)."""
+
+    device: str = "auto"
+    precision: str = "fp32"
+    workers: int = 0
+    compile: bool = False
+    progress: bool = True
+
+
+@dataclass
+class SweepSummary:
+    out: Path
+    plan: Plan
+    shard: tuple[int, int]
+    ran: list[str] = field(default_factory=list)
+    already_done: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # id -> why (parent failed / other shard / deferred)
+    cells_total: int = 0
+    cells_done: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return self.cells_done == self.cells_total
+
+
+def stage_dir(out: Path, stage_id: str) -> Path:
+    return Path(out) / "stages" / stage_id
+
+
+def is_finished(out: Path, stage_id: str) -> bool:
+    return (stage_dir(out, stage_id) / FINAL).exists()
+
+
+def _failed(out: Path, stage_id: str) -> bool:
+    d = stage_dir(out, stage_id)
+    return (d / "error.txt").exists() and not (d / "lock").exists() and not (d / FINAL).exists()
+
+
+def _reconcile_paths(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
+    """An interrupted stage continued from another machine or mount point: config.json may name another
+    path for the parent checkpoint or the data. Paths are not part of a stage's identity, so they are
+    updated; any other difference is left for train(resume=True) to refuse."""
+    path = run_dir / "config.json"
+    old = json.loads(path.read_text())
+    new = cfg.to_dict()
+    changed = [k for k in ("init", "data_root") if old.get(k) != new.get(k)]
+    if changed:
+        log(f"  {run_dir.name}: updating {', '.join(changed)} in config.json to this machine's paths")
+        old.update({k: new[k] for k in changed})
+        write_json(path, old)
+
+
+def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str], None] = print) -> str:
+    """Train one stage unless finished or taken. Returns 'done', 'ran' or 'locked'; raises on failure."""
+    out = Path(out)
+    d = stage_dir(out, stage.id)
+    if (d / FINAL).exists():
+        return "done"
+    d.mkdir(parents=True, exist_ok=True)
+    lock = StageLock(d / "lock")
+    if not lock.acquire():
+        return "locked"
+    try:
+        if (d / FINAL).exists():  # finished by another worker between our check and the lock
+            return "done"
+        worker = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        write_json(d / "stage.json", {**stage.to_dict(), "worker": worker})
+        init = str((stage_dir(out, stage.parent) / FINAL).resolve()) if stage.parent else None
+        cfg = dataclasses.replace(
+            stage.config, init=init, device=execution.device, precision=execution.precision,
+            workers=execution.workers, compile=execution.compile,
+        )
+        resume = (d / "config.json").exists()
+        if resume:
+            _reconcile_paths(d, cfg, log)
+        log(f"  {'resuming' if resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})")
+        try:
+            train(cfg, d, resume=resume, progress=execution.progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # recorded, the sweep goes on with independent stages
+            atomic_write_text(d / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+            raise
+        (d / "error.txt").unlink(missing_ok=True)
+        return "ran"
+    finally:
+        lock.release()
+
+
+def describe_labels(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items() if v is not None)
+
+
+def _depth(stage: Stage, by_id: dict[str, Stage]) -> int:
+    depth = 0
+    while stage.parent is not None and stage.parent in by_id:
+        stage, depth = by_id[stage.parent], depth + 1
+    return depth
+
+
+def run_sweep(
+    plan: Plan,
+    out: str | Path,
+    shard: tuple[int, int] = (1, 1),
+    execution: Execution | None = None,
+    wait: bool = True,
+    poll_s: float = 30.0,
+    wait_timeout_s: float | None = None,
+    log: Callable[[str], None] = print,
+) -> SweepSummary:
+    """Run every unfinished stage of ``plan`` that belongs to ``shard`` (see the module doc)."""
+    out = Path(out)
+    execution = execution or Execution()
+    stages, cells = expand(plan)
+    by_id = {s.id: s for s in stages}
+    owner = assign_shards(stages, shard[1])
+    mine = [s for s in stages if owner[s.id] == shard[0]]
+    mine.sort(key=lambda s: (_depth(s, by_id), stages.index(s)))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / f"plan-{plan.name}.json", {"plan": plan_to_dict(plan), "stages": len(stages), "cells": len(cells)})
+    summary = SweepSummary(out=out, plan=plan, shard=shard, cells_total=len(cells))
+    log(f"plan {plan.describe()}")
+    log(f"{len(stages)} stages, {len(cells)} cells; shard {shard[0]}/{shard[1]} owns {len(mine)} stages")
+
+    pending = list(mine)
+    waited_since: float | None = None
+    while pending:
+        progressed = False
+        for stage in list(pending):
+            parent = stage.parent
+            if parent is not None and not is_finished(out, parent):
+                if parent in summary.failed or parent in summary.skipped and summary.skipped[parent].startswith("parent"):
+                    summary.skipped[stage.id] = f"parent {parent} failed"
+                    pending.remove(stage)
+                    progressed = True
+                elif owner.get(parent) != shard[0] and _failed(out, parent):
+                    summary.skipped[stage.id] = f"parent {parent} failed (shard {owner.get(parent)})"
+                    pending.remove(stage)
+                    progressed = True
+                continue  # deferred: parent not finished yet
+            try:
+                status = run_stage(stage, out, execution, log)
+            except KeyboardInterrupt:
+                log(f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it")
+                raise
+            except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
+                summary.failed[stage.id] = f"{type(e).__name__}: {e}"
+                log(f"  FAILED {stage.id}: {type(e).__name__}: {e}")
+                pending.remove(stage)
+                progressed = True
+                continue
+            if status == "locked":
+                continue  # another worker trains it; wait for its final.pt
+            pending.remove(stage)
+            progressed = True
+            if status == "ran":
+                summary.ran.append(stage.id)
+                _append_row(out, stage.id)
+            else:
+                summary.already_done.append(stage.id)
+        if not pending:
+            break
+        if progressed:
+            waited_since = None
+            continue
+        # Nothing runnable: every pending stage waits for a parent of another shard or a locked stage.
+        if not wait:
+            for stage in pending:
+                summary.skipped[stage.id] = "deferred: parent unfinished or stage locked by another worker"
+            break
+        waited_since = waited_since or time.time()
+        if wait_timeout_s is not None and time.time() - waited_since > wait_timeout_s:
+            for stage in pending:
+                summary.skipped[stage.id] = f"waited {wait_timeout_s:g} s for a parent or a lock"
+            break
+        waiting_for = sorted({s.parent for s in pending if s.parent and not is_finished(out, s.parent)})
+        log(f"  waiting for {len(waiting_for)} parent stage(s) of other shards / {len(pending)} locked or deferred; "
+            f"next check in {poll_s:g} s")
+        time.sleep(poll_s)
+
+    rebuild_results(out)
+    summary.cells_done = sum(is_finished(out, c.stage) for c in cells)
+    log(f"cells finished: {summary.cells_done}/{summary.cells_total}; trained now: {len(summary.ran)}, "
+        f"already finished: {len(summary.already_done)}, failed: {len(summary.failed)}, skipped: {len(summary.skipped)}")
+    return summary
+
+
+def plan_to_dict(plan: Plan) -> dict:
+    d = dataclasses.asdict(plan)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+
+# -------------------------------------------------------------------------------------------- dry run
+@dataclass
+class DryRun:
+    stages: list[dict]
+    cells: list[dict]
+    total_image_steps: int
+    remaining_image_steps: int
+    shard_image_steps: dict[int, int]
+
+
+def dry_run(plan: Plan, out: str | Path | None = None, shard: tuple[int, int] = (1, 1)) -> DryRun:
+    """What a sweep would do: cells, the stages they need, status and estimated image-steps."""
+    stages, cells = expand(plan)
+    owner = assign_shards(stages, shard[1])
+
+    def status(stage_id: str) -> str:
+        if out is None:
+            return "todo"
+        d = stage_dir(Path(out), stage_id)
+        if (d / FINAL).exists():
+            return "done"
+        if (d / "lock").exists():
+            return "running"
+        if (d / "error.txt").exists():
+            return "failed"
+        if (d / "config.json").exists():
+            return "partial"
+        return "todo"
+
+    stage_rows = [
+        {
+            "id": s.id, "kind": s.kind, "dataset": s.config.dataset, "train_images": s.train_images(),
+            "epochs": s.config.epochs, "image_steps": s.cost(), "parent": s.parent or "", "shard": owner[s.id],
+            "status": status(s.id), "labels": describe_labels(s.labels),
+        }
+        for s in stages
+    ]
+    cell_rows = [
+        {
+            "group": c.group, "condition": c.condition, "pretrain_size": c.pretrain_size,
+            "finetune_size": c.finetune_size, "intermediate": c.intermediate or "", "regime": c.regime or "",
+            "seed": c.seed, "stage": c.stage, "status": status(c.stage),
+        }
+        for c in cells
+    ]
+    shard_cost: dict[int, int] = {}
+    for s in stages:
+        shard_cost[owner[s.id]] = shard_cost.get(owner[s.id], 0) + s.cost()
+    remaining = sum(r["image_steps"] for r in stage_rows if r["status"] != "done")
+    return DryRun(stage_rows, cell_rows, sum(s.cost() for s in stages), remaining, shard_cost)
+
+
+# -------------------------------------------------------------------------------------------- results
+def _chain(out: Path, stage_id: str) -> list[dict]:
+    """stage.json of the stage and its ancestors, root first."""
+    chain = []
+    current: str | None = stage_id
+    while current:
+        path = stage_dir(out, current) / "stage.json"
+        if not path.exists():
+            break
+        info = json.loads(path.read_text())
+        chain.append(info)
+        current = info.get("parent")
+    return chain[::-1]
+
+
+def comparability(chain: list[dict]) -> list[str]:
+    """Why a fine-tuning result can not be set beside the paper's (empty list = comparable)."""
+    from ..config import PAPER
+
+    reasons: list[str] = []
+    for info in chain:
+        cfg = TrainConfig.from_dict(info["config"])
+        kind = info["kind"]
+        if cfg.dataset != PAPER_DATASETS.get(kind, cfg.dataset) or cfg.dataset.startswith("toy-"):
+            reasons.append("embedded data" if cfg.dataset.startswith("toy-") else f"{kind} on {cfg.dataset}")
+        if cfg.preset != "paper":
+            reasons.append(f"{cfg.preset} preset")
+        if cfg.model != "viny":
+            reasons.append(f"{cfg.model} model")
+        sched = PAPER[{"simmim": "pretrain", "classify": "intermediate", "spatial": "intermediate",
+                       "segment": "finetune"}[cfg.regime]]
+        if (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.gamma, tuple(cfg.milestones)) != (
+            sched.epochs, sched.lr, sched.weight_decay, sched.gamma, tuple(sched.milestones)
+        ):
+            reasons.append("schedule differs from Table A1")
+        if cfg.regime == "segment" and cfg.test_size != 1000:
+            reasons.append(f"test set of {cfg.test_size}")
+    return list(dict.fromkeys(reasons))
+
+
+def stage_row(out: Path, stage_id: str) -> dict | None:
+    """One results row (flat ``csv`` part plus full ``results``/``configs``) of a finished stage."""
+    d = stage_dir(out, stage_id)
+    if not (d / FINAL).exists() or not (d / "results.json").exists() or not (d / "stage.json").exists():
+        return None
+    chain = _chain(out, stage_id)
+    info = chain[-1]
+    results = json.loads((d / "results.json").read_text())
+    cfg = info["config"]
+    labels = info.get("labels", {})
+    kind = info["kind"]
+    by_kind = {c["kind"]: c["config"] for c in chain}
+    intermediate = "cls-intel" if "cls-intel" in by_kind else None
+    pretrain_size = labels.get("pretrain_size", 0) or 0
+    group = ""
+    if kind == "finetune":
+        group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
+    reasons = comparability(chain)
+    history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()] \
+        if (d / "metrics.jsonl").exists() else []
+    data_info = json.loads((d / "data.json").read_text()) if (d / "data.json").exists() else {}
+    row = {
+        "stage": stage_id, "kind": kind, "group": group,
+        "condition": f"pretrain={pretrain_size}" + ("+cls-intel" if intermediate else ""),
+        "pretrain_size": pretrain_size, "intermediate": intermediate or "",
+        "finetune_size": labels.get("finetune_size", ""), "seed": cfg["seed"], "model": cfg["model"],
+        "preset": cfg["preset"], "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
+        "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""), "dataset": cfg["dataset"],
+        "train_images": data_info.get("train", ""), "test_size": cfg["test_size"], "epochs": cfg["epochs"],
+        "comparable": not reasons, "not_comparable_because": "; ".join(reasons),
+        "final_loss": results.get("final", {}).get("loss", ""),
+        "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / FINAL).stat().st_mtime)),
+        "parent": info.get("parent") or "",
+        "test_accuracy": results.get("test_accuracy", ""),
+    }
+    test = results.get("test")
+    if test:
+        row.update({k: test[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
+        row.update({f"iou_{k}": v for k, v in test.get("iou", {}).items()})
+        for name, scores in results.get("baselines", {}).items():
+            row.update({f"{name}_{k}": scores[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
+    row = {k: row.get(k, "") for k in CSV_COLUMNS}
+    full = {
+        **row,
+        "labels": labels,
+        "results": results,
+        "configs": [{"stage": c["id"], "kind": c["kind"], "config": c["config"]} for c in chain],
+        "provenance": _provenance(info),
+    }
+    return full
+
+
+def _provenance(info: dict) -> dict:
+    import torch
+
+    return {"viny_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
+            **info.get("worker", {})}
+
+
+def _csv_line(row: dict, header: bool = False) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    if header:
+        writer.writeheader()
+    writer.writerow(row)
+    return buf.getvalue()
+
+
+def _append_row(out: Path, stage_id: str) -> None:
+    row = stage_row(out, stage_id)
+    if row is None:
+        return
+    csv_path = out / "results.csv"
+    new = not csv_path.exists()
+    with open(csv_path, "a") as f:
+        f.write(_csv_line(row, header=new))
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(row, default=str) + "\n")
+
+
+def collect_rows(out: str | Path) -> list[dict]:
+    """Rows of every finished stage in ``out`` (whatever plan ran it), in a stable order."""
+    out = Path(out)
+    rows = []
+    for d in sorted((out / "stages").glob("*")) if (out / "stages").exists() else []:
+        row = stage_row(out, d.name)
+        if row is not None:
+            rows.append(row)
+
+    def key(r):
+        ft = r["finetune_size"] if r["finetune_size"] != "" else -1
+        return (KIND_ORDER.get(r["kind"], 9), r["pretrain_size"], r["intermediate"], ft, r["seed"], r["stage"])
+
+    return sorted(rows, key=key)
+
+
+def rebuild_results(out: str | Path) -> list[dict]:
+    """Rewrite results.csv and results.jsonl from all finished stages (atomic replace)."""
+    out = Path(out)
+    rows = collect_rows(out)
+    text = "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows)) if rows else ",".join(CSV_COLUMNS) + "\n"
+    atomic_write_text(out / "results.csv", text)
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    return rows
+
+
+def load_results(out: str | Path) -> list[dict]:
+    """The rows of ``DIR/results.jsonl`` (rebuilt from the stage folders when missing)."""
+    path = Path(out) / "results.jsonl"
+    if not path.exists():
+        if not (Path(out) / "stages").exists():
+            raise VinyError(f"{out} holds no sweep (no results.jsonl and no stages/); run `viny sweep PLAN --out {out}`")
+        return rebuild_results(out)
+    seen, rows = set(), []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            if row["stage"] not in seen:
+                seen.add(row["stage"])
+                rows.append(row)
+    return rows
+
+
+__all__ = [
+    "Cell", "DryRun", "Execution", "StageLock", "SweepSummary", "assign_shards", "collect_rows", "dry_run",
+    "is_finished", "load_results", "parse_shard", "rebuild_results", "run_stage", "run_sweep",
+]

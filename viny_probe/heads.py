@@ -1,0 +1,62 @@
+"""Task heads, each a small module on top of the encoder's tokens (B, 1 + P, D), CLS first."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .model import ViTConfig
+
+
+class SimMIMHead(nn.Module):
+    """Learned mask token and a one-layer decoder: patch token -> raw pixels of its patch."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.mask_token = nn.Parameter(torch.zeros(cfg.dim))
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.decoder = nn.Linear(cfg.dim, cfg.patch_dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, D) -> (B, P, patch*patch*C) in patchify's (ph, pw, c) order."""
+        return self.decoder(tokens[:, 1:])
+
+
+class ClassificationHead(nn.Module):
+    """Linear classifier on the CLS token."""
+
+    def __init__(self, cfg: ViTConfig, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, D) -> (B, classes)."""
+        return self.fc(tokens[:, 0])
+
+
+class SpatialHead(nn.Module):
+    """Linear classifier on every patch token (patch-aligned supervision)."""
+
+    def __init__(self, cfg: ViTConfig, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.dim, num_classes)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, D) -> (B, P, classes)."""
+        return self.fc(tokens[:, 1:])
+
+
+class SegmentationHead(nn.Module):
+    """Each patch token -> classes x patch x patch logits (the study's 128 -> 3*256 head)."""
+
+    def __init__(self, cfg: ViTConfig, num_classes: int = 3) -> None:
+        super().__init__()
+        self.num_classes, self.patch_size, self.grid = num_classes, cfg.patch_size, cfg.grid
+        self.fc = nn.Linear(cfg.dim, num_classes * cfg.patch_size**2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, 1 + P, D) -> (B, classes, H, W); each patch's output read as (class, ph, pw)."""
+        b = tokens.shape[0]
+        g, p, c = self.grid, self.patch_size, self.num_classes
+        x = self.fc(tokens[:, 1:]).view(b, g, g, c, p, p)
+        return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)

@@ -1,0 +1,200 @@
+"""ViNy: the study's tiny Vision Transformer, as one short file (timm-style Attention / Block / encoder).
+
+The layout follows the authors' code exactly (see reference-notes.md), so their state_dict maps onto
+this one name for name: patch embedding LayerNorm(768) -> Linear(768, 128) -> LayerNorm(128), learned
+CLS token and positions, pre-norm blocks with 8 heads of 64, a final LayerNorm. 4,842,880 parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import VinyError
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    image_size: int = 128
+    patch_size: int = 16
+    dim: int = 128
+    depth: int = 12
+    heads: int = 8
+    dim_head: int = 64
+    mlp_dim: int = 512
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.image_size % self.patch_size:
+            raise VinyError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of the square patch grid."""
+        return self.image_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @property
+    def patch_dim(self) -> int:
+        return self.channels * self.patch_size**2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+MODEL_PRESETS: dict[str, ViTConfig] = {
+    # The study's ViNy.
+    "viny": ViTConfig(),
+    # Same code, ~15x cheaper per image, still an 8x8 patch grid: what runs in minutes on a CPU.
+    "demo": ViTConfig(image_size=64, patch_size=8, dim=64, depth=6, heads=4, dim_head=16, mlp_dim=256),
+    # For tests only.
+    "tiny": ViTConfig(image_size=32, patch_size=4, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64),
+}
+
+
+def model_config(name_or_config: str | ViTConfig | dict) -> ViTConfig:
+    """A ViTConfig from a preset name, a dict of fields, or a config."""
+    if isinstance(name_or_config, ViTConfig):
+        return name_or_config
+    if isinstance(name_or_config, dict):
+        return ViTConfig(**name_or_config)
+    if name_or_config not in MODEL_PRESETS:
+        raise VinyError(f"unknown model {name_or_config!r}; choose one of {', '.join(MODEL_PRESETS)}")
+    return MODEL_PRESETS[name_or_config]
+
+
+def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, P, patch*patch*C), each patch flattened in (ph, pw, c) order, row-major grid."""
+    b, c, h, w = images.shape
+    gh, gw = h // patch_size, w // patch_size
+    x = images.reshape(b, c, gh, patch_size, gw, patch_size)
+    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, gh * gw, patch_size * patch_size * c)
+
+
+def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.Tensor:
+    """Inverse of patchify: (B, P, patch*patch*C) -> (B, C, H, W)."""
+    b, p, _ = patches.shape
+    g = int(round(p**0.5))
+    x = patches.reshape(b, g, g, patch_size, patch_size, channels)
+    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, g * patch_size, g * patch_size)
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, dim_head: int) -> None:
+        super().__init__()
+        self.heads, self.dim_head = heads, dim_head
+        inner = heads * dim_head
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, inner * 3, bias=False)
+        self.proj = nn.Linear(inner, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, _ = x.shape
+        # q, k, v chunked in that order, heads contiguous inside each (the authors' layout).
+        qkv = self.qkv(self.norm(x)).view(b, t, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])
+        return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
+
+
+class MLP(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: x + attn(LN(x)), then x + mlp(LN(x)); dropout 0."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.attn = Attention(cfg.dim, cfg.heads, cfg.dim_head)
+        self.mlp = MLP(cfg.dim, cfg.mlp_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+class PatchEmbed(nn.Module):
+    """Flattened patches -> LayerNorm -> Linear -> LayerNorm."""
+
+    def __init__(self, cfg: ViTConfig) -> None:
+        super().__init__()
+        self.patch_size = cfg.patch_size
+        self.norm_in = nn.LayerNorm(cfg.patch_dim)
+        self.proj = nn.Linear(cfg.patch_dim, cfg.dim)
+        self.norm_out = nn.LayerNorm(cfg.dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.norm_out(self.proj(self.norm_in(patchify(images, self.patch_size))))
+
+
+class ViNy(nn.Module):
+    """The encoder. ``forward`` returns final-LayerNorm tokens (B, 1 + P, D), CLS first."""
+
+    def __init__(self, cfg: ViTConfig | str = "viny") -> None:
+        super().__init__()
+        cfg = model_config(cfg)
+        self.cfg = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        self.cls_token = nn.Parameter(torch.randn(1, 1, cfg.dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, cfg.num_patches + 1, cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.dim)
+
+    def _check(self, images: torch.Tensor) -> None:
+        want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
+        if images.ndim != 4 or tuple(images.shape[1:]) != want:
+            raise VinyError(f"images must be (B, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}")
+
+    def embed(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Tokens entering block 1: (B, 1 + P, D). ``mask`` (B, P) bool swaps in ``mask_token`` (D,)."""
+        self._check(images)
+        x = self.patch_embed(images)
+        if mask is not None:
+            x = torch.where(mask.unsqueeze(-1), mask_token.to(x.dtype).expand_as(x), x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        return x + self.pos_embed.to(x.dtype)
+
+    def forward(
+        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        x = self.embed(images, mask, mask_token)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def patch_tokens_per_block(self, images: torch.Tensor, blocks: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """Patch tokens (B, P, D) after each requested block (1..depth); block ``depth`` includes the
+        final LayerNorm, earlier blocks are the raw residual stream. ``blocks=None``: every block."""
+        depth = self.cfg.depth
+        wanted = list(range(1, depth + 1)) if blocks is None else list(blocks)
+        for b in wanted:
+            if not 1 <= b <= depth:
+                raise VinyError(f"layer {b} is out of range: this encoder has blocks 1..{depth}")
+        out: dict[int, torch.Tensor] = {}
+        x = self.embed(images)
+        for i, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if i in wanted:
+                out[i] = (self.norm(x) if i == depth else x)[:, 1:]
+            if i >= max(wanted):
+                break
+        return out
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

@@ -1,0 +1,73 @@
+"""What a regime supplies to the one generic loop: its data, its head, its loss, its evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..data.base import ImageSet
+from ..model import ViTConfig
+
+
+@dataclass
+class RegimeData:
+    """A regime's training images and (optionally) the held-out images it is evaluated on."""
+
+    train: ImageSet
+    test: ImageSet | None = None
+    info: dict = field(default_factory=dict)  # provenance written into the run folder
+
+
+class Regime:
+    """Base class of a training regime. Subclasses set ``name`` and implement the four hooks."""
+
+    name: str = ""
+
+    def load_data(self, cfg: TrainConfig, model_cfg: ViTConfig) -> RegimeData:
+        raise NotImplementedError
+
+    def make_head(self, model_cfg: ViTConfig, data: RegimeData) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(
+        self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """One training batch (uint8 ``images`` (B, 3, S, S) plus ``labels``/``masks`` where the data has
+        them) -> scalar loss and any per-batch statistics to average over the epoch. All randomness
+        (augmentation, masking) is drawn from ``gen``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, encoder: nn.Module, head: nn.Module, data: RegimeData, batch_size: int) -> dict:
+        """Held-out metrics at the end of training (no augmentation). Default: none."""
+        return {}
+
+    def finish(self, run_dir: Path, encoder: nn.Module, head: nn.Module, data: RegimeData, results: dict) -> None:
+        """Write regime-specific outputs (tables, pictures) into the run folder."""
+
+
+REGISTRY: dict[str, type[Regime]] = {}
+
+
+def register(cls: type[Regime]) -> type[Regime]:
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def batched(n: int, batch_size: int):
+    for start in range(0, n, batch_size):
+        yield slice(start, min(start + batch_size, n))
+
+
+def device_batch(data: ImageSet, index: torch.Tensor | slice, device: torch.device) -> dict[str, torch.Tensor]:
+    """The images (and labels/masks) at ``index`` on ``device``."""
+    batch = {"images": data.images[index].to(device, non_blocking=True)}
+    if data.labels is not None:
+        batch["labels"] = data.labels[index].to(device, non_blocking=True)
+    if data.masks is not None:
+        batch["masks"] = data.masks[index].to(device, non_blocking=True)
+    return batch

@@ -1,0 +1,54 @@
+"""Global classification on the CLS token (CLS-Intel, CLS-Pets; the study's intermediate stage)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.augment import mixup, normalize, random_hflip, random_resized_crop, to_float
+from ..errors import VinyError
+from ..heads import ClassificationHead
+from . import splits
+from .base import Regime, RegimeData, batched, device_batch, register
+
+
+@register
+class Classify(Regime):
+    name = "classify"
+    mixup_alpha = 0.0
+
+    def load_data(self, cfg, model_cfg) -> RegimeData:
+        train, test, info = splits.train_test(cfg, model_cfg.image_size)
+        if train.labels is None:
+            raise VinyError(f"dataset {cfg.dataset!r} has no image labels, so it cannot train `classify`")
+        self.mixup_alpha = cfg.mixup
+        return RegimeData(train=train, test=test, info={**info, "classes": train.class_names})
+
+    def make_head(self, model_cfg, data) -> nn.Module:
+        return ClassificationHead(model_cfg, data.train.num_classes)
+
+    def loss(self, encoder, head, batch, gen):
+        x = to_float(batch["images"])
+        x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
+        labels = batch["labels"]
+        if self.mixup_alpha > 0:
+            x, soft = mixup(x, F.one_hot(labels, head.fc.out_features).float(), self.mixup_alpha, gen)
+            logits = head(encoder(x)).float()
+            loss = torch.sum(-soft * F.log_softmax(logits, -1), dim=-1).mean()
+        else:
+            logits = head(encoder(x)).float()
+            loss = F.cross_entropy(logits, labels)
+        return loss, {"train_accuracy": float((logits.argmax(-1) == labels).float().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, encoder, head, data, batch_size):
+        if data.test is None or data.test.labels is None:
+            return {}
+        device = next(encoder.parameters()).device
+        correct = 0
+        for sl in batched(len(data.test), batch_size):
+            b = device_batch(data.test, sl, device)
+            logits = head(encoder(normalize(to_float(b["images"]))))
+            correct += int((logits.argmax(-1) == b["labels"]).sum())
+        return {"test_accuracy": correct / len(data.test)}

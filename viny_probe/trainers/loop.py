@@ -1,0 +1,205 @@
+"""The one training loop every regime runs through (MAE-style: set-up apart from the epoch loop)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..checkpoint import (
+    encoder_from_checkpoint,
+    file_digest,
+    load_checkpoint,
+    load_state_strict,
+    save_checkpoint,
+    write_json,
+)
+from ..config import TrainConfig
+from ..errors import VinyError
+from ..model import ViNy, model_config
+from ..progress import epoch_progress
+from .base import REGISTRY, Regime, RegimeData, device_batch
+
+LAST, FINAL = "checkpoint.pt", "final.pt"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    final_checkpoint: Path
+    history: list[dict]
+    results: dict
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise VinyError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """One generator per (seed, epoch): batch order, augmentation and masking of that epoch. Resuming
+    at any epoch boundary therefore replays exactly what an uninterrupted run would have drawn."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def _lineage_from(init_path: str, parent: dict) -> list[dict]:
+    entry = {
+        "regime": parent["regime"],
+        "dataset": parent.get("config", {}).get("dataset"),
+        "checkpoint": str(init_path),
+        "digest": file_digest(Path(init_path)),
+    }
+    return list(parent.get("lineage", [])) + [entry]
+
+
+def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
+    """Create the run folder, or check it for --resume. Returns the checkpoint to resume from."""
+    config_path, last = run_dir / "config.json", run_dir / LAST
+    if resume:
+        if not config_path.exists():
+            raise VinyError(f"--resume: {run_dir} has no config.json; nothing to resume")
+        old = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        diff = old.differences(cfg)
+        if diff:
+            raise VinyError(
+                f"--resume refused: the config differs from the one in {config_path}:\n  " + "\n  ".join(diff)
+                + "\nUse the same options, or a new --out folder."
+            )
+        return load_checkpoint(last) if last.exists() else None
+    if last.exists() or (run_dir / FINAL).exists():
+        raise VinyError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return None
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
+    """Train one regime as ``cfg`` says, writing config, metrics, checkpoints and results to ``run_dir``."""
+    cfg = cfg.resolved()
+    run_dir = Path(run_dir)
+    state = _prepare_run_dir(run_dir, cfg, resume)
+    device = resolve_device(cfg.device)
+    mcfg = model_config(cfg.model)
+    regime: Regime = REGISTRY[cfg.regime]()
+
+    torch.manual_seed(cfg.seed)  # initialisation of encoder and head
+    data: RegimeData = regime.load_data(cfg, mcfg)
+    encoder, lineage = ViNy(mcfg), []
+    if cfg.init:
+        parent = load_checkpoint(cfg.init)
+        if model_config(parent["model_config"]) != mcfg:
+            raise VinyError(
+                f"--init {cfg.init} holds a {parent['model_config']} encoder, but this run builds {mcfg.to_dict()}; "
+                "pass the same --model as the parent run"
+            )
+        encoder = encoder_from_checkpoint(parent, cfg.init)
+        lineage = _lineage_from(cfg.init, parent)
+    head = regime.make_head(mcfg, data)
+    encoder.to(device), head.to(device)
+    write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(run_dir / "data.json", data.info)
+
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    history: list[dict] = []
+    start_epoch = 0
+    if state is not None:
+        load_state_strict(encoder, state["encoder"], f"encoder in {run_dir / LAST}")
+        load_state_strict(head, state["head"], f"head in {run_dir / LAST}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"], list(state["history"])
+    # metrics.jsonl mirrors the history of the last good checkpoint (so a resumed run has no gap or repeat).
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    train_set = data.train
+    model_step = _compiled(encoder, cfg.compile)
+    n = len(train_set)
+    with epoch_progress(enabled=progress, description=f"{cfg.regime}") as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            encoder.train(), head.train()
+            gen = epoch_generator(cfg.seed, epoch)
+            order = torch.randperm(n, generator=gen)
+            totals: dict[str, float] = {}
+            seen, t0 = 0, time.perf_counter()
+            task = bar.start_epoch(epoch, cfg.epochs, n)
+            for start in range(0, n, cfg.batch_size):
+                batch = device_batch(train_set, order[start : start + cfg.batch_size], device)
+                with autocast(device, cfg.precision):
+                    loss, stats = regime.loss(model_step, head, batch, gen)
+                if not math.isfinite(loss.item()):
+                    raise VinyError(
+                        f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {start // cfg.batch_size + 1}; "
+                        f"stopped. The last good checkpoint is kept in {run_dir / LAST}. Try a lower --lr "
+                        "or --precision fp32."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                b = batch["images"].shape[0]
+                seen += b
+                for k, v in {"loss": loss.item(), **stats}.items():
+                    totals[k] = totals.get(k, 0.0) + v * b
+                bar.advance(task, b, totals["loss"] / seen, seen / (time.perf_counter() - t0))
+            scheduler.step()
+            seconds = time.perf_counter() - t0
+            record = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}}
+            record.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds})
+            history.append(record)
+            save_checkpoint(
+                run_dir / LAST,
+                _payload(cfg, mcfg, encoder, head, lineage, history, epoch + 1, optimizer, scheduler),
+            )
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    encoder.eval(), head.eval()
+    results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
+    final_path = run_dir / FINAL
+    save_checkpoint(final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results))
+    regime.finish(run_dir, encoder, head, data, results)
+    write_json(run_dir / "results.json", {"regime": cfg.regime, "final": history[-1] if history else {}, **results})
+    return RunResult(run_dir, final_path, history, results)
+
+
+def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:
+    if not use_compile:
+        return encoder
+    compiled = torch.compile(encoder)
+    compiled.cfg = encoder.cfg  # regimes read the model config from the encoder
+    return compiled
+
+
+def _payload(cfg, mcfg, encoder, head, lineage, history, epoch, optimizer=None, scheduler=None, results=None) -> dict:
+    payload = {
+        "regime": cfg.regime,
+        "config": cfg.to_dict(),
+        "model_config": mcfg.to_dict(),
+        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+        "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
+        "head_type": type(head).__name__,
+        "lineage": lineage,
+        "epoch": epoch,
+        "history": history,
+    }
+    if optimizer is not None:
+        payload["optimizer"] = optimizer.state_dict()
+        payload["scheduler"] = scheduler.state_dict()
+    if results is not None:
+        payload["results"] = results
+    return payload

@@ -1,0 +1,66 @@
+"""Downstream 3-class trimap segmentation (pet / background / boundary), evaluated on the fixed test set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..checkpoint import write_json
+from ..data.augment import contrast_jitter, normalize, random_hflip, to_float
+from ..data.base import SEG_CLASSES
+from ..errors import VinyError
+from ..heads import SegmentationHead
+from ..metrics import baseline_scores, segmentation_scores
+from . import splits
+from .base import Regime, RegimeData, batched, device_batch, register
+
+
+@torch.no_grad()
+def predict_masks(encoder: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+    """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation."""
+    device = next(encoder.parameters()).device
+    out = []
+    for sl in batched(images.shape[0], batch_size):
+        x = normalize(to_float(images[sl].to(device)))
+        out.append(head(encoder(x)).argmax(1).to(torch.uint8).cpu())
+    return torch.cat(out)
+
+
+@register
+class Segment(Regime):
+    name = "segment"
+
+    def load_data(self, cfg, model_cfg) -> RegimeData:
+        train, test, info = splits.train_test(cfg, model_cfg.image_size)
+        if train.masks is None:
+            raise VinyError(f"dataset {cfg.dataset!r} has no trimaps; `segment` needs pets or toy-pets")
+        return RegimeData(train=train, test=test, info=info)
+
+    def make_head(self, model_cfg, data) -> nn.Module:
+        return SegmentationHead(model_cfg, num_classes=len(SEG_CLASSES))
+
+    def loss(self, encoder, head, batch, gen):
+        x, masks = random_hflip(gen, to_float(batch["images"]), batch["masks"])
+        x = normalize(contrast_jitter(x, 0.3, gen))
+        logits = head(encoder(x)).float()
+        target = masks.long()
+        loss = F.cross_entropy(logits, target)
+        return loss, {"train_pixel_accuracy": float((logits.argmax(1) == target).float().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, encoder, head, data, batch_size):
+        pred = predict_masks(encoder, head, data.test.images, batch_size)
+        return {
+            "test": segmentation_scores(pred, data.test.masks.cpu()),
+            "baselines": baseline_scores(data.train.masks.cpu(), data.test.masks.cpu()),
+        }
+
+    def finish(self, run_dir: Path, encoder, head, data, results) -> None:
+        write_json(run_dir / "eval.json", results)
+        pred = predict_masks(encoder, head, data.test.images[:6])
+        from ..viz import save_prediction_grid
+
+        save_prediction_grid(data.test.images[:6], data.test.masks[:6], pred, run_dir / "predictions.png")

@@ -1,0 +1,70 @@
+"""Patch-aligned ("spatial") supervision: a linear classifier on every patch token.
+
+``--targets trimap``: each patch's majority trimap class (Pets-like data; what the authors' code does).
+``--targets patch-label``: every patch of an image predicts the image's class (Intel-like data; the
+paper's text, "the same dataset as the classification task")."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..analysis.patch_labels import patch_majority_labels
+from ..data.augment import normalize, random_hflip, to_float
+from ..errors import VinyError
+from ..heads import SpatialHead
+from . import splits
+from .base import Regime, RegimeData, batched, device_batch, register
+
+
+@register
+class Spatial(Regime):
+    name = "spatial"
+    targets = "trimap"
+
+    def load_data(self, cfg, model_cfg) -> RegimeData:
+        self.targets = cfg.targets
+        train, test, info = splits.train_test(cfg, model_cfg.image_size)
+        if self.targets == "trimap" and train.masks is None:
+            raise VinyError(
+                f"dataset {cfg.dataset!r} has no trimaps, so `spatial --targets trimap` cannot use it; "
+                "use --targets patch-label for a classification dataset"
+            )
+        if self.targets == "patch-label" and train.labels is None:
+            raise VinyError(f"dataset {cfg.dataset!r} has no image labels for `spatial --targets patch-label`")
+        return RegimeData(train=train, test=test, info={**info, "targets": self.targets})
+
+    def make_head(self, model_cfg, data) -> nn.Module:
+        classes = 3 if self.targets == "trimap" else data.train.num_classes
+        return SpatialHead(model_cfg, classes)
+
+    def _targets(self, batch, patch_size: int, num_patches: int) -> torch.Tensor:
+        if self.targets == "trimap":
+            return patch_majority_labels(batch["masks"], patch_size)
+        return batch["labels"].unsqueeze(1).expand(-1, num_patches)
+
+    def loss(self, encoder, head, batch, gen):
+        cfg = encoder.cfg
+        tensors = [to_float(batch["images"])] + ([batch["masks"]] if "masks" in batch else [])
+        flipped = random_hflip(gen, *tensors)
+        batch = {**batch, "masks": flipped[1]} if len(flipped) > 1 else batch
+        target = self._targets(batch, cfg.patch_size, cfg.num_patches)
+        logits = head(encoder(normalize(flipped[0]))).float()
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
+        return loss, {"train_patch_accuracy": float((logits.argmax(-1) == target).float().mean())}
+
+    @torch.no_grad()
+    def evaluate(self, encoder, head, data, batch_size):
+        if data.test is None:
+            return {}
+        device = next(encoder.parameters()).device
+        cfg = encoder.cfg
+        correct = total = 0
+        for sl in batched(len(data.test), batch_size):
+            b = device_batch(data.test, sl, device)
+            target = self._targets(b, cfg.patch_size, cfg.num_patches)
+            pred = head(encoder(normalize(to_float(b["images"])))).argmax(-1)
+            correct += int((pred == target).sum())
+            total += target.numel()
+        return {"test_patch_accuracy": correct / total}
