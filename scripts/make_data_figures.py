@@ -25,7 +25,9 @@ def _hwc(t) -> np.ndarray:
     return t.permute(1, 2, 0).numpy()
 
 
-def _grid(tiles: list[np.ndarray], cols: int, captions: list[str] | None = None, cap_h: int = 0) -> Image.Image:
+def _grid(
+    tiles: list[np.ndarray], cols: int, captions: list[str] | None = None, cap_h: int = 0
+) -> Image.Image:
     h, w = tiles[0].shape[:2]
     rows = (len(tiles) + cols - 1) // cols
     canvas = Image.new("RGB", (cols * (w + PAD) + PAD, rows * (h + PAD + cap_h) + PAD), (255, 255, 255))
@@ -78,7 +80,10 @@ def main() -> None:
         ("toy-unlabeled", unlabeled_figure(args.size, args.seed)),
     ):
         path = out / f"{name}.png"
-        fig.save(path, optimize=True)
+        # a 256-colour palette keeps each grid well under 200 KB; trimap colours survive exactly
+        fig.quantize(colors=256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(
+            path, optimize=True
+        )
         print(f"{path}  {fig.size[0]}x{fig.size[1]}  {path.stat().st_size // 1024} KB")
 
 

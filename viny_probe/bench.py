@@ -144,8 +144,12 @@ def matmul_peak(
         sec = time_median(lambda a=a, b=b, reps=reps: [a @ b for _ in range(reps)], device, 1, repeats) / reps
         per_size[n] = 2 * n**3 / sec
     best = max(per_size, key=per_size.get)
-    out = {"dtype": str(dtype).replace("torch.", ""), "peak_flops": per_size[best], "best_size": best,
-           "per_size": {str(k): v for k, v in per_size.items()}}
+    out = {
+        "dtype": str(dtype).replace("torch.", ""),
+        "peak_flops": per_size[best],
+        "best_size": best,
+        "per_size": {str(k): v for k, v in per_size.items()},
+    }
     if model_shape is not None:
         m, k, n = model_shape
         a = torch.randn(m, k, device=device).to(dtype)
@@ -227,16 +231,20 @@ class Trainer:
     device: torch.device
     precision: str
     losses: list = field(default_factory=list)
+    sync_loss: bool = True  # read loss.item() every step, as the loop does (a host-device sync on CUDA)
 
     def step(self, batch: dict, gen: torch.Generator) -> float:
         with _autocast(self.device, self.precision):
             loss, _ = self.regime.loss(self.model, self.head, batch, gen)
-        value = loss.item()  # the loop reads the loss every step (finite check, running mean)
-        if not math.isfinite(value):
-            raise VinyError(f"non-finite loss {value} in the benchmark ({self.regime.name}, {self.precision})")
+        if self.sync_loss:
+            value = loss.item()  # the loop reads the loss every step (finite check, running mean)
+            if not math.isfinite(value):
+                raise VinyError(f"non-finite loss {value} in the benchmark ({self.regime.name})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if not self.sync_loss:
+            value = loss.detach()
         self.losses.append(value)
         return value
 
@@ -297,22 +305,13 @@ def _fixed_batch(data: ImageSet, batch: int, device: torch.device) -> dict:
     return device_batch(data, slice(0, batch), device)
 
 
-def measure_train_step(trainer: Trainer, data: ImageSet, batch: int, steps: int, warmup: int, repeats: int) -> float:
+def measure_train_step(
+    trainer: Trainer, data: ImageSet, batch: int, steps: int, warmup: int, repeats: int
+) -> float:
     """Training img/s on one device-resident batch (augmentation inside the loss included)."""
     b = _fixed_batch(data, batch, trainer.device)
     gen = torch.Generator().manual_seed(0)
     sec = time_median(lambda: [trainer.step(b, gen) for _ in range(steps)], trainer.device, warmup, repeats)
-    return batch * steps / sec
-
-
-def measure_eval(trainer: Trainer, data: ImageSet, batch: int, steps: int, warmup: int, repeats: int) -> float:
-    """Evaluation img/s: no-grad forward of encoder + head on a device-resident batch."""
-    b = _fixed_batch(data, batch, trainer.device)["images"]
-    trainer.encoder.eval(), trainer.head.eval()
-    try:
-        sec = time_median(lambda: [trainer.evaluate(b) for _ in range(steps)], trainer.device, warmup, repeats)
-    finally:
-        trainer.encoder.train(), trainer.head.train()
     return batch * steps / sec
 
 
@@ -331,22 +330,6 @@ def run_epoch(trainer: Trainer, data: ImageSet, batch: int, seed: int = 0) -> tu
     return time.perf_counter() - t0, len(data)
 
 
-def measure_pipeline(data: ImageSet, batch: int, device: torch.device, repeats: int = 3) -> float:
-    """Data pipeline alone (index + transfer + batched augmentation), img/s over whole passes."""
-    gen = torch.Generator().manual_seed(0)
-
-    def one_pass():
-        for x in pipeline_batches(data, batch, device, gen):
-            x.sum()  # touch the result (and on CUDA, queue it)
-
-    return len(data) / time_median(one_pass, device, 1, repeats)
-
-
-# --------------------------------------------------------------------------------------------------
-# The plain baseline
-# --------------------------------------------------------------------------------------------------
-
-
 def _baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, labels, gen):
     """The baseline's loss on already-augmented float images (its DataLoader did the augmentation)."""
     import torch.nn.functional as F
@@ -362,20 +345,20 @@ def _baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Te
     return F.cross_entropy(head(encoder(x)), labels)
 
 
-def measure_baseline(
+def baseline_measures(
     regime: str,
     cfg: ViTConfig,
     data: ImageSet,
     device: torch.device,
     batch: int,
     steps: int,
-    warmup: int,
-    repeats: int,
+    jpeg_dir: str | None = None,
     workers: int = 0,
-    epoch: bool = True,
-) -> dict:
-    """Plain eager fp32 ``PlainViT`` with the same initial weights: model-step img/s on a resident
-    batch, eval img/s, the JPEG DataLoader alone, and a whole epoch data included."""
+) -> dict[str, Callable[[], object]]:
+    """The plain eager fp32 baseline (``PlainViT``, the same initial weights as ViNy, torch's default
+    AdamW, no autocast) as timed closures: "train" (``steps`` steps on a resident, pre-normalised
+    batch), "eval" (``steps`` no-grad forwards), and with ``jpeg_dir`` "dataloader" (one pass of the
+    per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included)."""
     from .bench_baseline import PlainViT, plain_loader, write_jpegs
 
     if regime not in ("simmim", "classify"):
@@ -394,33 +377,28 @@ def measure_baseline(
         loss.backward()
         tr.optimizer.step()
 
-    out = {"regime": regime, "precision": "fp32"}
-    sec = time_median(lambda: [step() for _ in range(steps)], device, warmup, repeats)
-    out["train_img_per_s"] = batch * steps / sec
-    with torch.no_grad():
+    @torch.no_grad()
+    def evaluate():
         tr.encoder.eval()
-        sec = time_median(lambda: [tr.head(tr.encoder(x)) for _ in range(steps)], device, warmup, repeats)
+        for _ in range(steps):
+            tr.head(tr.encoder(x))
         tr.encoder.train()
-    out["eval_img_per_s"] = batch * steps / sec
-    if epoch:
-        with tempfile.TemporaryDirectory(prefix="viny-bench-jpeg-") as tmp:
-            paths = write_jpegs(data.images.cpu(), tmp)
-            loader = plain_loader(paths, data.labels.cpu() if data.labels is not None else None,
-                                  cfg.image_size, batch, workers)
-            t0 = time.perf_counter()
+
+    out = {"train": lambda: [step() for _ in range(steps)], "eval": evaluate}
+    if jpeg_dir is not None:
+        paths = write_jpegs(data.images.cpu(), jpeg_dir)
+        lab = data.labels.cpu() if data.labels is not None else None
+        loader = plain_loader(paths, lab, cfg.image_size, batch, workers)
+
+        def load_only():
             for _ in loader:
                 pass
-            out["dataloader_img_per_s"] = len(paths) / (time.perf_counter() - t0)
-            _sync(device)
-            t0 = time.perf_counter()
-            for xb, yb in loader:  # one epoch: decode every file again, transfer, step
+
+        def epoch():
+            for xb, yb in loader:  # decode every file again, transfer, step
                 step(xb.to(device), yb.to(device))
-            _sync(device)
-            sec = time.perf_counter() - t0
-            out["epoch_img_per_s"] = len(paths) / sec
-            out["epoch_seconds"] = sec
-            out["epoch_images"] = len(paths)
-            out["dataloader_workers"] = workers
+
+        out["dataloader"], out["epoch"] = load_only, epoch
     return out
 
 
@@ -443,16 +421,27 @@ def paper_plan(pretrain_seeds: int = 3, finetune_conditions: int = 4, seeds: int
         "classify": 200 * INTEL_TRAIN * len(PRETRAIN_SIZES) * seeds,
         "segment": 100 * sum(FINETUNE_SIZES) * finetune_conditions * seeds,
     }
-    return {"image_steps": stages, "total": sum(stages.values()),
-            "assumptions": {"pretrain_seeds": pretrain_seeds, "finetune_conditions": finetune_conditions,
-                            "seeds": seeds, "intel_train": INTEL_TRAIN}}
+    return {
+        "image_steps": stages,
+        "total": sum(stages.values()),
+        "assumptions": {
+            "pretrain_seeds": pretrain_seeds,
+            "finetune_conditions": finetune_conditions,
+            "seeds": seeds,
+            "intel_train": INTEL_TRAIN,
+        },
+    }
 
 
 def project_plan(plan: dict, img_per_s: dict[str, float]) -> dict:
     """Seconds for ``plan`` at the measured training img/s of each stage's regime."""
     seconds = {r: steps / img_per_s[r] for r, steps in plan["image_steps"].items() if img_per_s.get(r)}
     total = sum(seconds.values()) if len(seconds) == len(plan["image_steps"]) else None
-    return {"seconds": seconds, "total_seconds": total, "total_hours": None if total is None else total / 3600}
+    return {
+        "seconds": seconds,
+        "total_seconds": total,
+        "total_hours": None if total is None else total / 3600,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -477,9 +466,14 @@ def run_bench(
     threads: int | None = None,
     workers: int = 0,
     optimizer: str = "loop",
+    peak_sizes: tuple[int, ...] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Everything `viny bench` reports, as one JSON-able dict (see docs/performance.md)."""
+    """Everything `viny bench` reports, as one JSON-able dict (see docs/performance.md).
+
+    Every figure is timed once per round, all figures in turn, for ``repeats`` rounds (after
+    ``warmup`` untimed rounds), and the median per figure is kept: on a shared machine the load then
+    falls on all figures alike, and the ratios between them stay meaningful."""
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     if threads:
@@ -499,7 +493,9 @@ def run_bench(
     data = _to_device(host, dev)
     result: dict = {
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else (platform.processor() or "cpu"),
+        "device_name": torch.cuda.get_device_name(dev)
+        if dev.type == "cuda"
+        else (platform.processor() or "cpu"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "model": model,
@@ -512,51 +508,136 @@ def run_bench(
         "compile": compile,
         "optimizer": optimizer,
         "dataset": host.name,
+        "epoch_images": n_images,
         "flop_convention": FLOP_CONVENTION,
         "matmul_peak": {},
         "regimes": [],
     }
+
+    # 1. Every timed closure, with the images (or FLOPs) one call of it processes.
+    measures: dict[tuple, Callable[[], object]] = {}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    sizes = peak_sizes or ((4096, 8192) if dev.type == "cuda" else (512, 1024, 2048))
+    shape = (batch * (cfg.num_patches + 1), cfg.dim, 3 * cfg.heads * cfg.dim_head)
+    reps = 10 if dev.type == "cuda" else 1
     for p in precisions:
-        log(f"matmul peak {p}")
-        result["matmul_peak"][p] = matmul_peak(dev, dtypes[p], model_shape=(batch * (cfg.num_patches + 1),
-                                                                            cfg.dim, 3 * cfg.heads * cfg.dim_head))
-    log("data pipeline")
-    result["data_pipeline"] = {"img_per_s": measure_pipeline(data, batch, dev, repeats),
-                               "what": "index cached uint8 + transfer + RandomResizedCrop + flip + normalize"}
+        for n in sizes:
+            a, b = (torch.randn(n, n, device=dev).to(dtypes[p]) for _ in range(2))
+            measures[("peak", p, n)] = lambda a=a, b=b: [a @ b for _ in range(reps)]
+        a = torch.randn(shape[0], shape[1], device=dev).to(dtypes[p])
+        b = torch.randn(shape[1], shape[2], device=dev).to(dtypes[p])
+        measures[("shaped", p)] = lambda a=a, b=b: [a @ b for _ in range(5 * reps)]
+    gen = torch.Generator().manual_seed(0)
+    measures[("pipeline",)] = lambda: [x.sum() for x in pipeline_batches(data, batch, dev, gen)]
+    trainers: dict[tuple, Trainer] = {}
     for r in regimes:
         for p in precisions:
-            log(f"{r} {p}")
-            tr = make_trainer(r, cfg, data, dev, p, optimizer=optimizer, compile=compile)
-            flops = analytic_flops(cfg, r, getattr(getattr(tr.head, "fc", None), "out_features", None)
-                                   if r == "classify" else None)
-            row = {"regime": r, "precision": p, "flops_fwd_per_img": flops["forward"],
-                   "flops_train_per_img": flops["train"]}
-            row["train_img_per_s"] = measure_train_step(tr, data, batch, steps, warmup, repeats)
-            row["eval_img_per_s"] = measure_eval(tr, data, batch, steps, warmup, repeats)
-            row["train_flops"] = row["train_img_per_s"] * flops["train"]
-            row["eval_flops"] = row["eval_img_per_s"] * flops["forward"]
-            peak = result["matmul_peak"][p]["peak_flops"]
-            row["train_frac_of_peak"] = row["train_flops"] / peak
-            row["eval_frac_of_peak"] = row["eval_flops"] / peak
+            tr = trainers[(r, p)] = make_trainer(r, cfg, data, dev, p, optimizer=optimizer, compile=compile)
+            fixed = _fixed_batch(data, batch, dev)
+            g = torch.Generator().manual_seed(0)
+            measures[("train", r, p)] = lambda tr=tr, fixed=fixed, g=g: [
+                tr.step(fixed, g) for _ in range(steps)
+            ]
+            measures[("eval", r, p)] = lambda tr=tr, fixed=fixed: _eval_steps(tr, fixed["images"], steps)
             if epoch:
-                sec, n = run_epoch(tr, data, batch)
-                row["epoch_img_per_s"] = n / sec
-                row["epoch_seconds"] = sec
-                row["epoch_vs_step"] = sec / (n / row["train_img_per_s"])  # 1.0 = no data overhead at all
-            row["final_loss"] = tr.losses[-1]
-            result["regimes"].append(row)
+                measures[("epoch", r, p)] = lambda tr=tr: run_epoch(tr, data, batch)
+    tmp = tempfile.TemporaryDirectory(prefix="viny-bench-jpeg-") if baseline and epoch else None
+    try:
+        if baseline:
+            base = baseline_measures(
+                baseline, cfg, host, dev, batch, steps, tmp.name if tmp else None, workers
+            )
+            for k, fn in base.items():
+                measures[("baseline", k)] = fn
+
+        # 2. Rounds.
+        times: dict[tuple, list[float]] = {k: [] for k in measures}
+        for i in range(warmup + repeats):
+            log(f"round {i + 1}/{warmup + repeats}" + (" (warm-up)" if i < warmup else ""))
+            for key, fn in measures.items():
+                _sync(dev)
+                t0 = time.perf_counter()
+                fn()
+                _sync(dev)
+                if i >= warmup:
+                    times[key].append(time.perf_counter() - t0)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result["spread"] = {"/".join(map(str, k)): [min(v), max(v)] for k, v in times.items()}
+
+    # 3. Figures.
+    for p in precisions:
+        per_size = {str(n): 2 * n**3 * reps / med[("peak", p, n)] for n in sizes}
+        best = max(per_size, key=per_size.get)
+        result["matmul_peak"][p] = {
+            "dtype": str(dtypes[p]).replace("torch.", ""),
+            "peak_flops": per_size[best],
+            "best_size": int(best),
+            "per_size": per_size,
+            "model_shaped": {
+                "shape": f"({shape[0]}, {shape[1]}) x ({shape[1]}, {shape[2]})",
+                "flops": 2 * shape[0] * shape[1] * shape[2] * 5 * reps / med[("shaped", p)],
+            },
+        }
+    result["data_pipeline"] = {
+        "img_per_s": n_images / med[("pipeline",)],
+        "what": "index cached uint8 + transfer + RandomResizedCrop + flip + normalize",
+    }
+    for (r, p), tr in trainers.items():
+        classes = data.num_classes if r == "classify" else None
+        flops = analytic_flops(cfg, r, classes or None)
+        row = {
+            "regime": r,
+            "precision": p,
+            "flops_fwd_per_img": flops["forward"],
+            "flops_train_per_img": flops["train"],
+        }
+        row["train_img_per_s"] = batch * steps / med[("train", r, p)]
+        row["eval_img_per_s"] = batch * steps / med[("eval", r, p)]
+        row["train_flops"] = row["train_img_per_s"] * flops["train"]
+        row["eval_flops"] = row["eval_img_per_s"] * flops["forward"]
+        peak = result["matmul_peak"][p]["peak_flops"]
+        row["train_frac_of_peak"] = row["train_flops"] / peak
+        row["eval_frac_of_peak"] = row["eval_flops"] / peak
+        if epoch:
+            sec = med[("epoch", r, p)]
+            row["epoch_img_per_s"] = n_images / sec
+            row["epoch_seconds"] = sec
+            row["epoch_vs_step"] = sec / (n_images / row["train_img_per_s"])  # 1.0: no data overhead at all
+        row["final_loss"] = float(tr.losses[-1])
+        result["regimes"].append(row)
     if baseline:
-        log(f"plain baseline ({baseline})")
-        result["baseline"] = measure_baseline(baseline, cfg, host, dev, batch, steps, warmup, repeats, workers, epoch)
+        b = {"regime": baseline, "precision": "fp32", "dataloader_workers": workers}
+        b["train_img_per_s"] = batch * steps / med[("baseline", "train")]
+        b["eval_img_per_s"] = batch * steps / med[("baseline", "eval")]
+        if epoch:
+            b["dataloader_img_per_s"] = n_images / med[("baseline", "dataloader")]
+            b["epoch_img_per_s"] = n_images / med[("baseline", "epoch")]
+            b["epoch_seconds"] = med[("baseline", "epoch")]
+        result["baseline"] = b
         result["ratios"] = _ratios(result)
-    best = {}
+    best_rate: dict[str, float] = {}
     for row in result["regimes"]:
-        best[row["regime"]] = max(best.get(row["regime"], 0.0), row["train_img_per_s"])
+        best_rate[row["regime"]] = max(best_rate.get(row["regime"], 0.0), row["train_img_per_s"])
     plan = paper_plan()
-    result["paper_plan"] = {**plan, "projection": project_plan(plan, best),
-                            "projection_uses": "best measured training img/s of each stage's regime"}
+    result["paper_plan"] = {
+        **plan,
+        "projection": project_plan(plan, best_rate),
+        "projection_uses": "best measured training img/s of each stage's regime",
+    }
     return result
+
+
+@torch.no_grad()
+def _eval_steps(trainer: Trainer, images: torch.Tensor, steps: int) -> None:
+    trainer.encoder.eval(), trainer.head.eval()
+    try:
+        for _ in range(steps):
+            trainer.evaluate(images)
+    finally:
+        trainer.encoder.train(), trainer.head.train()
 
 
 def _ratios(result: dict) -> dict:
@@ -573,7 +654,9 @@ def _ratios(result: dict) -> dict:
     rows = {(r["regime"], r["precision"]): r for r in result["regimes"]}
     for r in REGIMES:
         if (r, "fp32") in rows and (r, "bf16") in rows:
-            out[f"{r}_bf16_vs_fp32"] = rows[(r, "bf16")]["train_img_per_s"] / rows[(r, "fp32")]["train_img_per_s"]
+            out[f"{r}_bf16_vs_fp32"] = (
+                rows[(r, "bf16")]["train_img_per_s"] / rows[(r, "fp32")]["train_img_per_s"]
+            )
     return out
 
 
@@ -582,8 +665,9 @@ def _ratios(result: dict) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def precision_agreement(model: str = "tiny", regime: str = "simmim", steps: int = 5, batch: int = 16,
-                        seed: int = 0) -> dict:
+def precision_agreement(
+    model: str = "tiny", regime: str = "simmim", steps: int = 5, batch: int = 16, seed: int = 0
+) -> dict:
     """Train the same seeded model ``steps`` steps in fp32 and in bf16 autocast on the same batches
     (CPU) and return both loss curves."""
     cfg = model_config(model)
@@ -598,6 +682,15 @@ def precision_agreement(model: str = "tiny", regime: str = "simmim", steps: int 
     return curves
 
 
+def _sdpa_backend(name: str | None):
+    """Force F.scaled_dot_product_attention onto one backend ("math": the unfused reference)."""
+    if name is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([{"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}[name]])
+
+
 def step_variants(
     device: str = "cpu",
     regime: str = "simmim",
@@ -606,25 +699,67 @@ def step_variants(
     steps: int = 2,
     warmup: int = 1,
     repeats: int = 3,
-    variants: tuple[str, ...] = ("loop", "fused", "foreach", "bf16", "bf16+fused", "compile", "compile+fused"),
+    variants: tuple[str, ...] = (
+        "loop",
+        "fused",
+        "foreach",
+        "bf16",
+        "bf16+fused",
+        "compile",
+        "compile+fused",
+    ),
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Training img/s of one regime under alternative settings, each against the loop's default in
-    the same run: the evidence behind the suggestions in docs/performance.md."""
+    the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
+    joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
+    (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention)."""
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     cfg = model_config(model)
     data = _to_device(bench_data(cfg, batch, "random"), dev)
-    out = {}
+    fixed = _fixed_batch(data, batch, dev)
+    out: dict[str, object] = {}
+    runs: dict[str, Callable[[], object]] = {}
     for v in variants:
         parts = set(v.split("+"))
         opt = "fused" if "fused" in parts else "foreach" if "foreach" in parts else "loop"
-        log(v)
-        try:
-            tr = make_trainer(regime, cfg, data, dev, "bf16" if "bf16" in parts else "fp32", optimizer=opt,
-                              compile="compile" in parts)
-            out[v] = measure_train_step(tr, data, batch, steps, warmup + (1 if "compile" in parts else 0), repeats)
-        except Exception as err:  # a variant this machine cannot run (e.g. no compiler) is reported, not fatal
-            out[v] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
-    return {"device": str(dev), "regime": regime, "model": model, "batch": batch, "threads": torch.get_num_threads(),
-            "train_img_per_s": out}
+        prec = "bf16" if "bf16" in parts else "fp32"
+        tr = make_trainer(regime, cfg, data, dev, prec, optimizer=opt, compile="compile" in parts)
+        tr.sync_loss = "nosync" not in parts
+        sdpa = "math" if "sdpa-math" in parts else None
+
+        def run(tr=tr, sdpa=sdpa, g=torch.Generator().manual_seed(0)):
+            with _sdpa_backend(sdpa):
+                for _ in range(steps):
+                    tr.step(fixed, g)
+
+        runs[v] = run
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    for i in range(warmup + 1 + repeats):  # one extra warm-up round: torch.compile compiles in the first
+        log(f"round {i + 1}/{warmup + 1 + repeats}")
+        for v, fn in runs.items():
+            if v in out:
+                continue
+            try:
+                _sync(dev)
+                t0 = time.perf_counter()
+                fn()
+                _sync(dev)
+            except Exception as err:  # a variant this machine cannot run (e.g. no compiler) is reported
+                out[v] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                continue
+            if i > warmup:
+                times[v].append(time.perf_counter() - t0)
+    for v in variants:
+        if v not in out:
+            out[v] = batch * steps / statistics.median(times[v])
+    return {
+        "device": str(dev),
+        "regime": regime,
+        "model": model,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "rounds": repeats,
+        "train_img_per_s": out,
+    }

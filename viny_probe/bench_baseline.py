@@ -143,5 +143,9 @@ def plain_loader(
     paths: list[Path], labels: torch.Tensor | None, size: int, batch_size: int, workers: int = 0
 ) -> torch.utils.data.DataLoader:
     return torch.utils.data.DataLoader(
-        JpegFolder(paths, labels, size), batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=False
+        JpegFolder(paths, labels, size),
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=False,
     )

@@ -50,7 +50,7 @@ def test_matches_the_naive_hsic_formula_and_chunking(monkeypatch):
     x, y = _features(60, 5, 0), _features(60, 3, 1) + _features(60, 5, 0)[:, :3]
     expected = _naive_cka(x.numpy(), y.numpy())
     assert linear_cka(x, y) == pytest.approx(expected, rel=1e-10)
-    monkeypatch.setattr(cka_module, "_ROW_CHUNK", 7)
+    monkeypatch.setattr(cka_module, "_BLOCK_BYTES", 8 * 8 * 7)  # blocks of 7 rows
     assert linear_cka(x.float(), y.float()) == pytest.approx(expected, rel=1e-5)
 
 

@@ -1,9 +1,10 @@
 """Timing check for the final-layer diagnostics (not a test; pytest does not collect it).
 
-    .venv/bin/python -m tests.analysis.timing_diagnostics [--images 2000] [--test-images 1000]
+    .venv/bin/python -m tests.analysis.timing_diagnostics [--images 2000] [--test-fraction 0.2]
 
-Random (N, 64, 128) float32 embeddings and random 3-class patch labels: the cost does not depend on
-the values, only on the shapes (N * 64 = 128,000 train patches at N = 2000).
+Random (N, 64, 128) float32 embeddings and random 3-class patch labels: the cost depends only on the
+shapes. Label-free diagnostics use all N images (N * 64 = 128,000 patches at N = 2000); the probe and
+kNN fit on the first (1 - test_fraction) of the images and score the rest.
 """
 
 from __future__ import annotations
@@ -30,15 +31,23 @@ from viny_probe.analysis import (
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--test-images", type=int, default=1000)
+    parser.add_argument("--test-fraction", type=float, default=0.2)
     parser.add_argument("--knn-max-train", type=int, default=None, help="cap the kNN train bank (patches)")
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(args.images, 64, 128, generator=g)
     labels = torch.randint(0, 3, (args.images, 64), generator=g)
-    test_emb = torch.randn(args.test_images, 64, 128, generator=g)
-    test_labels = torch.randint(0, 3, (args.test_images, 64), generator=g)
-    print(f"torch threads: {torch.get_num_threads()}; train {tuple(emb.shape)}, test {tuple(test_emb.shape)}")
+    n_train = round(args.images * (1 - args.test_fraction))
+    train_emb, train_labels, test_emb, test_labels = (
+        emb[:n_train],
+        labels[:n_train],
+        emb[n_train:],
+        labels[n_train:],
+    )
+    print(
+        f"torch threads: {torch.get_num_threads()}; all {tuple(emb.shape)}; "
+        f"probe/kNN train {tuple(train_emb.shape)}, test {tuple(test_emb.shape)}"
+    )
 
     steps = {
         "within_image_variance": lambda: within_image_variance(emb),
@@ -47,13 +56,15 @@ def main() -> None:
         "similarity_vs_distance_by_class": lambda: similarity_vs_distance_by_class(emb, labels),
         "effective_rank": lambda: effective_rank(emb),
         "linear_cka (final vs final)": lambda: linear_cka(emb, emb),
-        "cka_matrix 13 x 13 blocks": lambda: cka_matrix([emb] * 13, [emb] * 13),
+        "cka_matrix 13 x 13 blocks (per-block, not final-layer)": lambda: cka_matrix([emb] * 13, [emb] * 13),
         "similarity_map x 3 refs x 10 images": lambda: [
             similarity_map(emb[i], r) for i in range(10) for r in (0, 27, 63)
         ],
-        "linear_patch_probe (5 Cs + refit)": lambda: linear_patch_probe(emb, labels, test_emb, test_labels),
+        "linear_patch_probe (5 Cs + refit)": lambda: linear_patch_probe(
+            train_emb, train_labels, test_emb, test_labels
+        ),
         "knn_patch_accuracy (k=20)": lambda: knn_patch_accuracy(
-            emb, labels, test_emb, test_labels, max_train_patches=args.knn_max_train
+            train_emb, train_labels, test_emb, test_labels, max_train_patches=args.knn_max_train
         ),
     }
     total = 0.0

@@ -63,7 +63,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     whole = train(cfg, tmp_path / "whole", progress=False)
 
     seg = REGISTRY["segment"]
-    original = seg.loss
+    original = seg.compute_loss
     calls = {"n": 0}
 
     def flaky(self, *a, **k):
@@ -72,10 +72,10 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
             raise Interrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(seg, "loss", flaky)
+    monkeypatch.setattr(seg, "compute_loss", flaky)
     with pytest.raises(Interrupt):
         train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(seg, "loss", original)
+    monkeypatch.setattr(seg, "compute_loss", original)
     assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
     with pytest.raises(VinyError, match="--resume"):
         train(cfg, tmp_path / "cut", progress=False)
@@ -93,7 +93,7 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     seg = REGISTRY["simmim"]
-    original = seg.loss
+    original = seg.compute_loss
     calls = {"n": 0}
 
     def nan_later(self, *a, **k):
@@ -101,7 +101,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         loss, stats = original(self, *a, **k)
         return (loss * float("nan") if calls["n"] > 2 else loss), stats
 
-    monkeypatch.setattr(seg, "loss", nan_later)
+    monkeypatch.setattr(seg, "compute_loss", nan_later)
     with pytest.raises(VinyError, match="non-finite loss"):
         train(tiny("simmim", epochs=2), tmp_path / "n", progress=False)
     assert load_checkpoint(tmp_path / "n" / "checkpoint.pt")["epoch"] == 1

@@ -10,8 +10,9 @@ import torch
 from viny_probe.analysis._checks import ArrayLike, as_float
 from viny_probe.errors import VinyError
 
-# Rows per float64 block: 4,096 rows x 13 layers x 128 channels x 8 B = 54 MiB per side.
-_ROW_CHUNK = 4096
+# Size of the float64 row blocks of all layers together: 128 MiB gives 65,536 rows for one pair of
+# 128-channel sets and ~5,000 rows for 13 x 13 layers; bigger blocks only add memory, smaller ones overhead.
+_BLOCK_BYTES = 1 << 27
 
 
 class _Features:
@@ -21,11 +22,10 @@ class _Features:
         x = as_float(features, name, (2, 3), "(M, D) or (N, P, D)")
         self.x = x.reshape(-1, x.shape[-1])
         self.rows, self.dim = self.x.shape
-        total = sum(self.x[i : i + _ROW_CHUNK].double().sum(dim=0) for i in range(0, self.rows, _ROW_CHUNK))
-        self.mean = total / self.rows
+        self.mean = self.x.sum(dim=0, dtype=torch.float64) / self.rows
 
-    def centred_block(self, start: int) -> torch.Tensor:
-        return self.x[start : start + _ROW_CHUNK].double() - self.mean
+    def centred_block(self, start: int, rows: int) -> torch.Tensor:
+        return self.x[start : start + rows].double() - self.mean
 
 
 def _check_same_rows(a: _Features, b: _Features, name_a: str, name_b: str) -> None:
@@ -41,9 +41,10 @@ def _cka(a: list[_Features], b: list[_Features]) -> np.ndarray:
     b_edges = np.cumsum([0] + [f.dim for f in b])
     cross = torch.zeros(a_edges[-1], b_edges[-1], dtype=torch.float64)
     grams = [torch.zeros(f.dim, f.dim, dtype=torch.float64) for f in a + b]
-    for start in range(0, a[0].rows, _ROW_CHUNK):
-        block_a = [f.centred_block(start) for f in a]
-        block_b = [f.centred_block(start) for f in b]
+    rows = max(1, _BLOCK_BYTES // (8 * (a_edges[-1] + b_edges[-1])))
+    for start in range(0, a[0].rows, rows):
+        block_a = [f.centred_block(start, rows) for f in a]
+        block_b = [f.centred_block(start, rows) for f in b]
         cross += torch.cat(block_a, dim=1).T @ torch.cat(block_b, dim=1)
         for gram, block in zip(grams, block_a + block_b, strict=True):
             gram += block.T @ block

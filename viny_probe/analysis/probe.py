@@ -19,7 +19,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from viny_probe.analysis._checks import ArrayLike, as_labelled_patches
+from viny_probe.analysis._checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
 from viny_probe.errors import VinyError
 
@@ -98,7 +98,7 @@ def linear_patch_probe(
     if not Cs or any(c <= 0 for c in Cs):
         raise VinyError(f"Cs must be a non-empty list of positive numbers, got {Cs!r}")
     observed = int(max(train_labels.max(), test_labels.max())) + 1
-    num_classes = observed if num_classes is None else num_classes
+    num_classes = observed if num_classes is None else check_positive_int(num_classes, "num_classes")
     if num_classes < observed:
         raise VinyError(f"num_classes = {num_classes}, but the labels hold class {observed - 1}")
 

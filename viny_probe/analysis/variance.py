@@ -24,7 +24,7 @@ def across_image_variance(emb: ArrayLike) -> float:
 
 
 def within_across_ratio(emb: ArrayLike) -> float:
-    """``within_image_variance(emb) / across_image_variance(emb)``; inf when the across variance is 0.
+    """``within_image_variance(emb) / across_image_variance(emb)``; inf if only the across variance is 0, NaN if both are.
 
     emb: ``(N, P, D)`` patch embeddings, N >= 2 and P >= 2. Returns a float.
     """

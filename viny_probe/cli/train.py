@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..config import DEFAULT_DATASET, TrainConfig
+from ..distributed import from_environment
 from ..errors import VinyError
 from ..progress import console
 from .app import app
@@ -38,6 +39,8 @@ def run_training(cfg: TrainConfig, out: Optional[Path], resume: bool, quiet: boo
 
     out = out or Path("viny-runs") / f"{cfg.regime}-seed{cfg.seed}"
     result = train(cfg, out, resume=resume, progress=not quiet)
+    if not from_environment().is_main:
+        return result  # under torchrun, rank 0 reports
     if result.history:
         console.print(history_table(result.history, f"{cfg.regime}: last epoch"))
     if cfg.regime == "segment":

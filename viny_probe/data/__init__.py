@@ -6,6 +6,7 @@ back as an ``ImageSet`` of (N, 3, S, S) uint8 images.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 from pathlib import Path
@@ -64,14 +65,35 @@ def resolve_data_root(name: str, data_root: str | Path | None = None) -> Path:
     return root
 
 
-def _load_synthetic(name: str, size: int, limit: int | None, seed: int) -> ImageSet:
+def _load_synthetic(name: str, size: int, limit: int | None, seed: int, cache_dir=None) -> ImageSet:
+    """Generate an embedded set once per machine and keep it in the decode cache (memory-mapped .npy),
+    so later runs and every process of a sweep read it instead of generating it again."""
+    import numpy as np
+
+    from viny_probe.data.cache import cached_imageset, write_meta
+
     try:
         module = importlib.import_module(SYNTHETIC_MODULE)
-    except ModuleNotFoundError as err:
-        if err.name != SYNTHETIC_MODULE:
-            raise  # a broken import inside the module is a bug, not a missing dataset
+    except ImportError as err:
         raise VinyError(f"the embedded dataset '{name}' is not available in this install ({err})") from err
-    return getattr(module, SYNTHETIC_DATASETS[name])(limit or DEFAULT_SYNTHETIC_SIZE, size, seed)
+    n = limit or DEFAULT_SYNTHETIC_SIZE
+    generate = getattr(module, SYNTHETIC_DATASETS[name])
+    # The generator's own source is part of the key: editing it can never serve stale images.
+    here = Path(getattr(module, "__file__", None) or __file__).parent
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")) if p.name in ("synthetic.py", "_textures.py")))
+    key = {"name": name, "size": size, "n": n, "seed": seed, "generator": code.hexdigest()[:16]}
+
+    def build(folder: Path) -> None:
+        data = generate(n, size, seed)
+        np.save(folder / "images.npy", data.images.numpy())
+        if data.labels is not None:
+            np.save(folder / "labels.npy", data.labels.numpy())
+        if data.masks is not None:
+            np.save(folder / "masks.npy", data.masks.numpy())
+        write_meta(folder, name=data.name, class_names=data.class_names, ids=data.ids)
+
+    dataset, _ = cached_imageset(key, build, cache_dir)
+    return dataset
 
 
 def _seeded_limit(dataset: ImageSet, limit: int | None, seed: int) -> ImageSet:
@@ -105,7 +127,7 @@ def load_dataset(
     unreadable image is skipped with a warning or stops the load.
     """
     if name in SYNTHETIC_DATASETS:
-        return _load_synthetic(name, size, limit, seed)
+        return _load_synthetic(name, size, limit, seed, cache_dir)
     if name not in REAL_DATASETS:
         raise VinyError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
     if split not in _SPLITS or (split == "test" and name != "intel"):

@@ -77,7 +77,9 @@ def balanced_labels(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pixel-centre coordinates (x right, y down) in [0, 1], each (1, S, S)."""
     t = (np.arange(size) + 0.5) / size
-    return np.broadcast_to(t[None, None, :], (1, size, size)), np.broadcast_to(t[None, :, None], (1, size, size))
+    return np.broadcast_to(t[None, None, :], (1, size, size)), np.broadcast_to(
+        t[None, :, None], (1, size, size)
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -106,7 +108,9 @@ def value_noise(rng: np.random.Generator, b: int, size: int, cells, ch: int = 1)
     return (_cubic_matrix(cy, size) @ lattice) @ _cubic_matrix(cx, size).T
 
 
-def fractal_noise(rng: np.random.Generator, b: int, size: int, base: int = 3, octaves: int = 4, gain: float = 0.5) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, b: int, size: int, base: int = 3, octaves: int = 4, gain: float = 0.5
+) -> np.ndarray:
     """Sum of value-noise octaves (cells base, 2 base, ...), normalised to about [-1, 1], (B, 1, S, S)."""
     out = np.zeros((b, 1, size, size))
     amp, total = 1.0, 0.0
@@ -304,7 +308,11 @@ def sample_tiles(tile, size, zoom, angle, flip, cx, cy, stretch=None) -> np.ndar
     x0 = np.minimum(np.floor(px), res - 2)
     y0 = np.minimum(np.floor(py), res - 2)
     fx, fy = (px - x0)[..., None], (py - y0)[..., None]
-    base = np.asarray(tile, dtype=np.int64)[:, None, None] * (res * res) + y0.astype(np.int64) * res + x0.astype(np.int64)
+    base = (
+        np.asarray(tile, dtype=np.int64)[:, None, None] * (res * res)
+        + y0.astype(np.int64) * res
+        + x0.astype(np.int64)
+    )
     top = lerp(np.take(rows, base, axis=0), np.take(rows, base + 1, axis=0), fx)
     bottom = lerp(np.take(rows, base + res, axis=0), np.take(rows, base + res + 1, axis=0), fx)
     return np.ascontiguousarray(lerp(top, bottom, fy).transpose(0, 3, 1, 2))

@@ -33,13 +33,24 @@ class Regime:
     def make_head(self, model_cfg: ViTConfig, data: RegimeData) -> nn.Module:
         raise NotImplementedError
 
+    def prepare(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> dict[str, torch.Tensor]:
+        """Augment one training batch (uint8 ``images`` (B, 3, S, S) plus ``labels``/``masks`` where the
+        data has them) into model inputs and targets, every tensor with the batch as its first axis.
+        All randomness (augmentation, masking, MixUp) is drawn here, from ``gen``, for the whole global
+        batch, so data-parallel ranks can each take a slice and still match a one-process run."""
+        raise NotImplementedError
+
+    def compute_loss(
+        self, encoder: nn.Module, head: nn.Module, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Prepared inputs -> scalar loss (a mean over the batch) and per-batch statistics."""
+        raise NotImplementedError
+
     def loss(
         self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """One training batch (uint8 ``images`` (B, 3, S, S) plus ``labels``/``masks`` where the data has
-        them) -> scalar loss and any per-batch statistics to average over the epoch. All randomness
-        (augmentation, masking) is drawn from ``gen``."""
-        raise NotImplementedError
+        """prepare + compute_loss in one call (what a single process does each step)."""
+        return self.compute_loss(encoder, head, self.prepare(batch, gen))
 
     @torch.no_grad()
     def evaluate(self, encoder: nn.Module, head: nn.Module, data: RegimeData, batch_size: int) -> dict:

@@ -26,20 +26,22 @@ class Classify(Regime):
         return RegimeData(train=train, test=test, info={**info, "classes": train.class_names})
 
     def make_head(self, model_cfg, data) -> nn.Module:
-        return ClassificationHead(model_cfg, data.train.num_classes)
+        self.num_classes = data.train.num_classes
+        return ClassificationHead(model_cfg, self.num_classes)
 
-    def loss(self, encoder, head, batch, gen):
+    def prepare(self, batch, gen):
         x = to_float(batch["images"])
         x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
         labels = batch["labels"]
+        soft = F.one_hot(labels, self.num_classes).float()
         if self.mixup_alpha > 0:
-            x, soft = mixup(x, F.one_hot(labels, head.fc.out_features).float(), self.mixup_alpha, gen)
-            logits = head(encoder(x)).float()
-            loss = torch.sum(-soft * F.log_softmax(logits, -1), dim=-1).mean()
-        else:
-            logits = head(encoder(x)).float()
-            loss = F.cross_entropy(logits, labels)
-        return loss, {"train_accuracy": float((logits.argmax(-1) == labels).float().mean())}
+            x, soft = mixup(x, soft, self.mixup_alpha, gen)
+        return {"images": x, "labels": labels, "soft_targets": soft}
+
+    def compute_loss(self, encoder, head, inputs):
+        logits = head(encoder(inputs["images"])).float()
+        loss = torch.sum(-inputs["soft_targets"] * F.log_softmax(logits, -1), dim=-1).mean()
+        return loss, {"train_accuracy": float((logits.argmax(-1) == inputs["labels"]).float().mean())}
 
     @torch.no_grad()
     def evaluate(self, encoder, head, data, batch_size):

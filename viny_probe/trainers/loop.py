@@ -20,6 +20,7 @@ from ..checkpoint import (
     save_checkpoint,
     write_json,
 )
+from .. import distributed
 from ..config import TrainConfig
 from ..errors import VinyError
 from ..model import ViNy, model_config
@@ -87,17 +88,38 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
     return None
 
 
+class _Step(nn.Module):
+    """Encoder + head + the regime's loss as one module, so DistributedDataParallel sees one forward."""
+
+    def __init__(self, regime: Regime, encoder: nn.Module, head: nn.Module, use_compile: bool) -> None:
+        super().__init__()
+        self.regime, self.encoder, self.head = regime, encoder, head
+        self.run_encoder = _compiled(encoder, use_compile)
+
+    def forward(self, inputs: dict[str, torch.Tensor]):
+        return self.regime.compute_loss(self.run_encoder, self.head, inputs)
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
-    """Train one regime as ``cfg`` says, writing config, metrics, checkpoints and results to ``run_dir``."""
+    """Train one regime as ``cfg`` says, writing config, metrics, checkpoints and results to ``run_dir``.
+
+    Under torchrun every rank calls this; batches are split across ranks and rank 0 writes the files."""
     cfg = cfg.resolved()
     run_dir = Path(run_dir)
+    info = distributed.from_environment()
+    device = distributed.setup(info, resolve_device(cfg.device))
     state = _prepare_run_dir(run_dir, cfg, resume)
-    device = resolve_device(cfg.device)
+    distributed.barrier(info)
+    main = info.is_main
     mcfg = model_config(cfg.model)
     regime: Regime = REGISTRY[cfg.regime]()
 
     torch.manual_seed(cfg.seed)  # initialisation of encoder and head
+    if not main:
+        distributed.barrier(info)  # rank 0 builds any dataset cache first
     data: RegimeData = regime.load_data(cfg, mcfg)
+    if main:
+        distributed.barrier(info)
     encoder, lineage = ViNy(mcfg), []
     if cfg.init:
         parent = load_checkpoint(cfg.init)
@@ -110,8 +132,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         lineage = _lineage_from(cfg.init, parent)
     head = regime.make_head(mcfg, data)
     encoder.to(device), head.to(device)
-    write_json(run_dir / "config.json", cfg.to_dict())
-    write_json(run_dir / "data.json", data.info)
+    if main:
+        write_json(run_dir / "config.json", cfg.to_dict())
+        write_json(run_dir / "data.json", {**data.info, "world_size": info.world_size})
 
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
@@ -124,15 +147,19 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"], list(state["history"])
-    # metrics.jsonl mirrors the history of the last good checkpoint (so a resumed run has no gap or repeat).
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    if main:
+        # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
 
+    step: nn.Module = _Step(regime, encoder, head, cfg.compile)
+    if info.enabled:
+        # MIM's mask token is unused by other regimes' heads only; every parameter here takes part.
+        step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     train_set = data.train
-    model_step = _compiled(encoder, cfg.compile)
     n = len(train_set)
-    with epoch_progress(enabled=progress, description=f"{cfg.regime}") as bar:
+    with epoch_progress(enabled=progress and main, description=f"{cfg.regime}") as bar:
         for epoch in range(start_epoch, cfg.epochs):
-            encoder.train(), head.train()
+            step.train()
             gen = epoch_generator(cfg.seed, epoch)
             order = torch.randperm(n, generator=gen)
             totals: dict[str, float] = {}
@@ -140,20 +167,22 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             task = bar.start_epoch(epoch, cfg.epochs, n)
             for start in range(0, n, cfg.batch_size):
                 batch = device_batch(train_set, order[start : start + cfg.batch_size], device)
+                inputs = distributed.shard(regime.prepare(batch, gen), info)
                 with autocast(device, cfg.precision):
-                    loss, stats = regime.loss(model_step, head, batch, gen)
-                if not math.isfinite(loss.item()):
+                    loss, stats = step(inputs)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                loss_value = distributed.mean_across_ranks(loss.item(), info, device)
+                if not math.isfinite(loss_value):
                     raise VinyError(
-                        f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {start // cfg.batch_size + 1}; "
+                        f"non-finite loss ({loss_value}) at epoch {epoch + 1}, batch {start // cfg.batch_size + 1}; "
                         f"stopped. The last good checkpoint is kept in {run_dir / LAST}. Try a lower --lr "
                         "or --precision fp32."
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 optimizer.step()
                 b = batch["images"].shape[0]
                 seen += b
-                for k, v in {"loss": loss.item(), **stats}.items():
+                for k, v in {"loss": loss_value, **stats}.items():
                     totals[k] = totals.get(k, 0.0) + v * b
                 bar.advance(task, b, totals["loss"] / seen, seen / (time.perf_counter() - t0))
             scheduler.step()
@@ -161,28 +190,29 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             record = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}}
             record.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds})
             history.append(record)
-            save_checkpoint(
-                run_dir / LAST,
-                _payload(cfg, mcfg, encoder, head, lineage, history, epoch + 1, optimizer, scheduler),
-            )
-            with open(run_dir / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            if main:
+                save_checkpoint(
+                    run_dir / LAST,
+                    _payload(cfg, mcfg, encoder, head, lineage, history, epoch + 1, optimizer, scheduler),
+                )
+                with open(run_dir / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            distributed.barrier(info)
 
     encoder.eval(), head.eval()
-    results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
     final_path = run_dir / FINAL
-    save_checkpoint(final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results))
-    regime.finish(run_dir, encoder, head, data, results)
-    write_json(run_dir / "results.json", {"regime": cfg.regime, "final": history[-1] if history else {}, **results})
+    results: dict = {}
+    if main:
+        results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
+        save_checkpoint(final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results))
+        regime.finish(run_dir, encoder, head, data, results)
+        write_json(run_dir / "results.json", {"regime": cfg.regime, "final": history[-1] if history else {}, **results})
+    distributed.barrier(info)
     return RunResult(run_dir, final_path, history, results)
 
 
 def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:
-    if not use_compile:
-        return encoder
-    compiled = torch.compile(encoder)
-    compiled.cfg = encoder.cfg  # regimes read the model config from the encoder
-    return compiled
+    return torch.compile(encoder) if use_compile else encoder
 
 
 def _payload(cfg, mcfg, encoder, head, lineage, history, epoch, optimizer=None, scheduler=None, results=None) -> dict:

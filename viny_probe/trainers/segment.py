@@ -42,11 +42,13 @@ class Segment(Regime):
     def make_head(self, model_cfg, data) -> nn.Module:
         return SegmentationHead(model_cfg, num_classes=len(SEG_CLASSES))
 
-    def loss(self, encoder, head, batch, gen):
+    def prepare(self, batch, gen):
         x, masks = random_hflip(gen, to_float(batch["images"]), batch["masks"])
-        x = normalize(contrast_jitter(x, 0.3, gen))
-        logits = head(encoder(x)).float()
-        target = masks.long()
+        return {"images": normalize(contrast_jitter(x, 0.3, gen)), "masks": masks.long()}
+
+    def compute_loss(self, encoder, head, inputs):
+        logits = head(encoder(inputs["images"])).float()
+        target = inputs["masks"]
         loss = F.cross_entropy(logits, target)
         return loss, {"train_pixel_accuracy": float((logits.argmax(1) == target).float().mean())}
 

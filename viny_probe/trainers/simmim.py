@@ -36,13 +36,16 @@ class SimMIM(Regime):
         return RegimeData(train=train, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
+        self.patch_size = model_cfg.patch_size
         return SimMIMHead(model_cfg)
 
-    def loss(self, encoder, head, batch, gen):
+    def prepare(self, batch, gen):
         x = to_float(batch["images"])
         x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
-        cfg = encoder.cfg
-        mask = random_half_mask(x.shape[0], cfg.num_patches, gen, x.device)
+        num_patches = (x.shape[-1] // self.patch_size) ** 2
+        return {"images": x, "mask": random_half_mask(x.shape[0], num_patches, gen, x.device)}
+
+    def compute_loss(self, encoder, head, inputs):
+        x, mask = inputs["images"], inputs["mask"]
         pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
-        loss = masked_l1(pred.float(), patchify(x, cfg.patch_size), mask)
-        return loss, {}
+        return masked_l1(pred.float(), patchify(x, self.patch_size), mask), {}

@@ -36,6 +36,7 @@ class Spatial(Regime):
         return RegimeData(train=train, test=test, info={**info, "targets": self.targets})
 
     def make_head(self, model_cfg, data) -> nn.Module:
+        self.patch_size = model_cfg.patch_size
         classes = 3 if self.targets == "trimap" else data.train.num_classes
         return SpatialHead(model_cfg, classes)
 
@@ -44,13 +45,17 @@ class Spatial(Regime):
             return patch_majority_labels(batch["masks"], patch_size)
         return batch["labels"].unsqueeze(1).expand(-1, num_patches)
 
-    def loss(self, encoder, head, batch, gen):
-        cfg = encoder.cfg
+    def prepare(self, batch, gen):
         tensors = [to_float(batch["images"])] + ([batch["masks"]] if "masks" in batch else [])
         flipped = random_hflip(gen, *tensors)
         batch = {**batch, "masks": flipped[1]} if len(flipped) > 1 else batch
-        target = self._targets(batch, cfg.patch_size, cfg.num_patches)
-        logits = head(encoder(normalize(flipped[0]))).float()
+        x = flipped[0]
+        num_patches = (x.shape[-1] // self.patch_size) ** 2
+        return {"images": normalize(x), "targets": self._targets(batch, self.patch_size, num_patches)}
+
+    def compute_loss(self, encoder, head, inputs):
+        logits = head(encoder(inputs["images"])).float()
+        target = inputs["targets"]
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
         return loss, {"train_patch_accuracy": float((logits.argmax(-1) == target).float().mean())}
 

@@ -1,0 +1,146 @@
+"""Plan expansion: cell counts, stage sharing, narrowing, TOML plans, shard partition."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from viny_probe.errors import VinyError
+from viny_probe.experiments.plans import PLANS, expand, get_plan, load_plan_file, parse_sizes, with_options
+from viny_probe.experiments.sweep import assign_shards, parse_shard
+
+
+@pytest.mark.parametrize(
+    "name, cells, kinds",
+    [
+        ("baseline", 6 * 3, {"finetune": 18}),
+        ("pretrain", 3 * 6 * 3, {"pretrain": 9, "finetune": 54}),
+        ("intermediate", 3 * 6 * 3, {"pretrain": 9, "cls-intel": 9, "finetune": 54}),
+        ("geometry", 4 * 3, {"pretrain": 3, "cls-intel": 3, "cls-pets": 3, "spatial": 3}),
+        # paper: 18 + 54 + 54 segmentation cells + 12 geometry cells; geometry reuses the 200k pre-training
+        # and its CLS-Intel stage, so only CLS-Pets and Spatial stages are new.
+        ("paper", 18 + 54 + 54 + 12, {"pretrain": 9, "cls-intel": 9, "cls-pets": 3, "spatial": 3, "finetune": 126}),
+        ("mini", 3 * 3 * 2 + 2 * 3 * 2, {"pretrain": 4, "cls-intel": 4, "finetune": 30}),
+    ],
+)
+def test_named_plan_counts(name, cells, kinds):
+    stages, cell_list = expand(get_plan(name))
+    assert len(cell_list) == cells
+    assert dict(Counter(s.kind for s in stages)) == kinds
+    assert len({s.id for s in stages}) == len(stages)  # deduplicated
+
+
+def test_stages_shared_and_in_dependency_order():
+    stages, cells = expand(PLANS["intermediate"])
+    seen = set()
+    for s in stages:
+        assert s.parent is None or s.parent in seen
+        seen.add(s.id)
+    by_id = {s.id: s for s in stages}
+    # one pre-training per (size, seed), feeding one CLS-Intel stage, feeding 6 fine-tune stages
+    pre = [s for s in stages if s.kind == "pretrain"]
+    assert {(s.config.train_size, s.config.seed) for s in pre} == {(n, k) for n in (45000, 100000, 200000) for k in range(3)}
+    for s in pre:
+        inter = [x for x in stages if x.parent == s.id]
+        assert len(inter) == 1 and inter[0].kind == "cls-intel"
+        assert sum(x.parent == inter[0].id for x in stages) == 6
+    for c in cells:
+        st = by_id[c.stage]
+        assert st.config.train_size == c.finetune_size and st.config.seed == c.seed
+        assert by_id[by_id[st.parent].parent].config.train_size == c.pretrain_size
+
+
+def test_stage_ids_stable_and_shared_across_plans():
+    a, _ = expand(PLANS["pretrain"])
+    b, _ = expand(PLANS["paper"])
+    assert {s.id for s in a} <= {s.id for s in b}
+    again, _ = expand(PLANS["pretrain"])
+    assert [s.id for s in a] == [s.id for s in again]
+    # execution settings and paths are not identity
+    c, _ = expand(with_options(PLANS["pretrain"], data_root="/somewhere/else"))
+    assert [s.id for s in a] == [s.id for s in c]
+
+
+def test_paper_plan_uses_real_data_and_table_a1():
+    stages, _ = expand(PLANS["paper"])
+    kinds = {s.kind: s.config for s in stages}
+    assert kinds["pretrain"].dataset == "imagenet" and kinds["pretrain"].epochs == 100
+    assert kinds["pretrain"].lr == 1e-4 and kinds["pretrain"].milestones == (50, 85)
+    assert kinds["cls-intel"].dataset == "intel" and kinds["cls-intel"].epochs == 200
+    assert kinds["finetune"].dataset == "pets" and kinds["finetune"].milestones == (70, 90, 95)
+    assert kinds["cls-pets"].regime == "classify" and kinds["cls-pets"].dataset == "pets"
+    assert kinds["spatial"].regime == "spatial" and kinds["spatial"].targets == "trimap"
+
+
+def test_narrowing_and_scaling():
+    plan = with_options(PLANS["paper"], seeds=2, pretrain_sizes=(0, 45000), finetune_sizes=(250, 500),
+                        preset="quick", epochs_scale=0.5, model="demo")
+    stages, cells = expand(plan)
+    seg = [c for c in cells if c.group != "geometry"]
+    assert len(seg) == 2 * (2 + 2 + 2)  # seeds x (baseline + A2 + A3 rows)
+    assert {c.seed for c in cells} == {0, 1}
+    ft = next(s for s in stages if s.kind == "finetune")
+    assert ft.config.model == "demo" and ft.config.preset == "quick" and ft.config.epochs == 15  # quick: 30
+    assert ft.config.milestones == (10, 14, 14)  # 21, 27, 29 halved and rounded (banker's rounding on .5)
+    assert parse_sizes("0,45k,100k", "x") == (0, 45000, 100000)
+    with pytest.raises(VinyError):
+        parse_sizes("a,b", "x")
+
+
+def test_embedded_sizes_are_checked():
+    with pytest.raises(VinyError, match="toy-unlabeled"):
+        expand(with_options(PLANS["pretrain"], data="embedded"))
+    with pytest.raises(VinyError, match="toy-pets"):
+        expand(with_options(PLANS["mini"], finetune_sizes=(6000,)))
+
+
+def test_toml_plan(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(
+        'base = "mini"\nseeds = [3, 4]\npretrain_sizes = [0, 500]\nfinetune_sizes = [100, 200]\n'
+        "intermediate = false\n[overrides.finetune]\nlr = 0.001\n"
+    )
+    plan = load_plan_file(path)
+    stages, cells = expand(plan)
+    assert plan.name == "mini" and plan.model == "demo" and plan.data == "embedded"
+    assert len(cells) == 2 * 2 * 2 and {c.seed for c in cells} == {3, 4}
+    assert all(s.config.lr == 0.001 for s in stages if s.kind == "finetune")
+    assert not any(s.kind == "cls-intel" for s in stages)
+    # CLI options beside the file win
+    assert load_plan_file(path, seeds=1).seeds == (0,)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('base = "mini"\nfinetune_size = [1]\n')
+    with pytest.raises(VinyError, match="unknown keys"):
+        load_plan_file(bad)
+    bad.write_text('base = "mini"\n[overrides.finetune]\nseed = 3\n')
+    with pytest.raises(VinyError, match="cannot set"):
+        load_plan_file(bad)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_shards_cover_every_stage_exactly_once(n):
+    stages, _ = expand(PLANS["paper"])
+    owner = assign_shards(stages, n)
+    assert set(owner) == {s.id for s in stages}
+    assert set(owner.values()) <= set(range(1, n + 1))
+    shares = [[s.id for s in stages if owner[s.id] == i] for i in range(1, n + 1)]
+    assert sorted(x for share in shares for x in share) == sorted(s.id for s in stages)
+    assert owner == assign_shards(list(reversed(stages)), n)  # deterministic
+    if n > 1:
+        costs = [sum(s.cost() for s in stages if owner[s.id] == i) for i in range(1, n + 1)]
+        assert min(costs) > 0.5 * max(costs)  # balanced
+
+
+def test_parse_shard():
+    assert parse_shard(None) == (1, 1) and parse_shard("2/4") == (2, 4)
+    for bad in ("0/4", "5/4", "x", "1/0"):
+        with pytest.raises(VinyError):
+            parse_shard(bad)
+
+
+def test_mini_plan_cost():
+    stages, _ = expand(PLANS["mini"])
+    # quick preset: fine-tune 30 epochs x (250+500+1000) x 5 conditions x 2 seeds; pre-train 12 x (750+3000) x 2;
+    # CLS-Intel 10 epochs x 1200 toy-scenes training images x 4
+    assert sum(s.cost() for s in stages) == 30 * 1750 * 10 + 12 * 3750 * 2 + 10 * 1200 * 4 == 663_000

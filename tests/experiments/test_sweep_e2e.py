@@ -1,0 +1,165 @@
+"""One tiny sweep end to end: run, rerun (nothing trains), interrupt and resume, shards, report."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from viny_probe.cli import app
+from viny_probe.errors import VinyError
+from viny_probe.experiments import sweep as sw
+from viny_probe.experiments.plans import PLANS, expand, with_options
+from viny_probe.experiments.report import write_report
+from viny_probe.trainers import splits
+from viny_probe.trainers import train as real_train
+
+QUIET = sw.Execution(device="cpu", progress=False)
+
+
+def silent(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture
+def small_data(monkeypatch):
+    """Generate only 64 images of each embedded set (the test and train subsets are tiny anyway)."""
+    monkeypatch.setattr(splits, "EMBEDDED_SIZES", {"toy-pets": 64, "toy-scenes": 64, "toy-unlabeled": 64})
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Record every train() the sweep makes: (stage id, resume)."""
+    made = []
+
+    def recording(cfg, run_dir, resume=False, progress=True):
+        made.append((run_dir.name, resume))
+        return real_train(cfg, run_dir, resume=resume, progress=progress)
+
+    monkeypatch.setattr(sw, "train", recording)
+    return made
+
+
+def tiny_plan(seeds=2, finetune=(8, 12, 16), geometry=True):
+    return with_options(PLANS["mini"], name="tiny", model="tiny", seeds=seeds, pretrain_sizes=(0, 16),
+                        finetune_sizes=finetune, test_size=8, epochs_scale=0.01, geometry=geometry)
+
+
+def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
+    plan = tiny_plan(geometry=False)
+    stages, cells = expand(plan)
+    out = tmp_path / "sweep"
+    summary = sw.run_sweep(plan, out, execution=QUIET, log=silent)
+    assert summary.complete and not summary.failed
+    assert sorted(c[0] for c in calls) == sorted(s.id for s in stages)  # each stage trained once
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert sorted(r["stage"] for r in rows) == sorted(s.id for s in stages)  # complete, no duplicates
+    seg = [r for r in rows if r["kind"] == "finetune"]
+    assert len(seg) == len([c for c in cells if c.group != "geometry"]) == 2 * 3 * 3
+    assert all(0 <= float(r["miou"]) <= 1 and r["position_prior_miou"] != "" for r in seg)
+    assert {r["group"] for r in seg} == {"baseline", "pretrain", "intermediate"}
+    assert all(r["comparable"] == "False" and "embedded data" in r["not_comparable_because"] for r in seg)
+    line = json.loads((out / "results.jsonl").read_text().splitlines()[0])
+    assert {"results", "configs", "provenance"} <= set(line)
+
+    # rerun: nothing trains, nothing is rewritten
+    mtimes = {s.id: (out / "stages" / s.id / "final.pt").stat().st_mtime_ns for s in stages}
+    calls.clear()
+    again = sw.run_sweep(plan, out, execution=QUIET, log=silent)
+    assert calls == [] and again.complete and len(again.already_done) == len(stages)
+    assert mtimes == {s.id: (out / "stages" / s.id / "final.pt").stat().st_mtime_ns for s in stages}
+
+    # an interrupted stage (checkpoint.pt but no final.pt) resumes, and only it
+    victim = next(s for s in stages if s.kind == "finetune" and s.parent)
+    (out / "stages" / victim.id / "final.pt").unlink()
+    again = sw.run_sweep(plan, out, execution=QUIET, log=silent)
+    assert calls == [(victim.id, True)] and again.complete
+
+    # Ctrl-C in the middle of a sweep: the lock is released, the rerun finishes only what is missing
+    two = [s for s in stages if s.kind == "finetune"][:2]
+    for s in two:
+        (out / "stages" / s.id / "final.pt").unlink()
+    calls.clear()
+
+    def interrupted(cfg, run_dir, resume=False, progress=True):
+        calls.append((run_dir.name, resume))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sw, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sw.run_sweep(plan, out, execution=QUIET, log=silent)
+    assert len(calls) == 1 and not (out / "stages" / calls[0][0] / "lock").exists()
+    calls.clear()
+
+    def recording(cfg, run_dir, resume=False, progress=True):
+        calls.append((run_dir.name, resume))
+        return real_train(cfg, run_dir, resume=resume, progress=progress)
+
+    monkeypatch.setattr(sw, "train", recording)
+    again = sw.run_sweep(plan, out, execution=QUIET, log=silent)
+    assert sorted(calls) == sorted((s.id, True) for s in two) and again.complete
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == len(stages)  # still no duplicates after appends
+
+    # the report has every table and figure
+    rep = write_report(out, tmp_path / "report")
+    md, page = rep["markdown"].read_text(), rep["html"].read_text()
+    for text in ("Table 1 analogue", "Table A2 analogue", "Table A3 analogue", "Fig 3 analogue", "Fig 4 analogue",
+                 "Effect of pre-training", "saturating fits", "Marginal gain per doubling", "All-background",
+                 "Position prior", "not comparable", "model tiny", "(seeds 0,1)"):
+        assert text in md and text in page, text
+    for fig in ("fig3.png", "fig4.png", "pretraining-effect.png", "fits.png"):
+        assert (tmp_path / "report" / "figures" / fig).stat().st_size > 1000
+        assert f"figures/{fig}" in md
+    assert page.count("data:image/png;base64,") == 4
+    assert "<img" in page and 'src="http' not in page and "src='figures" not in page  # self-contained
+    assert "within noise" in md or "excludes 0" in md or "cannot be told" in md
+
+
+def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls):
+    plan = tiny_plan(seeds=1, finetune=(8, 16), geometry=True)
+    stages, cells = expand(plan)
+    out = tmp_path / "sweep"
+    for _ in range(4):  # alternate the two workers until both are done (no waiting in a test)
+        for i in (2, 1):
+            sw.run_sweep(plan, out, shard=(i, 2), execution=QUIET, wait=False, log=silent)
+        if all(sw.is_finished(out, s.id) for s in stages):
+            break
+    trained = [c[0] for c in calls]
+    assert sorted(trained) == sorted(s.id for s in stages)  # every stage exactly once
+    owner = sw.assign_shards(stages, 2)
+    assert {owner[s] for s in trained} == {1, 2}
+    assert all(sw.is_finished(out, c.stage) for c in cells)
+    # the CLI report on it: one seed is said plainly; the geometry hook lists the Table 2 stages
+    result = CliRunner().invoke(app, ["report", str(out), "-o", str(tmp_path / "rep")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Only one seed" in md and "Table 2 and Figs 5-6" in md and "spatial" in md
+
+
+def test_cli_dry_run(tmp_path):
+    result = CliRunner().invoke(app, ["sweep", "mini", "--out", str(tmp_path / "s"), "--dry-run", "--seeds", "1",
+                                      "--pretrain-sizes", "0,750", "--finetune-sizes", "250,500", "--shard", "1/2"])
+    assert result.exit_code == 0, result.output
+    assert "image-steps" in result.output and "per shard" in result.output
+    assert not (tmp_path / "s").exists()  # a dry run writes nothing
+    # 30 epochs x (250 + 500) x 3 conditions + 12 x 750 pre-training + 10 x 1200 CLS-Intel
+    assert f"{30 * 750 * 3 + 12 * 750 + 10 * 1200:,}" in result.output
+
+
+def test_failed_stage_is_reported_and_children_skipped(tmp_path, small_data, monkeypatch):
+    plan = tiny_plan(seeds=1, finetune=(8,), geometry=False)
+
+    def broken(cfg, run_dir, resume=False, progress=True):
+        raise VinyError("no data here")
+
+    monkeypatch.setattr(sw, "train", broken)
+    summary = sw.run_sweep(plan, tmp_path, execution=QUIET, log=silent)
+    stages, _ = expand(plan)
+    roots = {s.id for s in stages if s.parent is None}
+    assert set(summary.failed) == roots
+    assert set(summary.skipped) == {s.id for s in stages} - roots
+    assert all((tmp_path / "stages" / r / "error.txt").exists() for r in roots)
+    assert not summary.complete

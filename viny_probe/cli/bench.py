@@ -1,0 +1,126 @@
+"""`viny bench`: training / evaluation / data-pipeline speed of every regime against a plain baseline."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from ..progress import console
+from .app import app
+
+
+def _si(x: float) -> str:
+    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6)):
+        if abs(x) >= scale:
+            return f"{x / scale:.2f} {unit}"
+    return f"{x:.0f} "
+
+
+def render(result: dict) -> list:
+    """The rich tables `viny bench` prints for a run_bench result."""
+    peaks = ", ".join(
+        f"{p} {_si(v['peak_flops'])}FLOP/s (n={v['best_size']}; model-shaped {_si(v['model_shaped']['flops'])}FLOP/s)"
+        for p, v in result["matmul_peak"].items()
+    )
+    t = Table(
+        title=f"viny bench: {result['model']} model, batch {result['batch']}, {result['device']} "
+        f"({result['device_name']}), {result['threads']} threads, torch {result['torch']}",
+        caption=f"matmul peak measured in this run: {peaks}. {result['flop_convention']}.",
+    )
+    for col in [
+        "regime",
+        "prec",
+        "train img/s",
+        "eval img/s",
+        "GFLOP/img (train)",
+        "train FLOP/s",
+        "% of peak",
+        "epoch img/s",
+        "epoch / steps",
+    ]:
+        t.add_column(col, justify="right" if col not in ("regime", "prec") else "left")
+    for r in result["regimes"]:
+        t.add_row(
+            r["regime"],
+            r["precision"],
+            f"{r['train_img_per_s']:.1f}",
+            f"{r['eval_img_per_s']:.1f}",
+            f"{r['flops_train_per_img'] / 1e9:.3f}",
+            f"{_si(r['train_flops'])}FLOP/s",
+            f"{100 * r['train_frac_of_peak']:.1f}",
+            f"{r['epoch_img_per_s']:.1f}" if "epoch_img_per_s" in r else "-",
+            f"{r['epoch_vs_step']:.3f}" if "epoch_vs_step" in r else "-",
+        )
+    out = [t]
+    extra = Table(title="data pipeline, plain baseline and ratios (one run)")
+    extra.add_column("figure")
+    extra.add_column("value", justify="right")
+    extra.add_row("data pipeline alone (img/s)", f"{result['data_pipeline']['img_per_s']:.0f}")
+    base = result.get("baseline")
+    if base:
+        extra.add_row(f"baseline {base['regime']} fp32 train step (img/s)", f"{base['train_img_per_s']:.1f}")
+        extra.add_row(f"baseline {base['regime']} fp32 eval (img/s)", f"{base['eval_img_per_s']:.1f}")
+        if "epoch_img_per_s" in base:
+            extra.add_row("baseline JPEG DataLoader alone (img/s)", f"{base['dataloader_img_per_s']:.0f}")
+            extra.add_row("baseline epoch, data included (img/s)", f"{base['epoch_img_per_s']:.1f}")
+        for k, v in result.get("ratios", {}).items():
+            extra.add_row(k.replace("_", " "), f"{v:.2f}x")
+    plan = result["paper_plan"]
+    proj = plan["projection"]
+    extra.add_row("paper plan (image-steps)", f"{plan['total'] / 1e6:.1f} M")
+    if proj["total_hours"] is not None:
+        extra.add_row(f"paper plan projected on this {result['device']}", f"{proj['total_hours']:.1f} h")
+    out.append(extra)
+    return out
+
+
+@app.command()
+def bench(
+    device: str = typer.Option("auto", help="cpu | cuda | auto"),
+    precision: str = typer.Option("both", help="fp32 | bf16 | both"),
+    batch: int = typer.Option(64, help="images per step"),
+    model: str = typer.Option("viny", help="viny | demo | tiny"),
+    regimes: str = typer.Option("simmim,classify,spatial,segment", help="comma-separated regimes"),
+    steps: int = typer.Option(2, help="steps per timed run (median of --repeats runs, after --warmup)"),
+    repeats: int = typer.Option(3, help="timed runs; the median is reported"),
+    warmup: int = typer.Option(1, help="untimed runs first"),
+    epoch_batches: int = typer.Option(4, help="batches in the whole-epoch measurement (data included)"),
+    baseline: str = typer.Option(
+        "simmim", help="regime of the plain fp32 baseline (simmim | classify | none)"
+    ),
+    dataset: str = typer.Option("toy-pets", help="toy-pets (embedded) | random"),
+    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
+    workers: int = typer.Option(0, help="DataLoader workers of the plain baseline"),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout only"),
+) -> None:
+    """Training, evaluation and data-pipeline img/s, FLOPs and % of the measured matmul peak, against a
+    plain eager fp32 baseline measured in the same run. See docs/performance.md."""
+    from ..bench import run_bench
+
+    precisions = ("fp32", "bf16") if precision == "both" else (precision,)
+    log = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]bench: {m}[/]"))
+    result = run_bench(
+        device=device,
+        precisions=precisions,
+        batch=batch,
+        model=model,
+        regimes=tuple(r.strip() for r in regimes.split(",") if r.strip()),
+        steps=steps,
+        warmup=warmup,
+        repeats=repeats,
+        compile=compile,
+        baseline=None if baseline == "none" else baseline,
+        epoch_batches=epoch_batches,
+        dataset=dataset,
+        threads=threads or None,
+        workers=workers,
+        log=log,
+    )
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for table in render(result):
+        console.print(table)

@@ -1,0 +1,76 @@
+"""Data-parallel training through torchrun, with no extra flags: the torchrun environment decides.
+
+Without WORLD_SIZE (or with 1) everything here is a no-op and viny runs as one process. Under
+``torchrun --nproc-per-node N viny train ...`` each process joins a group (nccl on CUDA, gloo on CPU),
+takes its slice of every global batch, and rank 0 alone writes the run folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def from_environment() -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    return DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def setup(info: DistInfo, device: torch.device) -> torch.device:
+    """Join the process group (once) and return this rank's device."""
+    if not info.enabled:
+        return device
+    if device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.barrier()
+
+
+def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> float:
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / info.world_size
+
+
+def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
+    """This rank's contiguous slice of a prepared global batch (equal sizes when divisible)."""
+    if not info.enabled:
+        return inputs
+    n = next(iter(inputs.values())).shape[0]
+    bounds = [round(i * n / info.world_size) for i in range(info.world_size + 1)]
+    lo, hi = bounds[info.rank], bounds[info.rank + 1]
+    return {k: v[lo:hi] for k, v in inputs.items()}
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
