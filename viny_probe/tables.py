@@ -9,11 +9,11 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}"
 
 
-def segmentation_table(results: dict, title: str = "segmentation on the fixed test set") -> Table:
+def segmentation_table(results: dict, title: str = "segmentation on the fixed test set (%)") -> Table:
     """Model vs the two trivial baselines: pixel accuracy, mIoU (dataset), mIoU (per image), IoU per class."""
     table = Table(title=title)
-    for col in ["", "pixel acc %", "mIoU %", "mIoU/img %", "IoU pet", "IoU bg", "IoU boundary"]:
-        table.add_column(col, justify="right" if col else "left")
+    for col in ["", "pixel acc", "mIoU", "mIoU/img", "IoU pet", "IoU bg", "IoU bdry"]:
+        table.add_column(col, justify="right" if col else "left", no_wrap=True)
     rows = [("model", results["test"])] + [(k.replace("_", "-"), v) for k, v in results.get("baselines", {}).items()]
     for name, s in rows:
         iou = s["iou"]
