@@ -691,6 +691,29 @@ def _sdpa_backend(name: str | None):
     return sdpa_kernel([{"math": SDPBackend.MATH, "flash": SDPBackend.FLASH_ATTENTION}[name]])
 
 
+@contextlib.contextmanager
+def _attention_in_fp32(enabled: bool):
+    """Experiment: run F.scaled_dot_product_attention in float32 when autocast hands it bf16 (the
+    change suggested for model.py in docs/performance.md), by wrapping the function for the duration."""
+    if not enabled:
+        yield
+        return
+    import torch.nn.functional as F
+
+    original = F.scaled_dot_product_attention
+
+    def upcast(q, k, v, *args, **kwargs):
+        if q.dtype == torch.bfloat16:
+            return original(q.float(), k.float(), v.float(), *args, **kwargs).to(q.dtype)
+        return original(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = upcast
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = original
+
+
 def step_variants(
     device: str = "cpu",
     regime: str = "simmim",
@@ -713,7 +736,8 @@ def step_variants(
     """Training img/s of one regime under alternative settings, each against the loop's default in
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
-    (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention)."""
+    (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention),
+    attn-fp32 (attention in float32 inside bf16 autocast)."""
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     cfg = model_config(model)
@@ -728,9 +752,10 @@ def step_variants(
         tr = make_trainer(regime, cfg, data, dev, prec, optimizer=opt, compile="compile" in parts)
         tr.sync_loss = "nosync" not in parts
         sdpa = "math" if "sdpa-math" in parts else None
+        fp32_attn = "attn-fp32" in parts
 
-        def run(tr=tr, sdpa=sdpa, g=torch.Generator().manual_seed(0)):
-            with _sdpa_backend(sdpa):
+        def run(tr=tr, sdpa=sdpa, fp32_attn=fp32_attn, g=torch.Generator().manual_seed(0)):
+            with _sdpa_backend(sdpa), _attention_in_fp32(fp32_attn):
                 for _ in range(steps):
                     tr.step(fixed, g)
 

@@ -68,5 +68,7 @@ def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, dict]:
     if cfg.train_size is not None:
         if cfg.train_size > len(data):
             raise VinyError(f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(data)} images")
-        data = data.subset(list(range(cfg.train_size)))
+        if cfg.train_size < len(data):
+            # Only here is a copy made: a memory-mapped ImageNet subset already has the asked size and stays mapped.
+            data = data.subset(list(range(cfg.train_size)))
     return data, {"dataset": cfg.dataset, "train": len(data)}
