@@ -737,7 +737,8 @@ def step_variants(
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
     (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention),
-    attn-fp32 (attention in float32 inside bf16 autocast)."""
+    attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
+    PlainViT in place of ViNy, everything else as the variant says)."""
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     cfg = model_config(model)
@@ -749,7 +750,12 @@ def step_variants(
         parts = set(v.split("+"))
         opt = "fused" if "fused" in parts else "foreach" if "foreach" in parts else "loop"
         prec = "bf16" if "bf16" in parts else "fp32"
-        tr = make_trainer(regime, cfg, data, dev, prec, optimizer=opt, compile="compile" in parts)
+        encoder_cls = ViNy
+        if "plain" in parts:
+            from .bench_baseline import PlainViT as encoder_cls
+        tr = make_trainer(
+            regime, cfg, data, dev, prec, optimizer=opt, compile="compile" in parts, encoder_cls=encoder_cls
+        )
         tr.sync_loss = "nosync" not in parts
         sdpa = "math" if "sdpa-math" in parts else None
         fp32_attn = "attn-fp32" in parts

@@ -8,6 +8,7 @@ import typer
 
 from ..errors import VinyError
 from ..progress import console
+from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
 from . import demo as _demo  # noqa: F401  (registers commands)
 from . import sweep as _sweep  # noqa: F401

@@ -23,6 +23,7 @@ from ..checkpoint import (
 from .. import distributed
 from ..config import TrainConfig
 from ..errors import VinyError
+from ..memory import return_large_blocks_to_os
 from ..model import ViNy, model_config
 from ..progress import epoch_progress
 from .base import REGISTRY, Regime, RegimeData, device_batch
@@ -106,6 +107,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     Under torchrun every rank calls this; batches are split across ranks and rank 0 writes the files."""
     cfg = cfg.resolved()
     run_dir = Path(run_dir)
+    return_large_blocks_to_os()
     info = distributed.from_environment()
     device = distributed.setup(info, resolve_device(cfg.device))
     state = _prepare_run_dir(run_dir, cfg, resume)

@@ -1,0 +1,228 @@
+"""`viny probe`, `viny similarity-map`, `viny diagnose`, `viny import-checkpoint` end to end on a tiny
+checkpoint, and the clear errors for bad input (through the library and through `main()`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from viny_probe.analysis import within_image_variance
+from viny_probe.analysis.authors import authors_name_map
+from viny_probe.analysis.diagnose import load_probe_data, probe_checkpoint, similarity_map_for_image
+from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.checkpoint import save_checkpoint
+from viny_probe.cli import app, main
+from viny_probe.config import TrainConfig
+from viny_probe.data.protocol import make_split
+from viny_probe.errors import VinyError
+from viny_probe.model import ViNy
+
+SMALL = ["--probe-images", "48", "--test-images", "24", "-q"]
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """A tiny spatial-regime checkpoint (trained on toy-pets, so the toy-pets cache is shared)."""
+    from viny_probe.trainers import train
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    cfg = TrainConfig(regime="spatial", model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu")
+    return train(cfg, out, progress=False).final_checkpoint
+
+
+@pytest.fixture(scope="session")
+def fresh_ckpt(tmp_path_factory):
+    """An untrained tiny encoder, saved as a viny checkpoint."""
+    torch.manual_seed(1)
+    model = ViNy("tiny")
+    path = tmp_path_factory.mktemp("fresh") / "fresh.pt"
+    save_checkpoint(path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()})
+    return path
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """`viny ARGS` through main(): (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["viny", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------- probe
+def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
+    result = CliRunner().invoke(app, ["probe", str(tiny_ckpt), "--json", *SMALL])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    m = data["layers"]["final"]
+    assert data["data"]["dataset"] == "toy-pets"
+    assert data["data"]["probe_patches"] == 48 * 64 and data["data"]["test_patches"] == 24 * 64
+    assert m["probe"]["num_train_patches"] == 48 * 64 and m["probe"]["num_test_patches"] == 24 * 64
+    for acc in (m["probe"]["test_accuracy"], m["probe"]["train_accuracy"], m["knn"]["accuracy"]):
+        assert 0.0 <= acc <= 1.0
+    assert set(m["probe"]["per_class_accuracy"]) == {"pet", "background", "boundary"}
+    assert m["within_image_variance"] > 0 and m["across_image_variance"] > 0
+    assert m["within_across_ratio"] == pytest.approx(m["within_image_variance"] / m["across_image_variance"])
+    assert 1.0 <= m["effective_rank"] <= 32  # tiny: D = 32
+
+
+def test_probe_uses_the_training_protocol_and_never_fits_on_test_images(tiny_ckpt):
+    train, test, info = load_probe_data("toy-pets", 32, probe_images=100, test_images=50)
+    split = make_split(info["images_in_dataset"], 1000, 0)
+    assert info["images_in_dataset"] == 3000
+    index = lambda ids: [int(i.rsplit("-", 1)[1]) for i in ids]  # noqa: E731  (toy-pets-s0-000017 -> 17)
+    assert index(test.ids) == split.test[:50].tolist()
+    assert index(train.ids) == split.pool[:100].tolist()
+    assert not set(index(train.ids)) & set(split.test.tolist())
+
+    # The variance in the result is the one of the test images' final tokens.
+    result = probe_checkpoint(tiny_ckpt, probe_images=20, test_images=10, knn=False, progress=False)
+    _, test10, _ = load_probe_data("toy-pets", 32, probe_images=20, test_images=10)
+    tokens = extract_patch_tokens(tiny_ckpt, test10, progress=False)["final"]
+    assert result["layers"]["final"]["within_image_variance"] == pytest.approx(within_image_variance(tokens))
+    assert result["layers"]["final"]["knn"] is None
+
+
+def test_probe_every_block_prints_a_row_per_block(tiny_ckpt):
+    result = CliRunner().invoke(app, ["probe", str(tiny_ckpt), "--layer", "all", "--no-knn", *SMALL])
+    assert result.exit_code == 0, result.output
+    assert "block 1" in result.output and "block 2" in result.output
+    data = probe_checkpoint(tiny_ckpt, layer="all", probe_images=20, test_images=10, knn=False, progress=False)
+    assert list(data["layers"]) == ["block 1", "block 2"]
+
+
+# ------------------------------------------------------------------------------------ similarity-map
+def test_similarity_map_on_an_embedded_image_writes_all_references(tiny_ckpt, tmp_path):
+    out = tmp_path / "map.png"
+    result = CliRunner().invoke(app, ["similarity-map", str(tiny_ckpt), "toy-pets:3", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    names = ("background_corner", "foreground", "boundary")
+    for path in [out, *(tmp_path / f"map-{n}.png" for n in names)]:
+        assert path.is_file() and path.stat().st_size > 1000
+        assert path.with_suffix(".json").is_file()
+    grid = json.loads(out.with_suffix(".json").read_text())
+    assert set(grid["refs"]) == set(names) and grid["vmin"] == -0.5 and grid["vmax"] == 1.0
+    overlay = json.loads((tmp_path / "map-boundary.json").read_text())
+    row, col = overlay["ref"]
+    assert overlay["map"][row][col] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_similarity_map_on_any_image_file_with_patch_or_pixel(tiny_ckpt, tmp_path):
+    picture = tmp_path / "odd.png"
+    rgba = np.random.default_rng(0).integers(0, 255, (70, 50, 4), dtype=np.uint8)  # H 70, W 50, RGBA
+    Image.fromarray(rgba, "RGBA").save(picture)
+    out = tmp_path / "patch.png"
+    result = CliRunner().invoke(app, ["similarity-map", str(tiny_ckpt), str(picture), "--patch", "2,5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["ref"] == [2, 5] and np.array(data["map"]).shape == (8, 8)
+    assert data["map"][2][5] == pytest.approx(1.0, abs=1e-5)
+    # Pixel (69, 49) of the 70 x 50 original is the bottom-right patch of the resized input.
+    res = similarity_map_for_image(tiny_ckpt, picture, pixel="69,49", out=tmp_path / "px.png")
+    assert res["refs"] == {"pixel": [7, 7]}
+    # No trimap and no reference: the default set.
+    res = similarity_map_for_image(tiny_ckpt, picture, out=tmp_path / "default.png")
+    assert set(res["refs"]) == {"centre", "top_left_corner"} and len(res["files"]) == 3
+
+
+# -------------------------------------------------------------------------------------------- diagnose
+def test_diagnose_writes_every_file(tiny_ckpt, fresh_ckpt, tmp_path):
+    out = tmp_path / "diag"
+    args = ["diagnose", str(tiny_ckpt), str(fresh_ckpt), str(tiny_ckpt), "--names", "Spatial", "Fresh", "Again",
+            "-o", str(out), "--depth-probe-images", "16", "--cka-images", "12", "--fig6-images", "1", *SMALL]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for stem in ("table2", "fig5_similarity_vs_distance", "fig5_by_class", "fig6_reference_patches", "depth_curves", "cka"):
+        if stem != "table2":
+            assert (out / f"{stem}.png").stat().st_size > 1000
+        json.loads((out / f"{stem}.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    md = (out / "summary.md").read_text()
+    for link in ("table2.md", "fig5_similarity_vs_distance.png", "fig6_reference_patches.png", "depth_curves.png", "cka.png"):
+        assert f"({link})" in md
+    assert [r["checkpoint"] for r in summary["table2"]] == ["Spatial", "Fresh", "Again"]
+    assert "| Spatial |" in (out / "table2.md").read_text()
+    # Same checkpoint, same images: identical numbers; CKA of a checkpoint with itself is 1 on the diagonal.
+    assert summary["table2"][0] == {**summary["table2"][2], "checkpoint": "Spatial"}
+    pairs = {tuple(p["names"]): p for p in summary["cka"]}
+    assert set(pairs) == {("Spatial", "Fresh"), ("Spatial", "Again"), ("Fresh", "Again")}
+    assert pairs["Spatial", "Again"]["diagonal"] == pytest.approx([1.0, 1.0])
+    assert pairs["Spatial", "Fresh"]["diagonal"][1] < 0.999
+    per_block = summary["per_block"]["Fresh"]
+    assert per_block["probe_accuracy"][0] is None and len(per_block["probe_accuracy"]) == 3  # blocks 1..2
+    fig6 = json.loads((out / "fig6_reference_patches.json").read_text())
+    assert list(fig6["maps"]) == ["Spatial", "Fresh", "Again"] and len(fig6["refs"]) == 3
+    curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
+    assert curves["Fresh"]["distances"] == list(range(1, 15))
+
+
+def test_diagnose_names_must_match_the_checkpoints(tiny_ckpt, tmp_path):
+    with pytest.raises(VinyError, match="2 names for 1 checkpoints"):
+        CliRunner().invoke(app, ["diagnose", str(tiny_ckpt), "--names", "A,B", "-o", str(tmp_path)], catch_exceptions=False)
+
+
+# ----------------------------------------------------------------------------------- import-checkpoint
+def test_import_checkpoint_and_authors_file_accepted_directly(tmp_path):
+    torch.manual_seed(2)
+    model = ViNy("tiny").eval()
+    ours = model.state_dict()
+    theirs = {a: ours[v].clone() for a, v in authors_name_map(model.cfg.depth).items()}
+    src, dst = tmp_path / "authors.pth", tmp_path / "imported.pt"
+    torch.save(theirs, src)
+    result = CliRunner().invoke(app, ["import-checkpoint", str(src), str(dst), "--heads", "2"])
+    assert result.exit_code == 0, result.output
+    imported, meta = load_encoder(dst)
+    assert meta["regime"] == "imported" and imported.cfg == model.cfg
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(imported(x), model(x))
+    # Analysis commands take the authors' file as is (8 heads assumed: the map differs, but it runs).
+    res = similarity_map_for_image(src, "toy-pets:0", patch="1,1", out=tmp_path / "a.png")
+    assert res["refs"] == {"patch": [1, 1]}
+
+
+# --------------------------------------------------------------------------------------- bad input
+def test_non_image_file_is_a_clear_error(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    bogus = tmp_path / "notes.png"
+    bogus.write_text("not an image")
+    code, err = run_main(monkeypatch, capsys, "similarity-map", tiny_ckpt, bogus, "-o", tmp_path / "x.png")
+    assert code == 2 and "error:" in err and "cannot read image file" in err and "Traceback" not in err
+
+
+def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    other = tmp_path / "resnet.pt"
+    torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Linear(8, 2)).state_dict(), other)
+    code, err = run_main(monkeypatch, capsys, "probe", other, "-q")
+    assert code == 2 and "expected either a viny checkpoint" in err and "Traceback" not in err
+    # A viny checkpoint whose weights do not fit its model config names the keys.
+    bad = tmp_path / "bad.pt"
+    state = ViNy("tiny").state_dict()
+    state.pop("norm.weight")
+    save_checkpoint(bad, {"regime": "x", "model_config": ViNy("tiny").cfg.to_dict(), "encoder": state})
+    with pytest.raises(VinyError, match="norm.weight"):
+        similarity_map_for_image(bad, "toy-pets:0", out=tmp_path / "b.png")
+
+
+def test_layer_out_of_range_is_a_clear_error(tiny_ckpt, monkeypatch, capsys):
+    code, err = run_main(monkeypatch, capsys, "probe", tiny_ckpt, "--layer", "5", "-q")
+    assert code == 2 and "layer 5 is out of range" in err and "1..2" in err
+    with pytest.raises(VinyError, match="out of range"):
+        probe_checkpoint(tiny_ckpt, layer=0, progress=False)
+    with pytest.raises(VinyError, match="--layer must be"):
+        probe_checkpoint(tiny_ckpt, layer="last", progress=False)
+
+
+def test_dataset_without_trimaps_is_a_clear_error(tiny_ckpt, tmp_path, monkeypatch, capsys):
+    code, err = run_main(monkeypatch, capsys, "probe", tiny_ckpt, "--dataset", "toy-scenes", "-q")
+    assert code == 2 and "toy-scenes" in err and "no trimaps" in err
+    with pytest.raises(VinyError, match="no trimaps"):
+        from viny_probe.analysis.diagnose import diagnose
+
+        diagnose([tiny_ckpt], out_dir=tmp_path, dataset="intel")
+    with pytest.raises(VinyError, match="test split .* holds"):
+        similarity_map_for_image(tiny_ckpt, "toy-pets:5000", out=tmp_path / "y.png")

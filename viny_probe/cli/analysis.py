@@ -1,0 +1,265 @@
+"""`viny probe`, `viny similarity-map`, `viny diagnose`, `viny import-checkpoint`: thin wrappers around
+``viny_probe.analysis.diagnose`` and ``viny_probe.analysis.authors``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+from typer.core import TyperCommand
+
+from ..progress import console
+from .app import app
+
+CKPT_HELP = "a viny checkpoint (run folder's final.pt) or the study authors' state_dict (.pth)"
+DATASET_HELP = "pets (with --data-root) | toy-pets (embedded default) | folder; it must have trimaps"
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
+
+
+def _num(x, spec=".3f") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and (x != x or x in (float("inf"), float("-inf")))) else format(x, spec)
+
+
+def probe_tables(result: dict) -> list[Table]:
+    """The rich tables `viny probe` prints for a probe_checkpoint result."""
+    d = result["data"]
+    caption = (
+        f"{d['dataset']} at {d['image_size']} px, split seed {d['split_seed']}: probe fitted on {d['probe_images']} "
+        f"pool images ({d['probe_patches']:,} patches), scored on {d['test_images']} test images "
+        f"({d['test_patches']:,} patches); variances and rank on the test images"
+    )
+    layers = result["layers"]
+    if len(layers) == 1:
+        (name, m), = layers.items()
+        t = Table(title=f"viny probe: {result['checkpoint']} ({name})", caption=caption)
+        t.add_column("diagnostic")
+        t.add_column("value", justify="right")
+        p, k = m["probe"], m["knn"]
+        t.add_row("within-image variance", _num(m["within_image_variance"]))
+        t.add_row("across-image variance", _num(m["across_image_variance"]))
+        t.add_row("within / across", _num(m["within_across_ratio"], ".2f"))
+        t.add_row("[bold]probe test accuracy %[/]", _pct(p["test_accuracy"]))
+        t.add_row("probe train accuracy %", _pct(p["train_accuracy"]))
+        t.add_row("probe balanced accuracy %", _pct(p["balanced_accuracy"]))
+        for cls, acc in p["per_class_accuracy"].items():
+            t.add_row(f"  {cls} accuracy %", _pct(acc))
+        t.add_row("probe C (chosen on validation images)", f"{p['chosen_C']:g}" + ("" if p["converged"] else " (not converged)"))
+        if k is not None:
+            t.add_row(f"kNN accuracy % (k={k['k']})", _pct(k["accuracy"]))
+            t.add_row("kNN balanced accuracy %", _pct(k["balanced_accuracy"]))
+        t.add_row("effective rank", _num(m["effective_rank"], ".1f"))
+        return [t]
+    t = Table(title=f"viny probe: {result['checkpoint']}, per block", caption=caption)
+    for col in ("layer", "within", "across", "ratio", "probe %", "train %", "balanced %", "kNN %", "eff. rank"):
+        t.add_column(col, justify="left" if col == "layer" else "right")
+    for name, m in layers.items():
+        p, k = m["probe"], m["knn"]
+        t.add_row(
+            name,
+            _num(m["within_image_variance"]),
+            _num(m["across_image_variance"]),
+            _num(m["within_across_ratio"], ".2f"),
+            _pct(p["test_accuracy"]),
+            _pct(p["train_accuracy"]),
+            _pct(p["balanced_accuracy"]),
+            "-" if k is None else _pct(k["accuracy"]),
+            _num(m["effective_rank"], ".1f"),
+        )
+    return [t]
+
+
+@app.command("probe")
+def probe_command(
+    ckpt: Path = typer.Argument(..., help=CKPT_HELP),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    data_root: Optional[str] = typer.Option(None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"),
+    layer: str = typer.Option("final", help="final (last block after the final LayerNorm) | all | a block number | 3,6,12"),
+    seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
+    test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
+    probe_images: int = typer.Option(2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"),
+    test_images: int = typer.Option(1000, help="test images the probe is scored on"),
+    knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout instead of a table"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Table 2 for one checkpoint: within/across-image variance and ratio, the linear patch probe
+    (fitted on pool images, C chosen on held-out pool images, scored on the fixed test set), kNN
+    accuracy and effective rank.
+
+    Example: viny probe runs/spatial/final.pt --layer all
+    """
+    from ..analysis.diagnose import jsonable, probe_checkpoint
+
+    result = probe_checkpoint(
+        ckpt, dataset, data_root, layer, seed, test_size, probe_images, test_images, knn, progress=not (quiet or as_json)
+    )
+    if as_json:
+        print(json.dumps(jsonable(result), indent=1, allow_nan=False))
+        return
+    for table in probe_tables(result):
+        console.print(table)
+
+
+@app.command("similarity-map")
+def similarity_map_command(
+    ckpt: Path = typer.Argument(..., help=CKPT_HELP),
+    image: str = typer.Argument(
+        ...,
+        help="an image file (any size and mode; resized to the model's input, aspect ratio not kept), or "
+        "DATASET:INDEX for an embedded image: toy-pets:17 = image 17 of the toy-pets test split "
+        "(seed --seed, --test-size), the same images `viny probe` and `viny diagnose` score on",
+    ),
+    patch: Optional[str] = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
+    pixel: Optional[str] = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
+    layer: str = typer.Option("final", help="final | a block number"),
+    seed: int = typer.Option(0, help="split seed for DATASET:INDEX"),
+    test_size: int = typer.Option(1000, help="test-set size for DATASET:INDEX"),
+) -> None:
+    """Cosine similarity between a reference patch and every patch of one image (Fig 6 for any image).
+
+    Without --patch/--pixel: the study's three references for an embedded image with a trimap
+    (background corner, most-foreground interior patch, most-boundary patch), else the centre and the
+    top-left corner. One reference: OUT shows the input with the reference in red, the map (colour range
+    -0.5..1) and the map upsampled over the input. Several: OUT is a grid of all references and each
+    also gets OUT-REFERENCE.png. A .json with the numbers sits beside every PNG.
+
+    Examples: viny similarity-map final.pt cat.jpg --patch 3,4 -o cat.png;
+    viny similarity-map final.pt toy-pets:17
+    """
+    from ..analysis.diagnose import similarity_map_for_image
+
+    result = similarity_map_for_image(ckpt, image, patch, pixel, out, layer, seed, test_size)
+    t = Table(title=f"similarity map: {result['image']} ({result['layer']})")
+    t.add_column("reference")
+    t.add_column("patch (row, col)", justify="right")
+    t.add_column("mean cosine to others", justify="right")
+    for name, ref in result["refs"].items():
+        values = [v for row in result["maps"][name] for v in row]
+        others = (sum(values) - 1.0) / max(1, len(values) - 1)
+        t.add_row(name, f"{ref[0]}, {ref[1]}", f"{others:.3f}")
+    console.print(t)
+    for f in result["files"]:
+        console.print(f"wrote {f}")
+
+
+class _ManyNamesCommand(TyperCommand):
+    """Lets `--names A B C` give several values: every word after --names up to the next option is a name."""
+
+    def parse_args(self, ctx, args):
+        rewritten, taking = [], False
+        for arg in args:
+            if arg == "--names":
+                taking = True
+                continue
+            if taking and not arg.startswith("-"):
+                rewritten += ["--names", arg]
+                continue
+            taking = False
+            rewritten.append(arg)
+        return super().parse_args(ctx, rewritten)
+
+
+@app.command("diagnose", cls=_ManyNamesCommand)
+def diagnose_command(
+    ckpts: list[Path] = typer.Argument(..., help="checkpoints to compare, in order (" + CKPT_HELP + ")"),
+    names: Optional[list[str]] = typer.Option(
+        None,
+        "--names",
+        help="one display name per checkpoint, after the checkpoints: --names A B C (or A,B,C); "
+        "default: each checkpoint's run-folder name",
+    ),
+    out: Path = typer.Option(Path("viny-diagnose"), "--out", "-o", help="output folder"),
+    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    data_root: Optional[str] = typer.Option(None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"),
+    seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
+    test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
+    probe_images: int = typer.Option(2000, help="pool images the final-block probe and kNN are fitted on"),
+    test_images: int = typer.Option(1000, help="test images everything is measured on"),
+    depth_probe_images: int = typer.Option(500, help="pool images the per-block probe is fitted on (cheaper)"),
+    cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
+    fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),
+    knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+) -> None:
+    """Several checkpoints side by side: Table 2, Fig 5 (similarity vs distance, also split by
+    same-/different-class pairs), Fig 6 (rows = reference patches, columns = checkpoints), per-block
+    curves, block-by-block CKA (first vs each and consecutive checkpoints), summary.md + summary.json.
+
+    Example: viny diagnose sim/final.pt cls/final.pt spa/final.pt --names Pretrained CLS Spatial -o diag
+    """
+    from ..analysis.diagnose import diagnose
+
+    summary = diagnose(
+        ckpts,
+        _split_names(names, len(ckpts)),
+        out,
+        dataset=dataset,
+        data_root=data_root,
+        seed=seed,
+        test_size=test_size,
+        probe_images=probe_images,
+        test_images=test_images,
+        depth_probe_images=depth_probe_images,
+        cka_images=cka_images,
+        fig6_images=fig6_images,
+        knn=knn,
+        progress=not quiet,
+    )
+    t = Table(title="Table 2 (final block)", caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md")
+    for col in ("checkpoint", "within", "across", "ratio", "probe %", "balanced %", "kNN %", "eff. rank"):
+        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+    for r in summary["table2"]:
+        t.add_row(
+            r["checkpoint"],
+            _num(r["within"]),
+            _num(r["across"]),
+            _num(r["ratio"], ".2f"),
+            _num(r["probe_acc_pct"], ".1f"),
+            _num(r["balanced_acc_pct"], ".1f"),
+            _num(r["knn_acc_pct"], ".1f"),
+            _num(r["effective_rank"], ".1f"),
+        )
+    console.print(t)
+    console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
+
+
+def _split_names(names: Optional[list[str]], count: int) -> Optional[list[str]]:
+    """`--names A,B,C` -> [A, B, C] (`--names A B C` is handled by _ManyNamesCommand)."""
+    if not names:
+        return None
+    if len(names) == 1 and "," in names[0] and count > 1:
+        return [n.strip() for n in names[0].split(",")]
+    return names
+
+
+@app.command("import-checkpoint")
+def import_checkpoint_command(
+    src: Path = typer.Argument(..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"),
+    out: Path = typer.Argument(..., help="the viny checkpoint to write"),
+    heads: Optional[int] = typer.Option(None, help="attention heads of the authors' model (default 8, the study's)"),
+) -> None:
+    """Convert the study authors' encoder state_dict into a viny checkpoint (regime "imported").
+
+    Every analysis command also accepts the authors' file directly; importing once saves the conversion
+    and gives a file `viny train --init` accepts.
+
+    Example: viny import-checkpoint encoder_vit_4M_pretrain_200K.pth authors.pt
+    """
+    from ..analysis.authors import import_authors_checkpoint
+    from ..analysis.embeddings import load_encoder
+    from ..model import count_parameters
+
+    written = import_authors_checkpoint(src, out, heads)
+    encoder, _ = load_encoder(written)
+    cfg = encoder.cfg
+    console.print(
+        f"wrote [bold]{written}[/]: ViNy {cfg.depth} blocks, dim {cfg.dim}, {cfg.heads} heads x {cfg.dim_head}, "
+        f"{cfg.image_size} px / {cfg.patch_size} px patches, {count_parameters(encoder):,} parameters"
+    )
