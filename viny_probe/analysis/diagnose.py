@@ -763,7 +763,8 @@ def _summary_markdown(summary: dict, rows: list[dict]) -> str:
             if s["knn"]
             else ""
         )
-        + "eff. rank: RankMe. Details in [table2.json](table2.json).",
+        + "eff. rank: RankMe. This table: [table2.md](table2.md), with every number in "
+        "[table2.json](table2.json).",
         "",
         "Published values (the study's Table 2, full ViNy, Oxford-IIIT Pet) for comparison:",
         "",

@@ -57,7 +57,7 @@ def probe_tables(result: dict) -> list[Table]:
         return [t]
     t = Table(title=f"viny probe: {result['checkpoint']}, per block", caption=caption)
     for col in ("layer", "within", "across", "ratio", "probe %", "train %", "balanced %", "kNN %", "eff. rank"):
-        t.add_column(col, justify="left" if col == "layer" else "right")
+        t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col == "layer")
     for name, m in layers.items():
         p, k = m["probe"], m["knn"]
         t.add_row(
@@ -214,7 +214,7 @@ def diagnose_command(
     )
     t = Table(title="Table 2 (final block)", caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md")
     for col in ("checkpoint", "within", "across", "ratio", "probe %", "balanced %", "kNN %", "eff. rank"):
-        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+        t.add_column(col, justify="left" if col == "checkpoint" else "right", no_wrap=col == "checkpoint")
     for r in summary["table2"]:
         t.add_row(
             r["checkpoint"],
@@ -234,7 +234,7 @@ def _split_names(names: Optional[list[str]], count: int) -> Optional[list[str]]:
     """`--names A,B,C` -> [A, B, C] (`--names A B C` is handled by _ManyNamesCommand)."""
     if not names:
         return None
-    if len(names) == 1 and "," in names[0] and count > 1:
+    if len(names) == 1 and "," in names[0]:
         return [n.strip() for n in names[0].split(",")]
     return names
 

@@ -42,7 +42,8 @@ class Spatial(Regime):
 
     def _targets(self, batch, patch_size: int, num_patches: int) -> torch.Tensor:
         if self.targets == "trimap":
-            return patch_majority_labels(batch["masks"], patch_size)
+            # the analysis helper validates on the CPU; bring the targets back to the batch's device
+            return patch_majority_labels(batch["masks"], patch_size).to(batch["masks"].device)
         return batch["labels"].unsqueeze(1).expand(-1, num_patches)
 
     def prepare(self, batch, gen):
