@@ -18,6 +18,15 @@ CKPT_HELP = "a viny checkpoint (run folder's final.pt) or the study authors' sta
 DATASET_HELP = "pets (with --data-root) | toy-pets (embedded default) | folder; it must have trimaps"
 
 
+def _reflow(fn):
+    """Join each docstring paragraph into one line, so that typer's help re-wraps it to the terminal."""
+    import inspect
+
+    paragraphs = inspect.cleandoc(fn.__doc__ or "").split("\n\n")
+    fn.__doc__ = "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
+    return fn
+
+
 def _pct(x) -> str:
     return "n/a" if x is None or x != x else f"{100 * x:.1f}"
 
@@ -75,6 +84,7 @@ def probe_tables(result: dict) -> list[Table]:
 
 
 @app.command("probe")
+@_reflow
 def probe_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
     dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
@@ -88,9 +98,11 @@ def probe_command(
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout instead of a table"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Table 2 for one checkpoint: within/across-image variance and ratio, the linear patch probe
-    (fitted on pool images, C chosen on held-out pool images, scored on the fixed test set), kNN
-    accuracy and effective rank.
+    """Table 2 for one checkpoint: variances, linear patch probe, kNN, effective rank.
+
+    Within/across-image variance and their ratio, the linear patch probe (fitted on pool images, C
+    chosen on held-out pool images, scored on the fixed test set; it never sees a test image), kNN
+    accuracy and effective rank, at the final block (default), one block or every block.
 
     Example: viny probe runs/spatial/final.pt --layer all
     """
@@ -107,6 +119,7 @@ def probe_command(
 
 
 @app.command("similarity-map")
+@_reflow
 def similarity_map_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
     image: str = typer.Argument(
@@ -122,7 +135,7 @@ def similarity_map_command(
     seed: int = typer.Option(0, help="split seed for DATASET:INDEX"),
     test_size: int = typer.Option(1000, help="test-set size for DATASET:INDEX"),
 ) -> None:
-    """Cosine similarity between a reference patch and every patch of one image (Fig 6 for any image).
+    """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
     Without --patch/--pixel: the study's three references for an embedded image with a trimap
     (background corner, most-foreground interior patch, most-boundary patch), else the centre and the
@@ -167,6 +180,7 @@ class _ManyNamesCommand(TyperCommand):
 
 
 @app.command("diagnose", cls=_ManyNamesCommand)
+@_reflow
 def diagnose_command(
     ckpts: list[Path] = typer.Argument(..., help="checkpoints to compare, in order (" + CKPT_HELP + ")"),
     names: Optional[list[str]] = typer.Option(
@@ -188,9 +202,12 @@ def diagnose_command(
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
-    """Several checkpoints side by side: Table 2, Fig 5 (similarity vs distance, also split by
-    same-/different-class pairs), Fig 6 (rows = reference patches, columns = checkpoints), per-block
-    curves, block-by-block CKA (first vs each and consecutive checkpoints), summary.md + summary.json.
+    """Compare checkpoints: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
+
+    Writes into OUT: table2.md/.json, fig5_similarity_vs_distance.png (+ fig5_by_class.png, split by
+    same-/different-class pairs), fig6_reference_patches.png (rows = reference patches, columns =
+    checkpoints), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
+    first vs each and consecutive checkpoints), summary.md + summary.json; a .json beside every PNG.
 
     Example: viny diagnose sim/final.pt cls/final.pt spa/final.pt --names Pretrained CLS Spatial -o diag
     """
@@ -240,12 +257,15 @@ def _split_names(names: Optional[list[str]], count: int) -> Optional[list[str]]:
 
 
 @app.command("import-checkpoint")
+@_reflow
 def import_checkpoint_command(
     src: Path = typer.Argument(..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"),
     out: Path = typer.Argument(..., help="the viny checkpoint to write"),
     heads: Optional[int] = typer.Option(None, help="attention heads of the authors' model (default 8, the study's)"),
 ) -> None:
-    """Convert the study authors' encoder state_dict into a viny checkpoint (regime "imported").
+    """Convert the study authors' encoder state_dict into a viny checkpoint.
+
+    The result has regime "imported" and the source file and its digest in its lineage.
 
     Every analysis command also accepts the authors' file directly; importing once saves the conversion
     and gives a file `viny train --init` accepts.
