@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         similarity_map,
         similarity_vs_distance_by_class,
     )
+    from viny_probe.analysis import diagnose as d
     from viny_probe.analysis.diagnose import _labels, final_layer_metrics, load_probe_data
     from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
     from viny_probe.analysis.knn import knn_patch_accuracy
-    from viny_probe.analysis import diagnose as d
     from viny_probe.checkpoint import save_checkpoint
     from viny_probe.model import ViNy, count_parameters
 
@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     model = ViNy(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="viny-bench-"))
     ckpt = tmp / "fresh.pt"
-    save_checkpoint(ckpt, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()})
+    save_checkpoint(
+        ckpt, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()}
+    )
     encoder, _ = load_encoder(ckpt)
     cfg = encoder.cfg
 
@@ -64,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         f"model {args.model} ({count_parameters(encoder):,} params, {cfg.image_size} px), torch threads "
         f"{torch.get_num_threads()}, os.cpu_count {os.cpu_count()}, load avg {os.getloadavg()[0]:.1f}"
     )
-    print(f"data: {len(train_set)} fit + {len(test_set)} test toy-pets images (load/generate {load_s:.1f} s, untimed)")
+    print(
+        f"data: {len(train_set)} fit + {len(test_set)} test toy-pets images (load/generate {load_s:.1f} s, untimed)"
+    )
 
     steps: dict[str, float] = {}
 
@@ -89,11 +93,19 @@ def main(argv: list[str] | None = None) -> int:
     knn = timed(
         f"kNN (k={d.KNN_K}, bank {d.KNN_BANK_PATCHES} patches, first {d.KNN_TEST_IMAGES} test images)",
         lambda: knn_patch_accuracy(
-            train_tok, train_lab, test_tok[: d.KNN_TEST_IMAGES], test_lab[: d.KNN_TEST_IMAGES],
-            k=d.KNN_K, num_classes=3, max_train_patches=d.KNN_BANK_PATCHES,
+            train_tok,
+            train_lab,
+            test_tok[: d.KNN_TEST_IMAGES],
+            test_lab[: d.KNN_TEST_IMAGES],
+            k=d.KNN_K,
+            num_classes=3,
+            max_train_patches=d.KNN_BANK_PATCHES,
         ),
     )
-    timed("Fig 5 curves (all, same, different pairs)", lambda: similarity_vs_distance_by_class(test_tok, test_lab))
+    timed(
+        "Fig 5 curves (all, same, different pairs)",
+        lambda: similarity_vs_distance_by_class(test_tok, test_lab),
+    )
     timed(
         "Fig 6 reference maps (2 images x 3 refs)",
         lambda: [

@@ -32,7 +32,9 @@ def tiny_ckpt(tmp_path_factory):
     from viny_probe.trainers import train
 
     out = tmp_path_factory.mktemp("tiny-run")
-    cfg = TrainConfig(regime="spatial", model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu")
+    cfg = TrainConfig(
+        regime="spatial", model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu"
+    )
     return train(cfg, out, progress=False).final_checkpoint
 
 
@@ -42,7 +44,9 @@ def fresh_ckpt(tmp_path_factory):
     torch.manual_seed(1)
     model = ViNy("tiny")
     path = tmp_path_factory.mktemp("fresh") / "fresh.pt"
-    save_checkpoint(path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()})
+    save_checkpoint(
+        path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()}
+    )
     return path
 
 
@@ -92,7 +96,9 @@ def test_probe_every_block_prints_a_row_per_block(tiny_ckpt):
     result = CliRunner().invoke(app, ["probe", str(tiny_ckpt), "--layer", "all", "--no-knn", *SMALL])
     assert result.exit_code == 0, result.output
     assert "block 1" in result.output and "block 2" in result.output
-    data = probe_checkpoint(tiny_ckpt, layer="all", probe_images=20, test_images=10, knn=False, progress=False)
+    data = probe_checkpoint(
+        tiny_ckpt, layer="all", probe_images=20, test_images=10, knn=False, progress=False
+    )
     assert list(data["layers"]) == ["block 1", "block 2"]
 
 
@@ -117,7 +123,9 @@ def test_similarity_map_on_any_image_file_with_patch_or_pixel(tiny_ckpt, tmp_pat
     rgba = np.random.default_rng(0).integers(0, 255, (70, 50, 4), dtype=np.uint8)  # H 70, W 50, RGBA
     Image.fromarray(rgba, "RGBA").save(picture)
     out = tmp_path / "patch.png"
-    result = CliRunner().invoke(app, ["similarity-map", str(tiny_ckpt), str(picture), "--patch", "2,5", "-o", str(out)])
+    result = CliRunner().invoke(
+        app, ["similarity-map", str(tiny_ckpt), str(picture), "--patch", "2,5", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["ref"] == [2, 5] and np.array(data["map"]).shape == (8, 8)
@@ -133,17 +141,47 @@ def test_similarity_map_on_any_image_file_with_patch_or_pixel(tiny_ckpt, tmp_pat
 # -------------------------------------------------------------------------------------------- diagnose
 def test_diagnose_writes_every_file(tiny_ckpt, fresh_ckpt, tmp_path):
     out = tmp_path / "diag"
-    args = ["diagnose", str(tiny_ckpt), str(fresh_ckpt), str(tiny_ckpt), "--names", "Spatial", "Fresh", "Again",
-            "-o", str(out), "--depth-probe-images", "16", "--cka-images", "12", "--fig6-images", "1", *SMALL]
+    args = [
+        "diagnose",
+        str(tiny_ckpt),
+        str(fresh_ckpt),
+        str(tiny_ckpt),
+        "--names",
+        "Spatial",
+        "Fresh",
+        "Again",
+        "-o",
+        str(out),
+        "--depth-probe-images",
+        "16",
+        "--cka-images",
+        "12",
+        "--fig6-images",
+        "1",
+        *SMALL,
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for stem in ("table2", "fig5_similarity_vs_distance", "fig5_by_class", "fig6_reference_patches", "depth_curves", "cka"):
+    for stem in (
+        "table2",
+        "fig5_similarity_vs_distance",
+        "fig5_by_class",
+        "fig6_reference_patches",
+        "depth_curves",
+        "cka",
+    ):
         if stem != "table2":
             assert (out / f"{stem}.png").stat().st_size > 1000
         json.loads((out / f"{stem}.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
     md = (out / "summary.md").read_text()
-    for link in ("table2.md", "fig5_similarity_vs_distance.png", "fig6_reference_patches.png", "depth_curves.png", "cka.png"):
+    for link in (
+        "table2.md",
+        "fig5_similarity_vs_distance.png",
+        "fig6_reference_patches.png",
+        "depth_curves.png",
+        "cka.png",
+    ):
         assert f"({link})" in md
     assert [r["checkpoint"] for r in summary["table2"]] == ["Spatial", "Fresh", "Again"]
     assert "| Spatial |" in (out / "table2.md").read_text()
@@ -163,7 +201,9 @@ def test_diagnose_writes_every_file(tiny_ckpt, fresh_ckpt, tmp_path):
 
 def test_diagnose_names_must_match_the_checkpoints(tiny_ckpt, tmp_path):
     with pytest.raises(VinyError, match="2 names for 1 checkpoints"):
-        CliRunner().invoke(app, ["diagnose", str(tiny_ckpt), "--names", "A,B", "-o", str(tmp_path)], catch_exceptions=False)
+        CliRunner().invoke(
+            app, ["diagnose", str(tiny_ckpt), "--names", "A,B", "-o", str(tmp_path)], catch_exceptions=False
+        )
 
 
 # ----------------------------------------------------------------------------------- import-checkpoint

@@ -132,11 +132,14 @@ def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls):
     owner = sw.assign_shards(stages, 2)
     assert {owner[s] for s in trained} == {1, 2}
     assert all(sw.is_finished(out, c.stage) for c in cells)
-    # the CLI report on it: one seed is said plainly; the geometry hook lists the Table 2 stages
+    # the CLI report on it: one seed is said plainly; the geometry section runs the diagnostics (Table 2, Figs 5-6)
     result = CliRunner().invoke(app, ["report", str(out), "-o", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "Only one seed" in md and "Table 2 and Figs 5-6" in md and "spatial" in md
+    assert "Only one seed" in md and "Table 2 and Figs 5-6" in md and "| Spatial | 1 |" in md
+    for png in ("fig5_similarity_vs_distance.png", "fig6_reference_patches.png"):
+        assert (tmp_path / "rep" / "figures" / "geometry-seed0" / png).stat().st_size > 1000
+        assert f"geometry-seed0/{png}" in md
 
 
 def test_cli_dry_run(tmp_path):

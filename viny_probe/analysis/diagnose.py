@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
@@ -40,7 +41,6 @@ from viny_probe.analysis.plots import (
 )
 from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
-from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.reference import (
     choose_reference_patches,
     parse_patch,
@@ -127,7 +127,9 @@ def parse_layers(layer: LayerArg, depth: int) -> str | list[int]:
         raise VinyError(f"--layer must be {valid}, got {layer!r}")
     for b in blocks:
         if not 1 <= b <= depth:
-            raise VinyError(f"layer {b} is out of range: this encoder has blocks 1..{depth} (or use 'final' / 'all')")
+            raise VinyError(
+                f"layer {b} is out of range: this encoder has blocks 1..{depth} (or use 'final' / 'all')"
+            )
     return list(dict.fromkeys(blocks))
 
 
@@ -296,9 +298,13 @@ def probe_checkpoint(
 _EMBEDDED_IMAGE = re.compile(r"^(toy-[a-z]+):(\d+)$")
 
 
-def _embedded_image(name: str, index: int, size: int, seed: int, test_size: int) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+def _embedded_image(
+    name: str, index: int, size: int, seed: int, test_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     if name not in SYNTHETIC_DATASETS:
-        raise VinyError(f"'{name}:{index}': no embedded dataset '{name}'; choose one of {', '.join(SYNTHETIC_DATASETS)}")
+        raise VinyError(
+            f"'{name}:{index}': no embedded dataset '{name}'; choose one of {', '.join(SYNTHETIC_DATASETS)}"
+        )
     full = load_dataset(name, size=size, limit=EMBEDDED_SIZES.get(name), seed=0)
     held_out = test_size if name == "toy-pets" else min(test_size, len(full) // 5)
     test = make_split(len(full), held_out, seed).test
@@ -325,7 +331,9 @@ def _pixel_patch(pixel: str | tuple[int, int], original_hw: tuple[int, int], cfg
     y, x = _parse_pixel_pair(pixel) if isinstance(pixel, str) else (int(pixel[0]), int(pixel[1]))
     h, w = original_hw
     if not (0 <= y < h and 0 <= x < w):
-        raise VinyError(f"pixel = ({y}, {x}) is outside the {h}x{w} image: y must be in 0..{h - 1}, x in 0..{w - 1}")
+        raise VinyError(
+            f"pixel = ({y}, {x}) is outside the {h}x{w} image: y must be in 0..{h - 1}, x in 0..{w - 1}"
+        )
     s = cfg.image_size
     return pixel_to_patch(min(s - 1, y * s // h), min(s - 1, x * s // w), cfg.patch_size, s)
 
@@ -375,7 +383,11 @@ def similarity_map_for_image(
             original_hw = (opened.height, opened.width)
         mask, source, stem = None, str(path), path.stem
     if patch is not None:
-        refs = {"patch": parse_patch(patch, cfg.grid) if isinstance(patch, str) else parse_patch(f"{patch[0]},{patch[1]}", cfg.grid)}
+        refs = {
+            "patch": parse_patch(patch, cfg.grid)
+            if isinstance(patch, str)
+            else parse_patch(f"{patch[0]},{patch[1]}", cfg.grid)
+        }
     elif pixel is not None:
         refs = {"pixel": _pixel_patch(pixel, original_hw, cfg)}
     elif mask is not None:
@@ -392,8 +404,10 @@ def similarity_map_for_image(
     where = _layer_label(label)
     files = []
     if len(refs) == 1:
-        (name, ref), = refs.items()
-        plot_similarity_overlay(picture, maps[name], ref, out, title=f"{source}: cosine to patch {ref} ({where})")
+        ((name, ref),) = refs.items()
+        plot_similarity_overlay(
+            picture, maps[name], ref, out, title=f"{source}: cosine to patch {ref} ({where})"
+        )
         files.append(out)
     else:
         plot_reference_grid(
@@ -452,7 +466,6 @@ def _cka_pairs(n: int) -> list[tuple[int, int]]:
 def _plot_cka_panels(matrices: list[dict], path: Path) -> dict:
     """One heatmap per checkpoint pair, side by side, shared 0..1 colour scale; JSON beside it."""
     import seaborn as sns
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     cols = min(3, len(matrices))
@@ -481,15 +494,102 @@ def _plot_cka_panels(matrices: list[dict], path: Path) -> dict:
         ax.set_xlabel(f"{m['names'][1]}: block", fontsize=9)
         ax.set_ylabel(f"{m['names'][0]}: block", fontsize=9)
         ax.tick_params(labelsize=7)
-    for ax in axes[len(matrices):]:
+    for ax in axes[len(matrices) :]:
         ax.set_visible(False)
     fig.suptitle("Linear CKA between blocks (patch tokens of the same test images)")
+    return _save_figure(fig, path, {"pairs": matrices})
+
+
+def _save_figure(fig, path: Path, data: dict) -> dict:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    data = {"pairs": matrices}
     write_json(path.with_suffix(".json"), data)
     return data
+
+
+def _plot_by_class(curves: dict[str, dict], path: Path) -> dict:
+    """Fig 5 split by pair class: one colour per checkpoint, solid = same-class pairs, dashed = different."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    colours = [f"C{k % 10}" for k in range(len(curves))]
+    for colour, c in zip(colours, curves.values(), strict=True):
+        for kind, style in (("same", "-"), ("different", "--")):
+            curve = c[kind]
+            ax.plot(curve.distances, curve.mean, style, color=colour, marker="o", markersize=3)
+            ax.fill_between(curve.distances, curve.low, curve.high, color=colour, alpha=0.15, linewidth=0)
+    confidence = next(iter(curves.values()))["same"].confidence
+    ax.set(
+        title="Fig 5 split: same-class (solid) vs different-class (dashed) patch pairs",
+        xlabel="Manhattan distance on the patch grid",
+        ylabel=f"mean cosine similarity (band: {confidence:.0%} CI over images)",
+    )
+    ax.set_xticks(next(iter(curves.values()))["same"].distances)
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colour, marker="o", markersize=3) for colour in colours]
+    handles += [Line2D([], [], color="grey", linestyle="-"), Line2D([], [], color="grey", linestyle="--")]
+    fig.legend(
+        handles,
+        [*curves, "same class", "different class"],
+        loc="outside right center",
+        title="checkpoint / pairs",
+    )
+    data = {
+        "title": "similarity vs distance by pair class",
+        "curves": {
+            name: {kind: c[kind].to_dict() for kind in ("same", "different")} for name, c in curves.items()
+        },
+    }
+    return _save_figure(fig, path, data)
+
+
+def _plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) -> dict:
+    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    low = min(low, 0.999)
+    ref_names, ckpt_names = list(refs), list(maps)
+    cols = 1 + len(ckpt_names)
+    fig = Figure(figsize=(2.3 * cols + 0.8, 2.3 * len(ref_names) + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(len(ref_names), cols, squeeze=False))
+    image = None
+    for i, r in enumerate(ref_names):
+        row, col = refs[r]
+        picture = np.asarray(pictures[r]).transpose(1, 2, 0)
+        g = np.asarray(maps[ckpt_names[0]][r]).shape[0]
+        axes[i, 0].imshow(picture)
+        axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
+        for j, ax in enumerate(axes[i]):
+            size = picture.shape[0] / g if j == 0 else 1.0
+            if j:
+                image = ax.imshow(maps[ckpt_names[j - 1]][r], vmin=low, vmax=1.0, cmap="viridis")
+                if i == 0:
+                    ax.set_title(ckpt_names[j - 1])
+            ax.add_patch(
+                Rectangle(
+                    (col * size - 0.5, row * size - 0.5), size, size, fill=False, edgecolor="red", linewidth=2
+                )
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("input")
+    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="cosine similarity")
+    fig.suptitle(
+        f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
+    )
+    data = {
+        "vmin": low,
+        "vmax": 1.0,
+        "refs": {r: list(refs[r]) for r in ref_names},
+        "maps": {c: {r: maps[c][r] for r in ref_names} for c in ckpt_names},
+    }
+    return _save_figure(fig, path, data)
 
 
 def _fmt(value, spec: str) -> str:
@@ -569,10 +669,16 @@ def diagnose(
         raise VinyError("give at least one checkpoint")
     names = list(names) if names else default_names(ckpts)
     if len(names) != len(ckpts):
-        raise VinyError(f"--names gives {len(names)} names for {len(ckpts)} checkpoints; give one name per checkpoint")
+        raise VinyError(
+            f"--names gives {len(names)} names for {len(ckpts)} checkpoints; give one name per checkpoint"
+        )
     if len(set(names)) != len(names):
         raise VinyError(f"--names must be distinct, got {names}")
-    for value, what in ((depth_probe_images, "depth_probe_images"), (cka_images, "cka_images"), (fig6_images, "fig6_images")):
+    for value, what in (
+        (depth_probe_images, "depth_probe_images"),
+        (cka_images, "cka_images"),
+        (fig6_images, "fig6_images"),
+    ):
         check_positive_int(value, what)
     _check_dataset_name(dataset)
     out = Path(out_dir)
@@ -612,7 +718,9 @@ def diagnose(
 
         test_all = extract_patch_tokens(encoder, test_set, "all", split=f"test-seed{seed}", **extract)
         final = test_all[cfg.depth]
-        train_final = extract_patch_tokens(encoder, train_set, "final", split=f"pool-seed{seed}", **extract)["final"]
+        train_final = extract_patch_tokens(encoder, train_set, "final", split=f"pool-seed{seed}", **extract)[
+            "final"
+        ]
         finals[name] = final_layer_metrics(train_final, train_labels, final, test_labels, knn, seed)
         del train_final
         curves[name] = similarity_vs_distance_by_class(final, test_labels)
@@ -621,7 +729,13 @@ def diagnose(
         if i == 0:
             for index in _fig6_images(test_set.masks, test_labels, min(fig6_images, len(test_set))):
                 refs = choose_reference_patches(test_set.masks[index], cfg.patch_size)
-                fig6_info.append({"test_index": index, "id": test_set.ids[index], "refs": {k: list(v) for k, v in refs.items()}})
+                fig6_info.append(
+                    {
+                        "test_index": index,
+                        "id": test_set.ids[index],
+                        "refs": {k: list(v) for k, v in refs.items()},
+                    }
+                )
                 for ref, rc in refs.items():
                     row = f"#{index} {ref.replace('_', ' ')}"
                     fig6_refs[row] = rc
@@ -637,7 +751,16 @@ def diagnose(
         train_blocks = extract_patch_tokens(
             encoder, train_set.subset(list(range(n_depth))), "all", split=f"pool-seed{seed}", **extract
         )
-        curve = {k: [None] for k in ("within_image_variance", "across_image_variance", "within_across_ratio", "effective_rank", "probe_accuracy")}
+        curve = {
+            k: [None]
+            for k in (
+                "within_image_variance",
+                "across_image_variance",
+                "within_across_ratio",
+                "effective_rank",
+                "probe_accuracy",
+            )
+        }
         for b in range(1, cfg.depth + 1):
             within, across = within_image_variance(test_all[b]), across_image_variance(test_all[b])
             curve["within_image_variance"].append(within)
@@ -658,9 +781,17 @@ def diagnose(
 
     rows = table2_rows(finals)
     (out / "table2.md").write_text(table2_markdown(rows))
-    write_json(out / "table2.json", {"columns": list(rows[0]), "rows": rows, "published": [
-        {"checkpoint": n, "within": w, "across": a, "probe_acc_pct": p} for n, w, a, p in PUBLISHED_TABLE2
-    ]})
+    write_json(
+        out / "table2.json",
+        {
+            "columns": list(rows[0]),
+            "rows": rows,
+            "published": [
+                {"checkpoint": n, "within": w, "across": a, "probe_acc_pct": p}
+                for n, w, a, p in PUBLISHED_TABLE2
+            ],
+        },
+    )
     files["table2"] = "table2.md"
 
     plot_similarity_vs_distance(
@@ -669,13 +800,7 @@ def diagnose(
         title="Fig 5: patch similarity vs Manhattan distance (all pairs)",
     )
     files["fig5"] = "fig5_similarity_vs_distance.png"
-    by_class = {}
-    for n, c in curves.items():
-        by_class[f"{n}: same class"] = c["same"]
-        by_class[f"{n}: different class"] = c["different"]
-    plot_similarity_vs_distance(
-        by_class, out / "fig5_by_class.png", title="Fig 5 split: same-class vs different-class patch pairs"
-    )
+    _plot_by_class(curves, out / "fig5_by_class.png")
     files["fig5_by_class"] = "fig5_by_class.png"
 
     plot_reference_grid(
@@ -686,11 +811,16 @@ def diagnose(
         title="Fig 6: cosine similarity to the reference patch (red), colour range -0.5..1",
     )
     files["fig6"] = "fig6_reference_patches.png"
+    # The study's fixed range hides everything when all cosines sit in a narrow band (e.g. 0.9..1):
+    # the same maps again with the colour range stretched to the smallest value shown.
+    low = min(float(np.min(m)) for maps in fig6_maps.values() for m in maps.values())
+    _plot_reference_grid_stretched(fig6_pictures, fig6_maps, fig6_refs, out / "fig6_stretched.png", low)
+    files["fig6_stretched"] = "fig6_stretched.png"
 
     plot_depth_curves(
         per_block,
         out / "depth_curves.png",
-        title=f"Diagnostics per block (block 0 = none; probe per block fit on {min(depth_probe_images, probe_images)} pool images)",
+        title=f"Diagnostics per block, test images (probe per block fitted on {min(depth_probe_images, probe_images)} pool images)",
     )
     files["depth_curves"] = "depth_curves.png"
 
@@ -713,7 +843,9 @@ def diagnose(
         files["cka"] = "cka.png"
 
     settings = {
-        "knn": {"k": KNN_K, "bank_patches": KNN_BANK_PATCHES, "test_images": KNN_TEST_IMAGES} if knn else None,
+        "knn": {"k": KNN_K, "bank_patches": KNN_BANK_PATCHES, "test_images": KNN_TEST_IMAGES}
+        if knn
+        else None,
         "depth_probe_images": min(depth_probe_images, probe_images),
         "cka_images": min(cka_images, test_images),
         "fig6_images": fig6_info,
@@ -777,10 +909,14 @@ def _summary_markdown(summary: dict, rows: list[dict]) -> str:
         "- [fig6_reference_patches.png](fig6_reference_patches.png): Fig 6, rows = reference patches "
         "(background corner, most-foreground interior patch, most-boundary patch) of test images "
         + ", ".join(f"#{f['test_index']}" for f in s["fig6_images"])
-        + ", columns = checkpoints, colour range -0.5..1."
+        + ", columns = checkpoints, colour range -0.5..1 as in the study; "
+        "[fig6_stretched.png](fig6_stretched.png): the same maps with the colour range stretched to the "
+        "smallest cosine shown, for when every cosine sits in a narrow band."
         + (
             " Reproduce one with `viny similarity-map CKPT toy-pets:INDEX`."
-            if info["dataset"] == "toy-pets" and info["split_seed"] == 0 and info["test_size"] == DEFAULT_TEST_SIZE
+            if info["dataset"] == "toy-pets"
+            and info["split_seed"] == 0
+            and info["test_size"] == DEFAULT_TEST_SIZE
             else ""
         ),
         f"- [depth_curves.png](depth_curves.png): within / across / ratio / effective rank per block "

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.table import Table
@@ -32,7 +31,11 @@ def _pct(x) -> str:
 
 
 def _num(x, spec=".3f") -> str:
-    return "n/a" if x is None or (isinstance(x, float) and (x != x or x in (float("inf"), float("-inf")))) else format(x, spec)
+    return (
+        "n/a"
+        if x is None or (isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))))
+        else format(x, spec)
+    )
 
 
 def probe_tables(result: dict) -> list[Table]:
@@ -45,7 +48,7 @@ def probe_tables(result: dict) -> list[Table]:
     )
     layers = result["layers"]
     if len(layers) == 1:
-        (name, m), = layers.items()
+        ((name, m),) = layers.items()
         t = Table(title=f"viny probe: {result['checkpoint']} ({name})", caption=caption)
         t.add_column("diagnostic")
         t.add_column("value", justify="right")
@@ -58,14 +61,27 @@ def probe_tables(result: dict) -> list[Table]:
         t.add_row("probe balanced accuracy %", _pct(p["balanced_accuracy"]))
         for cls, acc in p["per_class_accuracy"].items():
             t.add_row(f"  {cls} accuracy %", _pct(acc))
-        t.add_row("probe C (chosen on validation images)", f"{p['chosen_C']:g}" + ("" if p["converged"] else " (not converged)"))
+        t.add_row(
+            "probe C (chosen on validation images)",
+            f"{p['chosen_C']:g}" + ("" if p["converged"] else " (not converged)"),
+        )
         if k is not None:
             t.add_row(f"kNN accuracy % (k={k['k']})", _pct(k["accuracy"]))
             t.add_row("kNN balanced accuracy %", _pct(k["balanced_accuracy"]))
         t.add_row("effective rank", _num(m["effective_rank"], ".1f"))
         return [t]
     t = Table(title=f"viny probe: {result['checkpoint']}, per block", caption=caption)
-    for col in ("layer", "within", "across", "ratio", "probe %", "train %", "balanced %", "kNN %", "eff. rank"):
+    for col in (
+        "layer",
+        "within",
+        "across",
+        "ratio",
+        "probe %",
+        "train %",
+        "balanced %",
+        "kNN %",
+        "eff. rank",
+    ):
         t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col == "layer")
     for name, m in layers.items():
         p, k = m["probe"], m["knn"]
@@ -87,15 +103,23 @@ def probe_tables(result: dict) -> list[Table]:
 @_reflow
 def probe_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
-    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
-    data_root: Optional[str] = typer.Option(None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"),
-    layer: str = typer.Option("final", help="final (last block after the final LayerNorm) | all | a block number | 3,6,12"),
+    dataset: str | None = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    data_root: str | None = typer.Option(
+        None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
+    ),
+    layer: str = typer.Option(
+        "final", help="final (last block after the final LayerNorm) | all | a block number | 3,6,12"
+    ),
     seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
     test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
-    probe_images: int = typer.Option(2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"),
+    probe_images: int = typer.Option(
+        2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"
+    ),
     test_images: int = typer.Option(1000, help="test images the probe is scored on"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout instead of a table"),
+    as_json: bool = typer.Option(
+        False, "--json", help="print the result as JSON on stdout instead of a table"
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
 ) -> None:
     """Table 2 for one checkpoint: variances, linear patch probe, kNN, effective rank.
@@ -109,7 +133,16 @@ def probe_command(
     from ..analysis.diagnose import jsonable, probe_checkpoint
 
     result = probe_checkpoint(
-        ckpt, dataset, data_root, layer, seed, test_size, probe_images, test_images, knn, progress=not (quiet or as_json)
+        ckpt,
+        dataset,
+        data_root,
+        layer,
+        seed,
+        test_size,
+        probe_images,
+        test_images,
+        knn,
+        progress=not (quiet or as_json),
     )
     if as_json:
         print(json.dumps(jsonable(result), indent=1, allow_nan=False))
@@ -128,9 +161,9 @@ def similarity_map_command(
         "DATASET:INDEX for an embedded image: toy-pets:17 = image 17 of the toy-pets test split "
         "(seed --seed, --test-size), the same images `viny probe` and `viny diagnose` score on",
     ),
-    patch: Optional[str] = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
-    pixel: Optional[str] = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
+    patch: str | None = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
+    pixel: str | None = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
     layer: str = typer.Option("final", help="final | a block number"),
     seed: int = typer.Option(0, help="split seed for DATASET:INDEX"),
     test_size: int = typer.Option(1000, help="test-set size for DATASET:INDEX"),
@@ -183,20 +216,24 @@ class _ManyNamesCommand(TyperCommand):
 @_reflow
 def diagnose_command(
     ckpts: list[Path] = typer.Argument(..., help="checkpoints to compare, in order (" + CKPT_HELP + ")"),
-    names: Optional[list[str]] = typer.Option(
+    names: list[str] | None = typer.Option(
         None,
         "--names",
         help="one display name per checkpoint, after the checkpoints: --names A B C (or A,B,C); "
         "default: each checkpoint's run-folder name",
     ),
     out: Path = typer.Option(Path("viny-diagnose"), "--out", "-o", help="output folder"),
-    dataset: Optional[str] = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
-    data_root: Optional[str] = typer.Option(None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"),
+    dataset: str | None = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    data_root: str | None = typer.Option(
+        None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
+    ),
     seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
     test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
     probe_images: int = typer.Option(2000, help="pool images the final-block probe and kNN are fitted on"),
     test_images: int = typer.Option(1000, help="test images everything is measured on"),
-    depth_probe_images: int = typer.Option(500, help="pool images the per-block probe is fitted on (cheaper)"),
+    depth_probe_images: int = typer.Option(
+        500, help="pool images the per-block probe is fitted on (cheaper)"
+    ),
     cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
     fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
@@ -229,7 +266,10 @@ def diagnose_command(
         knn=knn,
         progress=not quiet,
     )
-    t = Table(title="Table 2 (final block)", caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md")
+    t = Table(
+        title="Table 2 (final block)",
+        caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md",
+    )
     for col in ("checkpoint", "within", "across", "ratio", "probe %", "balanced %", "kNN %", "eff. rank"):
         t.add_column(col, justify="left" if col == "checkpoint" else "right", no_wrap=col == "checkpoint")
     for r in summary["table2"]:
@@ -247,7 +287,7 @@ def diagnose_command(
     console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
 
 
-def _split_names(names: Optional[list[str]], count: int) -> Optional[list[str]]:
+def _split_names(names: list[str] | None, count: int) -> list[str] | None:
     """`--names A,B,C` -> [A, B, C] (`--names A B C` is handled by _ManyNamesCommand)."""
     if not names:
         return None
@@ -259,9 +299,13 @@ def _split_names(names: Optional[list[str]], count: int) -> Optional[list[str]]:
 @app.command("import-checkpoint")
 @_reflow
 def import_checkpoint_command(
-    src: Path = typer.Argument(..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"),
+    src: Path = typer.Argument(
+        ..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"
+    ),
     out: Path = typer.Argument(..., help="the viny checkpoint to write"),
-    heads: Optional[int] = typer.Option(None, help="attention heads of the authors' model (default 8, the study's)"),
+    heads: int | None = typer.Option(
+        None, help="attention heads of the authors' model (default 8, the study's)"
+    ),
 ) -> None:
     """Convert the study authors' encoder state_dict into a viny checkpoint.
 

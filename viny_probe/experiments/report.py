@@ -22,6 +22,7 @@ together: each setting gets its own tables and figures.
 from __future__ import annotations
 
 import base64
+import json
 import html
 import math
 import time
@@ -374,31 +375,82 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
                                               "largest size).")]
 
 
-def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
-    """Table 2 / Figs 5-6 hook (the lead fills it with the embedding diagnostics).
+GEOMETRY_ORDER = (("pretrain", "Pretrained"), ("cls-intel", "CLS-Intel"), ("cls-pets", "CLS-Pets"), ("spatial", "Spatial"))
 
-    Receives the sweep folder, every results row (pretrain / cls-intel / cls-pets / spatial stages are
-    rows with ``kind`` set accordingly; their checkpoints are ``sweep_dir/stages/<row['stage']>/final.pt``)
-    and the folder to write figures into. Returns report blocks (``h``, ``p``, ``table``, ``figure``)."""
+
+def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
+    """Table 2 and Figs 5-6 from the geometry stages: for each seed, the Pretrained / CLS-Intel / CLS-Pets /
+    Spatial encoders of the geometry pre-training size go through ``viny_probe.analysis.diagnose`` on
+    the segmentation dataset's fixed test split (probe fitted on the non-test pool); the table gives
+    mean ± std over seeds, the figures show the first seed."""
+    from viny_probe.analysis.diagnose import diagnose
+
     geo = [r for r in rows if r["kind"] in ("cls-pets", "spatial")]
     if not geo:
         return []
-    pre_sizes = {r["pretrain_size"] for r in geo}
-    stages = [r for r in rows if r["kind"] in ("pretrain", "cls-intel", "cls-pets", "spatial")
-              and r["pretrain_size"] in pre_sizes and not (r["kind"] == "cls-intel" and r["intermediate"] == "")]
-    listing = [[r["kind"], r["pretrain_size"], r["seed"], r["dataset"], r["stage"],
-                "-" if r["test_accuracy"] in ("", None) else f"{pct(r['test_accuracy']):.2f}"] for r in stages]
-    pub = [[row["model"], row["within_image_variance"], row["across_image_variance"], row["patch_probe_accuracy"]]
-           for row in published.table2()]
-    return [
-        h(2, "Table 2 and Figs 5-6: representation geometry"),
-        p("The embedding diagnostics (within/across-image variance, patch probe, similarity vs distance, reference-"
-          "patch heatmaps) are not computed by this report yet. The finished geometry stages are listed below; "
-          "their encoders are the final.pt of each stage folder."),
-        table(["stage kind", "# Pre-train", "seed", "dataset", "stage", "test acc. (%)"], listing, "Geometry stages."),
-        table(["Model", "Within-image var.", "Across-image var.", "Patch probe acc. (%)"], pub,
-              "Published Table 2 (for reference)."),
-    ]
+    pre_size = max(int(r["pretrain_size"]) for r in geo)
+    by_seed: dict[int, dict[str, dict]] = {}
+    for r in rows:
+        if r["kind"] in dict(GEOMETRY_ORDER) and int(r["pretrain_size"]) == pre_size:
+            if r["kind"] == "cls-intel" and r.get("intermediate", "") == "":
+                continue
+            by_seed.setdefault(int(r["seed"]), {})[r["kind"]] = r
+    blocks = [h(2, "Table 2 and Figs 5-6: representation geometry"),
+              p(f"Encoders after pre-training on {pre_size} images, and after each intermediate stage on top of it. "
+                "Diagnostics on final-block patch tokens of the segmentation test split; the linear probe is fitted "
+                "on patches of non-test images only.")]
+    results: dict[str, list[dict]] = {}
+    first_dir = None
+    for seed in sorted(by_seed):
+        stages = by_seed[seed]
+        kinds = [(k, name) for k, name in GEOMETRY_ORDER if k in stages]
+        ckpts = [sweep_dir / "stages" / stages[k]["stage"] / "final.pt" for k, _ in kinds]
+        if len(kinds) < 2 or not all(c.exists() for c in ckpts):
+            continue
+        seg_cfg = json.loads((sweep_dir / "stages" / stages.get("cls-pets", stages.get("spatial"))["stage"]
+                              / "config.json").read_text())
+        out = fig_dir / f"geometry-seed{seed}"
+        summary = diagnose(ckpts, [name for _, name in kinds], out, dataset=seg_cfg["dataset"],
+                           data_root=seg_cfg.get("data_root"), seed=seed, test_size=seg_cfg["test_size"],
+                           progress=False)
+        first_dir = first_dir or out
+        for row in summary["table2"]:
+            results.setdefault(row["checkpoint"], []).append(row)
+    if not results:
+        return blocks + [p("The geometry stages are not all finished yet.")]
+
+    def stat(values: list[float], spec: str) -> str:
+        vals = [v for v in values if v is not None]
+        if not vals:
+            return "n/a"
+        if len(vals) == 1:
+            return format(vals[0], spec)
+        return f"{format(float(np.mean(vals)), spec)} ± {format(float(np.std(vals, ddof=1)), spec)}"
+
+    published_rows = {row["key"]: row for row in published.table2()}
+    label = {"Pretrained": "pretrained", "CLS-Intel": "cls-intel", "CLS-Pets": "cls-pets", "Spatial": "spatial"}
+    table_rows = []
+    for name, vals in results.items():
+        pub = published_rows.get(label.get(name, ""), {})
+        table_rows.append([name, len(vals), stat([v["within"] for v in vals], ".3f"), stat([v["across"] for v in vals], ".3f"),
+                           stat([v["probe_acc_pct"] for v in vals], ".1f"), stat([v["knn_acc_pct"] for v in vals], ".1f"),
+                           stat([v["effective_rank"] for v in vals], ".1f"),
+                           f"{pub.get('within_image_variance', '-')} / {pub.get('across_image_variance', '-')} / "
+                           f"{pub.get('patch_probe_accuracy', '-')}"])
+    blocks.append(table(["Encoder", "n seeds", "Within-image var.", "Across-image var.", "Patch probe acc. (%)",
+                         "kNN acc. (%)", "Eff. rank", "published within / across / probe"], table_rows,
+                        "Table 2 analogue (mean ± std over seeds). Published values from the study's Table 2 are "
+                        "for its real-data ViNy: absolute variances depend on the model and data, so compare the "
+                        "ordering of the regimes, not the numbers."))
+    for png, caption in (("fig5_similarity_vs_distance.png", "Fig 5 analogue: cosine similarity of patch tokens vs "
+                          "Manhattan distance on the patch grid (band: 95% t interval across images)."),
+                         ("fig6_reference_patches.png", "Fig 6 analogue: cosine similarity of a reference patch (red "
+                          "square) to every patch, colour range fixed to -0.5..1."),
+                         ("depth_curves.png", "Diagnostics per block: where in the network each stage acts."),
+                         ("cka.png", "Linear CKA, block by block, of each encoder against the pretrained one.")):
+        if first_dir is not None and (first_dir / png).exists():
+            blocks.append(figure(first_dir / png, caption))
+    return blocks
 
 
 # --------------------------------------------------------------------------------------------- render
