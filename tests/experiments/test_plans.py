@@ -21,7 +21,7 @@ from viny_probe.experiments.sweep import assign_shards, parse_shard
         # paper: 18 + 54 + 54 segmentation cells + 12 geometry cells; geometry reuses the 200k pre-training
         # and its CLS-Intel stage, so only CLS-Pets and Spatial stages are new.
         ("paper", 18 + 54 + 54 + 12, {"pretrain": 9, "cls-intel": 9, "cls-pets": 3, "spatial": 3, "finetune": 126}),
-        ("mini", 3 * 3 * 2 + 2 * 3 * 2, {"pretrain": 4, "cls-intel": 4, "finetune": 30}),
+        ("mini", 3 * 2 * 3, {"pretrain": 2, "cls-intel": 2, "finetune": 18}),
     ],
 )
 def test_named_plan_counts(name, cells, kinds):
@@ -141,6 +141,6 @@ def test_parse_shard():
 
 def test_mini_plan_cost():
     stages, _ = expand(PLANS["mini"])
-    # quick preset: fine-tune 30 epochs x (250+500+1000) x 5 conditions x 2 seeds; pre-train 12 x (750+3000) x 2;
-    # CLS-Intel 10 epochs x 1200 toy-scenes training images x 4
-    assert sum(s.cost() for s in stages) == 30 * 1750 * 10 + 12 * 3750 * 2 + 10 * 1200 * 4 == 663_000
+    # quick preset scaled by 0.67 (30 -> 20 fine-tune epochs, 12 -> 8 pre-train, 10 -> 7 CLS-Intel):
+    # fine-tune 20 x (250+500+1000) x 3 conditions x 2 seeds; pre-train 8 x 3000 x 2; CLS-Intel 7 x 1200 x 2
+    assert sum(s.cost() for s in stages) == 20 * 1750 * 6 + 8 * 3000 * 2 + 7 * 1200 * 2 == 274_800

@@ -148,8 +148,9 @@ def test_cli_dry_run(tmp_path):
     assert result.exit_code == 0, result.output
     assert "image-steps" in result.output and "per shard" in result.output
     assert not (tmp_path / "s").exists()  # a dry run writes nothing
-    # 30 epochs x (250 + 500) x 3 conditions + 12 x 750 pre-training + 10 x 1200 CLS-Intel
-    assert f"{30 * 750 * 3 + 12 * 750 + 10 * 1200:,}" in result.output
+    # mini scales the quick epochs by 0.67: 20 epochs x (250 + 500) x 3 conditions + 8 x 750 pre-training
+    # + 7 x 1200 CLS-Intel
+    assert f"{20 * 750 * 3 + 8 * 750 + 7 * 1200:,}" in result.output
 
 
 def test_failed_stage_is_reported_and_children_skipped(tmp_path, small_data, monkeypatch):

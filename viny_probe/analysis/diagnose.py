@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
@@ -65,7 +66,8 @@ KNN_K = 20
 KNN_BANK_PATCHES = 16384
 KNN_TEST_IMAGES = 500
 # diagnose: the per-block probe is fitted on fewer pool images; CKA uses the first test images only.
-DEPTH_PROBE_IMAGES = 500
+DEPTH_PROBE_IMAGES = 250
+DEPTH_PROBE_MAX_ITER = 300  # the per-block probe is a trend: capped lbfgs iterations
 CKA_IMAGES = 250
 FIG6_IMAGES = 2
 
@@ -77,6 +79,14 @@ PUBLISHED_TABLE2 = [  # reference-notes.md: within, across, probe %
 ]
 
 LayerArg = str | int | Sequence[int]
+
+
+def _probe(*args, **kwargs):
+    """``linear_patch_probe`` with BLAS/OpenMP pools at one thread: on a 2-core CPU after a torch pass,
+    lbfgs's many small BLAS calls ran 2-5x slower with the pools at 2 threads (measured: the 128k-patch
+    probe 16.8 s -> 9.2 s, a 16k-patch per-block fit 2-4 s -> 0.4-1 s)."""
+    with threadpool_limits(limits=1):
+        return linear_patch_probe(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -215,7 +225,7 @@ def final_layer_metrics(
     the linear probe (fit on train, C chosen on held-out train images, scored on test) and kNN."""
     within = within_image_variance(test_tokens)
     across = across_image_variance(test_tokens)
-    probe = linear_patch_probe(train_tokens, train_labels, test_tokens, test_labels, seed=seed, num_classes=3)
+    probe = _probe(train_tokens, train_labels, test_tokens, test_labels, seed=seed, num_classes=3)
     out = {
         "within_image_variance": within,
         "across_image_variance": across,
@@ -767,8 +777,16 @@ def diagnose(
             curve["across_image_variance"].append(across)
             curve["within_across_ratio"].append(within / across if across > 0 else float("nan"))
             curve["effective_rank"].append(effective_rank(test_all[b]))
-            probe = linear_patch_probe(
-                train_blocks[b], train_labels[:n_depth], test_all[b], test_labels, seed=seed, num_classes=3
+            # One C, the one the final-block probe chose: no sweep (the sweep was 80% of the run time).
+            probe = _probe(
+                train_blocks[b],
+                train_labels[:n_depth],
+                test_all[b],
+                test_labels,
+                seed=seed,
+                num_classes=3,
+                Cs=(finals[name]["probe"]["chosen_C"],),
+                max_iter=DEPTH_PROBE_MAX_ITER,
             )
             curve["probe_accuracy"].append(probe.test_accuracy)
         per_block[name] = curve
@@ -920,8 +938,8 @@ def _summary_markdown(summary: dict, rows: list[dict]) -> str:
             else ""
         ),
         f"- [depth_curves.png](depth_curves.png): within / across / ratio / effective rank per block "
-        f"(test images) and probe accuracy per block (fitted on {s['depth_probe_images']} pool images, so "
-        "its last point can differ a little from Table 2). Blocks before the last are the raw residual "
+        f"(test images) and probe accuracy per block (fitted on {s['depth_probe_images']} pool images with "
+        "the C the final-block probe chose, at most 300 solver iterations, so its last point can differ a little from Table 2). Blocks before the last are the raw residual "
         "stream, the last is after the final LayerNorm: the variances jump there by construction.",
     ]
     if "cka" in summary["files"]:

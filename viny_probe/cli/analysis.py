@@ -186,11 +186,20 @@ def similarity_map_command(
     t.add_column("reference")
     t.add_column("patch (row, col)", justify="right")
     t.add_column("mean cosine to others", justify="right")
+    t.add_column("min cosine", justify="right")
+    lowest = 1.0
     for name, ref in result["refs"].items():
         values = [v for row in result["maps"][name] for v in row]
         others = (sum(values) - 1.0) / max(1, len(values) - 1)
-        t.add_row(name, f"{ref[0]}, {ref[1]}", f"{others:.3f}")
+        lowest = min(lowest, min(values))
+        t.add_row(name, f"{ref[0]}, {ref[1]}", f"{others:.3f}", f"{min(values):.3f}")
     console.print(t)
+    if lowest > 0.5:
+        console.print(
+            f"[yellow]note:[/] every cosine is in {lowest:.2f}..1, so the study's fixed colour range -0.5..1 "
+            "shows little contrast; the exact values are in the .json beside each PNG "
+            "(`viny diagnose` also writes fig6_stretched.png with a stretched range)."
+        )
     for f in result["files"]:
         console.print(f"wrote {f}")
 
@@ -232,7 +241,7 @@ def diagnose_command(
     probe_images: int = typer.Option(2000, help="pool images the final-block probe and kNN are fitted on"),
     test_images: int = typer.Option(1000, help="test images everything is measured on"),
     depth_probe_images: int = typer.Option(
-        500, help="pool images the per-block probe is fitted on (cheaper)"
+        250, help="pool images the per-block probe is fitted on (cheaper)"
     ),
     cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
     fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),

@@ -149,8 +149,8 @@ PLANS: dict[str, Plan] = {
     "paper": Plan("paper", "every grid of the study: Tables 1, A2, A3, 2", pretrain_sizes=(0, *PAPER_PRETRAIN_SIZES),
                   intermediate=True, geometry=True),
     "mini": Plan("mini", "miniature study: embedded data, demo model, quick preset, with and without CLS-Intel",
-                 preset="quick", model="demo", data="embedded", seeds=(0, 1), pretrain_sizes=(0, 750, 3000),
-                 finetune_sizes=(250, 500, 1000), intermediate=True),
+                 preset="quick", model="demo", data="embedded", seeds=(0, 1), pretrain_sizes=(0, 3000),
+                 finetune_sizes=(250, 500, 1000), intermediate=True, test_size=500, epochs_scale=0.67),
 }
 PLAN_FIELDS = {f.name for f in dataclasses.fields(Plan)}
 
