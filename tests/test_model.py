@@ -3,7 +3,7 @@ import torch
 
 from viny_probe.errors import VinyError
 from viny_probe.heads import ClassificationHead, SegmentationHead, SimMIMHead, SpatialHead
-from viny_probe.model import MODEL_PRESETS, ViNy, count_parameters, patchify, unpatchify
+from viny_probe.model import MODEL_PRESETS, ViNy, attend, count_parameters, patchify, unpatchify
 
 
 def test_viny_has_the_studys_parameter_count():
@@ -58,3 +58,17 @@ def test_heads_shapes_and_segmentation_layout():
     g, p = cfg.grid, cfg.patch_size
     assert hits == sorted([r * p + 2, c * p + 3] for r in range(g) for c in range(g))
     assert out[0, 0].abs().sum() == 0 and out[0, 2].abs().sum() == 0
+
+
+def test_written_out_attention_matches_torch_sdpa_values_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 65, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    ours = attend(q, k, v)
+    grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    torch.testing.assert_close(ours, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    # and not trivially: attention is not the mean of v
+    assert not torch.allclose(ours, v.mean(dim=2, keepdim=True).expand_as(v), atol=1e-3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -29,8 +28,9 @@ class _EpochBar:
 
 @contextlib.contextmanager
 def epoch_progress(enabled: bool = True, description: str = "train"):
-    """A bar per epoch showing images done, loss and img/s. Disabled: a no-op with the same interface."""
-    if not enabled:
+    """A bar per epoch showing images done, loss and img/s. Disabled, or stderr not a terminal (a log
+    file, where a live bar leaves only blank lines): a no-op with the same interface."""
+    if not enabled or not console.is_terminal:
         yield _EpochBar(None, description)
         return
     progress = Progress(
@@ -42,15 +42,15 @@ def epoch_progress(enabled: bool = True, description: str = "train"):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=not sys.stderr.isatty(),
     )
     with progress:
         yield _EpochBar(progress, description)
 
 
 def track(iterable, total: int | None = None, description: str = "working", enabled: bool = True):
-    """Iterate with a progress bar (for extraction and other long loops)."""
-    if not enabled:
+    """Iterate with a progress bar (for extraction and other long loops); plain iteration when disabled
+    or when stderr is not a terminal."""
+    if not enabled or not console.is_terminal:
         yield from iterable
         return
     progress = Progress(
