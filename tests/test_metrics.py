@@ -2,7 +2,13 @@ import math
 
 import torch
 
-from viny_probe.metrics import baseline_scores, confusion_matrix, iou_from_confusion, per_image_miou, segmentation_scores
+from viny_probe.metrics import (
+    baseline_scores,
+    confusion_matrix,
+    iou_from_confusion,
+    per_image_miou,
+    segmentation_scores,
+)
 
 
 def test_confusion_and_known_miou():

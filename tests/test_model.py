@@ -68,7 +68,7 @@ def test_written_out_attention_matches_torch_sdpa_values_and_gradients():
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)
     ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
     torch.testing.assert_close(ours, ref)
-    for a, b in zip(grads, ref_grads):
+    for a, b in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(a, b)
     # and not trivially: attention is not the mean of v
     assert not torch.allclose(ours, v.mean(dim=2, keepdim=True).expand_as(v), atol=1e-3)

@@ -61,7 +61,7 @@ def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, class_names=SE
         "pixel_accuracy": float(cm.diag().sum() / cm.sum()),
         "miou": float(torch.nanmean(iou)),
         "miou_per_image": _per_image_miou(per_image),
-        "iou": {name: (None if torch.isnan(v) else float(v)) for name, v in zip(class_names, iou)},
+        "iou": {name: (None if torch.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
         "confusion": cm.tolist(),
     }
 

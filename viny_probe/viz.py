@@ -22,14 +22,14 @@ def save_prediction_grid(images: torch.Tensor, truth: torch.Tensor, pred: torch.
     fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
     for i in range(n):
         panels = [images[i].permute(1, 2, 0).cpu().numpy(), truth[i].cpu().numpy(), pred[i].cpu().numpy()]
-        for j, (ax, panel) in enumerate(zip(axes[i], panels)):
+        for j, (ax, panel) in enumerate(zip(axes[i], panels, strict=True)):
             if j == 0:
                 ax.imshow(panel)
             else:
                 ax.imshow(np.asarray(panel), cmap=TRIMAP_CMAP, vmin=0, vmax=2, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-    for ax, title in zip(axes[0], ["input", "ground truth", "prediction"]):
+    for ax, title in zip(axes[0], ["input", "ground truth", "prediction"], strict=True):
         ax.set_title(title)
     handles = [plt.Rectangle((0, 0), 1, 1, color=TRIMAP_CMAP(k)) for k in range(3)]
     fig.legend(handles, ["pet", "background", "boundary"], loc="lower center", ncol=3, frameon=False)

@@ -26,7 +26,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     ddp = load_checkpoint(tmp_path / "two" / "final.pt")
     one = load_checkpoint(single.final_checkpoint)
     assert ddp["history"][-1]["epoch"] == 2
-    for a, b in zip(one["history"], ddp["history"]):
+    for a, b in zip(one["history"], ddp["history"], strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-4
     for k, v in one["encoder"].items():
         torch.testing.assert_close(ddp["encoder"][k], v, atol=1e-4, rtol=1e-3)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -23,7 +22,7 @@ class Preset(str, Enum):
     quick = "quick"
 
 
-def parse_milestones(text: Optional[str]) -> Optional[tuple[int, ...]]:
+def parse_milestones(text: str | None) -> tuple[int, ...] | None:
     if text is None:
         return None
     try:
@@ -32,7 +31,7 @@ def parse_milestones(text: Optional[str]) -> Optional[tuple[int, ...]]:
         raise VinyError(f"--milestones must be comma-separated epochs like 50,85; got {text!r}") from None
 
 
-def run_training(cfg: TrainConfig, out: Optional[Path], resume: bool, quiet: bool):
+def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool):
     """Train and print the summary; the library call behind every `viny train` command."""
     from ..tables import history_table, segmentation_table
     from ..trainers import train
@@ -53,25 +52,25 @@ def run_training(cfg: TrainConfig, out: Optional[Path], resume: bool, quiet: boo
 
 def _make_command(regime: str, summary: str):
     def command(
-        dataset: Optional[str] = typer.Option(
+        dataset: str | None = typer.Option(
             None, help=f"pets | intel | imagenet | folder | toy-* (default: embedded {DEFAULT_DATASET[regime]})"
         ),
-        data_root: Optional[str] = typer.Option(
+        data_root: str | None = typer.Option(
             None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
         ),
         preset: Preset = typer.Option(Preset.quick, help="paper = Table A1 exactly; quick = short CPU schedule"),
         model: str = typer.Option("viny", help="viny (the study's 4.8M model) | demo | tiny"),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="run folder (default viny-runs/REGIME-seedN)"),
-        init: Optional[Path] = typer.Option(None, help="start the encoder from this checkpoint"),
+        out: Path | None = typer.Option(None, "--out", "-o", help="run folder (default viny-runs/REGIME-seedN)"),
+        init: Path | None = typer.Option(None, help="start the encoder from this checkpoint"),
         resume: bool = typer.Option(False, help="continue the interrupted run in --out"),
-        epochs: Optional[int] = typer.Option(None),
-        lr: Optional[float] = typer.Option(None),
-        weight_decay: Optional[float] = typer.Option(None),
-        milestones: Optional[str] = typer.Option(None, help="comma-separated epochs, e.g. 50,85"),
-        gamma: Optional[float] = typer.Option(None),
-        batch_size: Optional[int] = typer.Option(None),
+        epochs: int | None = typer.Option(None),
+        lr: float | None = typer.Option(None),
+        weight_decay: float | None = typer.Option(None),
+        milestones: str | None = typer.Option(None, help="comma-separated epochs, e.g. 50,85"),
+        gamma: float | None = typer.Option(None),
+        batch_size: int | None = typer.Option(None),
         seed: int = typer.Option(0, help="controls data subsets, init, masking, augmentation and order"),
-        train_size: Optional[int] = typer.Option(None, help="training images (default: all available)"),
+        train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
         targets: str = typer.Option("trimap", help="spatial only: trimap | patch-label"),
         mixup: float = typer.Option(0.0, help="classify only: MixUp alpha (authors' code: 0.1)"),

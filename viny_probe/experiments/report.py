@@ -22,8 +22,8 @@ together: each setting gets its own tables and figures.
 from __future__ import annotations
 
 import base64
-import json
 import html
+import json
 import math
 import time
 from collections import defaultdict

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import distributed
 from ..checkpoint import (
     encoder_from_checkpoint,
     file_digest,
@@ -20,7 +21,6 @@ from ..checkpoint import (
     save_checkpoint,
     write_json,
 )
-from .. import distributed
 from ..config import TrainConfig
 from ..errors import VinyError
 from ..memory import return_large_blocks_to_os

@@ -15,7 +15,7 @@ from ..errors import VinyError
 from ..heads import SegmentationHead
 from ..metrics import baseline_scores, segmentation_scores
 from . import splits
-from .base import Regime, RegimeData, batched, device_batch, register
+from .base import Regime, RegimeData, batched, register
 
 
 @torch.no_grad()
