@@ -38,8 +38,12 @@ def write_pets(root: Path, n: int) -> Path:
         data = synthetic_pets(min(1000, n - start), 128, seed=start + 1)
         for i in range(len(data)):
             name = f"Breed_{start + i}"
-            Image.fromarray(data.images[i].permute(1, 2, 0).numpy()).save(folder / "images" / f"{name}.jpg", quality=90)
-            Image.fromarray(data.masks[i].numpy() + 1).save(folder / "annotations" / "trimaps" / f"{name}.png")
+            Image.fromarray(data.images[i].permute(1, 2, 0).numpy()).save(
+                folder / "images" / f"{name}.jpg", quality=90
+            )
+            Image.fromarray(data.masks[i].numpy() + 1).save(
+                folder / "annotations" / "trimaps" / f"{name}.png"
+            )
             lines.append(f"{name} {1 + int(data.labels[i])} 1 1")
     (folder / "annotations" / "trainval.txt").write_text("\n".join(lines) + "\n")
     (folder / "annotations" / "test.txt").write_text("")
@@ -79,10 +83,22 @@ def stream_cache(root: str, n: int) -> None:
         random_hflip(gen, random_resized_crop(to_float(b["images"]), gen))
     t_pass = time.perf_counter() - t0
     status = Path("/proc/self/status").read_text()
-    fields = {k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) // 1024 for k in ("VmHWM", "RssAnon", "RssFile")}
-    print(json.dumps({"images": len(data), "cache_bytes": data.images.numel(), "seconds_load": round(t_load, 1),
-                      "seconds_pass": round(t_pass, 1), "peak_rss_mb": fields["VmHWM"],
-                      "rss_anon_mb_at_end": fields["RssAnon"], "rss_file_mb_at_end": fields["RssFile"]}))
+    fields = {
+        k: int(re.search(rf"{k}:\s+(\d+)", status).group(1)) // 1024 for k in ("VmHWM", "RssAnon", "RssFile")
+    }
+    print(
+        json.dumps(
+            {
+                "images": len(data),
+                "cache_bytes": data.images.numel(),
+                "seconds_load": round(t_load, 1),
+                "seconds_pass": round(t_pass, 1),
+                "peak_rss_mb": fields["VmHWM"],
+                "rss_anon_mb_at_end": fields["RssAnon"],
+                "rss_file_mb_at_end": fields["RssFile"],
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -97,17 +113,42 @@ def main() -> None:
     env = {**os.environ, "VINY_CACHE_DIR": str(args.work / "cache")}
     out = {}
     pets = write_pets(args.work / "pets", args.pets)
-    cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "viny_probe", "train", "segment", "--dataset", "pets",
-           "--data-root", str(pets), "--epochs", "1", "--train-size", "512", "--model", "viny", "-q",
-           "--out", str(args.work / f"run-{time.time_ns()}")]
+    cmd = [
+        "/usr/bin/time",
+        "-v",
+        sys.executable,
+        "-m",
+        "viny_probe",
+        "train",
+        "segment",
+        "--dataset",
+        "pets",
+        "--data-root",
+        str(pets),
+        "--epochs",
+        "1",
+        "--train-size",
+        "512",
+        "--model",
+        "viny",
+        "-q",
+        "--out",
+        str(args.work / f"run-{time.time_ns()}"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     out["pets_train_peak_rss_mb"] = int(rss.group(1)) // 1024 if rss else None
     out["pets_images"] = args.pets
     folder = write_folder(args.work / "imagenet", args.folder)
-    proc = subprocess.run([sys.executable, __file__, "--stream", str(folder), str(args.folder)], env=env,
-                          capture_output=True, text=True)
-    out["folder_stream"] = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-2000:]
+    proc = subprocess.run(
+        [sys.executable, __file__, "--stream", str(folder), str(args.folder)],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    out["folder_stream"] = (
+        json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else proc.stderr[-2000:]
+    )
     out["self_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     print(json.dumps(out, indent=2))
 

@@ -18,6 +18,8 @@ def test_demo_chain_runs_and_resumes(tmp_path):
     assert [e["regime"] for e in lineage] == ["simmim", "classify"]
     # a rerun with --resume finds every stage finished and trains nothing
     mtime = (tmp_path / "demo" / "1-simmim" / "final.pt").stat().st_mtime_ns
-    again = run_demo(tmp_path / "demo", model="tiny", device="cpu", epochs_scale=0.05, progress=False, resume=True)
+    again = run_demo(
+        tmp_path / "demo", model="tiny", device="cpu", epochs_scale=0.05, progress=False, resume=True
+    )
     assert (tmp_path / "demo" / "1-simmim" / "final.pt").stat().st_mtime_ns == mtime
     assert again["stages"]["segment"]["results"]["test"]["miou"] == seg["test"]["miou"]

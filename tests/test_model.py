@@ -62,7 +62,9 @@ def test_heads_shapes_and_segmentation_layout():
 
 def test_written_out_attention_matches_torch_sdpa_values_and_gradients():
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 65, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q, k, v = (
+        torch.randn(2, 3, 65, 16, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3)
+    )
     ours = attend(q, k, v)
     grads = torch.autograd.grad(ours.square().sum(), (q, k, v))
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v)

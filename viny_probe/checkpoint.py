@@ -79,7 +79,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             "authors' state_dict, convert it with `viny import-checkpoint FILE OUT`."
         )
     if ckpt["format_version"] > FORMAT_VERSION:
-        raise VinyError(f"{path} has checkpoint format {ckpt['format_version']}; this viny reads up to {FORMAT_VERSION}")
+        raise VinyError(
+            f"{path} has checkpoint format {ckpt['format_version']}; this viny reads up to {FORMAT_VERSION}"
+        )
     return ckpt
 
 
@@ -102,7 +104,10 @@ def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
         if unexpected:
             parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         if wrong_shape:
-            shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in sorted(wrong_shape)[:3]]
+            shapes = [
+                f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                for k in sorted(wrong_shape)[:3]
+            ]
             parts.append(f"shape mismatch {shapes}")
         raise VinyError(f"{what} does not match the model architecture: " + "; ".join(parts))
     module.load_state_dict(state)

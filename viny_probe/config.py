@@ -41,7 +41,12 @@ QUICK = {
 SCHEDULE_PRESETS = {"paper": PAPER, "quick": QUICK}
 
 # Embedded default dataset of each regime (used when no --dataset is given).
-DEFAULT_DATASET = {"simmim": "toy-unlabeled", "classify": "toy-scenes", "spatial": "toy-pets", "segment": "toy-pets"}
+DEFAULT_DATASET = {
+    "simmim": "toy-unlabeled",
+    "classify": "toy-scenes",
+    "spatial": "toy-pets",
+    "segment": "toy-pets",
+}
 
 
 @dataclass
@@ -99,7 +104,10 @@ class TrainConfig:
             (self.test_size >= 1, "--test-size must be >= 1"),
             (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
-            (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "--device must be cpu, cuda or auto"),
+            (
+                self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+                "--device must be cpu, cuda or auto",
+            ),
             (self.targets in ("trimap", "patch-label"), "--targets must be trimap or patch-label"),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),
             (list(self.milestones) == sorted(self.milestones), "--milestones must be increasing"),

@@ -30,7 +30,9 @@ def run_demo(
 ) -> dict:
     """Run the three stages into ``out/{1-simmim,2-classify,3-segment}`` and return a summary dict."""
     out = Path(out)
-    base = TrainConfig(regime="simmim", preset="quick", model=model, seed=seed, device=device, precision=precision)
+    base = TrainConfig(
+        regime="simmim", preset="quick", model=model, seed=seed, device=device, precision=precision
+    )
     summary: dict = {"model": model, "seed": seed, "stages": {}}
     init, t_start = None, time.perf_counter()
     for i, (regime, overrides) in enumerate(DEMO_STAGES.items(), start=1):

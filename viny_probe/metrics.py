@@ -13,11 +13,15 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
     return per_image_confusion(pred, target, num_classes).sum(0)
 
 
-def per_image_confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int, chunk: int = 64) -> torch.Tensor:
+def per_image_confusion(
+    pred: torch.Tensor, target: torch.Tensor, num_classes: int, chunk: int = 64
+) -> torch.Tensor:
     """(N, H, W) maps -> (N, C, C) confusion counts per image, built a few images at a time so a 1000-image
     test set at 128 px never needs more than a few MB of temporaries."""
     if pred.shape != target.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape")
+        raise ValueError(
+            f"pred {tuple(pred.shape)} and target {tuple(target.shape)} must have the same shape"
+        )
     c2 = num_classes**2
     out = []
     for start in range(0, pred.shape[0], chunk):
@@ -61,7 +65,9 @@ def segmentation_scores(pred: torch.Tensor, target: torch.Tensor, class_names=SE
         "pixel_accuracy": float(cm.diag().sum() / cm.sum()),
         "miou": float(torch.nanmean(iou)),
         "miou_per_image": _per_image_miou(per_image),
-        "iou": {name: (None if torch.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)},
+        "iou": {
+            name: (None if torch.isnan(v) else float(v)) for name, v in zip(class_names, iou, strict=True)
+        },
         "confusion": cm.tolist(),
     }
 
@@ -76,4 +82,7 @@ def baseline_scores(train_masks: torch.Tensor, test_masks: torch.Tensor) -> dict
     """Scores of the two trivial predictors: all-background, and the per-pixel position prior."""
     all_bg = torch.full_like(test_masks, BACKGROUND)
     prior = position_prior(train_masks).to(test_masks.dtype).expand_as(test_masks)  # a view: no copy
-    return {"all_background": segmentation_scores(all_bg, test_masks), "position_prior": segmentation_scores(prior, test_masks)}
+    return {
+        "all_background": segmentation_scores(all_bg, test_masks),
+        "position_prior": segmentation_scores(prior, test_masks),
+    }

@@ -29,7 +29,9 @@ class ViTConfig:
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
-            raise VinyError(f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}")
+            raise VinyError(
+                f"image_size {self.image_size} must be a multiple of patch_size {self.patch_size}"
+            )
 
     @property
     def grid(self) -> int:
@@ -108,7 +110,8 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         # q, k, v chunked in that order, heads contiguous inside each (the authors' layout).
         q, k, v = (
-            z.reshape(b, t, self.heads, self.dim_head).transpose(1, 2) for z in self.qkv(self.norm(x)).chunk(3, dim=-1)
+            z.reshape(b, t, self.heads, self.dim_head).transpose(1, 2)
+            for z in self.qkv(self.norm(x)).chunk(3, dim=-1)
         )
         out = attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
@@ -189,7 +192,9 @@ class ViNy(nn.Module):
             x = block(x)
         return self.norm(x)
 
-    def patch_tokens_per_block(self, images: torch.Tensor, blocks: list[int] | None = None) -> dict[int, torch.Tensor]:
+    def patch_tokens_per_block(
+        self, images: torch.Tensor, blocks: list[int] | None = None
+    ) -> dict[int, torch.Tensor]:
         """Patch tokens (B, P, D) after each requested block (1..depth); block ``depth`` includes the
         final LayerNorm, earlier blocks are the raw residual stream. ``blocks=None``: every block."""
         depth = self.cfg.depth

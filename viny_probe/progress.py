@@ -26,7 +26,9 @@ class _EpochBar:
             return None
         for task in self.progress.task_ids:
             self.progress.update(task, visible=False)
-        return self.progress.add_task(f"{self.description} {epoch + 1}/{epochs}", total=total, loss=float("nan"), speed=0.0)
+        return self.progress.add_task(
+            f"{self.description} {epoch + 1}/{epochs}", total=total, loss=float("nan"), speed=0.0
+        )
 
     def advance(self, task, n: int, loss: float, img_per_s: float) -> None:
         if self.progress is not None and task is not None:
@@ -61,7 +63,11 @@ def track(iterable, total: int | None = None, description: str = "working", enab
         yield from iterable
         return
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
         transient=True,
     )
     with progress:

@@ -14,7 +14,9 @@ def segmentation_table(results: dict, title: str = "segmentation on the fixed te
     table = Table(title=title)
     for col in ["", "pixel acc", "mIoU", "mIoU/img", "IoU pet", "IoU bg", "IoU bdry"]:
         table.add_column(col, justify="right" if col else "left", no_wrap=True)
-    rows = [("model", results["test"])] + [(k.replace("_", "-"), v) for k, v in results.get("baselines", {}).items()]
+    rows = [("model", results["test"])] + [
+        (k.replace("_", "-"), v) for k, v in results.get("baselines", {}).items()
+    ]
     for name, s in rows:
         iou = s["iou"]
         table.add_row(

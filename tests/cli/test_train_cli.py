@@ -6,8 +6,21 @@ from typer.testing import CliRunner
 
 from viny_probe.cli import app
 
-TINY = ["--model", "tiny", "--epochs", "1", "--batch-size", "8", "--train-size", "16", "--test-size", "8",
-        "--device", "cpu", "-q"]
+TINY = [
+    "--model",
+    "tiny",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--train-size",
+    "16",
+    "--test-size",
+    "8",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def test_train_segment_prints_scores_beside_baselines(tmp_path):
@@ -19,21 +32,64 @@ def test_train_segment_prints_scores_beside_baselines(tmp_path):
 
 
 def test_overrides_reach_the_resolved_config(tmp_path):
-    args = ["train", "simmim", *TINY, "--lr", "0.01", "--milestones", "1,2", "--gamma", "0.5", "--weight-decay", "0",
-            "--preset", "paper", "--seed", "3", "--out", str(tmp_path / "s")]
+    args = [
+        "train",
+        "simmim",
+        *TINY,
+        "--lr",
+        "0.01",
+        "--milestones",
+        "1,2",
+        "--gamma",
+        "0.5",
+        "--weight-decay",
+        "0",
+        "--preset",
+        "paper",
+        "--seed",
+        "3",
+        "--out",
+        str(tmp_path / "s"),
+    ]
     assert CliRunner().invoke(app, args).exit_code == 0
     cfg = json.loads((tmp_path / "s" / "config.json").read_text())
-    assert (cfg["lr"], cfg["milestones"], cfg["gamma"], cfg["weight_decay"], cfg["seed"]) == (0.01, [1, 2], 0.5, 0.0, 3)
+    assert (cfg["lr"], cfg["milestones"], cfg["gamma"], cfg["weight_decay"], cfg["seed"]) == (
+        0.01,
+        [1, 2],
+        0.5,
+        0.0,
+        3,
+    )
     assert cfg["preset"] == "paper" and cfg["batch_size"] == 8
 
 
 def test_user_errors_print_a_message_not_a_traceback(tmp_path):
-    cmd = [sys.executable, "-m", "viny_probe", "train", "segment", *TINY, "--milestones", "ten",
-           "--out", str(tmp_path / "x")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "viny_probe",
+        "train",
+        "segment",
+        *TINY,
+        "--milestones",
+        "ten",
+        "--out",
+        str(tmp_path / "x"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "--milestones must be comma-separated" in proc.stderr and "Traceback" not in proc.stderr
-    cmd = [sys.executable, "-m", "viny_probe", "train", "segment", "--init", str(tmp_path / "missing.pt"), *TINY,
-           "--out", str(tmp_path / "y")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "viny_probe",
+        "train",
+        "segment",
+        "--init",
+        str(tmp_path / "missing.pt"),
+        *TINY,
+        "--out",
+        str(tmp_path / "y"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,8 +11,16 @@ from viny_probe.trainers import train
 
 
 def run(tmp_path, regime, dataset, root, **kw):
-    cfg = TrainConfig(regime=regime, model="tiny", dataset=dataset, data_root=str(root), epochs=1, batch_size=4,
-                      device="cpu", **kw)
+    cfg = TrainConfig(
+        regime=regime,
+        model="tiny",
+        dataset=dataset,
+        data_root=str(root),
+        epochs=1,
+        batch_size=4,
+        device="cpu",
+        **kw,
+    )
     return train(cfg, tmp_path / f"{regime}-{dataset}", progress=False)
 
 
@@ -35,7 +43,9 @@ def test_spatial_patch_label_on_intel_layout(tmp_path, make_intel):
 def test_spatial_and_segment_on_pets_layout(tmp_path, make_pets):
     pets = make_pets()
     s = run(tmp_path, "spatial", "pets", pets.parent, test_size=2)
-    seg = run(tmp_path, "segment", "pets", pets.folder, test_size=2, train_size=3, init=str(s.final_checkpoint))
+    seg = run(
+        tmp_path, "segment", "pets", pets.folder, test_size=2, train_size=3, init=str(s.final_checkpoint)
+    )
     assert seg.results["test"]["pixel_accuracy"] >= 0
     assert json.loads((seg.run_dir / "data.json").read_text())["test"] == 2
 

@@ -23,9 +23,9 @@ def test_recovers_known_parameters(a, b, c):
 
 def test_exact_curve_and_gain_per_doubling():
     n = np.array([100, 200, 400, 800, 1600], float)
-    f = fit_saturating(n, 50 - 100 * n ** -0.5)
+    f = fit_saturating(n, 50 - 100 * n**-0.5)
     assert f.a == pytest.approx(50, abs=1e-3) and f.c == pytest.approx(0.5, abs=1e-3)
-    expected = (50 - 100 * (2 * n) ** -0.5) - (50 - 100 * n ** -0.5)
+    expected = (50 - 100 * (2 * n) ** -0.5) - (50 - 100 * n**-0.5)
     np.testing.assert_allclose(f.gain_per_doubling(n), expected, rtol=1e-3)
     assert np.all(np.diff(f.gain_per_doubling(n)) < 0)  # diminishing returns
 

@@ -76,11 +76,15 @@ def test_heartbeat_touches_lock(tmp_path):
 def test_locked_stage_is_not_run(tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(sw, "train", lambda *a, **k: calls.append(a))
-    plan = with_options(PLANS["mini"], seeds=1, pretrain_sizes=(0,), finetune_sizes=(250,), intermediate=False)
+    plan = with_options(
+        PLANS["mini"], seeds=1, pretrain_sizes=(0,), finetune_sizes=(250,), intermediate=False
+    )
     (stage,), _ = expand(plan)
     d = tmp_path / "stages" / stage.id
     d.mkdir(parents=True)
     _fake_lock(d / "lock", os.getpid(), socket.gethostname())  # held by a live worker
     assert sw.run_stage(stage, tmp_path, sw.Execution(progress=False), log=lambda m: None) == "locked"
-    summary = sw.run_sweep(plan, tmp_path, execution=sw.Execution(progress=False), wait=False, log=lambda m: None)
+    summary = sw.run_sweep(
+        plan, tmp_path, execution=sw.Execution(progress=False), wait=False, log=lambda m: None
+    )
     assert calls == [] and stage.id in summary.skipped and summary.cells_done == 0

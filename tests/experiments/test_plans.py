@@ -20,7 +20,11 @@ from viny_probe.experiments.sweep import assign_shards, parse_shard
         ("geometry", 4 * 3, {"pretrain": 3, "cls-intel": 3, "cls-pets": 3, "spatial": 3}),
         # paper: 18 + 54 + 54 segmentation cells + 12 geometry cells; geometry reuses the 200k pre-training
         # and its CLS-Intel stage, so only CLS-Pets and Spatial stages are new.
-        ("paper", 18 + 54 + 54 + 12, {"pretrain": 9, "cls-intel": 9, "cls-pets": 3, "spatial": 3, "finetune": 126}),
+        (
+            "paper",
+            18 + 54 + 54 + 12,
+            {"pretrain": 9, "cls-intel": 9, "cls-pets": 3, "spatial": 3, "finetune": 126},
+        ),
         ("mini", 3 * 2 * 3, {"pretrain": 2, "cls-intel": 2, "finetune": 18}),
     ],
 )
@@ -40,7 +44,9 @@ def test_stages_shared_and_in_dependency_order():
     by_id = {s.id: s for s in stages}
     # one pre-training per (size, seed), feeding one CLS-Intel stage, feeding 6 fine-tune stages
     pre = [s for s in stages if s.kind == "pretrain"]
-    assert {(s.config.train_size, s.config.seed) for s in pre} == {(n, k) for n in (45000, 100000, 200000) for k in range(3)}
+    assert {(s.config.train_size, s.config.seed) for s in pre} == {
+        (n, k) for n in (45000, 100000, 200000) for k in range(3)
+    }
     for s in pre:
         inter = [x for x in stages if x.parent == s.id]
         assert len(inter) == 1 and inter[0].kind == "cls-intel"
@@ -74,8 +80,15 @@ def test_paper_plan_uses_real_data_and_table_a1():
 
 
 def test_narrowing_and_scaling():
-    plan = with_options(PLANS["paper"], seeds=2, pretrain_sizes=(0, 45000), finetune_sizes=(250, 500),
-                        preset="quick", epochs_scale=0.5, model="demo")
+    plan = with_options(
+        PLANS["paper"],
+        seeds=2,
+        pretrain_sizes=(0, 45000),
+        finetune_sizes=(250, 500),
+        preset="quick",
+        epochs_scale=0.5,
+        model="demo",
+    )
     stages, cells = expand(plan)
     seg = [c for c in cells if c.group != "geometry"]
     assert len(seg) == 2 * (2 + 2 + 2)  # seeds x (baseline + A2 + A3 rows)

@@ -43,8 +43,17 @@ def calls(monkeypatch):
 
 
 def tiny_plan(seeds=2, finetune=(8, 12, 16), geometry=True):
-    return with_options(PLANS["mini"], name="tiny", model="tiny", seeds=seeds, pretrain_sizes=(0, 16),
-                        finetune_sizes=finetune, test_size=8, epochs_scale=0.01, geometry=geometry)
+    return with_options(
+        PLANS["mini"],
+        name="tiny",
+        model="tiny",
+        seeds=seeds,
+        pretrain_sizes=(0, 16),
+        finetune_sizes=finetune,
+        test_size=8,
+        epochs_scale=0.01,
+        geometry=geometry,
+    )
 
 
 def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
@@ -106,9 +115,21 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
     # the report has every table and figure
     rep = write_report(out, tmp_path / "report")
     md, page = rep["markdown"].read_text(), rep["html"].read_text()
-    for text in ("Table 1 analogue", "Table A2 analogue", "Table A3 analogue", "Fig 3 analogue", "Fig 4 analogue",
-                 "Effect of pre-training", "saturating fits", "Marginal gain per doubling", "All-background",
-                 "Position prior", "not comparable", "model tiny", "(seeds 0,1)"):
+    for text in (
+        "Table 1 analogue",
+        "Table A2 analogue",
+        "Table A3 analogue",
+        "Fig 3 analogue",
+        "Fig 4 analogue",
+        "Effect of pre-training",
+        "saturating fits",
+        "Marginal gain per doubling",
+        "All-background",
+        "Position prior",
+        "not comparable",
+        "model tiny",
+        "(seeds 0,1)",
+    ):
         assert text in md and text in page, text
     for fig in ("fig3.png", "fig4.png", "pretraining-effect.png", "fits.png"):
         assert (tmp_path / "report" / "figures" / fig).stat().st_size > 1000
@@ -143,8 +164,24 @@ def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls):
 
 
 def test_cli_dry_run(tmp_path):
-    result = CliRunner().invoke(app, ["sweep", "mini", "--out", str(tmp_path / "s"), "--dry-run", "--seeds", "1",
-                                      "--pretrain-sizes", "0,750", "--finetune-sizes", "250,500", "--shard", "1/2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "mini",
+            "--out",
+            str(tmp_path / "s"),
+            "--dry-run",
+            "--seeds",
+            "1",
+            "--pretrain-sizes",
+            "0,750",
+            "--finetune-sizes",
+            "250,500",
+            "--shard",
+            "1/2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "image-steps" in result.output and "per shard" in result.output
     assert not (tmp_path / "s").exists()  # a dry run writes nothing

@@ -8,19 +8,49 @@ from viny_probe.checkpoint import load_checkpoint
 from viny_probe.config import TrainConfig
 from viny_probe.trainers import train
 
-ARGS = ["--model", "tiny", "--epochs", "2", "--batch-size", "8", "--train-size", "16", "--test-size", "8",
-        "--device", "cpu", "-q"]
+ARGS = [
+    "--model",
+    "tiny",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--train-size",
+    "16",
+    "--test-size",
+    "8",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def test_two_gloo_processes_match_one_process(tmp_path):
     """torchrun with 2 CPU processes (gloo), same global batch: same losses and weights as 1 process."""
     single = train(
-        TrainConfig(regime="segment", model="tiny", epochs=2, batch_size=8, train_size=16, test_size=8, device="cpu"),
-        tmp_path / "one", progress=False,
+        TrainConfig(
+            regime="segment", model="tiny", epochs=2, batch_size=8, train_size=16, test_size=8, device="cpu"
+        ),
+        tmp_path / "one",
+        progress=False,
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
-           "-m", "viny_probe", "train", "segment", *ARGS, "--out", str(tmp_path / "two")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        "29517",
+        "-m",
+        "viny_probe",
+        "train",
+        "segment",
+        *ARGS,
+        "--out",
+        str(tmp_path / "two"),
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = load_checkpoint(tmp_path / "two" / "final.pt")

@@ -17,8 +17,14 @@ def tiny(regime: str, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize(
     "regime,extra",
-    [("simmim", {}), ("classify", {}), ("classify", {"mixup": 0.1}), ("spatial", {}),
-     ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}), ("segment", {})],
+    [
+        ("simmim", {}),
+        ("classify", {}),
+        ("classify", {"mixup": 0.1}),
+        ("spatial", {}),
+        ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}),
+        ("segment", {}),
+    ],
 )
 def test_each_regime_trains_and_writes_a_loadable_run(tmp_path, regime, extra):
     result = train(tiny(regime, **extra), tmp_path / "run", progress=False)

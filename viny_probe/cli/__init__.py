@@ -23,7 +23,9 @@ def main() -> None:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted.[/] Finished epochs are saved; continue with the same command and --resume.")
+        console.print(
+            "[yellow]interrupted.[/] Finished epochs are saved; continue with the same command and --resume."
+        )
         sys.exit(130)
 
 

@@ -14,7 +14,9 @@ from .app import app
 @app.command()
 def demo(
     out: Path = typer.Option(Path("viny-demo"), "--out", "-o", help="folder for the three run folders"),
-    model: str = typer.Option("demo", help="demo (64 px, width 64, depth 6) | viny (the study's model) | tiny"),
+    model: str = typer.Option(
+        "demo", help="demo (64 px, width 64, depth 6) | viny (the study's model) | tiny"
+    ),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="cpu | cuda | auto"),
     precision: str = typer.Option("fp32", help="fp32 | bf16"),
@@ -35,7 +37,9 @@ def demo(
         if regime == "segment":
             held = {"mIoU": st["results"]["test"]["miou"]}
         stages.add_row(
-            regime, st["run_dir"], f"{st['last_epoch'].get('loss', float('nan')):.4f}",
+            regime,
+            st["run_dir"],
+            f"{st['last_epoch'].get('loss', float('nan')):.4f}",
             ", ".join(f"{k} {v:.3f}" for k, v in held.items()),
         )
     console.print(stages)

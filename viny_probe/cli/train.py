@@ -53,14 +53,19 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool):
 def _make_command(regime: str, summary: str):
     def command(
         dataset: str | None = typer.Option(
-            None, help=f"pets | intel | imagenet | folder | toy-* (default: embedded {DEFAULT_DATASET[regime]})"
+            None,
+            help=f"pets | intel | imagenet | folder | toy-* (default: embedded {DEFAULT_DATASET[regime]})",
         ),
         data_root: str | None = typer.Option(
             None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
         ),
-        preset: Preset = typer.Option(Preset.quick, help="paper = Table A1 exactly; quick = short CPU schedule"),
+        preset: Preset = typer.Option(
+            Preset.quick, help="paper = Table A1 exactly; quick = short CPU schedule"
+        ),
         model: str = typer.Option("viny", help="viny (the study's 4.8M model) | demo | tiny"),
-        out: Path | None = typer.Option(None, "--out", "-o", help="run folder (default viny-runs/REGIME-seedN)"),
+        out: Path | None = typer.Option(
+            None, "--out", "-o", help="run folder (default viny-runs/REGIME-seedN)"
+        ),
         init: Path | None = typer.Option(None, help="start the encoder from this checkpoint"),
         resume: bool = typer.Option(False, help="continue the interrupted run in --out"),
         epochs: int | None = typer.Option(None),
@@ -82,11 +87,28 @@ def _make_command(regime: str, summary: str):
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     ) -> None:
         cfg = TrainConfig(
-            regime=regime, preset=preset.value, model=model, dataset=dataset, data_root=data_root,
-            epochs=epochs, lr=lr, weight_decay=weight_decay, milestones=parse_milestones(milestones), gamma=gamma,
-            batch_size=batch_size, seed=seed, train_size=train_size, test_size=test_size,
-            init=str(init) if init else None, targets=targets, mixup=mixup, on_error=on_error,
-            device=device, precision=precision, workers=workers, compile=compile,
+            regime=regime,
+            preset=preset.value,
+            model=model,
+            dataset=dataset,
+            data_root=data_root,
+            epochs=epochs,
+            lr=lr,
+            weight_decay=weight_decay,
+            milestones=parse_milestones(milestones),
+            gamma=gamma,
+            batch_size=batch_size,
+            seed=seed,
+            train_size=train_size,
+            test_size=test_size,
+            init=str(init) if init else None,
+            targets=targets,
+            mixup=mixup,
+            on_error=on_error,
+            device=device,
+            precision=precision,
+            workers=workers,
+            compile=compile,
         )
         run_training(cfg, out, resume, quiet)
 

@@ -80,7 +80,11 @@ def _load_synthetic(name: str, size: int, limit: int | None, seed: int, cache_di
     generate = getattr(module, SYNTHETIC_DATASETS[name])
     # The generator's own source is part of the key: editing it can never serve stale images.
     here = Path(getattr(module, "__file__", None) or __file__).parent
-    code = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")) if p.name in ("synthetic.py", "_textures.py")))
+    code = hashlib.sha256(
+        b"".join(
+            p.read_bytes() for p in sorted(here.glob("*.py")) if p.name in ("synthetic.py", "_textures.py")
+        )
+    )
     key = {"name": name, "size": size, "n": n, "seed": seed, "generator": code.hexdigest()[:16]}
 
     def build(folder: Path) -> None:

@@ -32,7 +32,9 @@ class ImageSet:
     def __post_init__(self) -> None:
         n = self.images.shape[0]
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"images must be (N, 3, S, S) uint8, got {tuple(self.images.shape)} {self.images.dtype}")
+            raise ValueError(
+                f"images must be (N, 3, S, S) uint8, got {tuple(self.images.shape)} {self.images.dtype}"
+            )
         if self.labels is not None and self.labels.shape != (n,):
             raise ValueError(f"labels must be ({n},), got {tuple(self.labels.shape)}")
         if self.masks is not None and self.masks.shape != (n, *self.images.shape[2:]):

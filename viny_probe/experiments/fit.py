@@ -46,8 +46,10 @@ class SaturatingFit:
         return self.b * n ** (-self.c) * (2.0 ** (-self.c) - 1.0)
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("a", "b", "c", "a_se", "b_se", "c_se", "n_points", "n_sizes",
-                                               "rmse", "dof", "notes")}
+        return {
+            k: getattr(self, k)
+            for k in ("a", "b", "c", "a_se", "b_se", "c_se", "n_points", "n_sizes", "rmse", "dof", "notes")
+        }
 
 
 def _model(n, a, g, c, n0):
@@ -103,18 +105,35 @@ def fit_saturating(n, y, upper: float | None = None) -> SaturatingFit | None:
     if upper is not None and a >= upper - 1e-6 * max(abs(upper), 1.0):
         notes.append(f"asymptote a at its bound {upper:g}: no saturation visible in the measured range")
     if c <= C_BOUNDS[0] * 1.01:
-        notes.append("exponent c at its lower bound: the points look logarithmic, the asymptote is not determined")
+        notes.append(
+            "exponent c at its lower bound: the points look logarithmic, the asymptote is not determined"
+        )
     if c >= C_BOUNDS[1] * 0.99:
         notes.append("exponent c at its upper bound: the curve is already flat over the measured range")
     if len(sizes) == 3:
-        notes.append("only 3 distinct sizes for 3 parameters: the fit is (nearly) determined by the size means")
-    return SaturatingFit(a, float(b), c, float(se[0]), math.sqrt(b_var) if b_var >= 0 else math.nan, float(se[2]),
-                         len(n), len(sizes), rmse, dof, notes)
+        notes.append(
+            "only 3 distinct sizes for 3 parameters: the fit is (nearly) determined by the size means"
+        )
+    return SaturatingFit(
+        a,
+        float(b),
+        c,
+        float(se[0]),
+        math.sqrt(b_var) if b_var >= 0 else math.nan,
+        float(se[2]),
+        len(n),
+        len(sizes),
+        rmse,
+        dof,
+        notes,
+    )
 
 
 def observed_gain_per_doubling(sizes, means) -> list[float]:
     """Measured gain per doubling between consecutive sizes: (y_{i+1} - y_i) / log2(n_{i+1} / n_i)."""
     out = []
-    for (n1, y1), (n2, y2) in zip(zip(sizes, means, strict=True), list(zip(sizes, means, strict=True))[1:], strict=False):
+    for (n1, y1), (n2, y2) in zip(
+        zip(sizes, means, strict=True), list(zip(sizes, means, strict=True))[1:], strict=False
+    ):
         out.append((y2 - y1) / math.log2(n2 / n1))
     return out

@@ -33,7 +33,13 @@ STAGE_KINDS = {
     "spatial": "spatial",
     "finetune": "segment",
 }
-REAL_DATASETS = {"pretrain": "imagenet", "cls-intel": "intel", "cls-pets": "pets", "spatial": "pets", "finetune": "pets"}
+REAL_DATASETS = {
+    "pretrain": "imagenet",
+    "cls-intel": "intel",
+    "cls-pets": "pets",
+    "spatial": "pets",
+    "finetune": "pets",
+}
 EMBEDDED_DATASETS = {
     "pretrain": "toy-unlabeled",
     "cls-intel": "toy-scenes",
@@ -44,7 +50,12 @@ EMBEDDED_DATASETS = {
 # Approximate image counts of the real datasets (for cost estimates only; the run uses what is on disk).
 APPROX_REAL_SIZES = {"intel": 14_034, "pets": 7_349}
 # Geometry regimes (Table 2 rows) -> the stage kind whose final encoder is diagnosed.
-GEOMETRY_REGIMES = {"pretrained": "pretrain", "cls-intel": "cls-intel", "cls-pets": "cls-pets", "spatial": "spatial"}
+GEOMETRY_REGIMES = {
+    "pretrained": "pretrain",
+    "cls-intel": "cls-intel",
+    "cls-pets": "cls-pets",
+    "spatial": "spatial",
+}
 GEOMETRY_LABELS = {
     "pretrained": "Pretrained (SimMIM)",
     "cls-intel": "CLS-Intermediate (Intel)",
@@ -124,7 +135,9 @@ class Plan:
     intermediate: bool = False  # segmentation cells with CLS-Intel between (Table A3)
     intermediate_without_pretrain: bool = False  # also CLS-Intel -> segment from scratch (not in the paper)
     geometry: bool = False  # Pretrained / CLS-Intel / CLS-Pets / Spatial stages (Table 2, Figs 5-6)
-    geometry_pretrain_size: int | None = None  # None: the largest pre-train size of the plan (else 200k / 3000)
+    geometry_pretrain_size: int | None = (
+        None  # None: the largest pre-train size of the plan (else 200k / 3000)
+    )
     test_size: int = 1000
     epochs_scale: float = 1.0
     overrides: dict = field(default_factory=dict, hash=False)  # stage kind -> {TrainConfig field: value}
@@ -140,17 +153,45 @@ class Plan:
 
 PLANS: dict[str, Plan] = {
     "baseline": Plan("baseline", "Table 1: no pre-training, fine-tune sizes 250..6000", pretrain_sizes=(0,)),
-    "pretrain": Plan("pretrain", "Table A2 / Fig 3: SimMIM pre-training 45k/100k/200k x fine-tune sizes",
-                     pretrain_sizes=PAPER_PRETRAIN_SIZES),
-    "intermediate": Plan("intermediate", "Table A3 / Fig 4: the same with CLS-Intel between (pair with `pretrain`)",
-                         pretrain_sizes=PAPER_PRETRAIN_SIZES, plain=False, intermediate=True),
-    "geometry": Plan("geometry", "Table 2 / Figs 5-6: Pretrained, CLS-Intel, CLS-Pets and Spatial encoders",
-                     pretrain_sizes=(), plain=False, geometry=True),
-    "paper": Plan("paper", "every grid of the study: Tables 1, A2, A3, 2", pretrain_sizes=(0, *PAPER_PRETRAIN_SIZES),
-                  intermediate=True, geometry=True),
-    "mini": Plan("mini", "miniature study: embedded data, demo model, quick preset, with and without CLS-Intel",
-                 preset="quick", model="demo", data="embedded", seeds=(0, 1), pretrain_sizes=(0, 3000),
-                 finetune_sizes=(250, 500, 1000), intermediate=True, test_size=500, epochs_scale=0.67),
+    "pretrain": Plan(
+        "pretrain",
+        "Table A2 / Fig 3: SimMIM pre-training 45k/100k/200k x fine-tune sizes",
+        pretrain_sizes=PAPER_PRETRAIN_SIZES,
+    ),
+    "intermediate": Plan(
+        "intermediate",
+        "Table A3 / Fig 4: the same with CLS-Intel between (pair with `pretrain`)",
+        pretrain_sizes=PAPER_PRETRAIN_SIZES,
+        plain=False,
+        intermediate=True,
+    ),
+    "geometry": Plan(
+        "geometry",
+        "Table 2 / Figs 5-6: Pretrained, CLS-Intel, CLS-Pets and Spatial encoders",
+        pretrain_sizes=(),
+        plain=False,
+        geometry=True,
+    ),
+    "paper": Plan(
+        "paper",
+        "every grid of the study: Tables 1, A2, A3, 2",
+        pretrain_sizes=(0, *PAPER_PRETRAIN_SIZES),
+        intermediate=True,
+        geometry=True,
+    ),
+    "mini": Plan(
+        "mini",
+        "miniature study: embedded data, demo model, quick preset, with and without CLS-Intel",
+        preset="quick",
+        model="demo",
+        data="embedded",
+        seeds=(0, 1),
+        pretrain_sizes=(0, 3000),
+        finetune_sizes=(250, 500, 1000),
+        intermediate=True,
+        test_size=500,
+        epochs_scale=0.67,
+    ),
 }
 PLAN_FIELDS = {f.name for f in dataclasses.fields(Plan)}
 
@@ -173,7 +214,9 @@ def parse_sizes(text: str | None, what: str) -> tuple[int, ...] | None:
         try:
             out.append(int(float(part[:-1] if scale > 1 else part) * scale))
         except ValueError:
-            raise VinyError(f"{what} must be comma-separated counts like 0,500,3000 or 45k,100k; got {text!r}") from None
+            raise VinyError(
+                f"{what} must be comma-separated counts like 0,500,3000 or 45k,100k; got {text!r}"
+            ) from None
     if not out or any(v < 0 for v in out):
         raise VinyError(f"{what} must be non-negative counts; got {text!r}")
     return tuple(sorted(set(out)))
@@ -209,7 +252,9 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
-        raise VinyError("--plan-file needs Python 3.11+ (tomllib); pass the plan's options as flags instead") from None
+        raise VinyError(
+            "--plan-file needs Python 3.11+ (tomllib); pass the plan's options as flags instead"
+        ) from None
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -221,7 +266,9 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     base = get_plan(base_name) if base_name else Plan(name=path.stem, pretrain_sizes=())
     unknown = set(doc) - PLAN_FIELDS
     if unknown:
-        raise VinyError(f"plan file {path}: unknown keys {sorted(unknown)}; known: base, {', '.join(sorted(PLAN_FIELDS))}")
+        raise VinyError(
+            f"plan file {path}: unknown keys {sorted(unknown)}; known: base, {', '.join(sorted(PLAN_FIELDS))}"
+        )
     doc.setdefault("name", path.stem if base_name is None else base.name)
     plan = with_options(base, **doc)
     return with_options(plan, **cli_options)
@@ -229,7 +276,10 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
 
 def validate_plan(plan: Plan) -> None:
     checks = [
-        (plan.preset in SCHEDULE_PRESETS, f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}"),
+        (
+            plan.preset in SCHEDULE_PRESETS,
+            f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}",
+        ),
         (plan.data in ("real", "embedded"), f"data must be 'real' or 'embedded', not {plan.data!r}"),
         (len(plan.seeds) >= 1, "a plan needs at least one seed"),
         (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
@@ -243,7 +293,9 @@ def validate_plan(plan: Plan) -> None:
             raise VinyError(f"plan {plan.name}: {message}")
     for kind, values in plan.overrides.items():
         if kind not in STAGE_KINDS:
-            raise VinyError(f"plan {plan.name}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}")
+            raise VinyError(
+                f"plan {plan.name}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}"
+            )
         bad = set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES)
         if bad:
             raise VinyError(
@@ -278,14 +330,22 @@ def scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
     )
 
 
-def make_stage(plan: Plan, kind: str, seed: int, parent: Stage | None, train_size: int | None, labels: dict) -> Stage:
+def make_stage(
+    plan: Plan, kind: str, seed: int, parent: Stage | None, train_size: int | None, labels: dict
+) -> Stage:
     datasets = REAL_DATASETS if plan.data == "real" else EMBEDDED_DATASETS
     values = {"dataset": datasets[kind], **plan.overrides.get(kind, {})}
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(
-        regime=STAGE_KINDS[kind], preset=plan.preset, model=plan.model, data_root=plan.data_root, seed=seed,
-        train_size=train_size, test_size=plan.test_size, **values,
+        regime=STAGE_KINDS[kind],
+        preset=plan.preset,
+        model=plan.model,
+        data_root=plan.data_root,
+        seed=seed,
+        train_size=train_size,
+        test_size=plan.test_size,
+        **values,
     ).resolved()
     cfg = scaled(cfg, plan.epochs_scale)
     cfg.validate()
@@ -327,11 +387,22 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
     def chain(seed: int, pretrain_size: int, intermediate: bool) -> Stage | None:
         parent = None
         if pretrain_size > 0:
-            parent = add(make_stage(plan, "pretrain", seed, None, pretrain_size,
-                                    {"pretrain_size": pretrain_size, "seed": seed}))
+            parent = add(
+                make_stage(
+                    plan,
+                    "pretrain",
+                    seed,
+                    None,
+                    pretrain_size,
+                    {"pretrain_size": pretrain_size, "seed": seed},
+                )
+            )
         if intermediate:
-            parent = add(make_stage(plan, "cls-intel", seed, parent, None,
-                                    {"pretrain_size": pretrain_size, "seed": seed}))
+            parent = add(
+                make_stage(
+                    plan, "cls-intel", seed, parent, None, {"pretrain_size": pretrain_size, "seed": seed}
+                )
+            )
         return parent
 
     for seed in plan.seeds:
@@ -345,8 +416,12 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
                 parent = chain(seed, pretrain_size, intermediate is not None)
                 group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
                 for n in plan.finetune_sizes:
-                    labels = {"pretrain_size": pretrain_size, "seed": seed, "intermediate": intermediate,
-                              "finetune_size": n}
+                    labels = {
+                        "pretrain_size": pretrain_size,
+                        "seed": seed,
+                        "intermediate": intermediate,
+                        "finetune_size": n,
+                    }
                     stage = add(make_stage(plan, "finetune", seed, parent, n, labels))
                     cells.append(Cell(plan.name, group, pretrain_size, seed, stage.id, n, intermediate))
         if plan.geometry:

@@ -45,7 +45,11 @@ from .sweep import load_results
 TABLES = {
     "baseline": ("Table 1", "table1", "No pre-training: segmentation by number of fine-tuning images"),
     "pretrain": ("Table A2", "tableA2", "SimMIM pre-trained: by pre-training and fine-tuning images"),
-    "intermediate": ("Table A3", "tableA3", "Pre-trained + CLS-Intel intermediate stage: by pre-training and fine-tuning images"),
+    "intermediate": (
+        "Table A3",
+        "tableA3",
+        "Pre-trained + CLS-Intel intermediate stage: by pre-training and fine-tuning images",
+    ),
 }
 SETTING_KEYS = ("model", "preset", "dataset", "test_size", "epochs")
 
@@ -82,7 +86,9 @@ def pct(x) -> float:
 
 
 def mean_std(values: list[float]) -> tuple[float, float, int]:
-    v = np.asarray([x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float)
+    v = np.asarray(
+        [x for x in values if x is not None and not (isinstance(x, float) and math.isnan(x))], float
+    )
     if len(v) == 0:
         return math.nan, math.nan, 0
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
@@ -158,7 +164,12 @@ def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
         out[tuple(r[k] for k in keys)].append(r)
-    return dict(sorted(out.items(), key=lambda kv: tuple(str(x).zfill(12) if isinstance(x, int) else str(x) for x in kv[0])))
+    return dict(
+        sorted(
+            out.items(),
+            key=lambda kv: tuple(str(x).zfill(12) if isinstance(x, int) else str(x) for x in kv[0]),
+        )
+    )
 
 
 def setting_of(row: dict) -> tuple:
@@ -168,8 +179,10 @@ def setting_of(row: dict) -> tuple:
 def setting_label(setting: tuple) -> str:
     d = dict(zip(SETTING_KEYS, setting, strict=False))
     data = "embedded data" if str(d["dataset"]).startswith("toy-") else "real data"
-    return (f"model {d['model']}, {d['preset']} preset, {data} (fine-tune on {d['dataset']}), "
-            f"{d['test_size']} test images, {d['epochs']} fine-tune epochs")
+    return (
+        f"model {d['model']}, {d['preset']} preset, {data} (fine-tune on {d['dataset']}), "
+        f"{d['test_size']} test images, {d['epochs']} fine-tune epochs"
+    )
 
 
 def _pre_label(size: int) -> str:
@@ -191,8 +204,14 @@ def segmentation_table(group: str, rows: list[dict]) -> list[Block]:
         acc = [pct(r["pixel_accuracy"]) for r in cell]
         miou = [pct(r["miou"]) for r in cell]
         mpi = [pct(r["miou_per_image"]) for r in cell]
-        bg = ([pct(r["all_background_pixel_accuracy"]) for r in cell], [pct(r["all_background_miou"]) for r in cell])
-        pp = ([pct(r["position_prior_pixel_accuracy"]) for r in cell], [pct(r["position_prior_miou"]) for r in cell])
+        bg = (
+            [pct(r["all_background_pixel_accuracy"]) for r in cell],
+            [pct(r["all_background_miou"]) for r in cell],
+        )
+        pp = (
+            [pct(r["position_prior_pixel_accuracy"]) for r in cell],
+            [pct(r["position_prior_miou"]) for r in cell],
+        )
         pub = published.lookup(int(pre), int(ft), cell[0]["intermediate"] or None)
         if comparable:
             pub_acc = f"{pub.accuracy:.2f} ± {pub.accuracy_std:.2f}" if pub else "not in the paper"
@@ -200,16 +219,40 @@ def segmentation_table(group: str, rows: list[dict]) -> list[Block]:
         else:
             pub_acc = pub_miou = "not comparable"
         seeds = ",".join(str(r["seed"]) for r in sorted(cell, key=lambda r: r["seed"]))
-        out_rows.append([pre, ft, f"{len(cell)} (seeds {seeds})", fmt_ms(acc), fmt_ms(miou), fmt_ms(mpi), pub_acc,
-                         pub_miou, f"{fmt_ms(bg[0])} / {fmt_ms(bg[1])}", f"{fmt_ms(pp[0])} / {fmt_ms(pp[1])}"])
-    caption = (f"{name} analogue. {title}. Percent, mean ± sample std over seeds (n shown). mIoU = dataset-level "
-               "(confusion-matrix) mIoU; per-image mIoU = the study's definition, the one its tables report, so "
-               "the published mIoU sits beside that column. Trivial baselines: accuracy / mIoU of predicting "
-               "background everywhere and of the per-pixel majority class of the training trimaps.")
+        out_rows.append(
+            [
+                pre,
+                ft,
+                f"{len(cell)} (seeds {seeds})",
+                fmt_ms(acc),
+                fmt_ms(miou),
+                fmt_ms(mpi),
+                pub_acc,
+                pub_miou,
+                f"{fmt_ms(bg[0])} / {fmt_ms(bg[1])}",
+                f"{fmt_ms(pp[0])} / {fmt_ms(pp[1])}",
+            ]
+        )
+    caption = (
+        f"{name} analogue. {title}. Percent, mean ± sample std over seeds (n shown). mIoU = dataset-level "
+        "(confusion-matrix) mIoU; per-image mIoU = the study's definition, the one its tables report, so "
+        "the published mIoU sits beside that column. Trivial baselines: accuracy / mIoU of predicting "
+        "background everywhere and of the per-pixel majority class of the training trimaps."
+    )
     if not comparable:
         caption += f" Published values: not comparable ({' / '.join(reasons)})."
-    cols = ["# Pre-train", "# Fine-tune", "n", "Pixel acc.", "mIoU", "Per-image mIoU", "Published acc.",
-            "Published mIoU", "All-background acc. / mIoU", "Position prior acc. / mIoU"]
+    cols = [
+        "# Pre-train",
+        "# Fine-tune",
+        "n",
+        "Pixel acc.",
+        "mIoU",
+        "Per-image mIoU",
+        "Published acc.",
+        "Published mIoU",
+        "All-background acc. / mIoU",
+        "Position prior acc. / mIoU",
+    ]
     return [h(3, f"{name} analogue"), table(cols, out_rows, caption)]
 
 
@@ -224,16 +267,33 @@ def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
         pts = _by(cell, "finetune_size")
         ns = [k[0] for k in pts]
         ms = [mean_std([pct(r["miou"]) for r in v]) for v in pts.values()]
-        line = ax.errorbar(ns, [m[0] for m in ms], yerr=[0 if math.isnan(m[1]) else m[1] for m in ms], marker="o",
-                           capsize=3, label=_pre_label(int(pre)))
+        line = ax.errorbar(
+            ns,
+            [m[0] for m in ms],
+            yerr=[0 if math.isnan(m[1]) else m[1] for m in ms],
+            marker="o",
+            capsize=3,
+            label=_pre_label(int(pre)),
+        )
         if comparable:
             pubs = [published.lookup(int(pre), int(n)) for n in ns]
             if all(pubs):
-                ax.plot(ns, [q.miou for q in pubs], ls="--", color=line[0].get_color(), alpha=0.6,
-                        label=f"{_pre_label(int(pre))} (published, per-image mIoU)")
+                ax.plot(
+                    ns,
+                    [q.miou for q in pubs],
+                    ls="--",
+                    color=line[0].get_color(),
+                    alpha=0.6,
+                    label=f"{_pre_label(int(pre))} (published, per-image mIoU)",
+                )
     prior = _by(seg, "finetune_size")
-    ax.plot([k[0] for k in prior], [np.mean([pct(r["position_prior_miou"]) for r in v]) for v in prior.values()],
-            ls=":", color="gray", label="position prior (trivial)")
+    ax.plot(
+        [k[0] for k in prior],
+        [np.mean([pct(r["position_prior_miou"]) for r in v]) for v in prior.values()],
+        ls=":",
+        color="gray",
+        label="position prior (trivial)",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("fine-tune images (log scale)")
     ax.set_ylabel("test mIoU (%)")
@@ -241,8 +301,14 @@ def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = _save(fig, fig_dir / f"fig3{tag}.png")
-    return [h(3, "Fig 3 analogue"), figure(path, "mIoU (dataset-level) against fine-tune size, one line per "
-                                           "pre-training scale; error bars = sample std over seeds.")]
+    return [
+        h(3, "Fig 3 analogue"),
+        figure(
+            path,
+            "mIoU (dataset-level) against fine-tune size, one line per "
+            "pre-training scale; error bars = sample std over seeds.",
+        ),
+    ]
 
 
 def _pairs(rows: list[dict], treated_group: str, control_group: str, control_pre: int | None) -> dict:
@@ -253,7 +319,9 @@ def _pairs(rows: list[dict], treated_group: str, control_group: str, control_pre
         if r["group"] != treated_group:
             continue
         pre = r["pretrain_size"] if control_pre is None else control_pre
-        ctrl_group = control_group if control_pre is None else ("baseline" if control_pre == 0 else control_group)
+        ctrl_group = (
+            control_group if control_pre is None else ("baseline" if control_pre == 0 else control_group)
+        )
         c = index.get((ctrl_group, pre, r["finetune_size"], r["seed"]))
         if c is not None:
             out[(r["pretrain_size"], r["finetune_size"])].append((r["seed"], pct(r["miou"]) - pct(c["miou"])))
@@ -274,26 +342,38 @@ def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag
     for pre, d in sorted(by_pre.items()):
         s = paired(d)
         ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-        rows.append([pre, "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
+        rows.append(
+            [pre, "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict]
+        )
         if s.n >= 2:
             if "within noise" in s.verdict:
-                words.append(f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
-                             f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] contains 0, so the effect is within noise.")
+                words.append(
+                    f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
+                    f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] contains 0, so the effect is within noise."
+                )
             else:
-                words.append(f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
-                             f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] excludes 0 (paired t p = {fmt_p(s.t_p)}).")
+                words.append(
+                    f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
+                    f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] excludes 0 (paired t p = {fmt_p(s.t_p)})."
+                )
         else:
-            words.append(f"{_pre_label(pre)}: a single pair ({s.mean:+.2f} points): cannot be told from noise.")
+            words.append(
+                f"{_pre_label(pre)}: a single pair ({s.mean:+.2f} points): cannot be told from noise."
+            )
     all_d = [x for d in by_pre.values() for x in d]
     s = paired(all_d)
     ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-    rows.append(["all", "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
+    rows.append(
+        ["all", "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict]
+    )
     min_pairs = min(len(v) for v in pairs.values())
-    caption = (f"{what}, in mIoU points (dataset-level mIoU), paired by seed: the same seed gives the same test set "
-               "and nested training subset. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
-               f"signed-rank (scipy). With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
-               f"{2.0 ** (1 - min_pairs):.3g}. Pooled rows combine fine-tune sizes, which share pre-training runs "
-               "per seed, so they are not independent: read them as a summary, not a strict test.")
+    caption = (
+        f"{what}, in mIoU points (dataset-level mIoU), paired by seed: the same seed gives the same test set "
+        "and nested training subset. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
+        f"signed-rank (scipy). With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
+        f"{2.0 ** (1 - min_pairs):.3g}. Pooled rows combine fine-tune sizes, which share pre-training runs "
+        "per seed, so they are not independent: read them as a summary, not a strict test."
+    )
     cols = ["# Pre-train", "# Fine-tune", "pairs", "mean Δ", "95% CI", "t-test p", "Wilcoxon p", "verdict"]
     blocks = [h(3, title), table(cols, rows, caption), p(" ".join(words))]
     if fig_dir is not None:
@@ -305,11 +385,17 @@ def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag
             ns = np.array([k[1] for k in keys], float) * (1 + 0.04 * (i - (len(pres) - 1) / 2))
             st = [paired([x for _, x in pairs[k]]) for k in keys]
             means = np.array([s.mean for s in st])
-            err = np.array([[0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in st],
-                            [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in st]])
+            err = np.array(
+                [
+                    [0 if math.isnan(s.ci_low) else s.mean - s.ci_low for s in st],
+                    [0 if math.isnan(s.ci_high) else s.ci_high - s.mean for s in st],
+                ]
+            )
             line = ax.errorbar(ns, means, yerr=err, marker="o", capsize=3, label=_pre_label(pre))
             for k, x in zip(keys, ns, strict=False):
-                ax.scatter([x] * len(pairs[k]), [d for _, d in pairs[k]], s=10, alpha=0.4, color=line[0].get_color())
+                ax.scatter(
+                    [x] * len(pairs[k]), [d for _, d in pairs[k]], s=10, alpha=0.4, color=line[0].get_color()
+                )
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("fine-tune images (log scale)")
@@ -318,7 +404,9 @@ def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         path = _save(fig, fig_dir / f"{'fig4' if 'intermediate' in what else 'pretraining-effect'}{tag}.png")
-        blocks.append(figure(path, f"{what}: mean with 95% CI per cell; small dots are the individual seed pairs."))
+        blocks.append(
+            figure(path, f"{what}: mean with 95% CI per cell; small dots are the individual seed pairs.")
+        )
     return blocks
 
 
@@ -339,7 +427,9 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
         means = [float(np.mean([yy for nn, yy in zip(n, y, strict=False) if nn == s])) for s in sizes]
         pts = ax.scatter(n, y, s=14, alpha=0.6, label=label)
         if f is None:
-            param_rows.append([label, len(n), len(sizes), "-", "-", "-", "-", "fewer than 3 fine-tune sizes: no fit"])
+            param_rows.append(
+                [label, len(n), len(sizes), "-", "-", "-", "-", "fewer than 3 fine-tune sizes: no fit"]
+            )
             continue
         xs = np.geomspace(min(sizes), max(sizes) * 2, 100)
         if math.isfinite(f.a):
@@ -348,15 +438,27 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
         def pm(v, se):
             return f"{v:.4g}" + ("" if math.isnan(se) else f" ± {se:.2g}")
 
-        param_rows.append([label, f.n_points, f.n_sizes, pm(f.a, f.a_se), pm(f.b, f.b_se), pm(f.c, f.c_se),
-                           f"{f.rmse:.2f}", "; ".join(f.notes) or "-"])
+        param_rows.append(
+            [
+                label,
+                f.n_points,
+                f.n_sizes,
+                pm(f.a, f.a_se),
+                pm(f.b, f.b_se),
+                pm(f.c, f.c_se),
+                f"{f.rmse:.2f}",
+                "; ".join(f.notes) or "-",
+            ]
+        )
         observed = observed_gain_per_doubling(sizes, means) + [math.nan]
         for s, fitted, obs in zip(sizes, f.gain_per_doubling(sizes), observed, strict=False):
             gain_rows.append([label, s, f"{fitted:+.2f}", "-" if math.isnan(obs) else f"{obs:+.2f}"])
         if math.isfinite(f.a):
             g = f.gain_per_doubling([sizes[0], sizes[-1]])
-            words.append(f"{label}: by the fit, doubling the fine-tune data adds {g[0]:+.2f} points at {sizes[0]} "
-                         f"images and {g[1]:+.2f} at {sizes[-1]} (asymptote a = {f.a:.1f}%).")
+            words.append(
+                f"{label}: by the fit, doubling the fine-tune data adds {g[0]:+.2f} points at {sizes[0]} "
+                f"images and {g[1]:+.2f} at {sizes[-1]} (asymptote a = {f.a:.1f}%)."
+            )
     ax.set_xscale("log")
     ax.set_xlabel("fine-tune images (log scale)")
     ax.set_ylabel("test mIoU (%)")
@@ -365,17 +467,33 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
     ax.legend(fontsize=7)
     path = _save(fig, fig_dir / f"fits{tag}.png")
     cols = ["condition", "points", "sizes", "a (asymptote, %)", "b", "c", "RMSE", "notes"]
-    caption = ("Least-squares fit of mIoU (%) = a + b·n^-c to every seed's point (scipy curve_fit; a ≤ 100, "
-               "0.001 ≤ c ≤ 4); ± = standard errors from the fit covariance (b by the delta method).")
-    gain_caption = ("Marginal gain per doubling of fine-tune data, in mIoU points: by the fit, f(2n) − f(n); "
-                    "observed, (ȳ(n_next) − ȳ(n)) / log2(n_next / n) between consecutive measured sizes.")
-    return [h(3, "Diminishing returns: saturating fits"), table(cols, param_rows, caption),
-            table(["condition", "n", "fitted gain per doubling", "observed gain per doubling"], gain_rows, gain_caption),
-            p(" ".join(words)), figure(path, "Per-seed mIoU points and the fitted curves (extrapolated to 2× the "
-                                              "largest size).")]
+    caption = (
+        "Least-squares fit of mIoU (%) = a + b·n^-c to every seed's point (scipy curve_fit; a ≤ 100, "
+        "0.001 ≤ c ≤ 4); ± = standard errors from the fit covariance (b by the delta method)."
+    )
+    gain_caption = (
+        "Marginal gain per doubling of fine-tune data, in mIoU points: by the fit, f(2n) − f(n); "
+        "observed, (ȳ(n_next) − ȳ(n)) / log2(n_next / n) between consecutive measured sizes."
+    )
+    return [
+        h(3, "Diminishing returns: saturating fits"),
+        table(cols, param_rows, caption),
+        table(
+            ["condition", "n", "fitted gain per doubling", "observed gain per doubling"],
+            gain_rows,
+            gain_caption,
+        ),
+        p(" ".join(words)),
+        figure(path, "Per-seed mIoU points and the fitted curves (extrapolated to 2× the largest size)."),
+    ]
 
 
-GEOMETRY_ORDER = (("pretrain", "Pretrained"), ("cls-intel", "CLS-Intel"), ("cls-pets", "CLS-Pets"), ("spatial", "Spatial"))
+GEOMETRY_ORDER = (
+    ("pretrain", "Pretrained"),
+    ("cls-intel", "CLS-Intel"),
+    ("cls-pets", "CLS-Pets"),
+    ("spatial", "Spatial"),
+)
 
 
 def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
@@ -395,10 +513,14 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
             if r["kind"] == "cls-intel" and r.get("intermediate", "") == "":
                 continue
             by_seed.setdefault(int(r["seed"]), {})[r["kind"]] = r
-    blocks = [h(2, "Table 2 and Figs 5-6: representation geometry"),
-              p(f"Encoders after pre-training on {pre_size} images, and after each intermediate stage on top of it. "
-                "Diagnostics on final-block patch tokens of the segmentation test split; the linear probe is fitted "
-                "on patches of non-test images only.")]
+    blocks = [
+        h(2, "Table 2 and Figs 5-6: representation geometry"),
+        p(
+            f"Encoders after pre-training on {pre_size} images, and after each intermediate stage on top of it. "
+            "Diagnostics on final-block patch tokens of the segmentation test split; the linear probe is fitted "
+            "on patches of non-test images only."
+        ),
+    ]
     results: dict[str, list[dict]] = {}
     first_dir = None
     for seed in sorted(by_seed):
@@ -407,12 +529,22 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
         ckpts = [sweep_dir / "stages" / stages[k]["stage"] / "final.pt" for k, _ in kinds]
         if len(kinds) < 2 or not all(c.exists() for c in ckpts):
             continue
-        seg_cfg = json.loads((sweep_dir / "stages" / stages.get("cls-pets", stages.get("spatial"))["stage"]
-                              / "config.json").read_text())
+        seg_cfg = json.loads(
+            (
+                sweep_dir / "stages" / stages.get("cls-pets", stages.get("spatial"))["stage"] / "config.json"
+            ).read_text()
+        )
         out = fig_dir / f"geometry-seed{seed}"
-        summary = diagnose(ckpts, [name for _, name in kinds], out, dataset=seg_cfg["dataset"],
-                           data_root=seg_cfg.get("data_root"), seed=seed, test_size=seg_cfg["test_size"],
-                           progress=False)
+        summary = diagnose(
+            ckpts,
+            [name for _, name in kinds],
+            out,
+            dataset=seg_cfg["dataset"],
+            data_root=seg_cfg.get("data_root"),
+            seed=seed,
+            test_size=seg_cfg["test_size"],
+            progress=False,
+        )
         first_dir = first_dir or out
         for row in summary["table2"]:
             results.setdefault(row["checkpoint"], []).append(row)
@@ -428,26 +560,60 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
         return f"{format(float(np.mean(vals)), spec)} ± {format(float(np.std(vals, ddof=1)), spec)}"
 
     published_rows = {row["key"]: row for row in published.table2()}
-    label = {"Pretrained": "pretrained", "CLS-Intel": "cls-intel", "CLS-Pets": "cls-pets", "Spatial": "spatial"}
+    label = {
+        "Pretrained": "pretrained",
+        "CLS-Intel": "cls-intel",
+        "CLS-Pets": "cls-pets",
+        "Spatial": "spatial",
+    }
     table_rows = []
     for name, vals in results.items():
         pub = published_rows.get(label.get(name, ""), {})
-        table_rows.append([name, len(vals), stat([v["within"] for v in vals], ".3f"), stat([v["across"] for v in vals], ".3f"),
-                           stat([v["probe_acc_pct"] for v in vals], ".1f"), stat([v["knn_acc_pct"] for v in vals], ".1f"),
-                           stat([v["effective_rank"] for v in vals], ".1f"),
-                           f"{pub.get('within_image_variance', '-')} / {pub.get('across_image_variance', '-')} / "
-                           f"{pub.get('patch_probe_accuracy', '-')}"])
-    blocks.append(table(["Encoder", "n seeds", "Within-image var.", "Across-image var.", "Patch probe acc. (%)",
-                         "kNN acc. (%)", "Eff. rank", "published within / across / probe"], table_rows,
-                        "Table 2 analogue (mean ± std over seeds). Published values from the study's Table 2 are "
-                        "for its real-data ViNy: absolute variances depend on the model and data, so compare the "
-                        "ordering of the regimes, not the numbers."))
-    for png, caption in (("fig5_similarity_vs_distance.png", "Fig 5 analogue: cosine similarity of patch tokens vs "
-                          "Manhattan distance on the patch grid (band: 95% t interval across images)."),
-                         ("fig6_reference_patches.png", "Fig 6 analogue: cosine similarity of a reference patch (red "
-                          "square) to every patch, colour range fixed to -0.5..1."),
-                         ("depth_curves.png", "Diagnostics per block: where in the network each stage acts."),
-                         ("cka.png", "Linear CKA, block by block, of each encoder against the pretrained one.")):
+        table_rows.append(
+            [
+                name,
+                len(vals),
+                stat([v["within"] for v in vals], ".3f"),
+                stat([v["across"] for v in vals], ".3f"),
+                stat([v["probe_acc_pct"] for v in vals], ".1f"),
+                stat([v["knn_acc_pct"] for v in vals], ".1f"),
+                stat([v["effective_rank"] for v in vals], ".1f"),
+                f"{pub.get('within_image_variance', '-')} / {pub.get('across_image_variance', '-')} / "
+                f"{pub.get('patch_probe_accuracy', '-')}",
+            ]
+        )
+    blocks.append(
+        table(
+            [
+                "Encoder",
+                "n seeds",
+                "Within-image var.",
+                "Across-image var.",
+                "Patch probe acc. (%)",
+                "kNN acc. (%)",
+                "Eff. rank",
+                "published within / across / probe",
+            ],
+            table_rows,
+            "Table 2 analogue (mean ± std over seeds). Published values from the study's Table 2 are "
+            "for its real-data ViNy: absolute variances depend on the model and data, so compare the "
+            "ordering of the regimes, not the numbers.",
+        )
+    )
+    for png, caption in (
+        (
+            "fig5_similarity_vs_distance.png",
+            "Fig 5 analogue: cosine similarity of patch tokens vs "
+            "Manhattan distance on the patch grid (band: 95% t interval across images).",
+        ),
+        (
+            "fig6_reference_patches.png",
+            "Fig 6 analogue: cosine similarity of a reference patch (red "
+            "square) to every patch, colour range fixed to -0.5..1.",
+        ),
+        ("depth_curves.png", "Diagnostics per block: where in the network each stage acts."),
+        ("cka.png", "Linear CKA, block by block, of each encoder against the pretrained one."),
+    ):
         if first_dir is not None and (first_dir / png).exists():
             blocks.append(figure(first_dir / png, caption))
     return blocks
@@ -481,8 +647,10 @@ img{max-width:100%}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}"""
 
 
 def render_html(blocks: list[Block], title: str) -> str:
-    out = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-           f"<style>{CSS}</style></head><body>"]
+    out = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>"
+    ]
     for b in blocks:
         if b.kind.startswith("h"):
             out.append(f"<{b.kind}>{html.escape(b.text)}</{b.kind}>")
@@ -491,27 +659,37 @@ def render_html(blocks: list[Block], title: str) -> str:
                 out.append(f"<p>{html.escape(b.text)}</p>")
         elif b.kind == "table":
             head = "".join(f"<th>{html.escape(c)}</th>" for c in b.columns)
-            body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+            body = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in b.rows
+            )
             cap = f"<caption>{html.escape(b.text)}</caption>" if b.text else ""
             out.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
         elif b.kind == "figure":
             data = base64.b64encode(b.path.read_bytes()).decode()
-            out.append(f"<figure><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'>"
-                       f"<figcaption>{html.escape(b.text)}</figcaption></figure>")
+            out.append(
+                f"<figure><img alt='{html.escape(b.text)}' src='data:image/png;base64,{data}'>"
+                f"<figcaption>{html.escape(b.text)}</figcaption></figure>"
+            )
     out.append("</body></html>")
     return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------------- main
-def build_blocks(sweep_dir: Path, rows: list[dict], fig_dir: Path,
-                 geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None) -> list[Block]:
+def build_blocks(
+    sweep_dir: Path,
+    rows: list[dict],
+    fig_dir: Path,
+    geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None,
+) -> list[Block]:
     seg = _seg_rows(rows)
     blocks = [
         h(1, "viny sweep report"),
-        p(f"Sweep folder {sweep_dir}; {len(rows)} finished stages, {len(seg)} finished segmentation cells. "
-          f"Generated {time.strftime('%Y-%m-%d %H:%M')} by viny {__version__}. Numbers are what was measured: "
-          "nothing is filtered or adjusted. The published values are the study's Tables 1, A2, A3 and 2 as "
-          "shipped in viny_probe/resources/published_tables.json."),
+        p(
+            f"Sweep folder {sweep_dir}; {len(rows)} finished stages, {len(seg)} finished segmentation cells. "
+            f"Generated {time.strftime('%Y-%m-%d %H:%M')} by viny {__version__}. Numbers are what was measured: "
+            "nothing is filtered or adjusted. The published values are the study's Tables 1, A2, A3 and 2 as "
+            "shipped in viny_probe/resources/published_tables.json."
+        ),
     ]
     settings = _by(seg, *SETTING_KEYS)
     for i, (setting, srows) in enumerate(settings.items()):
@@ -519,22 +697,40 @@ def build_blocks(sweep_dir: Path, rows: list[dict], fig_dir: Path,
         seeds = sorted({r["seed"] for r in srows})
         blocks.append(h(2, f"Setting{tag}: {setting_label(setting)}"))
         reasons = sorted({x for r in srows for x in str(r["not_comparable_because"]).split("; ") if x})
-        blocks.append(p("Comparable with the paper: yes (real datasets, paper preset, viny model, Table A1 "
-                        "schedules, 1000 test images)." if not reasons else
-                        f"Comparable with the paper: no ({' / '.join(reasons)}); published values are not set "
-                        "beside these numbers."))
+        blocks.append(
+            p(
+                "Comparable with the paper: yes (real datasets, paper preset, viny model, Table A1 "
+                "schedules, 1000 test images)."
+                if not reasons
+                else f"Comparable with the paper: no ({' / '.join(reasons)}); published values are not set "
+                "beside these numbers."
+            )
+        )
         if len(seeds) < 2:
-            blocks.append(p(f"Only one seed ({seeds[0]}): no standard deviations or confidence intervals; every "
-                            "difference below is within unknown noise."))
+            blocks.append(
+                p(
+                    f"Only one seed ({seeds[0]}): no standard deviations or confidence intervals; every "
+                    "difference below is within unknown noise."
+                )
+            )
         for group in TABLES:
             blocks += segmentation_table(group, srows)
         blocks += fig3(srows, fig_dir, tag)
-        blocks += paired_section(_pairs(srows, "intermediate", "pretrain", None),
-                                 "Fig 4 analogue: change in mIoU from the intermediate stage",
-                                 "Change in mIoU from adding the CLS-Intel intermediate stage (A3 − A2)", fig_dir, tag)
+        blocks += paired_section(
+            _pairs(srows, "intermediate", "pretrain", None),
+            "Fig 4 analogue: change in mIoU from the intermediate stage",
+            "Change in mIoU from adding the CLS-Intel intermediate stage (A3 − A2)",
+            fig_dir,
+            tag,
+        )
         pre_pairs = _pairs(srows, "pretrain", "pretrain", 0)
-        blocks += paired_section(pre_pairs, "Effect of pre-training (paired by seed)",
-                                 "Change in mIoU from SimMIM pre-training (A2 − Table 1)", fig_dir, tag)
+        blocks += paired_section(
+            pre_pairs,
+            "Effect of pre-training (paired by seed)",
+            "Change in mIoU from SimMIM pre-training (A2 − Table 1)",
+            fig_dir,
+            tag,
+        )
         blocks += fit_section(srows, fig_dir, tag)
     if not seg:
         blocks.append(p("No finished segmentation cells yet."))
@@ -542,8 +738,11 @@ def build_blocks(sweep_dir: Path, rows: list[dict], fig_dir: Path,
     return blocks
 
 
-def write_report(sweep_dir: str | Path, report_dir: str | Path,
-                 geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None) -> dict[str, Path]:
+def write_report(
+    sweep_dir: str | Path,
+    report_dir: str | Path,
+    geometry: Callable[[Path, list[dict], Path], list[Block]] | None = None,
+) -> dict[str, Path]:
     """Write report.md, figures/*.png and a self-contained report.html for the sweep in ``sweep_dir``."""
     sweep_dir, report_dir = Path(sweep_dir), Path(report_dir)
     if not sweep_dir.exists():

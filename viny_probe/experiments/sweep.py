@@ -61,13 +61,41 @@ KIND_ORDER = {"pretrain": 0, "cls-intel": 1, "cls-pets": 2, "spatial": 3, "finet
 PAPER_DATASETS = {"pretrain": "imagenet", "cls-intel": "intel", "finetune": "pets"}
 
 CSV_COLUMNS = [
-    "stage", "kind", "group", "condition", "pretrain_size", "intermediate", "finetune_size", "seed",
-    "model", "preset", "pretrain_dataset", "intermediate_dataset", "dataset", "train_images", "test_size",
-    "epochs", "comparable", "not_comparable_because",
-    "pixel_accuracy", "miou", "miou_per_image", "iou_pet", "iou_background", "iou_boundary",
-    "all_background_pixel_accuracy", "all_background_miou", "all_background_miou_per_image",
-    "position_prior_pixel_accuracy", "position_prior_miou", "position_prior_miou_per_image",
-    "test_accuracy", "final_loss", "train_seconds", "finished_at", "parent",
+    "stage",
+    "kind",
+    "group",
+    "condition",
+    "pretrain_size",
+    "intermediate",
+    "finetune_size",
+    "seed",
+    "model",
+    "preset",
+    "pretrain_dataset",
+    "intermediate_dataset",
+    "dataset",
+    "train_images",
+    "test_size",
+    "epochs",
+    "comparable",
+    "not_comparable_because",
+    "pixel_accuracy",
+    "miou",
+    "miou_per_image",
+    "iou_pet",
+    "iou_background",
+    "iou_boundary",
+    "all_background_pixel_accuracy",
+    "all_background_miou",
+    "all_background_miou_per_image",
+    "position_prior_pixel_accuracy",
+    "position_prior_miou",
+    "position_prior_miou_per_image",
+    "test_accuracy",
+    "final_loss",
+    "train_seconds",
+    "finished_at",
+    "parent",
 ]
 
 
@@ -218,7 +246,9 @@ class SweepSummary:
     ran: list[str] = field(default_factory=list)
     already_done: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)  # id -> why (parent failed / other shard / deferred)
+    skipped: dict[str, str] = field(
+        default_factory=dict
+    )  # id -> why (parent failed / other shard / deferred)
     cells_total: int = 0
     cells_done: int = 0
 
@@ -267,17 +297,27 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
     try:
         if (d / FINAL).exists():  # finished by another worker between our check and the lock
             return "done"
-        worker = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        worker = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
         write_json(d / "stage.json", {**stage.to_dict(), "worker": worker})
         init = str((stage_dir(out, stage.parent) / FINAL).resolve()) if stage.parent else None
         cfg = dataclasses.replace(
-            stage.config, init=init, device=execution.device, precision=execution.precision,
-            workers=execution.workers, compile=execution.compile,
+            stage.config,
+            init=init,
+            device=execution.device,
+            precision=execution.precision,
+            workers=execution.workers,
+            compile=execution.compile,
         )
         resume = (d / "config.json").exists()
         if resume:
             _reconcile_paths(d, cfg, log)
-        log(f"  {'resuming' if resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})")
+        log(
+            f"  {'resuming' if resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})"
+        )
         try:
             train(cfg, d, resume=resume, progress=execution.progress)
         except KeyboardInterrupt:
@@ -321,7 +361,10 @@ def run_sweep(
     mine = [s for s in stages if owner[s.id] == shard[0]]
     mine.sort(key=lambda s: (_depth(s, by_id), stages.index(s)))
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / f"plan-{plan.name}.json", {"plan": plan_to_dict(plan), "stages": len(stages), "cells": len(cells)})
+    write_json(
+        out / f"plan-{plan.name}.json",
+        {"plan": plan_to_dict(plan), "stages": len(stages), "cells": len(cells)},
+    )
     summary = SweepSummary(out=out, plan=plan, shard=shard, cells_total=len(cells))
     log(f"plan {plan.describe()}")
     log(f"{len(stages)} stages, {len(cells)} cells; shard {shard[0]}/{shard[1]} owns {len(mine)} stages")
@@ -333,7 +376,11 @@ def run_sweep(
         for stage in list(pending):
             parent = stage.parent
             if parent is not None and not is_finished(out, parent):
-                if parent in summary.failed or parent in summary.skipped and summary.skipped[parent].startswith("parent"):
+                if (
+                    parent in summary.failed
+                    or parent in summary.skipped
+                    and summary.skipped[parent].startswith("parent")
+                ):
                     summary.skipped[stage.id] = f"parent {parent} failed"
                     pending.remove(stage)
                     progressed = True
@@ -345,7 +392,9 @@ def run_sweep(
             try:
                 status = run_stage(stage, out, execution, log)
             except KeyboardInterrupt:
-                log(f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it")
+                log(
+                    f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it"
+                )
                 raise
             except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
                 summary.failed[stage.id] = f"{type(e).__name__}: {e}"
@@ -378,14 +427,18 @@ def run_sweep(
                 summary.skipped[stage.id] = f"waited {wait_timeout_s:g} s for a parent or a lock"
             break
         waiting_for = sorted({s.parent for s in pending if s.parent and not is_finished(out, s.parent)})
-        log(f"  waiting for {len(waiting_for)} parent stage(s) of other shards / {len(pending)} locked or deferred; "
-            f"next check in {poll_s:g} s")
+        log(
+            f"  waiting for {len(waiting_for)} parent stage(s) of other shards / {len(pending)} locked or deferred; "
+            f"next check in {poll_s:g} s"
+        )
         time.sleep(poll_s)
 
     rebuild_results(out)
     summary.cells_done = sum(is_finished(out, c.stage) for c in cells)
-    log(f"cells finished: {summary.cells_done}/{summary.cells_total}; trained now: {len(summary.ran)}, "
-        f"already finished: {len(summary.already_done)}, failed: {len(summary.failed)}, skipped: {len(summary.skipped)}")
+    log(
+        f"cells finished: {summary.cells_done}/{summary.cells_total}; trained now: {len(summary.ran)}, "
+        f"already finished: {len(summary.already_done)}, failed: {len(summary.failed)}, skipped: {len(summary.skipped)}"
+    )
     return summary
 
 
@@ -425,17 +478,30 @@ def dry_run(plan: Plan, out: str | Path | None = None, shard: tuple[int, int] = 
 
     stage_rows = [
         {
-            "id": s.id, "kind": s.kind, "dataset": s.config.dataset, "train_images": s.train_images(),
-            "epochs": s.config.epochs, "image_steps": s.cost(), "parent": s.parent or "", "shard": owner[s.id],
-            "status": status(s.id), "labels": describe_labels(s.labels),
+            "id": s.id,
+            "kind": s.kind,
+            "dataset": s.config.dataset,
+            "train_images": s.train_images(),
+            "epochs": s.config.epochs,
+            "image_steps": s.cost(),
+            "parent": s.parent or "",
+            "shard": owner[s.id],
+            "status": status(s.id),
+            "labels": describe_labels(s.labels),
         }
         for s in stages
     ]
     cell_rows = [
         {
-            "group": c.group, "condition": c.condition, "pretrain_size": c.pretrain_size,
-            "finetune_size": c.finetune_size, "intermediate": c.intermediate or "", "regime": c.regime or "",
-            "seed": c.seed, "stage": c.stage, "status": status(c.stage),
+            "group": c.group,
+            "condition": c.condition,
+            "pretrain_size": c.pretrain_size,
+            "finetune_size": c.finetune_size,
+            "intermediate": c.intermediate or "",
+            "regime": c.regime or "",
+            "seed": c.seed,
+            "stage": c.stage,
+            "status": status(c.stage),
         }
         for c in cells
     ]
@@ -475,10 +541,20 @@ def comparability(chain: list[dict]) -> list[str]:
             reasons.append(f"{cfg.preset} preset")
         if cfg.model != "viny":
             reasons.append(f"{cfg.model} model")
-        sched = PAPER[{"simmim": "pretrain", "classify": "intermediate", "spatial": "intermediate",
-                       "segment": "finetune"}[cfg.regime]]
+        sched = PAPER[
+            {
+                "simmim": "pretrain",
+                "classify": "intermediate",
+                "spatial": "intermediate",
+                "segment": "finetune",
+            }[cfg.regime]
+        ]
         if (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.gamma, tuple(cfg.milestones)) != (
-            sched.epochs, sched.lr, sched.weight_decay, sched.gamma, tuple(sched.milestones)
+            sched.epochs,
+            sched.lr,
+            sched.weight_decay,
+            sched.gamma,
+            tuple(sched.milestones),
         ):
             reasons.append("schedule differs from Table A1")
         if cfg.regime == "segment" and cfg.test_size != 1000:
@@ -504,18 +580,31 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
     if kind == "finetune":
         group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
     reasons = comparability(chain)
-    history = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()] \
-        if (d / "metrics.jsonl").exists() else []
+    history = (
+        [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        if (d / "metrics.jsonl").exists()
+        else []
+    )
     data_info = json.loads((d / "data.json").read_text()) if (d / "data.json").exists() else {}
     row = {
-        "stage": stage_id, "kind": kind, "group": group,
+        "stage": stage_id,
+        "kind": kind,
+        "group": group,
         "condition": f"pretrain={pretrain_size}" + ("+cls-intel" if intermediate else ""),
-        "pretrain_size": pretrain_size, "intermediate": intermediate or "",
-        "finetune_size": labels.get("finetune_size", ""), "seed": cfg["seed"], "model": cfg["model"],
-        "preset": cfg["preset"], "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
-        "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""), "dataset": cfg["dataset"],
-        "train_images": data_info.get("train", ""), "test_size": cfg["test_size"], "epochs": cfg["epochs"],
-        "comparable": not reasons, "not_comparable_because": "; ".join(reasons),
+        "pretrain_size": pretrain_size,
+        "intermediate": intermediate or "",
+        "finetune_size": labels.get("finetune_size", ""),
+        "seed": cfg["seed"],
+        "model": cfg["model"],
+        "preset": cfg["preset"],
+        "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
+        "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""),
+        "dataset": cfg["dataset"],
+        "train_images": data_info.get("train", ""),
+        "test_size": cfg["test_size"],
+        "epochs": cfg["epochs"],
+        "comparable": not reasons,
+        "not_comparable_because": "; ".join(reasons),
         "final_loss": results.get("final", {}).get("loss", ""),
         "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / FINAL).stat().st_mtime)),
@@ -542,8 +631,12 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
 def _provenance(info: dict) -> dict:
     import torch
 
-    return {"viny_version": __version__, "torch": torch.__version__, "python": platform.python_version(),
-            **info.get("worker", {})}
+    return {
+        "viny_version": __version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        **info.get("worker", {}),
+    }
 
 
 def _csv_line(row: dict, header: bool = False) -> str:
@@ -578,7 +671,14 @@ def collect_rows(out: str | Path) -> list[dict]:
 
     def key(r):
         ft = r["finetune_size"] if r["finetune_size"] != "" else -1
-        return (KIND_ORDER.get(r["kind"], 9), r["pretrain_size"], r["intermediate"], ft, r["seed"], r["stage"])
+        return (
+            KIND_ORDER.get(r["kind"], 9),
+            r["pretrain_size"],
+            r["intermediate"],
+            ft,
+            r["seed"],
+            r["stage"],
+        )
 
     return sorted(rows, key=key)
 
@@ -587,7 +687,11 @@ def rebuild_results(out: str | Path) -> list[dict]:
     """Rewrite results.csv and results.jsonl from all finished stages (atomic replace)."""
     out = Path(out)
     rows = collect_rows(out)
-    text = "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows)) if rows else ",".join(CSV_COLUMNS) + "\n"
+    text = (
+        "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows))
+        if rows
+        else ",".join(CSV_COLUMNS) + "\n"
+    )
     atomic_write_text(out / "results.csv", text)
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
     return rows
@@ -598,7 +702,9 @@ def load_results(out: str | Path) -> list[dict]:
     path = Path(out) / "results.jsonl"
     if not path.exists():
         if not (Path(out) / "stages").exists():
-            raise VinyError(f"{out} holds no sweep (no results.jsonl and no stages/); run `viny sweep PLAN --out {out}`")
+            raise VinyError(
+                f"{out} holds no sweep (no results.jsonl and no stages/); run `viny sweep PLAN --out {out}`"
+            )
         return rebuild_results(out)
     seen, rows = set(), []
     for line in path.read_text().splitlines():
@@ -611,6 +717,18 @@ def load_results(out: str | Path) -> list[dict]:
 
 
 __all__ = [
-    "Cell", "DryRun", "Execution", "StageLock", "SweepSummary", "assign_shards", "collect_rows", "dry_run",
-    "is_finished", "load_results", "parse_shard", "rebuild_results", "run_stage", "run_sweep",
+    "Cell",
+    "DryRun",
+    "Execution",
+    "StageLock",
+    "SweepSummary",
+    "assign_shards",
+    "collect_rows",
+    "dry_run",
+    "is_finished",
+    "load_results",
+    "parse_shard",
+    "rebuild_results",
+    "run_stage",
+    "run_sweep",
 ]

@@ -57,7 +57,9 @@ class Regime:
         """Held-out metrics at the end of training (no augmentation). Default: none."""
         return {}
 
-    def finish(self, run_dir: Path, encoder: nn.Module, head: nn.Module, data: RegimeData, results: dict) -> None:
+    def finish(
+        self, run_dir: Path, encoder: nn.Module, head: nn.Module, data: RegimeData, results: dict
+    ) -> None:
         """Write regime-specific outputs (tables, pictures) into the run folder."""
 
 
@@ -74,7 +76,9 @@ def batched(n: int, batch_size: int):
         yield slice(start, min(start + batch_size, n))
 
 
-def device_batch(data: ImageSet, index: torch.Tensor | slice, device: torch.device) -> dict[str, torch.Tensor]:
+def device_batch(
+    data: ImageSet, index: torch.Tensor | slice, device: torch.device
+) -> dict[str, torch.Tensor]:
     """The images (and labels/masks) at ``index`` on ``device``."""
     batch = {"images": data.images[index].to(device, non_blocking=True)}
     if data.labels is not None:

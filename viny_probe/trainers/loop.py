@@ -43,7 +43,9 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise VinyError("--device cuda was asked for, but torch sees no CUDA device here; use --device cpu or auto")
+        raise VinyError(
+            "--device cuda was asked for, but torch sees no CUDA device here; use --device cpu or auto"
+        )
     return torch.device(name)
 
 
@@ -79,12 +81,15 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
         diff = old.differences(cfg)
         if diff:
             raise VinyError(
-                f"--resume refused: the config differs from the one in {config_path}:\n  " + "\n  ".join(diff)
+                f"--resume refused: the config differs from the one in {config_path}:\n  "
+                + "\n  ".join(diff)
                 + "\nUse the same options, or a new --out folder."
             )
         return load_checkpoint(last) if last.exists() else None
     if last.exists() or (run_dir / FINAL).exists():
-        raise VinyError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise VinyError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return None
 
@@ -139,8 +144,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         write_json(run_dir / "data.json", {**data.info, "world_size": info.world_size})
 
     params = list(encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    optimizer = torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+    )
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
+    )
     history: list[dict] = []
     start_epoch = 0
     if state is not None:
@@ -156,7 +165,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     step: nn.Module = _Step(regime, encoder, head, cfg.compile)
     if info.enabled:
         # MIM's mask token is unused by other regimes' heads only; every parameter here takes part.
-        step = torch.nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+        step = torch.nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None
+        )
     train_set = data.train
     n = len(train_set)
     with epoch_progress(enabled=progress and main, description=f"{cfg.regime}") as bar:
@@ -190,7 +201,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             scheduler.step()
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}}
-            record.update({"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds})
+            record.update(
+                {"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds}
+            )
             history.append(record)
             if main:
                 save_checkpoint(
@@ -206,9 +219,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     results: dict = {}
     if main:
         results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
-        save_checkpoint(final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results))
+        save_checkpoint(
+            final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results)
+        )
         regime.finish(run_dir, encoder, head, data, results)
-        write_json(run_dir / "results.json", {"regime": cfg.regime, "final": history[-1] if history else {}, **results})
+        write_json(
+            run_dir / "results.json",
+            {"regime": cfg.regime, "final": history[-1] if history else {}, **results},
+        )
     distributed.barrier(info)
     return RunResult(run_dir, final_path, history, results)
 
@@ -217,7 +235,9 @@ def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:
     return torch.compile(encoder) if use_compile else encoder
 
 
-def _payload(cfg, mcfg, encoder, head, lineage, history, epoch, optimizer=None, scheduler=None, results=None) -> dict:
+def _payload(
+    cfg, mcfg, encoder, head, lineage, history, epoch, optimizer=None, scheduler=None, results=None
+) -> dict:
     payload = {
         "regime": cfg.regime,
         "config": cfg.to_dict(),

@@ -19,7 +19,9 @@ from .base import Regime, RegimeData, batched, register
 
 
 @torch.no_grad()
-def predict_masks(encoder: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
+def predict_masks(
+    encoder: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int = 128
+) -> torch.Tensor:
     """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation."""
     device = next(encoder.parameters()).device
     out = []

@@ -12,7 +12,9 @@ from . import splits
 from .base import Regime, RegimeData, register
 
 
-def random_half_mask(batch: int, num_patches: int, gen: torch.Generator, device: torch.device) -> torch.Tensor:
+def random_half_mask(
+    batch: int, num_patches: int, gen: torch.Generator, device: torch.device
+) -> torch.Tensor:
     """(B, P) bool with exactly P // 2 True per row, uniformly at random."""
     ranks = torch.rand(batch, num_patches, generator=gen).argsort(dim=1).argsort(dim=1)
     return (ranks < num_patches // 2).to(device)

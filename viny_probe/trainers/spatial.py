@@ -32,7 +32,9 @@ class Spatial(Regime):
                 "use --targets patch-label for a classification dataset"
             )
         if self.targets == "patch-label" and train.labels is None:
-            raise VinyError(f"dataset {cfg.dataset!r} has no image labels for `spatial --targets patch-label`")
+            raise VinyError(
+                f"dataset {cfg.dataset!r} has no image labels for `spatial --targets patch-label`"
+            )
         return RegimeData(train=train, test=test, info={**info, "targets": self.targets})
 
     def make_head(self, model_cfg, data) -> nn.Module:

@@ -24,7 +24,13 @@ def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = 
         # silently different dataset.
         return load_dataset(cfg.dataset, size=size, limit=EMBEDDED_SIZES[cfg.dataset], seed=0)
     return load_dataset(
-        cfg.dataset, size=size, data_root=cfg.data_root, split=split, limit=limit, seed=cfg.seed, on_error=cfg.on_error
+        cfg.dataset,
+        size=size,
+        data_root=cfg.data_root,
+        split=split,
+        limit=limit,
+        seed=cfg.seed,
+        on_error=cfg.on_error,
     )
 
 
@@ -40,7 +46,9 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
         test = load(cfg, size, "test") if need_test else None
         if cfg.train_size is not None:
             if cfg.train_size > len(train):
-                raise VinyError(f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(train)} training images")
+                raise VinyError(
+                    f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(train)} training images"
+                )
             train = train.subset(make_split(len(train), 0, cfg.seed).train(cfg.train_size))
         return train, test, {"dataset": cfg.dataset, "train": len(train), "test": len(test) if test else 0}
 
