@@ -121,6 +121,15 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     mcfg = model_config(cfg.model)
     regime: Regime = REGISTRY[cfg.regime]()
 
+    parent = None
+    if cfg.init:  # checked before the data is loaded: a wrong --init fails at once
+        parent = load_checkpoint(cfg.init)
+        if model_config(parent["model_config"]) != mcfg:
+            raise VinyError(
+                f"--init {cfg.init} holds a {parent['model_config']} encoder, but this run builds {mcfg.to_dict()}; "
+                "pass the same --model as the parent run"
+            )
+
     torch.manual_seed(cfg.seed)  # initialisation of encoder and head
     if not main:
         distributed.barrier(info)  # rank 0 builds any dataset cache first
@@ -128,13 +137,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     if main:
         distributed.barrier(info)
     encoder, lineage = ViNy(mcfg), []
-    if cfg.init:
-        parent = load_checkpoint(cfg.init)
-        if model_config(parent["model_config"]) != mcfg:
-            raise VinyError(
-                f"--init {cfg.init} holds a {parent['model_config']} encoder, but this run builds {mcfg.to_dict()}; "
-                "pass the same --model as the parent run"
-            )
+    if parent is not None:
         encoder = encoder_from_checkpoint(parent, cfg.init)
         lineage = _lineage_from(cfg.init, parent)
     head = regime.make_head(mcfg, data)
