@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fit", type=int, default=1600, help="pool images the probe / kNN are fitted on")
     ap.add_argument("--test", type=int, default=400, help="test images everything is scored / measured on")
     ap.add_argument("--model", default="viny")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     args = ap.parse_args(argv)
     if args.threads:
