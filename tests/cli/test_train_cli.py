@@ -63,33 +63,18 @@ def test_overrides_reach_the_resolved_config(tmp_path):
     assert cfg["preset"] == "paper" and cfg["batch_size"] == 8
 
 
+def _viny(*args: str) -> subprocess.CompletedProcess:
+    """The real command line in a subprocess, as a user types it (``main()`` prints errors)."""
+    return subprocess.run(
+        [sys.executable, "-m", "viny_probe", *args], capture_output=True, text=True, timeout=120
+    )
+
+
 def test_user_errors_print_a_message_not_a_traceback(tmp_path):
-    cmd = [
-        sys.executable,
-        "-m",
-        "viny_probe",
-        "train",
-        "segment",
-        *TINY,
-        "--milestones",
-        "ten",
-        "--out",
-        str(tmp_path / "x"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = _viny("train", "segment", *TINY, "--milestones", "ten", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2
     assert "--milestones must be comma-separated" in proc.stderr and "Traceback" not in proc.stderr
-    cmd = [
-        sys.executable,
-        "-m",
-        "viny_probe",
-        "train",
-        "segment",
-        "--init",
-        str(tmp_path / "missing.pt"),
-        *TINY,
-        "--out",
-        str(tmp_path / "y"),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = _viny(
+        "train", "segment", "--init", str(tmp_path / "missing.pt"), *TINY, "--out", str(tmp_path / "y")
+    )
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
