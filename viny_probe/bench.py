@@ -738,7 +738,9 @@ def step_variants(
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
     (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention),
     attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
-    PlainViT in place of ViNy, everything else as the variant says)."""
+    PlainViT in place of ViNy, everything else as the variant says). sdpa-math and attn-fp32 act on
+    torch's fused attention, which ViNy calls on CUDA only (``model.attend``): elsewhere they change
+    nothing."""
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     cfg = model_config(model)
