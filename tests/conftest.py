@@ -9,3 +9,14 @@ def _isolated_cache(tmp_path_factory):
     os.environ["VINY_CACHE_DIR"] = str(tmp_path_factory.mktemp("viny-cache"))
     os.environ.pop("VINY_DATA_ROOT", None)
     yield
+
+
+@pytest.fixture
+def tiny_train_args():
+    """`viny train` options for a tiny CPU run (model tiny, 16 training and 8 test images, batch 8)."""
+
+    def make(epochs: int = 1) -> list[str]:
+        sizes = ["--batch-size", "8", "--train-size", "16", "--test-size", "8"]
+        return ["--model", "tiny", "--epochs", str(epochs), *sizes, "--device", "cpu", "-q"]
+
+    return make

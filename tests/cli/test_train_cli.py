@@ -6,36 +6,20 @@ from typer.testing import CliRunner
 
 from viny_probe.cli import app
 
-TINY = [
-    "--model",
-    "tiny",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "8",
-    "--train-size",
-    "16",
-    "--test-size",
-    "8",
-    "--device",
-    "cpu",
-    "-q",
-]
 
-
-def test_train_segment_prints_scores_beside_baselines(tmp_path):
-    result = CliRunner().invoke(app, ["train", "segment", *TINY, "--out", str(tmp_path / "seg")])
+def test_train_segment_prints_scores_beside_baselines(tmp_path, tiny_train_args):
+    result = CliRunner().invoke(app, ["train", "segment", *tiny_train_args(), "--out", str(tmp_path / "seg")])
     assert result.exit_code == 0, result.output
     assert "all-background" in result.output and "position-prior" in result.output
     cfg = json.loads((tmp_path / "seg" / "config.json").read_text())
     assert cfg["epochs"] == 1 and cfg["lr"] == 2e-3 and cfg["milestones"] == [21, 27, 29]
 
 
-def test_overrides_reach_the_resolved_config(tmp_path):
+def test_overrides_reach_the_resolved_config(tmp_path, tiny_train_args):
     args = [
         "train",
         "simmim",
-        *TINY,
+        *tiny_train_args(),
         "--lr",
         "0.01",
         "--milestones",
@@ -70,11 +54,17 @@ def _viny(*args: str) -> subprocess.CompletedProcess:
     )
 
 
-def test_user_errors_print_a_message_not_a_traceback(tmp_path):
-    proc = _viny("train", "segment", *TINY, "--milestones", "ten", "--out", str(tmp_path / "x"))
+def test_user_errors_print_a_message_not_a_traceback(tmp_path, tiny_train_args):
+    proc = _viny("train", "segment", *tiny_train_args(), "--milestones", "ten", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2
     assert "--milestones must be comma-separated" in proc.stderr and "Traceback" not in proc.stderr
     proc = _viny(
-        "train", "segment", "--init", str(tmp_path / "missing.pt"), *TINY, "--out", str(tmp_path / "y")
+        "train",
+        "segment",
+        "--init",
+        str(tmp_path / "missing.pt"),
+        *tiny_train_args(),
+        "--out",
+        str(tmp_path / "y"),
     )
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr

@@ -8,24 +8,8 @@ from viny_probe.checkpoint import load_checkpoint
 from viny_probe.config import TrainConfig
 from viny_probe.trainers import train
 
-ARGS = [
-    "--model",
-    "tiny",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "8",
-    "--train-size",
-    "16",
-    "--test-size",
-    "8",
-    "--device",
-    "cpu",
-    "-q",
-]
 
-
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process(tmp_path, tiny_train_args):
     """torchrun with 2 CPU processes (gloo), same global batch: same losses and weights as 1 process."""
     single = train(
         TrainConfig(
@@ -47,7 +31,7 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         "viny_probe",
         "train",
         "segment",
-        *ARGS,
+        *tiny_train_args(epochs=2),
         "--out",
         str(tmp_path / "two"),
     ]
