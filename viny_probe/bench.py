@@ -188,20 +188,6 @@ def bench_data(cfg: ViTConfig, n: int, dataset: str = "toy-pets", seed: int = 0)
     )
 
 
-def _to_device(data: ImageSet, device: torch.device) -> ImageSet:
-    """The set with its tensors resident on ``device`` (on CUDA: no host copy per batch)."""
-    if device.type == "cpu":
-        return data
-    return ImageSet(
-        name=data.name,
-        images=data.images.to(device),
-        labels=None if data.labels is None else data.labels.to(device),
-        masks=None if data.masks is None else data.masks.to(device),
-        class_names=list(data.class_names),
-        ids=list(data.ids),
-    )
-
-
 def pipeline_batches(data: ImageSet, batch: int, device: torch.device, gen: torch.Generator):
     """The data pipeline alone, as the SimMIM / classify loss runs it: index the cached uint8 tensor,
     move to ``device``, to float, per-image RandomResizedCrop + flip, normalise."""
@@ -231,22 +217,22 @@ class Trainer:
     device: torch.device
     precision: str
     losses: list = field(default_factory=list)
-    sync_loss: bool = True  # read loss.item() every step, as the loop does (a host-device sync on CUDA)
+    # Read the loss on the host every this many steps, as trainers.loop does (loss_check_interval:
+    # every step on a CPU, where it is free; every 25 on a GPU, where each read waits for the device).
+    check_every: int = 1
 
-    def step(self, batch: dict, gen: torch.Generator) -> float:
+    def step(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
         with _autocast(self.device, self.precision):
             loss, _ = self.regime.loss(self.model, self.head, batch, gen)
-        if self.sync_loss:
-            value = loss.item()  # the loop reads the loss every step (finite check, running mean)
-            if not math.isfinite(value):
-                raise VinyError(f"non-finite loss {value} in the benchmark ({self.regime.name})")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self.losses.append(loss.detach())
+        if len(self.losses) % self.check_every == 0:
+            value = self.losses[-1].item()
+            if not math.isfinite(value):
+                raise VinyError(f"non-finite loss {value} in the benchmark ({self.regime.name})")
         self.optimizer.step()
-        if not self.sync_loss:
-            value = loss.detach()
-        self.losses.append(value)
-        return value
+        return self.losses[-1]
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor) -> torch.Tensor:
@@ -296,7 +282,9 @@ def make_trainer(
     if compile:
         model = torch.compile(encoder)
         model.cfg = encoder.cfg
-    return Trainer(reg, encoder, head, model, opt, device, precision)
+    from .trainers.loop import loss_check_interval
+
+    return Trainer(reg, encoder, head, model, opt, device, precision, check_every=loss_check_interval(device))
 
 
 def _fixed_batch(data: ImageSet, batch: int, device: torch.device) -> dict:
@@ -490,7 +478,7 @@ def run_bench(
     n_images = batch * max(1, epoch_batches)
     log(f"data: {n_images} images ({dataset})")
     host = bench_data(cfg, n_images, dataset)
-    data = _to_device(host, dev)
+    data = host.to(dev)
     result: dict = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev)
@@ -678,7 +666,7 @@ def precision_agreement(
         gen = torch.Generator().manual_seed(seed)
         for i in range(steps):
             tr.step(_fixed_batch(data.subset(list(range(i * batch, (i + 1) * batch))), batch, tr.device), gen)
-        curves[p] = tr.losses
+        curves[p] = [float(v) for v in tr.losses]
     return curves
 
 
@@ -736,7 +724,7 @@ def step_variants(
     """Training img/s of one regime under alternative settings, each against the loop's default in
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
-    (torch.compile the encoder), nosync (no loss.item() per step), sdpa-math (unfused attention),
+    (torch.compile the encoder), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
     attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
     PlainViT in place of ViNy, everything else as the variant says). sdpa-math and attn-fp32 act on
     torch's fused attention, which ViNy calls on CUDA only (``model.attend``): elsewhere they change
@@ -744,7 +732,7 @@ def step_variants(
     log = log or (lambda _msg: None)
     dev = resolve_bench_device(device)
     cfg = model_config(model)
-    data = _to_device(bench_data(cfg, batch, "random"), dev)
+    data = bench_data(cfg, batch, "random").to(dev)
     fixed = _fixed_batch(data, batch, dev)
     out: dict[str, object] = {}
     runs: dict[str, Callable[[], object]] = {}
@@ -758,7 +746,8 @@ def step_variants(
         tr = make_trainer(
             regime, cfg, data, dev, prec, optimizer=opt, compile="compile" in parts, encoder_cls=encoder_cls
         )
-        tr.sync_loss = "nosync" not in parts
+        if "nosync" in parts:
+            tr.check_every = 1 << 30
         sdpa = "math" if "sdpa-math" in parts else None
         fp32_attn = "attn-fp32" in parts
 

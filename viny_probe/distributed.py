@@ -53,12 +53,13 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> float:
+def sum_across_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Elementwise sum of ``values`` over all ranks (itself when running as one process)."""
     if not info.enabled:
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return float(t) / info.world_size
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
 
 
 def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:

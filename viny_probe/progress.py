@@ -30,9 +30,11 @@ class _EpochBar:
             f"{self.description} {epoch + 1}/{epochs}", total=total, loss=float("nan"), speed=0.0
         )
 
-    def advance(self, task, n: int, loss: float, img_per_s: float) -> None:
+    def advance(self, task, n: int, loss: float | None, img_per_s: float) -> None:
+        """Move on ``n`` images; ``loss`` None keeps the loss last shown (it is read only now and then)."""
         if self.progress is not None and task is not None:
-            self.progress.update(task, advance=n, loss=loss, speed=img_per_s)
+            fields = {"speed": img_per_s} if loss is None else {"loss": loss, "speed": img_per_s}
+            self.progress.update(task, advance=n, **fields)
 
 
 @contextlib.contextmanager

@@ -5,14 +5,26 @@ import torch
 
 from viny_probe.checkpoint import encoder_from_checkpoint, load_checkpoint
 from viny_probe.config import TrainConfig
+from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
-from viny_probe.trainers import REGISTRY, train
+from viny_probe.trainers import REGISTRY, loop, train
 
 TINY = dict(model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu")
 
 
 def tiny(regime: str, **kw) -> TrainConfig:
     return TrainConfig(regime=regime, **{**TINY, **kw})
+
+
+def tiny_set(n: int) -> ImageSet:
+    g = torch.Generator().manual_seed(0)
+    return ImageSet(
+        name="t",
+        images=torch.randint(0, 256, (n, 3, 8, 8), generator=g, dtype=torch.uint8),
+        labels=torch.arange(n) % 2,
+        masks=torch.randint(0, 3, (n, 8, 8), generator=g, dtype=torch.uint8),
+        class_names=["a", "b"],
+    )
 
 
 @pytest.mark.parametrize(
@@ -97,7 +109,14 @@ def test_resume_refuses_a_changed_config(tmp_path):
         train(tiny("simmim", lr=0.5), tmp_path / "r", resume=True, progress=False)
 
 
-def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_non_finite_loss_stops_names_the_batch_and_keeps_last_good_checkpoint(
+    tmp_path, monkeypatch, check_every
+):
+    """Every step is checked on a CPU; on a GPU the loss is read every few steps (no sync per step).
+    Either way the run stops at the first non-finite loss, names its batch, and keeps the last good
+    checkpoint (4 batches per epoch here; the loss goes NaN at epoch 2, batch 2)."""
+    monkeypatch.setattr(loop, "loss_check_interval", lambda device: check_every)
     seg = REGISTRY["simmim"]
     original = seg.compute_loss
     calls = {"n": 0}
@@ -105,12 +124,34 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
     def nan_later(self, *a, **k):
         calls["n"] += 1
         loss, stats = original(self, *a, **k)
-        return (loss * float("nan") if calls["n"] > 2 else loss), stats
+        return (loss * float("nan") if calls["n"] > 5 else loss), stats
 
     monkeypatch.setattr(seg, "compute_loss", nan_later)
-    with pytest.raises(VinyError, match="non-finite loss"):
-        train(tiny("simmim", epochs=2), tmp_path / "n", progress=False)
+    with pytest.raises(VinyError, match="non-finite loss at epoch 2, batch 2;"):
+        train(tiny("simmim", epochs=2, train_size=32), tmp_path / "n", progress=False)
     assert load_checkpoint(tmp_path / "n" / "checkpoint.pt")["epoch"] == 1
+
+
+def test_reading_the_loss_less_often_changes_no_metric(tmp_path, monkeypatch):
+    cfg = tiny("segment", epochs=2, train_size=40)  # 5 batches per epoch, the last one short
+    every = train(cfg, tmp_path / "every", progress=False).history
+    monkeypatch.setattr(loop, "loss_check_interval", lambda device: 2)
+    sparse = train(cfg, tmp_path / "sparse", progress=False).history
+    keys = ["epoch", "loss", "train_pixel_accuracy", "lr"]
+    assert [[h[k] for k in keys] for h in sparse] == [[h[k] for k in keys] for h in every]
+    assert 0 < every[0]["train_pixel_accuracy"] <= 1
+
+
+def test_training_set_is_kept_on_a_gpu_only_when_it_fits(monkeypatch):
+    data = tiny_set(8)
+    moved = []
+    monkeypatch.setattr(ImageSet, "to", lambda self, device: moved.append(device) or self)
+    assert loop._resident(data, torch.device("cpu")) is data and moved == []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * data.nbytes, 10 * data.nbytes))
+    loop._resident(data, torch.device("cuda"))
+    assert moved == [torch.device("cuda")]
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (4 * data.nbytes - 4, 10 * data.nbytes))
+    assert loop._resident(data, torch.device("cuda")) is data and len(moved) == 1
 
 
 def test_dataset_too_small_says_how_many(tmp_path):

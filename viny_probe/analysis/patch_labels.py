@@ -19,10 +19,10 @@ def _patch_pixels(masks: torch.Tensor, patch_size: int) -> torch.Tensor:
     )
 
 
-def _class_counts(masks: ArrayLike, patch_size: int, num_classes: int) -> torch.Tensor:
-    masks = as_masks(masks, "masks", patch_size)
+def _class_counts(masks: ArrayLike, patch_size: int, num_classes: int, check: bool = True) -> torch.Tensor:
+    masks = as_masks(masks, "masks", patch_size) if check else masks
     num_classes = check_positive_int(num_classes, "num_classes")
-    if masks.numel() and int(masks.max()) >= num_classes:
+    if check and masks.numel() and int(masks.max()) >= num_classes:
         raise VinyError(
             f"masks holds class {int(masks.max())}, but num_classes = {num_classes} "
             f"(trimap classes must be 0..{num_classes - 1})"
@@ -42,12 +42,16 @@ def patch_class_fractions(masks: ArrayLike, patch_size: int, num_classes: int = 
     return counts.float() / float(patch_size * patch_size)
 
 
-def patch_majority_labels(masks: ArrayLike, patch_size: int, num_classes: int = 3) -> torch.Tensor:
+def patch_majority_labels(
+    masks: ArrayLike, patch_size: int, num_classes: int = 3, check: bool = True
+) -> torch.Tensor:
     """Majority class of each patch's pixels; a tie goes to the LOWER class index, as in the study.
 
     masks: ``(N, H, W)`` integer trimap classes, H = W = g * patch_size.
     Returns ``(N, P)`` int64, P = g * g patches in row-major order.
+    ``check=False`` (a training batch of an already validated dataset): the masks tensor is used as
+    given, on its own device, without the range check that would read it back to the host.
     """
-    counts = _class_counts(masks, patch_size, num_classes)
+    counts = _class_counts(masks, patch_size, num_classes, check)
     # torch.argmax returns the first maximal index, which is the lower class on a tie.
     return counts.argmax(dim=-1)

@@ -53,6 +53,27 @@ class ImageSet:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the images, labels and masks together."""
+        tensors = [t for t in (self.images, self.labels, self.masks) if t is not None]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        """The same set with every tensor on ``device`` (itself when already there). Training keeps a
+        set resident on a GPU this way, so no batch is copied from the host."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return ImageSet(
+            name=self.name,
+            images=self.images.to(device),
+            labels=None if self.labels is None else self.labels.to(device),
+            masks=None if self.masks is None else self.masks.to(device),
+            class_names=list(self.class_names),
+            ids=list(self.ids),
+        )
+
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
         """The images at ``index`` (a 1-D integer tensor or list), in that order."""
         index = torch.as_tensor(index, dtype=torch.long)

@@ -42,13 +42,14 @@ class Regime:
 
     def compute_loss(
         self, encoder: nn.Module, head: nn.Module, inputs: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Prepared inputs -> scalar loss (a mean over the batch) and per-batch statistics."""
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Prepared inputs -> scalar loss (a mean over the batch) and per-batch statistics as detached
+        0-d tensors: the loop sums them on the device and reads them only now and then (never per step)."""
         raise NotImplementedError
 
     def loss(
         self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """prepare + compute_loss in one call (what a single process does each step)."""
         return self.compute_loss(encoder, head, self.prepare(batch, gen))
 

@@ -41,7 +41,7 @@ class Classify(Regime):
     def compute_loss(self, encoder, head, inputs):
         logits = head(encoder(inputs["images"])).float()
         loss = torch.sum(-inputs["soft_targets"] * F.log_softmax(logits, -1), dim=-1).mean()
-        return loss, {"train_accuracy": float((logits.argmax(-1) == inputs["labels"]).float().mean())}
+        return loss, {"train_accuracy": (logits.argmax(-1) == inputs["labels"]).float().mean().detach()}
 
     @torch.no_grad()
     def evaluate(self, encoder, head, data, batch_size):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,9 +141,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         lineage = _lineage_from(cfg.init, parent)
     head = regime.make_head(mcfg, data)
     encoder.to(device), head.to(device)
+    train_set = _resident(data.train, device)
     if main:
         write_json(run_dir / "config.json", cfg.to_dict())
-        write_json(run_dir / "data.json", {**data.info, "world_size": info.world_size})
+        write_json(
+            run_dir / "data.json",
+            {**data.info, "world_size": info.world_size, "train_set_on": str(train_set.images.device)},
+        )
 
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(
@@ -171,39 +174,33 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         step = torch.nn.parallel.DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None
         )
-    train_set = data.train
     n = len(train_set)
+    check_every = loss_check_interval(device)
     with epoch_progress(enabled=progress and main, description=f"{cfg.regime}") as bar:
         for epoch in range(start_epoch, cfg.epochs):
             step.train()
             gen = epoch_generator(cfg.seed, epoch)
-            order = torch.randperm(n, generator=gen)
-            totals: dict[str, float] = {}
-            seen, t0 = 0, time.perf_counter()
+            order = torch.randperm(n, generator=gen).to(train_set.images.device)
+            meter = _EpochMeter(device, info, epoch, run_dir / LAST)
+            t0 = time.perf_counter()
             task = bar.start_epoch(epoch, cfg.epochs, n)
-            for start in range(0, n, cfg.batch_size):
+            for i, start in enumerate(range(0, n, cfg.batch_size)):
                 batch = device_batch(train_set, order[start : start + cfg.batch_size], device)
                 inputs = distributed.shard(regime.prepare(batch, gen), info)
                 with autocast(device, cfg.precision):
                     loss, stats = step(inputs)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                loss_value = distributed.mean_across_ranks(loss.item(), info, device)
-                if not math.isfinite(loss_value):
-                    raise VinyError(
-                        f"non-finite loss ({loss_value}) at epoch {epoch + 1}, batch {start // cfg.batch_size + 1}; "
-                        f"stopped. The last good checkpoint is kept in {run_dir / LAST}. Try a lower --lr "
-                        "or --precision fp32."
-                    )
+                meter.add(loss, stats, next(iter(inputs.values())).shape[0], batch["images"].shape[0])
+                last = start + cfg.batch_size >= n
+                shown = meter.check() if (i + 1) % check_every == 0 or last else None
                 optimizer.step()
-                b = batch["images"].shape[0]
-                seen += b
-                for k, v in {"loss": loss_value, **stats}.items():
-                    totals[k] = totals.get(k, 0.0) + v * b
-                bar.advance(task, b, totals["loss"] / seen, seen / (time.perf_counter() - t0))
+                bar.advance(task, batch["images"].shape[0], shown, meter.seen / (time.perf_counter() - t0))
+            totals = meter.means()
+            seen = meter.seen
             scheduler.step()
             seconds = time.perf_counter() - t0
-            record = {"epoch": epoch + 1, **{k: v / seen for k, v in totals.items()}}
+            record = {"epoch": epoch + 1, **totals}
             record.update(
                 {"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds}
             )
@@ -232,6 +229,73 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         )
     distributed.barrier(info)
     return RunResult(run_dir, final_path, history, results)
+
+
+def loss_check_interval(device: torch.device) -> int:
+    """Steps between reads of the loss on the host. Reading it waits for the device to finish, which
+    on a GPU stalls the queue of kernels every step; on a CPU it costs nothing, so every step is
+    checked there and a non-finite loss stops the run before its update is applied."""
+    return 1 if device.type == "cpu" else 25
+
+
+def _resident(train_set, device: torch.device):
+    """The training set on ``device`` when that is a GPU with room for it (a quarter of its free
+    memory at most), so batches never cross from the host; otherwise the set as it is."""
+    if device.type != "cuda":
+        return train_set
+    free, _total = torch.cuda.mem_get_info(device)
+    return train_set.to(device) if train_set.nbytes <= free // 4 else train_set
+
+
+class _EpochMeter:
+    """Running sums of one epoch's loss and statistics, kept on the device (no host sync per step).
+
+    ``check`` reads the losses added since the last check, once, and stops the run at the first
+    non-finite one, naming its batch; ``means`` gives the epoch's averages, summed over all ranks."""
+
+    def __init__(self, device, info: distributed.DistInfo, epoch: int, last_checkpoint: Path) -> None:
+        self.device, self.info, self.epoch, self.last_checkpoint = device, info, epoch, last_checkpoint
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = torch.zeros((), dtype=torch.float64, device=device)  # this rank's images
+        self.pending: list[torch.Tensor] = []
+        self.batches = 0  # batches added so far this epoch
+        self.seen = 0  # images of the global batches so far (host-side, for the progress bar)
+
+    def add(self, loss: torch.Tensor, stats: dict, local: int, global_batch: int) -> None:
+        loss = loss.detach()
+        self.pending.append(loss.float())
+        for k, v in {"loss": loss, **stats}.items():
+            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64) * local
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.count += local
+        self.batches += 1
+        self.seen += global_batch
+
+    def check(self) -> float:
+        """Stop at a non-finite loss among those added since the last check; else the running mean loss."""
+        finite = torch.isfinite(torch.stack(self.pending))
+        bad = (~finite).any().to(torch.float64).reshape(1)
+        bad = distributed.sum_across_ranks(bad, self.info)
+        if float(bad) > 0:
+            first = self.batches - len(self.pending) + 1
+            if not bool(finite.all()):
+                first += int((~finite).nonzero()[0, 0])
+                where = f"batch {first}"
+            else:
+                where = f"batch {first}..{self.batches} (on another rank)"
+            raise VinyError(
+                f"non-finite loss at epoch {self.epoch + 1}, {where}; stopped. The last good checkpoint "
+                f"is kept in {self.last_checkpoint}. Try a lower --lr or --precision fp32."
+            )
+        self.pending.clear()
+        return float(self.sums["loss"] / self.count)
+
+    def means(self) -> dict[str, float]:
+        keys = list(self.sums)
+        totals = distributed.sum_across_ranks(
+            torch.stack([self.sums[k] for k in keys] + [self.count]), self.info
+        )
+        return {k: float(v) for k, v in zip(keys, (totals[:-1] / totals[-1]).tolist(), strict=True)}
 
 
 def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:

@@ -52,7 +52,7 @@ class Segment(Regime):
         logits = head(encoder(inputs["images"])).float()
         target = inputs["masks"]
         loss = F.cross_entropy(logits, target)
-        return loss, {"train_pixel_accuracy": float((logits.argmax(1) == target).float().mean())}
+        return loss, {"train_pixel_accuracy": (logits.argmax(1) == target).float().mean().detach()}
 
     @torch.no_grad()
     def evaluate(self, encoder, head, data, batch_size):
