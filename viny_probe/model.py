@@ -94,7 +94,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     (docs/performance.md)."""
     if q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v)
-    return torch.softmax((q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1), dim=-1) @ v
+    return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
 
 
 class Attention(nn.Module):
