@@ -17,3 +17,9 @@ cp /tmp/demo-viny/3-segment/predictions.png "$OUT/demo_viny_predictions.png" 2>/
 timeout 120 $PY -m viny_probe train segment --model viny --device cuda --precision bf16 --compile --epochs 3 \
   --train-size 2000 --test-size 500 -q --out /tmp/seg-compile > "$OUT/compile.txt" 2>&1; echo "compile rc=$?"
 grep -h img_per_s /tmp/seg-compile/metrics.jsonl | tail -2
+# 4. the training loop itself (device-resident set, loss read every 25 steps): epoch img/s, fp32 and bf16
+for P in fp32 bf16; do
+  timeout 100 $PY -m viny_probe train segment --model viny --device cuda --precision $P --epochs 4 \
+    --train-size 2500 --test-size 500 -q --out /tmp/seg-loop-$P > "$OUT/loop_$P.txt" 2>&1; echo "loop $P rc=$?"
+  grep -h train_set_on /tmp/seg-loop-$P/data.json; grep -h img_per_s /tmp/seg-loop-$P/metrics.jsonl | tail -2
+done
