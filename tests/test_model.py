@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from viny_probe.errors import VinyError
-from viny_probe.heads import ClassificationHead, SegmentationHead, SimMIMHead, SpatialHead
+from viny_probe.heads import ClassificationHead, SegmentationHead, SimMIMHead, SpatialHead, class_argmax
 from viny_probe.model import MODEL_PRESETS, ViNy, attend, count_parameters, patchify, unpatchify
 
 
@@ -74,3 +74,13 @@ def test_written_out_attention_matches_torch_sdpa_values_and_gradients():
         torch.testing.assert_close(a, b)
     # and not trivially: attention is not the mean of v
     assert not torch.allclose(ours, v.mean(dim=2, keepdim=True).expand_as(v), atol=1e-3)
+
+
+@pytest.mark.parametrize("classes", [1, 3, 5])
+def test_class_argmax_equals_argmax_over_classes_ties_included(classes):
+    g = torch.Generator().manual_seed(classes)
+    # small integer logits: many ties, which must go to the lower class as torch.argmax does
+    logits = torch.randint(-2, 3, (4, classes, 8, 8), generator=g).float()
+    assert torch.equal(class_argmax(logits), logits.argmax(1))
+    noisy = torch.randn(2, classes, 16, 16, generator=g)
+    assert torch.equal(class_argmax(noisy), noisy.argmax(1))

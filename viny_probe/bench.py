@@ -34,6 +34,7 @@ from .data.augment import normalize, random_hflip, random_resized_crop, to_float
 from .data.base import ImageSet
 from .errors import VinyError
 from .model import ViNy, ViTConfig, count_parameters, model_config
+from .trainers.loop import autocast, forward_backward, micro_batch_size
 
 REGIMES = ("simmim", "classify", "spatial", "segment")
 # Head width of each regime in the study: Intel's 6 scene classes, the 3 trimap classes.
@@ -103,12 +104,6 @@ def time_median(fn: Callable[[], object], device: torch.device, warmup: int = 1,
         _sync(device)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def resolve_bench_device(name: str) -> torch.device:
@@ -221,12 +216,22 @@ class Trainer:
     # every step on a CPU, where it is free; every 25 on a GPU, where each read waits for the device).
     check_every: int = 1
 
+    # Images per forward/backward, as the loop's --micro-batch: 0 = the loop's auto choice.
+    micro_batch: int = 0
+
     def step(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
-        with _autocast(self.device, self.precision):
-            loss, _ = self.regime.loss(self.model, self.head, batch, gen)
+        inputs = self.regime.prepare(batch, gen)
+        n = next(iter(inputs.values())).shape[0]
+        micro = micro_batch_size(self.micro_batch, self.device, n, self.encoder.cfg)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.losses.append(loss.detach())
+        loss, _ = forward_backward(
+            lambda part: self.regime.compute_loss(self.model, self.head, part),
+            inputs,
+            micro,
+            self.device,
+            self.precision,
+        )
+        self.losses.append(loss)
         if len(self.losses) % self.check_every == 0:
             value = self.losses[-1].item()
             if not math.isfinite(value):
@@ -236,7 +241,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, images: torch.Tensor) -> torch.Tensor:
-        with _autocast(self.device, self.precision):
+        with autocast(self.device, self.precision):
             return self.head(self.model(normalize(to_float(images))))
 
 
@@ -724,7 +729,7 @@ def step_variants(
     """Training img/s of one regime under alternative settings, each against the loop's default in
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
-    (torch.compile the encoder), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
+    (torch.compile the encoder), whole (the whole batch in one forward/backward, no micro-batches), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
     attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
     PlainViT in place of ViNy, everything else as the variant says). sdpa-math and attn-fp32 act on
     torch's fused attention, which ViNy calls on CUDA only (``model.attend``): elsewhere they change
@@ -748,6 +753,8 @@ def step_variants(
         )
         if "nosync" in parts:
             tr.check_every = 1 << 30
+        if "whole" in parts:
+            tr.micro_batch = batch
         sdpa = "math" if "sdpa-math" in parts else None
         fp32_attn = "attn-fp32" in parts
 

@@ -76,9 +76,10 @@ class TrainConfig:
     precision: str = "fp32"
     workers: int = 0
     compile: bool = False
+    micro_batch: int = 0  # images per forward/backward inside a batch (gradients accumulate); 0 = auto
     extra: dict = field(default_factory=dict)
 
-    EXECUTION = ("device", "precision", "workers", "compile")
+    EXECUTION = ("device", "precision", "workers", "compile", "micro_batch")
 
     def resolved(self) -> TrainConfig:
         """Fill every schedule value left as None from the preset and validate."""
@@ -101,6 +102,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must be >= 0"),
             (0 < self.gamma <= 1, "--gamma must be in (0, 1]"),
             (self.batch_size >= 1, "--batch-size must be >= 1"),
+            (self.micro_batch >= 0, "--micro-batch must be >= 0 (0 = auto)"),
             (self.test_size >= 1, "--test-size must be >= 1"),
             (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),

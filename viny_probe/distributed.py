@@ -62,14 +62,19 @@ def sum_across_ranks(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return values
 
 
+def even_slices(n: int, parts: int) -> list[slice]:
+    """``n`` items cut into ``parts`` contiguous slices whose sizes differ by at most one."""
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
+
+
 def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
     """This rank's contiguous slice of a prepared global batch (equal sizes when divisible)."""
     if not info.enabled:
         return inputs
     n = next(iter(inputs.values())).shape[0]
-    bounds = [round(i * n / info.world_size) for i in range(info.world_size + 1)]
-    lo, hi = bounds[info.rank], bounds[info.rank + 1]
-    return {k: v[lo:hi] for k, v in inputs.items()}
+    part = even_slices(n, info.world_size)[info.rank]
+    return {k: v[part] for k, v in inputs.items()}
 
 
 def teardown(info: DistInfo) -> None:

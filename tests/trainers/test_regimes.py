@@ -157,3 +157,30 @@ def test_training_set_is_kept_on_a_gpu_only_when_it_fits(monkeypatch):
 def test_dataset_too_small_says_how_many(tmp_path):
     with pytest.raises(VinyError, match="3000 images"):
         train(tiny("segment", train_size=2500, test_size=1000), tmp_path / "x", progress=False)
+
+
+def test_micro_batches_give_the_whole_batch_gradient(tmp_path):
+    """Batch 8 in parts of 3, 2, 3 (uneven, so each part must be weighted by its share of the images):
+    the same losses, statistics and weights as the whole batch at once, to float noise."""
+    whole = train(tiny("segment", epochs=2, lr=5e-3, micro_batch=8), tmp_path / "whole", progress=False)
+    parts = train(tiny("segment", epochs=2, lr=5e-3, micro_batch=3), tmp_path / "parts", progress=False)
+    assert json.loads((tmp_path / "parts" / "data.json").read_text())["micro_batch"] == 3
+    for a, b in zip(whole.history, parts.history, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["train_pixel_accuracy"] == pytest.approx(a["train_pixel_accuracy"], abs=1e-3)
+    one, three = load_checkpoint(whole.final_checkpoint), load_checkpoint(parts.final_checkpoint)
+    for k, v in one["encoder"].items():
+        torch.testing.assert_close(three["encoder"][k], v, atol=1e-5, rtol=1e-4)
+
+
+def test_micro_batch_size_auto_and_requested():
+    from viny_probe.model import model_config
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    viny, demo = model_config("viny"), model_config("demo")
+    assert loop.micro_batch_size(0, cpu, 64, viny) == 16  # 13.2 MB per image against 256 MB: 4 x 16
+    assert loop.micro_batch_size(0, cpu, 64, demo) == 64  # 2.1 MB per image: the whole batch fits
+    assert loop.micro_batch_size(0, cpu, 90, viny) == 18  # 20 fit: 5 parts of 18, not 4 x 20 + 10
+    assert loop.micro_batch_size(0, cuda, 64, viny) == 64
+    assert loop.micro_batch_size(8, cpu, 64, viny) == 8
+    assert loop.micro_batch_size(100, cpu, 64, viny) == 64

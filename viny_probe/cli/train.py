@@ -84,6 +84,11 @@ def _make_command(regime: str, summary: str):
         precision: str = typer.Option("fp32", help="fp32 | bf16"),
         workers: int = typer.Option(0, help="decode threads for the first read of a dataset (0 = auto)"),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
+        micro_batch: int = typer.Option(
+            0,
+            help="images per forward/backward inside a batch, gradients accumulated "
+            "(0 = auto: the whole batch on a GPU, about 256 MB of activations on a CPU)",
+        ),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     ) -> None:
         cfg = TrainConfig(
@@ -109,6 +114,7 @@ def _make_command(regime: str, summary: str):
             precision=precision,
             workers=workers,
             compile=compile,
+            micro_batch=micro_batch,
         )
         run_training(cfg, out, resume, quiet)
 

@@ -12,7 +12,7 @@ from ..checkpoint import write_json
 from ..data.augment import contrast_jitter, normalize, random_hflip, to_float
 from ..data.base import SEG_CLASSES
 from ..errors import VinyError
-from ..heads import SegmentationHead
+from ..heads import SegmentationHead, class_argmax
 from ..metrics import baseline_scores, segmentation_scores
 from . import splits
 from .base import Regime, RegimeData, batched, register
@@ -27,7 +27,7 @@ def predict_masks(
     out = []
     for sl in batched(images.shape[0], batch_size):
         x = normalize(to_float(images[sl].to(device)))
-        out.append(head(encoder(x)).argmax(1).to(torch.uint8).cpu())
+        out.append(class_argmax(head(encoder(x))).to(torch.uint8).cpu())
     return torch.cat(out)
 
 
@@ -52,7 +52,7 @@ class Segment(Regime):
         logits = head(encoder(inputs["images"])).float()
         target = inputs["masks"]
         loss = F.cross_entropy(logits, target)
-        return loss, {"train_pixel_accuracy": (logits.argmax(1) == target).float().mean().detach()}
+        return loss, {"train_pixel_accuracy": (class_argmax(logits.detach()) == target).float().mean()}
 
     @torch.no_grad()
     def evaluate(self, encoder, head, data, batch_size):
