@@ -222,7 +222,7 @@ class Trainer:
     def step(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
         inputs = self.regime.prepare(batch, gen)
         n = next(iter(inputs.values())).shape[0]
-        micro = micro_batch_size(self.micro_batch, self.device, n, self.encoder.cfg)
+        micro = micro_batch_size(self.micro_batch, self.device, n, self.encoder.cfg, self.precision)
         self.optimizer.zero_grad(set_to_none=True)
         loss, _ = forward_backward(
             lambda part: self.regime.compute_loss(self.model, self.head, part),
@@ -729,7 +729,7 @@ def step_variants(
     """Training img/s of one regime under alternative settings, each against the loop's default in
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
-    (torch.compile the encoder), whole (the whole batch in one forward/backward, no micro-batches), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
+    (torch.compile the encoder), whole (the whole batch in one forward/backward, no micro-batches), mbN (micro-batches of N), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
     attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
     PlainViT in place of ViNy, everything else as the variant says). sdpa-math and attn-fp32 act on
     torch's fused attention, which ViNy calls on CUDA only (``model.attend``): elsewhere they change
@@ -755,6 +755,9 @@ def step_variants(
             tr.check_every = 1 << 30
         if "whole" in parts:
             tr.micro_batch = batch
+        for part in parts:
+            if part.startswith("mb") and part[2:].isdigit():
+                tr.micro_batch = int(part[2:])
         sdpa = "math" if "sdpa-math" in parts else None
         fp32_attn = "attn-fp32" in parts
 

@@ -179,6 +179,7 @@ def test_micro_batch_size_auto_and_requested():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     viny, demo = model_config("viny"), model_config("demo")
     assert loop.micro_batch_size(0, cpu, 64, viny) == 16  # 13.2 MB per image against 256 MB: 4 x 16
+    assert loop.micro_batch_size(0, cpu, 64, viny, "bf16") == 32  # bf16 activations: half the bytes
     assert loop.micro_batch_size(0, cpu, 64, demo) == 64  # 2.1 MB per image: the whole batch fits
     assert loop.micro_batch_size(0, cpu, 90, viny) == 18  # 20 fit: 5 parts of 18, not 4 x 20 + 10
     assert loop.micro_batch_size(0, cuda, 64, viny) == 64
