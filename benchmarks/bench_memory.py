@@ -1,7 +1,7 @@
 """Peak resident memory of training on a Pets-sized folder, and of streaming a memory-mapped ImageNet-style
 cache larger than RAM would like (measured at N images, extrapolated linearly to 200k).
 
-    python benchmarks/bench_memory.py --work /tmp/viny-mem [--pets 7349] [--folder 25000]
+    python benchmarks/bench_memory.py --work /tmp/viny-mem [--pets 7349] [--folder 25000] [--micro-batch 0]
 
 Builds real-layout folders from the embedded synthetic images (JPEG + PNG trimaps), then runs
 1) `viny train segment --dataset pets` (full ViNy, one short epoch) under /usr/bin/time -v, and
@@ -105,7 +105,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=Path("/tmp/viny-mem"))
     ap.add_argument("--pets", type=int, default=7349)
-    ap.add_argument("--folder", type=int, default=25000)
+    ap.add_argument("--folder", type=int, default=25000, help="0: skip the memory-mapped folder part")
+    ap.add_argument("--micro-batch", default="0", help="the training run's --micro-batch (0 = auto)")
     ap.add_argument("--stream", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stream:
@@ -131,6 +132,8 @@ def main() -> None:
         "512",
         "--model",
         "viny",
+        "--micro-batch",
+        args.micro_batch,
         "-q",
         "--out",
         str(args.work / f"run-{time.time_ns()}"),
@@ -139,6 +142,10 @@ def main() -> None:
     rss = re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr)
     out["pets_train_peak_rss_mb"] = int(rss.group(1)) // 1024 if rss else None
     out["pets_images"] = args.pets
+    out["micro_batch"] = args.micro_batch
+    if not args.folder:
+        print(json.dumps(out, indent=2))
+        return None
     folder = write_folder(args.work / "imagenet", args.folder)
     proc = subprocess.run(
         [sys.executable, __file__, "--stream", str(folder), str(args.folder)],
