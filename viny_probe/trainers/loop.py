@@ -148,10 +148,16 @@ def forward_backward(step, inputs: dict, micro_batch: int, device, precision: st
             (loss * weight if len(parts) > 1 else loss).backward()
         loss = loss.detach() * weight
         total = loss if total is None else total + loss
-        for k, v in stats.items():
-            v = torch.as_tensor(v, device=loss.device).detach() * weight
-            stats_total[k] = stats_total[k] + v if k in stats_total else v
+        _accumulate(stats_total, stats, weight, loss.device)
     return total, stats_total
+
+
+def _accumulate(sums: dict, values: dict, factor, device, dtype: torch.dtype | None = None) -> None:
+    """sums[k] += values[k] * factor for every key, as detached tensors on ``device``."""
+    for k, v in values.items():
+        v = torch.as_tensor(v, device=device).detach()
+        v = (v if dtype is None else v.to(dtype)) * factor
+        sums[k] = sums[k] + v if k in sums else v
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
@@ -315,11 +321,8 @@ class _EpochMeter:
         self.seen = 0  # images of the global batches so far (host-side, for the progress bar)
 
     def add(self, loss: torch.Tensor, stats: dict, local: int, global_batch: int) -> None:
-        loss = loss.detach()
-        self.pending.append(loss.float())
-        for k, v in {"loss": loss, **stats}.items():
-            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64) * local
-            self.sums[k] = self.sums[k] + v if k in self.sums else v
+        self.pending.append(loss.detach().float())
+        _accumulate(self.sums, {"loss": loss, **stats}, local, self.device, torch.float64)
         self.count += local
         self.batches += 1
         self.seen += global_batch
