@@ -34,7 +34,7 @@ from .data.augment import normalize, random_hflip, random_resized_crop, to_float
 from .data.base import ImageSet
 from .errors import VinyError
 from .model import ViNy, ViTConfig, count_parameters, model_config
-from .trainers.loop import autocast, forward_backward, micro_batch_size
+from .trainers.loop import autocast, forward_backward, loss_check_interval, micro_batch_size
 
 REGIMES = ("simmim", "classify", "spatial", "segment")
 # Head width of each regime in the study: Intel's 6 scene classes, the 3 trimap classes.
@@ -287,8 +287,6 @@ def make_trainer(
     if compile:
         model = torch.compile(encoder)
         model.cfg = encoder.cfg
-    from .trainers.loop import loss_check_interval
-
     return Trainer(reg, encoder, head, model, opt, device, precision, check_every=loss_check_interval(device))
 
 
@@ -729,9 +727,11 @@ def step_variants(
     """Training img/s of one regime under alternative settings, each against the loop's default in
     the same run: the evidence behind the suggestions in docs/performance.md. A variant is parts
     joined by "+": loop (as trainers.loop), fused / foreach (AdamW), bf16 (autocast), compile
-    (torch.compile the encoder), whole (the whole batch in one forward/backward, no micro-batches), mbN (micro-batches of N), nosync (never read the loss on the host; the loop reads it every step on a CPU, every 25 on a GPU), sdpa-math (unfused attention),
-    attn-fp32 (attention in float32 inside bf16 autocast), plain (the baseline's explicit-attention
-    PlainViT in place of ViNy, everything else as the variant says). sdpa-math and attn-fp32 act on
+    (torch.compile the encoder), whole (the whole batch in one forward/backward, no micro-batches),
+    mbN (micro-batches of N), nosync (never read the loss on the host; the loop reads it every step
+    on a CPU, every 25 on a GPU), sdpa-math (unfused attention), attn-fp32 (attention in float32
+    inside bf16 autocast), plain (the baseline's explicit-attention PlainViT in place of ViNy,
+    everything else as the variant says). sdpa-math and attn-fp32 act on
     torch's fused attention, which ViNy calls on CUDA only (``model.attend``): elsewhere they change
     nothing."""
     log = log or (lambda _msg: None)

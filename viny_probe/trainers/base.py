@@ -47,12 +47,6 @@ class Regime:
         0-d tensors: the loop sums them on the device and reads them only now and then (never per step)."""
         raise NotImplementedError
 
-    def loss(
-        self, encoder: nn.Module, head: nn.Module, batch: dict[str, torch.Tensor], gen: torch.Generator
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """prepare + compute_loss in one call (what a single process does each step)."""
-        return self.compute_loss(encoder, head, self.prepare(batch, gen))
-
     @torch.no_grad()
     def evaluate(self, encoder: nn.Module, head: nn.Module, data: RegimeData, batch_size: int) -> dict:
         """Held-out metrics at the end of training (no augmentation). Default: none."""
