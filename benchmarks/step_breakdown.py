@@ -4,7 +4,8 @@
     python benchmarks/step_breakdown.py --json --repeats 7
 
 Times, in interleaved rounds (median per figure, as `viny bench` does):
-- the loop's whole training step (ViNy) and the plain baseline's (PlainViT), same batch;
+- the loop's whole training step (ViNy, in the loop's micro-batches) and the plain baseline's
+  (PlainViT, the whole batch at once), same batch;
 - the model's Linear products alone, forward + backward, at the model's shapes (patch embedding,
   qkv, output projection, MLP x depth, plus the SimMIM decoder);
 - attention's core alone, softmax(q k^T / sqrt(d)) v forward + backward, at the model's shapes
@@ -55,6 +56,7 @@ def breakdown(model: str = "viny", batch: int = 64, repeats: int = 5, warmup: in
     device = torch.device("cpu")
     viny = make_trainer("simmim", cfg, data, device, "fp32")
     plain = make_trainer("simmim", cfg, data, device, "fp32", encoder_cls=PlainViT)
+    plain.micro_batch = batch  # the plain way: the whole batch at once, as bench's baseline
     b = _fixed_batch(data, batch, device)
     gen = torch.Generator().manual_seed(0)
     linears = _linear_products(cfg, batch)
