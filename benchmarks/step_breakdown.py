@@ -36,7 +36,7 @@ from viny_probe.model import attend, model_config
 
 
 def _linear_products(cfg, batch: int) -> list[tuple[nn.Linear, torch.Tensor]]:
-    tokens = cfg.num_patches + 1
+    tokens = cfg.num_patches  # SimMIM: the study's token path, no CLS token in the blocks
     inner = cfg.heads * cfg.dim_head
     shapes = [(cfg.patch_dim, cfg.dim, cfg.num_patches)]  # patch embedding
     shapes += [(cfg.dim, 3 * inner, tokens), (inner, cfg.dim, tokens)] * cfg.depth  # qkv, proj
@@ -60,7 +60,7 @@ def breakdown(model: str = "viny", batch: int = 64, repeats: int = 5, warmup: in
     b = _fixed_batch(data, batch, device)
     gen = torch.Generator().manual_seed(0)
     linears = _linear_products(cfg, batch)
-    tokens = cfg.num_patches + 1
+    tokens = cfg.num_patches  # SimMIM: the study's token path, no CLS token in the blocks
     qkv = [torch.randn(batch, cfg.heads, tokens, cfg.dim_head, requires_grad=True) for _ in range(3)]
     grad_out = torch.randn(batch, cfg.heads, tokens, cfg.dim_head)
 

@@ -22,25 +22,33 @@ def _one_thread():
 
 
 def test_flops_tiny_hand_count():
-    # tiny: 32 px, patch 4 -> 64 patches, 65 tokens; dim 32, depth 2, 2 heads of 16 (inner 32), MLP 64.
+    # tiny: 32 px, patch 4 -> 64 patches; dim 32, depth 2, 2 heads of 16 (inner 32), MLP 64. SimMIM runs
+    # the blocks on the 64 patch tokens (the study's token path); classification on 65 (CLS first).
     cfg = MODEL_PRESETS["tiny"]
     f = bench.analytic_flops(cfg, "simmim")
     patch_embed = 64 * 48 * 32  # 64 patches x (4*4*3) x 32
-    per_block = (
-        65 * 32 * 96  # qkv
-        + 2 * 65 * 65 * 16  # scores, 2 heads
-        + 2 * 65 * 65 * 16  # weighted sum
-        + 65 * 32 * 32  # output projection
-        + 65 * 32 * 64 * 2  # MLP up + down
-    )
+
+    def per_block(t):
+        return (
+            t * 32 * 96  # qkv
+            + 2 * t * t * 16  # scores, 2 heads
+            + 2 * t * t * 16  # weighted sum
+            + t * 32 * 32  # output projection
+            + t * 32 * 64 * 2  # MLP up + down
+        )
+
     decoder = 64 * 32 * 48
-    macs = patch_embed + 2 * per_block + decoder
-    assert f["forward"] == 2 * macs == 3_604_736
+    macs = patch_embed + 2 * per_block(64) + decoder
+    assert f["forward"] == 2 * macs == 3_538_944
     assert f["train"] == 3 * f["forward"]
     assert f["head"] == 2 * decoder
-    # Classification head: 32 x classes on the CLS token only; segmentation: 3 x 4 x 4 logits per patch.
-    assert bench.analytic_flops(cfg, "classify", 6)["head"] == 2 * 32 * 6
+    # Classification: 65 tokens in the blocks, head 32 x classes on the CLS token only.
+    c = bench.analytic_flops(cfg, "classify", 6)
+    assert c["encoder"] == 2 * (patch_embed + 2 * per_block(65))
+    assert c["head"] == 2 * 32 * 6
+    # Segmentation: 3 x 4 x 4 logits per patch; spatial: 3 per patch; both on 64 tokens.
     assert bench.analytic_flops(cfg, "segment")["head"] == 2 * 64 * 32 * 48
+    assert bench.analytic_flops(cfg, "segment")["encoder"] == f["encoder"]
     assert bench.analytic_flops(cfg, "spatial")["head"] == 2 * 64 * 32 * 3
 
 

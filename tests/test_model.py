@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,11 +16,39 @@ def test_forward_shapes_and_blocks():
     cfg = MODEL_PRESETS["tiny"]
     enc = ViNy(cfg)
     x = torch.randn(3, 3, cfg.image_size, cfg.image_size)
-    assert enc(x).shape == (3, cfg.num_patches + 1, cfg.dim)
+    assert enc(x).shape == (3, cfg.num_patches, cfg.dim)
+    assert enc(x, cls=True).shape == (3, cfg.num_patches + 1, cfg.dim)
     per_block = enc.patch_tokens_per_block(x)
     assert sorted(per_block) == list(range(1, cfg.depth + 1))
     # the last block's tokens are the final-LayerNorm output
-    torch.testing.assert_close(per_block[cfg.depth], enc(x)[:, 1:])
+    torch.testing.assert_close(per_block[cfg.depth], enc(x))
+
+
+def test_blocks_see_the_cls_token_only_when_asked():
+    """The study's token path: patch tokens + positions 1..P; CLS + position 0 only with ``cls=True``.
+    Mutants: prepending CLS always (the patch tokens change: attention mixes it in) or never (the
+    ``cls=True`` patch tokens would equal the plain ones); adding position 0 to the first patch."""
+    cfg = MODEL_PRESETS["tiny"]
+    torch.manual_seed(0)
+    enc = ViNy(cfg).eval()
+    x = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    embedded = enc.embed(x)
+    torch.testing.assert_close(embedded, enc.patch_embed(x) + enc.pos_embed[:, 1:])
+    with_cls = enc.embed(x, cls=True)
+    torch.testing.assert_close(with_cls[:, 0], (enc.cls_token[0, 0] + enc.pos_embed[0, 0]).expand(2, -1))
+    torch.testing.assert_close(with_cls[:, 1:], embedded)
+    with torch.no_grad():
+        plain, both = enc(x), enc(x, cls=True)
+        # the CLS token changes the patch tokens through attention, so the two paths differ
+        assert (both[:, 1:] - plain).abs().max() > 1e-3
+        # and the plain path does not depend on the CLS token at all
+        enc.cls_token.add_(5.0)
+        torch.testing.assert_close(enc(x), plain)
+        # cls_in_sequence (viny before format 2): the CLS token runs in every forward
+        old = ViNy(dataclasses.replace(cfg, cls_in_sequence=True)).eval()
+        old.load_state_dict(enc.state_dict())
+        torch.testing.assert_close(old(x), enc(x, cls=True)[:, 1:])
+        torch.testing.assert_close(old.patch_tokens_per_block(x, [cfg.depth])[cfg.depth], old(x))
 
 
 def test_layer_out_of_range_and_bad_input_are_clear():
@@ -41,9 +71,9 @@ def test_patchify_order_is_row_col_channel():
 
 def test_heads_shapes_and_segmentation_layout():
     cfg = MODEL_PRESETS["tiny"]
-    tokens = torch.randn(2, cfg.num_patches + 1, cfg.dim)
+    tokens = torch.randn(2, cfg.num_patches, cfg.dim)
     assert SimMIMHead(cfg)(tokens).shape == (2, cfg.num_patches, cfg.patch_dim)
-    assert ClassificationHead(cfg, 6)(tokens).shape == (2, 6)
+    assert ClassificationHead(cfg, 6)(torch.randn(2, cfg.num_patches + 1, cfg.dim)).shape == (2, 6)
     assert SpatialHead(cfg, 3)(tokens).shape == (2, cfg.num_patches, 3)
     seg = SegmentationHead(cfg, 3)
     with torch.no_grad():

@@ -56,7 +56,9 @@ def analytic_flops(cfg: ViTConfig | str, regime: str = "simmim", num_classes: in
     cfg = model_config(cfg)
     if regime not in REGIMES:
         raise VinyError(f"unknown regime {regime!r}; choose one of {', '.join(REGIMES)}")
-    p, t, d = cfg.num_patches, cfg.num_patches + 1, cfg.dim
+    # The study's token path: the CLS token runs through the blocks only when classification reads it.
+    p, d = cfg.num_patches, cfg.dim
+    t = p + int(regime == "classify" or cfg.cls_in_sequence)
     inner = cfg.heads * cfg.dim_head
     mac = {
         "patch_embed": p * cfg.patch_dim * d,
@@ -270,6 +272,7 @@ def make_trainer(
     torch.manual_seed(seed)
     encoder = encoder_cls(cfg)
     head = reg.make_head(cfg, RegimeData(train=data))
+    encoder.cls_token.requires_grad_(reg.uses_cls or cfg.cls_in_sequence)  # as trainers.loop.train
     encoder.to(device), head.to(device)
     encoder.train(), head.train()
     params = list(encoder.parameters()) + list(head.parameters())
@@ -333,7 +336,7 @@ def _baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Te
         mask = random_half_mask(x.shape[0], cfg.num_patches, gen, x.device)
         pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
         return masked_l1(pred, patchify(x, cfg.patch_size), mask)
-    return F.cross_entropy(head(encoder(x)), labels)
+    return F.cross_entropy(head(encoder(x, cls=True)), labels)
 
 
 def baseline_measures(
@@ -372,7 +375,7 @@ def baseline_measures(
     def evaluate():
         tr.encoder.eval()
         for _ in range(steps):
-            tr.head(tr.encoder(x))
+            tr.head(tr.encoder(x, cls=regime == "classify"))
         tr.encoder.train()
 
     out = {"train": lambda: [step() for _ in range(steps)], "eval": evaluate}
@@ -509,7 +512,7 @@ def run_bench(
     measures: dict[tuple, Callable[[], object]] = {}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
     sizes = peak_sizes or ((4096, 8192) if dev.type == "cuda" else (512, 1024, 2048))
-    shape = (batch * (cfg.num_patches + 1), cfg.dim, 3 * cfg.heads * cfg.dim_head)
+    shape = (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head)
     reps = 10 if dev.type == "cuda" else 1
     for p in precisions:
         for n in sizes:

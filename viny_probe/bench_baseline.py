@@ -90,12 +90,18 @@ class PlainViT(nn.Module):
         self.norm = nn.LayerNorm(cfg.dim)
 
     def forward(
-        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+        cls: bool = False,
     ) -> torch.Tensor:
         x = self.patch_embed(images)
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), mask_token.expand_as(x), x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        x = x + self.pos_embed[:, 1:]
+        if cls:
+            x = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1), x], dim=1)
         for block in self.blocks:
             x = block(x)
         return self.norm(x)

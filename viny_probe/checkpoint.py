@@ -17,9 +17,12 @@ from typing import Any
 import torch
 
 from .errors import VinyError
-from .model import ViNy, model_config
+from .model import ViNy, ViTConfig, model_config
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format 1 was written before viny ran the study's token path: its encoders had the CLS token in the
+# blocks in every stage, so they are read with ``cls_in_sequence=True`` (as they were trained).
+CLS_PATH_FORMAT = 2
 
 
 def atomic_write_bytes(path: Path, writer) -> None:
@@ -85,9 +88,18 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return ckpt
 
 
+def checkpoint_model_config(ckpt: dict) -> ViTConfig:
+    """The ViTConfig a loaded checkpoint's encoder runs with. A checkpoint older than format 2 (no
+    ``cls_in_sequence`` recorded) ran the CLS token through the blocks in every stage: read it so."""
+    fields = dict(ckpt["model_config"])
+    if ckpt.get("format_version", FORMAT_VERSION) < CLS_PATH_FORMAT:
+        fields.setdefault("cls_in_sequence", True)
+    return model_config(fields)
+
+
 def encoder_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> ViNy:
     """Build the encoder of a loaded checkpoint, strictly: a mismatch names missing/unexpected keys."""
-    encoder = ViNy(model_config(ckpt["model_config"]))
+    encoder = ViNy(checkpoint_model_config(ckpt))
     load_state_strict(encoder, ckpt["encoder"], f"encoder in {path}")
     return encoder
 

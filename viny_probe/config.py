@@ -70,6 +70,7 @@ class TrainConfig:
     init: str | None = None
     targets: str = "trimap"  # spatial: trimap (Pets-like) or patch-label (image class on every patch)
     mixup: float = 0.0  # classify: MixUp alpha (the authors' code used 0.1 on Intel)
+    cls_in_sequence: bool = False  # the CLS token in the blocks in every stage (not the study's path)
     on_error: str = "skip"
     # Execution settings: they change speed, not (beyond float noise) results; resume ignores them.
     device: str = "auto"

@@ -1,4 +1,5 @@
-"""Task heads, each a small module on top of the encoder's tokens (B, 1 + P, D), CLS first."""
+"""Task heads, each a small module on top of the encoder's tokens: the patch heads read (B, P, D) patch
+tokens; the classification head reads the CLS token of (B, 1 + P, D) (the encoder called with ``cls=True``)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,12 @@ class SimMIMHead(nn.Module):
         self.decoder = nn.Linear(cfg.dim, cfg.patch_dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + P, D) -> (B, P, patch*patch*C) in patchify's (ph, pw, c) order."""
-        return self.decoder(tokens[:, 1:])
+        """(B, P, D) -> (B, P, patch*patch*C) in patchify's (ph, pw, c) order."""
+        return self.decoder(tokens)
 
 
 class ClassificationHead(nn.Module):
-    """Linear classifier on the CLS token."""
+    """Linear classifier on the CLS token (position 0 of the encoder's ``cls=True`` output)."""
 
     def __init__(self, cfg: ViTConfig, num_classes: int) -> None:
         super().__init__()
@@ -42,8 +43,8 @@ class SpatialHead(nn.Module):
         self.fc = nn.Linear(cfg.dim, num_classes)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + P, D) -> (B, P, classes)."""
-        return self.fc(tokens[:, 1:])
+        """(B, P, D) -> (B, P, classes)."""
+        return self.fc(tokens)
 
 
 class SegmentationHead(nn.Module):
@@ -55,10 +56,10 @@ class SegmentationHead(nn.Module):
         self.fc = nn.Linear(cfg.dim, num_classes * cfg.patch_size**2)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, 1 + P, D) -> (B, classes, H, W); each patch's output read as (class, ph, pw)."""
+        """(B, P, D) -> (B, classes, H, W); each patch's output read as (class, ph, pw)."""
         b = tokens.shape[0]
         g, p, c = self.grid, self.patch_size, self.num_classes
-        x = self.fc(tokens[:, 1:]).view(b, g, g, c, p, p)
+        x = self.fc(tokens).view(b, g, g, c, p, p)
         return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
 
 

@@ -3,6 +3,11 @@
 The layout follows the authors' code exactly (see reference-notes.md), so their state_dict maps onto
 this one name for name: patch embedding LayerNorm(768) -> Linear(768, 128) -> LayerNorm(128), learned
 CLS token and positions, pre-norm blocks with 8 heads of 64, a final LayerNorm. 4,842,880 parameters.
+
+The token path is the study's: the blocks run on the P patch tokens plus position embeddings 1..P;
+the CLS token (plus position 0) is prepended only when a caller asks for it (``cls=True``: the
+classification regime). ``ViTConfig.cls_in_sequence`` puts it into every forward instead, which is
+how viny ran before checkpoint format 2 (docs/fidelity.md).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class ViTConfig:
     dim_head: int = 64
     mlp_dim: int = 512
     channels: int = 3
+    # True: the CLS token runs through the blocks in every stage (viny before checkpoint format 2);
+    # False (the study's code): only the classification regime prepends it.
+    cls_in_sequence: bool = False
 
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
@@ -51,7 +59,7 @@ class ViTConfig:
         LayerNorm inputs and outputs and the residual (5 x tokens x dim), q, k, v and the merged heads
         (4 x tokens x inner), the MLP's hidden layer before and after GELU (2 x tokens x mlp_dim) and
         the attention probabilities (heads x tokens^2). 13.2 MB for ViNy, 2.1 MB for the demo model."""
-        t, inner = self.num_patches + 1, self.heads * self.dim_head
+        t, inner = self.num_patches + int(self.cls_in_sequence), self.heads * self.dim_head
         per_block = t * (5 * self.dim + 4 * inner + 2 * self.mlp_dim) + self.heads * t * t
         return 4 * self.depth * per_block
 
@@ -165,7 +173,8 @@ class PatchEmbed(nn.Module):
 
 
 class ViNy(nn.Module):
-    """The encoder. ``forward`` returns final-LayerNorm tokens (B, 1 + P, D), CLS first."""
+    """The encoder. ``forward`` returns final-LayerNorm patch tokens (B, P, D), or (B, 1 + P, D) with
+    the CLS token first when called with ``cls=True``."""
 
     def __init__(self, cfg: ViTConfig | str = "viny") -> None:
         super().__init__()
@@ -183,23 +192,38 @@ class ViNy(nn.Module):
             raise VinyError(f"images must be (B, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}")
 
     def embed(
-        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+        cls: bool = False,
     ) -> torch.Tensor:
-        """Tokens entering block 1: (B, 1 + P, D). ``mask`` (B, P) bool swaps in ``mask_token`` (D,)."""
+        """Tokens entering block 1: (B, P, D) patch tokens plus positions 1..P; with the CLS token (plus
+        position 0) in front, (B, 1 + P, D), when ``cls`` or ``cfg.cls_in_sequence``. ``mask`` (B, P)
+        bool swaps in ``mask_token`` (D,) before the positions are added."""
         self._check(images)
         x = self.patch_embed(images)
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), mask_token.to(x.dtype).expand_as(x), x)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
-        return x + self.pos_embed.to(x.dtype)
+        x = x + self.pos_embed[:, 1:].to(x.dtype)
+        if cls or self.cfg.cls_in_sequence:
+            first = (self.cls_token + self.pos_embed[:, :1]).to(x.dtype)
+            x = torch.cat([first.expand(x.shape[0], -1, -1), x], dim=1)
+        return x
 
     def forward(
-        self, images: torch.Tensor, mask: torch.Tensor | None = None, mask_token: torch.Tensor | None = None
+        self,
+        images: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+        cls: bool = False,
     ) -> torch.Tensor:
-        x = self.embed(images, mask, mask_token)
+        """Final-LayerNorm tokens: (B, P, D), or (B, 1 + P, D) CLS first when ``cls``."""
+        x = self.embed(images, mask, mask_token, cls)
         for block in self.blocks:
             x = block(x)
-        return self.norm(x)
+        x = self.norm(x)
+        return x[:, 1:] if self.cfg.cls_in_sequence and not cls else x
 
     def patch_tokens_per_block(
         self, images: torch.Tensor, blocks: list[int] | None = None
@@ -213,10 +237,11 @@ class ViNy(nn.Module):
                 raise VinyError(f"layer {b} is out of range: this encoder has blocks 1..{depth}")
         out: dict[int, torch.Tensor] = {}
         x = self.embed(images)
+        prefix = int(self.cfg.cls_in_sequence)
         for i, block in enumerate(self.blocks, start=1):
             x = block(x)
             if i in wanted:
-                out[i] = (self.norm(x) if i == depth else x)[:, 1:]
+                out[i] = (self.norm(x) if i == depth else x)[:, prefix:]
             if i >= max(wanted):
                 break
         return out

@@ -185,3 +185,52 @@ def test_micro_batch_size_auto_and_requested():
     assert loop.micro_batch_size(0, cuda, 64, viny) == 64
     assert loop.micro_batch_size(8, cpu, 64, viny) == 8
     assert loop.micro_batch_size(100, cpu, 64, viny) == 64
+
+
+def _as_format_1(path):
+    """Rewrite a checkpoint as viny before format 2 wrote it: no cls_in_sequence in its model config."""
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["format_version"] = 1
+    del ckpt["model_config"]["cls_in_sequence"]
+    torch.save(ckpt, path)
+
+
+def test_the_cls_token_is_trained_only_where_classification_reads_it(tmp_path):
+    """The study's token path: SimMIM, spatial and segmentation never touch the CLS token (frozen, so
+    weight decay leaves it too); classification trains it. Mutant: leaving it trainable everywhere
+    (AdamW's weight decay would move it in SimMIM), or freezing it in classify."""
+    a = train(tiny("simmim", weight_decay=0.5, lr=0.05), tmp_path / "a", progress=False)
+    b = train(tiny("classify", init=str(a.final_checkpoint)), tmp_path / "b", progress=False)
+    c = train(tiny("segment", init=str(b.final_checkpoint), weight_decay=0.5), tmp_path / "c", progress=False)
+    torch.manual_seed(0)  # the seed the simmim run initialised with
+    from viny_probe.model import ViNy
+
+    initial = ViNy("tiny").cls_token
+    cls = [load_checkpoint(r.final_checkpoint)["encoder"]["cls_token"] for r in (a, b, c)]
+    torch.testing.assert_close(cls[0], initial)
+    assert (cls[1] - cls[0]).abs().max() > 1e-4
+    torch.testing.assert_close(cls[2], cls[1])
+
+
+def test_format_1_checkpoints_are_read_as_they_ran_and_refused_for_resume(tmp_path):
+    """Before format 2 every stage ran the CLS token through the blocks: such a checkpoint is read
+    with cls_in_sequence=True (its tokens as trained), --init from it asks for --cls-in-sequence, and
+    --resume of such a run folder is refused with the reason."""
+    from viny_probe.checkpoint import checkpoint_model_config
+
+    a = train(tiny("simmim", epochs=2), tmp_path / "a", progress=False)
+    _as_format_1(a.final_checkpoint)
+    old = load_checkpoint(a.final_checkpoint)
+    assert checkpoint_model_config(old).cls_in_sequence is True
+    assert encoder_from_checkpoint(old).cfg.cls_in_sequence is True
+    with pytest.raises(VinyError, match="--cls-in-sequence"):
+        train(tiny("segment", init=str(a.final_checkpoint)), tmp_path / "b", progress=False)
+    seg = train(
+        tiny("segment", init=str(a.final_checkpoint), cls_in_sequence=True), tmp_path / "b", progress=False
+    )
+    assert load_checkpoint(seg.final_checkpoint)["model_config"]["cls_in_sequence"] is True
+
+    _as_format_1(tmp_path / "a" / "checkpoint.pt")
+    with pytest.raises(VinyError, match="older viny") as err:
+        train(tiny("simmim", epochs=2), tmp_path / "a", resume=True, progress=False)
+    assert "new --out" in str(err.value)

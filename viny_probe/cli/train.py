@@ -79,6 +79,12 @@ def _make_command(regime: str, summary: str):
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
         targets: str = typer.Option("trimap", help="spatial only: trimap | patch-label"),
         mixup: float = typer.Option(0.0, help="classify only: MixUp alpha (authors' code: 0.1)"),
+        cls_in_sequence: bool = typer.Option(
+            False,
+            "--cls-in-sequence",
+            help="run the CLS token through the blocks in every stage (viny before checkpoint format 2; "
+            "not the study's path, which prepends it only for classification)",
+        ),
         on_error: str = typer.Option("skip", help="unreadable image / missing trimap: skip | fail"),
         device: str = typer.Option("auto", help="cpu | cuda | auto"),
         precision: str = typer.Option("fp32", help="fp32 | bf16"),
@@ -109,6 +115,7 @@ def _make_command(regime: str, summary: str):
             init=str(init) if init else None,
             targets=targets,
             mixup=mixup,
+            cls_in_sequence=cls_in_sequence,
             on_error=on_error,
             device=device,
             precision=precision,

@@ -26,6 +26,9 @@ class Regime:
     """Base class of a training regime. Subclasses set ``name`` and implement the four hooks."""
 
     name: str = ""
+    # Whether the regime's head reads the CLS token. Only then is it prepended to the patch tokens
+    # (the study's token path); elsewhere it is frozen, as it gets no gradient.
+    uses_cls: bool = False
 
     def load_data(self, cfg: TrainConfig, model_cfg: ViTConfig) -> RegimeData:
         raise NotImplementedError

@@ -16,6 +16,7 @@ from .base import Regime, RegimeData, batched, device_batch, register
 @register
 class Classify(Regime):
     name = "classify"
+    uses_cls = True
     mixup_alpha = 0.0
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
@@ -39,7 +40,7 @@ class Classify(Regime):
         return {"images": x, "labels": labels, "soft_targets": soft}
 
     def compute_loss(self, encoder, head, inputs):
-        logits = head(encoder(inputs["images"])).float()
+        logits = head(encoder(inputs["images"], cls=True)).float()
         loss = torch.sum(-inputs["soft_targets"] * F.log_softmax(logits, -1), dim=-1).mean()
         return loss, {"train_accuracy": (logits.argmax(-1) == inputs["labels"]).float().mean().detach()}
 
@@ -51,6 +52,6 @@ class Classify(Regime):
         correct = 0
         for sl in batched(len(data.test), batch_size):
             b = device_batch(data.test, sl, device)
-            logits = head(encoder(normalize(to_float(b["images"]))))
+            logits = head(encoder(normalize(to_float(b["images"])), cls=True))
             correct += int((logits.argmax(-1) == b["labels"]).sum())
         return {"test_accuracy": correct / len(data.test)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import time
@@ -14,6 +15,8 @@ from torch import nn
 
 from .. import distributed
 from ..checkpoint import (
+    CLS_PATH_FORMAT,
+    checkpoint_model_config,
     encoder_from_checkpoint,
     file_digest,
     load_checkpoint,
@@ -23,7 +26,7 @@ from ..checkpoint import (
 )
 from ..config import TrainConfig
 from ..errors import VinyError
-from ..model import ViNy, model_config
+from ..model import ViNy, ViTConfig, model_config
 from ..progress import epoch_progress
 from .base import REGISTRY, Regime, RegimeData, device_batch
 
@@ -70,6 +73,33 @@ def _lineage_from(init_path: str, parent: dict) -> list[dict]:
     return list(parent.get("lineage", [])) + [entry]
 
 
+def run_model_config(cfg: TrainConfig) -> ViTConfig:
+    """The encoder a run builds: the ``--model`` preset with the run's token path."""
+    return dataclasses.replace(model_config(cfg.model), cls_in_sequence=cfg.cls_in_sequence)
+
+
+def _check_parent_model(init: str, parent: ViTConfig, mcfg: ViTConfig) -> None:
+    if parent == mcfg:
+        return
+    if dataclasses.replace(parent, cls_in_sequence=mcfg.cls_in_sequence) == mcfg:
+        if parent.cls_in_sequence:
+            advice = (
+                f"it was trained with the CLS token in the blocks in every stage (as every checkpoint of "
+                f"viny before format {CLS_PATH_FORMAT} was), and this run follows the study's token path. "
+                "Pass --cls-in-sequence to continue its token path, or train the chain again from scratch"
+            )
+        else:
+            advice = (
+                "it follows the study's token path (CLS token only in classification), and this run puts "
+                "the CLS token in every stage. Leave out --cls-in-sequence to continue its token path"
+            )
+        raise VinyError(f"--init {init}: {advice}.")
+    raise VinyError(
+        f"--init {init} holds a {parent.to_dict()} encoder, but this run builds {mcfg.to_dict()}; "
+        "pass the same --model as the parent run"
+    )
+
+
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Create the run folder, or check it for --resume. Returns the checkpoint to resume from."""
     config_path, last = run_dir / "config.json", run_dir / LAST
@@ -84,7 +114,15 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
                 + "\n  ".join(diff)
                 + "\nUse the same options, or a new --out folder."
             )
-        return load_checkpoint(last) if last.exists() else None
+        state = load_checkpoint(last) if last.exists() else None
+        if state is not None and state["format_version"] < CLS_PATH_FORMAT:
+            raise VinyError(
+                f"--resume refused: {last} was written by an older viny (checkpoint format "
+                f"{state['format_version']}), which ran the CLS token through every stage and drew the data "
+                "split from --seed. Its run cannot be continued the same way: start it again in a new --out "
+                "folder (the finished checkpoints of older runs still load for --init and the diagnostics)."
+            )
+        return state
     if last.exists() or (run_dir / FINAL).exists():
         raise VinyError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -171,17 +209,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     state = _prepare_run_dir(run_dir, cfg, resume)
     distributed.barrier(info)
     main = info.is_main
-    mcfg = model_config(cfg.model)
+    mcfg = run_model_config(cfg)
     regime: Regime = REGISTRY[cfg.regime]()
 
     parent = None
     if cfg.init:  # checked before the data is loaded: a wrong --init fails at once
         parent = load_checkpoint(cfg.init)
-        if model_config(parent["model_config"]) != mcfg:
-            raise VinyError(
-                f"--init {cfg.init} holds a {parent['model_config']} encoder, but this run builds {mcfg.to_dict()}; "
-                "pass the same --model as the parent run"
-            )
+        _check_parent_model(cfg.init, checkpoint_model_config(parent), mcfg)
 
     torch.manual_seed(cfg.seed)  # initialisation of encoder and head
     if not main:
@@ -194,6 +228,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         encoder = encoder_from_checkpoint(parent, cfg.init)
         lineage = _lineage_from(cfg.init, parent)
     head = regime.make_head(mcfg, data)
+    # The CLS token takes part only where it enters the blocks; frozen elsewhere, so the optimiser
+    # leaves it as it was (weight decay included) and DistributedDataParallel sees no unused parameter.
+    encoder.cls_token.requires_grad_(regime.uses_cls or mcfg.cls_in_sequence)
     encoder.to(device), head.to(device)
     train_set = _resident(data.train, device)
     micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
@@ -230,7 +267,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
     step: nn.Module = _Step(regime, encoder, head, cfg.compile)
     if info.enabled:
-        # MIM's mask token is unused by other regimes' heads only; every parameter here takes part.
+        # Every trainable parameter takes part: the CLS token is frozen where unused (above).
         step = torch.nn.parallel.DistributedDataParallel(
             step, device_ids=[device.index] if device.type == "cuda" else None
         )
