@@ -64,7 +64,8 @@ class TrainConfig:
     gamma: float | None = None
     milestones: tuple[int, ...] | None = None
     batch_size: int | None = None
-    seed: int = 0
+    seed: int = 0  # the run seed: initialisation, batch order, masking, augmentation
+    split_seed: int = 0  # which images are the test set and the training subsets (fixed by default)
     train_size: int | None = None
     test_size: int = 1000
     init: str | None = None
@@ -105,6 +106,8 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be >= 1"),
             (self.micro_batch >= 0, "--micro-batch must be >= 0 (0 = auto)"),
             (self.test_size >= 1, "--test-size must be >= 1"),
+            (self.seed >= 0, "--seed must be >= 0"),
+            (self.split_seed >= 0, "--split-seed must be >= 0"),
             (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
             (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
             (

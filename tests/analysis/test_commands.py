@@ -64,9 +64,13 @@ def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     m = data["layers"]["final"]
-    assert data["data"]["dataset"] == "toy-pets"
-    assert data["data"]["probe_patches"] == 48 * 64 and data["data"]["test_patches"] == 24 * 64
-    assert m["probe"]["num_train_patches"] == 48 * 64 and m["probe"]["num_test_patches"] == 24 * 64
+    # dataset, split seed and test size come from the checkpoint's lineage: its spatial stage trained
+    # on toy-pets with an 8-image test set, so it is scored on those 8 images
+    assert data["data"]["dataset"] == "toy-pets" and data["data"]["test_size"] == 8
+    assert data["data"]["split_seed"] == 0 and "lineage" in data["data"]["chosen"][0]
+    assert data["data"]["probe_patches"] == 48 * 64 and data["data"]["test_patches"] == 8 * 64
+    assert m["probe"]["num_train_patches"] == 48 * 64 and m["probe"]["num_test_patches"] == 8 * 64
+    assert data["warnings"] == []
     for acc in (m["probe"]["test_accuracy"], m["probe"]["train_accuracy"], m["knn"]["accuracy"]):
         assert 0.0 <= acc <= 1.0
     assert set(m["probe"]["per_class_accuracy"]) == {"pet", "background", "boundary"}
@@ -77,16 +81,18 @@ def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
 
 def test_probe_uses_the_training_protocol_and_never_fits_on_test_images(tiny_ckpt):
     train, test, info = load_probe_data("toy-pets", 32, probe_images=100, test_images=50)
-    split = make_split(info["images_in_dataset"], 1000, 0)
+    ids = [f"toy-pets-s0-{i:06d}" for i in range(3000)]
+    split = make_split(ids, 1000, 0)
     assert info["images_in_dataset"] == 3000
     index = lambda ids: [int(i.rsplit("-", 1)[1]) for i in ids]  # noqa: E731  (toy-pets-s0-000017 -> 17)
     assert index(test.ids) == split.test[:50].tolist()
     assert index(train.ids) == split.pool[:100].tolist()
     assert not set(index(train.ids)) & set(split.test.tolist())
 
-    # The variance in the result is the one of the test images' final tokens.
+    # The variance in the result is the one of the test images' final tokens (the lineage's split:
+    # split seed 0, test size 8).
     result = probe_checkpoint(tiny_ckpt, probe_images=20, test_images=10, knn=False, progress=False)
-    _, test10, _ = load_probe_data("toy-pets", 32, probe_images=20, test_images=10)
+    _, test10, _ = load_probe_data("toy-pets", 32, test_size=8, probe_images=20, test_images=10)
     tokens = extract_patch_tokens(tiny_ckpt, test10, progress=False)["final"]
     assert result["layers"]["final"]["within_image_variance"] == pytest.approx(within_image_variance(tokens))
     assert result["layers"]["final"]["knn"] is None
@@ -107,7 +113,7 @@ def test_similarity_map_on_an_embedded_image_writes_all_references(tiny_ckpt, tm
     out = tmp_path / "map.png"
     result = CliRunner().invoke(app, ["similarity-map", str(tiny_ckpt), "toy-pets:3", "-o", str(out)])
     assert result.exit_code == 0, result.output
-    names = ("background_corner", "foreground", "boundary")
+    names = ("background", "foreground", "boundary")
     for path in [out, *(tmp_path / f"map-{n}.png" for n in names)]:
         assert path.is_file() and path.stat().st_size > 1000
         assert path.with_suffix(".json").is_file()
@@ -266,3 +272,71 @@ def test_dataset_without_trimaps_is_a_clear_error(tiny_ckpt, tmp_path, monkeypat
         diagnose([tiny_ckpt], out_dir=tmp_path, dataset="intel")
     with pytest.raises(VinyError, match="test split .* holds"):
         similarity_map_for_image(tiny_ckpt, "toy-pets:5000", out=tmp_path / "y.png")
+
+
+# ------------------------------------------------------------------------- evaluation-set guard
+def test_an_evaluation_set_the_lineage_trained_on_is_refused_and_allow_overlap_stamps_every_output(
+    tiny_ckpt, tmp_path
+):
+    """The checkpoint's spatial stage trained on 16 toy-pets pool images of the 8-image-test split; a
+    1000-image test set of the same split seed contains them. Refused, naming the count; with
+    --allow-overlap every output carries the warning. Mutant: the guard comparing against the test
+    ids of the training split (no overlap found), or dropping the stamp."""
+    with pytest.raises(VinyError, match="16 of the 1000 evaluation images"):
+        probe_checkpoint(
+            tiny_ckpt, test_size=1000, probe_images=20, test_images=1000, knn=False, progress=False
+        )
+    result = probe_checkpoint(
+        tiny_ckpt,
+        test_size=1000,
+        probe_images=20,
+        test_images=1000,
+        knn=False,
+        progress=False,
+        allow_overlap=True,
+    )
+    assert len(result["warnings"]) == 1 and "16 of the 1000" in result["warnings"][0]
+    # another split seed puts the 16 training images anywhere: the overlap is then what it is, and
+    # the default (the lineage's own split) never overlaps
+    assert (
+        probe_checkpoint(tiny_ckpt, probe_images=20, test_images=8, knn=False, progress=False)["warnings"]
+        == []
+    )
+
+    from viny_probe.analysis.diagnose import diagnose
+
+    out = tmp_path / "diag"
+    with pytest.raises(VinyError, match="--allow-overlap"):
+        diagnose(
+            [tiny_ckpt],
+            out_dir=out,
+            test_size=1000,
+            probe_images=20,
+            test_images=1000,
+            depth_probe_images=8,
+            cka_images=8,
+            fig6_images=1,
+            knn=False,
+            progress=False,
+        )
+    summary = diagnose(
+        [tiny_ckpt],
+        out_dir=out,
+        test_size=1000,
+        probe_images=20,
+        test_images=1000,
+        depth_probe_images=8,
+        cka_images=8,
+        fig6_images=1,
+        knn=False,
+        progress=False,
+        allow_overlap=True,
+    )
+    assert summary["warnings"]
+    for md in out.glob("*.md"):
+        assert md.read_text().startswith("> **WARNING:**"), md
+    for js in out.glob("*.json"):
+        assert json.loads(js.read_text())["warnings"] == summary["warnings"], js
+    for png in out.glob("*.png"):
+        with Image.open(png) as im:  # the red banner on top
+            assert im.convert("RGB").getpixel((2, 2)) == (200, 30, 30), png

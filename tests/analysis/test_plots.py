@@ -47,15 +47,15 @@ def test_similarity_vs_distance_figure(tmp_path):
 
 def test_reference_grid_figure(tmp_path):
     rng = np.random.default_rng(0)
-    refs = {"background_corner": (0, 7), "foreground": (3, 4)}
+    refs = {"background": (0, 7), "foreground": (3, 4)}
     maps = {
         ckpt: {r: rng.uniform(-1, 1, (8, 8)) for r in refs} for ckpt in ("pretrained", "cls-intel", "spatial")
     }
     path = tmp_path / "sub" / "fig6.png"
-    plot_reference_grid({"background_corner": _image(0), "foreground": _image(1)}, maps, refs, path)
+    plot_reference_grid({"background": _image(0), "foreground": _image(1)}, maps, refs, path)
     data = _written(path)
     assert data["vmin"] == -0.5 and data["vmax"] == 1.0
-    assert data["refs"] == {"background_corner": [0, 7], "foreground": [3, 4]}
+    assert data["refs"] == {"background": [0, 7], "foreground": [3, 4]}
     assert list(data["maps"]) == ["pretrained", "cls-intel", "spatial"]
     np.testing.assert_allclose(data["maps"]["spatial"]["foreground"], maps["spatial"]["foreground"])
     with pytest.raises(VinyError, match="has no map for reference"):

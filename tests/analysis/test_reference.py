@@ -63,8 +63,15 @@ def _hand_trimap() -> torch.Tensor:
 
 
 def test_reference_choice_on_a_hand_made_trimap():
+    """The study's code takes patch (0, 0) as the background reference even where it is not background
+    (here it is pet and boundary); the most-background corner is the option. Mutant: the option's
+    default swapped (the first assertion then gets (0, 3))."""
     refs = choose_reference_patches(_hand_trimap(), patch_size=2)
-    assert refs == {"background_corner": (0, 3), "foreground": (2, 2), "boundary": (1, 2)}
+    assert refs == {"background": (0, 0), "foreground": (2, 2), "boundary": (1, 2)}
+    corner = choose_reference_patches(_hand_trimap(), patch_size=2, background="most-background-corner")
+    assert corner == {"background": (0, 3), "foreground": (2, 2), "boundary": (1, 2)}
+    with pytest.raises(VinyError, match="most-background-corner"):
+        choose_reference_patches(_hand_trimap(), patch_size=2, background="darkest")
 
 
 def test_boundary_fraction_of_exactly_one_fifth_is_allowed():

@@ -103,7 +103,9 @@ def test_narrowing_and_scaling():
 
 def test_embedded_sizes_are_checked():
     with pytest.raises(VinyError, match="toy-unlabeled"):
-        expand(with_options(PLANS["pretrain"], data="embedded"))
+        expand(
+            with_options(PLANS["pretrain"], data="embedded", pretrain_sizes=(300_000,), finetune_sizes=(250,))
+        )
     with pytest.raises(VinyError, match="toy-pets"):
         expand(with_options(PLANS["mini"], finetune_sizes=(6000,)))
 

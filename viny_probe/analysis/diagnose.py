@@ -33,6 +33,7 @@ from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
 from viny_probe.analysis.knn import knn_patch_accuracy
+from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
 from viny_probe.analysis.patch_labels import patch_majority_labels
 from viny_probe.analysis.plots import (
     plot_depth_curves,
@@ -48,15 +49,17 @@ from viny_probe.analysis.reference import (
     pixel_to_patch,
     similarity_map,
 )
+from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.analysis.variance import across_image_variance, within_image_variance
-from viny_probe.data import DATASETS, SYNTHETIC_DATASETS, load_dataset
+from viny_probe.data import DATASETS, load_dataset
 from viny_probe.data.base import SEG_CLASSES, ImageSet
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
-from viny_probe.trainers.splits import EMBEDDED_SIZES
+from viny_probe.trainers.splits import EMBEDDED_SIZES, held_out_size
 
 DEFAULT_DATASET = "toy-pets"
+PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
 # Datasets known to have no trimaps: refused before anything is loaded (a folder is checked after loading).
 NO_TRIMAPS = ("intel", "imagenet", "toy-scenes", "toy-unlabeled")
 DEFAULT_PROBE_IMAGES = 2000
@@ -155,11 +158,47 @@ def _check_dataset_name(dataset: str | None) -> str:
     return name
 
 
-def _load_full(name: str, size: int, data_root, seed: int) -> ImageSet:
+def resolve_evaluation(
+    metas: Sequence[tuple[str, dict]],
+    dataset: str | None = None,
+    split_seed: int | None = None,
+    test_size: int | None = None,
+) -> dict:
+    """Dataset, split seed and test size to evaluate on: each given value wins; the rest come from
+    the first checkpoint's lineage (``lineage.evaluation_defaults``: its own trimap stage's split).
+    ``notes`` says where each value came from and which other checkpoints' lineages point elsewhere."""
+    defaults = evaluation_defaults(metas[0][1])
+    chosen = {
+        "dataset": dataset or defaults["dataset"],
+        "split_seed": defaults["split_seed"] if split_seed is None else split_seed,
+        "test_size": defaults["test_size"] if test_size is None else test_size,
+    }
+    given = [
+        k
+        for k, v in (("dataset", dataset), ("split_seed", split_seed), ("test_size", test_size))
+        if v is not None
+    ]
+    notes = [
+        f"{', '.join(k for k in chosen if k not in given) or 'nothing'} from {metas[0][0]}'s lineage ({defaults['from']})"
+        + (f"; {', '.join(given)} as given" if given else "")
+    ]
+    for name, meta in metas[1:]:
+        other = evaluation_defaults(meta)
+        differs = [k for k in chosen if k not in given and other[k] != chosen[k]]
+        if differs:
+            notes.append(
+                f"{name}'s lineage points to " + ", ".join(f"{k} {other[k]}" for k in differs) + " (not used)"
+            )
+    _check_dataset_name(chosen["dataset"])
+    check_positive_int(chosen["test_size"], "test_size")
+    return {**chosen, "notes": notes}
+
+
+def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
     if name in EMBEDDED_SIZES:  # a fixed dataset, exactly as training loads it
         data = load_dataset(name, size=size, limit=EMBEDDED_SIZES[name], seed=0)
     else:
-        data = load_dataset(name, size=size, data_root=data_root, seed=seed)
+        data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
     if data.masks is None:
         raise VinyError(
             f"dataset '{name}' has no trimaps, and the patch diagnostics need per-pixel trimaps to label "
@@ -172,19 +211,20 @@ def load_probe_data(
     dataset: str | None,
     size: int,
     data_root=None,
-    seed: int = 0,
+    split_seed: int = 0,
     test_size: int = DEFAULT_TEST_SIZE,
     probe_images: int = DEFAULT_PROBE_IMAGES,
     test_images: int = DEFAULT_TEST_IMAGES,
 ) -> tuple[ImageSet, ImageSet, dict]:
     """The probe's fitting images (first ``probe_images`` of the non-test pool) and the evaluation
-    images (first ``test_images`` of the fixed test set), at ``size`` pixels, with provenance."""
+    images (first ``test_images`` of the fixed test set of ``split_seed``), at ``size`` pixels, with
+    provenance. The split is the one training uses (``data.protocol``, keyed by image identity)."""
     name = _check_dataset_name(dataset)
     probe_images = check_positive_int(probe_images, "probe_images")
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
-    full = _load_full(name, size, data_root, seed)
-    split = make_split(len(full), test_size, seed)
+    full = _load_full(name, size, data_root, split_seed)
+    split = make_split(full.ids, test_size, split_seed, full.skipped)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
@@ -194,13 +234,14 @@ def load_probe_data(
     info = {
         "dataset": name,
         "image_size": size,
-        "images_in_dataset": len(full),
-        "split_seed": seed,
+        "images_in_dataset": split.num_images,
+        "split_seed": split_seed,
         "test_size": test_size,
         "probe_images": len(train_idx),
         "test_images": len(test_idx),
         "probe_patches": None,
         "test_patches": None,
+        "skipped": list(full.skipped),
     }
     return full.subset(train_idx), full.subset(test_idx), info
 
@@ -259,36 +300,52 @@ def probe_checkpoint(
     dataset: str | None = None,
     data_root: str | Path | None = None,
     layer: LayerArg = "final",
-    seed: int = 0,
-    test_size: int = DEFAULT_TEST_SIZE,
+    split_seed: int | None = None,
+    test_size: int | None = None,
     probe_images: int = DEFAULT_PROBE_IMAGES,
     test_images: int = DEFAULT_TEST_IMAGES,
     knn: bool = True,
     progress: bool = True,
     use_cache: bool = True,
+    allow_overlap: bool = False,
 ) -> dict:
     """Table 2 for one checkpoint, at one or several blocks.
 
-    Returns ``{"checkpoint", "regime", "model_config", "data": {...}, "layers": {name: metrics}}`` where
-    the layer names are ``"final"`` or ``"block B"`` and ``metrics`` is ``final_layer_metrics``'s dict.
-    Raises VinyError for an unreadable / foreign checkpoint, a layer out of range or a dataset without
-    trimaps (all checked before the data is loaded, except a ``folder`` that turns out to have none).
+    ``dataset``, ``split_seed`` and ``test_size`` default to the checkpoint's lineage (its own trimap
+    stage's split, so it is scored on that stage's held-out test set); an evaluation set that shares
+    images with any stage's training images is refused unless ``allow_overlap`` (then ``warnings``
+    says so).
+
+    Returns ``{"checkpoint", "regime", "model_config", "data": {...}, "layers": {name: metrics},
+    "warnings": [...]}`` where the layer names are ``"final"`` or ``"block B"`` and ``metrics`` is
+    ``final_layer_metrics``'s dict. Raises VinyError for an unreadable / foreign checkpoint, a layer
+    out of range or a dataset without trimaps (all checked before the data is loaded, except a
+    ``folder`` that turns out to have none).
     """
     encoder, meta = load_encoder(ckpt)
     layers = parse_layers(layer, encoder.cfg.depth)
-    _check_dataset_name(dataset)
+    where = resolve_evaluation([(str(ckpt), meta)], dataset, split_seed, test_size)
     cfg = encoder.cfg
     train_set, test_set, info = load_probe_data(
-        dataset, cfg.image_size, data_root, seed, test_size, probe_images, test_images
+        where["dataset"],
+        cfg.image_size,
+        data_root,
+        where["split_seed"],
+        where["test_size"],
+        probe_images,
+        test_images,
     )
+    info["chosen"] = where["notes"]
+    warnings = guard_evaluation([(str(ckpt), meta)], where["dataset"], test_set.ids, allow_overlap)
     extract = dict(progress=progress, use_cache=use_cache)
-    train_tokens = extract_patch_tokens(encoder, train_set, layers, split=f"pool-seed{seed}", **extract)
-    test_tokens = extract_patch_tokens(encoder, test_set, layers, split=f"test-seed{seed}", **extract)
+    tag = f"seed{where['split_seed']}-t{where['test_size']}"
+    train_tokens = extract_patch_tokens(encoder, train_set, layers, split=f"pool-{tag}", **extract)
+    test_tokens = extract_patch_tokens(encoder, test_set, layers, split=f"test-{tag}", **extract)
     train_labels, test_labels = _labels(train_set, cfg.patch_size), _labels(test_set, cfg.patch_size)
     info["probe_patches"], info["test_patches"] = train_labels.numel(), test_labels.numel()
     results = {
         _layer_label(label): final_layer_metrics(
-            train_tokens[label], train_labels, test_tokens[label], test_labels, knn, seed
+            train_tokens[label], train_labels, test_tokens[label], test_labels, knn, PROBE_SEED
         )
         for label in train_tokens
     }
@@ -301,6 +358,7 @@ def probe_checkpoint(
         if knn
         else None,
         "layers": results,
+        "warnings": warnings,
     }
 
 
@@ -309,22 +367,23 @@ _EMBEDDED_IMAGE = re.compile(r"^(toy-[a-z]+):(\d+)$")
 
 
 def _embedded_image(
-    name: str, index: int, size: int, seed: int, test_size: int
-) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    if name not in SYNTHETIC_DATASETS:
+    name: str, index: int, size: int, split_seed: int, test_size: int
+) -> tuple[torch.Tensor, torch.Tensor | None, str, str]:
+    """Image ``index`` of the embedded ``name`` test split: (image, trimap or None, description, id)."""
+    if name not in EMBEDDED_SIZES:
         raise VinyError(
-            f"'{name}:{index}': no embedded dataset '{name}'; choose one of {', '.join(SYNTHETIC_DATASETS)}"
+            f"'{name}:{index}': no embedded labelled dataset '{name}'; choose one of {', '.join(EMBEDDED_SIZES)}"
         )
-    full = load_dataset(name, size=size, limit=EMBEDDED_SIZES.get(name), seed=0)
-    held_out = test_size if name == "toy-pets" else min(test_size, len(full) // 5)
-    test = make_split(len(full), held_out, seed).test
+    full = load_dataset(name, size=size, limit=EMBEDDED_SIZES[name], seed=0)
+    test = make_split(full.ids, held_out_size(name, test_size, len(full)), split_seed).test
     if not 0 <= index < len(test):
         raise VinyError(
-            f"'{name}:{index}': the {name} test split (seed {seed}) holds {len(test)} images, index 0..{len(test) - 1}"
+            f"'{name}:{index}': the {name} test split (split seed {split_seed}) holds {len(test)} images, "
+            f"index 0..{len(test) - 1}"
         )
     i = int(test[index])
     masks = None if full.masks is None else full.masks[i]
-    return full.images[i], masks, f"{name} test image {index} (dataset id {full.ids[i]})"
+    return full.images[i], masks, f"{name} test image {index} (dataset id {full.ids[i]})", full.ids[i]
 
 
 def _parse_pixel_pair(text: str) -> tuple[int, int]:
@@ -355,32 +414,45 @@ def similarity_map_for_image(
     pixel: str | tuple[int, int] | None = None,
     out: str | Path | None = None,
     layer: LayerArg = "final",
-    seed: int = 0,
-    test_size: int = DEFAULT_TEST_SIZE,
+    split_seed: int | None = None,
+    test_size: int | None = None,
+    allow_overlap: bool = False,
+    background: str = "study",
 ) -> dict:
     """Cosine-similarity maps of reference patches of one image, drawn next to the input.
 
     image: an image file of any mode/size (resized to the model's input, aspect ratio not kept), or
-        ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split for ``seed`` / ``test_size``
-        (any ``toy-*`` set works; an existing file of that name wins).
+        ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split (split seed and test size from
+        the checkpoint's lineage unless given; any labelled ``toy-*`` set works; an existing file of
+        that name wins). An embedded image the lineage trained on is refused unless ``allow_overlap``.
     patch: ``"ROW,COL"`` on the patch grid; pixel: ``"Y,X"`` in the original image's pixels. Neither:
-        the study's three references when the image has a trimap (background corner, most-foreground
-        interior patch, most-boundary patch), else the centre and the top-left corner.
+        the study's three references when the image has a trimap (background patch (0, 0), or the
+        most-background corner with ``background="most-background-corner"``; the most-foreground
+        interior patch; the most-boundary patch), else the centre and the top-left corner.
     out: the PNG (default ``similarity-<image>.png``). One reference: ``out`` holds the input, the 8x8
         map and the upsampled overlay. Several: ``out`` is a grid (rows = references) and each reference
         also gets ``<out stem>-<reference>.png`` with its overlay. Every PNG has its JSON beside it.
     """
     if patch is not None and pixel is not None:
         raise VinyError("give either --patch ROW,COL or --pixel Y,X, not both")
-    encoder, _ = load_encoder(ckpt)
+    encoder, meta = load_encoder(ckpt)
     cfg = encoder.cfg
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
     path = Path(image)
     match = _EMBEDDED_IMAGE.match(str(image))
+    warnings: list[str] = []
     if match and not path.is_file():
-        picture, mask, source = _embedded_image(match[1], int(match[2]), cfg.image_size, seed, test_size)
+        lineage = evaluation_defaults(meta)
+        picture, mask, source, image_id = _embedded_image(
+            match[1],
+            int(match[2]),
+            cfg.image_size,
+            lineage["split_seed"] if split_seed is None else split_seed,
+            lineage["test_size"] if test_size is None else test_size,
+        )
+        warnings = guard_evaluation([(str(ckpt), meta)], match[1], [image_id], allow_overlap)
         original_hw = (cfg.image_size, cfg.image_size)
         stem = f"{match[1]}-{match[2]}"
     else:
@@ -401,7 +473,7 @@ def similarity_map_for_image(
     elif pixel is not None:
         refs = {"pixel": _pixel_patch(pixel, original_hw, cfg)}
     elif mask is not None:
-        refs = choose_reference_patches(mask, cfg.patch_size)
+        refs = choose_reference_patches(mask, cfg.patch_size, background=background)
     else:
         refs = choose_reference_patches(None, grid=cfg.grid)
     tokens = extract_patch_tokens(encoder, picture[None], layers, use_cache=False, progress=False)
@@ -430,6 +502,7 @@ def similarity_map_for_image(
                 picture, maps[name], ref, target, title=f"{source}: {name} patch {ref} ({where})"
             )
             files.append(target)
+    stamp_warnings([*files, *(f.with_suffix(".json") for f in files)], warnings)
     return {
         "checkpoint": str(ckpt),
         "image": source,
@@ -437,6 +510,7 @@ def similarity_map_for_image(
         "refs": {name: list(ref) for name, ref in refs.items()},
         "maps": {name: m.tolist() for name, m in maps.items()},
         "files": [str(f) for f in files],
+        "warnings": warnings,
     }
 
 
@@ -654,8 +728,8 @@ def diagnose(
     out_dir: str | Path = "viny-diagnose",
     dataset: str | None = None,
     data_root: str | Path | None = None,
-    seed: int = 0,
-    test_size: int = DEFAULT_TEST_SIZE,
+    split_seed: int | None = None,
+    test_size: int | None = None,
     probe_images: int = DEFAULT_PROBE_IMAGES,
     test_images: int = DEFAULT_TEST_IMAGES,
     depth_probe_images: int = DEPTH_PROBE_IMAGES,
@@ -664,12 +738,18 @@ def diagnose(
     knn: bool = True,
     progress: bool = True,
     use_cache: bool = True,
+    allow_overlap: bool = False,
+    background: str = "study",
 ) -> dict:
     """Several checkpoints side by side; writes into ``out_dir``:
 
     table2.md/.json, fig5_similarity_vs_distance.png/.json (all pairs), fig5_by_class.png/.json
     (same-/different-class pairs), fig6_reference_patches.png/.json, depth_curves.png/.json,
     cka.png/.json, summary.md, summary.json. Returns the summary dict.
+
+    ``dataset``, ``split_seed`` and ``test_size`` default to the first checkpoint's lineage (see
+    ``probe_checkpoint``); an evaluation set any checkpoint's lineage trained on is refused unless
+    ``allow_overlap``, which writes the warning into every output file.
 
     Each checkpoint's test images are embedded once at every block (``layers="all"``; the last block is
     the final-LayerNorm output) and reused for everything; the pool images are embedded once at the final
@@ -690,10 +770,14 @@ def diagnose(
         (fig6_images, "fig6_images"),
     ):
         check_positive_int(value, what)
-    _check_dataset_name(dataset)
     out = Path(out_dir)
     started = time.perf_counter()
     encoders: list[tuple[ViNy, dict]] = [load_encoder(c) for c in ckpts]  # every file checked before any work
+    metas = [(name, meta) for name, (_, meta) in zip(names, encoders, strict=True)]
+    where = resolve_evaluation(metas, dataset, split_seed, test_size)
+    dataset, split_seed, test_size = where["dataset"], where["split_seed"], where["test_size"]
+    warnings: list[str] = []
+    tag = f"seed{split_seed}-t{test_size}"
 
     data: dict[int, tuple[ImageSet, ImageSet, dict]] = {}
     finals: dict[str, dict] = {}
@@ -711,8 +795,10 @@ def diagnose(
         cfg = encoder.cfg
         if cfg.image_size not in data:
             data[cfg.image_size] = load_probe_data(
-                dataset, cfg.image_size, data_root, seed, test_size, probe_images, test_images
+                dataset, cfg.image_size, data_root, split_seed, test_size, probe_images, test_images
             )
+            data[cfg.image_size][2]["chosen"] = where["notes"]
+            warnings += guard_evaluation(metas, dataset, data[cfg.image_size][1].ids, allow_overlap)
         train_set, test_set, info = data[cfg.image_size]
         train_labels, test_labels = _labels(train_set, cfg.patch_size), _labels(test_set, cfg.patch_size)
         info["probe_patches"], info["test_patches"] = train_labels.numel(), test_labels.numel()
@@ -726,19 +812,19 @@ def diagnose(
             }
         )
 
-        test_all = extract_patch_tokens(encoder, test_set, "all", split=f"test-seed{seed}", **extract)
+        test_all = extract_patch_tokens(encoder, test_set, "all", split=f"test-{tag}", **extract)
         final = test_all[cfg.depth]
-        train_final = extract_patch_tokens(encoder, train_set, "final", split=f"pool-seed{seed}", **extract)[
+        train_final = extract_patch_tokens(encoder, train_set, "final", split=f"pool-{tag}", **extract)[
             "final"
         ]
-        finals[name] = final_layer_metrics(train_final, train_labels, final, test_labels, knn, seed)
+        finals[name] = final_layer_metrics(train_final, train_labels, final, test_labels, knn, PROBE_SEED)
         del train_final
         curves[name] = similarity_vs_distance_by_class(final, test_labels)
 
         # Fig 6: the same test images for every checkpoint (chosen on the first one's trimaps).
         if i == 0:
             for index in _fig6_images(test_set.masks, test_labels, min(fig6_images, len(test_set))):
-                refs = choose_reference_patches(test_set.masks[index], cfg.patch_size)
+                refs = choose_reference_patches(test_set.masks[index], cfg.patch_size, background=background)
                 fig6_info.append(
                     {
                         "test_index": index,
@@ -759,7 +845,7 @@ def diagnose(
         # Per block: label-free scalars on the test tokens; a cheaper probe fitted on fewer pool images.
         n_depth = min(depth_probe_images, len(train_set))
         train_blocks = extract_patch_tokens(
-            encoder, train_set.subset(list(range(n_depth))), "all", split=f"pool-seed{seed}", **extract
+            encoder, train_set.subset(list(range(n_depth))), "all", split=f"pool-{tag}", **extract
         )
         curve = {
             k: [None]
@@ -783,7 +869,7 @@ def diagnose(
                 train_labels[:n_depth],
                 test_all[b],
                 test_labels,
-                seed=seed,
+                seed=PROBE_SEED,
                 num_classes=3,
                 Cs=(finals[name]["probe"]["chosen_C"],),
                 max_iter=DEPTH_PROBE_MAX_ITER,
@@ -878,10 +964,15 @@ def diagnose(
         "per_block": per_block,
         "cka": [{k: v for k, v in m.items() if k != "matrix"} | {"matrix": m["matrix"]} for m in matrices],
         "files": files,
+        "warnings": warnings,
         "seconds": time.perf_counter() - started,
     }
     write_json(out / "summary.json", summary)
     (out / "summary.md").write_text(_summary_markdown(summary, rows))
+    written = [out / "summary.json", out / "summary.md", out / "table2.json"]
+    for name in files.values():
+        written += [out / name, (out / name).with_suffix(".json")]
+    stamp_warnings(written, warnings)
     summary["out_dir"] = str(out)
     return summary
 
@@ -897,7 +988,8 @@ def _summary_markdown(summary: dict, rows: list[dict]) -> str:
         lines.append(f"| {c['name']} | `{c['path']}` | {c['regime']} | {lineage} |")
     lines += [
         "",
-        f"Data: **{info['dataset']}**, split seed {info['split_seed']}, test set {info['test_size']} images. "
+        f"Data: **{info['dataset']}**, split seed {info['split_seed']}, test set {info['test_size']} images "
+        f"({'; '.join(info.get('chosen', []))}). "
         f"Probe and kNN fitted on {info['probe_images']} pool images ({info['probe_patches']:,} patches), "
         f"everything scored / measured on {info['test_images']} test images ({info['test_patches']:,} patches); "
         "the probe never sees a test image.",
@@ -931,10 +1023,9 @@ def _summary_markdown(summary: dict, rows: list[dict]) -> str:
         "[fig6_stretched.png](fig6_stretched.png): the same maps with the colour range stretched to the "
         "smallest cosine shown, for when every cosine sits in a narrow band."
         + (
-            " Reproduce one with `viny similarity-map CKPT toy-pets:INDEX`."
+            f" Reproduce one with `viny similarity-map CKPT toy-pets:INDEX --split-seed {info['split_seed']} "
+            f"--test-size {info['test_size']}`."
             if info["dataset"] == "toy-pets"
-            and info["split_seed"] == 0
-            and info["test_size"] == DEFAULT_TEST_SIZE
             else ""
         ),
         f"- [depth_curves.png](depth_curves.png): within / across / ratio / effective rank per block "

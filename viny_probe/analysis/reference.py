@@ -96,14 +96,18 @@ def similarity_maps(emb: ArrayLike, refs: Mapping[str, int | Patch]) -> dict[str
     return {name: similarity_map(emb, patch) for name, patch in refs.items()}
 
 
+BACKGROUND_CHOICES = ("study", "most-background-corner")
+
+
 def choose_reference_patches(
-    mask: ArrayLike | None = None, patch_size: int = 16, grid: int | None = None
+    mask: ArrayLike | None = None, patch_size: int = 16, grid: int | None = None, background: str = "study"
 ) -> dict[str, Patch]:
     """The study's reference patches for one image, as ``{name: (row, col)}``.
 
     mask: ``(H, W)`` trimap (0 pet, 1 background, 2 boundary), H = W = g * patch_size. Picks
-      - "background_corner": the corner patch with the largest background fraction (ties: top-left,
-        top-right, bottom-left, bottom-right, in that order);
+      - "background": patch (0, 0), as the study's code does (``background="study"``, the default),
+        or with ``background="most-background-corner"`` the corner patch with the largest background
+        fraction (ties: top-left, top-right, bottom-left, bottom-right, in that order);
       - "foreground": the patch with the largest pet fraction among those whose boundary fraction is
         <= 0.2 (all patches if none is);
       - "boundary": the patch with the largest boundary fraction;
@@ -111,6 +115,8 @@ def choose_reference_patches(
     With no mask (a plain image): {"centre": (g // 2, g // 2), "top_left_corner": (0, 0)} on a
     ``grid`` x ``grid`` grid (default 8).
     """
+    if background not in BACKGROUND_CHOICES:
+        raise VinyError(f"background must be one of {', '.join(BACKGROUND_CHOICES)}, got {background!r}")
     if mask is None:
         g = check_positive_int(DEFAULT_GRID if grid is None else grid, "grid")
         return {"centre": (g // 2, g // 2), "top_left_corner": (0, 0)}
@@ -122,14 +128,14 @@ def choose_reference_patches(
         )
     fractions = patch_class_fractions(mask[None], patch_size)[0].numpy()  # (P, 3)
     corners = [0, g - 1, (g - 1) * g, g * g - 1]
-    background_corner = corners[int(np.argmax(fractions[corners, BACKGROUND]))]
+    most_background = corners[int(np.argmax(fractions[corners, BACKGROUND]))]
     pet = np.where(fractions[:, BOUNDARY] <= MAX_FOREGROUND_BOUNDARY, fractions[:, PET], -np.inf)
     foreground = int(np.argmax(pet)) if np.isfinite(pet).any() else int(np.argmax(fractions[:, PET]))
     boundary = int(np.argmax(fractions[:, BOUNDARY]))
     return {
         name: (index // g, index % g)
         for name, index in (
-            ("background_corner", background_corner),
+            ("background", 0 if background == "study" else most_background),
             ("foreground", foreground),
             ("boundary", boundary),
         )

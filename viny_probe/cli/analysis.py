@@ -14,7 +14,19 @@ from ..progress import console
 from .app import app
 
 CKPT_HELP = "a viny checkpoint (run folder's final.pt) or the study authors' state_dict (.pth)"
-DATASET_HELP = "pets (with --data-root) | toy-pets (embedded default) | folder; it must have trimaps"
+DATASET_HELP = (
+    "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
+    "checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders that saw real data)"
+)
+OVERLAP_HELP = (
+    "evaluate even on images the checkpoint's lineage trained on (refused by default); the warning is "
+    "written into every output"
+)
+
+
+def _print_warnings(warnings: list[str]) -> None:
+    for line in warnings:
+        console.print(f"[bold yellow]warning:[/] {line}")
 
 
 def _reflow(fn):
@@ -103,15 +115,20 @@ def probe_tables(result: dict) -> list[Table]:
 @_reflow
 def probe_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
-    dataset: str | None = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    dataset: str | None = typer.Option(None, help=DATASET_HELP),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
     layer: str = typer.Option(
         "final", help="final (last block after the final LayerNorm) | all | a block number | 3,6,12"
     ),
-    seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
-    test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", "--seed", help="split seed (default: the checkpoint's, from its lineage)"
+    ),
+    test_size: int | None = typer.Option(
+        None, help="the fixed test set's size (default: the checkpoint's, from its lineage)"
+    ),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
     probe_images: int = typer.Option(
         2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"
     ),
@@ -137,18 +154,20 @@ def probe_command(
         dataset,
         data_root,
         layer,
-        seed,
+        split_seed,
         test_size,
         probe_images,
         test_images,
         knn,
         progress=not (quiet or as_json),
+        allow_overlap=allow_overlap,
     )
     if as_json:
         print(json.dumps(jsonable(result), indent=1, allow_nan=False))
         return
     for table in probe_tables(result):
         console.print(table)
+    _print_warnings(result["warnings"])
 
 
 @app.command("similarity-map")
@@ -159,19 +178,28 @@ def similarity_map_command(
         ...,
         help="an image file (any size and mode; resized to the model's input, aspect ratio not kept), or "
         "DATASET:INDEX for an embedded image: toy-pets:17 = image 17 of the toy-pets test split "
-        "(seed --seed, --test-size), the same images `viny probe` and `viny diagnose` score on",
+        "(--split-seed, --test-size), the same images `viny probe` and `viny diagnose` score on",
     ),
     patch: str | None = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
     pixel: str | None = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
     out: Path | None = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
     layer: str = typer.Option("final", help="final | a block number"),
-    seed: int = typer.Option(0, help="split seed for DATASET:INDEX"),
-    test_size: int = typer.Option(1000, help="test-set size for DATASET:INDEX"),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", "--seed", help="split seed for DATASET:INDEX (default: the checkpoint's)"
+    ),
+    test_size: int | None = typer.Option(
+        None, help="test-set size for DATASET:INDEX (default: the checkpoint's)"
+    ),
+    background: str = typer.Option(
+        "study",
+        help="background reference: study = patch (0, 0) as the study's code; most-background-corner",
+    ),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
     Without --patch/--pixel: the study's three references for an embedded image with a trimap
-    (background corner, most-foreground interior patch, most-boundary patch), else the centre and the
+    (background patch (0, 0), most-foreground interior patch, most-boundary patch), else the centre and the
     top-left corner. One reference: OUT shows the input with the reference in red, the map (colour range
     -0.5..1) and the map upsampled over the input. Several: OUT is a grid of all references and each
     also gets OUT-REFERENCE.png. A .json with the numbers sits beside every PNG.
@@ -181,7 +209,9 @@ def similarity_map_command(
     """
     from ..analysis.diagnose import similarity_map_for_image
 
-    result = similarity_map_for_image(ckpt, image, patch, pixel, out, layer, seed, test_size)
+    result = similarity_map_for_image(
+        ckpt, image, patch, pixel, out, layer, split_seed, test_size, allow_overlap, background
+    )
     t = Table(title=f"similarity map: {result['image']} ({result['layer']})")
     t.add_column("reference")
     t.add_column("patch (row, col)", justify="right")
@@ -202,6 +232,7 @@ def similarity_map_command(
         )
     for f in result["files"]:
         console.print(f"wrote {f}")
+    _print_warnings(result["warnings"])
 
 
 class _ManyNamesCommand(TyperCommand):
@@ -232,12 +263,21 @@ def diagnose_command(
         "default: each checkpoint's run-folder name",
     ),
     out: Path = typer.Option(Path("viny-diagnose"), "--out", "-o", help="output folder"),
-    dataset: str | None = typer.Option(None, help=DATASET_HELP + " (default toy-pets)"),
+    dataset: str | None = typer.Option(None, help=DATASET_HELP),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
-    seed: int = typer.Option(0, help="split seed: the same as the training runs'"),
-    test_size: int = typer.Option(1000, help="the fixed test set's size, as in training"),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", "--seed", help="split seed (default: the first checkpoint's, from its lineage)"
+    ),
+    test_size: int | None = typer.Option(
+        None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
+    ),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    background: str = typer.Option(
+        "study",
+        help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
+    ),
     probe_images: int = typer.Option(2000, help="pool images the final-block probe and kNN are fitted on"),
     test_images: int = typer.Option(1000, help="test images everything is measured on"),
     depth_probe_images: int = typer.Option(
@@ -265,8 +305,10 @@ def diagnose_command(
         out,
         dataset=dataset,
         data_root=data_root,
-        seed=seed,
+        split_seed=split_seed,
         test_size=test_size,
+        allow_overlap=allow_overlap,
+        background=background,
         probe_images=probe_images,
         test_images=test_images,
         depth_probe_images=depth_probe_images,
@@ -294,6 +336,7 @@ def diagnose_command(
         )
     console.print(t)
     console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
+    _print_warnings(summary["warnings"])
 
 
 def _split_names(names: list[str] | None, count: int) -> list[str] | None:

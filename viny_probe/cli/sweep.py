@@ -31,7 +31,12 @@ def sweep(
     plan: str = typer.Argument("mini", help="baseline | pretrain | intermediate | geometry | paper | mini"),
     out: Path = typer.Option(..., "--out", "-o", help="sweep folder (shared by every shard)"),
     preset: str | None = typer.Option(None, help="paper = Table A1 | quick = short CPU schedule"),
-    seeds: str | None = typer.Option(None, help="number of seeds (0..N-1) or a list like 0,1,2"),
+    seeds: str | None = typer.Option(
+        None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
+    ),
+    split_seed: int | None = typer.Option(
+        None, help="the one data split every run seed uses (default 0, the study's fixed splits)"
+    ),
     pretrain_sizes: str | None = typer.Option(
         None, help="e.g. 0,500,3000 or 0,45k,100k (0 = no pre-training)"
     ),
@@ -62,6 +67,7 @@ def sweep(
         plan_file,
         preset=preset,
         seeds=seeds,
+        split_seed=split_seed,
         pretrain_sizes=pretrain_sizes,
         finetune_sizes=finetune_sizes,
         model=model,

@@ -74,7 +74,12 @@ def _make_command(regime: str, summary: str):
         milestones: str | None = typer.Option(None, help="comma-separated epochs, e.g. 50,85"),
         gamma: float | None = typer.Option(None),
         batch_size: int | None = typer.Option(None),
-        seed: int = typer.Option(0, help="controls data subsets, init, masking, augmentation and order"),
+        seed: int = typer.Option(0, help="run seed: init, batch order, masking and augmentation"),
+        split_seed: int = typer.Option(
+            0,
+            help="which images form the fixed test set and the training subsets; the same for every "
+            "--seed by default, as the study's fixed splits",
+        ),
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
         targets: str = typer.Option("trimap", help="spatial only: trimap | patch-label"),
@@ -110,6 +115,7 @@ def _make_command(regime: str, summary: str):
             gamma=gamma,
             batch_size=batch_size,
             seed=seed,
+            split_seed=split_seed,
             train_size=train_size,
             test_size=test_size,
             init=str(init) if init else None,

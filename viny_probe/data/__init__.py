@@ -102,11 +102,11 @@ def _load_synthetic(name: str, size: int, limit: int | None, seed: int, cache_di
 
 def _seeded_limit(dataset: ImageSet, limit: int | None, seed: int) -> ImageSet:
     """At most ``limit`` images of a fully loaded set, chosen like load_image_folder chooses them."""
-    from viny_probe.data.folder import seeded_subset
+    from viny_probe.data.folder import first_by_key
 
     if limit is None or limit >= len(dataset):
         return dataset
-    return dataset.subset(seeded_subset(len(dataset), limit, seed))
+    return dataset.subset(first_by_key(dataset.ids, limit, seed))
 
 
 def load_dataset(

@@ -18,7 +18,8 @@ class ImageSet:
     images: (N, 3, S, S) uint8, RGB.
     labels: (N,) int64 image-level class index into ``class_names``, or None.
     masks:  (N, S, S) uint8 trimap classes (0 pet/foreground, 1 background, 2 boundary), or None.
-    ids:    one identifier per image (file stem or synthetic index), for provenance and error messages.
+    ids:    one identifier per image (file stem or synthetic index): the split is keyed by it.
+    skipped: ids of images the dataset lists but that could not be read (left out, see data.protocol).
     The tensors may be views of a memory-mapped cache: treat them as read-only.
     """
 
@@ -28,6 +29,7 @@ class ImageSet:
     masks: torch.Tensor | None = None
     class_names: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -72,10 +74,12 @@ class ImageSet:
             masks=None if self.masks is None else self.masks.to(device),
             class_names=list(self.class_names),
             ids=list(self.ids),
+            skipped=list(self.skipped),
         )
 
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
-        """The images at ``index`` (a 1-D integer tensor or list), in that order."""
+        """The images at ``index`` (a 1-D integer tensor or list), in that order (``skipped`` is the
+        whole dataset's and is not carried into a subset)."""
         index = torch.as_tensor(index, dtype=torch.long)
         return ImageSet(
             name=self.name,

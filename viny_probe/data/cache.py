@@ -31,7 +31,7 @@ from viny_probe.data import decode
 from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: skipped images are recorded with their ids (the split is keyed by them)
 ON_ERROR_CHOICES = ("skip", "fail")
 
 # Arrays at most this large are copied into RAM on load (writable, no memory map kept open);
@@ -113,6 +113,7 @@ def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
             masks=masks,
             class_names=list(meta["class_names"]),
             ids=list(meta["ids"]),
+            skipped=[item[2] for item in meta.get("skipped", [])],
         )
     except (OSError, ValueError, KeyError) as err:
         raise VinyError(
@@ -173,10 +174,10 @@ def write_meta(
     name: str,
     class_names: Sequence[str],
     ids: Sequence[str],
-    skipped: Sequence[tuple[str, str]] = (),
+    skipped: Sequence[tuple[str, str, str]] = (),
     summary: dict[str, Any] | None = None,
 ) -> None:
-    """Write ``meta.json``; ``skipped`` lists (file, reason) of images left out."""
+    """Write ``meta.json``; ``skipped`` lists (file, reason, id) of images left out."""
     meta = {
         "format": CACHE_FORMAT,
         "name": name,
@@ -284,12 +285,12 @@ def decode_into(
     )
     labels: list[int] = []
     ids: list[str] = []
-    skipped: list[tuple[str, str]] = []
+    skipped: list[tuple[str, str, str]] = []
     for sample, result in _decoded(samples, size, workers, f"decoding {name} ({n} images)"):
         if isinstance(result, decode.ImageDecodeError):
             if on_error == "fail":
                 raise result
-            skipped.append((str(result.path), result.reason))
+            skipped.append((str(result.path), result.reason, sample.id))
             continue
         row = len(ids)  # rows are compacted: skipped images leave no gap
         images[row] = result[0]
@@ -321,9 +322,9 @@ def report_skipped(name: str, skipped: Sequence[Sequence[str]], total: int, on_e
     if not skipped:
         return
     if on_error == "fail":
-        path, reason = skipped[0]
+        path, reason = skipped[0][:2]
         raise decode.ImageDecodeError(path, f"{reason} (one of {len(skipped)} unreadable files in {name})")
-    listed = "; ".join(f"{path} ({reason})" for path, reason in skipped[:5])
+    listed = "; ".join(f"{item[0]} ({item[1]})" for item in skipped[:5])
     more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
     warnings.warn(
         f"{name}: skipped {len(skipped)} of {total} images that could not be read: {listed}{more}. "

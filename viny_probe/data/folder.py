@@ -9,11 +9,10 @@ import os
 import re
 from pathlib import Path
 
-import torch
-
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import Sample, check_on_error, decode_cached
 from viny_probe.data.decode import IMAGE_EXTENSIONS
+from viny_probe.data.protocol import split_order
 from viny_probe.errors import VinyError
 
 _WNID = re.compile(r"n\d{8}")
@@ -48,16 +47,14 @@ def list_images(folder: Path, recursive: bool = True) -> list[str]:
     return found
 
 
-def seeded_subset(count: int, limit: int | None, seed: int) -> list[int]:
-    """``limit`` indices of ``range(count)`` in a seeded random order (all of them if limit is None).
-
-    The order is a prefix of one fixed permutation per seed, so a smaller limit always gives a prefix
-    of a bigger one. The permutation comes from a CPU ``torch.Generator``: the same on every machine.
-    """
+def first_by_key(ids: list[str], limit: int | None, seed: int) -> list[int]:
+    """Indices of the first ``limit`` of ``ids`` in split order for split seed ``seed`` (all of them
+    if limit is None). The order comes from each id and the seed alone (data.protocol.split_key), so
+    a smaller limit gives a prefix of a bigger one and no file's position in the listing matters."""
     if limit is not None and (not isinstance(limit, int) or limit < 1):
         raise VinyError(f"limit must be a positive number of images, got {limit!r}")
-    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-    return order[: count if limit is None else min(limit, count)].tolist()
+    order = split_order(ids, seed)
+    return order if limit is None else order[:limit]
 
 
 def find_image_tree(root: str | Path) -> Path:
@@ -69,6 +66,11 @@ def find_image_tree(root: str | Path) -> Path:
             f"train/ folder itself, or any folder with images ({_EXTENSIONS}) in it or below it."
         )
     return (root / "train").resolve() if (root / "train").is_dir() else root.resolve()
+
+
+def image_id(path: str) -> str:
+    """An image's identity in a folder dataset: its path below the folder, without the extension."""
+    return path.rsplit(".", 1)[0]
 
 
 def class_layout(files: list[str]) -> list[str] | None:
@@ -88,7 +90,8 @@ def load_image_folder(
     name: str | None = None,
     workers: int = 0,
 ) -> ImageSet:
-    """``limit`` images from a folder tree, chosen by ``seed``, as (N, 3, S, S) uint8 (N = limit or all).
+    """``limit`` images from a folder tree, chosen by split seed ``seed`` (the first ``limit`` in split
+    order, keyed by each file's path), as (N, 3, S, S) uint8 (N = limit or all).
 
     In class-folder layout (ImageNet's ``train/<wnid>/*.JPEG``), labels (N,) index the sorted class
     folders; otherwise labels are None. Images come in the seeded order, so ``limit=k`` gives the first
@@ -107,11 +110,11 @@ def load_image_folder(
     if name is None:
         name = "imagenet" if classes and all(_WNID.fullmatch(c) for c in classes) else "folder"
     class_index = {c: i for i, c in enumerate(classes or [])}
-    chosen = [files[i] for i in seeded_subset(len(files), limit, seed)]
+    chosen = [files[i] for i in first_by_key([image_id(path) for path in files], limit, seed)]
     samples = [
         Sample(
             image=tree / path,
-            id=path.rsplit(".", 1)[0],
+            id=image_id(path),
             label=class_index[path.split("/", 1)[0]] if classes else None,
         )
         for path in chosen

@@ -1,65 +1,121 @@
-"""The study's split protocol, as viny fixes it (reference-notes.md, "test split").
+"""The study's split protocol ("fixed data splits", "a fixed random seed" for the test set), as viny
+fixes it (reference-notes.md, "test split" and "seeds").
 
-The authors' code took the 1000 test images right after the train prefix, so the test set moved with
-the train size. viny instead draws, per seed, one permutation of the labelled pool: its first
-``test_size`` images are THE test set for that seed, whatever the train size; the rest, in permuted
-order, is the pool. A train subset of size n is the first n of the pool, so subsets are nested
-(250 inside 500 inside 1000 ...) and never touch the test set. Intermediate stages and probes that
-use the same dataset must draw only from ``Split.pool``.
+A *split seed*, separate from the run seed, orders the images of a dataset by a key computed from
+each image's identity (its file name or dataset id) and the seed alone: ``blake2b(f"{seed}:{id}")``.
+The first ``test_size`` images in that order are THE test set; the rest, in that order, is the pool,
+and a training subset of size n is the first n of the pool. So:
 
-The permutation comes from ``torch.randperm`` on a CPU ``torch.Generator`` seeded with the seed, so
-the same seed gives the same split on every machine, whatever GPU or thread count (the test suite
-pins the first indices for seed 0, so a change of torch's generator would be caught).
+* every run seed sees the same split (the paper's protocol; ``--seed`` moves init, order, masking and
+  augmentation only), and ``--split-seed`` changes it;
+* subsets are nested (250 inside 500 inside 1000 ...) and never touch the test set;
+* the split does not depend on where an image sits among the files that happened to decode: an image
+  that cannot be read (left out by ``--on-error skip``) removes only itself. Its key is still computed
+  from its name (it is listed in ``skipped``), so the test set keeps its other images (one fewer, not
+  another draw) and a training subset takes the next pool image in its place;
+* the key is a hash of text, the same on every machine and with every torch version.
+
+Intermediate stages and probes that use the same dataset must draw only from ``Split.pool``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from viny_probe.errors import VinyError
 
 DEFAULT_TEST_SIZE = 1000
+DEFAULT_SPLIT_SEED = 0
+
+
+def split_key(seed: int, image_id: str) -> int:
+    """The 64-bit sort key of one image under split seed ``seed``: a hash of the seed and its id."""
+    return int.from_bytes(hashlib.blake2b(f"{seed}:{image_id}".encode(), digest_size=8).digest(), "big")
+
+
+def split_order(ids: Sequence[str], seed: int) -> list[int]:
+    """Indices of ``ids`` in split order (ascending key; ties, which need equal ids, by position)."""
+    return sorted(range(len(ids)), key=lambda i: (split_key(seed, ids[i]), i))
+
+
+def ids_digest(ids: Sequence[str]) -> str:
+    """sha256 of the ids in the given order, one per line: a short name for a set of images."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Split:
-    """Indices into a dataset of ``num_images`` images.
+    """Indices into a dataset's decoded images (``ids``).
 
-    test: (test_size,) int64, sorted: the fixed held-out set for this seed.
-    pool: (num_images - test_size,) int64, in seeded random order: everything a run may train on.
+    test: (k,) int64, sorted by index: the fixed held-out set for this split seed (k = test_size
+        minus the test images that could not be read).
+    pool: (m,) int64, in split order: everything a run may train on.
+    skipped_test / skipped_pool: ids that belong to the test set / pool but could not be read.
     """
 
     test: torch.Tensor
     pool: torch.Tensor
     seed: int
     num_images: int
+    test_size: int = 0
+    skipped_test: tuple[str, ...] = field(default=())
+    skipped_pool: tuple[str, ...] = field(default=())
 
     def train(self, n: int) -> torch.Tensor:
         """(n,) int64: the first ``n`` pool indices; the subset for n contains the one for any smaller n."""
-        if not isinstance(n, int) or n < 1:
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
             raise VinyError(f"the number of training images must be a positive integer, got {n!r}")
         if n > len(self.pool):
+            unreadable = (
+                f" ({len(self.skipped_pool)} of its images could not be read)" if self.skipped_pool else ""
+            )
             raise VinyError(
                 f"asked for {n} training images, but the dataset has {self.num_images} images and the "
-                f"test set takes {len(self.test)}, leaving {len(self.pool)} to train on. Use at most "
-                f"{len(self.pool)} training images or a smaller test set."
+                f"test set takes {len(self.test)}, leaving {len(self.pool)} to train on{unreadable}. Use at "
+                f"most {len(self.pool)} training images or a smaller test set."
             )
         return self.pool[:n]
 
 
-def make_split(num_images: int, test_size: int = DEFAULT_TEST_SIZE, seed: int = 0) -> Split:
-    """One fixed test set of ``test_size`` images and the disjoint, seeded training pool."""
-    if not isinstance(num_images, int) or num_images < 1:
-        raise VinyError(f"num_images must be a positive integer, got {num_images!r}")
+def make_split(
+    ids: Sequence[str],
+    test_size: int = DEFAULT_TEST_SIZE,
+    seed: int = DEFAULT_SPLIT_SEED,
+    skipped: Sequence[str] = (),
+) -> Split:
+    """One fixed test set and the disjoint training pool of the images named ``ids``.
+
+    ``skipped``: ids of images the dataset lists but that could not be read. They take their place
+    in the order (so nothing else moves) and are then left out of both sides.
+    """
+    if isinstance(ids, int) or not all(isinstance(i, str) for i in ids):
+        raise VinyError("make_split takes the images' ids (file names or dataset ids), not a count")
     if not isinstance(test_size, int) or test_size < 0:
         raise VinyError(f"test_size must be a non-negative integer, got {test_size!r}")
-    if test_size >= num_images:
+    if len(set(ids)) != len(ids):
+        raise VinyError("image ids must be unique: the split is keyed by them")
+    listed = list(ids) + [s for s in skipped if s not in set(ids)]
+    if not ids:
+        raise VinyError("the dataset has no readable images to split")
+    if test_size >= len(listed):
         raise VinyError(
-            f"the test set takes {test_size} images, but the dataset has only {num_images}: nothing would "
-            f"be left to train on. Use a test size below {num_images} or a bigger dataset."
+            f"the test set takes {test_size} images, but the dataset has only {len(listed)}: nothing would "
+            f"be left to train on. Use a test size below {len(listed)} or a bigger dataset."
         )
-    order = torch.randperm(num_images, generator=torch.Generator().manual_seed(seed))
-    test, pool = order[:test_size], order[test_size:]
-    return Split(test=test.sort().values, pool=pool.clone(), seed=seed, num_images=num_images)
+    order = split_order(listed, seed)
+    readable = len(ids)
+    test = sorted(i for i in order[:test_size] if i < readable)
+    pool = [i for i in order[test_size:] if i < readable]
+    return Split(
+        test=torch.tensor(test, dtype=torch.int64),
+        pool=torch.tensor(pool, dtype=torch.int64),
+        seed=seed,
+        num_images=len(listed),
+        test_size=test_size,
+        skipped_test=tuple(listed[i] for i in order[:test_size] if i >= readable),
+        skipped_pool=tuple(listed[i] for i in order[test_size:] if i >= readable),
+    )

@@ -63,7 +63,17 @@ GEOMETRY_LABELS = {
     "spatial": "Spatial Intermediate",
 }
 # Fields a plan's per-stage overrides may not set: the plan itself decides them.
-FORBIDDEN_OVERRIDES = {"regime", "seed", "train_size", "init", "test_size", "model", "preset", "data_root"}
+FORBIDDEN_OVERRIDES = {
+    "regime",
+    "seed",
+    "split_seed",
+    "train_size",
+    "init",
+    "test_size",
+    "model",
+    "preset",
+    "data_root",
+}
 # Left out of a stage's id: where files are, and how fast the run goes, do not change what it computes.
 ID_EXCLUDED = set(TrainConfig.EXECUTION) | {"init", "data_root"}
 
@@ -128,7 +138,8 @@ class Plan:
     model: str = "viny"
     data: str = "real"  # real (imagenet / intel / pets) | embedded (toy-*)
     data_root: str | None = None
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0, 1, 2)  # run seeds: init, order, masking, augmentation
+    split_seed: int = 0  # one fixed split for every run seed (the study's "fixed data splits")
     pretrain_sizes: tuple[int, ...] = (0,)  # 0 = no pre-training (Table 1)
     finetune_sizes: tuple[int, ...] = FINETUNE_SIZES
     plain: bool = True  # segmentation cells without an intermediate stage (Tables 1 / A2)
@@ -144,7 +155,8 @@ class Plan:
 
     def describe(self) -> str:
         return (
-            f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds {list(self.seeds)}, "
+            f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds {list(self.seeds)} "
+            f"(split seed {self.split_seed}), "
             f"pre-train sizes {list(self.pretrain_sizes)}, fine-tune sizes {list(self.finetune_sizes)}, "
             f"plain={self.plain}, intermediate={self.intermediate}, geometry={self.geometry}"
             + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
@@ -283,6 +295,7 @@ def validate_plan(plan: Plan) -> None:
         (plan.data in ("real", "embedded"), f"data must be 'real' or 'embedded', not {plan.data!r}"),
         (len(plan.seeds) >= 1, "a plan needs at least one seed"),
         (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
+        (plan.split_seed >= 0, "--split-seed must be >= 0"),
         (all(n >= 1 for n in plan.finetune_sizes), "fine-tune sizes must be >= 1"),
         (all(n >= 0 for n in plan.pretrain_sizes), "pre-train sizes must be >= 0"),
         (plan.epochs_scale > 0, "--epochs-scale must be > 0"),
@@ -343,6 +356,7 @@ def make_stage(
         model=plan.model,
         data_root=plan.data_root,
         seed=seed,
+        split_seed=plan.split_seed,
         train_size=train_size,
         test_size=plan.test_size,
         **values,
@@ -354,16 +368,16 @@ def make_stage(
 
 
 def _check_embedded_sizes(plan: Plan) -> None:
-    from ..trainers.splits import EMBEDDED_SIZES
+    from ..trainers.splits import EMBEDDED_SIZES, STREAM_LIMIT
 
-    unlabeled, pets = EMBEDDED_SIZES["toy-unlabeled"], EMBEDDED_SIZES["toy-pets"]
+    unlabeled, pets = STREAM_LIMIT - plan.test_size, EMBEDDED_SIZES["toy-pets"]
     too_big = [n for n in plan.pretrain_sizes if n > unlabeled]
     if plan.geometry and geometry_pretrain_size(plan) > unlabeled:
         too_big.append(geometry_pretrain_size(plan))
     if too_big:
         raise VinyError(
-            f"plan {plan.name}: pre-train sizes {too_big} exceed the {unlabeled} images of the embedded toy-unlabeled "
-            "set; scale them down (e.g. --pretrain-sizes 0,750,3000) or use --data real"
+            f"plan {plan.name}: pre-train sizes {too_big} exceed the {unlabeled} training images the embedded "
+            "toy-unlabeled stream allows; scale them down (e.g. --pretrain-sizes 0,3000,30000) or use --data real"
         )
     pool = pets - plan.test_size
     if max(plan.finetune_sizes, default=0) > pool:
@@ -438,10 +452,12 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
 
 def estimate_train_images(cfg: TrainConfig) -> int:
     """How many training images a stage sees per epoch (real datasets: approximate)."""
-    from ..trainers.splits import EMBEDDED_SIZES, SEGMENTATION_DATASETS
+    from ..trainers.splits import EMBEDDED_SIZES, SEGMENTATION_DATASETS, STREAM_DATASETS
 
     if cfg.train_size is not None:
         return cfg.train_size
+    if cfg.dataset in STREAM_DATASETS:
+        return STREAM_DATASETS[cfg.dataset]
     total = EMBEDDED_SIZES.get(cfg.dataset) or APPROX_REAL_SIZES.get(cfg.dataset)
     if total is None:
         return 0  # unknown folder: counted as 0 in estimates

@@ -541,7 +541,7 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
             out,
             dataset=seg_cfg["dataset"],
             data_root=seg_cfg.get("data_root"),
-            seed=seed,
+            split_seed=seg_cfg.get("split_seed", 0),
             test_size=seg_cfg["test_size"],
             progress=False,
         )

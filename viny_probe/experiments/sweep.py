@@ -69,6 +69,7 @@ CSV_COLUMNS = [
     "intermediate",
     "finetune_size",
     "seed",
+    "split_seed",
     "model",
     "preset",
     "pretrain_dataset",
@@ -92,6 +93,7 @@ CSV_COLUMNS = [
     "position_prior_miou",
     "position_prior_miou_per_image",
     "test_accuracy",
+    "test_reconstruction_l1",
     "final_loss",
     "train_seconds",
     "finished_at",
@@ -434,6 +436,13 @@ def run_sweep(
         time.sleep(poll_s)
 
     rebuild_results(out)
+    legacy = legacy_stages(out)
+    if legacy:
+        log(
+            f"  {len(legacy)} finished stage(s) in {out / 'stages'} were trained by viny before checkpoint "
+            "format 2 (CLS token in every stage, split drawn from the run seed): left out of the results. "
+            "Delete them, or keep them apart in another folder."
+        )
     summary.cells_done = sum(is_finished(out, c.stage) for c in cells)
     log(
         f"cells finished: {summary.cells_done}/{summary.cells_total}; trained now: {len(summary.ran)}, "
@@ -595,6 +604,7 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "intermediate": intermediate or "",
         "finetune_size": labels.get("finetune_size", ""),
         "seed": cfg["seed"],
+        "split_seed": cfg.get("split_seed", ""),
         "model": cfg["model"],
         "preset": cfg["preset"],
         "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
@@ -610,6 +620,7 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / FINAL).stat().st_mtime)),
         "parent": info.get("parent") or "",
         "test_accuracy": results.get("test_accuracy", ""),
+        "test_reconstruction_l1": results.get("test_reconstruction_l1", ""),
     }
     test = results.get("test")
     if test:
@@ -660,11 +671,29 @@ def _append_row(out: Path, stage_id: str) -> None:
         f.write(json.dumps(row, default=str) + "\n")
 
 
+def is_legacy_stage(d: Path) -> bool:
+    """A stage trained by viny before checkpoint format 2 (CLS token in every stage, the split drawn
+    from the run seed): its config.json has no split_seed. Such results are not comparable with the
+    current ones and are left out of results.csv (``legacy_stages`` lists them)."""
+    config = d / "config.json"
+    return config.exists() and "split_seed" not in json.loads(config.read_text())
+
+
+def legacy_stages(out: str | Path) -> list[str]:
+    """Finished stages in ``out`` written before checkpoint format 2 (left out of the results)."""
+    stages = Path(out) / "stages"
+    found = sorted(stages.glob("*")) if stages.exists() else []
+    return [d.name for d in found if (d / FINAL).exists() and is_legacy_stage(d)]
+
+
 def collect_rows(out: str | Path) -> list[dict]:
-    """Rows of every finished stage in ``out`` (whatever plan ran it), in a stable order."""
+    """Rows of every finished stage in ``out`` (whatever plan ran it), in a stable order; stages from
+    before checkpoint format 2 are left out (see ``legacy_stages``)."""
     out = Path(out)
     rows = []
     for d in sorted((out / "stages").glob("*")) if (out / "stages").exists() else []:
+        if is_legacy_stage(d):
+            continue
         row = stage_row(out, d.name)
         if row is not None:
             rows.append(row)
@@ -724,6 +753,7 @@ __all__ = [
     "SweepSummary",
     "assign_shards",
     "collect_rows",
+    "legacy_stages",
     "dry_run",
     "is_finished",
     "load_results",

@@ -25,6 +25,7 @@ from ..checkpoint import (
     write_json,
 )
 from ..config import TrainConfig
+from ..data.protocol import ids_digest
 from ..errors import VinyError
 from ..model import ViNy, ViTConfig, model_config
 from ..progress import epoch_progress
@@ -69,8 +70,25 @@ def _lineage_from(init_path: str, parent: dict) -> list[dict]:
         "dataset": parent.get("config", {}).get("dataset"),
         "checkpoint": str(init_path),
         "digest": file_digest(Path(init_path)),
+        "trained_on": parent.get("trained_on"),
     }
     return list(parent.get("lineage", [])) + [entry]
+
+
+def trained_on(cfg: TrainConfig, data: RegimeData) -> dict:
+    """Which images a stage trained on, carried by its checkpoints and every descendant's lineage, so
+    a diagnostic can refuse to evaluate on them. The ids themselves are kept for datasets with
+    trimaps (the only ones a diagnostic evaluates on); a digest for every dataset."""
+    train = data.train
+    return {
+        "regime": cfg.regime,
+        "dataset": cfg.dataset,
+        "split_seed": cfg.split_seed,
+        "test_size": data.info.get("test_size"),
+        "images": len(train),
+        "ids_sha256": ids_digest(train.ids),
+        "ids": list(train.ids) if train.masks is not None else None,
+    }
 
 
 def run_model_config(cfg: TrainConfig) -> ViTConfig:
@@ -228,6 +246,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
         encoder = encoder_from_checkpoint(parent, cfg.init)
         lineage = _lineage_from(cfg.init, parent)
     head = regime.make_head(mcfg, data)
+    used = trained_on(cfg, data)
     # The CLS token takes part only where it enters the blocks; frozen elsewhere, so the optimiser
     # leaves it as it was (weight decay included) and DistributedDataParallel sees no unused parameter.
     encoder.cls_token.requires_grad_(regime.uses_cls or mcfg.cls_in_sequence)
@@ -304,7 +323,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             if main:
                 save_checkpoint(
                     run_dir / LAST,
-                    _payload(cfg, mcfg, encoder, head, lineage, history, epoch + 1, optimizer, scheduler),
+                    _payload(
+                        cfg, mcfg, encoder, head, lineage, used, history, epoch + 1, optimizer, scheduler
+                    ),
                 )
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -316,7 +337,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     if main:
         results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
         save_checkpoint(
-            final_path, _payload(cfg, mcfg, encoder, head, lineage, history, cfg.epochs, results=results)
+            final_path,
+            _payload(cfg, mcfg, encoder, head, lineage, used, history, cfg.epochs, results=results),
         )
         regime.finish(run_dir, encoder, head, data, results)
         write_json(
@@ -396,7 +418,7 @@ def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:
 
 
 def _payload(
-    cfg, mcfg, encoder, head, lineage, history, epoch, optimizer=None, scheduler=None, results=None
+    cfg, mcfg, encoder, head, lineage, used, history, epoch, optimizer=None, scheduler=None, results=None
 ) -> dict:
     payload = {
         "regime": cfg.regime,
@@ -406,6 +428,7 @@ def _payload(
         "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
         "head_type": type(head).__name__,
         "lineage": lineage,
+        "trained_on": used,
         "epoch": epoch,
         "history": history,
     }

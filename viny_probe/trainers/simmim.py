@@ -34,8 +34,8 @@ class SimMIM(Regime):
     name = "simmim"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
-        train, info = splits.unlabeled(cfg, model_cfg.image_size)
-        return RegimeData(train=train, info=info)
+        train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
+        return RegimeData(train=train, test=test, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
         self.patch_size = model_cfg.patch_size

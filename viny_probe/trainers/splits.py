@@ -1,18 +1,27 @@
 """Which images each stage sees, following the study's protocol as viny decides it (reference-notes):
-one fixed test set per seed on the segmentation dataset, nested training subsets disjoint from it, and
-no intermediate stage, probe or pre-training ever training on those test images."""
+one fixed test set per *split seed* (``--split-seed``, the same for every run seed) on the
+segmentation dataset, nested training subsets disjoint from it, and no intermediate stage, probe or
+pre-training ever training on those test images. The split is keyed by each image's identity
+(``viny_probe.data.protocol``); the run seed (``--seed``) never moves it.
+"""
 
 from __future__ import annotations
 
 from ..config import TrainConfig
 from ..data import load_dataset
 from ..data.base import ImageSet
-from ..data.protocol import make_split
+from ..data.protocol import Split, ids_digest, make_split
 from ..errors import VinyError
 
-# How many images the embedded datasets hold (they are generated deterministically with data seed 0,
-# so every run sees the same dataset and only the split depends on the run's seed).
-EMBEDDED_SIZES = {"toy-pets": 3000, "toy-scenes": 1500, "toy-unlabeled": 3000}
+# How many images the embedded labelled datasets hold: generated deterministically with data seed 0,
+# a fixed dataset like a real one, split by the split seed.
+EMBEDDED_SIZES = {"toy-pets": 3000, "toy-scenes": 1500}
+# The embedded unlabeled set is a stream, generated on first use as far as a run needs it: the split
+# seed picks the stream (data seed), a training subset is its first --train-size images (so subsets
+# are nested), and the held-out images come from a separate stream that no subset can reach.
+STREAM_DATASETS = {"toy-unlabeled": 3000}  # default training images
+STREAM_LIMIT = 250_000
+HELD_OUT_STREAM = 1_000_000  # data seed of the held-out stream = this + split seed
 SEGMENTATION_DATASETS = ("pets", "toy-pets")
 # Datasets that come with their own held-out split.
 HAS_TEST_SPLIT = ("intel",)
@@ -29,54 +38,98 @@ def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = 
         data_root=cfg.data_root,
         split=split,
         limit=limit,
-        seed=cfg.seed,
+        seed=cfg.split_seed,
         on_error=cfg.on_error,
+        workers=cfg.workers,
     )
+
+
+def held_out_size(dataset: str, test_size: int, num_images: int) -> int:
+    """Test images held out of ``dataset``: ``test_size`` for the segmentation sets (the study's
+    fixed 1000), at most a fifth of the images for any other labelled or unlabeled set."""
+    return test_size if dataset in SEGMENTATION_DATASETS else min(test_size, num_images // 5)
+
+
+def provenance(cfg: TrainConfig, full: ImageSet, split: Split | None, train: ImageSet, test) -> dict:
+    """What data.json records about a stage's images: sizes, the split seed, digests of the train
+    and test ids, and the names of images that could not be read."""
+    return {
+        "dataset": cfg.dataset,
+        "images_in_dataset": len(full) + len(full.skipped),
+        "train": len(train),
+        "test": len(test) if test is not None else 0,
+        "split_seed": cfg.split_seed,
+        "test_size": split.test_size if split is not None else (len(test) if test is not None else 0),
+        "train_ids_sha256": ids_digest(train.ids),
+        "test_ids_sha256": ids_digest(test.ids) if test is not None else None,
+        "skipped": list(full.skipped),
+    }
 
 
 def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[ImageSet, ImageSet | None, dict]:
     """The training subset and the held-out set of ``cfg.dataset`` for this run, plus provenance.
 
-    Segmentation datasets use the fixed per-seed test set (``--test-size``, default 1000) and nested
-    training subsets (``--train-size``, default: the whole non-test pool). Intel uses seg_train and
-    seg_test. Other labelled sets get a seeded hold-out of at most a fifth of the images.
+    Segmentation datasets use the fixed test set of the split seed (``--test-size``, default 1000) and
+    nested training subsets (``--train-size``, default: the whole non-test pool). Intel uses seg_train
+    and seg_test. Other sets get a held-out part of at most a fifth of the images.
     """
     if cfg.dataset in HAS_TEST_SPLIT:
-        train = load(cfg, size, "train")
+        full = load(cfg, size, "train")
         test = load(cfg, size, "test") if need_test else None
-        if cfg.train_size is not None:
-            if cfg.train_size > len(train):
-                raise VinyError(
-                    f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(train)} training images"
-                )
-            train = train.subset(make_split(len(train), 0, cfg.seed).train(cfg.train_size))
-        return train, test, {"dataset": cfg.dataset, "train": len(train), "test": len(test) if test else 0}
+        split = make_split(full.ids, 0, cfg.split_seed, full.skipped)
+        n = cfg.train_size if cfg.train_size is not None else len(split.pool)
+        if n > len(split.pool):
+            raise VinyError(
+                f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(split.pool)} training images"
+            )
+        train = full.subset(split.train(n))
+        info = provenance(cfg, full, None, train, test)
+        if test is not None:
+            info["skipped"] = info["skipped"] + list(test.skipped)
+        return train, test, info
 
     full = load(cfg, size, "train")
-    test_size = cfg.test_size if cfg.dataset in SEGMENTATION_DATASETS else min(cfg.test_size, len(full) // 5)
-    split = make_split(len(full), test_size, cfg.seed)
-    train_idx = split.train(cfg.train_size if cfg.train_size is not None else len(split.pool))
-    info = {
-        "dataset": cfg.dataset,
-        "images_in_dataset": len(full),
-        "train": len(train_idx),
-        "test": len(split.test),
-        "split_seed": cfg.seed,
-    }
-    return full.subset(train_idx), full.subset(split.test), info
+    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
+    split = make_split(full.ids, test_size, cfg.split_seed, full.skipped)
+    train = full.subset(split.train(cfg.train_size if cfg.train_size is not None else len(split.pool)))
+    test = full.subset(split.test)
+    return train, test, provenance(cfg, full, split, train, test)
 
 
-def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, dict]:
-    """Pre-training images: ``--train-size`` of them (ImageNet-style folders are subset by the seed).
-    On a segmentation dataset only the non-test pool is used."""
-    if cfg.dataset in SEGMENTATION_DATASETS:
-        train, _, info = train_test(cfg, size, need_test=False)
-        return train, info
-    data = load(cfg, size, "train", limit=cfg.train_size)
-    if cfg.train_size is not None:
-        if cfg.train_size > len(data):
-            raise VinyError(f"--train-size {cfg.train_size}: {cfg.dataset} has only {len(data)} images")
-        if cfg.train_size < len(data):
-            # Only here is a copy made: a memory-mapped ImageNet subset already has the asked size and stays mapped.
-            data = data.subset(list(range(cfg.train_size)))
-    return data, {"dataset": cfg.dataset, "train": len(data)}
+def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
+    """Pre-training images and held-out images (for the reconstruction loss), plus provenance.
+
+    A segmentation dataset gives its non-test pool and its fixed test set. The embedded toy-unlabeled
+    stream gives its first ``--train-size`` images and a separate held-out stream. An ImageNet-style
+    folder is ordered by the split seed: its first ``--test-size`` images (at most a fifth) are held
+    out, the next ``--train-size`` are the training subset; only those are decoded.
+    """
+    if cfg.dataset in SEGMENTATION_DATASETS or cfg.dataset in EMBEDDED_SIZES:
+        return train_test(cfg, size)
+    if cfg.dataset in STREAM_DATASETS:
+        n = cfg.train_size if cfg.train_size is not None else STREAM_DATASETS[cfg.dataset]
+        held = cfg.test_size  # the same held-out images whatever the training size
+        if n + held > STREAM_LIMIT:
+            raise VinyError(
+                f"--train-size {n}: the embedded {cfg.dataset} stream is capped at {STREAM_LIMIT} images"
+            )
+        train = load_dataset(cfg.dataset, size=size, limit=n, seed=cfg.split_seed)
+        test = load_dataset(cfg.dataset, size=size, limit=held, seed=HELD_OUT_STREAM + cfg.split_seed)
+        info = provenance(cfg, train, None, train, test)
+        info.update(images_in_dataset=None, test_size=held, stream_seed=cfg.split_seed)
+        return train, test, info
+    wanted = None if cfg.train_size is None else cfg.test_size + cfg.train_size
+    full = load(cfg, size, "train", limit=wanted)
+    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
+    split = make_split(full.ids, test_size, cfg.split_seed, full.skipped)
+    n = len(split.pool) if cfg.train_size is None else min(cfg.train_size, len(split.pool))
+    if cfg.train_size is not None and n + len(split.skipped_pool) < cfg.train_size:
+        raise VinyError(
+            f"--train-size {cfg.train_size}: {cfg.dataset} has only {split.num_images} images, "
+            f"{test_size} of them held out"
+        )
+    # Fewer than --train-size remain only when listed images could not be read: each skipped image
+    # removes only itself (data.json names them).
+    train = full.subset(split.pool[:n])
+    test = full.subset(split.test)
+    return train, test, provenance(cfg, full, split, train, test)

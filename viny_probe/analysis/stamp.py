@@ -1,0 +1,46 @@
+"""Write warnings into output files themselves, so that no table, summary or figure produced under a
+warning (e.g. ``--allow-overlap``) can be read or shared without it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+BANNER = "WARNING"
+
+
+def stamp_warnings(paths: Sequence[Path], warnings: Sequence[str]) -> None:
+    """Add ``warnings`` to each existing file: a ``"warnings"`` list in a JSON object, a quoted block at
+    the top of Markdown, a red banner above a PNG. Other files and missing paths are left alone."""
+    if not warnings:
+        return
+    for path in dict.fromkeys(Path(p) for p in paths):
+        if not path.is_file():
+            continue
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            if isinstance(data, dict):
+                data["warnings"] = list(dict.fromkeys([*data.get("warnings", []), *warnings]))
+                path.write_text(json.dumps(data, indent=1) + "\n")
+        elif path.suffix == ".md":
+            lines = "".join(f"> **{BANNER}:** {w}\n" for w in warnings)
+            path.write_text(lines + "\n" + path.read_text())
+        elif path.suffix == ".png":
+            _banner_png(path, warnings)
+
+
+def _banner_png(path: Path, warnings: Sequence[str]) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
+    font = ImageFont.load_default()
+    line_height = 14
+    height = line_height * len(warnings) + 8
+    out = Image.new("RGB", (image.width, image.height + height), (200, 30, 30))
+    out.paste(image, (0, height))
+    draw = ImageDraw.Draw(out)
+    for i, text in enumerate(warnings):
+        draw.text((6, 4 + i * line_height), f"{BANNER}: {text}", fill=(255, 255, 255), font=font)
+    out.save(path)
