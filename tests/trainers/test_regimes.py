@@ -196,9 +196,10 @@ def _as_format_1(path):
 
 
 def test_the_cls_token_is_trained_only_where_classification_reads_it(tmp_path):
-    """The study's token path: SimMIM, spatial and segmentation never touch the CLS token (frozen, so
-    weight decay leaves it too); classification trains it. Mutant: leaving it trainable everywhere
-    (AdamW's weight decay would move it in SimMIM), or freezing it in classify."""
+    """The study's token path: SimMIM and segmentation never touch the CLS token (it is not in their
+    blocks, and frozen there, so DDP sees no unused parameter); classification trains it. Mutants: the
+    CLS token in every stage's blocks (run_model_config forcing cls_in_sequence=True: SimMIM moves
+    it), or frozen in classify too."""
     a = train(tiny("simmim", weight_decay=0.5, lr=0.05), tmp_path / "a", progress=False)
     b = train(tiny("classify", init=str(a.final_checkpoint)), tmp_path / "b", progress=False)
     c = train(tiny("segment", init=str(b.final_checkpoint), weight_decay=0.5), tmp_path / "c", progress=False)
