@@ -51,3 +51,39 @@ def test_masked_l1_counts_only_masked_pixels():
     torch.testing.assert_close(masked_l1(changed, target, mask), loss)
     expected = (pred - target).abs()[mask].mean()
     torch.testing.assert_close(loss, expected)
+
+
+def test_authors_preset_trains_cls_intel_with_the_codes_transform_and_mixup():
+    """--preset authors: CLS-Intel (toy-scenes here) gets MixUp 0.1 and flip + contrast jitter, no crop;
+    viny's default crops. Mutant: Classify.prepare ignoring ``augment`` (always cropping): the
+    flip-contrast images then are not flips/contrast changes of the input."""
+    from viny_probe.config import TrainConfig
+    from viny_probe.data.augment import normalize, to_float
+    from viny_probe.trainers.classify import Classify
+
+    cfg = TrainConfig(regime="classify", preset="authors").resolved()
+    assert (cfg.mixup, cfg.augment, cfg.epochs, cfg.lr) == (0.1, "flip-contrast", 200, 8e-4)
+    assert TrainConfig(regime="classify", preset="paper").resolved().augment == "crop"
+    assert TrainConfig(regime="classify", preset="authors", dataset="pets").resolved().mixup == 0.0
+    assert TrainConfig(regime="simmim", preset="authors").resolved().lr == 1e-3
+
+    g = torch.Generator().manual_seed(0)
+    # mid-range pixels, so the contrast factor (0.7..1.3) never clips and the fit below is exact
+    images = torch.randint(64, 192, (6, 3, 16, 16), generator=g, dtype=torch.uint8)
+    batch = {"images": images, "labels": torch.arange(6) % 3}
+    regime = Classify()
+    regime.num_classes, regime.mixup_alpha, regime.augment = 3, 0.0, "flip-contrast"
+    out = regime.prepare(batch, torch.Generator().manual_seed(1))["images"]
+    x = to_float(images)
+    for i in range(6):
+        # no crop: each output is the image or its mirror, with its contrast scaled about its grey mean
+        raw = out[i] * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1) + torch.tensor(
+            [0.485, 0.456, 0.406]
+        ).view(3, 1, 1)
+        fits = []
+        for candidate in (x[i], x[i].flip(-1)):
+            centred, target = candidate - candidate.mean(), raw - raw.mean()
+            factor = (centred * target).sum() / centred.square().sum()
+            fits.append(((target - factor * centred).abs().max() < 1e-4) and 0.69 < factor < 1.31)
+        assert any(fits), i
+    assert not torch.allclose(out, normalize(x))  # something was applied

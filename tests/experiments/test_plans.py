@@ -18,12 +18,13 @@ from viny_probe.experiments.sweep import assign_shards, parse_shard
         ("pretrain", 3 * 6 * 3, {"pretrain": 9, "finetune": 54}),
         ("intermediate", 3 * 6 * 3, {"pretrain": 9, "cls-intel": 9, "finetune": 54}),
         ("geometry", 4 * 3, {"pretrain": 3, "cls-intel": 3, "cls-pets": 3, "spatial": 3}),
-        # paper: 18 + 54 + 54 segmentation cells + 12 geometry cells; geometry reuses the 200k pre-training
-        # and its CLS-Intel stage, so only CLS-Pets and Spatial stages are new.
+        # paper: 18 + 54 + 54 segmentation cells + 12 geometry cells; geometry reuses the 200k pre-training;
+        # its CLS-Intel runs the geometry schedule (the study's 20-epoch diagnostics variant), so it is
+        # a stage of its own beside Table A3's.
         (
             "paper",
             18 + 54 + 54 + 12,
-            {"pretrain": 9, "cls-intel": 9, "cls-pets": 3, "spatial": 3, "finetune": 126},
+            {"pretrain": 9, "cls-intel": 12, "cls-pets": 3, "spatial": 3, "finetune": 126},
         ),
         ("mini", 3 * 2 * 3, {"pretrain": 2, "cls-intel": 2, "finetune": 18}),
     ],
@@ -70,7 +71,8 @@ def test_stage_ids_stable_and_shared_across_plans():
 
 def test_paper_plan_uses_real_data_and_table_a1():
     stages, _ = expand(PLANS["paper"])
-    kinds = {s.kind: s.config for s in stages}
+    kinds = {s.kind: s.config for s in stages if s.config.phase != "geometry"}
+    kinds.update({s.kind: s.config for s in stages if s.kind in ("cls-pets", "spatial")})
     assert kinds["pretrain"].dataset == "imagenet" and kinds["pretrain"].epochs == 100
     assert kinds["pretrain"].lr == 1e-4 and kinds["pretrain"].milestones == (50, 85)
     assert kinds["cls-intel"].dataset == "intel" and kinds["cls-intel"].epochs == 200
@@ -159,3 +161,28 @@ def test_mini_plan_cost():
     # quick preset scaled by 0.67 (30 -> 20 fine-tune epochs, 12 -> 8 pre-train, 10 -> 7 CLS-Intel):
     # fine-tune 20 x (250+500+1000) x 3 conditions x 2 seeds; pre-train 8 x 3000 x 2; CLS-Intel 7 x 1200 x 2
     assert sum(s.cost() for s in stages) == 20 * 1750 * 6 + 8 * 3000 * 2 + 7 * 1200 * 2 == 274_800
+
+
+@pytest.mark.parametrize("preset", ["paper", "authors"])
+def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
+    """Table 2's stages: 20 epochs, no scheduler (the study's code), apart from Table A3's CLS-Intel
+    (Table A1's 200 epochs). Mutant: make_stage ignoring ``phase`` (they would train 200 epochs)."""
+    stages, cells = expand(with_options(PLANS["paper"], preset=preset))
+    by_id = {s.id: s for s in stages}
+    geometry = [by_id[c.stage] for c in cells if c.group == "geometry" and c.regime != "pretrained"]
+    assert len(geometry) == 9
+    for s in geometry:
+        assert (s.config.phase, s.config.epochs, s.config.gamma, s.config.milestones) == (
+            "geometry",
+            20,
+            1.0,
+            (),
+        )
+    a3 = [s for s in stages if s.kind == "cls-intel" and s.config.phase == "intermediate"]
+    assert len(a3) == 9 and all(s.config.epochs == 200 for s in a3)
+    pre = next(s for s in stages if s.kind == "pretrain")
+    assert (pre.config.lr, pre.config.gamma) == ((1e-3, 0.5) if preset == "authors" else (1e-4, 0.1))
+    cls = next(s for s in stages if s.kind == "cls-intel")
+    assert (cls.config.mixup, cls.config.augment) == (
+        (0.1, "flip-contrast") if preset == "authors" else (0.0, "crop")
+    )

@@ -30,7 +30,10 @@ def _plan(plan: str, plan_file: Path | None, **options):
 def sweep(
     plan: str = typer.Argument("mini", help="baseline | pretrain | intermediate | geometry | paper | mini"),
     out: Path = typer.Option(..., "--out", "-o", help="sweep folder (shared by every shard)"),
-    preset: str | None = typer.Option(None, help="paper = Table A1 | quick = short CPU schedule"),
+    preset: str | None = typer.Option(
+        None,
+        help="paper = Table A1 | authors = the study's code where it differs | quick = short CPU schedule",
+    ),
     seeds: str | None = typer.Option(
         None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
     ),

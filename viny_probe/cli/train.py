@@ -19,6 +19,7 @@ app.add_typer(train_app, name="train")
 
 class Preset(str, Enum):
     paper = "paper"
+    authors = "authors"
     quick = "quick"
 
 
@@ -60,7 +61,10 @@ def _make_command(regime: str, summary: str):
             None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
         ),
         preset: Preset = typer.Option(
-            Preset.quick, help="paper = Table A1 exactly; quick = short CPU schedule"
+            Preset.quick,
+            help="paper = Table A1 exactly; authors = the study's code where it differs (pre-training lr 1e-3 "
+            "gamma 0.5, CLS-Intel MixUp 0.1 and flip + contrast transform; docs/fidelity.md); quick = short "
+            "CPU schedule",
         ),
         model: str = typer.Option("viny", help="viny (the study's 4.8M model) | demo | tiny"),
         out: Path | None = typer.Option(
@@ -83,7 +87,20 @@ def _make_command(regime: str, summary: str):
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
         targets: str = typer.Option("trimap", help="spatial only: trimap | patch-label"),
-        mixup: float = typer.Option(0.0, help="classify only: MixUp alpha (authors' code: 0.1)"),
+        mixup: float | None = typer.Option(
+            None,
+            help="classify only: MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)",
+        ),
+        augment: str | None = typer.Option(
+            None,
+            help="classify only: crop (RandomResizedCrop 0.67-1 + flip) | flip-contrast (the authors' Intel "
+            "transform: flip + contrast jitter 0.3); default: the preset's",
+        ),
+        phase: str | None = typer.Option(
+            None,
+            help="which schedule row of the preset: pretrain | intermediate | geometry (20 epochs, no "
+            "scheduler: the study's Table 2 stages) | finetune; default: the regime's",
+        ),
         cls_in_sequence: bool = typer.Option(
             False,
             "--cls-in-sequence",
@@ -121,6 +138,8 @@ def _make_command(regime: str, summary: str):
             init=str(init) if init else None,
             targets=targets,
             mixup=mixup,
+            augment=augment,
+            phase=phase,
             cls_in_sequence=cls_in_sequence,
             on_error=on_error,
             device=device,

@@ -344,10 +344,16 @@ def scaled(cfg: TrainConfig, scale: float) -> TrainConfig:
 
 
 def make_stage(
-    plan: Plan, kind: str, seed: int, parent: Stage | None, train_size: int | None, labels: dict
+    plan: Plan,
+    kind: str,
+    seed: int,
+    parent: Stage | None,
+    train_size: int | None,
+    labels: dict,
+    phase: str | None = None,
 ) -> Stage:
     datasets = REAL_DATASETS if plan.data == "real" else EMBEDDED_DATASETS
-    values = {"dataset": datasets[kind], **plan.overrides.get(kind, {})}
+    values = {"dataset": datasets[kind], "phase": phase, **plan.overrides.get(kind, {})}
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(
@@ -445,7 +451,10 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
             for regime, kind in GEOMETRY_REGIMES.items():
                 if kind == "pretrain":
                     continue
-                stage = add(make_stage(plan, kind, seed, pre, None, {"pretrain_size": size, "seed": seed}))
+                # The stages trained to be diagnosed run the geometry schedule (config.GEOMETRY: the
+                # study's code trains them 20 epochs without a scheduler), apart from Table A3's CLS-Intel.
+                labels = {"pretrain_size": size, "seed": seed, "geometry": True}
+                stage = add(make_stage(plan, kind, seed, pre, None, labels, phase="geometry"))
                 cells.append(Cell(plan.name, "geometry", size, seed, stage.id, regime=regime))
     return list(stages.values()), cells
 

@@ -512,7 +512,11 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
         if r["kind"] in dict(GEOMETRY_ORDER) and int(r["pretrain_size"]) == pre_size:
             if r["kind"] == "cls-intel" and r.get("intermediate", "") == "":
                 continue
-            by_seed.setdefault(int(r["seed"]), {})[r["kind"]] = r
+            chosen = by_seed.setdefault(int(r["seed"]), {})
+            # Table 2's CLS-Intel is the geometry-schedule stage where the plan trained one
+            if r["kind"] in chosen and chosen[r["kind"]].get("phase") == "geometry":
+                continue
+            chosen[r["kind"]] = r
     blocks = [
         h(2, "Table 2 and Figs 5-6: representation geometry"),
         p(

@@ -72,6 +72,7 @@ CSV_COLUMNS = [
     "split_seed",
     "model",
     "preset",
+    "phase",
     "pretrain_dataset",
     "intermediate_dataset",
     "dataset",
@@ -538,7 +539,7 @@ def _chain(out: Path, stage_id: str) -> list[dict]:
 
 def comparability(chain: list[dict]) -> list[str]:
     """Why a fine-tuning result can not be set beside the paper's (empty list = comparable)."""
-    from ..config import PAPER
+    from ..config import PAPER, PHASE
 
     reasons: list[str] = []
     for info in chain:
@@ -550,14 +551,7 @@ def comparability(chain: list[dict]) -> list[str]:
             reasons.append(f"{cfg.preset} preset")
         if cfg.model != "viny":
             reasons.append(f"{cfg.model} model")
-        sched = PAPER[
-            {
-                "simmim": "pretrain",
-                "classify": "intermediate",
-                "spatial": "intermediate",
-                "segment": "finetune",
-            }[cfg.regime]
-        ]
+        sched = PAPER[cfg.phase or PHASE[cfg.regime]]
         if (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.gamma, tuple(cfg.milestones)) != (
             sched.epochs,
             sched.lr,
@@ -607,6 +601,7 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "split_seed": cfg.get("split_seed", ""),
         "model": cfg["model"],
         "preset": cfg["preset"],
+        "phase": cfg.get("phase") or "",
         "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
         "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""),
         "dataset": cfg["dataset"],

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import mixup, normalize, random_hflip, random_resized_crop, to_float
+from ..data.augment import contrast_jitter, mixup, normalize, random_hflip, random_resized_crop, to_float
 from ..errors import VinyError
 from ..heads import ClassificationHead
 from . import splits
@@ -18,12 +18,13 @@ class Classify(Regime):
     name = "classify"
     uses_cls = True
     mixup_alpha = 0.0
+    augment = "crop"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if train.labels is None:
             raise VinyError(f"dataset {cfg.dataset!r} has no image labels, so it cannot train `classify`")
-        self.mixup_alpha = cfg.mixup
+        self.mixup_alpha, self.augment = cfg.mixup, cfg.augment
         return RegimeData(train=train, test=test, info={**info, "classes": train.class_names})
 
     def make_head(self, model_cfg, data) -> nn.Module:
@@ -32,7 +33,10 @@ class Classify(Regime):
 
     def prepare(self, batch, gen):
         x = to_float(batch["images"])
-        x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
+        if self.augment == "flip-contrast":  # the authors' Intel transform: no crop
+            x = normalize(contrast_jitter(random_hflip(gen, x)[0], 0.3, gen))
+        else:
+            x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
         labels = batch["labels"]
         soft = F.one_hot(labels, self.num_classes).float()
         if self.mixup_alpha > 0:
