@@ -47,3 +47,31 @@ def test_two_gloo_processes_match_one_process(tmp_path, tiny_train_args):
         assert abs(a["loss"] - b["loss"]) < 1e-4
     for k, v in one["encoder"].items():
         torch.testing.assert_close(ddp["encoder"][k], v, atol=1e-4, rtol=1e-3)
+
+
+def test_three_gloo_ranks_uneven_and_empty_slices_match_one_process(tmp_path):
+    """torchrun with 3 CPU processes, global batch 64 over 66 images: the first batch splits 22/21/21
+    (uneven), the last batch of 2 splits 1/0/1 (rank 1 gets nothing). Each rank's loss is scaled by its
+    share of the global batch, and the empty rank runs a zero-weighted stand-in forward, so the update
+    equals one process taking the whole batch: same per-epoch loss and pixel accuracy (the exact
+    global-batch-weighted means), same encoder and head weights. --micro-batch 21 also gives the
+    ranks different numbers of parts (2, 1, 1). Kills: each rank's mean loss unscaled (DDP's plain
+    average of unequal slices), a division by the empty rank's zero images, an empty rank that skips
+    the forward (its all-reduce would never come), metrics weighted per rank instead of per image."""
+    sizes = dict(model="tiny", epochs=2, batch_size=64, train_size=66, test_size=8, lr=5e-3)
+    single = train(TrainConfig(regime="segment", device="cpu", **sizes), tmp_path / "one", progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    options = [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3"]
+    cmd += ["-m", "viny_probe", "train", "segment", *options, "--device", "cpu", "-q", "--micro-batch", "21"]
+    proc = subprocess.run(cmd + ["--out", str(tmp_path / "three")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = load_checkpoint(tmp_path / "three" / "final.pt")
+    one = load_checkpoint(single.final_checkpoint)
+    assert [h["epoch"] for h in ddp["history"]] == [1, 2]
+    for a, b in zip(one["history"], ddp["history"], strict=True):
+        assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+        assert abs(a["train_pixel_accuracy"] - b["train_pixel_accuracy"]) < 1e-5, (a, b)
+    for part in ("encoder", "head"):
+        for k, v in one[part].items():
+            torch.testing.assert_close(ddp[part][k], v, atol=1e-5, rtol=1e-4, msg=f"{part}.{k}")
