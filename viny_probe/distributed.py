@@ -68,13 +68,35 @@ def even_slices(n: int, parts: int) -> list[slice]:
     return [slice(lo, hi) for lo, hi in zip(bounds, bounds[1:], strict=False)]
 
 
-def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> dict[str, torch.Tensor]:
-    """This rank's contiguous slice of a prepared global batch (equal sizes when divisible)."""
-    if not info.enabled:
-        return inputs
+@dataclass(frozen=True)
+class Shard:
+    """This rank's part of a prepared global batch.
+
+    ``inputs``: what the rank runs forward on; ``images``: how many of the global batch's images are its
+    own (0 when the batch has fewer images than there are ranks: ``inputs`` is then a one-image stand-in);
+    ``loss_scale``: the factor on the rank's mean loss, ``images * world_size / global_images`` (0 for
+    the stand-in), so that DistributedDataParallel's average of the ranks' gradients is the gradient of
+    the whole global batch's mean loss even when the slices are unequal."""
+
+    inputs: dict[str, torch.Tensor]
+    images: int
+    loss_scale: float
+
+
+def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> Shard:
+    """This rank's contiguous slice of a prepared global batch (sizes differ by at most one).
+
+    A rank whose slice is empty still has to run a forward and a backward, or the gradient all-reduce
+    of the other ranks would wait for it forever: it gets the batch's first image with loss scale 0,
+    which gives every parameter an exact zero gradient and the epoch metrics a zero weight."""
     n = next(iter(inputs.values())).shape[0]
+    if not info.enabled:
+        return Shard(inputs, n, 1.0)
     part = even_slices(n, info.world_size)[info.rank]
-    return {k: v[part] for k, v in inputs.items()}
+    local = part.stop - part.start
+    if local == 0:
+        return Shard({k: v[:1] for k, v in inputs.items()}, 0, 0.0)
+    return Shard({k: v[part] for k, v in inputs.items()}, local, local * info.world_size / n)
 
 
 def teardown(info: DistInfo) -> None:

@@ -186,22 +186,27 @@ def micro_batch_size(
     return math.ceil(batch_size / parts)
 
 
-def forward_backward(step, inputs: dict, micro_batch: int, device, precision: str, no_sync=None):
+def forward_backward(
+    step, inputs: dict, micro_batch: int, device, precision: str, no_sync=None, loss_scale: float = 1.0
+):
     """One batch's forward and backward, in micro-batches of at most ``micro_batch`` images whose
     gradients accumulate to the whole batch's: each part's loss is weighted by its share of the
     images, which is exact because every regime's loss is a mean in which each image weighs the same.
     ``no_sync`` (DistributedDataParallel.no_sync) defers the gradient all-reduce to the last part.
+    ``loss_scale`` multiplies what is backpropagated, not what is returned: a data-parallel rank's
+    ``distributed.Shard.loss_scale``, which makes the ranks' averaged gradients the global batch's.
     Returns the batch's loss (detached) and statistics, as the same weighted means."""
     n = next(iter(inputs.values())).shape[0]
     parts = distributed.even_slices(n, max(1, math.ceil(n / micro_batch)))
     total, stats_total = None, {}
     for i, part in enumerate(parts):
         weight = (part.stop - part.start) / n
+        factor = weight * loss_scale
         sync = no_sync() if no_sync is not None and i < len(parts) - 1 else contextlib.nullcontext()
         with sync:
             with autocast(device, precision):
                 loss, stats = step({k: v[part] for k, v in inputs.items()})
-            (loss * weight if len(parts) > 1 else loss).backward()
+            (loss * factor if factor != 1.0 else loss).backward()
         loss = loss.detach() * weight
         total = loss if total is None else total + loss
         _accumulate(stats_total, stats, weight, loss.device)
@@ -303,10 +308,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             task = bar.start_epoch(epoch, cfg.epochs, n)
             for i, start in enumerate(range(0, n, cfg.batch_size)):
                 batch = device_batch(train_set, order[start : start + cfg.batch_size], device)
-                inputs = distributed.shard(regime.prepare(batch, gen), info)
+                part = distributed.shard(regime.prepare(batch, gen), info)
                 optimizer.zero_grad(set_to_none=True)
-                loss, stats = forward_backward(step, inputs, micro, device, cfg.precision, no_sync)
-                meter.add(loss, stats, next(iter(inputs.values())).shape[0], batch["images"].shape[0])
+                loss, stats = forward_backward(
+                    step, part.inputs, micro, device, cfg.precision, no_sync, part.loss_scale
+                )
+                meter.add(loss, stats, part.images, batch["images"].shape[0])
                 last = start + cfg.batch_size >= n
                 shown = meter.check() if (i + 1) % check_every == 0 or last else None
                 optimizer.step()
@@ -403,7 +410,7 @@ class _EpochMeter:
                 f"is kept in {self.last_checkpoint}. Try a lower --lr or --precision fp32."
             )
         self.pending.clear()
-        return float(self.sums["loss"] / self.count)
+        return float(self.sums["loss"] / self.count.clamp(min=1))  # 0 on a rank given no images yet
 
     def means(self) -> dict[str, float]:
         keys = list(self.sums)
