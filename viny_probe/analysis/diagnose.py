@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.analysis.images import load_named_image
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.patch_labels import patch_majority_labels
 from viny_probe.analysis.plots import (
@@ -49,7 +49,7 @@ from viny_probe.analysis.reference import (
     similarity_map,
 )
 from viny_probe.analysis.variance import across_image_variance, within_image_variance
-from viny_probe.data import DATASETS, SYNTHETIC_DATASETS, load_dataset
+from viny_probe.data import DATASETS, load_dataset
 from viny_probe.data.base import SEG_CLASSES, ImageSet
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.errors import VinyError
@@ -305,28 +305,6 @@ def probe_checkpoint(
 
 
 # --------------------------------------------------------------------------------- similarity maps
-_EMBEDDED_IMAGE = re.compile(r"^(toy-[a-z]+):(\d+)$")
-
-
-def _embedded_image(
-    name: str, index: int, size: int, seed: int, test_size: int
-) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    if name not in SYNTHETIC_DATASETS:
-        raise VinyError(
-            f"'{name}:{index}': no embedded dataset '{name}'; choose one of {', '.join(SYNTHETIC_DATASETS)}"
-        )
-    full = load_dataset(name, size=size, limit=EMBEDDED_SIZES.get(name), seed=0)
-    held_out = test_size if name == "toy-pets" else min(test_size, len(full) // 5)
-    test = make_split(len(full), held_out, seed).test
-    if not 0 <= index < len(test):
-        raise VinyError(
-            f"'{name}:{index}': the {name} test split (seed {seed}) holds {len(test)} images, index 0..{len(test) - 1}"
-        )
-    i = int(test[index])
-    masks = None if full.masks is None else full.masks[i]
-    return full.images[i], masks, f"{name} test image {index} (dataset id {full.ids[i]})"
-
-
 def _parse_pixel_pair(text: str) -> tuple[int, int]:
     parts = str(text).replace(" ", "").split(",")
     try:
@@ -377,21 +355,8 @@ def similarity_map_for_image(
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
-    path = Path(image)
-    match = _EMBEDDED_IMAGE.match(str(image))
-    if match and not path.is_file():
-        picture, mask, source = _embedded_image(match[1], int(match[2]), cfg.image_size, seed, test_size)
-        original_hw = (cfg.image_size, cfg.image_size)
-        stem = f"{match[1]}-{match[2]}"
-    else:
-        from PIL import Image
-
-        from viny_probe.data.decode import load_rgb
-
-        picture = torch.from_numpy(load_rgb(path, cfg.image_size))  # ImageDecodeError for a non-image
-        with Image.open(path) as opened:
-            original_hw = (opened.height, opened.width)
-        mask, source, stem = None, str(path), path.stem
+    named = load_named_image(image, cfg.image_size, seed, test_size)
+    picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
     if patch is not None:
         refs = {
             "patch": parse_patch(patch, cfg.grid)
@@ -399,7 +364,7 @@ def similarity_map_for_image(
             else parse_patch(f"{patch[0]},{patch[1]}", cfg.grid)
         }
     elif pixel is not None:
-        refs = {"pixel": _pixel_patch(pixel, original_hw, cfg)}
+        refs = {"pixel": _pixel_patch(pixel, named.original_hw, cfg)}
     elif mask is not None:
         refs = choose_reference_patches(mask, cfg.patch_size)
     else:
