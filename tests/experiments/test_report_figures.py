@@ -54,3 +54,18 @@ def test_missing_checkpoints_are_named_not_fatal(tmp_path):
     assert "No fine-tuned checkpoint could be read" in text
     assert "no pre-training (stage segment-y): no final.pt" in text
     assert not any(b.kind == "figure" for b in blocks)
+
+
+def test_held_out_reconstruction_loss_is_tabled_when_stages_report_it(tmp_path):
+    rows = [
+        row(
+            "pretrain",
+            f"simmim-{seed}",
+            seed=seed,
+            pretrain_size=16,
+            results={"test_reconstruction_l1": value},
+        )
+        for seed, value in ((0, 0.5), (1, 0.7))
+    ]
+    tables = [b for b in fig2_section(tmp_path, rows, tmp_path) if b.kind == "table"]
+    assert len(tables) == 1 and tables[0].rows == [["tiny", "16", "0.6000 ± 0.1414 (n=2)"]]
