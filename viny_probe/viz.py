@@ -1,16 +1,17 @@
-"""Pictures shared by the trainers and the CLI (matplotlib, Agg backend: no display needed)."""
+"""Pictures shared by the trainers, the CLI and the report (matplotlib ``Figure`` on the Agg canvas:
+no display needed and pyplot's global state untouched)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 # pet, background, boundary
 TRIMAP_CMAP = ListedColormap(["#e4572e", "#2e4057", "#f3d34a"])
@@ -18,24 +19,50 @@ TRIMAP_CMAP = ListedColormap(["#e4572e", "#2e4057", "#f3d34a"])
 
 def save_prediction_grid(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
     """Rows of input | ground truth | prediction. images (N, 3, S, S) uint8, truth/pred (N, S, S)."""
-    n = images.shape[0]
-    fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+    return save_prediction_comparison(images, truth, {"prediction": pred}, path)
+
+
+def save_prediction_comparison(
+    images: torch.Tensor,
+    truth: torch.Tensor,
+    predictions: Mapping[str, torch.Tensor],
+    path: Path,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    show_accuracy: bool = False,
+) -> Path:
+    """Fig A1 for several models: rows = images, columns input | ground truth | one prediction per model.
+
+    images (N, 3, S, S) uint8; truth and each of ``predictions`` (``{column title: ...}``) (N, S, S)
+    class maps (0 pet, 1 background, 2 boundary). ``show_accuracy`` writes each prediction's pixel
+    accuracy on that image under it."""
+    n, cols = images.shape[0], 2 + len(predictions)
+    height = 2.0 * n + (0.5 if title else 0.0) + 0.4 + (0.25 * n if show_accuracy else 0.0)
+    fig = Figure(figsize=(2.0 * cols, height), layout="constrained")
+    axes = np.asarray(fig.subplots(n, cols, squeeze=False))
+    truth = truth.cpu()
     for i in range(n):
-        panels = [images[i].permute(1, 2, 0).cpu().numpy(), truth[i].cpu().numpy(), pred[i].cpu().numpy()]
-        for j, (ax, panel) in enumerate(zip(axes[i], panels, strict=True)):
-            if j == 0:
-                ax.imshow(panel)
-            else:
-                ax.imshow(np.asarray(panel), cmap=TRIMAP_CMAP, vmin=0, vmax=2, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-    for ax, title in zip(axes[0], ["input", "ground truth", "prediction"], strict=True):
-        ax.set_title(title)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=TRIMAP_CMAP(k)) for k in range(3)]
-    fig.legend(handles, ["pet", "background", "boundary"], loc="lower center", ncol=3, frameon=False)
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+        axes[i, 0].imshow(images[i].permute(1, 2, 0).cpu().numpy())
+        if row_labels is not None:
+            axes[i, 0].set_ylabel(row_labels[i], fontsize=8)
+        maps = [truth[i], *(p[i].cpu() for p in predictions.values())]
+        for j, panel in enumerate(maps, start=1):
+            ax = axes[i, j]
+            ax.imshow(panel.numpy(), cmap=TRIMAP_CMAP, vmin=0, vmax=2, interpolation="nearest")
+            if show_accuracy and j >= 2:
+                accuracy = float((panel == truth[i]).float().mean())
+                ax.set_xlabel(f"pixel acc. {100 * accuracy:.0f}%", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax, name in zip(axes[0], ["input", "ground truth", *predictions], strict=True):
+        ax.set_title(name.replace(" + ", "\n+ "), fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    handles = [Rectangle((0, 0), 1, 1, color=TRIMAP_CMAP(k)) for k in range(3)]
+    fig.legend(handles, ["pet", "background", "boundary"], loc="outside lower center", ncol=3, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return path

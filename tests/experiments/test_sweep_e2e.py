@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from viny_probe.cli import app
 from viny_probe.errors import VinyError
+from viny_probe.experiments import report
 from viny_probe.experiments import sweep as sw
 from viny_probe.experiments.plans import PLANS, expand, with_options
 from viny_probe.experiments.report import write_report
@@ -112,7 +113,10 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == len(stages)  # still no duplicates after appends
 
-    # the report has every table and figure
+    # the report has every table and figure; every log-scaled axis is ticked at the fine-tune sizes
+    drawn = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: (drawn.append(fig), save(fig, path))[1])
     rep = write_report(out, tmp_path / "report")
     md, page = rep["markdown"].read_text(), rep["html"].read_text()
     for text in (
@@ -131,10 +135,33 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
         "(seeds 0,1)",
     ):
         assert text in md and text in page, text
-    for fig in ("fig3.png", "fig4.png", "pretraining-effect.png", "fits.png"):
+    for fig in ("fig3.png", "fig4.png", "pretraining-effect.png", "fits.png", "figA1.png", "fig2.png"):
         assert (tmp_path / "report" / "figures" / fig).stat().st_size > 1000
         assert f"figures/{fig}" in md
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 6
+    log_axes = [ax for fig in drawn for ax in fig.axes if ax.get_xscale() == "log"]
+    assert len(log_axes) == 4  # Fig 3, Fig 4, pre-training effect, fits
+    for ax in log_axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "12", "16"]
+        assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
+    # Fig A1: every condition at the largest fine-tune size, seed 0; Fig 2: the pre-training stage, seed 0
+    assert "Fig A1 analogue" in md and "after fine-tuning on 16 images (run seed 0)" in md
+    assert "Fig 2 analogue" in md and "Left out" not in md
+    fig2 = json.loads((tmp_path / "report" / "figures" / "fig2.json").read_text())
+    assert list(fig2["mean_masked_l1"]) == ["pre-train 16"] and len(fig2["images"]) == 4
+
+    # a stage whose checkpoint went missing is named in the text; the report still runs
+    by_kind = {}
+    for s in stages:
+        if s.config.seed == 0:
+            by_kind.setdefault(s.kind, []).append(s)
+    gone = [by_kind["pretrain"][0], next(s for s in by_kind["finetune"] if s.labels["finetune_size"] == 16)]
+    for s in gone:
+        (out / "stages" / s.id / "final.pt").unlink()
+    md = write_report(out, tmp_path / "report2")["markdown"].read_text()
+    assert "Left out of Fig 2 (model tiny): pre-train 16" in md and "Left out of Fig A1:" in md
+    assert all(f"stage {s.id}): no final.pt" in md for s in gone)
+    assert (tmp_path / "report2" / "figures" / "figA1.png").is_file()  # the other conditions are still drawn
     assert "<img" in page and 'src="http' not in page and "src='figures" not in page  # self-contained
     assert "within noise" in md or "excludes 0" in md or "cannot be told" in md
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,7 @@ from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.analysis.images import load_named_image
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
 from viny_probe.analysis.patch_labels import patch_majority_labels
@@ -56,7 +56,7 @@ from viny_probe.data.base import SEG_CLASSES, ImageSet
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
-from viny_probe.trainers.splits import EMBEDDED_SIZES, held_out_size
+from viny_probe.trainers.splits import EMBEDDED_SIZES
 
 DEFAULT_DATASET = "toy-pets"
 PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
@@ -363,29 +363,6 @@ def probe_checkpoint(
 
 
 # --------------------------------------------------------------------------------- similarity maps
-_EMBEDDED_IMAGE = re.compile(r"^(toy-[a-z]+):(\d+)$")
-
-
-def _embedded_image(
-    name: str, index: int, size: int, split_seed: int, test_size: int
-) -> tuple[torch.Tensor, torch.Tensor | None, str, str]:
-    """Image ``index`` of the embedded ``name`` test split: (image, trimap or None, description, id)."""
-    if name not in EMBEDDED_SIZES:
-        raise VinyError(
-            f"'{name}:{index}': no embedded labelled dataset '{name}'; choose one of {', '.join(EMBEDDED_SIZES)}"
-        )
-    full = load_dataset(name, size=size, limit=EMBEDDED_SIZES[name], seed=0)
-    test = make_split(full.ids, held_out_size(name, test_size, len(full)), split_seed).test
-    if not 0 <= index < len(test):
-        raise VinyError(
-            f"'{name}:{index}': the {name} test split (split seed {split_seed}) holds {len(test)} images, "
-            f"index 0..{len(test) - 1}"
-        )
-    i = int(test[index])
-    masks = None if full.masks is None else full.masks[i]
-    return full.images[i], masks, f"{name} test image {index} (dataset id {full.ids[i]})", full.ids[i]
-
-
 def _parse_pixel_pair(text: str) -> tuple[int, int]:
     parts = str(text).replace(" ", "").split(",")
     try:
@@ -440,30 +417,14 @@ def similarity_map_for_image(
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
-    path = Path(image)
-    match = _EMBEDDED_IMAGE.match(str(image))
+    lineage = evaluation_defaults(meta)
+    split_seed = lineage["split_seed"] if split_seed is None else split_seed
+    test_size = lineage["test_size"] if test_size is None else test_size
+    named = load_named_image(image, cfg.image_size, split_seed, test_size)
+    picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
     warnings: list[str] = []
-    if match and not path.is_file():
-        lineage = evaluation_defaults(meta)
-        picture, mask, source, image_id = _embedded_image(
-            match[1],
-            int(match[2]),
-            cfg.image_size,
-            lineage["split_seed"] if split_seed is None else split_seed,
-            lineage["test_size"] if test_size is None else test_size,
-        )
-        warnings = guard_evaluation([(str(ckpt), meta)], match[1], [image_id], allow_overlap)
-        original_hw = (cfg.image_size, cfg.image_size)
-        stem = f"{match[1]}-{match[2]}"
-    else:
-        from PIL import Image
-
-        from viny_probe.data.decode import load_rgb
-
-        picture = torch.from_numpy(load_rgb(path, cfg.image_size))  # ImageDecodeError for a non-image
-        with Image.open(path) as opened:
-            original_hw = (opened.height, opened.width)
-        mask, source, stem = None, str(path), path.stem
+    if named.dataset is not None:  # an embedded test image: refuse one the lineage trained on
+        warnings = guard_evaluation([(str(ckpt), meta)], named.dataset, [named.id], allow_overlap)
     if patch is not None:
         refs = {
             "patch": parse_patch(patch, cfg.grid)
@@ -471,7 +432,7 @@ def similarity_map_for_image(
             else parse_patch(f"{patch[0]},{patch[1]}", cfg.grid)
         }
     elif pixel is not None:
-        refs = {"pixel": _pixel_patch(pixel, original_hw, cfg)}
+        refs = {"pixel": _pixel_patch(pixel, named.original_hw, cfg)}
     elif mask is not None:
         refs = choose_reference_patches(mask, cfg.patch_size, background=background)
     else:

@@ -322,3 +322,63 @@ def plot_cka_heatmap(
     ax.set(title=title, xlabel=f"{names[1]}: block", ylabel=f"{names[0]}: block")
     data = {"title": title, "names": list(names), "row_labels": rows, "col_labels": cols, "matrix": grid}
     return _save(fig, path, data)
+
+
+def _as_rgb(value, name: str) -> np.ndarray:
+    """``(N, 3, H, W)`` float RGB in [0, 1] -> ``(N, H, W, 3)`` for imshow."""
+    array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=float)
+    if array.ndim != 4 or array.shape[1] != 3:
+        raise VinyError(f"{name} must be (N, 3, H, W) float RGB, got shape {array.shape}")
+    return np.clip(array, 0.0, 1.0).transpose(0, 2, 3, 1)
+
+
+def plot_reconstructions(
+    inputs,
+    masked_inputs,
+    reconstructions: Mapping[str, object],
+    masked_l1: Mapping[str, Sequence[float]],
+    path: str | Path,
+    row_labels: Sequence[str] | None = None,
+    title: str = "SimMIM reconstructions",
+    data: dict | None = None,
+) -> dict:
+    """Fig 2: one row per image, columns input | masked input | one reconstruction per checkpoint.
+
+    inputs, masked_inputs and each of ``reconstructions`` (``{column title: ...}``): (N, 3, H, W) float
+    RGB in [0, 1]; ``masked_l1``: ``{column title: N values}``, written under each reconstruction.
+    ``data`` (default: the titles and L1 values) is what the JSON beside the PNG holds.
+    """
+    pictures = _as_rgb(inputs, "inputs")
+    masked = _as_rgb(masked_inputs, "masked_inputs")
+    if masked.shape != pictures.shape:
+        raise VinyError(f"masked_inputs has shape {masked.shape}, inputs {pictures.shape}: they must match")
+    if not reconstructions:
+        raise VinyError("reconstructions must hold at least one (N, 3, H, W) set")
+    recons = {name: _as_rgb(r, f"reconstructions[{name!r}]") for name, r in reconstructions.items()}
+    for name, r in recons.items():
+        if r.shape != pictures.shape:
+            raise VinyError(
+                f"reconstructions[{name!r}] has shape {r.shape}, inputs {pictures.shape}: they must match"
+            )
+    n = pictures.shape[0]
+    labels = list(row_labels) if row_labels is not None else [f"image {i}" for i in range(n)]
+    cols = 2 + len(recons)
+    fig = Figure(figsize=(2.1 * cols, 2.1 * n + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(n, cols, squeeze=False))
+    for i in range(n):
+        axes[i, 0].imshow(pictures[i], interpolation="nearest")
+        axes[i, 0].set_ylabel(labels[i], fontsize=8)
+        axes[i, 1].imshow(masked[i], interpolation="nearest")
+        for j, (name, r) in enumerate(recons.items(), start=2):
+            axes[i, j].imshow(r[i], interpolation="nearest")
+            if name in masked_l1:
+                axes[i, j].set_xlabel(f"masked L1 {float(masked_l1[name][i]):.3f}", fontsize=8)
+    for j, name in enumerate(["input", "masked input (50%)", *recons]):
+        axes[0, j].set_title(name, fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=10)
+    if data is None:
+        data = {"title": title, "rows": labels, "masked_l1": {k: list(v) for k, v in masked_l1.items()}}
+    return _save(fig, path, data)

@@ -1,5 +1,5 @@
-"""`viny probe`, `viny similarity-map`, `viny diagnose`, `viny import-checkpoint`: thin wrappers around
-``viny_probe.analysis.diagnose`` and ``viny_probe.analysis.authors``."""
+"""`viny probe`, `viny similarity-map`, `viny reconstruct`, `viny diagnose`, `viny import-checkpoint`: thin
+wrappers around ``viny_probe.analysis.diagnose``, ``.reconstruct`` and ``.authors``."""
 
 from __future__ import annotations
 
@@ -230,6 +230,54 @@ def similarity_map_command(
             "shows little contrast; the exact values are in the .json beside each PNG "
             "(`viny diagnose` also writes fig6_stretched.png with a stretched range)."
         )
+    for f in result["files"]:
+        console.print(f"wrote {f}")
+    _print_warnings(result["warnings"])
+
+
+@app.command("reconstruct")
+@_reflow
+def reconstruct_command(
+    ckpt: Path = typer.Argument(..., help="a `viny train simmim` checkpoint (its run folder's final.pt)"),
+    images: list[str] | None = typer.Argument(
+        None,
+        help="image files (any size and mode; resized to the model's input) or DATASET:INDEX for an "
+        "embedded test image (toy-pets:17 = image 17 of the toy-pets test split); default the first 4 "
+        "toy-pets test images",
+    ),
+    out: Path = typer.Option(
+        Path("reconstruct.png"), "--out", "-o", help="output PNG; a .json goes beside it"
+    ),
+    seed: int = typer.Option(0, help="seed of the masks (half the patches of each image)"),
+    split_seed: int | None = typer.Option(
+        None, help="split seed for DATASET:INDEX (default: the checkpoint's, from its lineage)"
+    ),
+    test_size: int | None = typer.Option(
+        None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
+    ),
+    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+) -> None:
+    """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
+
+    Half of each image's patches are masked (greyed out in the middle column), with masks drawn from
+    --seed, so the figure is reproducible and every checkpoint gets the same masks. The reconstruction
+    is the decoder's pixels at the masked patches pasted into the visible ones. The JSON beside the
+    PNG holds the images, their masks and each image's masked L1 (the training loss, on normalised
+    pixels).
+
+    Examples: viny reconstruct runs/simmim/final.pt -o fig2.png;
+    viny reconstruct final.pt cat.jpg toy-pets:5 --seed 3 -o cat.png
+    """
+    from ..analysis.reconstruct import reconstruct_images
+
+    result = reconstruct_images(ckpt, images, out, seed, split_seed, test_size, allow_overlap)
+    t = Table(title=f"SimMIM reconstructions: {ckpt} (mask seed {seed})")
+    t.add_column("image")
+    t.add_column("masked L1", justify="right")
+    for row in result["images"]:
+        t.add_row(row["image"], f"{row['masked_l1']['reconstruction']:.4f}")
+    t.add_row("[bold]mean[/]", f"{result['mean_masked_l1']['reconstruction']:.4f}")
+    console.print(t)
     for f in result["files"]:
         console.print(f"wrote {f}")
     _print_warnings(result["warnings"])

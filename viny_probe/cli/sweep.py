@@ -147,7 +147,7 @@ def report(
     sweep_dir: Path = typer.Argument(..., help="the sweep folder (--out of `viny sweep`)"),
     output: Path = typer.Option(None, "--output", "-o", help="report folder (default SWEEP_DIR/report)"),
 ) -> None:
-    """Tables 1/A2/A3 analogues, Figs 3-4, saturating fits: report.md and a self-contained report.html."""
+    """Tables 1/A2/A3 analogues, Figs 2-4 and A1, saturating fits, Table 2: report.md and a self-contained report.html."""
     from ..experiments.report import write_report
 
     paths = write_report(sweep_dir, output or sweep_dir / "report")

@@ -13,7 +13,12 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
   contains 0. The same paired analysis for the effect of pre-training.
 * The saturating fit a + b n^-c of mIoU against fine-tune size per condition, its parameters and the
   marginal gain per doubling of fine-tune data.
+* Fig A1 (per setting) and Fig 2: segmentation examples of every condition and SimMIM reconstructions
+  by the pre-training stages, on fixed test images (``examples.py``).
 * Table 2 / Figs 5-6: :func:`geometry_section`, a hook filled by the embedding diagnostics.
+
+Every log-scaled fine-tune axis is ticked at the measured sizes (:func:`size_axis`). A stage whose
+checkpoint is missing is named in the text and left out of the pictures.
 
 Results with different settings (model, preset, datasets, test size, epochs) are never averaged
 together: each setting gets its own tables and figures.
@@ -28,17 +33,21 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 from scipy import stats
 
 from .. import __version__
 from ..errors import VinyError
 from . import published
+from .blocks import Block, figure, h, p, table
+from .blocks import pre_label as _pre_label
+from .examples import fig2_section, figA1_section
 from .fit import fit_saturating, observed_gain_per_doubling
 from .sweep import load_results
 
@@ -52,32 +61,6 @@ TABLES = {
     ),
 }
 SETTING_KEYS = ("model", "preset", "dataset", "test_size", "epochs")
-
-
-# ------------------------------------------------------------------------------------------- blocks
-@dataclass
-class Block:
-    kind: str  # h1 | h2 | h3 | p | table | figure
-    text: str = ""
-    columns: list[str] = field(default_factory=list)
-    rows: list[list[str]] = field(default_factory=list)
-    path: Path | None = None  # figure file
-
-
-def h(level: int, text: str) -> Block:
-    return Block(f"h{level}", text)
-
-
-def p(text: str) -> Block:
-    return Block("p", text)
-
-
-def table(columns: list[str], rows: list[list], caption: str = "") -> Block:
-    return Block("table", caption, columns, [[str(c) for c in r] for r in rows])
-
-
-def figure(path: Path, caption: str) -> Block:
-    return Block("figure", caption, path=path)
 
 
 # ------------------------------------------------------------------------------------------ numbers
@@ -156,6 +139,18 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def size_axis(ax, sizes, label: str = "fine-tune images (log scale)") -> None:
+    """A log x axis ticked at the measured ``sizes`` themselves, written as plain numbers (250, 500,
+    1000, not 3x10^2), without minor ticks: the reader sees which sizes were run."""
+    ticks = sorted({int(s) for s in sizes})
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{round(value)}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(label)
+
+
 def _seg_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["kind"] == "finetune" and r.get("miou") not in ("", None)]
 
@@ -183,12 +178,6 @@ def setting_label(setting: tuple) -> str:
         f"model {d['model']}, {d['preset']} preset, {data} (fine-tune on {d['dataset']}), "
         f"{d['test_size']} test images, {d['epochs']} fine-tune epochs"
     )
-
-
-def _pre_label(size: int) -> str:
-    if size == 0:
-        return "no pre-training"
-    return f"pre-train {size // 1000}k" if size >= 1000 and size % 1000 == 0 else f"pre-train {size}"
 
 
 # -------------------------------------------------------------------------------------------- sections
@@ -294,8 +283,7 @@ def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
         color="gray",
         label="position prior (trivial)",
     )
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tune images (log scale)")
+    size_axis(ax, [r["finetune_size"] for r in seg])
     ax.set_ylabel("test mIoU (%)")
     ax.set_title("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
     ax.grid(alpha=0.3)
@@ -397,8 +385,7 @@ def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag
                     [x] * len(pairs[k]), [d for _, d in pairs[k]], s=10, alpha=0.4, color=line[0].get_color()
                 )
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_xlabel("fine-tune images (log scale)")
+        size_axis(ax, [ft for _, ft in pairs])
         ax.set_ylabel("Δ mIoU (points)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
@@ -459,8 +446,7 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
                 f"{label}: by the fit, doubling the fine-tune data adds {g[0]:+.2f} points at {sizes[0]} "
                 f"images and {g[1]:+.2f} at {sizes[-1]} (asymptote a = {f.a:.1f}%)."
             )
-    ax.set_xscale("log")
-    ax.set_xlabel("fine-tune images (log scale)")
+    size_axis(ax, [r["finetune_size"] for r in seg])
     ax.set_ylabel("test mIoU (%)")
     ax.set_title("Saturating fits  mIoU = a + b·n^-c")
     ax.grid(alpha=0.3)
@@ -527,11 +513,18 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
     ]
     results: dict[str, list[dict]] = {}
     first_dir = None
+    missing = []
     for seed in sorted(by_seed):
         stages = by_seed[seed]
         kinds = [(k, name) for k, name in GEOMETRY_ORDER if k in stages]
         ckpts = [sweep_dir / "stages" / stages[k]["stage"] / "final.pt" for k, _ in kinds]
-        if len(kinds) < 2 or not all(c.exists() for c in ckpts):
+        absent = [
+            f"{name} of seed {seed} ({c.parent.name})"
+            for (_, name), c in zip(kinds, ckpts, strict=True)
+            if not c.exists()
+        ]
+        missing += absent
+        if len(kinds) < 2 or absent:
             continue
         seg_cfg = json.loads(
             (
@@ -552,6 +545,10 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
         first_dir = first_dir or out
         for row in summary["table2"]:
             results.setdefault(row["checkpoint"], []).append(row)
+    if missing:
+        blocks.append(
+            p("Seeds left out because a checkpoint (final.pt) is missing: " + "; ".join(missing) + ".")
+        )
     if not results:
         return blocks + [p("The geometry stages are not all finished yet.")]
 
@@ -736,8 +733,10 @@ def build_blocks(
             tag,
         )
         blocks += fit_section(srows, fig_dir, tag)
+        blocks += figA1_section(sweep_dir, srows, fig_dir, tag)
     if not seg:
         blocks.append(p("No finished segmentation cells yet."))
+    blocks += fig2_section(sweep_dir, rows, fig_dir)
     blocks += (geometry or geometry_section)(sweep_dir, rows, fig_dir)
     return blocks
 

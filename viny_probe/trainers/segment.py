@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import write_json
+from ..checkpoint import encoder_from_checkpoint, load_checkpoint, load_state_strict, write_json
 from ..data.augment import contrast_jitter, normalize, random_hflip, to_float
 from ..data.base import SEG_CLASSES
 from ..errors import VinyError
@@ -29,6 +29,20 @@ def predict_masks(
         x = normalize(to_float(images[sl].to(device)))
         out.append(class_argmax(head(encoder(x))).to(torch.uint8).cpu())
     return torch.cat(out)
+
+
+def segmenter_from_checkpoint(path: str | Path) -> tuple[nn.Module, SegmentationHead]:
+    """Encoder and segmentation head (eval mode, CPU) of a `viny train segment` checkpoint."""
+    ckpt = load_checkpoint(path)
+    if ckpt.get("head_type") != "SegmentationHead" or "head" not in ckpt:
+        raise VinyError(
+            f"{path} is a '{ckpt.get('regime', 'unknown')}' checkpoint without a segmentation head; "
+            "predicting trimaps needs a `viny train segment` checkpoint"
+        )
+    encoder = encoder_from_checkpoint(ckpt, path)
+    head = SegmentationHead(encoder.cfg, num_classes=len(SEG_CLASSES))
+    load_state_strict(head, ckpt["head"], f"segmentation head in {path}")
+    return encoder.eval(), head.eval()
 
 
 @register

@@ -6,10 +6,11 @@ import torch
 from torch import nn
 
 from ..data.augment import normalize, random_hflip, random_resized_crop, to_float
+from ..errors import VinyError
 from ..heads import SimMIMHead
 from ..model import patchify
 from . import splits
-from .base import Regime, RegimeData, register
+from .base import Regime, RegimeData, batched, register
 
 
 def random_half_mask(
@@ -27,6 +28,38 @@ def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> t
     learning rate, and viny uses the plain mean.)"""
     per_patch = (pred - target).abs().mean(dim=-1)
     return (per_patch * mask).sum() / mask.sum().clamp(min=1)
+
+
+def fixed_half_masks(count: int, num_patches: int, seed: int = 0) -> torch.Tensor:
+    """(count, P) bool half-masks from their own generator seeded with ``seed``: the same masks for every
+    checkpoint, so held-out losses and reconstruction figures compare like with like. Row i does not
+    depend on ``count``."""
+    return random_half_mask(count, num_patches, torch.Generator().manual_seed(seed), torch.device("cpu"))
+
+
+@torch.no_grad()
+def reconstruction_loss(
+    encoder: nn.Module, head: nn.Module, images: torch.Tensor, seed: int = 0, batch_size: int = 128
+) -> float:
+    """Held-out SimMIM loss: ``masked_l1`` on normalised pixels of (N, 3, S, S) uint8 ``images``, no
+    augmentation, half of each image's patches masked by ``fixed_half_masks(N, P, seed)``. With exactly
+    P // 2 masked patches per image this is the mean over images of each image's masked L1."""
+    if images.ndim != 4 or images.dtype != torch.uint8 or images.shape[0] == 0:
+        raise VinyError(
+            f"images must be a non-empty (N, 3, S, S) uint8 tensor, got {images.dtype} {tuple(images.shape)}"
+        )
+    patch_size = encoder.cfg.patch_size
+    device = next(encoder.parameters()).device
+    masks = fixed_half_masks(images.shape[0], encoder.cfg.num_patches, seed)
+    total, count = 0.0, 0
+    for sl in batched(images.shape[0], batch_size):
+        x = normalize(to_float(images[sl].to(device)))
+        mask = masks[sl].to(device)
+        pred = head(encoder(x, mask=mask, mask_token=head.mask_token)).float()
+        masked = int(mask.sum())
+        total += float(masked_l1(pred, patchify(x, patch_size), mask)) * masked
+        count += masked
+    return total / max(count, 1)
 
 
 @register
@@ -51,3 +84,9 @@ class SimMIM(Regime):
         x, mask = inputs["images"], inputs["mask"]
         pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
         return masked_l1(pred.float(), patchify(x, self.patch_size), mask), {}
+
+    @torch.no_grad()
+    def evaluate(self, encoder, head, data, batch_size):
+        if data.test is None:
+            return {}
+        return {"test_reconstruction_l1": reconstruction_loss(encoder, head, data.test.images, 0, batch_size)}

@@ -96,6 +96,16 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
     return train, test, provenance(cfg, full, split, train, test)
 
 
+def test_set(cfg: TrainConfig, size: int) -> ImageSet:
+    """The fixed test images of ``cfg.dataset`` for ``cfg.split_seed`` (what ``train_test`` evaluates
+    on), without building a training subset."""
+    if cfg.dataset in HAS_TEST_SPLIT:
+        return load(cfg, size, "test")
+    full = load(cfg, size, "train")
+    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
+    return full.subset(make_split(full.ids, test_size, cfg.split_seed, full.skipped).test)
+
+
 def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
     """Pre-training images and held-out images (for the reconstruction loss), plus provenance.
 
