@@ -76,6 +76,12 @@ DEFAULT_DATASET = {
 }
 
 
+def is_legacy_config(fields: dict) -> bool:
+    """A config.json written by viny before checkpoint format 2 (CLS token in every stage, the split
+    drawn from the run seed): it has no ``split_seed``."""
+    return "split_seed" not in fields
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a run's result. Written resolved to ``config.json`` in its run folder."""

@@ -306,32 +306,11 @@ def test_an_evaluation_set_the_lineage_trained_on_is_refused_and_allow_overlap_s
     from viny_probe.analysis.diagnose import diagnose
 
     out = tmp_path / "diag"
+    small = dict(out_dir=out, test_size=1000, probe_images=20, test_images=1000, depth_probe_images=8)
+    small.update(cka_images=8, fig6_images=1, knn=False, progress=False)
     with pytest.raises(VinyError, match="--allow-overlap"):
-        diagnose(
-            [tiny_ckpt],
-            out_dir=out,
-            test_size=1000,
-            probe_images=20,
-            test_images=1000,
-            depth_probe_images=8,
-            cka_images=8,
-            fig6_images=1,
-            knn=False,
-            progress=False,
-        )
-    summary = diagnose(
-        [tiny_ckpt],
-        out_dir=out,
-        test_size=1000,
-        probe_images=20,
-        test_images=1000,
-        depth_probe_images=8,
-        cka_images=8,
-        fig6_images=1,
-        knn=False,
-        progress=False,
-        allow_overlap=True,
-    )
+        diagnose([tiny_ckpt], **small)
+    summary = diagnose([tiny_ckpt], **small, allow_overlap=True)
     assert summary["warnings"]
     for md in out.glob("*.md"):
         assert md.read_text().startswith("> **WARNING:**"), md

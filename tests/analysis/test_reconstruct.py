@@ -66,6 +66,7 @@ def test_pictures_have_the_shapes_and_the_masks_given():
 
 
 def test_reconstruction_is_the_input_at_visible_patches_and_the_decoder_at_masked_ones():
+    """Mutant: the decoder's pixels pasted at the visible patches (inverted paste mask)."""
     encoder, head = tiny_model()
     images, masks = pictures(4), fixed_half_masks(4, 64)
     r = reconstruct(encoder, head, images, masks)
@@ -84,6 +85,7 @@ def test_reconstruction_is_the_input_at_visible_patches_and_the_decoder_at_maske
 
 
 def test_masked_input_is_grey_exactly_at_masked_patches():
+    """Mutant: the grey drawn over the visible patches (inverted mask in the middle panel)."""
     encoder, head = tiny_model()
     images, masks = pictures(4), fixed_half_masks(4, 64, seed=2)
     r = reconstruct(encoder, head, images, masks)

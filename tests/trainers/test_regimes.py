@@ -235,3 +235,12 @@ def test_format_1_checkpoints_are_read_as_they_ran_and_refused_for_resume(tmp_pa
     with pytest.raises(VinyError, match="older viny") as err:
         train(tiny("simmim", epochs=2), tmp_path / "a", resume=True, progress=False)
     assert "new --out" in str(err.value)
+    # a format-1 run folder's config.json has no split_seed (nor phase, augment ...): the same reason,
+    # not a list of config differences
+    config = tmp_path / "a" / "config.json"
+    old = {
+        k: v for k, v in json.loads(config.read_text()).items() if k not in ("split_seed", "phase", "augment")
+    }
+    config.write_text(json.dumps(old))
+    with pytest.raises(VinyError, match="older viny"):
+        train(tiny("simmim", epochs=2), tmp_path / "a", resume=True, progress=False)

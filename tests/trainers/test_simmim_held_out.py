@@ -78,6 +78,7 @@ def test_a_decoder_that_outputs_the_target_has_zero_loss():
 
 
 def test_a_constant_decoder_gives_the_mean_distance_over_masked_pixels_only():
+    """Mutants: the held-out loss over every patch (mask ignored) or over the visible ones (inverted)."""
     pictures, c = images(5), 0.3
     expected = hand_loss(pictures, fixed_half_masks(5, 64, seed=0), c)
     got = reconstruction_loss(PixelEncoder(CFG), constant_head(c), pictures, seed=0, batch_size=2)

@@ -8,7 +8,7 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
   run is comparable (real datasets, paper preset = Table A1 schedules, the viny model, 1000 test images);
   otherwise the column says "not comparable" and the caption says why.
 * Fig 3: mIoU against fine-tune size (log x), one line per pre-training scale.
-* Fig 4: change in mIoU from the intermediate stage, paired by seed (= by split), with 95% t confidence
+* Fig 4: change in mIoU from the intermediate stage, paired by run seed (every seed on the same split), with 95% t confidence
   intervals, a paired t-test and a Wilcoxon signed-rank test (scipy), and plain words when the interval
   contains 0. The same paired analysis for the effect of pre-training.
 * The saturating fit a + b n^-c of mIoU against fine-tune size per condition, its parameters and the
@@ -60,7 +60,7 @@ TABLES = {
         "Pre-trained + CLS-Intel intermediate stage: by pre-training and fine-tuning images",
     ),
 }
-SETTING_KEYS = ("model", "preset", "dataset", "test_size", "epochs")
+SETTING_KEYS = ("model", "preset", "dataset", "test_size", "epochs", "split_seed")
 
 
 # ------------------------------------------------------------------------------------------ numbers
@@ -158,7 +158,7 @@ def _seg_rows(rows: list[dict]) -> list[dict]:
 def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     out: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        out[tuple(r[k] for k in keys)].append(r)
+        out[tuple(r.get(k, "") for k in keys)].append(r)
     return dict(
         sorted(
             out.items(),
@@ -177,6 +177,11 @@ def setting_label(setting: tuple) -> str:
     return (
         f"model {d['model']}, {d['preset']} preset, {data} (fine-tune on {d['dataset']}), "
         f"{d['test_size']} test images, {d['epochs']} fine-tune epochs"
+        + (
+            f", split seed {d['split_seed']} (every run seed on the same split)"
+            if d.get("split_seed") != ""
+            else ""
+        )
     )
 
 
@@ -356,8 +361,8 @@ def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag
     )
     min_pairs = min(len(v) for v in pairs.values())
     caption = (
-        f"{what}, in mIoU points (dataset-level mIoU), paired by seed: the same seed gives the same test set "
-        "and nested training subset. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
+        f"{what}, in mIoU points (dataset-level mIoU), paired by run seed: every seed uses the same split (the "
+        "same test set and nested training subsets), and a pair shares its run seed. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
         f"signed-rank (scipy). With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
         f"{2.0 ** (1 - min_pairs):.3g}. Pooled rows combine fine-tune sizes, which share pre-training runs "
         "per seed, so they are not independent: read them as a summary, not a strict test."
@@ -727,7 +732,7 @@ def build_blocks(
         pre_pairs = _pairs(srows, "pretrain", "pretrain", 0)
         blocks += paired_section(
             pre_pairs,
-            "Effect of pre-training (paired by seed)",
+            "Effect of pre-training (paired by run seed)",
             "Change in mIoU from SimMIM pre-training (A2 − Table 1)",
             fig_dir,
             tag,

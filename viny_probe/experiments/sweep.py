@@ -48,7 +48,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..checkpoint import atomic_write_text, write_json
-from ..config import TrainConfig
+from ..config import TrainConfig, is_legacy_config
 from ..errors import VinyError
 from ..trainers import train
 from .plans import Cell, Plan, Stage, expand
@@ -671,7 +671,7 @@ def is_legacy_stage(d: Path) -> bool:
     from the run seed): its config.json has no split_seed. Such results are not comparable with the
     current ones and are left out of results.csv (``legacy_stages`` lists them)."""
     config = d / "config.json"
-    return config.exists() and "split_seed" not in json.loads(config.read_text())
+    return config.exists() and is_legacy_config(json.loads(config.read_text()))
 
 
 def legacy_stages(out: str | Path) -> list[str]:

@@ -24,7 +24,7 @@ from ..checkpoint import (
     save_checkpoint,
     write_json,
 )
-from ..config import TrainConfig
+from ..config import TrainConfig, is_legacy_config
 from ..data.protocol import ids_digest
 from ..errors import VinyError
 from ..model import ViNy, ViTConfig, model_config
@@ -118,13 +118,24 @@ def _check_parent_model(init: str, parent: ViTConfig, mcfg: ViTConfig) -> None:
     )
 
 
+_LEGACY_RESUME = (
+    "--resume refused: {where} was written by an older viny (before checkpoint format 2), which ran the "
+    "CLS token through every stage and drew the data split from --seed. Its run cannot be continued the "
+    "same way: start it again in a new --out folder (the finished checkpoints of older runs still load "
+    "for --init and the diagnostics)."
+)
+
+
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Create the run folder, or check it for --resume. Returns the checkpoint to resume from."""
     config_path, last = run_dir / "config.json", run_dir / LAST
     if resume:
         if not config_path.exists():
             raise VinyError(f"--resume: {run_dir} has no config.json; nothing to resume")
-        old = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        raw = json.loads(config_path.read_text())
+        if is_legacy_config(raw):
+            raise VinyError(_LEGACY_RESUME.format(where=config_path))
+        old = TrainConfig.from_dict(raw)
         diff = old.differences(cfg)
         if diff:
             raise VinyError(
@@ -134,12 +145,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
             )
         state = load_checkpoint(last) if last.exists() else None
         if state is not None and state["format_version"] < CLS_PATH_FORMAT:
-            raise VinyError(
-                f"--resume refused: {last} was written by an older viny (checkpoint format "
-                f"{state['format_version']}), which ran the CLS token through every stage and drew the data "
-                "split from --seed. Its run cannot be continued the same way: start it again in a new --out "
-                "folder (the finished checkpoints of older runs still load for --init and the diagnostics)."
-            )
+            raise VinyError(_LEGACY_RESUME.format(where=last))
         return state
     if last.exists() or (run_dir / FINAL).exists():
         raise VinyError(
