@@ -6,8 +6,10 @@ checkpoint and image set (cached on disk by ``extract_patch_tokens``) and calls 
 ``viny_probe.analysis``. See docs/diagnostics.md for the formulas.
 
 Data protocol (the same as ``viny_probe.trainers.splits``): the dataset is loaded at the checkpoint's
-``image_size`` (the embedded sets with their fixed size, data seed 0); ``make_split(N, test_size, seed)``
-gives the fixed test set and the non-test pool. The probe and kNN are fitted on the first
+``image_size`` (the embedded sets with their fixed size, data seed 0); ``make_split(ids, test_size,
+split_seed)`` gives the fixed test set and the non-test pool, keyed by image identity. Dataset, split
+seed and test size default to the checkpoint's lineage, and an evaluation set the lineage trained on is
+refused (``viny_probe.analysis.lineage``). The probe and kNN are fitted on the first
 ``probe_images`` pool images (2000 x 64 = 128,000 patches by default) and scored on the first
 ``test_images`` test images; the probe never sees a test image. The label-free diagnostics (variances,
 effective rank, similarity curves and maps, CKA) are computed on those same test images, so every
