@@ -33,7 +33,7 @@ from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
-from viny_probe.analysis.images import load_named_image
+from viny_probe.analysis.images import load_images_for
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
 from viny_probe.analysis.patch_labels import patch_majority_labels
@@ -55,10 +55,10 @@ from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.analysis.variance import across_image_variance, within_image_variance
 from viny_probe.data import DATASETS, load_dataset
 from viny_probe.data.base import SEG_CLASSES, ImageSet
-from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
-from viny_probe.trainers.splits import EMBEDDED_SIZES
+from viny_probe.trainers.splits import EMBEDDED_SIZES, fixed_split
 
 DEFAULT_DATASET = "toy-pets"
 PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
@@ -226,7 +226,7 @@ def load_probe_data(
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
     full = _load_full(name, size, data_root, split_seed)
-    split = make_split(full.ids, test_size, split_seed, full.skipped)
+    split = fixed_split(name, full, test_size, split_seed)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
@@ -419,14 +419,10 @@ def similarity_map_for_image(
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
-    lineage = evaluation_defaults(meta)
-    split_seed = lineage["split_seed"] if split_seed is None else split_seed
-    test_size = lineage["test_size"] if test_size is None else test_size
-    named = load_named_image(image, cfg.image_size, split_seed, test_size)
+    (named,), warnings = load_images_for(
+        str(ckpt), meta, [image], cfg.image_size, split_seed, test_size, allow_overlap
+    )
     picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
-    warnings: list[str] = []
-    if named.dataset is not None:  # an embedded test image: refuse one the lineage trained on
-        warnings = guard_evaluation([(str(ckpt), meta)], named.dataset, [named.id], allow_overlap)
     if patch is not None:
         refs = {
             "patch": parse_patch(patch, cfg.grid)

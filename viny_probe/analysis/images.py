@@ -4,13 +4,14 @@ dataset's fixed test split. Shared by ``viny similarity-map`` and ``viny reconst
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from viny_probe.data import load_dataset
-from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE
 from viny_probe.errors import VinyError
 from viny_probe.trainers import splits
 
@@ -42,7 +43,7 @@ def embedded_image(
             f"{', '.join(splits.EMBEDDED_SIZES)}"
         )
     full = load_dataset(name, size=size, limit=splits.EMBEDDED_SIZES[name], seed=0)
-    test = make_split(full.ids, splits.held_out_size(name, test_size, len(full)), split_seed).test
+    test = splits.fixed_split(name, full, test_size, split_seed).test
     if not 0 <= index < len(test):
         raise VinyError(
             f"'{name}:{index}': the {name} test split (split seed {split_seed}) holds {len(test)} images, "
@@ -84,3 +85,29 @@ def load_named_image(
     with Image.open(path) as opened:
         original_hw = (opened.height, opened.width)
     return NamedImage(pixels, None, str(path), path.stem, original_hw)
+
+
+def load_images_for(
+    ckpt_name: str,
+    meta: dict,
+    images: Sequence[str | Path],
+    size: int,
+    split_seed: int | None = None,
+    test_size: int | None = None,
+    allow_overlap: bool = False,
+) -> tuple[list[NamedImage], list[str]]:
+    """``load_named_image`` for each of ``images``, as a checkpoint's diagnostics see them: an embedded
+    ``DATASET:INDEX`` indexes the test split of the checkpoint's lineage (``split_seed`` / ``test_size``
+    win when given), and an embedded image the lineage trained on is refused unless ``allow_overlap``
+    (then the returned warnings say so, to be written into every output)."""
+    from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
+
+    lineage = evaluation_defaults(meta)
+    split_seed = lineage["split_seed"] if split_seed is None else split_seed
+    test_size = lineage["test_size"] if test_size is None else test_size
+    named = [load_named_image(image, size, split_seed, test_size) for image in images]
+    warnings: list[str] = []
+    for dataset in dict.fromkeys(n.dataset for n in named if n.dataset is not None):
+        ids = [n.id for n in named if n.dataset == dataset]
+        warnings += guard_evaluation([(ckpt_name, meta)], dataset, ids, allow_overlap)
+    return named, warnings

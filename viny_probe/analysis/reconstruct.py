@@ -17,8 +17,7 @@ import torch
 from torch import nn
 
 from viny_probe.analysis.embeddings import load_encoder
-from viny_probe.analysis.images import load_named_image
-from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
+from viny_probe.analysis.images import load_images_for
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.checkpoint import load_state_strict
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, to_float
@@ -155,16 +154,9 @@ def reconstruct_images(
         raise VinyError(f"-o must name a .png file, got {str(out)!r}")
     encoder, head, meta = load_simmim(ckpt)
     cfg = encoder.cfg
-    lineage = evaluation_defaults(meta)
-    split_seed = lineage["split_seed"] if split_seed is None else split_seed
-    test_size = lineage["test_size"] if test_size is None else test_size
-    named = [
-        load_named_image(image, cfg.image_size, split_seed, test_size) for image in images or DEFAULT_IMAGES
-    ]
-    warnings = []
-    for dataset in dict.fromkeys(n.dataset for n in named if n.dataset is not None):
-        ids = [n.id for n in named if n.dataset == dataset]
-        warnings += guard_evaluation([(str(ckpt), meta)], dataset, ids, allow_overlap)
+    named, warnings = load_images_for(
+        str(ckpt), meta, images or DEFAULT_IMAGES, cfg.image_size, split_seed, test_size, allow_overlap
+    )
     pixels = torch.stack([n.pixels for n in named])
     masks = fixed_half_masks(len(named), cfg.num_patches, seed)
     result = reconstruct(encoder, head, pixels, masks)

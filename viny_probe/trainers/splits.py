@@ -50,6 +50,13 @@ def held_out_size(dataset: str, test_size: int, num_images: int) -> int:
     return test_size if dataset in SEGMENTATION_DATASETS else min(test_size, num_images // 5)
 
 
+def fixed_split(dataset: str, full: ImageSet, test_size: int, split_seed: int) -> Split:
+    """The split of the loaded ``full`` set of ``dataset``: ``held_out_size`` test images keyed by image
+    identity under ``split_seed``, the rest the pool (its unreadable images taking their places)."""
+    held = held_out_size(dataset, test_size, len(full) + len(full.skipped))
+    return make_split(full.ids, held, split_seed, full.skipped)
+
+
 def provenance(cfg: TrainConfig, full: ImageSet, split: Split | None, train: ImageSet, test) -> dict:
     """What data.json records about a stage's images: sizes, the split seed, digests of the train
     and test ids, and the names of images that could not be read."""
@@ -89,8 +96,7 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
         return train, test, info
 
     full = load(cfg, size, "train")
-    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
-    split = make_split(full.ids, test_size, cfg.split_seed, full.skipped)
+    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed)
     train = full.subset(split.train(cfg.train_size if cfg.train_size is not None else len(split.pool)))
     test = full.subset(split.test)
     return train, test, provenance(cfg, full, split, train, test)
@@ -102,8 +108,7 @@ def test_set(cfg: TrainConfig, size: int) -> ImageSet:
     if cfg.dataset in HAS_TEST_SPLIT:
         return load(cfg, size, "test")
     full = load(cfg, size, "train")
-    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
-    return full.subset(make_split(full.ids, test_size, cfg.split_seed, full.skipped).test)
+    return full.subset(fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed).test)
 
 
 def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
@@ -130,13 +135,12 @@ def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
         return train, test, info
     wanted = None if cfg.train_size is None else cfg.test_size + cfg.train_size
     full = load(cfg, size, "train", limit=wanted)
-    test_size = held_out_size(cfg.dataset, cfg.test_size, len(full) + len(full.skipped))
-    split = make_split(full.ids, test_size, cfg.split_seed, full.skipped)
+    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed)
     n = len(split.pool) if cfg.train_size is None else min(cfg.train_size, len(split.pool))
     if cfg.train_size is not None and n + len(split.skipped_pool) < cfg.train_size:
         raise VinyError(
             f"--train-size {cfg.train_size}: {cfg.dataset} has only {split.num_images} images, "
-            f"{test_size} of them held out"
+            f"{split.test_size} of them held out"
         )
     # Fewer than --train-size remain only when listed images could not be read: each skipped image
     # removes only itself (data.json names them).
