@@ -319,3 +319,23 @@ def test_an_evaluation_set_the_lineage_trained_on_is_refused_and_allow_overlap_s
     for png in out.glob("*.png"):
         with Image.open(png) as im:  # the red banner on top
             assert im.convert("RGB").getpixel((2, 2)) == (200, 30, 30), png
+
+
+def test_similarity_map_refuses_an_embedded_image_the_lineage_trained_on(tiny_ckpt, tmp_path):
+    """DATASET:INDEX goes through the same guard: an image of the 1000-image test split that the
+    spatial stage trained on is refused, and --allow-overlap stamps the map. Mutant: load_images_for
+    skipping the guard."""
+    from viny_probe.checkpoint import load_checkpoint
+    from viny_probe.data import load_dataset
+
+    trained = set(load_checkpoint(tiny_ckpt)["trained_on"]["ids"])
+    full = load_dataset("toy-pets", size=32, limit=3000, seed=0)
+    test = make_split(full.ids, 1000, 0).test.tolist()
+    index = next(k for k, i in enumerate(test) if full.ids[i] in trained)
+    with pytest.raises(VinyError, match="1 of the 1 evaluation images"):
+        similarity_map_for_image(tiny_ckpt, f"toy-pets:{index}", test_size=1000, out=tmp_path / "m.png")
+    res = similarity_map_for_image(
+        tiny_ckpt, f"toy-pets:{index}", test_size=1000, out=tmp_path / "m.png", allow_overlap=True
+    )
+    assert len(res["warnings"]) == 1
+    assert json.loads((tmp_path / "m.json").read_text())["warnings"] == res["warnings"]
