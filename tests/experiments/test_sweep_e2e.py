@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -14,7 +16,7 @@ from viny_probe.experiments import report
 from viny_probe.experiments import sweep as sw
 from viny_probe.experiments.plans import PLANS, expand, with_options
 from viny_probe.experiments.report import write_report
-from viny_probe.trainers import splits
+from viny_probe.registry import DATASETS
 from viny_probe.trainers import train as real_train
 
 QUIET = sw.Execution(device="cpu", progress=False)
@@ -25,9 +27,13 @@ def silent(_msg: str) -> None:
 
 
 @pytest.fixture
-def small_data(monkeypatch):
+def small_data():
     """Generate only 64 images of each embedded set (the test and train subsets are tiny anyway)."""
-    monkeypatch.setattr(splits, "EMBEDDED_SIZES", {"toy-pets": 64, "toy-scenes": 64})
+    with contextlib.ExitStack() as stack:
+        for name in ("toy-pets", "toy-scenes"):
+            small = dataclasses.replace(DATASETS.get(name), size=64)
+            stack.enter_context(DATASETS.registered(name, small, replace=True))
+        yield
 
 
 @pytest.fixture

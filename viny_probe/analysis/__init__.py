@@ -16,7 +16,6 @@ from viny_probe.analysis.distance import (
     similarity_vs_distance_by_class,
 )
 from viny_probe.analysis.knn import KnnResult, knn_patch_accuracy
-from viny_probe.analysis.patch_labels import patch_class_fractions, patch_majority_labels
 from viny_probe.analysis.plots import (
     plot_cka_heatmap,
     plot_depth_curves,
@@ -35,6 +34,7 @@ from viny_probe.analysis.reference import (
     similarity_maps,
 )
 from viny_probe.analysis.variance import across_image_variance, within_across_ratio, within_image_variance
+from viny_probe.data.patch_labels import patch_class_fractions, patch_majority_labels
 
 # Label-free scalars of one (N, P, D) embedding set: what per-block depth curves are made of.
 SCALAR_DIAGNOSTICS: dict[str, Callable[..., float]] = {

@@ -29,14 +29,12 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
 from viny_probe.analysis.images import load_images_for
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.lineage import evaluation_defaults, guard_evaluation
-from viny_probe.analysis.patch_labels import patch_majority_labels
 from viny_probe.analysis.plots import (
     plot_depth_curves,
     plot_reference_grid,
@@ -53,17 +51,18 @@ from viny_probe.analysis.reference import (
 )
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.analysis.variance import across_image_variance, within_image_variance
-from viny_probe.data import DATASETS, load_dataset
+from viny_probe.checks import check_positive_int
+from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import SEG_CLASSES, ImageSet
+from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
-from viny_probe.trainers.splits import EMBEDDED_SIZES, fixed_split
+from viny_probe.trainers.splits import fixed_split
 
 DEFAULT_DATASET = "toy-pets"
 PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
 # Datasets known to have no trimaps: refused before anything is loaded (a folder is checked after loading).
-NO_TRIMAPS = ("intel", "imagenet", "toy-scenes", "toy-unlabeled")
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
 # kNN: cost is (test patches) x (bank patches) x D, so both are capped (a random bank, the first test images).
@@ -150,9 +149,7 @@ def parse_layers(layer: LayerArg, depth: int) -> str | list[int]:
 
 def _check_dataset_name(dataset: str | None) -> str:
     name = dataset or DEFAULT_DATASET
-    if name not in DATASETS:
-        raise VinyError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    if name in NO_TRIMAPS:
+    if not dataset_spec(name).has_trimaps:
         raise VinyError(
             f"dataset '{name}' has no trimaps, and the patch diagnostics need per-pixel trimaps to label "
             "patches (pet / background / boundary): use pets (with --data-root) or the embedded toy-pets"
@@ -197,8 +194,9 @@ def resolve_evaluation(
 
 
 def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
-    if name in EMBEDDED_SIZES:  # a fixed dataset, exactly as training loads it
-        data = load_dataset(name, size=size, limit=EMBEDDED_SIZES[name], seed=0)
+    fixed = dataset_spec(name).fixed_size
+    if fixed is not None:  # a fixed dataset, exactly as training loads it
+        data = load_dataset(name, size=size, limit=fixed, seed=0)
     else:
         data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
     if data.masks is None:
