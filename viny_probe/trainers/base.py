@@ -72,6 +72,11 @@ class Regime:
     ) -> None:
         """Write regime-specific outputs (tables, pictures) into the run folder."""
 
+    def headline(self, results: dict) -> dict[str, float]:
+        """The few held-out numbers a one-line summary shows (the demo's table): by default every
+        scalar result."""
+        return {k: v for k, v in results.items() if isinstance(v, float)}
+
     def summary(self, results: dict) -> object | None:
         """What `viny train` prints of the held-out results (anything rich can print): by default
         the scalar metrics, rounded."""

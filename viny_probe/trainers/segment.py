@@ -72,6 +72,9 @@ class Segment(Regime):
         return loss, {"train_pixel_accuracy": (class_argmax(logits.detach()) == target).float().mean()}
 
     @torch.no_grad()
+    def headline(self, results: dict) -> dict[str, float]:
+        return {"mIoU": results["test"]["miou"]}
+
     def summary(self, results: dict):
         from ..tables import segmentation_table
 
