@@ -725,8 +725,9 @@ def rebuild_results(out: str | Path) -> list[dict]:
     return rows
 
 
-def load_results(out: str | Path) -> list[dict]:
-    """The rows of ``DIR/results.jsonl`` (rebuilt from the stage folders when missing)."""
+def load_results(out: str | Path, problems: list[str] | None = None) -> list[dict]:
+    """The rows of ``DIR/results.jsonl`` (rebuilt from the stage folders when missing). A line that
+    is not a whole row (torn by a crash mid-write) is skipped, and said so in ``problems``."""
     path = Path(out) / "results.jsonl"
     if not path.exists():
         if not (Path(out) / "stages").exists():
@@ -735,9 +736,19 @@ def load_results(out: str | Path) -> list[dict]:
             )
         return rebuild_results(out)
     seen, rows = set(), []
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text().splitlines(), 1):
         if line.strip():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if not isinstance(row, dict) or "stage" not in row:
+                if problems is not None:
+                    problems.append(
+                        f"{path} line {number} is not a whole results row (cut short by a crash?) and was "
+                        f"skipped; `viny sweep PLAN --out {out}` rebuilds the file from the stage folders"
+                    )
+                continue
             if row["stage"] not in seen:
                 seen.add(row["stage"])
                 rows.append(row)
