@@ -83,6 +83,13 @@ class Regime:
         scalars = {k: round(v, 4) for k, v in results.items() if isinstance(v, float)}
         return scalars or None
 
+    # What `viny bench` counts for the head (viny_probe.perf.flops): its width in the study (None: the
+    # head has no classes), and the multiply-adds of its matrix products per image at a given width.
+    bench_classes: int | None = None
+
+    def head_macs(self, model_cfg: ViTConfig, num_classes: int | None) -> int:
+        raise NotImplementedError
+
 
 # The registry of regimes (name -> Regime subclass); see viny_probe.registry.
 REGISTRY = REGIMES

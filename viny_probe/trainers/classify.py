@@ -62,3 +62,8 @@ class Classify(Regime):
             logits = head(encoder(normalize(to_float(b["images"])), cls=True))
             correct += int((logits.argmax(-1) == b["labels"]).sum())
         return {"test_accuracy": correct / len(data.test)}
+
+    bench_classes = 6  # Intel's scene classes: the study's intermediate stage
+
+    def head_macs(self, model_cfg, num_classes):
+        return model_cfg.dim * num_classes  # on the CLS token only

@@ -93,3 +93,9 @@ class Segment(Regime):
         from ..viz import save_prediction_grid
 
         save_prediction_grid(data.test.images[:6], data.test.masks[:6], pred, run_dir / "predictions.png")
+
+    bench_classes = len(SEG_CLASSES)
+
+    def head_macs(self, model_cfg, num_classes):
+        # every patch token gives classes x patch x patch pixel logits
+        return model_cfg.num_patches * model_cfg.dim * num_classes * model_cfg.patch_size**2

@@ -93,3 +93,7 @@ class SimMIM(Regime):
         if data.test is None:
             return {}
         return {"test_reconstruction_l1": reconstruction_loss(encoder, head, data.test.images, 0, batch_size)}
+
+    def head_macs(self, model_cfg, num_classes):
+        # the decoder runs on every patch token, though the loss reads only the masked half
+        return model_cfg.num_patches * model_cfg.dim * model_cfg.patch_dim

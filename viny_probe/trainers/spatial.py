@@ -79,3 +79,8 @@ class Spatial(Regime):
             correct += int((pred == target).sum())
             total += target.numel()
         return {"test_patch_accuracy": correct / total}
+
+    bench_classes = 3  # the trimap classes
+
+    def head_macs(self, model_cfg, num_classes):
+        return model_cfg.num_patches * model_cfg.dim * num_classes
