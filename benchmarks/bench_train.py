@@ -1,4 +1,4 @@
-"""Benchmark script: the same library as `viny bench` (viny_probe.bench), plus the settings sweep.
+"""Benchmark script: the same library as `viny bench` (viny_probe.perf), plus the settings sweep.
 
     python benchmarks/bench_train.py --json > out.json             # what `viny bench --json` prints
     python benchmarks/bench_train.py --variants --threads 1        # AdamW / bf16 / compile variants
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="both", choices=["fp32", "bf16", "both"])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--model", default="viny")
-    ap.add_argument("--regimes", default="simmim,classify,spatial,segment")
+    ap.add_argument("--regimes", default=None, help="comma-separated (default: every registered regime)")
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from viny_probe import bench
+    from viny_probe import perf
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {message}", file=sys.stderr, flush=True)
 
     if args.variants:
-        result = bench.step_variants(
+        result = perf.step_variants(
             args.device,
-            args.regimes.split(",")[0],
+            (args.regimes or "simmim").split(",")[0],
             args.model,
             args.batch,
             args.steps,
@@ -62,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(result, indent=2))
         return 0
-    result = bench.run_bench(
+    result = perf.run_bench(
         device=args.device,
         precisions=("fp32", "bf16") if args.precision == "both" else (args.precision,),
         batch=args.batch,
         model=args.model,
-        regimes=tuple(args.regimes.split(",")),
+        regimes=None if args.regimes is None else tuple(args.regimes.split(",")),
         steps=args.steps,
         warmup=args.warmup,
         repeats=args.repeats,

@@ -30,9 +30,9 @@ import time
 import torch
 from torch import nn
 
-from viny_probe.bench import _fixed_batch, bench_data, make_trainer
-from viny_probe.bench_baseline import PlainViT
 from viny_probe.model import attend, model_config
+from viny_probe.perf import bench_data, fixed_batch, make_trainer
+from viny_probe.perf.baseline import PlainViT
 
 
 def _linear_products(cfg, batch: int) -> list[tuple[nn.Linear, torch.Tensor]]:
@@ -57,7 +57,7 @@ def breakdown(model: str = "viny", batch: int = 64, repeats: int = 5, warmup: in
     viny = make_trainer("simmim", cfg, data, device, "fp32")
     plain = make_trainer("simmim", cfg, data, device, "fp32", encoder_cls=PlainViT)
     plain.micro_batch = batch  # the plain way: the whole batch at once, as bench's baseline
-    b = _fixed_batch(data, batch, device)
+    b = fixed_batch(data, batch, device)
     gen = torch.Generator().manual_seed(0)
     linears = _linear_products(cfg, batch)
     tokens = cfg.num_patches  # SimMIM: the study's token path, no CLS token in the blocks

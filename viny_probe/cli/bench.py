@@ -82,7 +82,9 @@ def bench(
     precision: str = typer.Option("both", help="fp32 | bf16 | both"),
     batch: int = typer.Option(64, help="images per step"),
     model: str = typer.Option("viny", help="viny | demo | tiny"),
-    regimes: str = typer.Option("simmim,classify,spatial,segment", help="comma-separated regimes"),
+    regimes: str | None = typer.Option(
+        None, help="comma-separated regimes (default: every registered regime)"
+    ),
     steps: int = typer.Option(2, help="steps per timed run (median of --repeats runs, after --warmup)"),
     repeats: int = typer.Option(3, help="timed runs; the median is reported"),
     warmup: int = typer.Option(1, help="untimed runs first"),
@@ -98,7 +100,7 @@ def bench(
 ) -> None:
     """Training, evaluation and data-pipeline img/s, FLOPs and % of the measured matmul peak, against a
     plain eager fp32 baseline measured in the same run. See docs/performance.md."""
-    from ..bench import run_bench
+    from ..perf import run_bench
 
     precisions = ("fp32", "bf16") if precision == "both" else (precision,)
     log = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]bench: {m}[/]"))
@@ -107,7 +109,7 @@ def bench(
         precisions=precisions,
         batch=batch,
         model=model,
-        regimes=tuple(r.strip() for r in regimes.split(",") if r.strip()),
+        regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
         steps=steps,
         warmup=warmup,
         repeats=repeats,

@@ -1,11 +1,11 @@
-"""The one training loop every regime runs through (MAE-style: set-up apart from the epoch loop)."""
+"""The one training run every regime goes through (MAE-style): set-up, resume and checkpoints here; the
+epoch itself is ``engine.train_one_epoch``."""
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,17 @@ from ..data.protocol import ids_digest
 from ..errors import VinyError
 from ..model import ViNy, ViTConfig, model_config
 from ..progress import epoch_progress
-from .base import REGISTRY, Regime, RegimeData, device_batch
+from .base import REGISTRY, Regime, RegimeData
+from .engine import (
+    EpochMeter,
+    TrainStep,
+    epoch_generator,
+    loss_check_interval,
+    make_optimizer,
+    micro_batch_size,
+    train_one_epoch,
+    unused_cls_frozen,
+)
 
 LAST, FINAL = "checkpoint.pt", "final.pt"
 
@@ -50,18 +60,6 @@ def resolve_device(name: str) -> torch.device:
             "--device cuda was asked for, but torch sees no CUDA device here; use --device cpu or auto"
         )
     return torch.device(name)
-
-
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """One generator per (seed, epoch): batch order, augmentation and masking of that epoch. Resuming
-    at any epoch boundary therefore replays exactly what an uninterrupted run would have drawn."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
 
 
 def _lineage_from(init_path: str, parent: dict) -> list[dict]:
@@ -155,78 +153,6 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
     return None
 
 
-class _Step(nn.Module):
-    """Encoder + head + the regime's loss as one module, so DistributedDataParallel sees one forward."""
-
-    def __init__(self, regime: Regime, encoder: nn.Module, head: nn.Module, use_compile: bool) -> None:
-        super().__init__()
-        self.regime, self.encoder, self.head = regime, encoder, head
-        self.run_encoder = _compiled(encoder, use_compile)
-
-    def forward(self, inputs: dict[str, torch.Tensor]):
-        return self.regime.compute_loss(self.run_encoder, self.head, inputs)
-
-
-ACTIVATION_BUDGET = 256 * 1024**2  # bytes of saved activations per micro-batch on a CPU
-
-
-def micro_batch_size(
-    requested: int, device: torch.device, batch_size: int, mcfg, precision: str = "fp32"
-) -> int:
-    """Images per forward/backward. ``requested`` > 0 is taken as given (at most the batch). Auto (0):
-    the whole batch on a GPU; on a CPU as many images as keep the saved activations under
-    ``ACTIVATION_BUDGET``, evened out over the batch, bf16 activations counting half (ViNy at batch
-    64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64).
-    Smaller live activations keep a CPU step's peak memory down at no cost in speed: ViNy, batch 64,
-    2 threads, fp32 measured 51.1 img/s whole against 51.7 in 4 x 16, and 1.99 GB against 1.29 GB
-    peak; bf16 93.6 whole, 94.1 in 2 x 32, 89.0 in 4 x 16 (docs/performance.md)."""
-    if requested > 0:
-        return min(requested, batch_size)
-    if device.type != "cpu":
-        return batch_size
-    per_image = mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
-    fits = max(1, ACTIVATION_BUDGET // per_image)
-    if fits >= batch_size:
-        return batch_size
-    parts = math.ceil(batch_size / fits)
-    return math.ceil(batch_size / parts)
-
-
-def forward_backward(
-    step, inputs: dict, micro_batch: int, device, precision: str, no_sync=None, loss_scale: float = 1.0
-):
-    """One batch's forward and backward, in micro-batches of at most ``micro_batch`` images whose
-    gradients accumulate to the whole batch's: each part's loss is weighted by its share of the
-    images, which is exact because every regime's loss is a mean in which each image weighs the same.
-    ``no_sync`` (DistributedDataParallel.no_sync) defers the gradient all-reduce to the last part.
-    ``loss_scale`` multiplies what is backpropagated, not what is returned: a data-parallel rank's
-    ``distributed.Shard.loss_scale``, which makes the ranks' averaged gradients the global batch's.
-    Returns the batch's loss (detached) and statistics, as the same weighted means."""
-    n = next(iter(inputs.values())).shape[0]
-    parts = distributed.even_slices(n, max(1, math.ceil(n / micro_batch)))
-    total, stats_total = None, {}
-    for i, part in enumerate(parts):
-        weight = (part.stop - part.start) / n
-        factor = weight * loss_scale
-        sync = no_sync() if no_sync is not None and i < len(parts) - 1 else contextlib.nullcontext()
-        with sync:
-            with autocast(device, precision):
-                loss, stats = step({k: v[part] for k, v in inputs.items()})
-            (loss * factor if factor != 1.0 else loss).backward()
-        loss = loss.detach() * weight
-        total = loss if total is None else total + loss
-        _accumulate(stats_total, stats, weight, loss.device)
-    return total, stats_total
-
-
-def _accumulate(sums: dict, values: dict, factor, device, dtype: torch.dtype | None = None) -> None:
-    """sums[k] += values[k] * factor for every key, as detached tensors on ``device``."""
-    for k, v in values.items():
-        v = torch.as_tensor(v, device=device).detach()
-        v = (v if dtype is None else v.to(dtype)) * factor
-        sums[k] = sums[k] + v if k in sums else v
-
-
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
     """Train one regime as ``cfg`` says, writing config, metrics, checkpoints and results to ``run_dir``.
 
@@ -240,97 +166,54 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     main = info.is_main
     mcfg = run_model_config(cfg)
     regime: Regime = REGISTRY[cfg.regime]()
-
-    parent = None
-    if cfg.init:  # checked before the data is loaded: a wrong --init fails at once
-        parent = load_checkpoint(cfg.init)
-        _check_parent_model(cfg.init, checkpoint_model_config(parent), mcfg)
+    parent = _load_parent(cfg, mcfg)  # before the data is loaded: a wrong --init fails at once
 
     torch.manual_seed(cfg.seed)  # initialisation of encoder and head
-    if not main:
-        distributed.barrier(info)  # rank 0 builds any dataset cache first
-    data: RegimeData = regime.load_data(cfg, mcfg)
-    if main:
-        distributed.barrier(info)
-    encoder, lineage = ViNy(mcfg), []
-    if parent is not None:
-        encoder = encoder_from_checkpoint(parent, cfg.init)
-        lineage = _lineage_from(cfg.init, parent)
-    head = regime.make_head(mcfg, data)
+    data = _load_data(regime, cfg, mcfg, info)
+    encoder, head, lineage = _build_model(cfg, mcfg, regime, data, parent, device)
     used = trained_on(cfg, data)
-    # The CLS token takes part only where it enters the blocks; frozen elsewhere, so the optimiser
-    # leaves it as it was (weight decay included) and DistributedDataParallel sees no unused parameter.
-    encoder.cls_token.requires_grad_(regime.uses_cls or mcfg.cls_in_sequence)
-    encoder.to(device), head.to(device)
     train_set = _resident(data.train, device)
     micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
     if main:
-        write_json(run_dir / "config.json", cfg.to_dict())
-        write_json(
-            run_dir / "data.json",
-            {
-                **data.info,
-                "world_size": info.world_size,
-                "train_set_on": str(train_set.images.device),
-                "micro_batch": micro,
-            },
-        )
-
-    params = list(encoder.parameters()) + list(head.parameters())
-    optimizer = torch.optim.AdamW(
-        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda"
+        _write_run_files(run_dir, cfg, data, info, train_set, micro)
+    optimizer = make_optimizer(
+        list(encoder.parameters()) + list(head.parameters()), cfg.lr, cfg.weight_decay, device
     )
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
     )
-    history: list[dict] = []
-    start_epoch = 0
-    if state is not None:
-        load_state_strict(encoder, state["encoder"], f"encoder in {run_dir / LAST}")
-        load_state_strict(head, state["head"], f"head in {run_dir / LAST}")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, history = state["epoch"], list(state["history"])
+    start_epoch, history = _restore(state, run_dir, encoder, head, optimizer, scheduler)
     if main:
         # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
 
-    step: nn.Module = _Step(regime, encoder, head, cfg.compile)
-    if info.enabled:
-        # Every trainable parameter takes part: the CLS token is frozen where unused (above).
-        step = torch.nn.parallel.DistributedDataParallel(
-            step, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    n = len(train_set)
+    step = _step_module(regime, encoder, head, cfg.compile, info, device)
     check_every = loss_check_interval(device)
-    no_sync = step.no_sync if info.enabled else None
     with epoch_progress(enabled=progress and main, description=f"{cfg.regime}") as bar:
         for epoch in range(start_epoch, cfg.epochs):
-            step.train()
-            gen = epoch_generator(cfg.seed, epoch)
-            order = torch.randperm(n, generator=gen).to(train_set.images.device)
-            meter = _EpochMeter(device, info, epoch, run_dir / LAST)
+            meter = EpochMeter(device, info, epoch, run_dir / LAST)
             t0 = time.perf_counter()
-            task = bar.start_epoch(epoch, cfg.epochs, n)
-            for i, start in enumerate(range(0, n, cfg.batch_size)):
-                batch = device_batch(train_set, order[start : start + cfg.batch_size], device)
-                part = distributed.shard(regime.prepare(batch, gen), info)
-                optimizer.zero_grad(set_to_none=True)
-                loss, stats = forward_backward(
-                    step, part.inputs, micro, device, cfg.precision, no_sync, part.loss_scale
-                )
-                meter.add(loss, stats, part.images, batch["images"].shape[0])
-                last = start + cfg.batch_size >= n
-                shown = meter.check() if (i + 1) % check_every == 0 or last else None
-                optimizer.step()
-                bar.advance(task, batch["images"].shape[0], shown, meter.seen / (time.perf_counter() - t0))
-            totals = meter.means()
-            seen = meter.seen
+            task = bar.start_epoch(epoch, cfg.epochs, len(train_set))
+            totals = train_one_epoch(
+                step,
+                optimizer,
+                train_set,
+                regime,
+                epoch_generator(cfg.seed, epoch),
+                batch_size=cfg.batch_size,
+                micro_batch=micro,
+                device=device,
+                precision=cfg.precision,
+                info=info,
+                meter=meter,
+                check_every=check_every,
+                progress=functools.partial(bar.advance, task),
+            )
             scheduler.step()
             seconds = time.perf_counter() - t0
             record = {"epoch": epoch + 1, **totals}
             record.update(
-                {"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": seen / seconds}
+                {"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": meter.seen / seconds}
             )
             history.append(record)
             if main:
@@ -362,11 +245,78 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     return RunResult(run_dir, final_path, history, results)
 
 
-def loss_check_interval(device: torch.device) -> int:
-    """Steps between reads of the loss on the host. Reading it waits for the device to finish, which
-    on a GPU stalls the queue of kernels every step; on a CPU it costs nothing, so every step is
-    checked there and a non-finite loss stops the run before its update is applied."""
-    return 1 if device.type == "cpu" else 25
+def _load_parent(cfg: TrainConfig, mcfg: ViTConfig) -> dict | None:
+    """The --init checkpoint, checked against the encoder this run builds; None without --init."""
+    if not cfg.init:
+        return None
+    parent = load_checkpoint(cfg.init)
+    _check_parent_model(cfg.init, checkpoint_model_config(parent), mcfg)
+    return parent
+
+
+def _load_data(regime: Regime, cfg: TrainConfig, mcfg: ViTConfig, info: distributed.DistInfo) -> RegimeData:
+    """The regime's data, loaded by rank 0 first so it alone builds any dataset cache."""
+    if not info.is_main:
+        distributed.barrier(info)
+    data = regime.load_data(cfg, mcfg)
+    if info.is_main:
+        distributed.barrier(info)
+    return data
+
+
+def _build_model(
+    cfg: TrainConfig, mcfg: ViTConfig, regime: Regime, data: RegimeData, parent: dict | None, device
+) -> tuple[nn.Module, nn.Module, list[dict]]:
+    """Encoder (fresh, or the --init parent's), the regime's head and the lineage, on ``device``.
+    A fresh encoder is built even when the parent replaces it, so the head's initialisation draws the
+    same numbers with and without --init."""
+    encoder, lineage = ViNy(mcfg), []
+    if parent is not None:
+        encoder = encoder_from_checkpoint(parent, cfg.init)
+        lineage = _lineage_from(cfg.init, parent)
+    head = regime.make_head(mcfg, data)
+    unused_cls_frozen(encoder, regime)
+    encoder.to(device), head.to(device)
+    return encoder, head, lineage
+
+
+def _write_run_files(run_dir: Path, cfg: TrainConfig, data: RegimeData, info, train_set, micro: int) -> None:
+    write_json(run_dir / "config.json", cfg.to_dict())
+    write_json(
+        run_dir / "data.json",
+        {
+            **data.info,
+            "world_size": info.world_size,
+            "train_set_on": str(train_set.images.device),
+            "micro_batch": micro,
+        },
+    )
+
+
+def _restore(
+    state: dict | None, run_dir: Path, encoder, head, optimizer, scheduler
+) -> tuple[int, list[dict]]:
+    """Load a --resume checkpoint's weights and optimiser state; returns (first epoch to run, history)."""
+    if state is None:
+        return 0, []
+    load_state_strict(encoder, state["encoder"], f"encoder in {run_dir / LAST}")
+    load_state_strict(head, state["head"], f"head in {run_dir / LAST}")
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return state["epoch"], list(state["history"])
+
+
+def _step_module(
+    regime: Regime, encoder: nn.Module, head: nn.Module, use_compile: bool, info, device
+) -> nn.Module:
+    """The ``TrainStep``, wrapped in DistributedDataParallel under torchrun. Every trainable parameter
+    takes part in its forward: the CLS token is frozen where unused (``unused_cls_frozen``)."""
+    step: nn.Module = TrainStep(regime, encoder, head, use_compile)
+    if info.enabled:
+        step = torch.nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    return step
 
 
 def _resident(train_set, device: torch.device):
@@ -376,58 +326,6 @@ def _resident(train_set, device: torch.device):
         return train_set
     free, _total = torch.cuda.mem_get_info(device)
     return train_set.to(device) if train_set.nbytes <= free // 4 else train_set
-
-
-class _EpochMeter:
-    """Running sums of one epoch's loss and statistics, kept on the device (no host sync per step).
-
-    ``check`` reads the losses added since the last check, once, and stops the run at the first
-    non-finite one, naming its batch; ``means`` gives the epoch's averages, summed over all ranks."""
-
-    def __init__(self, device, info: distributed.DistInfo, epoch: int, last_checkpoint: Path) -> None:
-        self.device, self.info, self.epoch, self.last_checkpoint = device, info, epoch, last_checkpoint
-        self.sums: dict[str, torch.Tensor] = {}
-        self.count = torch.zeros((), dtype=torch.float64, device=device)  # this rank's images
-        self.pending: list[torch.Tensor] = []
-        self.batches = 0  # batches added so far this epoch
-        self.seen = 0  # images of the global batches so far (host-side, for the progress bar)
-
-    def add(self, loss: torch.Tensor, stats: dict, local: int, global_batch: int) -> None:
-        self.pending.append(loss.detach().float())
-        _accumulate(self.sums, {"loss": loss, **stats}, local, self.device, torch.float64)
-        self.count += local
-        self.batches += 1
-        self.seen += global_batch
-
-    def check(self) -> float:
-        """Stop at a non-finite loss among those added since the last check; else the running mean loss."""
-        finite = torch.isfinite(torch.stack(self.pending))
-        bad = (~finite).any().to(torch.float64).reshape(1)
-        bad = distributed.sum_across_ranks(bad, self.info)
-        if float(bad) > 0:
-            first = self.batches - len(self.pending) + 1
-            if not bool(finite.all()):
-                first += int((~finite).nonzero()[0, 0])
-                where = f"batch {first}"
-            else:
-                where = f"batch {first}..{self.batches} (on another rank)"
-            raise VinyError(
-                f"non-finite loss at epoch {self.epoch + 1}, {where}; stopped. The last good checkpoint "
-                f"is kept in {self.last_checkpoint}. Try a lower --lr or --precision fp32."
-            )
-        self.pending.clear()
-        return float(self.sums["loss"] / self.count.clamp(min=1))  # 0 on a rank given no images yet
-
-    def means(self) -> dict[str, float]:
-        keys = list(self.sums)
-        totals = distributed.sum_across_ranks(
-            torch.stack([self.sums[k] for k in keys] + [self.count]), self.info
-        )
-        return {k: float(v) for k, v in zip(keys, (totals[:-1] / totals[-1]).tolist(), strict=True)}
-
-
-def _compiled(encoder: nn.Module, use_compile: bool) -> nn.Module:
-    return torch.compile(encoder) if use_compile else encoder
 
 
 def _payload(

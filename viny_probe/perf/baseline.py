@@ -1,4 +1,5 @@
-"""The plain eager fp32 baseline `viny bench` compares against: the straightforward way to write and feed ViNy.
+"""The plain eager fp32 baseline `viny bench` compares against: the straightforward way to write, feed and
+step ViNy.
 
 - ``PlainViT``: the same parameters under the same names as ``ViNy`` (so ``load_state_dict`` of a ViNy
   state dict gives the same function), but attention written out as ``softmax(q @ k^T * scale) @ v``
@@ -7,6 +8,8 @@
   (RandomResizedCrop, RandomHorizontalFlip, ToTensor, Normalize) in a ``torch.utils.data.DataLoader``,
   so every epoch decodes every file again.
 - ``write_jpegs``: the temporary folder of JPEGs that loader reads (written from the cached images).
+- ``baseline_measures``: its training step written out the plain way (loss, ``item()`` every step,
+  ``zero_grad``, ``backward``, ``step``, no micro-batches) and its evaluation, as timed closures.
 
 Nothing here is used for training; it exists so that every figure of the benchmark is a ratio
 measured in one run against the same model.
@@ -14,14 +17,21 @@ measured in one run against the same model.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data.augment import IMAGENET_MEAN, IMAGENET_STD
-from .model import ViTConfig, model_config, patchify
+from ..data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, to_float
+from ..data.base import ImageSet
+from ..errors import VinyError
+from ..model import ViTConfig, model_config, patchify
+from ..trainers.simmim import masked_l1, random_half_mask
+from .harness import fixed_batch, make_trainer
 
 
 class PlainAttention(nn.Module):
@@ -155,3 +165,68 @@ def plain_loader(
         num_workers=workers,
         drop_last=False,
     )
+
+
+def baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, labels, gen):
+    """The baseline's loss on already-augmented float images (its DataLoader did the augmentation)."""
+    if regime == "simmim":
+        cfg = encoder.cfg
+        mask = random_half_mask(x.shape[0], cfg.num_patches, gen, x.device)
+        pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
+        return masked_l1(pred, patchify(x, cfg.patch_size), mask)
+    return F.cross_entropy(head(encoder(x, cls=True)), labels)
+
+
+def baseline_measures(
+    regime: str,
+    cfg: ViTConfig,
+    data: ImageSet,
+    device: torch.device,
+    batch: int,
+    steps: int,
+    jpeg_dir: str | None = None,
+    workers: int = 0,
+) -> dict[str, Callable[[], object]]:
+    """The plain eager fp32 baseline (``PlainViT``, the same initial weights as ViNy, torch's default
+    AdamW, no autocast) as timed closures: "train" (``steps`` steps on a resident, pre-normalised
+    batch), "eval" (``steps`` no-grad forwards), and with ``jpeg_dir`` "dataloader" (one pass of the
+    per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included)."""
+    if regime not in ("simmim", "classify"):
+        raise VinyError("the plain baseline runs the image-only regimes: simmim or classify")
+    tr = make_trainer(regime, cfg, data, device, "fp32", optimizer="default", encoder_cls=PlainViT)
+    gen = torch.Generator().manual_seed(0)
+    fixed = fixed_batch(data, batch, device)
+    x = normalize(to_float(fixed["images"]))
+    labels = fixed["labels"]
+
+    def step(x=x, labels=labels):
+        loss = baseline_loss(regime, tr.encoder, tr.head, x, labels, gen)
+        if not math.isfinite(loss.item()):
+            raise VinyError("non-finite loss in the baseline")
+        tr.optimizer.zero_grad()
+        loss.backward()
+        tr.optimizer.step()
+
+    @torch.no_grad()
+    def evaluate():
+        tr.encoder.eval()
+        for _ in range(steps):
+            tr.head(tr.encoder(x, cls=regime == "classify"))
+        tr.encoder.train()
+
+    out = {"train": lambda: [step() for _ in range(steps)], "eval": evaluate}
+    if jpeg_dir is not None:
+        paths = write_jpegs(data.images.cpu(), jpeg_dir)
+        lab = data.labels.cpu() if data.labels is not None else None
+        loader = plain_loader(paths, lab, cfg.image_size, batch, workers)
+
+        def load_only():
+            for _ in loader:
+                pass
+
+        def epoch():
+            for xb, yb in loader:  # decode every file again, transfer, step
+                step(xb.to(device), yb.to(device))
+
+        out["dataloader"], out["epoch"] = load_only, epoch
+    return out

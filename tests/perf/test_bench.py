@@ -1,4 +1,4 @@
-"""viny bench: analytic FLOPs, the plain baseline's equivalence, bf16/fp32 agreement, a smoke run."""
+"""viny bench (viny_probe.perf): analytic FLOPs, the plain baseline's equivalence, bf16/fp32 agreement, a smoke run."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import pytest
 import torch
 
-from viny_probe import bench
-from viny_probe.bench_baseline import PlainViT, write_jpegs
+from viny_probe import perf
+from viny_probe.errors import VinyError
 from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig
+from viny_probe.perf.baseline import PlainViT, plain_loader, write_jpegs
+from viny_probe.trainers import REGISTRY
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +27,7 @@ def test_flops_tiny_hand_count():
     # tiny: 32 px, patch 4 -> 64 patches; dim 32, depth 2, 2 heads of 16 (inner 32), MLP 64. SimMIM runs
     # the blocks on the 64 patch tokens (the study's token path); classification on 65 (CLS first).
     cfg = MODEL_PRESETS["tiny"]
-    f = bench.analytic_flops(cfg, "simmim")
+    f = perf.analytic_flops(cfg, "simmim")
     patch_embed = 64 * 48 * 32  # 64 patches x (4*4*3) x 32
 
     def per_block(t):
@@ -43,28 +45,28 @@ def test_flops_tiny_hand_count():
     assert f["train"] == 3 * f["forward"]
     assert f["head"] == 2 * decoder
     # Classification: 65 tokens in the blocks, head 32 x classes on the CLS token only.
-    c = bench.analytic_flops(cfg, "classify", 6)
+    c = perf.analytic_flops(cfg, "classify", 6)
     assert c["encoder"] == 2 * (patch_embed + 2 * per_block(65))
     assert c["head"] == 2 * 32 * 6
     # Segmentation: 3 x 4 x 4 logits per patch; spatial: 3 per patch; both on 64 tokens.
-    assert bench.analytic_flops(cfg, "segment")["head"] == 2 * 64 * 32 * 48
-    assert bench.analytic_flops(cfg, "segment")["encoder"] == f["encoder"]
-    assert bench.analytic_flops(cfg, "spatial")["head"] == 2 * 64 * 32 * 3
+    assert perf.analytic_flops(cfg, "segment")["head"] == 2 * 64 * 32 * 48
+    assert perf.analytic_flops(cfg, "segment")["encoder"] == f["encoder"]
+    assert perf.analytic_flops(cfg, "spatial")["head"] == 2 * 64 * 32 * 3
 
 
 def test_flops_scale_as_expected():
     base = ViTConfig(**{**MODEL_PRESETS["tiny"].to_dict()})
-    f = bench.analytic_flops(base, "classify", 6)
-    deeper = bench.analytic_flops(ViTConfig(**{**base.to_dict(), "depth": 4}), "classify", 6)
+    f = perf.analytic_flops(base, "classify", 6)
+    deeper = perf.analytic_flops(ViTConfig(**{**base.to_dict(), "depth": 4}), "classify", 6)
     assert deeper["encoder"] - f["encoder"] == f["encoder"] - f["patch_embed"]  # blocks scale with depth
-    wider_mlp = bench.analytic_flops(ViTConfig(**{**base.to_dict(), "mlp_dim": 128}), "classify", 6)
+    wider_mlp = perf.analytic_flops(ViTConfig(**{**base.to_dict(), "mlp_dim": 128}), "classify", 6)
     assert wider_mlp["mlp"] == 2 * f["mlp"] and wider_mlp["qkv"] == f["qkv"]
     # Attention products grow with tokens squared: 64 -> 256 patches (65 -> 257 tokens).
-    big = bench.analytic_flops(ViTConfig(**{**base.to_dict(), "image_size": 64}), "classify", 6)
+    big = perf.analytic_flops(ViTConfig(**{**base.to_dict(), "image_size": 64}), "classify", 6)
     assert big["attn_scores"] / f["attn_scores"] == pytest.approx((257 / 65) ** 2)
     assert big["qkv"] / f["qkv"] == pytest.approx(257 / 65)
     # The study's ViNy: ~0.74 GFLOP forward, ~2.2 GFLOP per training image.
-    v = bench.analytic_flops("viny", "simmim")
+    v = perf.analytic_flops("viny", "simmim")
     assert 0.70e9 < v["forward"] < 0.78e9
 
 
@@ -82,25 +84,25 @@ def test_plain_baseline_matches_viny():
         torch.testing.assert_close(plain(x), viny(x), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(plain(x, mask, token), viny(x, mask, token), atol=1e-5, rtol=1e-5)
     # Seeded the same way, make_trainer gives both the same initial weights.
-    data = bench.bench_data(cfg, 4, "random")
-    a = bench.make_trainer("simmim", cfg, data, torch.device("cpu")).encoder.state_dict()
-    b = bench.make_trainer(
+    data = perf.bench_data(cfg, 4, "random")
+    a = perf.make_trainer("simmim", cfg, data, torch.device("cpu")).encoder.state_dict()
+    b = perf.make_trainer(
         "simmim", cfg, data, torch.device("cpu"), encoder_cls=PlainViT
     ).encoder.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_bf16_and_fp32_losses_agree():
-    curves = bench.precision_agreement("tiny", "simmim", steps=5, batch=16)
+    curves = perf.precision_agreement("tiny", "simmim", steps=5, batch=16)
     fp32, bf16 = torch.tensor(curves["fp32"]), torch.tensor(curves["bf16"])
     assert len(fp32) == 5
     assert torch.allclose(bf16, fp32, rtol=0.02, atol=0.01), (fp32, bf16)
-    cls = bench.precision_agreement("tiny", "segment", steps=3, batch=8)
+    cls = perf.precision_agreement("tiny", "segment", steps=3, batch=8)
     assert torch.allclose(torch.tensor(cls["bf16"]), torch.tensor(cls["fp32"]), rtol=0.02, atol=0.02), cls
 
 
 def test_bench_smoke_tiny_returns_all_fields():
-    r = bench.run_bench(
+    r = perf.run_bench(
         device="cpu",
         model="tiny",
         batch=8,
@@ -112,7 +114,7 @@ def test_bench_smoke_tiny_returns_all_fields():
         peak_sizes=(128,),
     )
     json.dumps(r)  # JSON-able
-    assert {row["regime"] for row in r["regimes"]} == set(bench.REGIMES)
+    assert {row["regime"] for row in r["regimes"]} == set(REGISTRY)
     assert len(r["regimes"]) == 8
     for row in r["regimes"]:
         for k in (
@@ -136,18 +138,16 @@ def test_bench_smoke_tiny_returns_all_fields():
 
 
 def test_paper_plan_image_steps():
-    plan = bench.paper_plan()
+    plan = perf.paper_plan()
     assert plan["image_steps"]["simmim"] == 100 * 345_000 * 3
     assert plan["image_steps"]["classify"] == 200 * 14_034 * 9
     assert plan["image_steps"]["segment"] == 100 * 13_750 * 4 * 3
     assert plan["total"] == 145_261_200
-    proj = bench.project_plan(plan, {"simmim": 1000.0, "classify": 1000.0, "segment": 1000.0})
+    proj = perf.project_plan(plan, {"simmim": 1000.0, "classify": 1000.0, "segment": 1000.0})
     assert proj["total_seconds"] == pytest.approx(145_261.2)
 
 
 def test_jpeg_folder_roundtrip(tmp_path):
-    from viny_probe.bench_baseline import plain_loader
-
     imgs = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
     paths = write_jpegs(imgs, tmp_path)
     batches = list(plain_loader(paths, torch.arange(5), 32, batch_size=2))
@@ -158,7 +158,7 @@ def test_jpeg_folder_roundtrip(tmp_path):
 def test_cli_bench_json(monkeypatch, capsys):
     from viny_probe.cli import app
 
-    monkeypatch.setattr(bench, "run_bench", lambda **kw: {"called": kw["model"], "batch": kw["batch"]})
+    monkeypatch.setattr(perf, "run_bench", lambda **kw: {"called": kw["model"], "batch": kw["batch"]})
     from typer.testing import CliRunner
 
     res = CliRunner().invoke(app, ["bench", "--model", "tiny", "--batch", "4", "--json", "--device", "cpu"])
