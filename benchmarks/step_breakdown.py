@@ -14,9 +14,8 @@ Times, in interleaved rounds (median per figure, as `viny bench` does):
 
 With the products' time P and the attention's A, no fp32 implementation that runs the same products
 and attention kernels can step faster than P + A: the script prints the speed-up over the baseline
-that this bound allows. torch.profiler is not used because on this CPU it inflates small ops (layout
-copies showed as 25 % of a step under it, while a layout-free attention written for the purpose ran
-no faster: docs/performance.md).
+that this bound allows. torch.profiler is not used because on a CPU its overhead inflates small ops, so
+it blamed costs that removing them did not save (docs/performance.md has the case).
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from viny_probe import perf
-from viny_probe.errors import VinyError
 from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig
 from viny_probe.perf.baseline import PlainViT, plain_loader, write_jpegs
 from viny_probe.trainers import REGISTRY
@@ -86,9 +85,7 @@ def test_plain_baseline_matches_viny():
     # Seeded the same way, make_trainer gives both the same initial weights.
     data = perf.bench_data(cfg, 4, "random")
     a = perf.make_trainer("simmim", cfg, data, torch.device("cpu")).encoder.state_dict()
-    b = perf.make_trainer(
-        "simmim", cfg, data, torch.device("cpu"), encoder_cls=PlainViT
-    ).encoder.state_dict()
+    b = perf.make_trainer("simmim", cfg, data, torch.device("cpu"), encoder_cls=PlainViT).encoder.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -100,7 +100,9 @@ def test_bench_fixed_batch_step_is_the_training_step():
     cfg = _config("segment")
     mcfg = run_model_config(cfg)
     train_set = REGISTRY["segment"]().load_data(cfg, mcfg).train
-    tr = make_trainer("segment", mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr = make_trainer(
+        "segment", mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         tr.step(fixed_batch(train_set, 8, CPU), gen)
