@@ -205,14 +205,14 @@ def run_bench(
         torch.set_num_threads(threads)
     cfg = model_config(model)
     s = _Setting(
-        dev,
-        cfg,
-        batch,
-        steps,
-        epoch,
-        batch * max(1, epoch_batches),
-        peak_sizes or default_sizes(dev),
-        (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head),
+        device=dev,
+        cfg=cfg,
+        batch=batch,
+        steps=steps,
+        epoch=epoch,
+        epoch_images=batch * max(1, epoch_batches),
+        sizes=peak_sizes or default_sizes(dev),
+        shape=(batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head),
     )
     log(f"data: {s.epoch_images} images ({dataset})")
     host = bench_data(cfg, s.epoch_images, dataset)
