@@ -123,6 +123,7 @@ def _regime_row(s: _Setting, r: str, p: str, tr: Trainer, med: dict, peak: float
         row["epoch_seconds"] = sec
         # 1.0: the whole epoch costs what its steps cost on a resident batch (no data overhead at all)
         row["epoch_vs_step"] = sec / (s.epoch_images / row["train_img_per_s"])
+    # the last fixed-batch step's loss (the timed epochs step the same model in between)
     row["final_loss"] = float(tr.losses[-1])
     return row
 
