@@ -29,8 +29,6 @@ LAYERS = {
     "viny_probe.trainers": 4,
     "viny_probe.analysis": 5,
     "viny_probe.perf": 5,
-    "viny_probe.bench": 5,  # moving into viny_probe.perf
-    "viny_probe.bench_baseline": 5,
     "viny_probe.experiments": 6,
     "viny_probe.demo": 6,
     "viny_probe.cli": 7,

@@ -10,7 +10,7 @@ import torch
 from viny_probe import perf
 from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig
 from viny_probe.perf.baseline import PlainViT, plain_loader, write_jpegs
-from viny_probe.trainers import REGISTRY
+from viny_probe.registry import REGIMES
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +111,7 @@ def test_bench_smoke_tiny_returns_all_fields():
         peak_sizes=(128,),
     )
     json.dumps(r)  # JSON-able
-    assert {row["regime"] for row in r["regimes"]} == set(REGISTRY)
+    assert {row["regime"] for row in r["regimes"]} == set(REGIMES)
     assert len(r["regimes"]) == 8
     for row in r["regimes"]:
         for k in (

@@ -11,7 +11,8 @@ from viny_probe.config import TrainConfig
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
 from viny_probe.perf import analytic_flops, fixed_batch, make_trainer, run_bench, run_epoch
-from viny_probe.trainers import REGISTRY, train
+from viny_probe.registry import REGIMES
+from viny_probe.trainers import Regime, train
 from viny_probe.trainers.base import RegimeData, device_batch
 from viny_probe.trainers.engine import epoch_generator
 from viny_probe.trainers.loop import run_model_config
@@ -39,7 +40,7 @@ def _reference(cfg: TrainConfig, train_set, batches: list[torch.Tensor], gen: to
     """Seeded model, then for each batch (indices into ``train_set``): augment from ``gen``, zero the
     gradients, backpropagate the mean loss, one AdamW step. Returns encoder, head and the losses."""
     mcfg = run_model_config(cfg)
-    regime = REGISTRY[cfg.regime]()
+    regime = REGIMES[cfg.regime]()
     torch.manual_seed(cfg.seed)
     encoder = ViNy(mcfg)
     head = regime.make_head(mcfg, RegimeData(train=train_set))
@@ -76,7 +77,7 @@ def test_bench_epoch_is_the_training_epoch(tmp_path, regime):
     ckpt = load_checkpoint(trained.final_checkpoint)
 
     mcfg = run_model_config(cfg)
-    train_set = REGISTRY[regime]().load_data(cfg, mcfg).train
+    train_set = REGIMES[regime]().load_data(cfg, mcfg).train
     assert len(train_set) == 24
     tr = make_trainer(regime, mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay)
     means = run_epoch(tr, train_set, cfg.batch_size, seed=cfg.seed, epoch=0)
@@ -99,7 +100,7 @@ def test_bench_fixed_batch_step_is_the_training_step():
     with its own copy of the step that leaves out ``zero_grad``."""
     cfg = _config("segment")
     mcfg = run_model_config(cfg)
-    train_set = REGISTRY["segment"]().load_data(cfg, mcfg).train
+    train_set = REGIMES["segment"]().load_data(cfg, mcfg).train
     tr = make_trainer(
         "segment", mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -122,11 +123,20 @@ def test_unknown_regime_names_the_registered_ones():
     ):
         with pytest.raises(VinyError, match="unknown regime 'simclr'; choose one of") as err:
             call()
-        assert all(name in str(err.value) for name in REGISTRY)
+        assert all(name in str(err.value) for name in REGIMES)
 
 
 def test_head_flops_come_from_the_regime(monkeypatch):
     """perf asks the regime for its head; it has no table of its own."""
-    monkeypatch.setattr(REGISTRY["spatial"], "head_macs", lambda self, cfg, classes: 1000 * classes)
+    monkeypatch.setattr(REGIMES["spatial"], "head_macs", lambda self, cfg, classes: 1000 * classes)
     assert analytic_flops("tiny", "spatial")["head"] == 2 * 1000 * 3
     assert analytic_flops("tiny", "spatial", 5)["head"] == 2 * 1000 * 5
+
+
+def test_a_regime_that_does_not_count_its_head_is_named():
+    class Toy(Regime):
+        name = "toy-uncounted"
+
+    with REGIMES.registered("toy-uncounted", Toy):
+        with pytest.raises(VinyError, match="'toy-uncounted' does not count its head"):
+            analytic_flops("tiny", "toy-uncounted")

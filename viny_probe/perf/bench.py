@@ -27,7 +27,7 @@ from ..data.augment import normalize, random_hflip, random_resized_crop, to_floa
 from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViNy, ViTConfig, count_parameters, model_config
-from ..trainers import REGISTRY
+from ..registry import REGIMES
 from ..trainers.base import device_batch
 from ..trainers.loop import resolve_device
 from .baseline import baseline_measures
@@ -199,7 +199,7 @@ def run_bench(
     ``warmup`` untimed rounds), and the median per figure is kept: on a shared machine the load then
     falls on all figures alike, and the ratios between them stay meaningful."""
     log = log or (lambda _msg: None)
-    regimes = tuple(REGISTRY) if regimes is None else tuple(regimes)
+    regimes = REGIMES.names() if regimes is None else tuple(regimes)
     _check_arguments(precisions, regimes, batch, steps, repeats)
     dev = resolve_device(device)
     if threads:

@@ -9,18 +9,16 @@ forward), the usual rule. The head's count is the regime's own (``Regime.head_ma
 
 from __future__ import annotations
 
-from ..errors import VinyError
 from ..model import ViTConfig, model_config
-from ..trainers import REGISTRY, Regime
+from ..registry import REGIMES
+from ..trainers import Regime
 
 FLOP_CONVENTION = "1 multiply-add = 2 FLOPs; matrix products only; training = 3 x forward"
 
 
 def regime_named(name: str) -> Regime:
     """The registered regime called ``name``, or an error listing the registered names."""
-    if name not in REGISTRY:
-        raise VinyError(f"unknown regime {name!r}; choose one of {', '.join(REGISTRY)}")
-    return REGISTRY[name]()
+    return REGIMES.get(name)()
 
 
 def analytic_flops(cfg: ViTConfig | str, regime: str = "simmim", num_classes: int | None = None) -> dict:

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..data.base import ImageSet
+from ..errors import VinyError
 from ..model import ViTConfig
 from ..registry import REGIMES
 
@@ -88,7 +89,10 @@ class Regime:
     bench_classes: int | None = None
 
     def head_macs(self, model_cfg: ViTConfig, num_classes: int | None) -> int:
-        raise NotImplementedError
+        raise VinyError(
+            f"regime {self.name!r} does not count its head's multiply-adds (Regime.head_macs), "
+            "which `viny bench` needs for its FLOPs"
+        )
 
 
 # The registry of regimes (name -> Regime subclass); see viny_probe.registry.
