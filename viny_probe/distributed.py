@@ -97,4 +97,3 @@ def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> Shard:
     if local == 0:
         return Shard({k: v[:1] for k, v in inputs.items()}, 0, 0.0)
     return Shard({k: v[part] for k, v in inputs.items()}, local, local * info.world_size / n)
-

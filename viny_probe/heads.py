@@ -67,8 +67,8 @@ def class_argmax(logits: torch.Tensor) -> torch.Tensor:
     """``logits.argmax(1)`` for (B, C, H, W) logits with few classes, ties to the lower class as argmax.
 
     Same result, one elementwise pass per class over contiguous (B, H, W) slices: torch's reduction
-    over the strided class axis took 78 ms per batch of 64 at 128 px on this 2-core CPU, about 6 % of a
-    segmentation training step, against 6 ms this way."""
+    over the strided class axis is an order of magnitude slower on CPU (docs/performance.md, "Why the
+    code is as it is")."""
     best = logits[:, 0]
     index = torch.zeros(best.shape, dtype=torch.long, device=logits.device)
     for c in range(1, logits.shape[1]):
