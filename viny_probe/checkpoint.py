@@ -73,12 +73,27 @@ _DAMAGED_ADVICE = "Train the run that wrote it again, or give another checkpoint
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
 
 
+def damage(path: Path) -> str | None:
+    """How the file at ``path`` is damaged, read off its bytes without loading it: empty, zeroed, or a
+    zip archive (torch's format) cut short. None when it looks whole."""
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes): the write that made it was cut short"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"\0\0\0\0":
+        return f"{path} is zeroed (its data never reached the disk)"
+    if head[:2] == b"PK" and not zipfile.is_zipfile(path):
+        return f"{path} is truncated (a zip archive without its central directory)"
+    return None
+
+
 def _load_failure(path: Path, error: Exception) -> tuple[str, bool]:
     """Why torch could not load ``path``, in one line, and whether the file is damaged (empty or cut
     short) rather than foreign (another format, or pickled code)."""
     text = str(error)
-    if path.stat().st_size == 0:
-        return f"{path} is empty (0 bytes): the write that made it was cut short", True
+    broken = damage(path)
+    if broken:
+        return broken, True
     unsafe = _UNSAFE_GLOBAL.search(text)
     if unsafe:
         why = (
@@ -86,12 +101,7 @@ def _load_failure(path: Path, error: Exception) -> tuple[str, bool]:
             "only tensors and plain values"
         )
         return why, False
-    with open(path, "rb") as f:
-        head = f.read(4)
-    # torch writes zip archives: one that starts like a zip but has no intact central directory was
-    # cut short; a file of zero bytes at the start was zeroed (e.g. a crash before the data reached disk).
-    cut = head[:2] == b"PK" and not zipfile.is_zipfile(path)
-    if cut or head == b"\0\0\0\0" or isinstance(error, EOFError):
+    if isinstance(error, EOFError):
         return f"{path} is truncated or damaged ({type(error).__name__})", True
     first = next((line.strip() for line in text.splitlines() if line.strip()), "no message")
     return f"{path} is not a loadable checkpoint ({type(error).__name__}: {first[:200]})", False

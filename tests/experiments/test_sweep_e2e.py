@@ -93,6 +93,18 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
     again = sw.run_sweep(plan, out, execution=QUIET, log=silent)
     assert calls == [(victim.id, True)] and again.complete
 
+    # ... and one whose checkpoint.pt is empty trains again from its first epoch instead of failing on
+    # every rerun (mutant: no _set_aside_damaged call -> the stage fails, "is empty (0 bytes)")
+    calls.clear()
+    (out / "stages" / victim.id / "final.pt").unlink()
+    (out / "stages" / victim.id / "checkpoint.pt").write_bytes(b"")
+    said = []
+    again = sw.run_sweep(plan, out, execution=QUIET, log=said.append)
+    assert calls == [(victim.id, True)] and again.complete and not again.failed
+    assert (out / "stages" / victim.id / "checkpoint.pt.damaged").stat().st_size == 0
+    assert any("is empty (0 bytes)" in line and "first epoch" in line for line in said)
+    calls.clear()
+
     # Ctrl-C in the middle of a sweep: the lock is released, the rerun finishes only what is missing
     two = [s for s in stages if s.kind == "finetune"][:2]
     for s in two:

@@ -103,6 +103,25 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_resume_from_a_damaged_checkpoint_says_the_way_forward(tmp_path):
+    """An empty checkpoint.pt under --resume: one line naming it and what to do; doing it works.
+    Mutant: load_checkpoint without if_damaged -> the generic advice, no --resume in the message."""
+    cfg = tiny("simmim", epochs=2)
+    train(cfg, tmp_path / "r", progress=False)
+    last = tmp_path / "r" / "checkpoint.pt"
+    (tmp_path / "r" / "final.pt").unlink()
+    last.write_bytes(b"")
+    with pytest.raises(VinyError) as err:
+        train(cfg, tmp_path / "r", resume=True, progress=False)
+    text = str(err.value)
+    assert "\n" not in text and str(last) in text and "empty" in text
+    assert f"delete {last} and --resume again" in text
+    last.unlink()
+    again = train(cfg, tmp_path / "r", resume=True, progress=False)
+    assert len(again.history) == 2
+    assert len((tmp_path / "r" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
 def test_resume_refuses_a_changed_config(tmp_path):
     train(tiny("simmim"), tmp_path / "r", progress=False)
     with pytest.raises(VinyError, match=r"lr: .* -> 0\.5"):

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..checkpoint import atomic_write_text, write_json
+from ..checkpoint import atomic_write_text, damage, write_json
 from ..config import TrainConfig, is_legacy_config
 from ..data.spec import dataset_spec
 from ..errors import VinyError
@@ -319,6 +319,7 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
         resume = (d / "config.json").exists()
         if resume:
             _reconcile_paths(d, cfg, log)
+            _set_aside_damaged(d, log)
         log(
             f"  {'resuming' if resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})"
         )
@@ -567,6 +568,16 @@ def comparability(chain: list[dict]) -> list[str]:
         if cfg.regime == "segment" and cfg.test_size != 1000:
             reasons.append(f"test set of {cfg.test_size}")
     return list(dict.fromkeys(reasons))
+
+
+def _set_aside_damaged(d: Path, log: Callable[[str], None]) -> None:
+    """An interrupted stage whose checkpoint.pt is damaged (empty, zeroed, cut short) trains again from
+    its first epoch: the file is moved to checkpoint.pt.damaged, so no rerun fails on it forever."""
+    last = d / "checkpoint.pt"
+    broken = damage(last) if last.exists() else None
+    if broken:
+        last.replace(d / "checkpoint.pt.damaged")
+        log(f"  {broken}; set aside as checkpoint.pt.damaged, the stage trains again from its first epoch")
 
 
 def stage_row(out: Path, stage_id: str) -> dict | None:

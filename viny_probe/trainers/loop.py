@@ -124,6 +124,13 @@ _LEGACY_RESUME = (
 )
 
 
+# Checkpoints are written whole and renamed into place, so no earlier one is kept to fall back to.
+_DAMAGED_RESUME = (
+    "--resume cannot continue from it, and no earlier checkpoint is kept: delete {last} and --resume "
+    "again to train this run from its first epoch, or start again in a new --out."
+)
+
+
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Create the run folder, or check it for --resume. Returns the checkpoint to resume from."""
     config_path, last = run_dir / "config.json", run_dir / LAST
@@ -141,7 +148,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
                 + "\n  ".join(diff)
                 + "\nUse the same options, or a new --out folder."
             )
-        state = load_checkpoint(last) if last.exists() else None
+        state = load_checkpoint(last, if_damaged=_DAMAGED_RESUME.format(last=last)) if last.exists() else None
         if state is not None and state["format_version"] < CLS_PATH_FORMAT:
             raise VinyError(_LEGACY_RESUME.format(where=last))
         return state
