@@ -44,7 +44,7 @@ from scipy import stats
 
 from .. import __version__
 from ..errors import VinyError
-from . import published
+from .. import published
 from .blocks import Block, figure, h, p, table
 from .blocks import pre_label as _pre_label
 from .examples import fig2_section, figA1_section
