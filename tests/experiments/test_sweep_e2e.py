@@ -183,12 +183,20 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
 
 def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls, monkeypatch):
     """Two shards train every stage once; the worker that finishes a seed's geometry stages writes its
-    diagnostics once into DIR/geometry/seed-0; a rerun and the report only read them. Mutants applied
-    once, each failing this test: run_sweep without its diagnose_geometry call (no folder); read_summary
-    never finding a folder current (the rerun diagnoses again)."""
+        diagnostics once into DIR/geometry/seed-0; a rerun and the report only read them. Mutants applied
+        once, each failing this test: run_sweep without its diagnose_geometry call (no folder); read_summary
+        never finding a folder current (the rerun diagnoses again); diagnose_geometry not waiting for all of
+    a seed's geometry stages (it diagnosed a partial set first)."""
     plan = tiny_plan(seeds=1, finetune=(8, 16), geometry=True)
     stages, cells = expand(plan)
     out = tmp_path / "sweep"
+    diagnosed = []
+    real_diagnose = diagnose_module.diagnose
+    monkeypatch.setattr(
+        diagnose_module,
+        "diagnose",
+        lambda *args, **kw: (diagnosed.append(args), real_diagnose(*args, **kw))[1],
+    )
     for _ in range(4):  # alternate the two workers until both are done (no waiting in a test)
         for i in (2, 1):
             sw.run_sweep(plan, out, shard=(i, 2), execution=QUIET, wait=False, log=silent)
@@ -199,6 +207,7 @@ def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls, monkeypatch
     owner = sw.assign_shards(stages, 2)
     assert {owner[s] for s in trained} == {1, 2}
     assert all(sw.is_finished(out, c.stage) for c in cells)
+    assert len(diagnosed) == 1  # once, when the seed's last geometry stage was trained
     # Table 2 / Figs 5-6 of seed 0, written by the sweep: the four geometry encoders, each its stage's
     geometry = out / "geometry" / "seed-0"
     summary = json.loads((geometry / "summary.json").read_text())
@@ -213,7 +222,7 @@ def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls, monkeypatch
     written = (geometry / "summary.json").stat().st_mtime_ns
 
     # a rerun finds them current and the report only reads them: diagnose is not called again
-    diagnosed = []
+    diagnosed.clear()
     monkeypatch.setattr(diagnose_module, "diagnose", lambda *args, **kwargs: diagnosed.append(args))
     for i in (1, 2):
         sw.run_sweep(plan, out, shard=(i, 2), execution=QUIET, wait=False, log=silent)
