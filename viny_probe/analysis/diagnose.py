@@ -175,6 +175,8 @@ def _per_block(encoder: ViNy, train_set, train_labels, test_all, test_labels, fi
 
 
 def _measure_checkpoint(got: _Collected, encoder: ViNy, meta: dict, name: str, path, where: dict, opts):
+    """One checkpoint: its test images embedded once at every block, its pool images at the final one;
+    every registered diagnostic at the final block, the per-block ones at every block, Fig 5 and 6."""
     cfg = encoder.cfg
     train_set, test_set, info = got.data[cfg.image_size]
     train_labels, test_labels = (
