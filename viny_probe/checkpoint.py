@@ -11,7 +11,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -89,18 +91,51 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Load a viny checkpoint without unpickling code; clear errors for missing or foreign files."""
+_IMPORT_ADVICE = (
+    "A plain state_dict of the study authors' ViT can be converted with `viny import-checkpoint`."
+)
+_DAMAGED_ADVICE = "Train the run that wrote it again, or give another checkpoint."
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+
+def _load_failure(path: Path, error: Exception) -> tuple[str, bool]:
+    """Why torch could not load ``path``, in one line, and whether the file is damaged (empty or cut
+    short) rather than foreign (another format, or pickled code)."""
+    text = str(error)
+    if path.stat().st_size == 0:
+        return f"{path} is empty (0 bytes): the write that made it was cut short", True
+    unsafe = _UNSAFE_GLOBAL.search(text)
+    if unsafe:
+        why = (
+            f"{path} holds pickled code ({unsafe[1]}), which viny refuses to run: a viny checkpoint holds "
+            "only tensors and plain values"
+        )
+        return why, False
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch writes zip archives: one that starts like a zip but has no intact central directory was
+    # cut short; a file of zero bytes at the start was zeroed (e.g. a crash before the data reached disk).
+    cut = head[:2] == b"PK" and not zipfile.is_zipfile(path)
+    if cut or head == b"\0\0\0\0" or isinstance(error, EOFError):
+        return f"{path} is truncated or damaged ({type(error).__name__})", True
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "no message")
+    return f"{path} is not a loadable checkpoint ({type(error).__name__}: {first[:200]})", False
+
+
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu", if_damaged: str = _DAMAGED_ADVICE
+) -> dict:
+    """Load a viny checkpoint without unpickling code. A missing, empty, damaged or foreign file is a
+    one-line VinyError naming it and what to do: ``if_damaged`` for an empty or truncated file (the
+    caller knows the way forward, e.g. resume's), the import command for a foreign one."""
     path = Path(path)
     if not path.is_file():
         raise VinyError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for foreign/corrupt files
-        raise VinyError(
-            f"{path} is not a loadable viny checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
-            "A plain state_dict of the study authors' ViT can be converted with `viny import-checkpoint`."
-        ) from None
+        why, damaged = _load_failure(path, e)
+        raise VinyError(f"{why}. {if_damaged if damaged else _IMPORT_ADVICE}") from None
     if not isinstance(ckpt, dict) or "encoder" not in ckpt or "format_version" not in ckpt:
         raise VinyError(
             f"{path} is not a viny checkpoint (no 'encoder'/'format_version' entries). If it is the study "

@@ -4,14 +4,15 @@ own code where they differ from Table A1, `quick` a short CPU schedule (docs/fid
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
+from .data.spec import dataset_spec
 from .errors import VinyError
+from .registry import REGIMES
 
-REGIMES = ("simmim", "classify", "spatial", "segment")
-# Which Table A1 row each regime's schedule comes from by default. "geometry" is the schedule of the
-# intermediate stages trained only to be diagnosed (Table 2, Figs 5-6): plans ask for it by name.
-PHASE = {"simmim": "pretrain", "classify": "intermediate", "spatial": "intermediate", "segment": "finetune"}
+# The schedule rows of a preset. Each regime names its own by default (``Regime.phase``); "geometry"
+# is the schedule of the intermediate stages trained only to be diagnosed (Table 2, Figs 5-6): plans
+# ask for it by name.
 PHASES = ("pretrain", "intermediate", "geometry", "finetune")
 CLASSIFY_AUGMENTS = ("crop", "flip-contrast")
 
@@ -59,21 +60,21 @@ QUICK = {
 SCHEDULE_PRESETS = {"paper": PAPER, "authors": AUTHORS, "quick": QUICK}
 
 # Recipe values beyond the schedule: viny's own by default; a preset may set others per (regime,
-# dataset). The authors' code trains CLS-Intel with MixUp 0.1 and its Intel transform (resize,
-# horizontal flip, contrast jitter 0.3, no crop).
+# dataset), a dataset's embedded stand-in (DatasetSpec.stand_in) included. The authors' code trains
+# CLS-Intel with MixUp 0.1 and its Intel transform (resize, horizontal flip, contrast jitter 0.3, no crop).
 RECIPE_DEFAULTS = {"mixup": 0.0, "augment": "crop"}
-_AUTHORS_INTEL = {"mixup": 0.1, "augment": "flip-contrast"}
 RECIPES: dict[str, dict[tuple[str, str], dict]] = {
-    "authors": {("classify", "intel"): _AUTHORS_INTEL, ("classify", "toy-scenes"): _AUTHORS_INTEL},
+    "authors": {("classify", "intel"): {"mixup": 0.1, "augment": "flip-contrast"}},
 }
 
-# Embedded default dataset of each regime (used when no --dataset is given).
-DEFAULT_DATASET = {
-    "simmim": "toy-unlabeled",
-    "classify": "toy-scenes",
-    "spatial": "toy-pets",
-    "segment": "toy-pets",
-}
+
+def recipe(preset: str, regime: str, dataset: str) -> dict:
+    """The recipe values of ``preset`` for ``regime`` on ``dataset`` (or on the dataset it stands in for)."""
+    values = dict(RECIPE_DEFAULTS)
+    for (r, d), override in RECIPES.get(preset, {}).items():
+        if r == regime and (d == dataset or dataset_spec(d).stand_in == dataset):
+            values.update(override)
+    return values
 
 
 def is_legacy_config(fields: dict) -> bool:
@@ -118,26 +119,25 @@ class TrainConfig:
     workers: int = 0
     compile: bool = False
     micro_batch: int = 0  # images per forward/backward inside a batch (gradients accumulate); 0 = auto
-    extra: dict = field(default_factory=dict)
 
     EXECUTION = ("device", "precision", "workers", "compile", "micro_batch")
 
     def resolved(self) -> TrainConfig:
         """Fill every schedule value left as None from the preset and validate."""
-        if self.regime not in REGIMES:
-            raise VinyError(f"unknown regime {self.regime!r}; choose one of {', '.join(REGIMES)}")
+        regime = REGIMES.get(self.regime)  # an unknown name is a VinyError listing the registered ones
         if self.preset not in SCHEDULE_PRESETS:
             raise VinyError(f"unknown preset {self.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}")
-        phase = self.phase or PHASE[self.regime]
+        phase = self.phase or regime.phase
         if phase not in PHASES:
             raise VinyError(f"unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
         base = SCHEDULE_PRESETS[self.preset][phase]
         values = {f.name: getattr(self, f.name) for f in fields(Schedule)}
         filled = {k: (getattr(base, k) if v is None else v) for k, v in values.items()}
         filled["milestones"] = tuple(int(m) for m in filled["milestones"])
-        dataset = self.dataset or DEFAULT_DATASET[self.regime]
-        recipe = {**RECIPE_DEFAULTS, **RECIPES.get(self.preset, {}).get((self.regime, dataset), {})}
-        filled.update({k: (recipe[k] if getattr(self, k) is None else getattr(self, k)) for k in recipe})
+        dataset = self.dataset or regime.default_dataset
+        dataset_spec(dataset)  # an unknown dataset is a VinyError listing the registered ones
+        values = recipe(self.preset, self.regime, dataset)
+        filled.update({k: (values[k] if getattr(self, k) is None else getattr(self, k)) for k in values})
         cfg = dataclasses.replace(self, **filled, dataset=dataset, phase=phase)
         cfg.validate()
         return cfg
@@ -177,6 +177,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if not (k == "extra" and not v)}  # a removed, always-empty field
         unknown = set(d) - known
         if unknown:
             raise VinyError(f"config has unknown fields {sorted(unknown)}")

@@ -97,8 +97,3 @@ def shard(inputs: dict[str, torch.Tensor], info: DistInfo) -> Shard:
     if local == 0:
         return Shard({k: v[:1] for k, v in inputs.items()}, 0, 0.0)
     return Shard({k: v[part] for k, v in inputs.items()}, local, local * info.world_size / n)
-
-
-def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()

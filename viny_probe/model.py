@@ -106,9 +106,8 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.T
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (B, heads, T, d). On CUDA torch's fused kernel; elsewhere written
-    out, because on CPU the fused kernel's backward is the slow part of a training step: measured on
-    this 2-core CPU (ViNy, batch 64, simmim) fused 46 img/s fp32, 40 bf16; written out 49 fp32, 94 bf16
-    (docs/performance.md)."""
+    out, because on CPU the fused kernel's backward is the slow part of a training step, in bf16 most
+    of all (measurements: docs/performance.md, "Why the code is as it is")."""
     if q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v)
     return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v

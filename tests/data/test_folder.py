@@ -1,13 +1,9 @@
-import sys
-import types
 from pathlib import Path
 
 import pytest
 import torch
 
-from viny_probe import data as registry
 from viny_probe.data import DATASETS, decode, load_dataset
-from viny_probe.data.base import ImageSet
 from viny_probe.data.folder import list_images, load_image_folder
 from viny_probe.errors import VinyError
 
@@ -92,24 +88,3 @@ def test_unknown_dataset_lists_the_choices() -> None:
     with pytest.raises(VinyError, match="toy-pets"):
         load_dataset("cifar")
     assert {"pets", "intel", "imagenet", "folder", "toy-pets", "toy-scenes", "toy-unlabeled"} <= set(DATASETS)
-
-
-def test_embedded_datasets_are_looked_up_lazily(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls = []
-
-    def fake(n: int, size: int, seed: int) -> ImageSet:
-        calls.append((n, size, seed))
-        return ImageSet(name="toy-pets", images=torch.zeros(n, 3, size, size, dtype=torch.uint8))
-
-    module = types.ModuleType("fake_embedded")
-    module.synthetic_pets = fake
-    monkeypatch.setitem(sys.modules, "fake_embedded", module)
-    monkeypatch.setattr(registry, "SYNTHETIC_MODULE", "fake_embedded")
-    data = load_dataset("toy-pets", size=16, limit=7, seed=2)
-    assert calls == [(7, 16, 2)] and len(data) == 7
-
-
-def test_missing_embedded_module_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "SYNTHETIC_MODULE", "viny_probe.data.no_such_module")
-    with pytest.raises(VinyError, match="toy-scenes"):
-        load_dataset("toy-scenes", size=16, limit=4)

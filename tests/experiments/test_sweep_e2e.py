@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from viny_probe.experiments import report
 from viny_probe.experiments import sweep as sw
 from viny_probe.experiments.plans import PLANS, expand, with_options
 from viny_probe.experiments.report import write_report
-from viny_probe.trainers import splits
+from viny_probe.registry import DATASETS
 from viny_probe.trainers import train as real_train
 
 QUIET = sw.Execution(device="cpu", progress=False)
@@ -27,9 +29,13 @@ def silent(_msg: str) -> None:
 
 
 @pytest.fixture
-def small_data(monkeypatch):
+def small_data():
     """Generate only 64 images of each embedded set (the test and train subsets are tiny anyway)."""
-    monkeypatch.setattr(splits, "EMBEDDED_SIZES", {"toy-pets": 64, "toy-scenes": 64})
+    with contextlib.ExitStack() as stack:
+        for name in ("toy-pets", "toy-scenes"):
+            small = dataclasses.replace(DATASETS.get(name), size=64)
+            stack.enter_context(DATASETS.registered(name, small, replace=True))
+        yield
 
 
 @pytest.fixture
@@ -183,9 +189,9 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
 
 def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls, monkeypatch):
     """Two shards train every stage once; the worker that finishes a seed's geometry stages writes its
-        diagnostics once into DIR/geometry/seed-0; a rerun and the report only read them. Mutants applied
-        once, each failing this test: run_sweep without its diagnose_geometry call (no folder); read_summary
-        never finding a folder current (the rerun diagnoses again); diagnose_geometry not waiting for all of
+    diagnostics once into DIR/geometry/seed-0; a rerun and the report only read them. Mutants applied
+    once, each failing this test: run_sweep without its diagnose_geometry call (no folder); read_summary
+    never finding a folder current (the rerun diagnoses again); diagnose_geometry not waiting for all of
     a seed's geometry stages (it diagnosed a partial set first)."""
     plan = tiny_plan(seeds=1, finetune=(8, 16), geometry=True)
     stages, cells = expand(plan)

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from viny_probe.analysis.patch_labels import patch_majority_labels
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.data.base import ImageSet
+from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.model import ViTConfig, patchify
 from viny_probe.trainers.base import RegimeData
 from viny_probe.trainers.spatial import Spatial

@@ -16,7 +16,6 @@ from viny_probe.analysis.distance import (
     similarity_vs_distance_by_class,
 )
 from viny_probe.analysis.knn import KnnResult, knn_patch_accuracy
-from viny_probe.analysis.patch_labels import patch_class_fractions, patch_majority_labels
 from viny_probe.analysis.plots import (
     plot_cka_heatmap,
     plot_cka_panels,
@@ -54,6 +53,7 @@ from viny_probe.analysis.variance import (
     within_across_ratio,
     within_image_variance,
 )
+from viny_probe.data.patch_labels import patch_class_fractions, patch_majority_labels
 
 __all__ = [
     "Column",

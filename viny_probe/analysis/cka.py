@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from viny_probe.analysis._checks import ArrayLike, as_float
+from viny_probe.checks import ArrayLike, as_float
 from viny_probe.errors import VinyError
 
 # Size of the float64 row blocks of all layers together: 128 MiB gives 65,536 rows for one pair of

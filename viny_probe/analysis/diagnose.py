@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
@@ -50,6 +49,7 @@ from viny_probe.analysis.registry import (
 from viny_probe.analysis.render import summary_markdown, table2_json, table2_markdown, table2_rows
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.checkpoint import jsonable, write_json
+from viny_probe.checks import check_positive_int
 from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from viny_probe.analysis._checks import ArrayLike, as_embeddings, as_labels, check_positive_int, grid_side
+from viny_probe.checks import ArrayLike, as_embeddings, as_labels, check_positive_int, grid_side
 from viny_probe.errors import VinyError
 
 PairKind = Literal["all", "same", "different"]

@@ -15,18 +15,16 @@ from collections.abc import Sequence
 
 import torch
 
-from viny_probe.analysis._checks import check_positive_int
 from viny_probe.analysis.lineage import evaluation_defaults
-from viny_probe.analysis.patch_labels import patch_majority_labels
-from viny_probe.data import DATASETS, load_dataset
+from viny_probe.checks import check_positive_int
+from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import SEG_CLASSES, ImageSet
+from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE
 from viny_probe.errors import VinyError
-from viny_probe.trainers.splits import EMBEDDED_SIZES, fixed_split
+from viny_probe.trainers.splits import fixed_split
 
 DEFAULT_DATASET = "toy-pets"
-# Datasets known to have no trimaps: refused before anything is loaded (a folder is checked after loading).
-NO_TRIMAPS = ("intel", "imagenet", "toy-scenes", "toy-unlabeled")
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
 _NO_TRIMAPS_HINT = (
@@ -36,11 +34,10 @@ _NO_TRIMAPS_HINT = (
 
 
 def check_dataset_name(dataset: str | None) -> str:
-    """``dataset`` (default toy-pets) if it is known and has trimaps; VinyError otherwise."""
+    """``dataset`` (default toy-pets) if it is registered with trimaps; VinyError otherwise (checked
+    before anything is loaded; a folder is checked after loading)."""
     name = dataset or DEFAULT_DATASET
-    if name not in DATASETS:
-        raise VinyError(f"unknown dataset '{name}'; choose one of: {', '.join(DATASETS)}")
-    if name in NO_TRIMAPS:
+    if not dataset_spec(name).has_trimaps:
         raise VinyError(f"dataset '{name}' {_NO_TRIMAPS_HINT}")
     return name
 
@@ -82,8 +79,9 @@ def resolve_evaluation(
 
 
 def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
-    if name in EMBEDDED_SIZES:  # a fixed dataset, exactly as training loads it
-        data = load_dataset(name, size=size, limit=EMBEDDED_SIZES[name], seed=0)
+    fixed = dataset_spec(name).fixed_size
+    if fixed is not None:  # a fixed dataset, exactly as training loads it
+        data = load_dataset(name, size=size, limit=fixed, seed=0)
     else:
         data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
     if data.masks is None:

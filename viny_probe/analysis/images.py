@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from viny_probe.data import load_dataset
+from viny_probe.data import dataset_names, dataset_spec, load_dataset
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE
 from viny_probe.errors import VinyError
 from viny_probe.trainers import splits
@@ -31,18 +31,22 @@ class NamedImage:
     id: str | None = None
 
 
+def _fixed_embedded() -> list[str]:
+    return [n for n in dataset_names(embedded=True) if dataset_spec(n).fixed_size is not None]
+
+
 def embedded_image(
     name: str, index: int, size: int, split_seed: int = 0, test_size: int = DEFAULT_TEST_SIZE
 ) -> NamedImage:
     """Image ``index`` of the embedded dataset ``name``'s test split for ``split_seed`` / ``test_size``:
     the same images `viny probe` and `viny diagnose` score on (toy-pets holds ``test_size`` out, the
     other sets at most a fifth of their images, as training does; the split is keyed by image id)."""
-    if name not in splits.EMBEDDED_SIZES:
+    if name not in _fixed_embedded():
         raise VinyError(
             f"'{name}:{index}': no embedded labelled dataset '{name}'; choose one of "
-            f"{', '.join(splits.EMBEDDED_SIZES)}"
+            f"{', '.join(_fixed_embedded())}"
         )
-    full = load_dataset(name, size=size, limit=splits.EMBEDDED_SIZES[name], seed=0)
+    full = load_dataset(name, size=size, limit=dataset_spec(name).fixed_size, seed=0)
     test = splits.fixed_split(name, full, test_size, split_seed).test
     if not 0 <= index < len(test):
         raise VinyError(
@@ -75,7 +79,7 @@ def load_named_image(
     if not path.is_file():
         raise VinyError(
             f"image {str(image)!r} not found: give an image file, or DATASET:INDEX for an embedded test "
-            f"image (e.g. toy-pets:0; embedded sets: {', '.join(splits.EMBEDDED_SIZES)})"
+            f"image (e.g. toy-pets:0; embedded sets: {', '.join(_fixed_embedded())})"
         )
     from PIL import Image
 

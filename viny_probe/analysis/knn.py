@@ -7,8 +7,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from viny_probe.analysis._checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
+from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 # Similarity entries held at once (float32): 2^25 is 128 MiB, e.g. 256 test patches x 128,000 train patches.

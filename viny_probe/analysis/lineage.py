@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from viny_probe.data.protocol import DEFAULT_SPLIT_SEED, DEFAULT_TEST_SIZE
+from viny_probe.data.spec import has_trimaps
 from viny_probe.errors import VinyError
 
-TRIMAP_DATASETS = ("pets", "toy-pets")
 EMBEDDED_PREFIX = "toy-"
 
 
@@ -67,7 +67,7 @@ def evaluation_defaults(ckpt: dict) -> dict:
     that saw real data and the embedded toy-pets for the rest, with the default split."""
     stages = lineage_stages(ckpt)
     for stage in reversed(stages):
-        if stage.dataset in TRIMAP_DATASETS:
+        if has_trimaps(stage.dataset):
             return {
                 "dataset": stage.dataset,
                 "split_seed": DEFAULT_SPLIT_SEED if stage.split_seed is None else stage.split_seed,

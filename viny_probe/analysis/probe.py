@@ -19,8 +19,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from viny_probe.analysis._checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
+from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)

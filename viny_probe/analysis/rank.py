@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from viny_probe.analysis._checks import ArrayLike, as_float
+from viny_probe.checks import ArrayLike, as_float
 
 RANKME_EPS = 1e-7  # added to each normalised singular value, as in RankMe
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from viny_probe.analysis._checks import ArrayLike, as_float, as_masks, check_positive_int, grid_side
-from viny_probe.analysis.patch_labels import patch_class_fractions
+from viny_probe.checks import ArrayLike, as_float, as_masks, check_positive_int, grid_side
 from viny_probe.data.base import BACKGROUND, BOUNDARY, PET
+from viny_probe.data.patch_labels import patch_class_fractions
 from viny_probe.errors import VinyError
 
 DEFAULT_GRID = 8  # ViNy: 128 px input / 16 px patches

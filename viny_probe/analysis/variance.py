@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from viny_probe.analysis._checks import ArrayLike, as_embeddings
+from viny_probe.checks import ArrayLike, as_embeddings
 
 
 def within_image_variance(emb: ArrayLike) -> float:

@@ -26,6 +26,7 @@ def demo(
 ) -> None:
     """SimMIM pre-training -> CLS intermediate stage -> segmentation fine-tuning -> evaluation."""
     from ..demo import run_demo
+    from ..registry import REGIMES
     from ..tables import segmentation_table
 
     s = run_demo(out, model, seed, device, precision, epochs_scale, progress=not quiet, resume=resume)
@@ -33,9 +34,7 @@ def demo(
     for col in ["stage", "run folder", "final train loss", "held-out"]:
         stages.add_column(col)
     for regime, st in s["stages"].items():
-        held = {k: v for k, v in st["results"].items() if isinstance(v, float)}
-        if regime == "segment":
-            held = {"mIoU": st["results"]["test"]["miou"]}
+        held = REGIMES.get(regime)().headline(st["results"])
         stages.add_row(
             regime,
             st["run_dir"],

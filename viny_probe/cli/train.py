@@ -1,4 +1,5 @@
-"""`viny train simmim|classify|spatial|segment [options]`."""
+"""`viny train REGIME [options]`: one command per registered regime (viny_probe.registry.REGIMES),
+generated when the command line is read, so a regime registered by any module gets its command."""
 
 from __future__ import annotations
 
@@ -6,15 +7,15 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
-from ..config import DEFAULT_DATASET, TrainConfig
+from ..config import TrainConfig
+from ..data.spec import dataset_names
 from ..distributed import from_environment
 from ..errors import VinyError
 from ..progress import console
+from ..registry import REGIMES
 from .app import app
-
-train_app = typer.Typer(help="Train one regime; every preset value can be overridden.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 
 
 class Preset(str, Enum):
@@ -34,7 +35,7 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
 
 def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool):
     """Train and print the summary; the library call behind every `viny train` command."""
-    from ..tables import history_table, segmentation_table
+    from ..tables import history_table
     from ..trainers import train
 
     out = out or Path("viny-runs") / f"{cfg.regime}-seed{cfg.seed}"
@@ -43,19 +44,20 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool):
         return result  # under torchrun, rank 0 reports
     if result.history:
         console.print(history_table(result.history, f"{cfg.regime}: last epoch"))
-    if cfg.regime == "segment":
-        console.print(segmentation_table(result.results))
-    elif result.results:
-        console.print({k: round(v, 4) for k, v in result.results.items() if isinstance(v, float)})
+    summary = REGIMES.get(cfg.regime)().summary(result.results) if result.results else None
+    if summary is not None:
+        console.print(summary)
     console.print(f"run folder: [bold]{result.run_dir}[/]  final checkpoint: {result.final_checkpoint}")
     return result
 
 
-def _make_command(regime: str, summary: str):
+def _make_command(regime: str):
+    default_dataset = REGIMES.get(regime).default_dataset
+
     def command(
         dataset: str | None = typer.Option(
             None,
-            help=f"pets | intel | imagenet | folder | toy-* (default: embedded {DEFAULT_DATASET[regime]})",
+            help=f"{' | '.join(dataset_names())} (default: embedded {default_dataset})",
         ),
         data_root: str | None = typer.Option(
             None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
@@ -150,14 +152,25 @@ def _make_command(regime: str, summary: str):
         )
         run_training(cfg, out, resume, quiet)
 
-    command.__doc__ = summary
+    command.__doc__ = REGIMES.get(regime).description
     return command
 
 
-for _name, _summary in {
-    "simmim": "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1).",
-    "classify": "Global classification on the CLS token (CLS-Intel / CLS-Pets intermediate stage).",
-    "spatial": "Patch-aligned supervision: a linear classifier on every patch token.",
-    "segment": "Trimap segmentation fine-tuning, evaluated on the fixed test set.",
-}.items():
-    train_app.command(_name)(_make_command(_name, _summary))
+class RegimeCommands(TyperGroup):
+    """The `viny train` group: its commands are the registered regimes, read when the CLI runs."""
+
+    def list_commands(self, ctx) -> list[str]:
+        return list(REGIMES.names())
+
+    def get_command(self, ctx, name: str):
+        if name not in REGIMES:
+            return None
+        single = typer.Typer()
+        single.command(name)(_make_command(name))
+        return typer.main.get_command(single)
+
+
+train_app = typer.Typer(
+    cls=RegimeCommands, help="Train one regime; every preset value can be overridden.", no_args_is_help=True
+)
+app.add_typer(train_app, name="train")

@@ -13,6 +13,7 @@ from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import Sample, check_on_error, decode_cached
 from viny_probe.data.decode import IMAGE_EXTENSIONS
 from viny_probe.data.protocol import split_order
+from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
 
 _WNID = re.compile(r"n\d{8}")
@@ -129,3 +130,40 @@ def load_image_folder(
         workers=workers,
         key={"root": str(tree), "limit": limit, "seed": seed, "listed": len(files)},
     )
+
+
+def _loader(name: str):
+    def load(root, *, size, limit, seed, on_error, cache_dir, workers, **_):
+        return load_image_folder(
+            root,
+            size=size,
+            limit=limit,
+            seed=seed,
+            on_error=on_error,
+            cache_dir=cache_dir,
+            workers=workers,
+            name=name,
+        )
+
+    return load
+
+
+register_dataset(
+    DatasetSpec(
+        name="imagenet",
+        load=_loader("imagenet"),
+        description="ImageNet-1K train/<wnid>/*.JPEG; only the requested subset is decoded",
+        targets="classes",
+        folder="imagenet",
+        stand_in="toy-unlabeled",
+        limits_itself=True,
+    )
+)
+register_dataset(
+    DatasetSpec(
+        name="folder",
+        load=_loader("folder"),
+        description="any folder of images (class subfolders give labels)",
+        limits_itself=True,
+    )
+)

@@ -11,6 +11,7 @@ from pathlib import Path
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import Sample, check_on_error, decode_cached
 from viny_probe.data.folder import list_images
+from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
 
 FOLDER_NAME = "intel-image-classification"
@@ -93,3 +94,21 @@ def load_intel(
         workers=workers,
         key={"root": str(folder), "split": split},
     )
+
+
+def _load(root, *, size, split, on_error, cache_dir, workers, **_):
+    return load_intel(root, size=size, split=split, on_error=on_error, cache_dir=cache_dir, workers=workers)
+
+
+register_dataset(
+    DatasetSpec(
+        name="intel",
+        load=_load,
+        description="Intel Image Classification (6 scenes; seg_train, and seg_test as its test split)",
+        targets="classes",
+        held_out="own",
+        size=14_034,
+        folder=FOLDER_NAME,
+        stand_in="toy-scenes",
+    )
+)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import Sample, check_on_error, decode_cached
+from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
 
 FOLDER_NAME = "oxford-iiit-pet"
@@ -127,3 +128,21 @@ def load_pets(
         workers=workers,
         key={"root": str(folder)},
     )
+
+
+def _load(root, *, size, on_error, cache_dir, workers, **_):
+    return load_pets(root, size=size, on_error=on_error, cache_dir=cache_dir, workers=workers)
+
+
+register_dataset(
+    DatasetSpec(
+        name="pets",
+        load=_load,
+        description="Oxford-IIIT Pet, trainval + test pooled (37 breeds, trimaps)",
+        targets="trimaps",
+        held_out="fixed",
+        size=7_349,
+        folder=FOLDER_NAME,
+        stand_in="toy-pets",
+    )
+)

@@ -330,14 +330,12 @@ def _pet_background(rng: np.random.Generator, b: int, size: int) -> np.ndarray:
     return np.clip(out * (1 + 0.18 * tx.value_noise(rng, b, size, 2)), 0.0, 1.0)  # uneven illumination
 
 
-def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images (B, 3, S, S) float64 in [0, 1] and trimaps (B, S, S) uint8 for the given type labels."""
-    b = len(labels)
-    fam = labels // len(PET_COATS)
-    coat = labels % len(PET_COATS)
+def _pet_frame(rng: np.random.Generator, fam: np.ndarray):
+    """Per-image jittered parts, pose, scale and position (uniform, not centred): the parts, the
+    scale, and the animal's frame as affine functions of image coordinates, u = cu . (X, Y, 1),
+    v = cv . (X, Y, 1)."""
+    b = len(fam)
     stats = _template_stats()
-
-    # --- geometry: per-image jittered parts, pose, scale and position (uniform, not centred)
     parts = np.stack([np.array(_PARTS[f], dtype=np.float64) for f in PET_FAMILIES])[fam]
     parts[:, :, 0:2] += tx.uniform(rng, -0.08, 0.08, (b, _N_PARTS, 2))
     parts[:, :, 2:4] *= tx.uniform(rng, 0.85, 1.15, (b, _N_PARTS, 2))
@@ -348,13 +346,16 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
     theta = np.where(tx.coin(rng, 0.8, b), tx.uniform(rng, -0.45, 0.45, b), tx.uniform(rng, -1.6, 1.6, b))
     flip = np.where(tx.coin(rng, 0.5, b), -1.0, 1.0)
     cx, cy = tx.uniform(rng, -0.55, 0.55, b), tx.uniform(rng, -0.55, 0.55, b)
-    # the animal's frame as affine functions of image coordinates: u = cu . (X, Y, 1), v = cv . (X, Y, 1)
     ct, st = np.cos(theta) / scale, np.sin(theta) / scale
     cu = np.stack([ct * flip, st * flip, -(ct * cx + st * cy) * flip + mu], 1)
     cv = np.stack([-st, ct, st * cx - ct * cy + mv], 1)
+    return parts, scale, cu, cv
 
-    # --- the outline: the part field is smooth, so it is evaluated on a half-resolution grid and
-    # upsampled bicubically (a quarter of the work; the outline moves by well under 0.1 px)
+
+def _pet_outline(rng, parts, scale, cu, cv, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The part field (B, S, S) and the signed distance to the outline in pixels. The field is
+    smooth, so it is evaluated on a half-resolution grid and upsampled bicubically (a quarter of the
+    work; the outline moves by well under 0.1 px)."""
     h = max(size // 2, 16)
     field = _part_fields(parts, _affine(cu, h), _affine(cv, h)) + 0.035 * _waves(rng, cu, cv, h, 4, 3.0, 7.0)
     up = tx._cubic_matrix(h, size)
@@ -362,9 +363,11 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
     # signed distance to the outline in pixels, to first order: field / |grad field|
     fpx = field * _b(scale) * (size / 2)
     gy, gx = np.gradient(fpx, axis=(1, 2))
-    dist = fpx / np.maximum(np.sqrt(gx * gx + gy * gy), 0.25)
+    return field, fpx / np.maximum(np.sqrt(gx * gx + gy * gy), 0.25)
 
-    # --- trimap: a band BOUNDARY_WIDTH wide centred on the outline; pet and background never touch
+
+def _pet_trimap(dist: np.ndarray, size: int) -> np.ndarray:
+    """A band BOUNDARY_WIDTH wide centred on the outline; pet and background never touch."""
     half = 0.5 * max(BOUNDARY_WIDTH_128 * size / 128, 1.6)
     inside = dist > 0
     band = np.abs(dist) <= half
@@ -374,12 +377,15 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
         for ox in range(3):
             near_bg |= bgm[:, oy : oy + size, ox : ox + size]
     band |= inside & near_bg
-    mask = np.full((b, size, size), BACKGROUND, dtype=np.uint8)
+    mask = np.full(dist.shape, BACKGROUND, dtype=np.uint8)
     mask[inside] = PET
     mask[band] = BOUNDARY
+    return mask
 
-    # --- coat: a pattern in the animal's own frame (stripes follow the body); colours overlap the background's
-    bg = _pet_background(rng, b, size)
+
+def _coat_colours(rng, coat: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Base and pattern colours (B, 3); the base overlaps the background's colours some of the time."""
+    b = len(coat)
     c1 = tx.palette(rng, _PET_COLOURS, b, 0.12)
     camo = tx.coin(rng, 0.35, (b, 1))  # coat colour taken from the background's mean colour
     c1 = np.where(camo, tx.jitter_colour(rng, bg.mean(axis=(2, 3)), 0.12), c1)
@@ -394,6 +400,12 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
             np.where((tx.luminance(c1) > 0.5)[:, None], dark_patch, pale_patch),
         ),
     )
+    return c1, c2
+
+
+def _coat_pattern(rng, coat: np.ndarray, cu, cv, size: int) -> np.ndarray:
+    """The coat's pattern in [0, 1] (B, S, S), drawn in the animal's own frame (stripes follow the body)."""
+    b = len(coat)
     stripe_f = tx.uniform(rng, 9.0, 14.0, b)
     pattern = np.empty((b, size, size))
     for k in range(len(PET_COATS)):
@@ -408,21 +420,41 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
             pattern[idx] = tx.smoothstep(0.30, 0.48, _waves(rng, cu[idx], cv[idx], size, 5, 9.0, 13.0))
         else:  # two-tone: large smooth patches
             pattern[idx] = tx.smoothstep(-0.08, 0.08, _waves(rng, cu[idx], cv[idx], size, 3, 1.5, 3.5))
-    fur = (
-        tx.gaussian_blur(tx.grain(rng, b, size)[:, 0], 0.6 * size / 128)
-        + 0.5 * tx.value_noise(rng, b, size, (size // 3, size // 10))[:, 0]
-    )
+    return pattern
 
-    # --- shading: a dome over the silhouette lit from a random direction, darker towards the rim
+
+def _pet_light(rng, field: np.ndarray, scale: np.ndarray, fur: np.ndarray, size: int) -> np.ndarray:
+    """A dome over the silhouette lit from a random direction, darker towards the rim, times the fur."""
     height = 1 - np.exp(-4 * np.maximum(field, 0.0))
     hy, hx = np.gradient(height, axis=(1, 2))
     k = _b(scale) * size * 0.175  # slope per body unit
     hx, hy = hx * k, -hy * k
-    la = tx.uniform(rng, 0, 2 * math.pi, b)
+    la = tx.uniform(rng, 0, 2 * math.pi, len(field))
     lambert = np.maximum(
         (-_b(0.6 * np.cos(la)) * hx - _b(0.6 * np.sin(la)) * hy + 0.8) / np.sqrt(hx * hx + hy * hy + 1), 0.0
     )
-    light = (0.45 + 0.7 * lambert) * (1 + 0.16 * fur)
+    return (0.45 + 0.7 * lambert) * (1 + 0.16 * fur)
+
+
+def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images (B, 3, S, S) float64 in [0, 1] and trimaps (B, S, S) uint8 for the given type labels.
+    Every random draw comes from ``rng`` in this order: frame, outline, background, coat, light,
+    shadow, photometrics (a seed gives the same images)."""
+    b = len(labels)
+    fam = labels // len(PET_COATS)
+    coat = labels % len(PET_COATS)
+    parts, scale, cu, cv = _pet_frame(rng, fam)
+    field, dist = _pet_outline(rng, parts, scale, cu, cv, size)
+    mask = _pet_trimap(dist, size)
+
+    bg = _pet_background(rng, b, size)
+    c1, c2 = _coat_colours(rng, coat, bg)
+    pattern = _coat_pattern(rng, coat, cu, cv, size)
+    fur = (
+        tx.gaussian_blur(tx.grain(rng, b, size)[:, 0], 0.6 * size / 128)
+        + 0.5 * tx.value_noise(rng, b, size, (size // 3, size // 10))[:, 0]
+    )
+    light = _pet_light(rng, field, scale, fur, size)
     pet_rgb = np.minimum(tx.lerp(tx.col(c1), tx.col(c2), pattern[:, None]) * light[:, None], 1.0)
 
     # --- composite with an anti-aliased edge and a soft contact shadow below the animal

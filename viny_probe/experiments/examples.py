@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data.base import ImageSet
+from ..data.spec import has_trimaps
 from ..errors import VinyError
 from ..trainers import splits
 from .blocks import Block, condition_label, figure, h, p, pre_label, table
@@ -87,7 +88,7 @@ def _fig2_for_model(
     for r in sorted(group, key=lambda r: (int(r["pretrain_size"]), r["stage"])):
         if int(r["seed"]) == seed:
             stages.setdefault(int(r["pretrain_size"]), r)
-    sources = [r for r in rows if r["model"] == model and r.get("dataset") in splits.SEGMENTATION_DATASETS]
+    sources = [r for r in rows if r["model"] == model and has_trimaps(r.get("dataset"))]
     if not sources:
         return [p(f"Model {model}: no segmentation stage in this sweep to take the fixed test images from.")]
     source = next((r for r in sources if int(r["seed"]) == seed), sources[0])

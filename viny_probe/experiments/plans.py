@@ -20,35 +20,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import SCHEDULE_PRESETS, TrainConfig
+from ..data.spec import dataset_spec
 from ..errors import VinyError
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
 PAPER_PRETRAIN_SIZES = (45_000, 100_000, 200_000)
 
-# Stage kinds: which regime each runs, and the dataset it trains on for real / embedded data.
+
+@dataclass(frozen=True)
+class StageKind:
+    """A stage of the study's chains: the regime it trains and the study's dataset for it. On
+    embedded data the dataset's registered stand-in (``DatasetSpec.stand_in``) takes its place."""
+
+    regime: str
+    dataset: str
+
+    def dataset_for(self, data: str) -> str:
+        return self.dataset if data == "real" else (dataset_spec(self.dataset).stand_in or self.dataset)
+
+
+# The study's stage kinds, in chain order.
 STAGE_KINDS = {
-    "pretrain": "simmim",
-    "cls-intel": "classify",
-    "cls-pets": "classify",
-    "spatial": "spatial",
-    "finetune": "segment",
+    "pretrain": StageKind("simmim", "imagenet"),
+    "cls-intel": StageKind("classify", "intel"),
+    "cls-pets": StageKind("classify", "pets"),
+    "spatial": StageKind("spatial", "pets"),
+    "finetune": StageKind("segment", "pets"),
 }
-REAL_DATASETS = {
-    "pretrain": "imagenet",
-    "cls-intel": "intel",
-    "cls-pets": "pets",
-    "spatial": "pets",
-    "finetune": "pets",
-}
-EMBEDDED_DATASETS = {
-    "pretrain": "toy-unlabeled",
-    "cls-intel": "toy-scenes",
-    "cls-pets": "toy-pets",
-    "spatial": "toy-pets",
-    "finetune": "toy-pets",
-}
-# Approximate image counts of the real datasets (for cost estimates only; the run uses what is on disk).
-APPROX_REAL_SIZES = {"intel": 14_034, "pets": 7_349}
 # Geometry regimes (Table 2 rows) -> the stage kind whose final encoder is diagnosed.
 GEOMETRY_REGIMES = {
     "pretrained": "pretrain",
@@ -328,6 +326,9 @@ def geometry_pretrain_size(plan: Plan) -> int:
 
 def stage_id(cfg: TrainConfig, parent: str | None) -> str:
     identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED}
+    # TrainConfig once had an always-empty ``extra`` field; hashing it still keeps every stage id (and
+    # so every sweep folder planned before its removal) the same.
+    identity["extra"] = {}
     blob = json.dumps({"config": identity, "parent": parent}, sort_keys=True, default=str)
     return f"{cfg.regime}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
@@ -352,12 +353,12 @@ def make_stage(
     labels: dict,
     phase: str | None = None,
 ) -> Stage:
-    datasets = REAL_DATASETS if plan.data == "real" else EMBEDDED_DATASETS
-    values = {"dataset": datasets[kind], "phase": phase, **plan.overrides.get(kind, {})}
+    stage_kind = STAGE_KINDS[kind]
+    values = {"dataset": stage_kind.dataset_for(plan.data), "phase": phase, **plan.overrides.get(kind, {})}
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(
-        regime=STAGE_KINDS[kind],
+        regime=stage_kind.regime,
         preset=plan.preset,
         model=plan.model,
         data_root=plan.data_root,
@@ -374,21 +375,21 @@ def make_stage(
 
 
 def _check_embedded_sizes(plan: Plan) -> None:
-    from ..trainers.splits import EMBEDDED_SIZES, STREAM_LIMIT
-
-    unlabeled, pets = STREAM_LIMIT - plan.test_size, EMBEDDED_SIZES["toy-pets"]
+    stream = dataset_spec(STAGE_KINDS["pretrain"].dataset_for("embedded"))
+    pets_name = STAGE_KINDS["finetune"].dataset_for("embedded")
+    unlabeled, pets = stream.max_size - plan.test_size, dataset_spec(pets_name).fixed_size
     too_big = [n for n in plan.pretrain_sizes if n > unlabeled]
     if plan.geometry and geometry_pretrain_size(plan) > unlabeled:
         too_big.append(geometry_pretrain_size(plan))
     if too_big:
         raise VinyError(
             f"plan {plan.name}: pre-train sizes {too_big} exceed the {unlabeled} training images the embedded "
-            "toy-unlabeled stream allows; scale them down (e.g. --pretrain-sizes 0,3000,30000) or use --data real"
+            f"{stream.name} stream allows; scale them down (e.g. --pretrain-sizes 0,3000,30000) or use --data real"
         )
     pool = pets - plan.test_size
     if max(plan.finetune_sizes, default=0) > pool:
         raise VinyError(
-            f"plan {plan.name}: fine-tune sizes up to {max(plan.finetune_sizes)} exceed the {pool} toy-pets images "
+            f"plan {plan.name}: fine-tune sizes up to {max(plan.finetune_sizes)} exceed the {pool} {pets_name} images "
             f"left after the {plan.test_size}-image test set; use e.g. --finetune-sizes 250,500,1000"
         )
 
@@ -461,17 +462,16 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
 
 def estimate_train_images(cfg: TrainConfig) -> int:
     """How many training images a stage sees per epoch (real datasets: approximate)."""
-    from ..trainers.splits import EMBEDDED_SIZES, SEGMENTATION_DATASETS, STREAM_DATASETS
-
     if cfg.train_size is not None:
         return cfg.train_size
-    if cfg.dataset in STREAM_DATASETS:
-        return STREAM_DATASETS[cfg.dataset]
-    total = EMBEDDED_SIZES.get(cfg.dataset) or APPROX_REAL_SIZES.get(cfg.dataset)
+    spec = dataset_spec(cfg.dataset)
+    if spec.held_out == "stream":
+        return spec.size
+    total = spec.size
     if total is None:
-        return 0  # unknown folder: counted as 0 in estimates
-    if cfg.dataset == "intel":
-        return total  # seg_train; seg_test is separate
-    if cfg.dataset in SEGMENTATION_DATASETS:
+        return 0  # a folder of unknown size: counted as 0 in estimates
+    if spec.held_out == "own":
+        return total  # its training split; the test split is separate
+    if spec.held_out == "fixed":
         return max(total - cfg.test_size, 0)
     return total - min(cfg.test_size, total // 5)

@@ -169,10 +169,6 @@ def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     )
 
 
-def setting_of(row: dict) -> tuple:
-    return tuple(row.get(k, "") for k in SETTING_KEYS)
-
-
 def setting_label(setting: tuple) -> str:
     d = dict(zip(SETTING_KEYS, setting, strict=False))
     data = "embedded data" if str(d["dataset"]).startswith("toy-") else "real data"

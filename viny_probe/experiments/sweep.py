@@ -49,16 +49,17 @@ from pathlib import Path
 from .. import __version__
 from ..checkpoint import atomic_write_text, write_json
 from ..config import TrainConfig, is_legacy_config
+from ..data.spec import dataset_spec
 from ..errors import VinyError
+from ..registry import REGIMES
 from ..trainers import train
-from .plans import Cell, Plan, Stage, expand
+from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
 
 HEARTBEAT_S = 30.0
 STALE_S = 600.0
 BREAK_STALE_S = 60.0
 FINAL = "final.pt"
-KIND_ORDER = {"pretrain": 0, "cls-intel": 1, "cls-pets": 2, "spatial": 3, "finetune": 4}
-PAPER_DATASETS = {"pretrain": "imagenet", "cls-intel": "intel", "finetune": "pets"}
+KIND_ORDER = {kind: i for i, kind in enumerate(STAGE_KINDS)}
 
 CSV_COLUMNS = [
     "stage",
@@ -551,19 +552,22 @@ def _chain(out: Path, stage_id: str) -> list[dict]:
 
 def comparability(chain: list[dict]) -> list[str]:
     """Why a fine-tuning result can not be set beside the paper's (empty list = comparable)."""
-    from ..config import PAPER, PHASE
+    from ..config import PAPER
 
     reasons: list[str] = []
     for info in chain:
         cfg = TrainConfig.from_dict(info["config"])
         kind = info["kind"]
-        if cfg.dataset != PAPER_DATASETS.get(kind, cfg.dataset) or cfg.dataset.startswith("toy-"):
-            reasons.append("embedded data" if cfg.dataset.startswith("toy-") else f"{kind} on {cfg.dataset}")
+        study = STAGE_KINDS[kind].dataset if kind in STAGE_KINDS else cfg.dataset
+        if dataset_spec(cfg.dataset).embedded:
+            reasons.append("embedded data")
+        elif cfg.dataset != study:
+            reasons.append(f"{kind} on {cfg.dataset}")
         if cfg.preset != "paper":
             reasons.append(f"{cfg.preset} preset")
         if cfg.model != "viny":
             reasons.append(f"{cfg.model} model")
-        sched = PAPER[cfg.phase or PHASE[cfg.regime]]
+        sched = PAPER[cfg.phase or REGIMES.get(cfg.regime).phase]
         if (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.gamma, tuple(cfg.milestones)) != (
             sched.epochs,
             sched.lr,

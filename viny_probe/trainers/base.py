@@ -11,6 +11,7 @@ from torch import nn
 from ..config import TrainConfig
 from ..data.base import ImageSet
 from ..model import ViTConfig
+from ..registry import REGIMES
 
 
 @dataclass
@@ -23,9 +24,20 @@ class RegimeData:
 
 
 class Regime:
-    """Base class of a training regime. Subclasses set ``name`` and implement the four hooks."""
+    """Base class of a training regime: everything viny knows about it, in one place.
+
+    A subclass sets the facts below and implements the hooks (data, head, batch preparation, loss;
+    optionally evaluation, outputs and the summary), then registers itself with ``@register``: config
+    resolution, `viny train <name>`, the benchmark, plans, sweeps and reports all read it from
+    ``viny_probe.registry.REGIMES``."""
 
     name: str = ""
+    # Which schedule row of a preset it trains with by default (config.PHASES).
+    phase: str = "intermediate"
+    # Dataset used when no --dataset is given: an embedded one, so every regime runs with no data.
+    default_dataset: str = "toy-pets"
+    # One line for `viny train --help`.
+    description: str = ""
     # Whether the regime's head reads the CLS token. Only then is it prepended to the patch tokens
     # (the study's token path); elsewhere it is frozen, as it gets no gradient.
     uses_cls: bool = False
@@ -60,13 +72,25 @@ class Regime:
     ) -> None:
         """Write regime-specific outputs (tables, pictures) into the run folder."""
 
+    def headline(self, results: dict) -> dict[str, float]:
+        """The few held-out numbers a one-line summary shows (the demo's table): by default every
+        scalar result."""
+        return {k: v for k, v in results.items() if isinstance(v, float)}
 
-REGISTRY: dict[str, type[Regime]] = {}
+    def summary(self, results: dict) -> object | None:
+        """What `viny train` prints of the held-out results (anything rich can print): by default
+        the scalar metrics, rounded."""
+        scalars = {k: round(v, 4) for k, v in results.items() if isinstance(v, float)}
+        return scalars or None
+
+
+# The registry of regimes (name -> Regime subclass); see viny_probe.registry.
+REGISTRY = REGIMES
 
 
 def register(cls: type[Regime]) -> type[Regime]:
-    REGISTRY[cls.name] = cls
-    return cls
+    """Class decorator: register a Regime subclass under its ``name``."""
+    return REGIMES.register(cls.name, cls)
 
 
 def batched(n: int, batch_size: int):

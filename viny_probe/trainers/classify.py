@@ -16,6 +16,9 @@ from .base import Regime, RegimeData, batched, device_batch, register
 @register
 class Classify(Regime):
     name = "classify"
+    phase = "intermediate"
+    default_dataset = "toy-scenes"
+    description = "Global classification on the CLS token (CLS-Intel / CLS-Pets intermediate stage)."
     uses_cls = True
     mixup_alpha = 0.0
     augment = "crop"

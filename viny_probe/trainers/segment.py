@@ -48,6 +48,9 @@ def segmenter_from_checkpoint(path: str | Path) -> tuple[nn.Module, Segmentation
 @register
 class Segment(Regime):
     name = "segment"
+    phase = "finetune"
+    default_dataset = "toy-pets"
+    description = "Trimap segmentation fine-tuning, evaluated on the fixed test set."
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
@@ -69,6 +72,14 @@ class Segment(Regime):
         return loss, {"train_pixel_accuracy": (class_argmax(logits.detach()) == target).float().mean()}
 
     @torch.no_grad()
+    def headline(self, results: dict) -> dict[str, float]:
+        return {"mIoU": results["test"]["miou"]}
+
+    def summary(self, results: dict):
+        from ..tables import segmentation_table
+
+        return segmentation_table(results)
+
     def evaluate(self, encoder, head, data, batch_size):
         pred = predict_masks(encoder, head, data.test.images, batch_size)
         return {

@@ -65,6 +65,9 @@ def reconstruction_loss(
 @register
 class SimMIM(Regime):
     name = "simmim"
+    phase = "pretrain"
+    default_dataset = "toy-unlabeled"
+    description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)

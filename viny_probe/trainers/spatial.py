@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..analysis.patch_labels import patch_majority_labels
 from ..data.augment import normalize, random_hflip, to_float
+from ..data.patch_labels import patch_majority_labels
 from ..errors import VinyError
 from ..heads import SpatialHead
 from . import splits
@@ -21,6 +21,9 @@ from .base import Regime, RegimeData, batched, device_batch, register
 @register
 class Spatial(Regime):
     name = "spatial"
+    phase = "intermediate"
+    default_dataset = "toy-pets"
+    description = "Patch-aligned supervision: a linear classifier on every patch token."
     targets = "trimap"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:

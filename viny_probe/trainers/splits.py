@@ -8,30 +8,19 @@ pre-training ever training on those test images. The split is keyed by each imag
 from __future__ import annotations
 
 from ..config import TrainConfig
-from ..data import load_dataset
+from ..data import dataset_spec, load_dataset
 from ..data.base import ImageSet
 from ..data.protocol import Split, ids_digest, make_split
+from ..data.spec import HELD_OUT_STREAM
 from ..errors import VinyError
-
-# How many images the embedded labelled datasets hold: generated deterministically with data seed 0,
-# a fixed dataset like a real one, split by the split seed.
-EMBEDDED_SIZES = {"toy-pets": 3000, "toy-scenes": 1500}
-# The embedded unlabeled set is a stream, generated on first use as far as a run needs it: the split
-# seed picks the stream (data seed), a training subset is its first --train-size images (so subsets
-# are nested), and the held-out images come from a separate stream that no subset can reach.
-STREAM_DATASETS = {"toy-unlabeled": 3000}  # default training images
-STREAM_LIMIT = 250_000
-HELD_OUT_STREAM = 1_000_000  # data seed of the held-out stream = this + split seed
-SEGMENTATION_DATASETS = ("pets", "toy-pets")
-# Datasets that come with their own held-out split.
-HAS_TEST_SPLIT = ("intel",)
 
 
 def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = None) -> ImageSet:
-    if cfg.dataset in EMBEDDED_SIZES:
+    spec = dataset_spec(cfg.dataset)
+    if spec.fixed_size is not None:
         # A fixed size, like a real dataset: asking for more images than it has is an error, not a
         # silently different dataset.
-        return load_dataset(cfg.dataset, size=size, limit=EMBEDDED_SIZES[cfg.dataset], seed=0)
+        return load_dataset(cfg.dataset, size=size, limit=spec.fixed_size, seed=0)
     return load_dataset(
         cfg.dataset,
         size=size,
@@ -45,9 +34,9 @@ def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = 
 
 
 def held_out_size(dataset: str, test_size: int, num_images: int) -> int:
-    """Test images held out of ``dataset``: ``test_size`` for the segmentation sets (the study's
-    fixed 1000), at most a fifth of the images for any other labelled or unlabeled set."""
-    return test_size if dataset in SEGMENTATION_DATASETS else min(test_size, num_images // 5)
+    """Test images held out of ``dataset``: ``test_size`` under the "fixed" rule (the segmentation
+    sets: the study's fixed 1000), at most a fifth of the images for any other set."""
+    return test_size if dataset_spec(dataset).held_out == "fixed" else min(test_size, num_images // 5)
 
 
 def fixed_split(dataset: str, full: ImageSet, test_size: int, split_seed: int) -> Split:
@@ -80,7 +69,7 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
     nested training subsets (``--train-size``, default: the whole non-test pool). Intel uses seg_train
     and seg_test. Other sets get a held-out part of at most a fifth of the images.
     """
-    if cfg.dataset in HAS_TEST_SPLIT:
+    if dataset_spec(cfg.dataset).held_out == "own":
         full = load(cfg, size, "train")
         test = load(cfg, size, "test") if need_test else None
         split = make_split(full.ids, 0, cfg.split_seed, full.skipped)
@@ -105,7 +94,7 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
 def test_set(cfg: TrainConfig, size: int) -> ImageSet:
     """The fixed test images of ``cfg.dataset`` for ``cfg.split_seed`` (what ``train_test`` evaluates
     on), without building a training subset."""
-    if cfg.dataset in HAS_TEST_SPLIT:
+    if dataset_spec(cfg.dataset).held_out == "own":
         return load(cfg, size, "test")
     full = load(cfg, size, "train")
     return full.subset(fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed).test)
@@ -119,14 +108,15 @@ def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
     folder is ordered by the split seed: its first ``--test-size`` images (at most a fifth) are held
     out, the next ``--train-size`` are the training subset; only those are decoded.
     """
-    if cfg.dataset in SEGMENTATION_DATASETS or cfg.dataset in EMBEDDED_SIZES:
+    spec = dataset_spec(cfg.dataset)
+    if spec.held_out == "fixed" or spec.fixed_size is not None:
         return train_test(cfg, size)
-    if cfg.dataset in STREAM_DATASETS:
-        n = cfg.train_size if cfg.train_size is not None else STREAM_DATASETS[cfg.dataset]
+    if spec.held_out == "stream":
+        n = cfg.train_size if cfg.train_size is not None else spec.size
         held = cfg.test_size  # the same held-out images whatever the training size
-        if n + held > STREAM_LIMIT:
+        if spec.max_size is not None and n + held > spec.max_size:
             raise VinyError(
-                f"--train-size {n}: the embedded {cfg.dataset} stream is capped at {STREAM_LIMIT} images"
+                f"--train-size {n}: the embedded {cfg.dataset} stream is capped at {spec.max_size} images"
             )
         train = load_dataset(cfg.dataset, size=size, limit=n, seed=cfg.split_seed)
         test = load_dataset(cfg.dataset, size=size, limit=held, seed=HELD_OUT_STREAM + cfg.split_seed)

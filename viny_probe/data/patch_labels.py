@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from viny_probe.analysis._checks import ArrayLike, as_masks, check_positive_int
+from viny_probe.checks import ArrayLike, as_masks, check_positive_int
 from viny_probe.errors import VinyError
 
 

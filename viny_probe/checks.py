@@ -1,4 +1,4 @@
-"""Input validation shared by the diagnostics: every public function checks its arguments here, so
+"""Input validation shared by the diagnostics and the data helpers they use: every public function checks its arguments here, so
 a wrong shape fails at the boundary with a message that names the argument and the expected form."""
 
 from __future__ import annotations
