@@ -6,8 +6,6 @@ A new diagnostic is one module here (a plain function) plus its ``register`` lin
 (see ``registry``): every table, summary and report that shows diagnostics iterates over the registry.
 """
 
-# Importing ``diagnostics`` registers the built-in diagnostics of Table 2.
-from viny_probe.analysis import diagnostics as _builtin_diagnostics  # noqa: F401
 from viny_probe.analysis.cka import cka_matrix, linear_cka
 from viny_probe.analysis.distance import (
     SimilarityCurve,
@@ -37,6 +35,7 @@ from viny_probe.analysis.reference import (
     similarity_maps,
 )
 from viny_probe.analysis.registry import (
+    DIAGNOSTICS,
     Column,
     Diagnostic,
     LayerTokens,
@@ -56,6 +55,7 @@ from viny_probe.analysis.variance import (
 from viny_probe.data.patch_labels import patch_class_fractions, patch_majority_labels
 
 __all__ = [
+    "DIAGNOSTICS",
     "Column",
     "Diagnostic",
     "KnnResult",

@@ -1,7 +1,8 @@
 """The diagnostics registry: every per-layer diagnostic declared once, with the Table 2 columns it fills.
 
 A diagnostic is a plain function of one layer's patch tokens (:class:`LayerTokens`) registered with
-``register(Diagnostic(...))`` (the built-in ones in ``viny_probe.analysis.diagnostics``, one line each).
+``register(Diagnostic(...))`` in ``DIAGNOSTICS`` (a ``viny_probe.registry.Registry``; the built-in ones
+register themselves in ``viny_probe.analysis.diagnostics``, one line each, loaded on first use).
 Everything that computes or shows per-layer diagnostics iterates over :func:`registered`, in
 registration order: the metrics of ``viny probe`` and ``viny diagnose`` (:func:`measure_layer`), the
 per-block curves (:func:`measure_block`), table2.md/.json, summary.md/.json, the terminal tables and the
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from viny_probe.errors import VinyError
+from viny_probe.registry import Registry
 
 # Where a column is shown, beyond table2.json and summary.json (which hold every column):
 TABLE2 = "table2"  # table2.md, summary.md and the table `viny diagnose` prints
@@ -144,30 +146,33 @@ class Diagnostic:
         return [(self.label, format_value(shown[0].number(result), shown[0].fmt))] if shown else []
 
 
-_REGISTRY: dict[str, Diagnostic] = {}
+# The built-in diagnostics register themselves in viny_probe.analysis.diagnostics, imported on first use.
+DIAGNOSTICS: Registry = Registry("diagnostic", builtins="viny_probe.analysis.diagnostics")
 
 
 def register(diagnostic: Diagnostic) -> Diagnostic:
     """Add ``diagnostic`` after those registered so far. Its key, curve and column keys must be new."""
     if not isinstance(diagnostic, Diagnostic):
         raise VinyError(f"register takes a Diagnostic, got {type(diagnostic).__name__}")
-    if diagnostic.key in _REGISTRY:
+    known = registered()
+    if diagnostic.key in DIAGNOSTICS:
         raise VinyError(f"a diagnostic '{diagnostic.key}' is registered already; unregister it first")
-    taken = {c.key for d in _REGISTRY.values() for c in d.columns} | {"checkpoint"}
+    taken = {c.key for d in known for c in d.columns} | {"checkpoint"}
     clash = [c.key for c in diagnostic.columns if c.key in taken]
     if clash:
         raise VinyError(f"column key(s) {clash} of '{diagnostic.key}' are taken by registered diagnostics")
-    if diagnostic.per_block and diagnostic.curve in {d.curve for d in _REGISTRY.values() if d.per_block}:
+    if diagnostic.per_block and diagnostic.curve in {d.curve for d in known if d.per_block}:
         raise VinyError(f"a per-block curve '{diagnostic.curve}' is registered already")
-    _REGISTRY[diagnostic.key] = diagnostic
-    return diagnostic
+    return DIAGNOSTICS.register(diagnostic.key, diagnostic)
 
 
 def unregister(key: str) -> Diagnostic:
     """Remove the diagnostic registered under ``key`` and return it."""
-    if key not in _REGISTRY:
-        raise VinyError(f"no diagnostic '{key}' is registered; registered: {', '.join(_REGISTRY)}")
-    return _REGISTRY.pop(key)
+    if key not in DIAGNOSTICS:
+        raise VinyError(f"no diagnostic '{key}' is registered; registered: {', '.join(DIAGNOSTICS)}")
+    diagnostic = DIAGNOSTICS.get(key)
+    DIAGNOSTICS.unregister(key)
+    return diagnostic
 
 
 @contextmanager
@@ -177,12 +182,12 @@ def temporarily(diagnostic: Diagnostic) -> Iterator[Diagnostic]:
     try:
         yield diagnostic
     finally:
-        _REGISTRY.pop(diagnostic.key, None)
+        DIAGNOSTICS.unregister(diagnostic.key)
 
 
 def registered() -> tuple[Diagnostic, ...]:
-    """The registered diagnostics, in registration order."""
-    return tuple(_REGISTRY.values())
+    """The registered diagnostics, in registration order (the built-in ones first)."""
+    return tuple(DIAGNOSTICS.values())
 
 
 def columns(where: str | None = None) -> list[Column]:
