@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         similarity_map,
         similarity_vs_distance_by_class,
     )
-    from viny_probe.analysis import diagnose as d
-    from viny_probe.analysis.diagnose import _labels, final_layer_metrics, load_probe_data
+    from viny_probe.analysis import diagnostics as d
     from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+    from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
     from viny_probe.analysis.knn import knn_patch_accuracy
+    from viny_probe.analysis.registry import LayerTokens, measure_layer
     from viny_probe.checkpoint import save_checkpoint
     from viny_probe.model import ViNy, count_parameters
 
@@ -84,11 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     test_tok = timed("extract test images", lambda: extract_patch_tokens(encoder, test_set, **opts)["final"])
     train_lab, test_lab = timed(
         "patch labels (majority trimap class)",
-        lambda: (_labels(train_set, cfg.patch_size), _labels(test_set, cfg.patch_size)),
+        lambda: (patch_labels(train_set, cfg.patch_size), patch_labels(test_set, cfg.patch_size)),
     )
     metrics = timed(
         "variance, ratio, eff. rank, linear probe",
-        lambda: final_layer_metrics(train_tok, train_lab, test_tok, test_lab, knn=False),
+        lambda: measure_layer(LayerTokens(test_tok, test_lab, train_tok, train_lab), off=("knn",)),
     )
     knn = timed(
         f"kNN (k={d.KNN_K}, bank {d.KNN_BANK_PATCHES} patches, first {d.KNN_TEST_IMAGES} test images)",

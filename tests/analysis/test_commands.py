@@ -14,40 +14,17 @@ from typer.testing import CliRunner
 
 from viny_probe.analysis import within_image_variance
 from viny_probe.analysis.authors import authors_name_map
-from viny_probe.analysis.diagnose import load_probe_data, probe_checkpoint, similarity_map_for_image
+from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.analysis.evaluation_data import load_probe_data
+from viny_probe.analysis.similarity_image import similarity_map_for_image
 from viny_probe.checkpoint import save_checkpoint
 from viny_probe.cli import app, main
-from viny_probe.config import TrainConfig
 from viny_probe.data.protocol import make_split
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
 
 SMALL = ["--probe-images", "48", "--test-images", "24", "-q"]
-
-
-@pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    """A tiny spatial-regime checkpoint (trained on toy-pets, so the toy-pets cache is shared)."""
-    from viny_probe.trainers import train
-
-    out = tmp_path_factory.mktemp("tiny-run")
-    cfg = TrainConfig(
-        regime="spatial", model="tiny", epochs=1, batch_size=8, train_size=16, test_size=8, device="cpu"
-    )
-    return train(cfg, out, progress=False).final_checkpoint
-
-
-@pytest.fixture(scope="session")
-def fresh_ckpt(tmp_path_factory):
-    """An untrained tiny encoder, saved as a viny checkpoint."""
-    torch.manual_seed(1)
-    model = ViNy("tiny")
-    path = tmp_path_factory.mktemp("fresh") / "fresh.pt"
-    save_checkpoint(
-        path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()}
-    )
-    return path
 
 
 def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:

@@ -6,10 +6,12 @@ import contextlib
 import csv
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from viny_probe.analysis import diagnose as diagnose_module
 from viny_probe.cli import app
 from viny_probe.errors import VinyError
 from viny_probe.experiments import report
@@ -197,10 +199,22 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
     assert any("before checkpoint format 2" in m for m in logged)
 
 
-def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls):
+def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls, monkeypatch):
+    """Two shards train every stage once; the worker that finishes a seed's geometry stages writes its
+    diagnostics once into DIR/geometry/seed-0; a rerun and the report only read them. Mutants applied
+    once, each failing this test: run_sweep without its diagnose_geometry call (no folder); read_summary
+    never finding a folder current (the rerun diagnoses again); diagnose_geometry not waiting for all of
+    a seed's geometry stages (it diagnosed a partial set first)."""
     plan = tiny_plan(seeds=1, finetune=(8, 16), geometry=True)
     stages, cells = expand(plan)
     out = tmp_path / "sweep"
+    diagnosed = []
+    real_diagnose = diagnose_module.diagnose
+    monkeypatch.setattr(
+        diagnose_module,
+        "diagnose",
+        lambda *args, **kw: (diagnosed.append(args), real_diagnose(*args, **kw))[1],
+    )
     for _ in range(4):  # alternate the two workers until both are done (no waiting in a test)
         for i in (2, 1):
             sw.run_sweep(plan, out, shard=(i, 2), execution=QUIET, wait=False, log=silent)
@@ -211,11 +225,33 @@ def test_two_shards_cover_the_plan_once(tmp_path, small_data, calls):
     owner = sw.assign_shards(stages, 2)
     assert {owner[s] for s in trained} == {1, 2}
     assert all(sw.is_finished(out, c.stage) for c in cells)
-    # the CLI report on it: one seed is said plainly; the geometry section runs the diagnostics (Table 2, Figs 5-6)
+    assert len(diagnosed) == 1  # once, when the seed's last geometry stage was trained
+    # Table 2 / Figs 5-6 of seed 0, written by the sweep: the four geometry encoders, each its stage's
+    geometry = out / "geometry" / "seed-0"
+    summary = json.loads((geometry / "summary.json").read_text())
+    by_regime = {c.regime: c.stage for c in cells if c.group == "geometry"}
+    assert [(c["name"], Path(c["path"]).parent.name) for c in summary["checkpoints"]] == [
+        ("Pretrained", by_regime["pretrained"]),
+        ("CLS-Intel", by_regime["cls-intel"]),
+        ("CLS-Pets", by_regime["cls-pets"]),
+        ("Spatial", by_regime["spatial"]),
+    ]
+    assert not (geometry / "lock").exists()
+    written = (geometry / "summary.json").stat().st_mtime_ns
+
+    # a rerun finds them current and the report only reads them: diagnose is not called again
+    diagnosed.clear()
+    monkeypatch.setattr(diagnose_module, "diagnose", lambda *args, **kwargs: diagnosed.append(args))
+    for i in (1, 2):
+        sw.run_sweep(plan, out, shard=(i, 2), execution=QUIET, wait=False, log=silent)
     result = CliRunner().invoke(app, ["report", str(out), "-o", str(tmp_path / "rep")])
     assert result.exit_code == 0, result.output
+    assert diagnosed == [] and (geometry / "summary.json").stat().st_mtime_ns == written
+    # the CLI report on it: one seed is said plainly; the geometry section shows the sweep's diagnostics
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Only one seed" in md and "Table 2 and Figs 5-6" in md and "| Spatial | 1 |" in md
+    spatial = next(r for r in summary["table2"] if r["checkpoint"] == "Spatial")
+    assert f"| Spatial | 1 | {spatial['within']:.3f} | {spatial['across']:.3f} |" in md
     for png in ("fig5_similarity_vs_distance.png", "fig6_reference_patches.png"):
         assert (tmp_path / "rep" / "figures" / "geometry-seed0" / png).stat().st_size > 1000
         assert f"geometry-seed0/{png}" in md

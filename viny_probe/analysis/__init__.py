@@ -2,11 +2,9 @@
 
 Embeddings are ``(N, P, D)`` float tensors (or numpy arrays): N images, P = g * g patches in row-major
 order, D channels. Trimap masks are ``(N, H, W)`` uint8 with classes 0 pet, 1 background, 2 boundary.
-A new diagnostic is one module here plus its line below (and, for a scalar of one embedding set,
-its entry in ``SCALAR_DIAGNOSTICS``).
+A new diagnostic is one module here (a plain function) plus its ``register`` line in ``diagnostics.py``
+(see ``registry``): every table, summary and report that shows diagnostics iterates over the registry.
 """
-
-from collections.abc import Callable
 
 from viny_probe.analysis.cka import cka_matrix, linear_cka
 from viny_probe.analysis.distance import (
@@ -18,8 +16,11 @@ from viny_probe.analysis.distance import (
 from viny_probe.analysis.knn import KnnResult, knn_patch_accuracy
 from viny_probe.analysis.plots import (
     plot_cka_heatmap,
+    plot_cka_panels,
     plot_depth_curves,
     plot_reference_grid,
+    plot_reference_grid_stretched,
+    plot_similarity_by_class,
     plot_similarity_overlay,
     plot_similarity_vs_distance,
 )
@@ -33,20 +34,32 @@ from viny_probe.analysis.reference import (
     similarity_map,
     similarity_maps,
 )
-from viny_probe.analysis.variance import across_image_variance, within_across_ratio, within_image_variance
+from viny_probe.analysis.registry import (
+    DIAGNOSTICS,
+    Column,
+    Diagnostic,
+    LayerTokens,
+    measure_block,
+    measure_layer,
+    register,
+    registered,
+    temporarily,
+    unregister,
+)
+from viny_probe.analysis.variance import (
+    across_image_variance,
+    ratio_of_variances,
+    within_across_ratio,
+    within_image_variance,
+)
 from viny_probe.data.patch_labels import patch_class_fractions, patch_majority_labels
 
-# Label-free scalars of one (N, P, D) embedding set: what per-block depth curves are made of.
-SCALAR_DIAGNOSTICS: dict[str, Callable[..., float]] = {
-    "within_image_variance": within_image_variance,
-    "across_image_variance": across_image_variance,
-    "within_across_ratio": within_across_ratio,
-    "effective_rank": effective_rank,
-}
-
 __all__ = [
-    "SCALAR_DIAGNOSTICS",
+    "DIAGNOSTICS",
+    "Column",
+    "Diagnostic",
     "KnnResult",
+    "LayerTokens",
     "PatchProbeResult",
     "SimilarityCurve",
     "across_image_variance",
@@ -56,15 +69,23 @@ __all__ = [
     "knn_patch_accuracy",
     "linear_cka",
     "linear_patch_probe",
+    "measure_block",
+    "measure_layer",
     "manhattan_distance_matrix",
     "parse_patch",
     "parse_pixel",
     "patch_class_fractions",
     "patch_majority_labels",
     "pixel_to_patch",
+    "ratio_of_variances",
+    "register",
+    "registered",
     "plot_cka_heatmap",
+    "plot_cka_panels",
     "plot_depth_curves",
     "plot_reference_grid",
+    "plot_reference_grid_stretched",
+    "plot_similarity_by_class",
     "plot_similarity_overlay",
     "plot_similarity_vs_distance",
     "similarity_map",
@@ -72,6 +93,8 @@ __all__ = [
     "similarity_vs_distance",
     "similarity_vs_distance_by_class",
     "singular_values",
+    "temporarily",
+    "unregister",
     "within_across_ratio",
     "within_image_variance",
 ]

@@ -135,6 +135,39 @@ def _resolve_layers(layers: LayerSpec, depth: int) -> list[tuple[str | int, int]
     return [(b, b) for b in dict.fromkeys(items)]
 
 
+def parse_layers(layer: LayerSpec, depth: int) -> str | list[int]:
+    """A ``--layer`` argument -> what ``extract_patch_tokens`` takes: ``"final"`` | ``"all"`` | a block
+    number | ``"3,6,12"`` | a list of ints. Checked against ``depth`` here, before any data is loaded."""
+    valid = f"'final', 'all', a block number 1..{depth} or a comma-separated list of them"
+    if isinstance(layer, str):
+        text = layer.strip().lower()
+        if text in ("final", "all"):
+            return text
+        try:
+            blocks = [int(part) for part in text.replace(" ", "").split(",") if part]
+        except ValueError:
+            raise VinyError(f"--layer must be {valid}, got {layer!r}") from None
+    elif isinstance(layer, int) and not isinstance(layer, bool):
+        blocks = [layer]
+    elif isinstance(layer, Sequence):
+        blocks = list(layer)
+    else:
+        raise VinyError(f"--layer must be {valid}, got {layer!r}")
+    if not blocks or any(isinstance(b, bool) or not isinstance(b, int) for b in blocks):
+        raise VinyError(f"--layer must be {valid}, got {layer!r}")
+    for b in blocks:
+        if not 1 <= b <= depth:
+            raise VinyError(
+                f"layer {b} is out of range: this encoder has blocks 1..{depth} (or use 'final' / 'all')"
+            )
+    return list(dict.fromkeys(blocks))
+
+
+def layer_label(label: str | int) -> str:
+    """How results name a layer: ``"final"`` or ``"block B"``."""
+    return "final" if label == "final" else f"block {label}"
+
+
 def _as_images(images: ImageSet | torch.Tensor, channels: int) -> tuple[torch.Tensor, str, list[str] | None]:
     if isinstance(images, ImageSet):
         tensor, name, ids = images.images, images.name, list(images.ids)

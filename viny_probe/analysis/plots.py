@@ -4,7 +4,6 @@ through the Agg canvas, so pyplot's global state (and a notebook's backend) is n
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -14,31 +13,16 @@ import seaborn as sns
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from viny_probe.analysis.distance import SimilarityCurve
+from viny_probe.checkpoint import jsonable, write_json
 from viny_probe.errors import VinyError
 
 DPI = 120
 MAP_VMIN, MAP_VMAX = -0.5, 1.0  # Fig 6's fixed colour range for cosine maps
 MAP_CMAP = "viridis"
-
-
-def _jsonable(value):
-    """Lists of plain floats/ints/strings; NaN and infinities become None (JSON has no NaN)."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _save(fig: Figure, path: str | Path, data: dict) -> dict:
@@ -48,8 +32,8 @@ def _save(fig: Figure, path: str | Path, data: dict) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    data = _jsonable(data)
-    path.with_suffix(".json").write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
+    data = jsonable(data)
+    write_json(path.with_suffix(".json"), data)
     return data
 
 
@@ -276,6 +260,116 @@ def plot_depth_curves(
     data = {
         "title": title,
         "per_block": {name: {m: list(v) for m, v in values.items()} for name, values in per_block.items()},
+    }
+    return _save(fig, path, data)
+
+
+def plot_cka_panels(matrices: list[dict], path: Path) -> dict:
+    """One heatmap per checkpoint pair, side by side, shared 0..1 colour scale; JSON beside it."""
+    cols = min(3, len(matrices))
+    rows = math.ceil(len(matrices) / cols)
+    side = max(3.6, 0.32 * max(np.asarray(m["matrix"]).shape[0] for m in matrices) + 1.6)
+    fig = Figure(figsize=(side * cols + 1.0, side * rows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for k, (ax, m) in enumerate(zip(axes, matrices, strict=False)):
+        grid = np.asarray(m["matrix"], dtype=float)
+        sns.heatmap(
+            grid,
+            ax=ax,
+            vmin=0.0,
+            vmax=1.0,
+            cmap="magma",
+            square=True,
+            annot=max(grid.shape) <= 8,
+            fmt=".2f",
+            annot_kws={"size": 6},
+            xticklabels=m["col_labels"],
+            yticklabels=m["row_labels"],
+            cbar=k == len(matrices) - 1,
+            cbar_kws={"label": "linear CKA", "shrink": 0.8},
+        )
+        ax.set_title(f"{m['names'][0]} vs {m['names'][1]}", fontsize=10)
+        ax.set_xlabel(f"{m['names'][1]}: block", fontsize=9)
+        ax.set_ylabel(f"{m['names'][0]}: block", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes[len(matrices) :]:
+        ax.set_visible(False)
+    fig.suptitle("Linear CKA between blocks (patch tokens of the same test images)")
+    return _save(fig, path, {"pairs": matrices})
+
+
+def plot_similarity_by_class(curves: dict[str, dict], path: Path) -> dict:
+    """Fig 5 split by pair class: one colour per checkpoint, solid = same-class pairs, dashed = different."""
+    fig = Figure(figsize=(7.5, 4.8), layout="constrained")
+    ax = fig.add_subplot()
+    colours = [f"C{k % 10}" for k in range(len(curves))]
+    for colour, c in zip(colours, curves.values(), strict=True):
+        for kind, style in (("same", "-"), ("different", "--")):
+            curve = c[kind]
+            ax.plot(curve.distances, curve.mean, style, color=colour, marker="o", markersize=3)
+            ax.fill_between(curve.distances, curve.low, curve.high, color=colour, alpha=0.15, linewidth=0)
+    confidence = next(iter(curves.values()))["same"].confidence
+    ax.set(
+        title="Fig 5 split: same-class (solid) vs different-class (dashed) patch pairs",
+        xlabel="Manhattan distance on the patch grid",
+        ylabel=f"mean cosine similarity (band: {confidence:.0%} CI over images)",
+    )
+    ax.set_xticks(next(iter(curves.values()))["same"].distances)
+    ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=colour, marker="o", markersize=3) for colour in colours]
+    handles += [Line2D([], [], color="grey", linestyle="-"), Line2D([], [], color="grey", linestyle="--")]
+    fig.legend(
+        handles,
+        [*curves, "same class", "different class"],
+        loc="outside right center",
+        title="checkpoint / pairs",
+    )
+    data = {
+        "title": "similarity vs distance by pair class",
+        "curves": {
+            name: {kind: c[kind].to_dict() for kind in ("same", "different")} for name, c in curves.items()
+        },
+    }
+    return _save(fig, path, data)
+
+
+def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) -> dict:
+    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar."""
+    low = min(low, 0.999)
+    ref_names, ckpt_names = list(refs), list(maps)
+    cols = 1 + len(ckpt_names)
+    fig = Figure(figsize=(2.3 * cols + 0.8, 2.3 * len(ref_names) + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(len(ref_names), cols, squeeze=False))
+    image = None
+    for i, r in enumerate(ref_names):
+        row, col = refs[r]
+        picture = np.asarray(pictures[r]).transpose(1, 2, 0)
+        g = np.asarray(maps[ckpt_names[0]][r]).shape[0]
+        axes[i, 0].imshow(picture)
+        axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
+        for j, ax in enumerate(axes[i]):
+            size = picture.shape[0] / g if j == 0 else 1.0
+            if j:
+                image = ax.imshow(maps[ckpt_names[j - 1]][r], vmin=low, vmax=1.0, cmap="viridis")
+                if i == 0:
+                    ax.set_title(ckpt_names[j - 1])
+            ax.add_patch(
+                Rectangle(
+                    (col * size - 0.5, row * size - 0.5), size, size, fill=False, edgecolor="red", linewidth=2
+                )
+            )
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_title("input")
+    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="cosine similarity")
+    fig.suptitle(
+        f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
+    )
+    data = {
+        "vmin": low,
+        "vmax": 1.0,
+        "refs": {r: list(refs[r]) for r in ref_names},
+        "maps": {c: {r: maps[c][r] for r in ref_names} for c in ckpt_names},
     }
     return _save(fig, path, data)
 

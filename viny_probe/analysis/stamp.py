@@ -7,6 +7,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from viny_probe.checkpoint import write_json
+
 BANNER = "WARNING"
 
 
@@ -22,7 +24,7 @@ def stamp_warnings(paths: Sequence[Path], warnings: Sequence[str]) -> None:
             data = json.loads(path.read_text())
             if isinstance(data, dict):
                 data["warnings"] = list(dict.fromkeys([*data.get("warnings", []), *warnings]))
-                path.write_text(json.dumps(data, indent=1) + "\n")
+                write_json(path, data)
         elif path.suffix == ".md":
             lines = "".join(f"> **{BANNER}:** {w}\n" for w in warnings)
             path.write_text(lines + "\n" + path.read_text())

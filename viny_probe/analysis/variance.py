@@ -23,12 +23,19 @@ def across_image_variance(emb: ArrayLike) -> float:
     return float(emb.mean(dim=1).var(dim=0, correction=1).mean())
 
 
-def within_across_ratio(emb: ArrayLike) -> float:
-    """``within_image_variance(emb) / across_image_variance(emb)``; inf if only the across variance is 0, NaN if both are.
-
-    emb: ``(N, P, D)`` patch embeddings, N >= 2 and P >= 2. Returns a float.
-    """
-    within, across = within_image_variance(emb), across_image_variance(emb)
+def ratio_of_variances(within: float, across: float) -> float:
+    """``within / across``, the one convention for a zero across-image variance: inf when only the
+    across variance is 0 (all images alike, patches differ), NaN when both are 0 (one constant token).
+    JSON outputs write both as null."""
     if across == 0.0:
         return float("nan") if within == 0.0 else float("inf")
     return within / across
+
+
+def within_across_ratio(emb: ArrayLike) -> float:
+    """``within_image_variance(emb) / across_image_variance(emb)`` (see ``ratio_of_variances`` for a
+    zero across variance).
+
+    emb: ``(N, P, D)`` patch embeddings, N >= 2 and P >= 2. Returns a float.
+    """
+    return ratio_of_variances(within_image_variance(emb), across_image_variance(emb))

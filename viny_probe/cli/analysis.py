@@ -1,5 +1,6 @@
 """`viny probe`, `viny similarity-map`, `viny reconstruct`, `viny diagnose`, `viny import-checkpoint`: thin
-wrappers around ``viny_probe.analysis.diagnose``, ``.reconstruct`` and ``.authors``."""
+wrappers around ``viny_probe.analysis`` (``checkpoint_probe``, ``similarity_image``, ``reconstruct``,
+``diagnose``, ``authors``). The tables of diagnostics take their columns from the diagnostics registry."""
 
 from __future__ import annotations
 
@@ -38,20 +39,11 @@ def _reflow(fn):
     return fn
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None or x != x else f"{100 * x:.1f}"
-
-
-def _num(x, spec=".3f") -> str:
-    return (
-        "n/a"
-        if x is None or (isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))))
-        else format(x, spec)
-    )
-
-
 def probe_tables(result: dict) -> list[Table]:
-    """The rich tables `viny probe` prints for a probe_checkpoint result."""
+    """The rich tables `viny probe` prints for a probe_checkpoint result: for one layer, the rows of
+    every registered diagnostic; for several, one row per block and the registered per-block columns."""
+    from ..analysis.registry import BLOCKS, columns, format_value, registered, table_row
+
     d = result["data"]
     caption = (
         f"{d['dataset']} at {d['image_size']} px, split seed {d['split_seed']}: probe fitted on {d['probe_images']} "
@@ -64,51 +56,36 @@ def probe_tables(result: dict) -> list[Table]:
         t = Table(title=f"viny probe: {result['checkpoint']} ({name})", caption=caption)
         t.add_column("diagnostic")
         t.add_column("value", justify="right")
-        p, k = m["probe"], m["knn"]
-        t.add_row("within-image variance", _num(m["within_image_variance"]))
-        t.add_row("across-image variance", _num(m["across_image_variance"]))
-        t.add_row("within / across", _num(m["within_across_ratio"], ".2f"))
-        t.add_row("[bold]probe test accuracy %[/]", _pct(p["test_accuracy"]))
-        t.add_row("probe train accuracy %", _pct(p["train_accuracy"]))
-        t.add_row("probe balanced accuracy %", _pct(p["balanced_accuracy"]))
-        for cls, acc in p["per_class_accuracy"].items():
-            t.add_row(f"  {cls} accuracy %", _pct(acc))
-        t.add_row(
-            "probe C (chosen on validation images)",
-            f"{p['chosen_C']:g}" + ("" if p["converged"] else " (not converged)"),
-        )
-        if k is not None:
-            t.add_row(f"kNN accuracy % (k={k['k']})", _pct(k["accuracy"]))
-            t.add_row("kNN balanced accuracy %", _pct(k["balanced_accuracy"]))
-        t.add_row("effective rank", _num(m["effective_rank"], ".1f"))
+        for diagnostic in registered():
+            for row in diagnostic.terminal_rows(m.get(diagnostic.key)):
+                t.add_row(*row)
         return [t]
     t = Table(title=f"viny probe: {result['checkpoint']}, per block", caption=caption)
-    for col in (
-        "layer",
-        "within",
-        "across",
-        "ratio",
-        "probe %",
-        "train %",
-        "balanced %",
-        "kNN %",
-        "eff. rank",
-    ):
-        t.add_column(col, justify="left" if col == "layer" else "right", no_wrap=col == "layer")
+    shown = columns(BLOCKS)
+    t.add_column("layer", justify="left", no_wrap=True)
+    for column in shown:
+        t.add_column(column.terminal_title, justify="right")
     for name, m in layers.items():
-        p, k = m["probe"], m["knn"]
-        t.add_row(
-            name,
-            _num(m["within_image_variance"]),
-            _num(m["across_image_variance"]),
-            _num(m["within_across_ratio"], ".2f"),
-            _pct(p["test_accuracy"]),
-            _pct(p["train_accuracy"]),
-            _pct(p["balanced_accuracy"]),
-            "-" if k is None else _pct(k["accuracy"]),
-            _num(m["effective_rank"], ".1f"),
-        )
+        row = table_row(m)
+        t.add_row(name, *(format_value(row[c.key], c.fmt) for c in shown))
     return [t]
+
+
+def diagnose_table(summary: dict, out: Path) -> Table:
+    """The Table 2 `viny diagnose` prints: the table2.md columns, one row per checkpoint."""
+    from ..analysis.registry import TABLE2, columns, format_value
+
+    t = Table(
+        title="Table 2 (final block)",
+        caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md",
+    )
+    shown = columns(TABLE2)
+    t.add_column("checkpoint", justify="left", no_wrap=True)
+    for column in shown:
+        t.add_column(column.terminal_title, justify="right")
+    for r in summary["table2"]:
+        t.add_row(r["checkpoint"], *(format_value(r[c.key], c.fmt) for c in shown))
+    return t
 
 
 @app.command("probe")
@@ -147,7 +124,8 @@ def probe_command(
 
     Example: viny probe runs/spatial/final.pt --layer all
     """
-    from ..analysis.diagnose import jsonable, probe_checkpoint
+    from ..analysis.checkpoint_probe import probe_checkpoint
+    from ..checkpoint import jsonable
 
     result = probe_checkpoint(
         ckpt,
@@ -207,7 +185,7 @@ def similarity_map_command(
     Examples: viny similarity-map final.pt cat.jpg --patch 3,4 -o cat.png;
     viny similarity-map final.pt toy-pets:17
     """
-    from ..analysis.diagnose import similarity_map_for_image
+    from ..analysis.similarity_image import similarity_map_for_image
 
     result = similarity_map_for_image(
         ckpt, image, patch, pixel, out, layer, split_seed, test_size, allow_overlap, background
@@ -365,24 +343,7 @@ def diagnose_command(
         knn=knn,
         progress=not quiet,
     )
-    t = Table(
-        title="Table 2 (final block)",
-        caption=f"written to {out}/: " + ", ".join(summary["files"].values()) + ", summary.md",
-    )
-    for col in ("checkpoint", "within", "across", "ratio", "probe %", "balanced %", "kNN %", "eff. rank"):
-        t.add_column(col, justify="left" if col == "checkpoint" else "right", no_wrap=col == "checkpoint")
-    for r in summary["table2"]:
-        t.add_row(
-            r["checkpoint"],
-            _num(r["within"]),
-            _num(r["across"]),
-            _num(r["ratio"], ".2f"),
-            _num(r["probe_acc_pct"], ".1f"),
-            _num(r["balanced_acc_pct"], ".1f"),
-            _num(r["knn_acc_pct"], ".1f"),
-            _num(r["effective_rank"], ".1f"),
-        )
-    console.print(t)
+    console.print(diagnose_table(summary, out))
     console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
     _print_warnings(summary["warnings"])
 

@@ -15,7 +15,8 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
   marginal gain per doubling of fine-tune data.
 * Fig A1 (per setting) and Fig 2: segmentation examples of every condition and SimMIM reconstructions
   by the pre-training stages, on fixed test images (``examples.py``).
-* Table 2 / Figs 5-6: :func:`geometry_section`, a hook filled by the embedding diagnostics.
+* Table 2 / Figs 5-6: :func:`geometry_section`, read from the diagnostics the sweep wrote into
+  ``DIR/geometry/seed-<s>/`` (``geometry.py``); the report computes none.
 
 Every log-scaled fine-tune axis is ticked at the measured sizes (:func:`size_axis`). A stage whose
 checkpoint is missing is named in the text and left out of the pictures.
@@ -28,8 +29,8 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -42,13 +43,14 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
 from scipy import stats
 
-from .. import __version__
+from .. import __version__, published
+from ..analysis.registry import report_columns
 from ..errors import VinyError
-from . import published
 from .blocks import Block, figure, h, p, table
 from .blocks import pre_label as _pre_label
 from .examples import fig2_section, figA1_section
 from .fit import fit_saturating, observed_gain_per_doubling
+from .geometry import PUBLISHED_KEY, geometry_seeds, read_summary
 from .sweep import load_results
 
 TABLES = {
@@ -475,35 +477,102 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
     ]
 
 
-GEOMETRY_ORDER = (
-    ("pretrain", "Pretrained"),
-    ("cls-intel", "CLS-Intel"),
-    ("cls-pets", "CLS-Pets"),
-    ("spatial", "Spatial"),
-)
+GEOMETRY_FIGURES = {  # summary.json "files" key -> caption
+    "fig5": "Fig 5 analogue: cosine similarity of patch tokens vs Manhattan distance on the patch grid "
+    "(band: 95% t interval across images).",
+    "fig6": "Fig 6 analogue: cosine similarity of a reference patch (red square) to every patch, colour "
+    "range fixed to -0.5..1.",
+    "depth_curves": "Diagnostics per block: where in the network each stage acts.",
+    "cka": "Linear CKA, block by block, of each encoder against the pretrained one.",
+}
+
+
+def _mean_std_text(values: list, spec: str) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return format(vals[0], spec)
+    return f"{format(float(np.mean(vals)), spec)} ± {format(float(np.std(vals, ddof=1)), spec)}"
+
+
+def _geometry_summaries(sweep_dir: Path, seeds: dict) -> tuple[dict[int, dict], list[Block]]:
+    """The current summary.json of each seed's geometry folder, and a paragraph for each seed left out
+    (a missing checkpoint; no folder yet or one written for other inputs, with the command to run)."""
+    summaries, missing, notes = {}, [], []
+    for seed, geometry in seeds.items():
+        absent = geometry.missing(sweep_dir)
+        missing += absent
+        summary = None if absent else read_summary(sweep_dir, geometry)
+        if summary is not None:
+            summaries[seed] = summary
+        elif not absent:
+            state = "not there" if not (geometry.out_dir(sweep_dir) / "summary.json").exists() else "stale"
+            notes.append(
+                p(
+                    f"Seed {seed}: the diagnostics in {geometry.out_dir(sweep_dir)} are {state} (they are "
+                    "written by `viny sweep` once the seed's geometry stages are trained). To write them: "
+                    f"`{geometry.command(sweep_dir)}`"
+                )
+            )
+    if missing:
+        notes.insert(
+            0, p("Seeds left out because a checkpoint (final.pt) is missing: " + "; ".join(missing) + ".")
+        )
+    return summaries, notes
+
+
+def _geometry_table(summaries: dict[int, dict]) -> Block:
+    results: dict[str, list[dict]] = {}
+    for summary in summaries.values():
+        for row in summary["table2"]:
+            results.setdefault(row["checkpoint"], []).append(row)
+    shown = report_columns()
+    published_rows = {row["key"]: row for row in published.table2()}
+    table_rows = []
+    for name, vals in results.items():
+        pub = published_rows.get(PUBLISHED_KEY.get(name, ""), {})
+        table_rows.append(
+            [
+                name,
+                len(vals),
+                *(_mean_std_text([v.get(c.key) for v in vals], c.fmt) for c in shown),
+                f"{pub.get('within_image_variance', '-')} / {pub.get('across_image_variance', '-')} / "
+                f"{pub.get('patch_probe_accuracy', '-')}",
+            ]
+        )
+    return table(
+        ["Encoder", "n seeds", *(c.report for c in shown), "published within / across / probe"],
+        table_rows,
+        "Table 2 analogue (mean ± std over seeds). Published values from the study's Table 2 are "
+        "for its real-data ViNy: absolute variances depend on the model and data, so compare the "
+        "ordering of the regimes, not the numbers.",
+    )
+
+
+def _geometry_figures(sweep_dir: Path, seed: int, summary: dict, fig_dir: Path) -> list[Block]:
+    """The first diagnosed seed's figures, copied beside the report's other figures."""
+    source = Path(sweep_dir) / "geometry" / f"seed-{seed}"
+    blocks = []
+    for key, caption in GEOMETRY_FIGURES.items():
+        name = summary["files"].get(key)
+        if name and (source / name).is_file():
+            target = fig_dir / f"geometry-seed{seed}" / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source / name, target)
+            blocks.append(figure(target, caption))
+    return blocks
 
 
 def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
-    """Table 2 and Figs 5-6 from the geometry stages: for each seed, the Pretrained / CLS-Intel / CLS-Pets /
-    Spatial encoders of the geometry pre-training size go through ``viny_probe.analysis.diagnose`` on
-    the segmentation dataset's fixed test split (probe fitted on the non-test pool); the table gives
-    mean ± std over seeds, the figures show the first seed."""
-    from viny_probe.analysis.diagnose import diagnose
-
-    geo = [r for r in rows if r["kind"] in ("cls-pets", "spatial")]
-    if not geo:
+    """Table 2 and Figs 5-6 from the geometry stages, as the sweep's diagnostics wrote them into
+    ``DIR/geometry/seed-<s>/`` (``experiments.geometry``; nothing is computed here): the table gives
+    mean ± std over seeds, the figures show the first seed. Seeds without current diagnostics are named
+    with the command that writes them."""
+    seeds = geometry_seeds(rows)
+    if not seeds:
         return []
-    pre_size = max(int(r["pretrain_size"]) for r in geo)
-    by_seed: dict[int, dict[str, dict]] = {}
-    for r in rows:
-        if r["kind"] in dict(GEOMETRY_ORDER) and int(r["pretrain_size"]) == pre_size:
-            if r["kind"] == "cls-intel" and r.get("intermediate", "") == "":
-                continue
-            chosen = by_seed.setdefault(int(r["seed"]), {})
-            # Table 2's CLS-Intel is the geometry-schedule stage where the plan trained one
-            if r["kind"] in chosen and chosen[r["kind"]].get("phase") == "geometry":
-                continue
-            chosen[r["kind"]] = r
+    pre_size = max(int(r["pretrain_size"]) for r in rows if r["kind"] in ("cls-pets", "spatial"))
     blocks = [
         h(2, "Table 2 and Figs 5-6: representation geometry"),
         p(
@@ -512,113 +581,13 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
             "on patches of non-test images only."
         ),
     ]
-    results: dict[str, list[dict]] = {}
-    first_dir = None
-    missing = []
-    for seed in sorted(by_seed):
-        stages = by_seed[seed]
-        kinds = [(k, name) for k, name in GEOMETRY_ORDER if k in stages]
-        ckpts = [sweep_dir / "stages" / stages[k]["stage"] / "final.pt" for k, _ in kinds]
-        absent = [
-            f"{name} of seed {seed} ({c.parent.name})"
-            for (_, name), c in zip(kinds, ckpts, strict=True)
-            if not c.exists()
-        ]
-        missing += absent
-        if len(kinds) < 2 or absent:
-            continue
-        seg_cfg = json.loads(
-            (
-                sweep_dir / "stages" / stages.get("cls-pets", stages.get("spatial"))["stage"] / "config.json"
-            ).read_text()
-        )
-        out = fig_dir / f"geometry-seed{seed}"
-        summary = diagnose(
-            ckpts,
-            [name for _, name in kinds],
-            out,
-            dataset=seg_cfg["dataset"],
-            data_root=seg_cfg.get("data_root"),
-            split_seed=seg_cfg.get("split_seed", 0),
-            test_size=seg_cfg["test_size"],
-            progress=False,
-        )
-        first_dir = first_dir or out
-        for row in summary["table2"]:
-            results.setdefault(row["checkpoint"], []).append(row)
-    if missing:
-        blocks.append(
-            p("Seeds left out because a checkpoint (final.pt) is missing: " + "; ".join(missing) + ".")
-        )
-    if not results:
-        return blocks + [p("The geometry stages are not all finished yet.")]
-
-    def stat(values: list[float], spec: str) -> str:
-        vals = [v for v in values if v is not None]
-        if not vals:
-            return "n/a"
-        if len(vals) == 1:
-            return format(vals[0], spec)
-        return f"{format(float(np.mean(vals)), spec)} ± {format(float(np.std(vals, ddof=1)), spec)}"
-
-    published_rows = {row["key"]: row for row in published.table2()}
-    label = {
-        "Pretrained": "pretrained",
-        "CLS-Intel": "cls-intel",
-        "CLS-Pets": "cls-pets",
-        "Spatial": "spatial",
-    }
-    table_rows = []
-    for name, vals in results.items():
-        pub = published_rows.get(label.get(name, ""), {})
-        table_rows.append(
-            [
-                name,
-                len(vals),
-                stat([v["within"] for v in vals], ".3f"),
-                stat([v["across"] for v in vals], ".3f"),
-                stat([v["probe_acc_pct"] for v in vals], ".1f"),
-                stat([v["knn_acc_pct"] for v in vals], ".1f"),
-                stat([v["effective_rank"] for v in vals], ".1f"),
-                f"{pub.get('within_image_variance', '-')} / {pub.get('across_image_variance', '-')} / "
-                f"{pub.get('patch_probe_accuracy', '-')}",
-            ]
-        )
-    blocks.append(
-        table(
-            [
-                "Encoder",
-                "n seeds",
-                "Within-image var.",
-                "Across-image var.",
-                "Patch probe acc. (%)",
-                "kNN acc. (%)",
-                "Eff. rank",
-                "published within / across / probe",
-            ],
-            table_rows,
-            "Table 2 analogue (mean ± std over seeds). Published values from the study's Table 2 are "
-            "for its real-data ViNy: absolute variances depend on the model and data, so compare the "
-            "ordering of the regimes, not the numbers.",
-        )
-    )
-    for png, caption in (
-        (
-            "fig5_similarity_vs_distance.png",
-            "Fig 5 analogue: cosine similarity of patch tokens vs "
-            "Manhattan distance on the patch grid (band: 95% t interval across images).",
-        ),
-        (
-            "fig6_reference_patches.png",
-            "Fig 6 analogue: cosine similarity of a reference patch (red "
-            "square) to every patch, colour range fixed to -0.5..1.",
-        ),
-        ("depth_curves.png", "Diagnostics per block: where in the network each stage acts."),
-        ("cka.png", "Linear CKA, block by block, of each encoder against the pretrained one."),
-    ):
-        if first_dir is not None and (first_dir / png).exists():
-            blocks.append(figure(first_dir / png, caption))
-    return blocks
+    summaries, notes = _geometry_summaries(sweep_dir, seeds)
+    blocks += notes
+    if not summaries:
+        return blocks + [p("The geometry stages are not all finished and diagnosed yet.")]
+    blocks.append(_geometry_table(summaries))
+    first = min(summaries)
+    return blocks + _geometry_figures(sweep_dir, first, summaries[first], fig_dir)
 
 
 # --------------------------------------------------------------------------------------------- render

@@ -439,6 +439,7 @@ def run_sweep(
         time.sleep(poll_s)
 
     rebuild_results(out)
+    diagnose_geometry(out, cells, log)
     legacy = legacy_stages(out)
     if legacy:
         log(
@@ -452,6 +453,17 @@ def run_sweep(
         f"already finished: {len(summary.already_done)}, failed: {len(summary.failed)}, skipped: {len(summary.skipped)}"
     )
     return summary
+
+
+def diagnose_geometry(out: Path, cells: list[Cell], log: Callable[[str], None] = print) -> None:
+    """Once every geometry stage of a run seed is trained: Table 2 and Figs 5-6 of that seed, written
+    once into ``DIR/geometry/seed-<s>/`` for the report to read (``experiments.geometry``)."""
+    from .geometry import diagnose_seed, geometry_seeds
+
+    for seed, geometry in geometry_seeds(load_results(out)).items():
+        stages = [c.stage for c in cells if c.group == "geometry" and c.seed == seed]
+        if stages and all(is_finished(out, stage) for stage in stages):
+            diagnose_seed(out, geometry, log)
 
 
 def plan_to_dict(plan: Plan) -> dict:

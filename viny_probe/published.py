@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 
-from ..errors import VinyError
+from .errors import VinyError
 
 SEGMENTATION_TABLES = ("table1", "tableA2", "tableA3")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from viny_probe.experiments import published
+from viny_probe import published
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,212 @@
+"""The built-in per-layer diagnostics of Table 2, one ``register`` line each (see ``registry``).
+
+Each is a pure function of this package (``variance``, ``probe``, ``knn``, ``rank``) applied to one
+layer's tokens; the order of registration is the order of Table 2's columns. Formulas:
+docs/diagnostics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from threadpoolctl import threadpool_limits
+
+from viny_probe.analysis.knn import knn_patch_accuracy
+from viny_probe.analysis.probe import linear_patch_probe
+from viny_probe.analysis.rank import effective_rank
+from viny_probe.analysis.registry import BLOCKS, Column, Diagnostic, LayerTokens, format_value, register
+from viny_probe.analysis.variance import across_image_variance, ratio_of_variances, within_image_variance
+from viny_probe.data.base import SEG_CLASSES
+
+PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
+# kNN: cost is (test patches) x (bank patches) x D, so both are capped (a random bank, the first test images).
+KNN_K = 20
+KNN_BANK_PATCHES = 16384
+KNN_TEST_IMAGES = 500
+DEPTH_PROBE_MAX_ITER = 300  # the per-block probe is a trend: capped lbfgs iterations
+
+
+def _pct(fraction: float) -> str:
+    return format_value(100 * fraction, ".1f")
+
+
+def _named(per_class: Sequence[float]) -> dict[str, float]:
+    return {name: value for name, value in zip(SEG_CLASSES, per_class, strict=False)}
+
+
+def _probe(*args, **kwargs):
+    """``linear_patch_probe`` with BLAS/OpenMP pools at one thread: on a 2-core CPU after a torch pass,
+    lbfgs's many small BLAS calls ran 2-5x slower with the pools at 2 threads (measured: the 128k-patch
+    probe 16.8 s -> 9.2 s, a 16k-patch per-block fit 2-4 s -> 0.4-1 s)."""
+    with threadpool_limits(limits=1):
+        return linear_patch_probe(*args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------- label-free
+def within(layer: LayerTokens) -> float:
+    return layer.measure(within_image_variance)
+
+
+def across(layer: LayerTokens) -> float:
+    return layer.measure(across_image_variance)
+
+
+def ratio(layer: LayerTokens) -> float:
+    return ratio_of_variances(within(layer), across(layer))
+
+
+def rank(layer: LayerTokens) -> float:
+    return layer.measure(effective_rank)
+
+
+# ------------------------------------------------------------------------------------- classifiers
+def probe(layer: LayerTokens) -> dict:
+    """The linear probe: fitted on the pool tokens, C chosen on held-out pool images, scored on test."""
+    result = _probe(
+        layer.train, layer.train_labels, layer.test, layer.test_labels, seed=layer.seed, num_classes=3
+    )
+    return {**result.to_dict(), "per_class_accuracy": _named(result.per_class_accuracy)}
+
+
+def probe_per_block(layer: LayerTokens) -> float:
+    """The cheaper per-block probe: one C, the one the final-block probe chose (the sweep over C was 80%
+    of the run time), at most ``DEPTH_PROBE_MAX_ITER`` solver iterations; its test accuracy."""
+    result = _probe(
+        layer.train,
+        layer.train_labels,
+        layer.test,
+        layer.test_labels,
+        seed=layer.seed,
+        num_classes=3,
+        Cs=(layer.final["probe"]["chosen_C"],),
+        max_iter=DEPTH_PROBE_MAX_ITER,
+    )
+    return result.test_accuracy
+
+
+def probe_rows(result: dict) -> list[tuple[str, str]]:
+    rows = [
+        ("probe test accuracy %", _pct(result["test_accuracy"])),
+        ("probe train accuracy %", _pct(result["train_accuracy"])),
+        ("probe balanced accuracy %", _pct(result["balanced_accuracy"])),
+    ]
+    rows += [(f"  {cls} accuracy %", _pct(acc)) for cls, acc in result["per_class_accuracy"].items()]
+    converged = "" if result["converged"] else " (not converged)"
+    return rows + [("probe C (chosen on validation images)", f"{result['chosen_C']:g}{converged}")]
+
+
+def knn(layer: LayerTokens) -> dict:
+    result = knn_patch_accuracy(
+        layer.train,
+        layer.train_labels,
+        layer.test[:KNN_TEST_IMAGES],
+        layer.test_labels[:KNN_TEST_IMAGES],
+        k=KNN_K,
+        num_classes=3,
+        max_train_patches=KNN_BANK_PATCHES,
+        seed=layer.seed,
+    )
+    return {**result.to_dict(), "per_class_accuracy": _named(result.per_class_accuracy)}
+
+
+def knn_rows(result: dict) -> list[tuple[str, str]]:
+    return [
+        (f"kNN accuracy % (k={result['k']})", _pct(result["accuracy"])),
+        ("kNN balanced accuracy %", _pct(result["balanced_accuracy"])),
+    ]
+
+
+# ------------------------------------------------------------------------------------ registration
+register(
+    Diagnostic(
+        "within_image_variance",
+        "within-image variance",
+        "mean over images and channels of the variance of a channel across an image's patches",
+        within,
+        (Column("within", "within", ".3f", report="Within-image var."),),
+        per_block=True,
+    )
+)
+register(
+    Diagnostic(
+        "across_image_variance",
+        "across-image variance",
+        "variance across images of the per-image mean token, mean over channels",
+        across,
+        (Column("across", "across", ".3f", report="Across-image var."),),
+        per_block=True,
+    )
+)
+register(
+    Diagnostic(
+        "within_across_ratio",
+        "within / across",
+        "how much of the variation lies inside images rather than between them",
+        ratio,
+        (Column("ratio", "ratio", ".2f"),),
+        per_block=True,
+    )
+)
+register(
+    Diagnostic(
+        "probe",
+        "probe",
+        "logistic regression, C chosen on held-out pool images",
+        probe,
+        (
+            Column(
+                "probe_acc_pct",
+                "probe acc %",
+                ".1f",
+                lambda r: 100 * r["test_accuracy"],
+                short="probe %",
+                report="Patch probe acc. (%)",
+            ),
+            Column(
+                "probe_train_acc_pct",
+                "probe train acc %",
+                ".1f",
+                lambda r: 100 * r["train_accuracy"],
+                short="train %",
+                shown=(BLOCKS,),
+            ),
+            Column(
+                "balanced_acc_pct",
+                "balanced acc %",
+                ".1f",
+                lambda r: 100 * r["balanced_accuracy"],
+                short="balanced %",
+            ),
+            Column("chosen_C", "C", "g", lambda r: r["chosen_C"], shown=()),
+        ),
+        per_block=True,
+        block_compute=probe_per_block,
+        curve_key="probe_accuracy",
+        needs_labels=True,
+        rows=probe_rows,
+    )
+)
+register(
+    Diagnostic(
+        "knn",
+        "kNN",
+        f"k = {KNN_K}, cosine, bank of {KNN_BANK_PATCHES:,} random pool patches, "
+        f"queries from the first {KNN_TEST_IMAGES} test images",
+        knn,
+        (Column("knn_acc_pct", "kNN %", ".1f", lambda r: 100 * r["accuracy"], report="kNN acc. (%)"),),
+        needs_labels=True,
+        switch="knn",
+        settings={"k": KNN_K, "bank_patches": KNN_BANK_PATCHES, "test_images": KNN_TEST_IMAGES},
+        rows=knn_rows,
+    )
+)
+register(
+    Diagnostic(
+        "effective_rank",
+        "effective rank",
+        "RankMe",
+        rank,
+        (Column("effective_rank", "eff. rank", ".1f", report="Eff. rank"),),
+        per_block=True,
+    )
+)

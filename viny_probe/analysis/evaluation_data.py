@@ -1,0 +1,133 @@
+"""The images every diagnostic is measured on, loaded the way training loads them.
+
+Data protocol (the same as ``viny_probe.trainers.splits``): the dataset is loaded at the checkpoint's
+``image_size`` (the embedded sets with their fixed size, data seed 0); ``fixed_split`` gives the fixed
+test set and the non-test pool of ``split_seed``, keyed by image identity. Dataset, split seed and test
+size default to the checkpoint's lineage (``resolve_evaluation``). The probe and kNN are fitted on the
+first ``probe_images`` pool images (2000 x 64 = 128,000 patches by default) and scored on the first
+``test_images`` test images; the probe never sees a test image. The label-free diagnostics are computed
+on those same test images, so every checkpoint is measured on identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from viny_probe.analysis.lineage import evaluation_defaults
+from viny_probe.checks import check_positive_int
+from viny_probe.data import dataset_spec, load_dataset
+from viny_probe.data.base import SEG_CLASSES, ImageSet
+from viny_probe.data.patch_labels import patch_majority_labels
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE
+from viny_probe.errors import VinyError
+from viny_probe.trainers.splits import fixed_split
+
+DEFAULT_DATASET = "toy-pets"
+DEFAULT_PROBE_IMAGES = 2000
+DEFAULT_TEST_IMAGES = 1000
+_NO_TRIMAPS_HINT = (
+    "has no trimaps, and the patch diagnostics need per-pixel trimaps to label patches "
+    "(pet / background / boundary): use pets (with --data-root) or the embedded toy-pets"
+)
+
+
+def check_dataset_name(dataset: str | None) -> str:
+    """``dataset`` (default toy-pets) if it is registered with trimaps; VinyError otherwise (checked
+    before anything is loaded; a folder is checked after loading)."""
+    name = dataset or DEFAULT_DATASET
+    if not dataset_spec(name).has_trimaps:
+        raise VinyError(f"dataset '{name}' {_NO_TRIMAPS_HINT}")
+    return name
+
+
+def resolve_evaluation(
+    metas: Sequence[tuple[str, dict]],
+    dataset: str | None = None,
+    split_seed: int | None = None,
+    test_size: int | None = None,
+) -> dict:
+    """Dataset, split seed and test size to evaluate on: each given value wins; the rest come from
+    the first checkpoint's lineage (``lineage.evaluation_defaults``: its own trimap stage's split).
+    ``notes`` says where each value came from and which other checkpoints' lineages point elsewhere."""
+    defaults = evaluation_defaults(metas[0][1])
+    chosen = {
+        "dataset": dataset or defaults["dataset"],
+        "split_seed": defaults["split_seed"] if split_seed is None else split_seed,
+        "test_size": defaults["test_size"] if test_size is None else test_size,
+    }
+    given = [
+        k
+        for k, v in (("dataset", dataset), ("split_seed", split_seed), ("test_size", test_size))
+        if v is not None
+    ]
+    notes = [
+        f"{', '.join(k for k in chosen if k not in given) or 'nothing'} from {metas[0][0]}'s lineage ({defaults['from']})"
+        + (f"; {', '.join(given)} as given" if given else "")
+    ]
+    for name, meta in metas[1:]:
+        other = evaluation_defaults(meta)
+        differs = [k for k in chosen if k not in given and other[k] != chosen[k]]
+        if differs:
+            notes.append(
+                f"{name}'s lineage points to " + ", ".join(f"{k} {other[k]}" for k in differs) + " (not used)"
+            )
+    check_dataset_name(chosen["dataset"])
+    check_positive_int(chosen["test_size"], "test_size")
+    return {**chosen, "notes": notes}
+
+
+def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
+    fixed = dataset_spec(name).fixed_size
+    if fixed is not None:  # a fixed dataset, exactly as training loads it
+        data = load_dataset(name, size=size, limit=fixed, seed=0)
+    else:
+        data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
+    if data.masks is None:
+        raise VinyError(f"dataset '{name}' {_NO_TRIMAPS_HINT}")
+    return data
+
+
+def load_probe_data(
+    dataset: str | None,
+    size: int,
+    data_root=None,
+    split_seed: int = 0,
+    test_size: int = DEFAULT_TEST_SIZE,
+    probe_images: int = DEFAULT_PROBE_IMAGES,
+    test_images: int = DEFAULT_TEST_IMAGES,
+) -> tuple[ImageSet, ImageSet, dict]:
+    """The probe's fitting images (first ``probe_images`` of the non-test pool) and the evaluation
+    images (first ``test_images`` of the fixed test set of ``split_seed``), at ``size`` pixels, with
+    provenance. The split is the one training uses (``data.protocol``, keyed by image identity)."""
+    name = check_dataset_name(dataset)
+    probe_images = check_positive_int(probe_images, "probe_images")
+    test_images = check_positive_int(test_images, "test_images")
+    check_positive_int(test_size, "test_size")
+    full = _load_full(name, size, data_root, split_seed)
+    split = fixed_split(name, full, test_size, split_seed)
+    train_idx = split.pool[: min(probe_images, len(split.pool))]
+    test_idx = split.test[: min(test_images, len(split.test))]
+    if len(train_idx) < 2:
+        raise VinyError(f"the probe needs at least 2 pool images to fit on; the pool holds {len(split.pool)}")
+    if len(test_idx) < 2:
+        raise VinyError(f"the diagnostics need at least 2 test images, got {len(test_idx)}")
+    info = {
+        "dataset": name,
+        "image_size": size,
+        "images_in_dataset": split.num_images,
+        "split_seed": split_seed,
+        "test_size": test_size,
+        "probe_images": len(train_idx),
+        "test_images": len(test_idx),
+        "probe_patches": None,
+        "test_patches": None,
+        "skipped": list(full.skipped),
+    }
+    return full.subset(train_idx), full.subset(test_idx), info
+
+
+def patch_labels(data: ImageSet, patch_size: int) -> torch.Tensor:
+    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels."""
+    return patch_majority_labels(data.masks, patch_size, num_classes=len(SEG_CLASSES))

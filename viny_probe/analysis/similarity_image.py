@@ -1,0 +1,132 @@
+"""The library behind ``viny similarity-map``: Fig 6 for any image, cosine similarity between a
+reference patch and every patch of the same image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from viny_probe.analysis.embeddings import (
+    LayerSpec,
+    extract_patch_tokens,
+    layer_label,
+    load_encoder,
+    parse_layers,
+)
+from viny_probe.analysis.images import load_images_for
+from viny_probe.analysis.plots import plot_reference_grid, plot_similarity_overlay
+from viny_probe.analysis.reference import (
+    choose_reference_patches,
+    parse_patch,
+    pixel_to_patch,
+    similarity_map,
+)
+from viny_probe.analysis.stamp import stamp_warnings
+from viny_probe.errors import VinyError
+
+
+def _parse_pixel_pair(text: str) -> tuple[int, int]:
+    parts = str(text).replace(" ", "").split(",")
+    try:
+        y, x = (int(p) for p in parts)
+    except ValueError:
+        raise VinyError(f"pixel must be two integers 'Y,X', got {text!r}") from None
+    return y, x
+
+
+def _pixel_patch(pixel: str | tuple[int, int], original_hw: tuple[int, int], cfg) -> tuple[int, int]:
+    """Pixel (y, x) of the ORIGINAL image -> patch of the resized model input."""
+    y, x = _parse_pixel_pair(pixel) if isinstance(pixel, str) else (int(pixel[0]), int(pixel[1]))
+    h, w = original_hw
+    if not (0 <= y < h and 0 <= x < w):
+        raise VinyError(
+            f"pixel = ({y}, {x}) is outside the {h}x{w} image: y must be in 0..{h - 1}, x in 0..{w - 1}"
+        )
+    s = cfg.image_size
+    return pixel_to_patch(min(s - 1, y * s // h), min(s - 1, x * s // w), cfg.patch_size, s)
+
+
+def similarity_map_for_image(
+    ckpt: str | Path,
+    image: str | Path,
+    patch: str | tuple[int, int] | None = None,
+    pixel: str | tuple[int, int] | None = None,
+    out: str | Path | None = None,
+    layer: LayerSpec = "final",
+    split_seed: int | None = None,
+    test_size: int | None = None,
+    allow_overlap: bool = False,
+    background: str = "study",
+) -> dict:
+    """Cosine-similarity maps of reference patches of one image, drawn next to the input.
+
+    image: an image file of any mode/size (resized to the model's input, aspect ratio not kept), or
+        ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split (split seed and test size from
+        the checkpoint's lineage unless given; any labelled ``toy-*`` set works; an existing file of
+        that name wins). An embedded image the lineage trained on is refused unless ``allow_overlap``.
+    patch: ``"ROW,COL"`` on the patch grid; pixel: ``"Y,X"`` in the original image's pixels. Neither:
+        the study's three references when the image has a trimap (background patch (0, 0), or the
+        most-background corner with ``background="most-background-corner"``; the most-foreground
+        interior patch; the most-boundary patch), else the centre and the top-left corner.
+    out: the PNG (default ``similarity-<image>.png``). One reference: ``out`` holds the input, the 8x8
+        map and the upsampled overlay. Several: ``out`` is a grid (rows = references) and each reference
+        also gets ``<out stem>-<reference>.png`` with its overlay. Every PNG has its JSON beside it.
+    """
+    if patch is not None and pixel is not None:
+        raise VinyError("give either --patch ROW,COL or --pixel Y,X, not both")
+    encoder, meta = load_encoder(ckpt)
+    cfg = encoder.cfg
+    layers = parse_layers(layer, cfg.depth)
+    if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
+        raise VinyError("similarity-map draws one layer: give 'final' or one block number")
+    (named,), warnings = load_images_for(
+        str(ckpt), meta, [image], cfg.image_size, split_seed, test_size, allow_overlap
+    )
+    picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
+    if patch is not None:
+        refs = {
+            "patch": parse_patch(patch, cfg.grid)
+            if isinstance(patch, str)
+            else parse_patch(f"{patch[0]},{patch[1]}", cfg.grid)
+        }
+    elif pixel is not None:
+        refs = {"pixel": _pixel_patch(pixel, named.original_hw, cfg)}
+    elif mask is not None:
+        refs = choose_reference_patches(mask, cfg.patch_size, background=background)
+    else:
+        refs = choose_reference_patches(None, grid=cfg.grid)
+    tokens = extract_patch_tokens(encoder, picture[None], layers, use_cache=False, progress=False)
+    label, emb = next(iter(tokens.items()))
+    maps = {name: similarity_map(emb[0], ref) for name, ref in refs.items()}
+
+    out = Path(out) if out is not None else Path(f"similarity-{stem}.png")
+    if out.suffix.lower() != ".png":
+        raise VinyError(f"-o must name a .png file, got {str(out)!r}")
+    where = layer_label(label)
+    files = []
+    if len(refs) == 1:
+        ((name, ref),) = refs.items()
+        plot_similarity_overlay(
+            picture, maps[name], ref, out, title=f"{source}: cosine to patch {ref} ({where})"
+        )
+        files.append(out)
+    else:
+        plot_reference_grid(
+            picture, {Path(ckpt).parent.name or str(ckpt): maps}, refs, out, title=f"{source} ({where})"
+        )
+        files.append(out)
+        for name, ref in refs.items():
+            target = out.with_name(f"{out.stem}-{name}.png")
+            plot_similarity_overlay(
+                picture, maps[name], ref, target, title=f"{source}: {name} patch {ref} ({where})"
+            )
+            files.append(target)
+    stamp_warnings([*files, *(f.with_suffix(".json") for f in files)], warnings)
+    return {
+        "checkpoint": str(ckpt),
+        "image": source,
+        "layer": where,
+        "refs": {name: list(ref) for name, ref in refs.items()},
+        "maps": {name: m.tolist() for name, m in maps.items()},
+        "files": [str(f) for f in files],
+        "warnings": warnings,
+    }
