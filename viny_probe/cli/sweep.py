@@ -151,4 +151,6 @@ def report(
     from ..experiments.report import write_report
 
     paths = write_report(sweep_dir, output or sweep_dir / "report")
+    for problem in paths["problems"]:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     console.print(f"wrote {paths['markdown']} and {paths['html']}")
