@@ -2,17 +2,21 @@
 
 A checkpoint carries its format version, regime, resolved config, model config, encoder and head
 weights, optimiser/scheduler state, epoch, metrics and its lineage: the chain of stages (regime,
-dataset, file digest) the encoder went through. Every write is atomic (temp file + rename).
+dataset, file digest) the encoder went through. Every write is atomic (temp file, fsync, rename); one
+that fails on a full disk is a one-line DiskFullError naming the file (docs/reliability.md).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -29,21 +33,121 @@ FORMAT_VERSION = 2
 # blocks in every stage, so they are read with ``cls_in_sequence=True`` (as they were trained).
 CLS_PATH_FORMAT = 2
 
+# A write that fails for want of room: a full disk, a full quota, or over the process's file-size limit.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+TEMP_SUFFIX = ".tmp"  # atomic_write_bytes' temp files are ``.<name>.<random>.tmp`` beside the target
+DISK_FULL_ADVICE = (
+    "Free space (or raise the file-size limit, `ulimit -f`) and run the same command again; "
+    "a training run continues from its last checkpoint with --resume."
+)
 
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Call ``writer(file_object)`` on a temp file beside ``path``, then rename it over ``path``."""
+
+class DiskFullError(VinyError):
+    """A write that failed for want of room (ENOSPC, EDQUOT, EFBIG), in one line: the file, the reason
+    and ``advice``. Raised only after the temp file is removed: the file that was there stays whole."""
+
+    def __init__(self, path: Path, error_number: int, advice: str = DISK_FULL_ADVICE) -> None:
+        self.path, self.errno = Path(path), error_number
+        name = errno.errorcode.get(error_number, str(error_number))
+        self.reason = f"{os.strerror(error_number)} ({name})"
+        super().__init__(f"cannot write {path}: {self.reason}. {advice}")
+
+
+def disk_full_cause(error: BaseException | None) -> OSError | None:
+    """The OSError of a full disk or a file-size limit behind ``error``, following its cause/context
+    chain (``torch.save`` reports a failed write as a RuntimeError whose context is the OSError)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def disk_full_message(error: BaseException) -> str | None:
+    """One line for a write that failed for want of room anywhere in viny (None for any other error):
+    the file when the error names it, the reason, and what to do."""
+    if isinstance(error, DiskFullError):
+        return str(error)
+    full = disk_full_cause(error)
+    if full is None:
+        return None
+    where = f" {full.filename}" if full.filename else " a file"
+    name = errno.errorcode.get(full.errno, str(full.errno))
+    return f"cannot write{where}: {os.strerror(full.errno)} ({name}). {DISK_FULL_ADVICE}"
+
+
+_PAUSE_ENV = "VINY_TEST_PAUSE_IN_WRITE"
+_pause_counts: dict[str, int] = {}
+
+
+def _pause_for_tests(path: Path, tmp: str) -> None:
+    """TEST ONLY (tests/faults), unset in normal use: ``VINY_TEST_PAUSE_IN_WRITE=NAME:N:SECONDS`` makes
+    the N-th atomic write of a file named NAME in this process say so on stderr and sleep SECONDS after
+    its temp file is written and synced, before the rename, so that a test can kill it inside the write."""
+    spec = os.environ.get(_PAUSE_ENV)
+    if not spec:
+        return
+    name, nth, seconds = spec.rsplit(":", 2)
+    if path.name != name:
+        return
+    _pause_counts[name] = _pause_counts.get(name, 0) + 1
+    if _pause_counts[name] == int(nth):
+        print(f"viny-test: paused in write {nth} of {path} (temp {tmp})", file=sys.stderr, flush=True)
+        time.sleep(float(seconds))
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (a crash right after it keeps the new name)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is still atomic
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, writer, before_rename=None) -> None:
+    """Call ``writer(file_object)`` on a temp file beside ``path``, sync it, then rename it over ``path``.
+
+    A crash or kill at any point leaves ``path`` as it was or whole and new, never part-written (a temp
+    file may stay behind: ``remove_temp_files``). ``before_rename()``, if given, runs once the temp file
+    is synced; when it raises, ``path`` is left as it was. A write that fails for want of room raises
+    DiskFullError naming the file (``path``, or the one ``before_rename`` failed on), after removing the
+    temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        _pause_for_tests(path, tmp)
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
+        full = disk_full_cause(error)
+        if full is not None:
+            raise DiskFullError(full.filename or path, full.errno) from None
         raise
+    _fsync_folder(path.parent)
+
+
+def remove_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files of atomic writes in ``folder`` that a killed process left behind; call it
+    only where no other process writes (a run folder being resumed). Returns the files removed."""
+    stray = sorted(Path(folder).glob(f".*{TEMP_SUFFIX}"))
+    for path in stray:
+        path.unlink(missing_ok=True)
+    return stray
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -76,10 +180,10 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def save_checkpoint(path: Path, payload: dict) -> str:
-    """Save atomically; return the file's sha256 digest."""
+def save_checkpoint(path: Path, payload: dict, before_rename=None) -> str:
+    """Save atomically (``before_rename`` as in ``atomic_write_bytes``); return the file's sha256 digest."""
     payload = {"format_version": FORMAT_VERSION, **payload}
-    atomic_write_bytes(path, lambda f: torch.save(payload, f))
+    atomic_write_bytes(path, lambda f: torch.save(payload, f), before_rename)
     return file_digest(path)
 
 

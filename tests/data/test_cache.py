@@ -135,13 +135,25 @@ def test_large_arrays_stay_memory_mapped_without_warnings(make_pets, monkeypatch
     assert torch.equal(subset.images[0], in_memory.images[2]) and subset.images.numpy().flags.writeable
 
 
-def test_damaged_entry_says_to_delete_it(make_pets, tmp_path: Path) -> None:
+def test_unloadable_entry_is_built_again(make_pets, tmp_path: Path) -> None:
+    """An images.npy numpy cannot read is set aside and the entry built again, with a warning naming it."""
+    pets = make_pets()
+    first = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    (entry,) = (tmp_path / "c").iterdir()
+    (entry / "images.npy").write_bytes(b"not numpy")
+    with pytest.warns(cache.DamagedCacheWarning, match="building it again") as caught:
+        again = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+    assert str(entry) in str(caught[0].message)
+    assert torch.equal(again.images, first.images) and _entries(tmp_path / "c") == [entry.name]
+
+
+def test_read_entry_on_a_damaged_entry_says_to_delete_it(make_pets, tmp_path: Path) -> None:
     pets = make_pets()
     load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
     (entry,) = (tmp_path / "c").iterdir()
-    (entry / "images.npy").write_bytes(b"not numpy")
+    (entry / "meta.json").write_text("{")
     with pytest.raises(VinyError, match="delete that folder") as info:
-        load_pets(pets.parent, size=16, cache_dir=tmp_path / "c")
+        cache.read_entry(entry)
     assert str(entry) in str(info.value)
 
 

@@ -27,6 +27,16 @@ def main() -> None:
             "[yellow]interrupted.[/] Finished epochs are saved; continue with the same command and --resume."
         )
         sys.exit(130)
+    except Exception as e:
+        # A write that failed for want of room, wherever it was (a dataset cache, a figure, a report):
+        # one line naming the file, not a traceback. Anything else is a bug and keeps its traceback.
+        from ..checkpoint import disk_full_message
+
+        message = disk_full_message(e)
+        if message is None:
+            raise
+        console.print(f"[bold red]error:[/] {message}", highlight=False)
+        sys.exit(2)
 
 
 __all__ = ["app", "main", "typer"]

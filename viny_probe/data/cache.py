@@ -6,6 +6,13 @@ uint8, optionally ``labels.npy`` (N,) int64 and ``masks.npy`` (N, S, S) uint8, a
 everything that changes the content, including every source file's size and mtime, so an edited or
 added file gives a new entry instead of stale pixels. Entries are written to a temporary folder
 beside the final one and renamed into place, so a crash never leaves a half-written entry behind.
+
+meta.json also records each ``.npy`` file's size and sha256 as written, checked on every read: an
+array of at most ``IN_MEMORY_MAX_BYTES`` is read whole into memory anyway, so its digest covers the
+whole file (about 2 GB/s, a few ms for the embedded sets); a larger one stays memory-mapped and
+unread, so its digest covers only the first and last MiB and 64 KiB at each 64th of the file (a few
+MiB read whatever the size). A damaged entry (size or digest changed, unreadable arrays or meta) is set
+aside and built again, with a DamagedCacheWarning that says so.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,10 +48,28 @@ IN_MEMORY_MAX_BYTES = 1 << 30
 # Show a progress bar only when decoding takes long enough to be worth watching.
 PROGRESS_MIN_FILES = 500
 _CHUNK = 256  # images decoded per batch of thread-pool work, then written to the memory map
+# The digest of an array file: whole up to this size, sampled above it (see the module doc).
+_SAMPLE_END_BYTES, _SAMPLE_BLOCKS, _SAMPLE_BLOCK_BYTES = 1 << 20, 64, 64 * 1024
 
 
 class SkippedImagesWarning(UserWarning):
     """Some images of a dataset could not be read and were left out (``on_error="skip"``)."""
+
+
+class DamagedCacheWarning(UserWarning):
+    """A cache entry did not match what was written (or could not be read) and was built again."""
+
+
+class DamagedCacheEntry(VinyError):
+    """A cache entry whose files are not what was written: changed size or digest, unreadable arrays
+    or meta. ``cached_imageset`` builds it again; a direct ``read_entry`` caller sees this error."""
+
+    def __init__(self, entry: Path, why: str) -> None:
+        self.entry, self.why = entry, why
+        super().__init__(
+            f"the dataset cache entry '{entry}' is damaged ({why}); delete that folder and run again to "
+            "rebuild it"
+        )
 
 
 @dataclass(frozen=True)
@@ -99,10 +125,64 @@ def _as_tensor(path: Path) -> torch.Tensor:
         return torch.from_numpy(array)
 
 
+def _sampled_spans(size: int) -> list[tuple[int, int]]:
+    """(offset, length) of the parts of a file of ``size`` bytes a sampled digest reads."""
+    middle = [(k * size // _SAMPLE_BLOCKS, _SAMPLE_BLOCK_BYTES) for k in range(1, _SAMPLE_BLOCKS)]
+    return [(0, _SAMPLE_END_BYTES), *middle, (max(0, size - _SAMPLE_END_BYTES), _SAMPLE_END_BYTES)]
+
+
+def array_digest(path: Path, method: str) -> str:
+    """sha256 of the ``.npy`` file at ``path``: of all of it (``"full"``) or of its sampled parts
+    (``"sampled"``: the first and last MiB and 64 KiB at each 64th of the file)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        if method == "full":
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        else:
+            size = os.fstat(f.fileno()).st_size
+            for offset, length in _sampled_spans(size):
+                f.seek(offset)
+                h.update(f.read(length))
+    return h.hexdigest()
+
+
+def record_digests(folder: Path) -> None:
+    """Add the size and digest of every ``.npy`` in ``folder`` to its meta.json (a finished build)."""
+    meta_path = folder / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    digests = {}
+    for path in sorted(folder.glob("*.npy")):
+        size = path.stat().st_size
+        method = "full" if size <= IN_MEMORY_MAX_BYTES else "sampled"
+        digests[path.name] = {"size": size, "method": method, "sha256": array_digest(path, method)}
+    meta["digests"] = digests
+    meta_path.write_text(json.dumps(meta, indent=1))
+
+
+def entry_damage(entry: Path, meta: dict[str, Any]) -> str | None:
+    """How the arrays of ``entry`` differ from what its meta.json recorded when they were written, or
+    None when they match (entries written before digests were recorded are not checked)."""
+    for name, recorded in meta.get("digests", {}).items():
+        path = entry / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != recorded["size"]:
+            return f"{name} is {size} bytes, {recorded['size']} when written"
+        if array_digest(path, recorded["method"]) != recorded["sha256"]:
+            return f"{name} does not match the digest recorded when it was written ({recorded['method']})"
+    return None
+
+
 def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
-    """Load a finished cache entry folder as (ImageSet, meta)."""
+    """Load a finished cache entry folder as (ImageSet, meta), after checking its arrays' sizes and
+    digests against meta.json. DamagedCacheEntry when they differ or do not load."""
     try:
         meta = json.loads((entry / "meta.json").read_text())
+        damage = entry_damage(entry, meta)
+        if damage is not None:
+            raise DamagedCacheEntry(entry, damage)
         images = _as_tensor(entry / "images.npy")
         labels = _as_tensor(entry / "labels.npy") if (entry / "labels.npy").exists() else None
         masks = _as_tensor(entry / "masks.npy") if (entry / "masks.npy").exists() else None
@@ -115,12 +195,19 @@ def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
             ids=list(meta["ids"]),
             skipped=[item[2] for item in meta.get("skipped", [])],
         )
-    except (OSError, ValueError, KeyError) as err:
-        raise VinyError(
-            f"the dataset cache entry '{entry}' is damaged ({err}); delete that folder and run again "
-            "to rebuild it"
-        ) from err
+    except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # its content, not the disk
+        raise DamagedCacheEntry(entry, str(err)) from err
+    except OSError as err:
+        raise VinyError(f"cannot read the dataset cache entry '{entry}' ({err})") from err
     return dataset, meta
+
+
+def _set_aside(entry: Path) -> None:
+    """Move a damaged entry out of the way (atomically, so a reader sees it whole or not at all) and delete it."""
+    aside = entry.with_name(f".damaged-{entry.name}-{uuid.uuid4().hex[:8]}")
+    with contextlib.suppress(FileNotFoundError):  # another process set it aside first
+        os.replace(entry, aside)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _remove_stale_staging(root: Path, entry_name: str, max_age_s: float = 24 * 3600) -> None:
@@ -144,8 +231,13 @@ def cached_imageset(
     root = resolve_cache_dir(cache_dir)
     digest = cache_key(key)
     entry = root / _entry_name(key, digest)
-    if (entry / "meta.json").exists():
-        return read_entry(entry)
+    if entry.exists():
+        try:
+            return read_entry(entry)
+        except DamagedCacheEntry as err:
+            message = f"the dataset cache entry '{entry}' is damaged ({err.why}); building it again"
+            warnings.warn(message, DamagedCacheWarning, stacklevel=2)
+            _set_aside(entry)
     try:
         root.mkdir(parents=True, exist_ok=True)
         _remove_stale_staging(root, entry.name)
@@ -156,6 +248,7 @@ def cached_imageset(
         ) from err
     try:
         build(staging)
+        record_digests(staging)
         (staging / "key.json").write_text(json.dumps(key, sort_keys=True, default=str))
         try:
             os.replace(staging, entry)

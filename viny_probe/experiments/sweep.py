@@ -8,6 +8,7 @@ Layout of a sweep folder ``DIR``::
     DIR/stages/<id>/error.txt the last failure of the stage, if any (removed when it succeeds)
     DIR/results.csv           one row per finished stage (segmentation metrics for fine-tuning stages)
     DIR/results.jsonl         the same rows with full metrics, configs and provenance
+    DIR/results.lock          taken (flock) while the two files above are rewritten
 
 Rules:
 
@@ -17,7 +18,8 @@ Rules:
   While it trains, a heartbeat thread touches the lock every ``HEARTBEAT_S`` seconds. A lock is stale
   when its owner is on this host and its pid is gone, or when it has not been touched for ``STALE_S``
   seconds (a crashed or killed worker on another host). A stale lock is broken under a second
-  ``lock.break`` file (also created with O_EXCL) so that two workers can not both break and take it.
+  ``lock.break`` file (also created with O_EXCL) so that two workers can not both break and take it;
+  the worker that takes it over says so and why, and continues the stage (``train(resume=True)``).
 * ``--shard I/N`` (1 <= I <= N): the plan's stages are partitioned into N shares by a deterministic greedy
   balance of estimated cost (largest first, to the least loaded share; ties by id), identical on every
   machine that expands the same plan. A worker trains only the stages of its share. When a stage's parent
@@ -25,14 +27,19 @@ Rules:
   stages; when only deferred stages are left it *waits*, polling every ``poll_s`` seconds, and trains
   each as soon as its parent's ``final.pt`` appears (``wait=False``: it returns instead and reports the
   deferred stages; run the same command again later). A stage whose parent failed is skipped.
-* ``results.csv``/``results.jsonl`` get one row appended per stage as it finishes, and are rebuilt from
-  all finished stage folders at the end of every sweep, so they are complete and free of duplicates.
+* ``results.csv``/``results.jsonl`` get a stage's row as it finishes, and are rebuilt from all
+  finished stage folders at the end of every sweep. Both are only ever rewritten whole (temp file +
+  rename) under ``DIR/results.lock`` (flock), so workers sharing ``DIR`` never leave a torn line or a
+  row twice in them.
+* A full disk stops the sweep (every later stage would fail the same way); the next sweep resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import os
@@ -47,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import __version__
-from ..checkpoint import atomic_write_text, damage, write_json
+from ..checkpoint import DiskFullError, atomic_write_text, damage, write_json
 from ..config import TrainConfig, is_legacy_config
 from ..data.spec import dataset_spec
 from ..errors import VinyError
@@ -148,18 +155,26 @@ def _read_lock(path: Path) -> dict | None:
         return {}  # being written, or garbage: judged by its age only
 
 
-def lock_is_stale(path: Path, stale_s: float = STALE_S) -> bool:
+def stale_reason(path: Path, stale_s: float = STALE_S) -> str | None:
+    """Why the lock at ``path`` is stale (its owner on this host is gone, or it has not been touched for
+    ``stale_s`` seconds), or None while it is held (or gone)."""
     info = _read_lock(path)
     if info is None:
-        return False
+        return None
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
-        return False
-    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
-        if not _pid_alive(info["pid"]):
-            return True
-    return age > stale_s
+        return None
+    pid, host = info.get("pid"), info.get("host")
+    if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+        return f"its worker, pid {pid} on this host, is gone"
+    if age > stale_s:
+        return f"its worker (pid {pid} on {host}) has not touched it for {age:.0f} s, over the limit of {stale_s:g} s"
+    return None
+
+
+def lock_is_stale(path: Path, stale_s: float = STALE_S) -> bool:
+    return stale_reason(path, stale_s) is not None
 
 
 class StageLock:
@@ -168,6 +183,7 @@ class StageLock:
     def __init__(self, path: Path, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
         self.path, self.heartbeat_s, self.stale_s = path, heartbeat_s, stale_s
         self.token = uuid.uuid4().hex
+        self.took_over: str | None = None  # why the stale lock this one replaced was stale
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -194,12 +210,15 @@ class StageLock:
             return
         os.close(fd)
         try:
-            if lock_is_stale(self.path, self.stale_s):
+            reason = stale_reason(self.path, self.stale_s)  # again, under the guard: it may be taken by now
+            if reason is not None:
                 self.path.unlink(missing_ok=True)
+                self.took_over = reason
         finally:
             guard.unlink(missing_ok=True)
 
     def acquire(self) -> bool:
+        """Take the lock, breaking it first when stale (``took_over`` then says why it was)."""
         if self._create():
             self._start_heartbeat()
             return True
@@ -208,6 +227,7 @@ class StageLock:
             if self._create():
                 self._start_heartbeat()
                 return True
+        self.took_over = None
         return False
 
     def _start_heartbeat(self) -> None:
@@ -298,6 +318,8 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
     lock = StageLock(d / "lock")
     if not lock.acquire():
         return "locked"
+    if lock.took_over:
+        log(f"  {stage.id}: took over its stale lock ({lock.took_over}); the stage is continued here")
     try:
         if (d / FINAL).exists():  # finished by another worker between our check and the lock
             return "done"
@@ -328,7 +350,8 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
         except KeyboardInterrupt:
             raise
         except Exception as e:  # recorded, the sweep goes on with independent stages
-            atomic_write_text(d / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
+            with contextlib.suppress(OSError):  # on a full disk error.txt may not fit either
+                atomic_write_text(d / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
             raise
         (d / "error.txt").unlink(missing_ok=True)
         return "ran"
@@ -422,6 +445,10 @@ def _attempt(stage: Stage, out: Path, execution: Execution, summary, log) -> str
         status = run_stage(stage, out, execution, log)
     except KeyboardInterrupt:
         log(f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it")
+        raise
+    except DiskFullError:
+        # Every later stage would fail the same way: stop; the next sweep resumes this stage.
+        log(f"  stopped during {stage.id}: the disk is full; the next sweep resumes it")
         raise
     except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
         summary.failed[stage.id] = f"{type(e).__name__}: {e}"
@@ -701,16 +728,39 @@ def _csv_line(row: dict, header: bool = False) -> str:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def _results_lock(out: Path):
+    """Hold ``DIR/results.lock`` (flock) while results.csv/jsonl are read and rewritten, so that workers
+    sharing ``DIR`` never lose or repeat each other's rows."""
+    with open(out / "results.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _write_results(out: Path, rows: list[dict]) -> None:
+    text = (
+        "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows))
+        if rows
+        else ",".join(CSV_COLUMNS) + "\n"
+    )
+    atomic_write_text(out / "results.csv", text)
+    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+
+
 def _append_row(out: Path, stage_id: str) -> None:
+    """Add a finished stage's row to results.csv/jsonl unless it is there already. Both files are
+    rewritten whole (temp file + rename) under the results lock: never a torn line or a row twice."""
     row = stage_row(out, stage_id)
     if row is None:
         return
-    csv_path = out / "results.csv"
-    new = not csv_path.exists()
-    with open(csv_path, "a") as f:
-        f.write(_csv_line(row, header=new))
-    with open(out / "results.jsonl", "a") as f:
-        f.write(json.dumps(row, default=str) + "\n")
+    with _results_lock(out):
+        rows = load_results(out) if (out / "results.jsonl").exists() else []
+        if any(r["stage"] == stage_id for r in rows):
+            return
+        _write_results(out, [*rows, json.loads(json.dumps(row, default=str))])
 
 
 def is_legacy_stage(d: Path) -> bool:
@@ -757,14 +807,10 @@ def collect_rows(out: str | Path) -> list[dict]:
 def rebuild_results(out: str | Path) -> list[dict]:
     """Rewrite results.csv and results.jsonl from all finished stages (atomic replace)."""
     out = Path(out)
-    rows = collect_rows(out)
-    text = (
-        "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows))
-        if rows
-        else ",".join(CSV_COLUMNS) + "\n"
-    )
-    atomic_write_text(out / "results.csv", text)
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    out.mkdir(parents=True, exist_ok=True)
+    with _results_lock(out):
+        rows = collect_rows(out)
+        _write_results(out, rows)
     return rows
 
 

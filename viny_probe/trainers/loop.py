@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,14 @@ from torch import nn
 from .. import distributed
 from ..checkpoint import (
     CLS_PATH_FORMAT,
+    DiskFullError,
+    atomic_write_text,
     checkpoint_model_config,
     encoder_from_checkpoint,
     file_digest,
     load_checkpoint,
     load_state_strict,
+    remove_temp_files,
     save_checkpoint,
     write_json,
 )
@@ -148,6 +152,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
                 + "\n  ".join(diff)
                 + "\nUse the same options, or a new --out folder."
             )
+        remove_temp_files(run_dir)  # left by a write that was killed; the files they were for are whole
         state = load_checkpoint(last, if_damaged=_DAMAGED_RESUME.format(last=last)) if last.exists() else None
         if state is not None and state["format_version"] < CLS_PATH_FORMAT:
             raise VinyError(_LEGACY_RESUME.format(where=last))
@@ -192,7 +197,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     start_epoch, history = _restore(state, run_dir, encoder, head, optimizer, scheduler)
     if main:
         # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
     step = _step_module(regime, encoder, head, cfg.compile, info, device)
     check_every = loss_check_interval(device)
@@ -224,14 +229,13 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
             )
             history.append(record)
             if main:
-                save_checkpoint(
-                    run_dir / LAST,
+                _save_epoch(
+                    run_dir,
+                    record,
                     _payload(
                         cfg, mcfg, encoder, head, lineage, used, history, epoch + 1, optimizer, scheduler
                     ),
                 )
-                with open(run_dir / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
             distributed.barrier(info)
 
     encoder.eval(), head.eval()
@@ -239,17 +243,56 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     results: dict = {}
     if main:
         results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
-        save_checkpoint(
-            final_path,
-            _payload(cfg, mcfg, encoder, head, lineage, used, history, cfg.epochs, results=results),
-        )
         regime.finish(run_dir, encoder, head, data, results)
         write_json(
             run_dir / "results.json",
             {"regime": cfg.regime, "final": history[-1] if history else {}, **results},
         )
+        # final.pt last: it marks a finished run (a sweep never trains a stage holding one again), so a
+        # run killed before it is resumed and evaluated again instead of missing its results.
+        save_checkpoint(
+            final_path,
+            _payload(cfg, mcfg, encoder, head, lineage, used, history, cfg.epochs, results=results),
+        )
     distributed.barrier(info)
     return RunResult(run_dir, final_path, history, results)
+
+
+def _save_epoch(run_dir: Path, record: dict, payload: dict) -> None:
+    """Record a finished epoch in checkpoint.pt and its line in metrics.jsonl, so that metrics.jsonl
+    always holds the epochs of the last checkpoint: the line is appended once the new checkpoint is
+    written and synced, just before it is renamed into place, and cut off again when anything fails
+    (a full disk, an interrupt). A write that failed for want of room stops the run with a one-line
+    DiskFullError saying what is kept. The line is not fsynced: --resume rewrites metrics.jsonl from
+    the checkpoint's history."""
+    metrics, last = run_dir / "metrics.jsonl", run_dir / LAST
+    size = metrics.stat().st_size
+
+    def append_line() -> None:
+        try:
+            with open(metrics, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as error:  # name the file: a failed write on an open file carries no name
+            raise OSError(error.errno, error.strerror, str(metrics)) from None
+
+    try:
+        save_checkpoint(last, payload, before_rename=append_line)
+    except BaseException as error:
+        os.truncate(metrics, size)  # shrinking a file needs no free space
+        if not isinstance(error, DiskFullError):
+            raise
+        epoch = record["epoch"]
+        kept = (
+            f"{last.name} and metrics.jsonl in {run_dir} hold epoch {epoch - 1}"
+            if epoch > 1
+            else f"no epoch of {run_dir} is saved yet"
+        )
+        advice = (
+            f"Epoch {epoch} finished (loss {record.get('loss', float('nan')):.4g}) but is not saved: {kept}. "
+            "Free space (or raise the file-size limit, `ulimit -f`) and run the same command with --resume "
+            "to train it again."
+        )
+        raise DiskFullError(error.path, error.errno, advice) from None
 
 
 def _load_parent(cfg: TrainConfig, mcfg: ViTConfig) -> dict | None:

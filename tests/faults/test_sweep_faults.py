@@ -1,0 +1,156 @@
+"""`viny sweep` workers killed mid-stage, locks left by dead or silent workers, and two workers on one
+--out at once: every stage trained once, every row once, never a torn line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from faultproc import one_line, read_jsonl, run, start
+
+from viny_probe.data import load_dataset
+from viny_probe.data.spec import dataset_spec
+from viny_probe.experiments import sweep as sw
+from viny_probe.experiments.plans import load_plan_file
+from viny_probe.model import model_config
+
+PLAN = """
+base = "mini"
+name = "faults"
+model = "tiny"
+seeds = [0]
+pretrain_sizes = [0]
+finetune_sizes = {sizes}
+intermediate = false
+test_size = 8
+epochs_scale = 0.1
+"""  # fine-tuning stages of 3 epochs on 8..16 toy-pets images, no parents
+TRAINED = re.compile(r"\b(training|resuming) (segment-[0-9a-f]+)")
+
+
+@pytest.fixture(scope="module")
+def warm(tmp_path_factory) -> Path:
+    load_dataset("toy-pets", size=model_config("tiny").image_size, limit=dataset_spec("toy-pets").fixed_size)
+    return tmp_path_factory.mktemp("sweep-faults")
+
+
+def plan_file(folder: Path, sizes: list[int]) -> Path:
+    path = folder / f"plan-{len(sizes)}.toml"
+    path.write_text(PLAN.format(sizes=sizes))
+    return path
+
+
+def sweep_args(plan: Path, out: Path, *extra: str) -> list[str]:
+    return ["sweep", "--plan-file", str(plan), "--out", str(out), "--device", "cpu", "-q", *extra]
+
+
+def check_results(out: Path, stage_ids: list[str]) -> None:
+    """results.jsonl and results.csv: whole lines, each finished stage's row exactly once."""
+    rows = read_jsonl(out / "results.jsonl")  # a torn line fails to parse
+    assert sorted(r["stage"] for r in rows) == sorted(stage_ids)
+    with open(out / "results.csv") as f:
+        assert sorted(r["stage"] for r in csv.DictReader(f)) == sorted(stage_ids)
+
+
+def test_a_worker_killed_mid_stage_is_taken_over_and_continued(warm):
+    """A worker killed (SIGKILL) inside the write of its stage's results.json leaves the stage's lock
+    behind, naming its pid; the next sweep says it takes the stale lock over (the pid is gone), resumes
+    the stage from its last checkpoint without training an epoch again, and writes its row once.
+    Mutants watched failing: ``StageLock._break_stale`` doing nothing (the stage stays locked and is
+    skipped); final.pt saved before results.json (the stage counts as finished without a results.json,
+    and its row never appears)."""
+    out = warm / "killed"
+    plan = plan_file(warm, [8])
+    victim = start(
+        sweep_args(plan, out, "--no-wait"), warm / "killed-1.log", pause_in_write="results.json:1:600"
+    )
+    victim.wait_for("paused in write 1 of")
+    victim.kill()
+    (stage,) = (out / "stages").iterdir()
+    assert json.loads((stage / "lock").read_text())["pid"] == victim.popen.pid
+    assert not (stage / "final.pt").exists()
+
+    rc, output = run(sweep_args(plan, out, "--no-wait"), warm / "killed-2.log")
+    assert rc == 0, output
+    text = one_line(output)
+    assert (
+        f"{stage.name}: took over its stale lock (its worker, pid {victim.popen.pid} on this host, is gone)"
+        in text
+    )
+    assert f"resuming {stage.name}" in text
+    assert [r["epoch"] for r in read_jsonl(stage / "metrics.jsonl")] == [1, 2, 3]
+    assert (stage / "final.pt").exists() and not (stage / "lock").exists()
+    assert not list(stage.glob(".*.tmp"))  # the killed write's temp file went with the resume
+    check_results(out, [stage.name])
+
+
+def test_a_lock_whose_heartbeat_stopped_is_taken_over(tmp_path, monkeypatch):
+    """A lock of a worker on another host that has not been touched for longer than STALE_S (its
+    heartbeat stopped: the machine died) is taken over, with the reason in the log. Mutant watched
+    failing: ``StageLock._break_stale`` doing nothing."""
+    monkeypatch.setattr(sw, "train", lambda *args, **kwargs: None)
+    plan = load_plan_file(plan_file(tmp_path, [8]))
+    stage = sw.expand(plan)[0][0]
+    lock = sw.stage_dir(tmp_path, stage.id) / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text(json.dumps({"pid": 4321, "host": "another-host", "time": 0, "token": "theirs"}))
+    silent_for = sw.STALE_S + 100
+    os.utime(lock, (time.time() - silent_for, time.time() - silent_for))
+    log: list[str] = []
+    assert sw.run_stage(stage, tmp_path, sw.Execution(device="cpu", progress=False), log.append) == "ran"
+    took = [m for m in log if "took over its stale lock" in m]
+    assert took and "pid 4321 on another-host" in took[0] and f"limit of {sw.STALE_S:g} s" in took[0]
+    assert not lock.exists()  # released after the stage
+
+
+def test_two_workers_on_one_folder_train_every_stage_once(warm):
+    """Two `viny sweep` processes started together on the same --out and plan (3 independent stages):
+    each stage is trained by exactly one of them, the other waits for it; results.jsonl/csv hold each
+    row once, and a reader polling results.jsonl while they run never sees a torn line or a row twice.
+    Mutant watched failing: ``StageLock._create`` without O_EXCL (both workers take the same stages)."""
+    out = warm / "two"
+    plan = plan_file(warm, [8, 12, 16])
+    workers = [start(sweep_args(plan, out, "--poll", "0.2"), warm / f"two-{i}.log") for i in (1, 2)]
+    seen_problems: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                lines = (out / "results.jsonl").read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            try:
+                stages = [json.loads(line)["stage"] for line in lines]
+            except json.JSONDecodeError:
+                seen_problems.append("torn line")
+                stages = []
+            if len(stages) != len(set(stages)):
+                seen_problems.append(f"row twice: {stages}")
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    outputs = []
+    for worker in workers:
+        assert worker.finish() == 0, worker.output()
+        outputs.append(one_line(worker.output()))
+    done.set()
+    watcher.join(timeout=10)
+
+    trained = [m[2] for text in outputs for m in TRAINED.finditer(text)]
+    stage_ids = sorted(p.name for p in (out / "stages").iterdir())
+    assert len(stage_ids) == 3 and sorted(trained) == stage_ids, outputs  # each exactly once
+    pids = {w.popen.pid for w in workers}
+    for stage_id in stage_ids:
+        stage = out / "stages" / stage_id
+        assert json.loads((stage / "stage.json").read_text())["worker"]["pid"] in pids
+        assert [r["epoch"] for r in read_jsonl(stage / "metrics.jsonl")] == [1, 2, 3]
+    check_results(out, stage_ids)
+    assert seen_problems == []
