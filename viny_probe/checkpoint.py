@@ -200,6 +200,7 @@ _IMPORT_ADVICE = (
 )
 _DAMAGED_ADVICE = "Train the run that wrote it again, or give another checkpoint."
 _UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+_WEIGHTS_ONLY_REFUSAL = re.compile(r"WeightsUnpickler error:\s*(\S[^\n]*)")
 
 
 def damage(path: Path) -> str | None:
@@ -228,6 +229,15 @@ def _load_failure(path: Path, error: Exception) -> tuple[str, bool]:
         why = (
             f"{path} holds pickled code ({unsafe[1]}), which viny refuses to run: a viny checkpoint holds "
             "only tensors and plain values"
+        )
+        return why, False
+    if text.startswith("Weights only load failed"):
+        # Not torch's first line: it suggests weights_only=False, which would run whatever is pickled.
+        refusal = _WEIGHTS_ONLY_REFUSAL.search(text)
+        detail = f" ({refusal[1].strip()})" if refusal else ""
+        why = (
+            f"{path} holds pickled objects that are not tensors or plain values{detail}, which viny refuses "
+            "to load: a viny checkpoint holds only tensors and plain values"
         )
         return why, False
     if isinstance(error, EOFError):

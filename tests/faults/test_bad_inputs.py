@@ -1,0 +1,216 @@
+"""Bad files on disk: a decode-cache array changed after it was written, and pickles that would run
+code if loaded, fed to every loader of files in viny. Plus the one-line error of a full disk."""
+
+from __future__ import annotations
+
+import errno
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from viny_probe import cli
+from viny_probe.analysis import authors, embeddings
+from viny_probe.checkpoint import load_checkpoint
+from viny_probe.data import cache, load_dataset
+from viny_probe.errors import VinyError
+
+
+def _load(cache_dir: Path):
+    return load_dataset("toy-pets", size=32, limit=64, cache_dir=cache_dir)
+
+
+def _entry(cache_dir: Path) -> Path:
+    (entry,) = (p for p in cache_dir.iterdir() if not p.name.startswith("."))
+    return entry
+
+
+def test_a_damaged_cached_array_is_found_by_its_digest_and_rebuilt(tmp_path):
+    """One byte changed in the middle of a cached images.npy: same size, still a valid array, so only
+    the digest recorded when it was written can tell. The entry is set aside and built again, with a
+    DamagedCacheWarning naming it, and the images are the generated ones again. Mutant watched failing:
+    ``read_entry`` without the ``entry_damage`` check (the changed pixel is served)."""
+    first = _load(tmp_path)
+    entry = _entry(tmp_path)
+    meta = json.loads((entry / "meta.json").read_text())
+    assert meta["digests"]["images.npy"]["method"] == "full"
+    images = entry / "images.npy"
+    data = bytearray(images.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    images.write_bytes(bytes(data))
+
+    with pytest.warns(cache.DamagedCacheWarning) as caught:
+        again = _load(tmp_path)
+    message = str(caught[0].message)
+    assert str(entry) in message and "images.npy does not match the digest" in message
+    assert "building it again" in message
+    assert torch.equal(again.images, first.images)
+    assert [p.name for p in tmp_path.iterdir()] == [entry.name]  # the damaged copy is gone
+
+
+def test_a_large_array_is_checked_by_a_sampled_digest(tmp_path, monkeypatch):
+    """An array over IN_MEMORY_MAX_BYTES stays memory-mapped and is not read whole on load, so its
+    digest is sampled; an entry whose array has its last 4 KiB zeroed (data that never reached the
+    disk) is found and rebuilt."""
+    monkeypatch.setattr(cache, "IN_MEMORY_MAX_BYTES", 0)
+    expected = _load(tmp_path).images.clone()  # a copy: the loaded tensor maps the file changed below
+    entry = _entry(tmp_path)
+    assert json.loads((entry / "meta.json").read_text())["digests"]["images.npy"]["method"] == "sampled"
+    with open(entry / "images.npy", "r+b") as f:
+        f.seek(-4096, 2)
+        f.write(bytes(4096))
+    with pytest.warns(cache.DamagedCacheWarning, match="images.npy does not match the digest"):
+        again = _load(tmp_path)
+    assert torch.equal(again.images, expected)
+
+
+def test_what_a_sampled_digest_reads(tmp_path):
+    """The sampled digest of an 8 MiB file sees a change in its first or last MiB or in one of its
+    sampled 64 KiB blocks, and (the price of reading 5 MiB instead of 8) not one between the blocks."""
+    path = tmp_path / "a.npy"
+    np.save(path, np.zeros(8 << 20, np.uint8))
+    recorded = cache.array_digest(path, "sampled")
+    size = path.stat().st_size
+    step = size // 64
+
+    def changed_at(offset: int) -> bool:
+        data = bytearray(path.read_bytes())
+        data[offset] ^= 1
+        copy = tmp_path / "b.npy"
+        copy.write_bytes(bytes(data))
+        return cache.array_digest(copy, "sampled") != recorded
+
+    assert changed_at(10) and changed_at(size - 10) and changed_at(20 * step + 100)
+    assert not changed_at(20 * step + (100 << 10))  # between two sampled blocks
+
+
+# ------------------------------------------------------------------------------- loading runs no code
+class _CreatesAFile:
+    """Pickled as a call of ``open(marker, "w")``: loading it with a full unpickler creates the file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _write_payload(path: Path, marker: Path, form: str) -> None:
+    payload = {"format_version": 2, "encoder": _CreatesAFile(marker), "model_config": {}}
+    if form == "torch zip":
+        torch.save(payload, path)
+    elif form == "plain pickle":  # torch.load's older format; protocol 2 so it reaches the GLOBAL
+        with open(path, "wb") as f:
+            pickle.dump(payload, f, protocol=2)
+    else:  # a numpy object array, for np.load
+        array = np.empty(1, dtype=object)
+        array[0] = _CreatesAFile(marker)
+        np.save(path, array, allow_pickle=True)
+
+
+def _cached_entry_with(path: Path, cache_dir: Path) -> None:
+    """A decode-cache entry whose images.npy is ``path``, with a matching digest (a crafted entry)."""
+    _load(cache_dir)
+    entry = _entry(cache_dir)
+    (entry / "images.npy").write_bytes(path.read_bytes())
+    meta = json.loads((entry / "meta.json").read_text())
+    size = path.stat().st_size
+    meta["digests"]["images.npy"] = {
+        "size": size,
+        "method": "full",
+        "sha256": cache.array_digest(path, "full"),
+    }
+    (entry / "meta.json").write_text(json.dumps(meta))
+
+
+LOADERS = {
+    "checkpoint.load_checkpoint (train --init/--resume, diagnose, probe)": load_checkpoint,
+    "analysis.authors.load_authors_state_dict (import-checkpoint)": authors.load_authors_state_dict,
+    "analysis.embeddings.load_encoder (embed, cka, knn)": lambda path: embeddings.load_encoder(path),
+}
+
+
+@pytest.mark.parametrize("form", ["torch zip", "plain pickle"])
+@pytest.mark.parametrize("loader", list(LOADERS))
+def test_no_loader_runs_pickled_code(tmp_path, loader, form):
+    """Every torch.load in viny (weights_only=True) refuses the file with a VinyError naming it, and the
+    file the pickle would create never appears. Mutant watched failing: ``weights_only=False`` in
+    ``load_checkpoint`` (the marker file appears)."""
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    _write_payload(path, marker, form)
+    with pytest.raises(VinyError) as caught:
+        LOADERS[loader](path)
+    assert not marker.exists()
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("form", ["torch zip", "plain pickle"])
+def test_load_checkpoint_names_the_code_it_refuses(tmp_path, form):
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    _write_payload(path, marker, form)
+    with pytest.raises(VinyError, match=r"holds pickled code \(\S*open\), which viny refuses to run"):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_load_checkpoint_does_not_pass_on_torchs_advice_to_load_unsafely(tmp_path):
+    """A protocol-4 pickle stops torch's weights-only loader at its first unknown opcode, before any
+    global; torch's message then suggests weights_only=False, which load_checkpoint does not repeat.
+    Mutant watched failing: ``_load_failure`` without its weights-only branch (torch's first line is
+    quoted)."""
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"encoder": _CreatesAFile(marker)}, f, protocol=4)
+    with pytest.raises(VinyError) as caught:
+        load_checkpoint(path)
+    message = str(caught.value)
+    assert "holds pickled objects that are not tensors or plain values (Unsupported operand" in message
+    assert "weights_only" not in message and not marker.exists()
+
+
+def test_the_payload_would_run_if_loaded_unsafely(tmp_path):
+    """The control: with a full unpickler the payload does create its file, so the tests above would
+    see it."""
+    marker, path = tmp_path / "ran", tmp_path / "evil.pt"
+    _write_payload(path, marker, "torch zip")
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_the_embeddings_cache_treats_pickled_code_as_a_miss(tmp_path):
+    marker, path = tmp_path / "ran", tmp_path / "entry.pt"
+    _write_payload(path, marker, "torch zip")
+    assert embeddings._load_cached(path, "{}", (1,)) is None  # recomputed and rewritten by its caller
+    assert not marker.exists()
+
+
+def test_the_decode_cache_refuses_object_arrays(tmp_path):
+    """A crafted cache entry whose images.npy is an object array (digest made to match): np.load
+    (memory-mapped, allow_pickle=False) refuses it, the entry is rebuilt, and the pickle never runs."""
+    marker, evil = tmp_path / "ran", tmp_path / "evil.npy"
+    _write_payload(evil, marker, "npy")
+    _cached_entry_with(evil, tmp_path / "cache")
+    with pytest.warns(cache.DamagedCacheWarning, match="Python objects"):
+        _load(tmp_path / "cache")
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------------------------ a full disk
+def test_a_full_disk_anywhere_is_one_line_without_a_traceback(monkeypatch, capsys):
+    """A write outside the checkpoints (a dataset cache, a figure) that fails with ENOSPC reaches
+    `viny`'s main() as a bare OSError: it prints one line naming the file, the reason and what to do.
+    Mutant watched failing: main() without its disk-full branch (the OSError propagates)."""
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/cache/images.npy")
+
+    monkeypatch.setattr(cli, "app", full)
+    with pytest.raises(SystemExit) as exited:
+        cli.main()
+    assert exited.value.code == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: cannot write /data/cache/images.npy: No space left on device (ENOSPC)." in err
+    assert "Free space" in err and "--resume" in err and "Traceback" not in err
