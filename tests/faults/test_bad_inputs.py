@@ -14,7 +14,7 @@ import torch
 
 from viny_probe import cli
 from viny_probe.analysis import authors, embeddings
-from viny_probe.checkpoint import load_checkpoint
+from viny_probe.checkpoint import DiskFullError, atomic_write_bytes, load_checkpoint
 from viny_probe.data import cache, load_dataset
 from viny_probe.errors import VinyError
 
@@ -214,3 +214,23 @@ def test_a_full_disk_anywhere_is_one_line_without_a_traceback(monkeypatch, capsy
     err = " ".join(capsys.readouterr().err.split())
     assert "error: cannot write /data/cache/images.npy: No space left on device (ENOSPC)." in err
     assert "Free space" in err and "--resume" in err and "Traceback" not in err
+
+
+def test_a_full_disk_reported_by_torch_as_a_runtime_error_is_still_a_full_disk(tmp_path):
+    """torch.save turns a failed write into a RuntimeError raised while the OSError is handled (its
+    ``__context__``); atomic_write_bytes still reads a full disk there, removes its temp file, leaves
+    the old file whole and raises DiskFullError naming the file. Mutant watched failing:
+    ``disk_full_cause`` ignoring ``__context__`` (the RuntimeError escapes)."""
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"the previous checkpoint")
+
+    def writer(f):
+        f.write(b"part of a new one")
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos") from None
+
+    with pytest.raises(DiskFullError, match=f"cannot write {path}: No space left on device"):
+        atomic_write_bytes(path, writer)
+    assert path.read_bytes() == b"the previous checkpoint" and list(tmp_path.iterdir()) == [path]

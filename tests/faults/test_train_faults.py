@@ -142,7 +142,8 @@ def test_a_full_disk_stops_with_one_line_and_keeps_the_last_epoch(killed_in_writ
     epoch 2 trains, its checkpoint cannot be written, and viny stops with one line naming the file, the
     reason and the way on; checkpoint.pt and metrics.jsonl still hold epoch 1 and no temp file is left.
     Without the limit, --resume then ends where the reference ends. Mutant watched failing:
-    ``disk_full_cause`` not following ``__context__`` (torch.save's RuntimeError ends in a traceback)."""
+    atomic_write_bytes without its DiskFullError (the bare OSError's line names no file and says
+    nothing of the epoch)."""
     run_dir = copy_of(killed_in_write, "disk-full")
     before = file_digest(run_dir / "checkpoint.pt")
     rc, output = run(
