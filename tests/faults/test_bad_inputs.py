@@ -54,7 +54,8 @@ def test_a_damaged_cached_array_is_found_by_its_digest_and_rebuilt(tmp_path):
 def test_a_large_array_is_checked_by_a_sampled_digest(tmp_path, monkeypatch):
     """An array over IN_MEMORY_MAX_BYTES stays memory-mapped and is not read whole on load, so its
     digest is sampled; an entry whose array has its last 4 KiB zeroed (data that never reached the
-    disk) is found and rebuilt."""
+    disk) is found and rebuilt. Mutant watched failing: ``read_entry`` without the ``entry_damage``
+    check."""
     monkeypatch.setattr(cache, "IN_MEMORY_MAX_BYTES", 0)
     expected = _load(tmp_path).images.clone()  # a copy: the loaded tensor maps the file changed below
     entry = _entry(tmp_path)
@@ -69,7 +70,8 @@ def test_a_large_array_is_checked_by_a_sampled_digest(tmp_path, monkeypatch):
 
 def test_what_a_sampled_digest_reads(tmp_path):
     """The sampled digest of an 8 MiB file sees a change in its first or last MiB or in one of its
-    sampled 64 KiB blocks, and (the price of reading 5 MiB instead of 8) not one between the blocks."""
+    sampled 64 KiB blocks, and (the price of reading 5 MiB instead of 8) not one between the blocks.
+    Mutant watched failing: the sampled spans without the last MiB."""
     path = tmp_path / "a.npy"
     np.save(path, np.zeros(8 << 20, np.uint8))
     recorded = cache.array_digest(path, "sampled")
@@ -137,8 +139,8 @@ LOADERS = {
 @pytest.mark.parametrize("loader", list(LOADERS))
 def test_no_loader_runs_pickled_code(tmp_path, loader, form):
     """Every torch.load in viny (weights_only=True) refuses the file with a VinyError naming it, and the
-    file the pickle would create never appears. Mutant watched failing: ``weights_only=False`` in
-    ``load_checkpoint`` (the marker file appears)."""
+    file the pickle would create never appears. Mutants watched failing: ``weights_only=False`` in
+    ``load_checkpoint``, and in ``authors.load_authors_state_dict`` (the marker file appears)."""
     marker, path = tmp_path / "ran", tmp_path / "evil.pt"
     _write_payload(path, marker, form)
     with pytest.raises(VinyError) as caught:
@@ -181,6 +183,7 @@ def test_the_payload_would_run_if_loaded_unsafely(tmp_path):
 
 
 def test_the_embeddings_cache_treats_pickled_code_as_a_miss(tmp_path):
+    """Mutant watched failing: ``weights_only=False`` in ``embeddings._load_cached``."""
     marker, path = tmp_path / "ran", tmp_path / "entry.pt"
     _write_payload(path, marker, "torch zip")
     assert embeddings._load_cached(path, "{}", (1,)) is None  # recomputed and rewritten by its caller
@@ -189,7 +192,8 @@ def test_the_embeddings_cache_treats_pickled_code_as_a_miss(tmp_path):
 
 def test_the_decode_cache_refuses_object_arrays(tmp_path):
     """A crafted cache entry whose images.npy is an object array (digest made to match): np.load
-    (memory-mapped, allow_pickle=False) refuses it, the entry is rebuilt, and the pickle never runs."""
+    (memory-mapped, allow_pickle=False) refuses it, the entry is rebuilt, and the pickle never runs.
+    Mutant watched failing: ``cache._as_tensor`` loading with ``allow_pickle=True``."""
     marker, evil = tmp_path / "ran", tmp_path / "evil.npy"
     _write_payload(evil, marker, "npy")
     _cached_entry_with(evil, tmp_path / "cache")
