@@ -70,7 +70,7 @@ def test_a_large_array_is_checked_by_a_sampled_digest(tmp_path, monkeypatch):
 
 def test_what_a_sampled_digest_reads(tmp_path):
     """The sampled digest of an 8 MiB file sees a change in its first or last MiB or in one of its
-    sampled 64 KiB blocks, and (the price of reading 5 MiB instead of 8) not one between the blocks.
+    sampled 64 KiB blocks, and (the price of reading about 6 MiB instead of 8) not one between the blocks.
     Mutant watched failing: the sampled spans without the last MiB."""
     path = tmp_path / "a.npy"
     np.save(path, np.zeros(8 << 20, np.uint8))
