@@ -82,6 +82,11 @@ class Proc:
         self.popen.send_signal(signal.SIGKILL)
         self.popen.wait(timeout=WAIT_S)
 
+    def stop(self) -> None:
+        """Kill it if it still runs (a test that failed before it ended it)."""
+        if self.popen.poll() is None:
+            self.kill()
+
     def finish(self) -> int:
         rc = self.popen.wait(timeout=WAIT_S)
         self.reader.join(timeout=WAIT_S)

@@ -58,25 +58,73 @@ def check_results(out: Path, stage_ids: list[str]) -> None:
         assert sorted(r["stage"] for r in csv.DictReader(f)) == sorted(stage_ids)
 
 
-def test_a_worker_killed_mid_stage_is_taken_over_and_continued(warm):
+class Watcher:
+    """Reads results.jsonl every 50 ms while workers run; records any torn line or row seen twice."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.problems, self.done = path, [], threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+        self.thread.start()
+
+    def watch(self) -> None:
+        while not self.done.is_set():
+            try:
+                lines = self.path.read_text().splitlines()
+            except FileNotFoundError:
+                lines = []
+            try:
+                stages = [json.loads(line)["stage"] for line in lines]
+            except json.JSONDecodeError:
+                self.problems.append("torn line")
+                stages = []
+            if len(stages) != len(set(stages)):
+                self.problems.append(f"row twice: {stages}")
+            time.sleep(0.05)
+
+    def stop(self) -> list[str]:
+        self.done.set()
+        self.thread.join(timeout=10)
+        return self.problems
+
+
+@pytest.fixture(scope="module")
+def started(warm):
+    """The worker to be killed (paused inside its stage's results.json write) and the two workers
+    sharing one folder, all started at once so that they share the two cores."""
+    plan_one, plan_three = plan_file(warm, [8]), plan_file(warm, [8, 12, 16])
+    procs = {
+        "killed": start(
+            sweep_args(plan_one, warm / "killed", "--no-wait"),
+            warm / "killed-1.log",
+            pause_in_write="results.json:1:600",
+        ),
+        "two": [
+            start(sweep_args(plan_three, warm / "two", "--poll", "0.2"), warm / f"two-{i}.log")
+            for i in (1, 2)
+        ],
+    }
+    watcher = Watcher(warm / "two" / "results.jsonl")
+    yield {**procs, "plan_one": plan_one, "watcher": watcher}
+    watcher.stop()
+    for proc in [procs["killed"], *procs["two"]]:
+        proc.stop()
+
+
+def test_a_worker_killed_mid_stage_is_taken_over_and_continued(warm, started):
     """A worker killed (SIGKILL) inside the write of its stage's results.json leaves the stage's lock
     behind, naming its pid; the next sweep says it takes the stale lock over (the pid is gone), resumes
     the stage from its last checkpoint without training an epoch again, and writes its row once.
     Mutants watched failing: ``StageLock._break_stale`` doing nothing (the stage stays locked and is
     skipped); final.pt saved before results.json (the stage counts as finished without a results.json,
     and its row never appears)."""
-    out = warm / "killed"
-    plan = plan_file(warm, [8])
-    victim = start(
-        sweep_args(plan, out, "--no-wait"), warm / "killed-1.log", pause_in_write="results.json:1:600"
-    )
+    out, victim = warm / "killed", started["killed"]
     victim.wait_for("paused in write 1 of")
     victim.kill()
     (stage,) = (out / "stages").iterdir()
     assert json.loads((stage / "lock").read_text())["pid"] == victim.popen.pid
     assert not (stage / "final.pt").exists()
 
-    rc, output = run(sweep_args(plan, out, "--no-wait"), warm / "killed-2.log")
+    rc, output = run(sweep_args(started["plan_one"], out, "--no-wait"), warm / "killed-2.log")
     assert rc == 0, output
     text = one_line(output)
     assert (
@@ -109,40 +157,17 @@ def test_a_lock_whose_heartbeat_stopped_is_taken_over(tmp_path, monkeypatch):
     assert not lock.exists()  # released after the stage
 
 
-def test_two_workers_on_one_folder_train_every_stage_once(warm):
+def test_two_workers_on_one_folder_train_every_stage_once(warm, started):
     """Two `viny sweep` processes started together on the same --out and plan (3 independent stages):
     each stage is trained by exactly one of them, the other waits for it; results.jsonl/csv hold each
     row once, and a reader polling results.jsonl while they run never sees a torn line or a row twice.
     Mutant watched failing: ``StageLock._create`` without O_EXCL (both workers take the same stages)."""
-    out = warm / "two"
-    plan = plan_file(warm, [8, 12, 16])
-    workers = [start(sweep_args(plan, out, "--poll", "0.2"), warm / f"two-{i}.log") for i in (1, 2)]
-    seen_problems: list[str] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            try:
-                lines = (out / "results.jsonl").read_text().splitlines()
-            except FileNotFoundError:
-                lines = []
-            try:
-                stages = [json.loads(line)["stage"] for line in lines]
-            except json.JSONDecodeError:
-                seen_problems.append("torn line")
-                stages = []
-            if len(stages) != len(set(stages)):
-                seen_problems.append(f"row twice: {stages}")
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
+    out, workers = warm / "two", started["two"]
     outputs = []
     for worker in workers:
         assert worker.finish() == 0, worker.output()
         outputs.append(one_line(worker.output()))
-    done.set()
-    watcher.join(timeout=10)
+    assert started["watcher"].stop() == []
 
     trained = [m[2] for text in outputs for m in TRAINED.finditer(text)]
     stage_ids = sorted(p.name for p in (out / "stages").iterdir())
@@ -153,4 +178,3 @@ def test_two_workers_on_one_folder_train_every_stage_once(warm):
         assert json.loads((stage / "stage.json").read_text())["worker"]["pid"] in pids
         assert [r["epoch"] for r in read_jsonl(stage / "metrics.jsonl")] == [1, 2, 3]
     check_results(out, stage_ids)
-    assert seen_problems == []

@@ -1,8 +1,8 @@
 """`viny train` killed with SIGKILL (mid-epoch, inside a checkpoint write) or stopped by a full disk,
 then resumed: it ends with exactly the numbers and weights of a run that nothing interrupted.
 
-Every process here is a real `viny` (faultproc.py); the reference run starts with the first test and
-runs beside it.
+Every process here is a real `viny` (faultproc.py). The reference run and the two runs that tests
+kill start together with the module, so that they share the two cores.
 """
 
 from __future__ import annotations
@@ -55,12 +55,33 @@ def work(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def reference(work):
-    """An uninterrupted run, started now and waited for when a test compares with it."""
-    proc = start([*ARGS, "--out", str(work / "reference")], work / "reference.log")
+def started(work):
+    """The uninterrupted reference run, and the runs killed mid-epoch (paused before the second step of
+    epoch 2) and inside their second checkpoint write (paused there), all started at once."""
+    procs = {
+        "reference": start([*ARGS, "--out", str(work / "reference")], work / "reference.log"),
+        "mid-epoch": start(
+            [*ARGS, "--out", str(work / "mid-epoch")],
+            work / "mid-epoch.log",
+            pause_at_step=STEPS_PER_EPOCH + 2,
+        ),
+        "in-write": start(
+            [*ARGS, "--out", str(work / "in-write")],
+            work / "in-write.log",
+            pause_in_write="checkpoint.pt:2:600",
+        ),
+    }
+    yield procs
+    for proc in procs.values():
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def reference(work, started):
+    """The reference run's folder, once it has ended (call it)."""
 
     def finished() -> Path:
-        assert proc.finish() == 0, proc.output()
+        assert started["reference"].finish() == 0, started["reference"].output()
         return work / "reference"
 
     return finished
@@ -86,12 +107,11 @@ def temp_files(run_dir: Path) -> list[str]:
     return sorted(p.name for p in run_dir.glob(".*.tmp"))
 
 
-def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(work, reference):
+def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(work, started, reference):
     """SIGKILL after epoch 1 is saved and one step of epoch 2 is taken; --resume redoes epoch 2 from the
     checkpoint and ends where the reference ends. Mutant watched failing: ``loop._restore`` without
     ``optimizer.load_state_dict`` (the resumed losses differ from epoch 2 on)."""
-    run_dir = work / "mid-epoch"
-    victim = start([*ARGS, "--out", str(run_dir)], work / "mid-epoch.log", pause_at_step=STEPS_PER_EPOCH + 2)
+    run_dir, victim = work / "mid-epoch", started["mid-epoch"]
     victim.wait_for("paused before training step")
     victim.kill()
     assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1 and not (run_dir / "final.pt").exists()
@@ -103,16 +123,13 @@ def test_killed_mid_epoch_then_resumed_equals_an_uninterrupted_run(work, referen
 
 
 @pytest.fixture(scope="module")
-def killed_in_write(work) -> Path:
+def killed_in_write(work, started) -> Path:
     """A run killed inside its second checkpoint write: the new checkpoint is written and synced to its
     temp file, not yet renamed over checkpoint.pt."""
-    run_dir = work / "in-write"
-    victim = start(
-        [*ARGS, "--out", str(run_dir)], work / "in-write.log", pause_in_write="checkpoint.pt:2:600"
-    )
+    victim = started["in-write"]
     victim.wait_for("paused in write 2 of")
     victim.kill()
-    return run_dir
+    return work / "in-write"
 
 
 def copy_of(run_dir: Path, name: str) -> Path:
