@@ -161,6 +161,9 @@ class Plan:
         )
 
 
+# A plan's datasets: the real ones (imagenet / intel / pets) or their embedded stand-ins (toy-*).
+DATA_KINDS = ("real", "embedded")
+
 PLANS: dict[str, Plan] = {
     "baseline": Plan("baseline", "Table 1: no pre-training, fine-tune sizes 250..6000", pretrain_sizes=(0,)),
     "pretrain": Plan(
@@ -290,7 +293,7 @@ def validate_plan(plan: Plan) -> None:
             plan.preset in SCHEDULE_PRESETS,
             f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}",
         ),
-        (plan.data in ("real", "embedded"), f"data must be 'real' or 'embedded', not {plan.data!r}"),
+        (plan.data in DATA_KINDS, f"data must be 'real' or 'embedded', not {plan.data!r}"),
         (len(plan.seeds) >= 1, "a plan needs at least one seed"),
         (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
         (plan.split_seed >= 0, "--split-seed must be >= 0"),
