@@ -50,7 +50,7 @@ def _plan(plan: str, plan_file: Path | None, **options):
 @app.command()
 @interruptible(
     "Finished stages and epochs are saved in the sweep folder; run the same command again to continue "
-    "(a sweep resumes by itself, no --resume needed)."
+    "(a sweep resumes its stages by itself)."
 )
 def sweep(
     plan: PlanName = typer.Argument(
