@@ -119,8 +119,7 @@ CHOICES = [
 @pytest.mark.parametrize("args, bad, listed", CHOICES, ids=[" ".join(c[0]) for c in CHOICES])
 def test_a_wrong_choice_is_rejected_by_the_parser_listing_the_choices(args, bad, listed):
     """Mutant applied once, failing this test: `viny train --precision` typed as a plain str again
-    (TrainConfig's check refuses fp16 later, after the run folder is chosen, without the choice list
-    in --help)."""
+    (fp16 passed the parser and only TrainConfig refused it; --help listed no choices)."""
     res = invoke([*args, bad], env={"COLUMNS": "250"})
     assert res.exit_code == 2, res.output
     assert bad in res.output and all(f"'{c}'" in res.output for c in listed), res.output
