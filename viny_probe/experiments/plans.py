@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -262,12 +263,10 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
     an empty plan named after the file); ``[overrides.finetune]`` etc. set TrainConfig fields per stage
     kind. CLI options given beside ``--plan-file`` win over the file."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise VinyError(
-            "--plan-file needs Python 3.11+ (tomllib); pass the plan's options as flags instead"
-        ) from None
+    else:  # the same parser, as a package (a dependency on Python 3.10)
+        import tomli as tomllib
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
