@@ -143,9 +143,13 @@ def test_choices_repeated_in_the_cli_agree_with_the_library():
     assert tuple(c.value for c in ExportFormat) == EXPORT_FORMATS
 
 
-def test_shell_completion_is_installed_and_completes_commands_regimes_and_choices():
-    script = invoke(["--show-completion", "bash"])
-    assert script.exit_code == 0 and "_VINY_COMPLETE=complete_bash" in script.stdout
+def test_shell_completion_is_installed_and_completes_commands_regimes_and_choices(monkeypatch):
+    """Mutant applied once, failing this test: the app built with add_completion=False again."""
+    # typer detects the user's shell; its test switch (read when the command is built) makes
+    # --show-completion take the shell's name instead
+    monkeypatch.setenv("_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION", "1")
+    script = invoke(["--show-completion", "zsh"])
+    assert script.exit_code == 0 and "compdef _viny_completion viny" in script.stdout, script.output
 
     def complete(words: str) -> list[str]:
         env = {
