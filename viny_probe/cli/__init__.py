@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import warnings
 
 import typer
 
-from ..errors import VinyError
+from ..errors import VinyError, VinyWarning
 from ..progress import console
 from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
@@ -17,7 +19,16 @@ from . import train as _train  # noqa: F401
 from .app import app
 
 
+def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
+    """VinyWarnings as one line on the console; any other warning as before (Python's form)."""
+    if issubclass(category, VinyWarning):
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    else:
+        previous(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
     try:
         # prog_name: `python -m viny_probe` completes and names itself as `viny` does.
         app(prog_name="viny")

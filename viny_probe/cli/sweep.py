@@ -200,6 +200,8 @@ def report(
     from ..experiments.report import write_report
 
     paths = write_report(sweep_dir, out or sweep_dir / "report")
+    for problem in paths["problems"]:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     if as_json:
         print_json(paths)
     else:
