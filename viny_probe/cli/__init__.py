@@ -30,8 +30,7 @@ def _show_warning(previous, message, category, filename, lineno, file=None, line
 def main() -> None:
     warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
     try:
-        # prog_name: `python -m viny_probe` completes and names itself as `viny` does.
-        app(prog_name="viny")
+        app()
     except VinyError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
