@@ -13,6 +13,7 @@ from ..progress import console
 from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
 from . import demo as _demo  # noqa: F401  (registers commands)
+from . import export as _export  # noqa: F401
 from . import sweep as _sweep  # noqa: F401
 from . import train as _train  # noqa: F401
 from .app import app
@@ -33,10 +34,8 @@ def main() -> None:
     except VinyError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted.[/] Finished epochs are saved; continue with the same command and --resume."
-        )
+    except KeyboardInterrupt:  # outside a command (each command says what it kept: options.interruptible)
+        console.print("[yellow]interrupted.[/]")
         sys.exit(130)
 
 
