@@ -4,7 +4,6 @@ wrappers around ``viny_probe.analysis`` (``checkpoint_probe``, ``similarity_imag
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -13,6 +12,19 @@ from typer.core import TyperCommand
 
 from ..progress import console
 from .app import app
+from .options import (
+    INTERRUPTED_NOTHING_WRITTEN,
+    INTERRUPTED_PARTIAL,
+    RESULT_FILE_HELP,
+    Background,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+    write_result,
+)
 
 CKPT_HELP = "a viny checkpoint (run folder's final.pt) or the study authors' state_dict (.pth)"
 DATASET_HELP = (
@@ -90,6 +102,7 @@ def diagnose_table(summary: dict, out: Path) -> Table:
 
 @app.command("probe")
 @_reflow
+@interruptible(INTERRUPTED_NOTHING_WRITTEN)
 def probe_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
@@ -111,10 +124,9 @@ def probe_command(
     ),
     test_images: int = typer.Option(1000, help="test images the probe is scored on"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    as_json: bool = typer.Option(
-        False, "--json", help="print the result as JSON on stdout instead of a table"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    out: Path | None = out_option(None, RESULT_FILE_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Table 2 for one checkpoint: variances, linear patch probe, kNN, effective rank.
 
@@ -125,7 +137,6 @@ def probe_command(
     Example: viny probe runs/spatial/final.pt --layer all
     """
     from ..analysis.checkpoint_probe import probe_checkpoint
-    from ..checkpoint import jsonable
 
     result = probe_checkpoint(
         ckpt,
@@ -140,8 +151,10 @@ def probe_command(
         progress=not (quiet or as_json),
         allow_overlap=allow_overlap,
     )
+    write_result(out, result)
     if as_json:
-        print(json.dumps(jsonable(result), indent=1, allow_nan=False))
+        print_json(result)
+        _print_warnings(result["warnings"])
         return
     for table in probe_tables(result):
         console.print(table)
@@ -150,6 +163,7 @@ def probe_command(
 
 @app.command("similarity-map")
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def similarity_map_command(
     ckpt: Path = typer.Argument(..., help=CKPT_HELP),
     image: str = typer.Argument(
@@ -160,7 +174,7 @@ def similarity_map_command(
     ),
     patch: str | None = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
     pixel: str | None = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
+    out: Path | None = out_option(None, "output PNG (default similarity-IMAGE.png); a .json goes beside it"),
     layer: str = typer.Option("final", help="final | a block number"),
     split_seed: int | None = typer.Option(
         None, "--split-seed", "--seed", help="split seed for DATASET:INDEX (default: the checkpoint's)"
@@ -168,11 +182,13 @@ def similarity_map_command(
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's)"
     ),
-    background: str = typer.Option(
+    background: Background = typer.Option(
         "study",
         help="background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
@@ -188,8 +204,12 @@ def similarity_map_command(
     from ..analysis.similarity_image import similarity_map_for_image
 
     result = similarity_map_for_image(
-        ckpt, image, patch, pixel, out, layer, split_seed, test_size, allow_overlap, background
+        ckpt, image, patch, pixel, out, layer, split_seed, test_size, allow_overlap, value(background)
     )
+    if as_json:
+        print_json(result)
+        _print_warnings(result["warnings"])
+        return
     t = Table(title=f"similarity map: {result['image']} ({result['layer']})")
     t.add_column("reference")
     t.add_column("patch (row, col)", justify="right")
@@ -215,6 +235,7 @@ def similarity_map_command(
 
 @app.command("reconstruct")
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def reconstruct_command(
     ckpt: Path = typer.Argument(..., help="a `viny train simmim` checkpoint (its run folder's final.pt)"),
     images: list[str] | None = typer.Argument(
@@ -223,9 +244,7 @@ def reconstruct_command(
         "embedded test image (toy-pets:17 = image 17 of the toy-pets test split); default the first 4 "
         "toy-pets test images",
     ),
-    out: Path = typer.Option(
-        Path("reconstruct.png"), "--out", "-o", help="output PNG; a .json goes beside it"
-    ),
+    out: Path = out_option(Path("reconstruct.png"), "output PNG; a .json goes beside it"),
     seed: int = typer.Option(0, help="seed of the masks (half the patches of each image)"),
     split_seed: int | None = typer.Option(
         None, help="split seed for DATASET:INDEX (default: the checkpoint's, from its lineage)"
@@ -234,6 +253,8 @@ def reconstruct_command(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
 
@@ -249,6 +270,10 @@ def reconstruct_command(
     from ..analysis.reconstruct import reconstruct_images
 
     result = reconstruct_images(ckpt, images, out, seed, split_seed, test_size, allow_overlap)
+    if as_json:
+        print_json(result)
+        _print_warnings(result["warnings"])
+        return
     t = Table(title=f"SimMIM reconstructions: {ckpt} (mask seed {seed})")
     t.add_column("image")
     t.add_column("masked L1", justify="right")
@@ -280,6 +305,7 @@ class _ManyNamesCommand(TyperCommand):
 
 @app.command("diagnose", cls=_ManyNamesCommand)
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def diagnose_command(
     ckpts: list[Path] = typer.Argument(..., help="checkpoints to compare, in order (" + CKPT_HELP + ")"),
     names: list[str] | None = typer.Option(
@@ -288,7 +314,7 @@ def diagnose_command(
         help="one display name per checkpoint, after the checkpoints: --names A B C (or A,B,C); "
         "default: each checkpoint's run-folder name",
     ),
-    out: Path = typer.Option(Path("viny-diagnose"), "--out", "-o", help="output folder"),
+    out: Path = out_option(Path("viny-diagnose"), "output folder"),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
@@ -300,7 +326,7 @@ def diagnose_command(
         None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
-    background: str = typer.Option(
+    background: Background = typer.Option(
         "study",
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
@@ -312,7 +338,8 @@ def diagnose_command(
     cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
     fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Compare checkpoints: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -334,15 +361,19 @@ def diagnose_command(
         split_seed=split_seed,
         test_size=test_size,
         allow_overlap=allow_overlap,
-        background=background,
+        background=value(background),
         probe_images=probe_images,
         test_images=test_images,
         depth_probe_images=depth_probe_images,
         cka_images=cka_images,
         fig6_images=fig6_images,
         knn=knn,
-        progress=not quiet,
+        progress=not (quiet or as_json),
     )
+    if as_json:
+        print_json(summary)
+        _print_warnings(summary["warnings"])
+        return
     console.print(diagnose_table(summary, out))
     console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
     _print_warnings(summary["warnings"])
@@ -359,14 +390,21 @@ def _split_names(names: list[str] | None, count: int) -> list[str] | None:
 
 @app.command("import-checkpoint")
 @_reflow
+@interruptible("Nothing was written (the checkpoint is written whole or not at all); run the command again.")
 def import_checkpoint_command(
     src: Path = typer.Argument(
         ..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"
     ),
-    out: Path = typer.Argument(..., help="the viny checkpoint to write"),
+    # `viny import-checkpoint SRC OUT`, the spelling before -o, still works (not shown in --help).
+    out_argument: Path | None = typer.Argument(None, metavar="OUT", hidden=True),
+    out: Path | None = out_option(
+        None, "the viny checkpoint to write (default: SRC with the suffix .viny.pt)"
+    ),
     heads: int | None = typer.Option(
         None, help="attention heads of the authors' model (default 8, the study's)"
     ),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Convert the study authors' encoder state_dict into a viny checkpoint.
 
@@ -375,15 +413,28 @@ def import_checkpoint_command(
     Every analysis command also accepts the authors' file directly; importing once saves the conversion
     and gives a file `viny train --init` accepts.
 
-    Example: viny import-checkpoint encoder_vit_4M_pretrain_200K.pth authors.pt
+    Example: viny import-checkpoint encoder_vit_4M_pretrain_200K.pth -o authors.pt
     """
     from ..analysis.authors import import_authors_checkpoint
     from ..analysis.embeddings import load_encoder
+    from ..errors import VinyError
     from ..model import count_parameters
 
-    written = import_authors_checkpoint(src, out, heads)
-    encoder, _ = load_encoder(written)
+    if out is not None and out_argument is not None and out != out_argument:
+        raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
+    written = import_authors_checkpoint(src, out or out_argument or src.with_suffix(".viny.pt"), heads)
+    encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg
+    if as_json:
+        print_json(
+            {
+                "out": written,
+                "model_config": cfg.to_dict(),
+                "parameters": count_parameters(encoder),
+                "lineage": ckpt["lineage"],
+            }
+        )
+        return
     console.print(
         f"wrote [bold]{written}[/]: ViNy {cfg.depth} blocks, dim {cfg.dim}, {cfg.heads} heads x {cfg.dim_head}, "
         f"{cfg.image_size} px / {cfg.patch_size} px patches, {count_parameters(encoder):,} parameters"
