@@ -47,7 +47,8 @@ def plan_file(folder: Path, sizes: list[int]) -> Path:
 
 
 def sweep_args(plan: Path, out: Path, *extra: str) -> list[str]:
-    return ["sweep", "--plan-file", str(plan), "--out", str(out), "--device", "cpu", "-q", *extra]
+    # not -q: the log (which stage each worker trains, a lock taken over) is what the tests read
+    return ["sweep", "--plan-file", str(plan), "--out", str(out), "--device", "cpu", *extra]
 
 
 def check_results(out: Path, stage_ids: list[str]) -> None:

@@ -56,7 +56,7 @@ class SkippedImagesWarning(VinyWarning):
     """Some images of a dataset could not be read and were left out (``on_error="skip"``)."""
 
 
-class DamagedCacheWarning(UserWarning):
+class DamagedCacheWarning(VinyWarning):
     """A cache entry did not match what was written (or could not be read) and was built again."""
 
 
