@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 from faultproc import one_line, read_jsonl, run, start
 
+from viny_probe.checkpoint import DiskFullError
 from viny_probe.data import load_dataset
 from viny_probe.data.spec import dataset_spec
 from viny_probe.experiments import sweep as sw
@@ -179,3 +181,24 @@ def test_two_workers_on_one_folder_train_every_stage_once(warm, started):
         assert json.loads((stage / "stage.json").read_text())["worker"]["pid"] in pids
         assert [r["epoch"] for r in read_jsonl(stage / "metrics.jsonl")] == [1, 2, 3]
     check_results(out, stage_ids)
+
+
+def test_a_full_disk_stops_the_sweep(tmp_path, monkeypatch):
+    """A stage that stops on a full disk stops the sweep there (every later stage would fail the same
+    way) instead of being recorded as failed while the sweep goes on; the next sweep resumes it.
+    Mutant watched failing: ``_attempt`` without its DiskFullError branch (the second stage is tried)."""
+    tried = []
+
+    def full_disk(cfg, run_dir, **kwargs):
+        tried.append(run_dir.name)
+        raise DiskFullError(run_dir / "checkpoint.pt", errno.ENOSPC)
+
+    monkeypatch.setattr(sw, "train", full_disk)
+    plan = load_plan_file(plan_file(tmp_path, [8, 12]))
+    log: list[str] = []
+    with pytest.raises(DiskFullError):
+        sw.run_sweep(
+            plan, tmp_path / "out", execution=sw.Execution(device="cpu", progress=False), log=log.append
+        )
+    assert len(tried) == 1 and any(f"stopped during {tried[0]}: the disk is full" in m for m in log)
+    assert not (tmp_path / "out" / "stages" / tried[0] / "lock").exists()
