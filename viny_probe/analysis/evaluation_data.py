@@ -25,6 +25,12 @@ from viny_probe.errors import VinyError
 from viny_probe.trainers.splits import fixed_split
 
 DEFAULT_DATASET = "toy-pets"
+# Memory bounds, each the size of what ViNy needs at the defaults (so ViNy is never subsampled): the
+# probe's fitting tokens hold at most 2,000 images x 64 patches x 128 channels = 16.4M values (66 MB
+# float32). A wider model or a finer grid keeps a fixed, seeded subsample of each pool image's patches
+# (2,000 images of 196 patches x 768 channels: 10 patches per image).
+PROBE_MAX_VALUES = 2000 * 64 * 128
+PATCH_SAMPLE_SEED = 0
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
 _NO_TRIMAPS_HINT = (
@@ -128,6 +134,37 @@ def load_probe_data(
     return full.subset(train_idx), full.subset(test_idx), info
 
 
-def patch_labels(data: ImageSet, patch_size: int) -> torch.Tensor:
-    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels."""
-    return patch_majority_labels(data.masks, patch_size, num_classes=len(SEG_CLASSES))
+def patch_labels(data: ImageSet, patch_size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels;
+    with ``keep`` (``(N, k)`` patch indices, ``patch_subsample``) only those, ``(N, k)``."""
+    labels = patch_majority_labels(data.masks, patch_size, num_classes=len(SEG_CLASSES))
+    return labels if keep is None else labels.gather(1, keep)
+
+
+def patch_subsample(
+    images: int, num_patches: int, dim: int, max_values: int = PROBE_MAX_VALUES, seed: int = PATCH_SAMPLE_SEED
+) -> torch.Tensor | None:
+    """The patches of each image a classifier is fitted on when all of them would hold more than
+    ``max_values`` token values: ``(images, k)`` sorted indices, k = max(1, max_values // (images * dim))
+    drawn per image without replacement from a generator seeded with ``seed`` (so every run, and every
+    model with the same grid, keeps the same patches). None when all ``num_patches`` fit."""
+    k = max(1, max_values // (images * dim))
+    if k >= num_patches:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.rand(images, num_patches, generator=generator).argsort(dim=1)
+    return order[:, :k].sort(dim=1).values
+
+
+def subsample_note(keep: torch.Tensor | None, num_patches: int, max_values: int) -> dict | None:
+    """What ``patch_subsample`` did, for summary.json and the printed tables (None: nothing)."""
+    if keep is None:
+        return None
+    return {
+        "patches_per_image": int(keep.shape[1]),
+        "of_patches": num_patches,
+        "seed": PATCH_SAMPLE_SEED,
+        "max_values": max_values,
+        "why": f"the fitting tokens are capped at {max_values:,} values (memory): a fixed seeded subsample "
+        f"of {keep.shape[1]} of the {num_patches} patches of each pool image",
+    }

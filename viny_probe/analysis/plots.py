@@ -121,12 +121,16 @@ def plot_reference_grid(
     refs: Mapping[str, tuple[int, int]],
     path: str | Path,
     title: str = "Cosine similarity to the reference patch (red)",
+    map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> dict:
     """Fig 6: rows = reference patches, columns = the input image then one similarity map per checkpoint.
 
     images: one ``(3, H, W)`` uint8 image for every row, or ``{ref name: (3, H, W)}`` (one per row).
-    maps:   ``{checkpoint name: {ref name: (g, g) cosine map}}``.
-    refs:   ``{ref name: (row, col)}``, the reference patch of each row, marked with a red square.
+    maps:   ``{checkpoint name: {ref name: (g, g) cosine map}}``; checkpoints may differ in g.
+    refs:   ``{ref name: (row, col)}``, the reference patch of each row, marked with a red square (on
+            the input, on the grid of the first checkpoint's maps).
+    map_refs: ``{checkpoint name: {ref name: (row, col)}}``, where a checkpoint on another grid has its
+            reference (default: ``refs``).
     Maps share the fixed colour range -0.5..1 and one colourbar.
     """
     if not refs or not maps:
@@ -156,7 +160,7 @@ def plot_reference_grid(
         axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
         for j, ckpt in enumerate(ckpt_names, start=1):
             image = axes[i, j].imshow(grids[ckpt, r], vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP)
-            _mark_patch(axes[i, j], row, col, 1.0)
+            _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
             if i == 0:
                 axes[i, j].set_title(ckpt)
         if i == 0:
@@ -172,8 +176,21 @@ def plot_reference_grid(
         "vmax": MAP_VMAX,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
+        **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
     }
     return _save(fig, path, data)
+
+
+def _map_ref(map_refs, refs, ckpt: str, r: str) -> tuple[int, int]:
+    own = (map_refs or {}).get(ckpt, {})
+    return tuple(own.get(r, refs[r]))
+
+
+def _map_refs_data(map_refs, refs, ckpt_names, ref_names) -> dict:
+    """``{"map_refs": ...}`` when some checkpoint's references differ from ``refs`` (another grid)."""
+    per = {c: {r: list(_map_ref(map_refs, refs, c, r)) for r in ref_names} for c in ckpt_names}
+    differs = any(per[c][r] != list(refs[r]) for c in ckpt_names for r in ref_names)
+    return {"map_refs": per} if differs else {}
 
 
 def plot_similarity_overlay(
@@ -333,8 +350,9 @@ def plot_similarity_by_class(curves: dict[str, dict], path: Path) -> dict:
     return _save(fig, path, data)
 
 
-def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) -> dict:
-    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar."""
+def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float, map_refs=None) -> dict:
+    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar;
+    ``map_refs`` as in ``plot_reference_grid``."""
     low = min(low, 0.999)
     ref_names, ckpt_names = list(refs), list(maps)
     cols = 1 + len(ckpt_names)
@@ -349,13 +367,20 @@ def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) 
         axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
         for j, ax in enumerate(axes[i]):
             size = picture.shape[0] / g if j == 0 else 1.0
+            mark = (row, col)
             if j:
                 image = ax.imshow(maps[ckpt_names[j - 1]][r], vmin=low, vmax=1.0, cmap="viridis")
+                mark = _map_ref(map_refs, refs, ckpt_names[j - 1], r)
                 if i == 0:
                     ax.set_title(ckpt_names[j - 1])
             ax.add_patch(
                 Rectangle(
-                    (col * size - 0.5, row * size - 0.5), size, size, fill=False, edgecolor="red", linewidth=2
+                    (mark[1] * size - 0.5, mark[0] * size - 0.5),
+                    size,
+                    size,
+                    fill=False,
+                    edgecolor="red",
+                    linewidth=2,
                 )
             )
             ax.set_xticks([])
@@ -370,6 +395,7 @@ def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) 
         "vmax": 1.0,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {c: {r: maps[c][r] for r in ref_names} for c in ckpt_names},
+        **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
     }
     return _save(fig, path, data)
 

@@ -68,10 +68,12 @@ def _legend(summary: dict) -> str:
 
 
 def _checkpoints_markdown(summary: dict) -> list[str]:
-    lines = ["## Checkpoints", "", "| name | file | regime | lineage |", "|---|---|---|---|"]
+    lines = ["## Checkpoints", "", "| name | model | regime | lineage | grid |", "|---|---|---|---|---|"]
     for c in summary["checkpoints"]:
         lineage = " -> ".join(str(step.get("regime", "?")) for step in c["lineage"]) or "-"
-        lines.append(f"| {c['name']} | `{c['path']}` | {c['regime']} | {lineage} |")
+        m = c.get("model") or {}
+        grid = f"{m['grid'][0]} x {m['grid'][1]}, {m['depth']} blocks, D {m['dim']}" if m else "-"
+        lines.append(f"| {c['name']} | `{c['path']}` | {c['regime'] or '-'} | {lineage} | {grid} |")
     return lines
 
 
@@ -141,5 +143,7 @@ def summary_markdown(summary: dict) -> str:
         published_markdown(),
         *_figures_markdown(summary, info),
     ]
+    if summary.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {note}" for note in summary["notes"])]
     lines += ["", f"All numbers: [summary.json](summary.json). Took {summary['seconds']:.0f} s.", ""]
     return "\n".join(lines)
