@@ -17,7 +17,6 @@ from viny_probe.analysis.embeddings import LayerSpec, extract_patch_tokens, laye
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
-    PROBE_MAX_VALUES,
     load_probe_data,
     patch_labels,
     patch_subsample,
@@ -128,7 +127,7 @@ def probe_checkpoint(
     train_labels = patch_labels(train_set, model.patch_size, keep)
     test_labels = patch_labels(test_set, model.patch_size)
     info["probe_patches"], info["test_patches"] = train_labels.numel(), test_labels.numel()
-    info["probe_subsample"] = subsample_note(keep, model.num_patches, PROBE_MAX_VALUES)
+    info["probe_subsample"] = subsample_note(keep, model.num_patches)
     groups = layer_groups(layers, model.depth, test_labels.numel() * model.dim)
     info["layers_at_once"] = "all" if len(groups) == 1 else 1
     extract = dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size)

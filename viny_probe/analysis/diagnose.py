@@ -25,7 +25,6 @@ from viny_probe.analysis.embeddings import extract_patch_tokens
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
-    PROBE_MAX_VALUES,
     load_probe_data,
     patch_labels,
     patch_subsample,
@@ -289,7 +288,7 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, where: di
     )
     got.cka_feats.append(_cka_features(test_all, model, opts))
     got.memory[name] = {
-        "probe_subsample": subsample_note(keep, model.num_patches, PROBE_MAX_VALUES),
+        "probe_subsample": subsample_note(keep, model.num_patches),
         **memory,
         "test_images": len(test_set),
         "depth_test_images": depth_images,

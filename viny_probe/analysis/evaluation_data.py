@@ -142,12 +142,14 @@ def patch_labels(data: ImageSet, patch_size: int, keep: torch.Tensor | None = No
 
 
 def patch_subsample(
-    images: int, num_patches: int, dim: int, max_values: int = PROBE_MAX_VALUES, seed: int = PATCH_SAMPLE_SEED
+    images: int, num_patches: int, dim: int, max_values: int | None = None, seed: int = PATCH_SAMPLE_SEED
 ) -> torch.Tensor | None:
     """The patches of each image a classifier is fitted on when all of them would hold more than
-    ``max_values`` token values: ``(images, k)`` sorted indices, k = max(1, max_values // (images * dim))
-    drawn per image without replacement from a generator seeded with ``seed`` (so every run, and every
-    model with the same grid, keeps the same patches). None when all ``num_patches`` fit."""
+    ``max_values`` (default ``PROBE_MAX_VALUES``) token values: ``(images, k)`` sorted indices,
+    k = max(1, max_values // (images * dim)), drawn per image without replacement from a generator
+    seeded with ``seed`` (so every run, and every model with the same grid, keeps the same patches).
+    None when all ``num_patches`` fit."""
+    max_values = PROBE_MAX_VALUES if max_values is None else max_values
     k = max(1, max_values // (images * dim))
     if k >= num_patches:
         return None
@@ -156,10 +158,11 @@ def patch_subsample(
     return order[:, :k].sort(dim=1).values
 
 
-def subsample_note(keep: torch.Tensor | None, num_patches: int, max_values: int) -> dict | None:
+def subsample_note(keep: torch.Tensor | None, num_patches: int, max_values: int | None = None) -> dict | None:
     """What ``patch_subsample`` did, for summary.json and the printed tables (None: nothing)."""
     if keep is None:
         return None
+    max_values = PROBE_MAX_VALUES if max_values is None else max_values
     return {
         "patches_per_image": int(keep.shape[1]),
         "of_patches": num_patches,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from ..errors import VinyError
 from ..progress import console
@@ -20,7 +21,8 @@ def main() -> None:
     try:
         app()
     except VinyError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        # escaped: a message may hold brackets (pip install "viny-probe[timm]") that are not markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print(
