@@ -134,11 +134,13 @@ def probe_checkpoint(
     tag = f"seed{where['split_seed']}-t{where['test_size']}"
     off = switched_off(knn=knn)
     results = {}
-    for group in groups:
+    for i, group in enumerate(groups):
         train_tokens = extract_patch_tokens(
             model, train_set, group, split=f"pool-{tag}", patches=keep, **extract
         )
         test_tokens = extract_patch_tokens(model, test_set, group, split=f"test-{tag}", **extract)
+        if i == len(groups) - 1:  # the pixels are done with: free them before the diagnostics' copies
+            train_set = test_set = None
         for label in train_tokens:
             tokens = LayerTokens(
                 test_tokens[label], test_labels, train_tokens[label], train_labels, PROBE_SEED

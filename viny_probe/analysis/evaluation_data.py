@@ -31,6 +31,7 @@ DEFAULT_DATASET = "toy-pets"
 # (2,000 images of 196 patches x 768 channels: 10 patches per image).
 PROBE_MAX_VALUES = 2000 * 64 * 128
 PATCH_SAMPLE_SEED = 0
+LABEL_CHUNK_PIXELS = 1 << 23  # trimap pixels labelled at once (patch_labels)
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
 _NO_TRIMAPS_HINT = (
@@ -137,7 +138,14 @@ def load_probe_data(
 def patch_labels(data: ImageSet, patch_size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
     """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels;
     with ``keep`` (``(N, k)`` patch indices, ``patch_subsample``) only those, ``(N, k)``."""
-    labels = patch_majority_labels(data.masks, patch_size, num_classes=len(SEG_CLASSES))
+    # in chunks of images: counting a class over (N, P, patch pixels) sums in int64, 8 bytes a pixel
+    step = max(1, LABEL_CHUNK_PIXELS // max(1, data.masks[0].numel()))
+    labels = torch.cat(
+        [
+            patch_majority_labels(data.masks[s : s + step], patch_size, num_classes=len(SEG_CLASSES))
+            for s in range(0, len(data.masks), step)
+        ]
+    )
     return labels if keep is None else labels.gather(1, keep)
 
 

@@ -19,7 +19,7 @@ def singular_values(features: ArrayLike) -> torch.Tensor:
     """
     x = as_float(features, "features", (2, 3), "(M, D) or (N, P, D)")
     x = x.reshape(-1, x.shape[-1])
-    rows = max(1, CHUNK_VALUES // x.shape[1])  # float64 rows converted at once (128 MiB)
+    rows = max(1, CHUNK_VALUES // x.shape[1])  # float64 rows converted at once (32 MiB)
     gram = torch.zeros(x.shape[1], x.shape[1], dtype=torch.float64)
     for start in range(0, x.shape[0], rows):
         block = x[start : start + rows].double()

@@ -6,9 +6,9 @@ import torch
 
 from viny_probe.checks import ArrayLike, as_embeddings
 
-# float64 values converted at once: images are taken in chunks of at most this many values (128 MiB),
+# float64 values converted at once: images are taken in chunks of at most this many values (32 MiB),
 # so 1,000 images x 196 patches x 768 channels never exist as one float64 copy.
-CHUNK_VALUES = 1 << 24
+CHUNK_VALUES = 1 << 22
 
 
 def images_per_chunk(emb: torch.Tensor, values: int = CHUNK_VALUES) -> int:
