@@ -1,11 +1,13 @@
-"""A regime and a dataset registered from this file alone (nothing in viny_probe/ edited) run end to
-end through the `viny` command: `viny train <toy>` on the toy dataset, then `viny diagnose` on its
-checkpoint. This is the promise of the registries: a new regime or dataset is one file plus one
-registration."""
+"""A regime, a dataset and a diagnostic registered from this file alone (nothing in viny_probe/ edited)
+run end to end through the `viny` command: `viny train <toy>` on the toy dataset, `viny diagnose` on
+its checkpoint (the toy diagnostic's column in table2.md, summary.json and the printed table), and
+`viny report` on a sweep folder holding them. This is the promise of the registries: a new regime,
+dataset or diagnostic is one file plus one registration."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from viny_probe.analysis.registry import Column, Diagnostic, LayerTokens, temporarily
 from viny_probe.cli import app
 from viny_probe.data.augment import normalize, to_float
 from viny_probe.data.base import ImageSet
@@ -69,8 +72,24 @@ class MeanToken(Regime):
         return {"test_mse": float(loss), "test_abs_error": float(stats["abs_error"])}
 
 
+def brightest_patch_share(layer: LayerTokens) -> float:
+    """Toy diagnostic: the share of test patches whose token has the largest norm of its image."""
+    norms = layer.test.norm(dim=-1)  # (N, P)
+    return float((norms == norms.max(dim=1, keepdim=True).values).float().mean())
+
+
+TOY_DIAGNOSTIC = Diagnostic(
+    "brightest_share",
+    "brightest-token share",
+    "share of patches holding their image's largest token norm",
+    brightest_patch_share,
+    (Column("brightest_share", "brightest share", ".3f", report="Brightest share"),),
+)
+
+
 @pytest.fixture
-def toy_registrations():
+def toy_registrations(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # printed tables on one line each
     spec = DatasetSpec(
         name="toy-stripes",
         load=toy_stripes,
@@ -80,7 +99,11 @@ def toy_registrations():
         size=48,
         embedded=True,
     )
-    with DATASETS.registered("toy-stripes", spec), REGIMES.registered("toy-mean", MeanToken):
+    with (
+        DATASETS.registered("toy-stripes", spec),
+        REGIMES.registered("toy-mean", MeanToken),
+        temporarily(TOY_DIAGNOSTIC),
+    ):
         yield
 
 
@@ -107,21 +130,57 @@ def test_toy_regime_trains_through_the_cli_on_the_toy_dataset(
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
     diag = tmp_path / "diag"
-    result = runner.invoke(
-        app,
-        [
-            "diagnose",
-            str(out / "final.pt"),
-            "-o",
-            str(diag),
-            "--probe-images",
-            "24",
-            "--test-images",
-            "8",
-            "-q",
-        ],
-    )
+    result = runner.invoke(app, ["diagnose", str(out / "final.pt"), "-o", str(diag), *SMALL_DIAGNOSE])
     assert result.exit_code == 0, result.output
     summary = json.loads((diag / "summary.json").read_text())
     (info,) = summary["data"].values()
     assert info["dataset"] == "toy-stripes"  # read off the toy stage's lineage
+    value = summary["final_layer"]["toy"]["brightest_share"]
+    assert 0 < value <= 1 and summary["table2"][0]["brightest_share"] == value
+    assert "| brightest share |" in (diag / "table2.md").read_text()
+    assert any("brightest share" in line for line in result.output.splitlines())
+
+
+SMALL_DIAGNOSE = ["--names", "toy", "--probe-images", "24", "--test-images", "8", "-q"]
+
+
+def test_report_shows_the_toy_diagnostic_of_a_sweep_folder(toy_registrations, tmp_path, tiny_train_args):
+    """A sweep folder whose two geometry stages are toy-mean runs on toy-stripes, diagnosed into
+    DIR/geometry/seed-0 by `viny diagnose`: `viny report` reads them and its Table 2 has the toy
+    diagnostic's column (header and value). Mutant: the report's Table 2 over the built-in columns
+    only -> no "Brightest share" header."""
+    runner = CliRunner()
+    sweep = tmp_path / "sweep"
+    rows = []
+    for kind in ("pretrain", "spatial"):
+        stage = f"{kind}-toy"
+        run = sweep / "stages" / stage
+        result = runner.invoke(app, ["train", "toy-mean", *tiny_train_args(1), "--out", str(run)])
+        assert result.exit_code == 0, result.output
+        rows.append(
+            {
+                "stage": stage,
+                "kind": kind,
+                "pretrain_size": 16,
+                "intermediate": "",
+                "seed": 0,
+                "model": "tiny",
+            }
+        )
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    geometry = sweep / "geometry" / "seed-0"
+    ckpts = [str(sweep / "stages" / r["stage"] / "final.pt") for r in rows]
+    args = ["diagnose", *ckpts, "--names", "Pretrained", "Spatial", "--dataset", "toy-stripes"]
+    args += ["--test-size", "8", "-o", str(geometry), "--probe-images", "24", "--test-images", "8", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    value = json.loads((geometry / "summary.json").read_text())["table2"][1]["brightest_share"]
+
+    result = runner.invoke(app, ["report", str(sweep), "-o", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "report" / "report.md").read_text()
+    header = next(line for line in md.splitlines() if "Brightest share" in line)
+    assert header.startswith("|")
+    spatial = next(line for line in md.splitlines() if line.startswith("| Spatial |"))
+    assert f"{value:.3f}" in spatial
+    shutil.rmtree(sweep / "stages")  # the report never needed the checkpoints themselves

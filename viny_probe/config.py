@@ -15,6 +15,8 @@ from .registry import REGIMES
 # ask for it by name.
 PHASES = ("pretrain", "intermediate", "geometry", "finetune")
 CLASSIFY_AUGMENTS = ("crop", "flip-contrast")
+SPATIAL_TARGETS = ("trimap", "patch-label")  # spatial: the trimap class of each patch, or the image's class
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -154,12 +156,12 @@ class TrainConfig:
             (self.seed >= 0, "--seed must be >= 0"),
             (self.split_seed >= 0, "--split-seed must be >= 0"),
             (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
-            (self.precision in ("fp32", "bf16"), "--precision must be fp32 or bf16"),
+            (self.precision in PRECISIONS, "--precision must be fp32 or bf16"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                 "--device must be cpu, cuda or auto",
             ),
-            (self.targets in ("trimap", "patch-label"), "--targets must be trimap or patch-label"),
+            (self.targets in SPATIAL_TARGETS, "--targets must be trimap or patch-label"),
             (self.mixup >= 0, "--mixup must be >= 0"),
             (self.augment in CLASSIFY_AUGMENTS, "--augment must be crop or flip-contrast"),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),

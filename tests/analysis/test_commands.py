@@ -215,6 +215,7 @@ def test_non_image_file_is_a_clear_error(tiny_ckpt, tmp_path, monkeypatch, capsy
     bogus.write_text("not an image")
     code, err = run_main(monkeypatch, capsys, "similarity-map", tiny_ckpt, bogus, "-o", tmp_path / "x.png")
     assert code == 2 and "error:" in err and "cannot read image file" in err and "Traceback" not in err
+    assert "dataset loaders" not in err and "on-error" not in err  # one image: no advice for datasets
 
 
 def test_checkpoint_of_another_architecture_is_a_clear_error(tmp_path, monkeypatch, capsys):

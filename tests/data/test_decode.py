@@ -112,6 +112,8 @@ def test_trimap_with_other_values_is_an_error_naming_file(tmp_path: Path, files,
     with pytest.raises(TrimapError) as info:
         load_trimap(path, 8)
     assert str(path) in str(info.value) and str(bad_value) in str(info.value)
+    # the reason alone (what a skipped-images warning lists) says what was expected
+    assert "expected only 1 (pet), 2 (background), 3 (boundary)" in info.value.reason
 
 
 def test_size_must_be_positive(tmp_path: Path, files) -> None:

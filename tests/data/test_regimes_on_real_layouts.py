@@ -61,3 +61,20 @@ def test_classify_pets_breeds_and_too_small_message(tmp_path, make_pets):
 def test_missing_folder_names_the_layout(tmp_path):
     with pytest.raises(VinyError, match="images/"):
         run(tmp_path, "segment", "pets", tmp_path / "nowhere")
+
+
+def test_workers_reach_the_decoder(tmp_path, make_intel, monkeypatch):
+    """`--workers 3` decodes with 3 threads on a dataset's first read. Mutant: splits.load without
+    workers=cfg.workers -> the decoder sees 0 (one thread per core)."""
+    from viny_probe.data import cache
+
+    seen = []
+    real = cache._decoded
+
+    def recording(samples, size, workers, description):
+        seen.append(workers)
+        return real(samples, size, workers, description)
+
+    monkeypatch.setattr(cache, "_decoded", recording)
+    run(tmp_path, "classify", "intel", make_intel(nested=True), workers=3)
+    assert seen and set(seen) == {3}

@@ -76,3 +76,14 @@ def test_unknown_names_list_the_registered_ones(toy_dots) -> None:
 def test_a_spec_checks_its_rule() -> None:
     with pytest.raises(ValueError, match="held_out"):
         DatasetSpec(name="x", load=lambda *a, **k: None, description="", held_out="half")
+
+
+def test_a_dataset_note_reaches_data_json_provenance(toy_dots) -> None:
+    """Mutant: provenance without the spec's notes -> no "notes" in data.json."""
+    noted = dataclasses.replace(dataset_spec("toy-dots"), notes=lambda: ["stand-in photos"])
+    with DATASETS.registered("toy-dots", noted, replace=True):
+        cfg = TrainConfig(regime="segment", dataset="toy-dots", test_size=10, train_size=5).resolved()
+        _, _, info = splits.train_test(cfg, 8)
+    assert info["notes"] == ["stand-in photos"]
+    _, _, info = splits.train_test(cfg, 8)
+    assert "notes" not in info  # nothing to say, nothing written

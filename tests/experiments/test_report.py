@@ -103,3 +103,20 @@ def test_report_statistics_match_scipy(tmp_path):
     ], cells
     assert cells[7] == "higher"
     assert f"95% CI [{low:+.2f}, {high:+.2f}] excludes 0 (paired t p = {t_p:.3f})" in fig4
+
+
+def test_a_torn_last_results_line_is_skipped_and_said(tmp_path):
+    """A crash mid-append leaves half a row at the end of results.jsonl: the report is written from the
+    whole rows and says which line it left out, and why. Mutant: load_results parsing every line as
+    before -> JSONDecodeError, no report."""
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    rows = [_row(s, "pretrain", PLAIN[s]) for s in SEEDS]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    torn = json.dumps(_row(0, "intermediate", INTEL[0]))[:57]
+    (sweep / "results.jsonl").write_text(text + torn)
+    paths = write_report(sweep, tmp_path / "report", geometry=lambda *args: [])
+    md = paths["markdown"].read_text()
+    assert len(paths["problems"]) == 1 and "line 7" in paths["problems"][0]
+    assert "Left out of this report:" in md and "line 7 is not a whole results row" in md
+    assert "6 finished stages" in md

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from viny_probe import perf
-from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig
+from viny_probe.errors import VinyError
+from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig, model_config
 from viny_probe.perf.baseline import PlainViT, plain_loader, write_jpegs
 from viny_probe.registry import REGIMES
 
@@ -161,3 +162,12 @@ def test_cli_bench_json(monkeypatch, capsys):
     res = CliRunner().invoke(app, ["bench", "--model", "tiny", "--batch", "4", "--json", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"called": "tiny", "batch": 4}
+
+
+def test_bench_data_never_falls_back_to_random_images():
+    """A dataset without trimaps is an error naming the options, not random tensors timed instead.
+    Mutant: the old try/except that returned random images -> no error."""
+    cfg = model_config("tiny")
+    with pytest.raises(VinyError, match="--dataset random"):
+        perf.bench_data(cfg, 4, "toy-scenes")
+    assert perf.bench_data(cfg, 4, "toy-pets").masks is not None

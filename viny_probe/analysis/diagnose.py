@@ -344,8 +344,6 @@ def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Opti
         map_refs=got.fig6_map_refs,
     )
     files["fig6"] = "fig6_reference_patches.png"
-    # The study's fixed range hides everything when all cosines sit in a narrow band (e.g. 0.9..1):
-    # the same maps again with the colour range stretched to the smallest value shown.
     low = min(float(np.min(m)) for maps in got.fig6_maps.values() for m in maps.values())
     plot_reference_grid_stretched(
         got.fig6_pictures, got.fig6_maps, got.fig6_refs, out / "fig6_stretched.png", low, got.fig6_map_refs

@@ -83,9 +83,12 @@ def load_named_image(
         )
     from PIL import Image
 
-    from viny_probe.data.decode import load_rgb
+    from viny_probe.data.decode import ImageDecodeError, load_rgb
 
-    pixels = torch.from_numpy(load_rgb(path, size))  # ImageDecodeError for a non-image
+    try:
+        pixels = torch.from_numpy(load_rgb(path, size))
+    except ImageDecodeError as err:  # one image asked for by name: no advice about dataset loaders
+        raise VinyError(f"cannot read image file '{path}': {err.reason}. Give a JPEG or PNG image.") from None
     with Image.open(path) as opened:
         original_hw = (opened.height, opened.width)
     return NamedImage(pixels, None, str(path), path.stem, original_hw)

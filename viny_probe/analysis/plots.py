@@ -121,6 +121,9 @@ def plot_reference_grid(
     refs: Mapping[str, tuple[int, int]],
     path: str | Path,
     title: str = "Cosine similarity to the reference patch (red)",
+    vmin: float = MAP_VMIN,
+    vmax: float = MAP_VMAX,
+    cmap: str = MAP_CMAP,
     map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> dict:
     """Fig 6: rows = reference patches, columns = the input image then one similarity map per checkpoint.
@@ -131,7 +134,7 @@ def plot_reference_grid(
             the input, on the grid of the first checkpoint's maps).
     map_refs: ``{checkpoint name: {ref name: (row, col)}}``, where a checkpoint on another grid has its
             reference (default: ``refs``).
-    Maps share the fixed colour range -0.5..1 and one colourbar.
+    Maps share one colour range (the study's fixed -0.5..1 unless ``vmin``/``vmax`` say) and one colourbar.
     """
     if not refs or not maps:
         raise VinyError("refs and maps must be non-empty")
@@ -159,7 +162,7 @@ def plot_reference_grid(
         _mark_patch(axes[i, 0], row, col, picture.shape[0] / g)
         axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
         for j, ckpt in enumerate(ckpt_names, start=1):
-            image = axes[i, j].imshow(grids[ckpt, r], vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP)
+            image = axes[i, j].imshow(grids[ckpt, r], vmin=vmin, vmax=vmax, cmap=cmap)
             _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
             if i == 0:
                 axes[i, j].set_title(ckpt)
@@ -172,8 +175,8 @@ def plot_reference_grid(
     fig.suptitle(title)
     data = {
         "title": title,
-        "vmin": MAP_VMIN,
-        "vmax": MAP_VMAX,
+        "vmin": vmin,
+        "vmax": vmax,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
         **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
@@ -281,6 +284,28 @@ def plot_depth_curves(
     return _save(fig, path, data)
 
 
+def _cka_axes(ax, grid, rows, cols, names, annotate_up_to: int, annot_size: int, cbar: dict | None) -> None:
+    """One CKA heatmap on ``ax``: rows the blocks of ``names[0]``, columns those of ``names[1]``, a
+    0..1 colour scale, the values written in when the grid has at most ``annotate_up_to`` rows/columns;
+    a colourbar with ``cbar`` keywords, none when ``cbar`` is None."""
+    sns.heatmap(
+        grid,
+        ax=ax,
+        vmin=0.0,
+        vmax=1.0,
+        cmap="magma",
+        square=True,
+        annot=max(grid.shape) <= annotate_up_to,
+        fmt=".2f",
+        annot_kws={"size": annot_size},
+        xticklabels=cols,
+        yticklabels=rows,
+        cbar=cbar is not None,
+        cbar_kws=cbar or {},
+    )
+    ax.set(xlabel=f"{names[1]}: block", ylabel=f"{names[0]}: block")
+
+
 def plot_cka_panels(matrices: list[dict], path: Path) -> dict:
     """One heatmap per checkpoint pair, side by side, shared 0..1 colour scale; JSON beside it."""
     cols = min(3, len(matrices))
@@ -290,24 +315,11 @@ def plot_cka_panels(matrices: list[dict], path: Path) -> dict:
     axes = np.asarray(fig.subplots(rows, cols, squeeze=False)).ravel()
     for k, (ax, m) in enumerate(zip(axes, matrices, strict=False)):
         grid = np.asarray(m["matrix"], dtype=float)
-        sns.heatmap(
-            grid,
-            ax=ax,
-            vmin=0.0,
-            vmax=1.0,
-            cmap="magma",
-            square=True,
-            annot=max(grid.shape) <= 8,
-            fmt=".2f",
-            annot_kws={"size": 6},
-            xticklabels=m["col_labels"],
-            yticklabels=m["row_labels"],
-            cbar=k == len(matrices) - 1,
-            cbar_kws={"label": "linear CKA", "shrink": 0.8},
-        )
+        cbar = {"label": "linear CKA", "shrink": 0.8} if k == len(matrices) - 1 else None
+        _cka_axes(ax, grid, m["row_labels"], m["col_labels"], m["names"], 8, 6, cbar)
         ax.set_title(f"{m['names'][0]} vs {m['names'][1]}", fontsize=10)
-        ax.set_xlabel(f"{m['names'][1]}: block", fontsize=9)
-        ax.set_ylabel(f"{m['names'][0]}: block", fontsize=9)
+        ax.xaxis.label.set_size(9)
+        ax.yaxis.label.set_size(9)
         ax.tick_params(labelsize=7)
     for ax in axes[len(matrices) :]:
         ax.set_visible(False)
@@ -351,53 +363,14 @@ def plot_similarity_by_class(curves: dict[str, dict], path: Path) -> dict:
 
 
 def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float, map_refs=None) -> dict:
-    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar;
+    """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar:
+    the study's fixed range hides everything when all cosines sit in a narrow band (e.g. 0.9..1).
     ``map_refs`` as in ``plot_reference_grid``."""
     low = min(low, 0.999)
-    ref_names, ckpt_names = list(refs), list(maps)
-    cols = 1 + len(ckpt_names)
-    fig = Figure(figsize=(2.3 * cols + 0.8, 2.3 * len(ref_names) + 0.6), layout="constrained")
-    axes = np.asarray(fig.subplots(len(ref_names), cols, squeeze=False))
-    image = None
-    for i, r in enumerate(ref_names):
-        row, col = refs[r]
-        picture = np.asarray(pictures[r]).transpose(1, 2, 0)
-        g = np.asarray(maps[ckpt_names[0]][r]).shape[0]
-        axes[i, 0].imshow(picture)
-        axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
-        for j, ax in enumerate(axes[i]):
-            size = picture.shape[0] / g if j == 0 else 1.0
-            mark = (row, col)
-            if j:
-                image = ax.imshow(maps[ckpt_names[j - 1]][r], vmin=low, vmax=1.0, cmap="viridis")
-                mark = _map_ref(map_refs, refs, ckpt_names[j - 1], r)
-                if i == 0:
-                    ax.set_title(ckpt_names[j - 1])
-            ax.add_patch(
-                Rectangle(
-                    (mark[1] * size - 0.5, mark[0] * size - 0.5),
-                    size,
-                    size,
-                    fill=False,
-                    edgecolor="red",
-                    linewidth=2,
-                )
-            )
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_title("input")
-    fig.colorbar(image, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, label="cosine similarity")
-    fig.suptitle(
-        f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
+    title = f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
+    return plot_reference_grid(
+        pictures, maps, refs, path, title, vmin=low, vmax=1.0, cmap="viridis", map_refs=map_refs
     )
-    data = {
-        "vmin": low,
-        "vmax": 1.0,
-        "refs": {r: list(refs[r]) for r in ref_names},
-        "maps": {c: {r: maps[c][r] for r in ref_names} for c in ckpt_names},
-        **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
-    }
-    return _save(fig, path, data)
 
 
 def plot_cka_heatmap(
@@ -425,21 +398,8 @@ def plot_cka_heatmap(
     side = max(4.0, 0.45 * max(grid.shape) + 2)
     fig = Figure(figsize=(side + 1.2, side), layout="constrained")
     ax = fig.add_subplot()
-    sns.heatmap(
-        grid,
-        ax=ax,
-        vmin=0.0,
-        vmax=1.0,
-        cmap="magma",
-        square=True,
-        annot=max(grid.shape) <= 13,
-        fmt=".2f",
-        annot_kws={"size": 7},
-        xticklabels=cols,
-        yticklabels=rows,
-        cbar_kws={"label": "linear CKA"},
-    )
-    ax.set(title=title, xlabel=f"{names[1]}: block", ylabel=f"{names[0]}: block")
+    _cka_axes(ax, grid, rows, cols, names, 13, 7, {"label": "linear CKA"})
+    ax.set_title(title)
     data = {"title": title, "names": list(names), "row_labels": rows, "col_labels": cols, "matrix": grid}
     return _save(fig, path, data)
 

@@ -2,32 +2,42 @@
 
 from __future__ import annotations
 
+import functools
 import sys
+import warnings
 
 import typer
 from rich.markup import escape
 
-from ..errors import VinyError
+from ..errors import VinyError, VinyWarning
 from ..progress import console
 from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
 from . import demo as _demo  # noqa: F401  (registers commands)
+from . import export as _export  # noqa: F401
 from . import sweep as _sweep  # noqa: F401
 from . import train as _train  # noqa: F401
 from .app import app
 
 
+def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
+    """VinyWarnings as one line on the console; any other warning as before (Python's form)."""
+    if issubclass(category, VinyWarning):
+        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+    else:
+        previous(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
     try:
         app()
     except VinyError as e:
         # escaped: a message may hold brackets (pip install "viny-probe[timm]") that are not markup
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print(
-            "[yellow]interrupted.[/] Finished epochs are saved; continue with the same command and --resume."
-        )
+    except KeyboardInterrupt:  # outside a command (each command says what it kept: options.interruptible)
+        console.print("[yellow]interrupted.[/]")
         sys.exit(130)
 
 

@@ -4,7 +4,6 @@ wrappers around ``viny_probe.analysis`` (``checkpoint_probe``, ``similarity_imag
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -13,6 +12,20 @@ from typer.core import TyperCommand
 
 from ..progress import console
 from .app import app
+from .options import (
+    INTERRUPTED_NOTHING_WRITTEN,
+    INTERRUPTED_PARTIAL,
+    RESULT_FILE_HELP,
+    Background,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+    write_result,
+)
 
 CKPT_HELP = (
     "the model: a viny checkpoint (run folder's final.pt), the study authors' state_dict (.pth), "
@@ -23,7 +36,6 @@ WEIGHTS_HELP = (
     "weights of a timm: model: a .safetensors file or a torch state_dict (default: random init, seed 0)"
 )
 IMG_SIZE_HELP = "input size of a timm:/hf:/py: model (default: the model's own; a viny checkpoint's is fixed)"
-DEVICE_HELP = "where the model runs: cpu | cuda | auto (auto: CUDA when torch sees it, else the CPU)"
 BATCH_HELP = "images per forward pass while extracting tokens"
 DATASET_HELP = (
     "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
@@ -122,6 +134,7 @@ def diagnose_table(summary: dict, out: Path) -> Table:
 
 @app.command("probe")
 @_reflow
+@interruptible(INTERRUPTED_NOTHING_WRITTEN)
 def probe_command(
     ckpt: str = typer.Argument(..., help=CKPT_HELP),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
@@ -143,15 +156,14 @@ def probe_command(
     ),
     test_images: int = typer.Option(1000, help="test images the probe is scored on"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    as_json: bool = typer.Option(
-        False, "--json", help="print the result as JSON on stdout instead of a table"
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    out: Path | None = out_option(None, RESULT_FILE_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
     mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
     std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
@@ -167,7 +179,6 @@ def probe_command(
     viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
     from ..analysis.checkpoint_probe import probe_checkpoint
-    from ..checkpoint import jsonable
 
     result = probe_checkpoint(
         ckpt,
@@ -188,8 +199,10 @@ def probe_command(
         device=device,
         batch_size=batch_size,
     )
+    write_result(out, result)
     if as_json:
-        print(json.dumps(jsonable(result), indent=1, allow_nan=False))
+        print_json(result)
+        _print_warnings(result["warnings"])
         return
     for table in probe_tables(result):
         console.print(table)
@@ -198,6 +211,7 @@ def probe_command(
 
 @app.command("similarity-map")
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def similarity_map_command(
     ckpt: str = typer.Argument(..., help=CKPT_HELP),
     image: str = typer.Argument(
@@ -208,7 +222,7 @@ def similarity_map_command(
     ),
     patch: str | None = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
     pixel: str | None = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
-    out: Path | None = typer.Option(None, "--out", "-o", help="output PNG (default similarity-IMAGE.png)"),
+    out: Path | None = out_option(None, "output PNG (default similarity-IMAGE.png); a .json goes beside it"),
     layer: str = typer.Option("final", help="final | a block number"),
     split_seed: int | None = typer.Option(
         None, "--split-seed", "--seed", help="split seed for DATASET:INDEX (default: the checkpoint's)"
@@ -216,16 +230,18 @@ def similarity_map_command(
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's)"
     ),
-    background: str = typer.Option(
+    background: Background = typer.Option(
         "study",
         help="background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
     img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
     mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
     std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: str = device_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
@@ -250,13 +266,17 @@ def similarity_map_command(
         split_seed,
         test_size,
         allow_overlap,
-        background,
+        value(background),
         weights=weights,
         img_size=img_size,
         mean=_rgb(mean, "--mean"),
         std=_rgb(std, "--std"),
         device=device,
     )
+    if as_json:
+        print_json(result)
+        _print_warnings(result["warnings"])
+        return
     t = Table(title=f"similarity map: {result['image']} ({result['layer']})")
     t.add_column("reference")
     t.add_column("patch (row, col)", justify="right")
@@ -282,6 +302,7 @@ def similarity_map_command(
 
 @app.command("reconstruct")
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def reconstruct_command(
     ckpt: Path = typer.Argument(..., help="a `viny train simmim` checkpoint (its run folder's final.pt)"),
     images: list[str] | None = typer.Argument(
@@ -290,9 +311,7 @@ def reconstruct_command(
         "embedded test image (toy-pets:17 = image 17 of the toy-pets test split); default the first 4 "
         "toy-pets test images",
     ),
-    out: Path = typer.Option(
-        Path("reconstruct.png"), "--out", "-o", help="output PNG; a .json goes beside it"
-    ),
+    out: Path = out_option(Path("reconstruct.png"), "output PNG; a .json goes beside it"),
     seed: int = typer.Option(0, help="seed of the masks (half the patches of each image)"),
     split_seed: int | None = typer.Option(
         None, help="split seed for DATASET:INDEX (default: the checkpoint's, from its lineage)"
@@ -301,6 +320,8 @@ def reconstruct_command(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
 
@@ -316,6 +337,10 @@ def reconstruct_command(
     from ..analysis.reconstruct import reconstruct_images
 
     result = reconstruct_images(ckpt, images, out, seed, split_seed, test_size, allow_overlap)
+    if as_json:
+        print_json(result)
+        _print_warnings(result["warnings"])
+        return
     t = Table(title=f"SimMIM reconstructions: {ckpt} (mask seed {seed})")
     t.add_column("image")
     t.add_column("masked L1", justify="right")
@@ -347,6 +372,7 @@ class _ManyNamesCommand(TyperCommand):
 
 @app.command("diagnose", cls=_ManyNamesCommand)
 @_reflow
+@interruptible(INTERRUPTED_PARTIAL)
 def diagnose_command(
     ckpts: list[str] = typer.Argument(..., help="models to compare, in order (each " + CKPT_HELP + ")"),
     names: list[str] | None = typer.Option(
@@ -355,7 +381,7 @@ def diagnose_command(
         help="one display name per checkpoint, after the checkpoints: --names A B C (or A,B,C); "
         "default: each checkpoint's run-folder name",
     ),
-    out: Path = typer.Option(Path("viny-diagnose"), "--out", "-o", help="output folder"),
+    out: Path = out_option(Path("viny-diagnose"), "output folder"),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
@@ -367,7 +393,7 @@ def diagnose_command(
         None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
-    background: str = typer.Option(
+    background: Background = typer.Option(
         "study",
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
@@ -379,14 +405,15 @@ def diagnose_command(
     cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
     fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(
         None, help=WEIGHTS_HELP + "; with several timm: models put weights=FILE inside each string"
     ),
     img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
     mean: str | None = typer.Option(None, help="R,G,B mean replacing every model's own"),
     std: str | None = typer.Option(None, help="R,G,B std replacing every model's own"),
-    device: str = typer.Option("auto", help=DEVICE_HELP),
+    device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
@@ -412,14 +439,14 @@ def diagnose_command(
         split_seed=split_seed,
         test_size=test_size,
         allow_overlap=allow_overlap,
-        background=background,
+        background=value(background),
         probe_images=probe_images,
         test_images=test_images,
         depth_probe_images=depth_probe_images,
         cka_images=cka_images,
         fig6_images=fig6_images,
         knn=knn,
-        progress=not quiet,
+        progress=not (quiet or as_json),
         weights=weights,
         img_size=img_size,
         mean=_rgb(mean, "--mean"),
@@ -427,6 +454,10 @@ def diagnose_command(
         device=device,
         batch_size=batch_size,
     )
+    if as_json:
+        print_json(summary)
+        _print_warnings(summary["warnings"])
+        return
     console.print(diagnose_table(summary, out))
     for line in summary.get("notes", []):
         console.print(f"[yellow]note:[/] {line}", highlight=False)
@@ -445,14 +476,21 @@ def _split_names(names: list[str] | None, count: int) -> list[str] | None:
 
 @app.command("import-checkpoint")
 @_reflow
+@interruptible("Nothing was written (the checkpoint is written whole or not at all); run the command again.")
 def import_checkpoint_command(
     src: Path = typer.Argument(
         ..., help="the study authors' state_dict, e.g. encoder_vit_4M_pretrain_200K.pth"
     ),
-    out: Path = typer.Argument(..., help="the viny checkpoint to write"),
+    # `viny import-checkpoint SRC OUT`, the spelling before -o, still works (not shown in --help).
+    out_argument: Path | None = typer.Argument(None, metavar="OUT", hidden=True),
+    out: Path | None = out_option(
+        None, "the viny checkpoint to write (default: SRC with the suffix .viny.pt)"
+    ),
     heads: int | None = typer.Option(
         None, help="attention heads of the authors' model (default 8, the study's)"
     ),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Convert the study authors' encoder state_dict into a viny checkpoint.
 
@@ -461,15 +499,28 @@ def import_checkpoint_command(
     Every analysis command also accepts the authors' file directly; importing once saves the conversion
     and gives a file `viny train --init` accepts.
 
-    Example: viny import-checkpoint encoder_vit_4M_pretrain_200K.pth authors.pt
+    Example: viny import-checkpoint encoder_vit_4M_pretrain_200K.pth -o authors.pt
     """
     from ..analysis.authors import import_authors_checkpoint
     from ..analysis.embeddings import load_encoder
+    from ..errors import VinyError
     from ..model import count_parameters
 
-    written = import_authors_checkpoint(src, out, heads)
-    encoder, _ = load_encoder(written)
+    if out is not None and out_argument is not None and out != out_argument:
+        raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
+    written = import_authors_checkpoint(src, out or out_argument or src.with_suffix(".viny.pt"), heads)
+    encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg
+    if as_json:
+        print_json(
+            {
+                "out": written,
+                "model_config": cfg.to_dict(),
+                "parameters": count_parameters(encoder),
+                "lineage": ckpt["lineage"],
+            }
+        )
+        return
     console.print(
         f"wrote [bold]{written}[/]: ViNy {cfg.depth} blocks, dim {cfg.dim}, {cfg.heads} heads x {cfg.dim_head}, "
         f"{cfg.image_size} px / {cfg.patch_size} px patches, {count_parameters(encoder):,} parameters"

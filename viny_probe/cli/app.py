@@ -1,9 +1,25 @@
 import typer
 
+from .. import __version__
+
 app = typer.Typer(
     name="viny",
     help="Train ViNy through the study's regimes and probe how each reshapes its patch representations.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(show: bool) -> None:
+    if show:
+        typer.echo(f"viny {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print viny's version and exit"
+    ),
+) -> None:
+    """Train ViNy through the study's regimes and probe how each reshapes its patch representations."""

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import typer
 from rich.table import Table
 
+from ..config import PRECISIONS
+from ..perf.baseline import BASELINE_REGIMES
 from ..progress import console
 from .app import app
+from .options import (
+    INTERRUPTED_NOTHING_WRITTEN,
+    RESULT_FILE_HELP,
+    Model,
+    choices,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+    write_result,
+)
+
+BenchPrecision = choices("BenchPrecision", (*PRECISIONS, "both"))
+Baseline = choices("Baseline", (*BASELINE_REGIMES, "none"))
 
 
 def _si(x: float) -> str:
@@ -77,11 +96,12 @@ def render(result: dict) -> list:
 
 
 @app.command()
+@interruptible(INTERRUPTED_NOTHING_WRITTEN)
 def bench(
-    device: str = typer.Option("auto", help="cpu | cuda | auto"),
-    precision: str = typer.Option("both", help="fp32 | bf16 | both"),
+    device: str = device_option(),
+    precision: BenchPrecision = typer.Option("both", help="both = each regime in fp32 and in bf16"),
     batch: int = typer.Option(64, help="images per step"),
-    model: str = typer.Option("viny", help="viny | demo | tiny"),
+    model: Model = typer.Option("viny", help="viny = the study's 4.8M model; demo; tiny"),
     regimes: str | None = typer.Option(
         None, help="comma-separated regimes (default: every registered regime)"
     ),
@@ -89,26 +109,27 @@ def bench(
     repeats: int = typer.Option(3, help="timed runs; the median is reported"),
     warmup: int = typer.Option(1, help="untimed runs first"),
     epoch_batches: int = typer.Option(4, help="batches in the whole-epoch measurement (data included)"),
-    baseline: str = typer.Option(
-        "simmim", help="regime of the plain fp32 baseline (simmim | classify | none)"
-    ),
+    baseline: Baseline = typer.Option("simmim", help="regime of the plain fp32 baseline (none: no baseline)"),
     dataset: str = typer.Option("toy-pets", help="toy-pets (embedded) | random"),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     workers: int = typer.Option(0, help="DataLoader workers of the plain baseline"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
-    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout only"),
+    out: Path | None = out_option(None, RESULT_FILE_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Training, evaluation and data-pipeline img/s, FLOPs and % of the measured matmul peak, against a
     plain eager fp32 baseline measured in the same run. See docs/performance.md."""
     from ..perf import run_bench
 
-    precisions = ("fp32", "bf16") if precision == "both" else (precision,)
-    log = (lambda _m: None) if as_json else (lambda m: console.print(f"[dim]bench: {m}[/]"))
+    precision, baseline = value(precision), value(baseline)
+    precisions = PRECISIONS if precision == "both" else (precision,)
+    log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
     result = run_bench(
         device=device,
         precisions=precisions,
         batch=batch,
-        model=model,
+        model=value(model),
         regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
         steps=steps,
         warmup=warmup,
@@ -121,8 +142,9 @@ def bench(
         workers=workers,
         log=log,
     )
+    write_result(out, result)
     if as_json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return
     for table in render(result):
         console.print(table)

@@ -9,27 +9,56 @@ from rich.table import Table
 
 from ..progress import console
 from .app import app
+from .options import (
+    PRECISION_HELP,
+    Model,
+    Precision,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+)
 
 
 @app.command()
+@interruptible(
+    "Finished stages and epochs are saved in the output folder; continue with the same command and --resume."
+)
 def demo(
-    out: Path = typer.Option(Path("viny-demo"), "--out", "-o", help="folder for the three run folders"),
-    model: str = typer.Option(
-        "demo", help="demo (64 px, width 64, depth 6) | viny (the study's model) | tiny"
+    out: Path = out_option(Path("viny-demo"), "output folder for the three run folders"),
+    model: Model = typer.Option(
+        "demo", help="demo = 64 px, width 64, depth 6; viny = the study's model; tiny"
     ),
     seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="cpu | cuda | auto"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16"),
+    device: str = device_option(),
+    precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
     epochs_scale: float = typer.Option(1.0, help="multiply every stage's epochs (e.g. 0.2 for a smoke run)"),
     resume: bool = typer.Option(False, help="continue an interrupted demo in --out"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """SimMIM pre-training -> CLS intermediate stage -> segmentation fine-tuning -> evaluation."""
     from ..demo import run_demo
     from ..registry import REGIMES
     from ..tables import segmentation_table
 
-    s = run_demo(out, model, seed, device, precision, epochs_scale, progress=not quiet, resume=resume)
+    model = value(model)
+    s = run_demo(
+        out,
+        model,
+        seed,
+        device,
+        value(precision),
+        epochs_scale,
+        progress=not (quiet or as_json),
+        resume=resume,
+    )
+    if as_json:
+        print_json(s)
+        return
     stages = Table(title=f"viny demo ({model} model, seed {seed}): {s['seconds']:.0f} s")
     for col in ["stage", "run folder", "final train loss", "held-out"]:
         stages.add_column(col)

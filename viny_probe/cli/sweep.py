@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from ..errors import VinyError
+from ..experiments.plans import DATA_KINDS, PLANS
 from ..progress import console
 from .app import app
+from .options import (
+    INTERRUPTED_PARTIAL,
+    PRECISION_HELP,
+    PRESET_HELP,
+    Model,
+    Precision,
+    Preset,
+    choices,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+)
+
+PlanName = choices("PlanName", PLANS)
+DataKind = choices("DataKind", DATA_KINDS)
 
 
 def _plan(plan: str, plan_file: Path | None, **options):
@@ -27,13 +48,16 @@ def _plan(plan: str, plan_file: Path | None, **options):
 
 
 @app.command()
+@interruptible(
+    "Finished stages and epochs are saved in the sweep folder; run the same command again to continue "
+    "(a sweep resumes its stages by itself)."
+)
 def sweep(
-    plan: str = typer.Argument("mini", help="baseline | pretrain | intermediate | geometry | paper | mini"),
-    out: Path = typer.Option(..., "--out", "-o", help="sweep folder (shared by every shard)"),
-    preset: str | None = typer.Option(
-        None,
-        help="paper = Table A1 | authors = the study's code where it differs | quick = short CPU schedule",
+    plan: PlanName = typer.Argument(
+        "mini", help="a named plan (docs/experiments.md); ignored with --plan-file"
     ),
+    out: Path = out_option(..., "sweep folder (shared by every shard)"),
+    preset: Preset | None = typer.Option(None, help=PRESET_HELP + " (default: the plan's)"),
     seeds: str | None = typer.Option(
         None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
     ),
@@ -44,8 +68,10 @@ def sweep(
         None, help="e.g. 0,500,3000 or 0,45k,100k (0 = no pre-training)"
     ),
     finetune_sizes: str | None = typer.Option(None, help="e.g. 250,500,1000"),
-    model: str | None = typer.Option(None, help="viny | demo | tiny"),
-    data: str | None = typer.Option(None, help="real (imagenet/intel/pets) | embedded (toy-*)"),
+    model: Model | None = typer.Option(None, help="default: the plan's"),
+    data: DataKind | None = typer.Option(
+        None, help="real = imagenet / intel / pets; embedded = their toy-* stand-ins; default: the plan's"
+    ),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="parent folder of the real datasets"
     ),
@@ -58,23 +84,24 @@ def sweep(
     ),
     wait: bool = typer.Option(True, help="wait for parent stages owned by other shards (else return)"),
     poll: float = typer.Option(30.0, help="seconds between checks while waiting"),
-    device: str = typer.Option("auto", help="cpu | cuda | auto"),
-    precision: str = typer.Option("fp32", help="fp32 | bf16"),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    device: str = device_option(),
+    precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Run every unfinished cell of a plan (resumable; shardable over machines sharing --out)."""
     from ..experiments import sweep as sw
 
     p = _plan(
-        plan,
+        value(plan),
         plan_file,
-        preset=preset,
+        preset=value(preset),
         seeds=seeds,
         split_seed=split_seed,
         pretrain_sizes=pretrain_sizes,
         finetune_sizes=finetune_sizes,
-        model=model,
-        data=data,
+        model=value(model),
+        data=value(data),
         data_root=data_root,
         epochs_scale=epochs_scale,
         test_size=test_size,
@@ -82,6 +109,9 @@ def sweep(
     shard_t = sw.parse_shard(shard)
     if dry_run:
         d = sw.dry_run(p, out, shard_t)
+        if as_json:
+            print_json({"plan": p.name, **dataclasses.asdict(d)})
+            return
         console.print(p.describe(), highlight=False)
         t = Table(title=f"{len(d.stages)} stages")
         for col in ["id", "kind", "dataset", "images", "epochs", "image-steps", "parent", "shard", "status"]:
@@ -127,28 +157,52 @@ def sweep(
         p,
         out,
         shard_t,
-        sw.Execution(device=device, precision=precision, progress=not quiet),
+        sw.Execution(device=device, precision=value(precision), progress=not (quiet or as_json)),
         wait=wait,
         poll_s=poll,
-        log=lambda m: console.print(m, highlight=False),
+        log=(lambda m: None) if (quiet or as_json) else (lambda m: console.print(m, highlight=False)),
     )
+    if as_json:
+        print_json(sweep_result(summary))
     if summary.failed:
         raise VinyError(
             f"{len(summary.failed)} stage(s) failed (see {out}/stages/<id>/error.txt): "
             + "; ".join(f"{k}: {v}" for k, v in summary.failed.items())
         )
-    console.print(
-        f"results: {out / 'results.csv'}  ({summary.cells_done}/{summary.cells_total} cells of this plan)"
-    )
+    if not as_json:
+        console.print(
+            f"results: {out / 'results.csv'}  ({summary.cells_done}/{summary.cells_total} cells of this plan)"
+        )
+
+
+def sweep_result(summary) -> dict:
+    """What `viny sweep --json` prints for a run_sweep summary."""
+    fields = ("ran", "already_done", "failed", "skipped", "cells_total", "cells_done")
+    return {
+        "plan": summary.plan.name,
+        "out": summary.out,
+        "shard": list(summary.shard),
+        **{f: getattr(summary, f) for f in fields},
+        "complete": summary.complete,
+        "results_csv": Path(summary.out) / "results.csv",
+    }
 
 
 @app.command()
+@interruptible(INTERRUPTED_PARTIAL)
 def report(
     sweep_dir: Path = typer.Argument(..., help="the sweep folder (--out of `viny sweep`)"),
-    output: Path = typer.Option(None, "--output", "-o", help="report folder (default SWEEP_DIR/report)"),
+    out: Path | None = out_option(None, "report folder (default SWEEP_DIR/report)"),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Tables 1/A2/A3 analogues, Figs 2-4 and A1, saturating fits, Table 2: report.md and a self-contained report.html."""
     from ..experiments.report import write_report
 
-    paths = write_report(sweep_dir, output or sweep_dir / "report")
-    console.print(f"wrote {paths['markdown']} and {paths['html']}")
+    paths = write_report(sweep_dir, out or sweep_dir / "report")
+    for problem in paths["problems"]:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    if as_json:
+        print_json(paths)
+    else:
+        console.print(f"wrote {paths['markdown']} and {paths['html']}")

@@ -3,25 +3,40 @@ generated when the command line is read, so a regime registered by any module ge
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 from typer.core import TyperGroup
 
-from ..config import TrainConfig
+from ..config import CLASSIFY_AUGMENTS, PHASES, SPATIAL_TARGETS, TrainConfig
+from ..data.cache import ON_ERROR_CHOICES
 from ..data.spec import dataset_names
 from ..distributed import from_environment
 from ..errors import VinyError
 from ..progress import console
 from ..registry import REGIMES
 from .app import app
+from .options import (
+    INTERRUPTED_TRAINING,
+    PRECISION_HELP,
+    PRESET_HELP,
+    Model,
+    Precision,
+    Preset,
+    choices,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+)
 
-
-class Preset(str, Enum):
-    paper = "paper"
-    authors = "authors"
-    quick = "quick"
+Targets = choices("Targets", SPATIAL_TARGETS)
+Augment = choices("Augment", CLASSIFY_AUGMENTS)
+Phase = choices("Phase", PHASES)
+OnError = choices("OnError", ON_ERROR_CHOICES)
 
 
 def parse_milestones(text: str | None) -> tuple[int, ...] | None:
@@ -33,15 +48,27 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         raise VinyError(f"--milestones must be comma-separated epochs like 50,85; got {text!r}") from None
 
 
-def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool):
-    """Train and print the summary; the library call behind every `viny train` command."""
+def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, as_json: bool = False):
+    """Train and print the summary (``as_json``: the result as JSON on stdout); the library call behind
+    every `viny train` command."""
     from ..tables import history_table
     from ..trainers import train
 
     out = out or Path("viny-runs") / f"{cfg.regime}-seed{cfg.seed}"
-    result = train(cfg, out, resume=resume, progress=not quiet)
+    result = train(cfg, out, resume=resume, progress=not (quiet or as_json))
     if not from_environment().is_main:
         return result  # under torchrun, rank 0 reports
+    if as_json:
+        print_json(
+            {
+                "regime": cfg.regime,
+                "run_dir": result.run_dir,
+                "final_checkpoint": result.final_checkpoint,
+                "last_epoch": result.history[-1] if result.history else {},
+                "results": result.results,
+            }
+        )
+        return result
     if result.history:
         console.print(history_table(result.history, f"{cfg.regime}: last epoch"))
     summary = REGIMES.get(cfg.regime)().summary(result.results) if result.results else None
@@ -55,23 +82,13 @@ def _make_command(regime: str):
     default_dataset = REGIMES.get(regime).default_dataset
 
     def command(
-        dataset: str | None = typer.Option(
-            None,
-            help=f"{' | '.join(dataset_names())} (default: embedded {default_dataset})",
-        ),
+        dataset: str | None = typer.Option(None, help=f"default: embedded {default_dataset}"),
         data_root: str | None = typer.Option(
             None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
         ),
-        preset: Preset = typer.Option(
-            Preset.quick,
-            help="paper = Table A1 exactly; authors = the study's code where it differs (pre-training lr 1e-3 "
-            "gamma 0.5, CLS-Intel MixUp 0.1 and flip + contrast transform; docs/fidelity.md); quick = short "
-            "CPU schedule",
-        ),
-        model: str = typer.Option("viny", help="viny (the study's 4.8M model) | demo | tiny"),
-        out: Path | None = typer.Option(
-            None, "--out", "-o", help="run folder (default viny-runs/REGIME-seedN)"
-        ),
+        preset: Preset = typer.Option("quick", help=PRESET_HELP),
+        model: Model = typer.Option("viny", help="viny = the study's 4.8M model; demo; tiny"),
+        out: Path | None = out_option(None, "run folder (default viny-runs/REGIME-seedN)"),
         init: Path | None = typer.Option(None, help="start the encoder from this checkpoint"),
         resume: bool = typer.Option(False, help="continue the interrupted run in --out"),
         epochs: int | None = typer.Option(None),
@@ -88,20 +105,20 @@ def _make_command(regime: str):
         ),
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
-        targets: str = typer.Option("trimap", help="spatial only: trimap | patch-label"),
+        targets: Targets = typer.Option("trimap", help="spatial only"),
         mixup: float | None = typer.Option(
             None,
             help="classify only: MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)",
         ),
-        augment: str | None = typer.Option(
+        augment: Augment | None = typer.Option(
             None,
-            help="classify only: crop (RandomResizedCrop 0.67-1 + flip) | flip-contrast (the authors' Intel "
-            "transform: flip + contrast jitter 0.3); default: the preset's",
+            help="classify only: crop = RandomResizedCrop 0.67-1 + flip; flip-contrast = the authors' Intel "
+            "transform (flip + contrast jitter 0.3); default: the preset's",
         ),
-        phase: str | None = typer.Option(
+        phase: Phase | None = typer.Option(
             None,
-            help="which schedule row of the preset: pretrain | intermediate | geometry (20 epochs, no "
-            "scheduler: the study's Table 2 stages) | finetune; default: the regime's",
+            help="which schedule row of the preset (geometry: 20 epochs, no scheduler, the study's Table 2 "
+            "stages); default: the regime's",
         ),
         cls_in_sequence: bool = typer.Option(
             False,
@@ -109,9 +126,9 @@ def _make_command(regime: str):
             help="run the CLS token through the blocks in every stage (viny before checkpoint format 2; "
             "not the study's path, which prepends it only for classification)",
         ),
-        on_error: str = typer.Option("skip", help="unreadable image / missing trimap: skip | fail"),
-        device: str = typer.Option("auto", help="cpu | cuda | auto"),
-        precision: str = typer.Option("fp32", help="fp32 | bf16"),
+        on_error: OnError = typer.Option("skip", help="what an unreadable image or a missing trimap does"),
+        device: str = device_option(),
+        precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
         workers: int = typer.Option(0, help="decode threads for the first read of a dataset (0 = auto)"),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
         micro_batch: int = typer.Option(
@@ -119,13 +136,14 @@ def _make_command(regime: str):
             help="images per forward/backward inside a batch, gradients accumulated "
             "(0 = auto: the whole batch on a GPU, about 256 MB of activations on a CPU)",
         ),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+        as_json: bool = json_option(),
+        quiet: bool = quiet_option(),
     ) -> None:
         cfg = TrainConfig(
             regime=regime,
-            preset=preset.value,
-            model=model,
-            dataset=dataset,
+            preset=value(preset),
+            model=value(model),
+            dataset=value(dataset),
             data_root=data_root,
             epochs=epochs,
             lr=lr,
@@ -138,22 +156,25 @@ def _make_command(regime: str):
             train_size=train_size,
             test_size=test_size,
             init=str(init) if init else None,
-            targets=targets,
+            targets=value(targets),
             mixup=mixup,
-            augment=augment,
-            phase=phase,
+            augment=value(augment),
+            phase=value(phase),
             cls_in_sequence=cls_in_sequence,
-            on_error=on_error,
+            on_error=value(on_error),
             device=device,
-            precision=precision,
+            precision=value(precision),
             workers=workers,
             compile=compile,
             micro_batch=micro_batch,
         )
-        run_training(cfg, out, resume, quiet)
+        run_training(cfg, out, resume, quiet, as_json)
 
     command.__doc__ = REGIMES.get(regime).description
-    return command
+    # The datasets registered when the command is built (this module's annotations are strings, read
+    # in its globals: the local Enum goes in as the type itself).
+    command.__annotations__["dataset"] = choices("Dataset", dataset_names()) | None
+    return interruptible(INTERRUPTED_TRAINING)(command)
 
 
 class RegimeCommands(TyperGroup):
@@ -165,7 +186,7 @@ class RegimeCommands(TyperGroup):
     def get_command(self, ctx, name: str):
         if name not in REGIMES:
             return None
-        single = typer.Typer()
+        single = typer.Typer(add_completion=False)
         single.command(name)(_make_command(name))
         return typer.main.get_command(single)
 

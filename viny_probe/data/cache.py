@@ -29,7 +29,7 @@ import torch
 
 from viny_probe.data import decode
 from viny_probe.data.base import ImageSet
-from viny_probe.errors import VinyError
+from viny_probe.errors import VinyError, VinyWarning
 
 CACHE_FORMAT = 2  # 2: skipped images are recorded with their ids (the split is keyed by them)
 ON_ERROR_CHOICES = ("skip", "fail")
@@ -42,7 +42,7 @@ PROGRESS_MIN_FILES = 500
 _CHUNK = 256  # images decoded per batch of thread-pool work, then written to the memory map
 
 
-class SkippedImagesWarning(UserWarning):
+class SkippedImagesWarning(VinyWarning):
     """Some images of a dataset could not be read and were left out (``on_error="skip"``)."""
 
 
@@ -328,7 +328,8 @@ def report_skipped(name: str, skipped: Sequence[Sequence[str]], total: int, on_e
     more = f"; and {len(skipped) - 5} more" if len(skipped) > 5 else ""
     warnings.warn(
         f"{name}: skipped {len(skipped)} of {total} images that could not be read: {listed}{more}. "
-        "Pass on_error='fail' to stop at the first one instead.",
+        "Their names are kept in the run's data.json ('skipped'); pass --on-error fail (on_error='fail' "
+        "in Python) to stop at the first one instead.",
         SkippedImagesWarning,
         stacklevel=3,
     )

@@ -35,7 +35,7 @@ class ImageDecodeError(VinyError):
         self.reason = reason
         super().__init__(
             f"cannot read image file '{self.path}': {reason}. Replace or delete the file "
-            "(dataset loaders leave such files out with on_error='skip')."
+            "(dataset loaders leave such files out with --on-error skip, on_error='skip' in Python)."
         )
 
 
@@ -47,8 +47,7 @@ class TrimapError(ImageDecodeError):
         self.reason = reason
         VinyError.__init__(
             self,
-            f"invalid trimap '{self.path}': {reason}. Oxford-IIIT Pet trimaps hold only the values "
-            "1 (pet), 2 (background) and 3 (boundary); replace the file with the dataset's original.",
+            f"invalid trimap '{self.path}': {reason}. Replace the file with the dataset's original.",
         )
 
 
@@ -153,7 +152,9 @@ def load_trimap(path: str | Path, size: int) -> np.ndarray:
     valid = (values >= 1) & (values <= 3)
     if not valid.all():
         found = [int(v) for v in np.unique(values[~valid])]
-        raise TrimapError(path, f"found values {found[:10]}")
+        raise TrimapError(
+            path, f"found values {found[:10]}, expected only 1 (pet), 2 (background), 3 (boundary)"
+        )
     classes = _TRIMAP_LUT[values]
     resized = Image.fromarray(classes).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(resized, dtype=np.uint8).copy()

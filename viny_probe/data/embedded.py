@@ -8,6 +8,7 @@ part of the cache key: editing it can never serve stale images.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -18,6 +19,7 @@ from viny_probe.data import synthetic
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import cached_imageset, write_meta
 from viny_probe.data.spec import DatasetSpec, register_dataset
+from viny_probe.errors import VinyWarning
 
 DEFAULT_SYNTHETIC_SIZE = 1500
 _GENERATOR_SOURCES = ("synthetic.py", "_textures.py")
@@ -27,6 +29,25 @@ def _generator_digest() -> str:
     here = Path(synthetic.__file__).parent
     code = hashlib.sha256(b"".join((here / name).read_bytes() for name in sorted(_GENERATOR_SOURCES)))
     return code.hexdigest()[:16]
+
+
+def stand_in_photos() -> list[str]:
+    """The scikit-image sample photos that could not be loaded here, each replaced by a procedural
+    tile: the embedded images then differ from other machines'. Empty where all loaded."""
+    from viny_probe.data._textures import missing_photos
+
+    return list(missing_photos())
+
+
+def data_notes() -> list[str]:
+    """What makes this machine's embedded data differ from the published sets (for data.json)."""
+    missing = stand_in_photos()
+    if not missing:
+        return []
+    return [
+        f"scikit-image sample photos {', '.join(missing)} could not be loaded here; procedural tiles stand "
+        "in for them, so the embedded images differ from those of a machine with scikit-image's photos"
+    ]
 
 
 def load_embedded(
@@ -43,6 +64,10 @@ def load_embedded(
     """``limit`` images (default DEFAULT_SYNTHETIC_SIZE) of embedded set ``name`` at data seed ``seed``."""
     n = limit or DEFAULT_SYNTHETIC_SIZE
     key = {"name": name, "size": size, "n": n, "seed": seed, "generator": _generator_digest()}
+    notes = data_notes()
+    if notes:  # different images: a different cache entry, and said
+        key["stand_in_photos"] = stand_in_photos()
+        warnings.warn(f"embedded {name}: {notes[0]}", VinyWarning, stacklevel=2)
 
     def build(folder: Path) -> None:
         data = generate(n, size, seed)
@@ -66,6 +91,7 @@ register_dataset(
         held_out="fixed",
         size=3000,
         embedded=True,
+        notes=data_notes,
     )
 )
 register_dataset(
@@ -77,6 +103,7 @@ register_dataset(
         held_out="fifth",
         size=1500,
         embedded=True,
+        notes=data_notes,
     )
 )
 register_dataset(
@@ -87,6 +114,7 @@ register_dataset(
         held_out="stream",
         size=3000,
         embedded=True,
+        notes=data_notes,
         max_size=250_000,
     )
 )

@@ -51,6 +51,9 @@ class DatasetSpec:
     stand_in: str | None = None
     limits_itself: bool = False
     max_size: int | None = None  # a stream's cap (training plus held-out images)
+    # What makes the data on this machine differ from the dataset's usual contents (stand-ins, ...):
+    # called when a run loads it; each note goes into the run's data.json.
+    notes: Callable[[], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.held_out not in HELD_OUT_RULES:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,6 +162,9 @@ class Plan:
         )
 
 
+# A plan's datasets: the real ones (imagenet / intel / pets) or their embedded stand-ins (toy-*).
+DATA_KINDS = ("real", "embedded")
+
 PLANS: dict[str, Plan] = {
     "baseline": Plan("baseline", "Table 1: no pre-training, fine-tune sizes 250..6000", pretrain_sizes=(0,)),
     "pretrain": Plan(
@@ -259,12 +263,10 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
     an empty plan named after the file); ``[overrides.finetune]`` etc. set TrainConfig fields per stage
     kind. CLI options given beside ``--plan-file`` win over the file."""
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
-        raise VinyError(
-            "--plan-file needs Python 3.11+ (tomllib); pass the plan's options as flags instead"
-        ) from None
+    else:  # the same parser, as a package (a dependency on Python 3.10)
+        import tomli as tomllib
     path = Path(path)
     try:
         doc = tomllib.loads(path.read_text())
@@ -290,7 +292,7 @@ def validate_plan(plan: Plan) -> None:
             plan.preset in SCHEDULE_PRESETS,
             f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}",
         ),
-        (plan.data in ("real", "embedded"), f"data must be 'real' or 'embedded', not {plan.data!r}"),
+        (plan.data in DATA_KINDS, f"data must be 'real' or 'embedded', not {plan.data!r}"),
         (len(plan.seeds) >= 1, "a plan needs at least one seed"),
         (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
         (plan.split_seed >= 0, "--split-seed must be >= 0"),

@@ -720,12 +720,15 @@ def write_report(
     sweep_dir, report_dir = Path(sweep_dir), Path(report_dir)
     if not sweep_dir.exists():
         raise VinyError(f"{sweep_dir} does not exist; run `viny sweep PLAN --out {sweep_dir}` first")
-    rows = load_results(sweep_dir)
+    problems: list[str] = []
+    rows = load_results(sweep_dir, problems)
     fig_dir = report_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     blocks = build_blocks(sweep_dir, rows, fig_dir, geometry)
+    if problems:  # said right under the title, before any number built on the rows
+        blocks[2:2] = [p("Left out of this report: " + " ".join(problems))]
     md = report_dir / "report.md"
     md.write_text(render_markdown(blocks, report_dir))
     page = report_dir / "report.html"
     page.write_text(render_html(blocks, f"viny report: {sweep_dir.name}"))
-    return {"markdown": md, "html": page, "figures": fig_dir}
+    return {"markdown": md, "html": page, "figures": fig_dir, "problems": problems}

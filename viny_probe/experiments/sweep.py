@@ -379,65 +379,86 @@ def run_sweep(
     while pending:
         progressed = False
         for stage in list(pending):
-            parent = stage.parent
-            if parent is not None and not is_finished(out, parent):
-                if (
-                    parent in summary.failed
-                    or parent in summary.skipped
-                    and summary.skipped[parent].startswith("parent")
-                ):
-                    summary.skipped[stage.id] = f"parent {parent} failed"
-                    pending.remove(stage)
-                    progressed = True
-                elif owner.get(parent) != shard[0] and _failed(out, parent):
-                    summary.skipped[stage.id] = f"parent {parent} failed (shard {owner.get(parent)})"
-                    pending.remove(stage)
-                    progressed = True
-                continue  # deferred: parent not finished yet
-            try:
-                status = run_stage(stage, out, execution, log)
-            except KeyboardInterrupt:
-                log(
-                    f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it"
-                )
-                raise
-            except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
-                summary.failed[stage.id] = f"{type(e).__name__}: {e}"
-                log(f"  FAILED {stage.id}: {type(e).__name__}: {e}")
+            outcome = _parent_state(stage, out, owner, shard, summary)
+            if outcome is None:
+                outcome = _attempt(stage, out, execution, summary, log)
+            if outcome in ("done", "skipped"):
                 pending.remove(stage)
                 progressed = True
-                continue
-            if status == "locked":
-                continue  # another worker trains it; wait for its final.pt
-            pending.remove(stage)
-            progressed = True
-            if status == "ran":
-                summary.ran.append(stage.id)
-                _append_row(out, stage.id)
-            else:
-                summary.already_done.append(stage.id)
         if not pending:
             break
         if progressed:
             waited_since = None
             continue
         # Nothing runnable: every pending stage waits for a parent of another shard or a locked stage.
-        if not wait:
-            for stage in pending:
-                summary.skipped[stage.id] = "deferred: parent unfinished or stage locked by another worker"
-            break
         waited_since = waited_since or time.time()
-        if wait_timeout_s is not None and time.time() - waited_since > wait_timeout_s:
-            for stage in pending:
-                summary.skipped[stage.id] = f"waited {wait_timeout_s:g} s for a parent or a lock"
+        if not _wait_for_others(pending, out, summary, wait, poll_s, wait_timeout_s, waited_since, log):
             break
-        waiting_for = sorted({s.parent for s in pending if s.parent and not is_finished(out, s.parent)})
-        log(
-            f"  waiting for {len(waiting_for)} parent stage(s) of other shards / {len(pending)} locked or deferred; "
-            f"next check in {poll_s:g} s"
-        )
-        time.sleep(poll_s)
+    _finish(out, cells, summary, log)
+    return summary
 
+
+def _parent_state(stage: Stage, out: Path, owner: dict, shard: tuple[int, int], summary) -> str | None:
+    """None when the stage can run (no parent, or a finished one); "skipped" when its parent failed
+    (here or in another shard); "deferred" while the parent is unfinished."""
+    parent = stage.parent
+    if parent is None or is_finished(out, parent):
+        return None
+    if parent in summary.failed or (
+        parent in summary.skipped and summary.skipped[parent].startswith("parent")
+    ):
+        summary.skipped[stage.id] = f"parent {parent} failed"
+        return "skipped"
+    if owner.get(parent) != shard[0] and _failed(out, parent):
+        summary.skipped[stage.id] = f"parent {parent} failed (shard {owner.get(parent)})"
+        return "skipped"
+    return "deferred"
+
+
+def _attempt(stage: Stage, out: Path, execution: Execution, summary, log) -> str:
+    """Train ``stage`` (or find it done, or locked by another worker) and record the outcome: "done"
+    (trained, already finished, or failed: recorded in the summary) or "locked"."""
+    try:
+        status = run_stage(stage, out, execution, log)
+    except KeyboardInterrupt:
+        log(f"interrupted during {stage.id}; its finished epochs are saved and the next sweep resumes it")
+        raise
+    except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
+        summary.failed[stage.id] = f"{type(e).__name__}: {e}"
+        log(f"  FAILED {stage.id}: {type(e).__name__}: {e}")
+        return "done"
+    if status == "locked":
+        return "locked"  # another worker trains it; wait for its final.pt
+    if status == "ran":
+        summary.ran.append(stage.id)
+        _append_row(out, stage.id)
+    else:
+        summary.already_done.append(stage.id)
+    return "done"
+
+
+def _wait_for_others(pending, out, summary, wait, poll_s, wait_timeout_s, waited_since, log) -> bool:
+    """Sleep one poll while other workers finish parents or locked stages; False (the pending
+    stages recorded as skipped) when not waiting, or after ``wait_timeout_s``."""
+    if not wait:
+        for stage in pending:
+            summary.skipped[stage.id] = "deferred: parent unfinished or stage locked by another worker"
+        return False
+    if wait_timeout_s is not None and time.time() - waited_since > wait_timeout_s:
+        for stage in pending:
+            summary.skipped[stage.id] = f"waited {wait_timeout_s:g} s for a parent or a lock"
+        return False
+    waiting_for = sorted({s.parent for s in pending if s.parent and not is_finished(out, s.parent)})
+    log(
+        f"  waiting for {len(waiting_for)} parent stage(s) of other shards / {len(pending)} locked or deferred; "
+        f"next check in {poll_s:g} s"
+    )
+    time.sleep(poll_s)
+    return True
+
+
+def _finish(out: Path, cells: list[Cell], summary, log) -> None:
+    """After the loop: the results files, the geometry diagnostics, and the closing counts."""
     rebuild_results(out)
     diagnose_geometry(out, cells, log)
     legacy = legacy_stages(out)
@@ -452,7 +473,6 @@ def run_sweep(
         f"cells finished: {summary.cells_done}/{summary.cells_total}; trained now: {len(summary.ran)}, "
         f"already finished: {len(summary.already_done)}, failed: {len(summary.failed)}, skipped: {len(summary.skipped)}"
     )
-    return summary
 
 
 def diagnose_geometry(out: Path, cells: list[Cell], log: Callable[[str], None] = print) -> None:

@@ -33,6 +33,9 @@ from ..model import ViTConfig, model_config, patchify
 from ..trainers.simmim import masked_l1, random_half_mask
 from .harness import fixed_batch, make_trainer
 
+# The regimes the plain baseline implements (image-only inputs).
+BASELINE_REGIMES = ("simmim", "classify")
+
 
 class PlainAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
@@ -191,7 +194,7 @@ def baseline_measures(
     AdamW, no autocast) as timed closures: "train" (``steps`` steps on a resident, pre-normalised
     batch), "eval" (``steps`` no-grad forwards), and with ``jpeg_dir`` "dataloader" (one pass of the
     per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included)."""
-    if regime not in ("simmim", "classify"):
+    if regime not in BASELINE_REGIMES:
         raise VinyError("the plain baseline runs the image-only regimes: simmim or classify")
     tr = make_trainer(regime, cfg, data, device, "fp32", optimizer="default", encoder_cls=PlainViT)
     gen = torch.Generator().manual_seed(0)

@@ -47,17 +47,20 @@ OPTIMIZERS: dict[str, dict | None] = {
 
 
 def bench_data(cfg: ViTConfig, n: int, dataset: str = "toy-pets", seed: int = 0) -> ImageSet:
-    """``n`` images (with labels and trimaps) at the model's size: the embedded toy-pets set, or random
-    uint8 tensors (``dataset="random"``, also the fallback if the embedded set is unavailable)."""
+    """``n`` images (with labels and trimaps) at the model's size: a dataset with both (the embedded
+    toy-pets by default), or random uint8 tensors (``dataset="random"``). A dataset that cannot give
+    them is an error, never a silent switch to random data (which would time other work)."""
     if dataset != "random":
-        try:
-            from ..data import load_dataset
+        from ..data import load_dataset
 
-            data = load_dataset(dataset, size=cfg.image_size, limit=n, seed=seed)
-            if data.labels is not None and data.masks is not None and len(data) >= n:
-                return data
-        except (VinyError, ImportError, AttributeError):
-            pass
+        data = load_dataset(dataset, size=cfg.image_size, limit=n, seed=seed)
+        if data.labels is None or data.masks is None or len(data) < n:
+            raise VinyError(
+                f"--dataset {dataset}: the bench needs {n} images with labels and trimaps, and {dataset} "
+                f"gave {len(data)}{'' if data.masks is not None else ' without trimaps'}; use --dataset "
+                "toy-pets or --dataset random"
+            )
+        return data
     g = torch.Generator().manual_seed(seed)
     s = cfg.image_size
     return ImageSet(

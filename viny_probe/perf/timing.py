@@ -55,7 +55,8 @@ def timed_rounds(
             except Exception as err:
                 if failures is None:
                     raise
-                failures[key] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+                first = next((line for line in str(err).splitlines() if line.strip()), "")
+                failures[key] = f"failed: {type(err).__name__}: {first[:200]}"
                 continue
             if i >= warmup:
                 times[key].append(time.perf_counter() - t0)

@@ -59,7 +59,14 @@ def provenance(cfg: TrainConfig, full: ImageSet, split: Split | None, train: Ima
         "train_ids_sha256": ids_digest(train.ids),
         "test_ids_sha256": ids_digest(test.ids) if test is not None else None,
         "skipped": list(full.skipped),
+        **_notes(cfg.dataset),
     }
+
+
+def _notes(dataset: str) -> dict:
+    notes = dataset_spec(dataset).notes
+    said = notes() if notes else []
+    return {"notes": said} if said else {}
 
 
 def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[ImageSet, ImageSet | None, dict]:

@@ -1,0 +1,129 @@
+"""What every `viny` command shares, spelled and worded once: the result options (-o/--out, --json,
+-q/--quiet), enumerated choices (listed by --help, checked by the parser) and what Ctrl-C says.
+
+Every command that writes or prints results takes
+
+- ``-o/--out``: where its files go (a command that only prints also writes its result there as JSON);
+- ``--json``: the result as JSON on stdout, and nothing else on stdout (no tables, messages or bars;
+  warnings and errors go to stderr as always);
+- ``-q/--quiet``: no progress bars or progress messages; results, warnings and errors still print.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from ..checkpoint import jsonable, write_json
+from ..config import PRECISIONS, SCHEDULE_PRESETS
+from ..model import MODEL_PRESETS
+from ..progress import console
+
+JSON_HELP = "print the result as JSON on stdout only (no tables, messages or progress bars)"
+QUIET_HELP = "no progress bars or progress messages (results, warnings and errors still print)"
+RESULT_FILE_HELP = "also write the result as JSON to this file"
+
+
+def out_option(default: Any, help: str) -> Any:
+    """``-o/--out``; ``help`` says what is written there (and the default)."""
+    return typer.Option(default, "--out", "-o", help=help)
+
+
+def json_option() -> Any:
+    return typer.Option(False, "--json", help=JSON_HELP)
+
+
+def quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help=QUIET_HELP)
+
+
+def print_json(result: Any) -> None:
+    """The result as JSON on stdout (tensors, paths, numpy values made plain; NaN as null)."""
+    print(json.dumps(jsonable(result), indent=1, allow_nan=False))
+
+
+def write_result(path: Path | None, result: Any) -> None:
+    """``-o`` of a command that only prints: the result as JSON in ``path``."""
+    if path is not None:
+        write_json(Path(path), jsonable(result))
+
+
+def choices(name: str, values) -> type[Enum]:
+    """A str Enum of ``values``: typer lists them in --help and the parser rejects anything else,
+    naming them. Built from the tuple that owns the values (config.PHASES, MODEL_PRESETS, ...)."""
+    return Enum(name, {v: v for v in values}, type=str)
+
+
+def value(option: Any) -> Any:
+    """The plain value of a choice option (its Enum member's value; None and plain values as they are)."""
+    return option.value if isinstance(option, Enum) else option
+
+
+Preset = choices("Preset", SCHEDULE_PRESETS)
+Model = choices("Model", MODEL_PRESETS)
+Precision = choices("Precision", PRECISIONS)
+PRESET_HELP = (
+    "paper = Table A1 exactly; authors = the study's code where it differs (pre-training lr 1e-3 gamma 0.5, "
+    "CLS-Intel MixUp 0.1 and flip + contrast transform; docs/fidelity.md); quick = short CPU schedule"
+)
+PRECISION_HELP = "bf16: autocast, fp32 master weights"
+
+# The values of analysis.reference.BACKGROUND_CHOICES and analysis.export.EXPORT_FORMATS, repeated here so
+# that starting `viny` does not import viny_probe.analysis (a second on every start, shell completion
+# included); tests/cli/test_conventions.py checks that they agree.
+Background = choices("Background", ("study", "most-background-corner"))
+ExportFormat = choices("ExportFormat", ("viny", "authors"))
+
+DEVICES = ("auto", "cpu", "cuda")
+DEVICE_HELP = "auto (cuda when torch sees a GPU, else cpu) | cpu | cuda | cuda:N"
+
+
+def parse_device(text: str) -> str:
+    if text in DEVICES or re.fullmatch(r"cuda:\d+", text):
+        return text
+    raise typer.BadParameter(f"{text!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'.")
+
+
+def device_option(default: str = "auto", help: str = DEVICE_HELP) -> Any:
+    """``--device``: a choice of auto | cpu | cuda that also takes cuda:N (a GPU by index)."""
+    return typer.Option(
+        default,
+        parser=parse_device,
+        metavar="<auto|cpu|cuda|cuda:N>",
+        autocompletion=lambda: list(DEVICES),
+        help=help,
+    )
+
+
+def interruptible(message: str):
+    """Wrap a command so that Ctrl-C prints ``message`` (what is kept, how to continue) and exits 130."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.print(f"[yellow]interrupted.[/] {message}", highlight=False)
+                raise typer.Exit(130) from None
+
+        return command
+
+    return wrap
+
+
+# What Ctrl-C leaves behind, per kind of command.
+INTERRUPTED_TRAINING = (
+    "Finished epochs are saved in the run folder; continue with the same command and --resume."
+)
+INTERRUPTED_NOTHING_WRITTEN = "Nothing was written; run the command again."
+INTERRUPTED_PARTIAL = (
+    "Files written before the interrupt are kept but the set is incomplete (a figure may be cut off); "
+    "run the command again to write them all."
+)
