@@ -460,6 +460,12 @@ def test_models_without_a_patch_grid_or_the_protocol_are_refused(tmp_path, py_fi
         check_tokens(leaky)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_clear_error(monkeypatch, capsys):
+    err = bad(monkeypatch, capsys, "probe", TIMM_CLS, "--device", "cuda", *SMALL)
+    assert "--device cuda" in err and "no CUDA device" in err
+
+
 @pytest.mark.parametrize("package, spec, extra", [("timm", TIMM_CLS, "timm"), ("transformers", "hf:.", "hf")])
 def test_a_missing_extra_names_it(monkeypatch, capsys, package, spec, extra):
     monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError

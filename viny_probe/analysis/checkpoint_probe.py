@@ -13,7 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from viny_probe.analysis.diagnostics import PROBE_SEED
-from viny_probe.analysis.embeddings import LayerSpec, extract_patch_tokens, layer_label, parse_layers
+from viny_probe.analysis.embeddings import (
+    LayerSpec,
+    check_device,
+    extract_patch_tokens,
+    layer_label,
+    parse_layers,
+)
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
@@ -108,6 +114,7 @@ def probe_checkpoint(
     without trimaps (all checked before the data is loaded, except a ``folder`` that turns out to have
     none).
     """
+    check_device(device)  # before any model or data is loaded
     model = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
     name = model.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, model.depth)

@@ -21,7 +21,7 @@ from viny_probe.analysis.checkpoint_probe import model_summary, outside_note
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
-from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.embeddings import check_device, extract_patch_tokens
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
@@ -251,7 +251,7 @@ def _cka_features(test_all: dict, model: TokenModel, opts) -> list[torch.Tensor]
     return feats
 
 
-def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, where: dict, opts):
+def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str, where: dict, opts):
     """One model: its test images embedded once at every block, its pool images at the final one;
     every registered diagnostic at the final block, the per-block ones at every block, Fig 5 and 6."""
     train_set, test_set, info = got.data[model.image_size]
@@ -262,7 +262,7 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, where: di
     got.checkpoints.append(
         {
             "name": name,
-            "path": model.source,
+            "path": path,
             "regime": model.meta.get("regime"),
             "model_config": model.config,
             "model": model_summary(model),
@@ -499,12 +499,13 @@ def diagnose(
     )
     out = Path(out_dir)
     started = time.perf_counter()
+    check_device(device)  # before any model or data is loaded
     models = load_models(ckpts, weights, img_size, mean, std)  # every model checked before any work
     metas = [(name, model.meta) for name, model in zip(names, models, strict=True)]
     where = resolve_evaluation(metas, dataset, split_seed, test_size)
     _plan_cka(models, opts)
     got = _Collected()
-    for model, name in zip(models, names, strict=True):
+    for model, name, given in zip(models, names, ckpts, strict=True):
         size = model.image_size
         if size not in got.data:
             got.data[size] = load_probe_data(
@@ -520,7 +521,8 @@ def diagnose(
                 line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)
             ]
             got.warnings += guard_evaluation(metas, where["dataset"], got.data[size][1].ids, allow_overlap)
-        _measure_checkpoint(got, model, name, where, opts)
+        path = given.source if isinstance(given, TokenModel) else str(given)
+        _measure_checkpoint(got, model, name, path, where, opts)
 
     out.mkdir(parents=True, exist_ok=True)
     matrices = _cka(got, names)

@@ -207,6 +207,11 @@ def _check_patches(patches: torch.Tensor | None, n: int, num_patches: int) -> to
     return patches
 
 
+def check_device(device: str | torch.device | None) -> None:
+    """A ``--device`` that cannot run here (cuda without CUDA) is a VinyError now, not after loading."""
+    _device(device, torch.device("cpu"))
+
+
 def _device(device: str | torch.device | None, default: torch.device) -> torch.device:
     if device is None:
         return default
@@ -250,6 +255,7 @@ def extract_patch_tokens(
     Only the layers missing from the cache are computed, in one pass that stops at the deepest one.
     """
     token_model, default_device = _token_model(model)
+    run_on = _device(device, default_device)  # checked even when every layer is cached
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise VinyError(f"batch_size must be a positive integer, got {batch_size!r}")
     wanted = _resolve_layers(layers, token_model.depth)
@@ -294,7 +300,6 @@ def extract_patch_tokens(
 
     missing = [block for _, block in wanted if block not in found]
     if missing:
-        run_on = _device(device, default_device)
         computed = _run(token_model, tensor, missing, batch_size, run_on, shape, progress, name, patches)
         for block, tokens in computed.items():
             if use_cache:

@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from viny_probe.analysis.embeddings import LayerSpec, extract_patch_tokens, layer_label, parse_layers
+from viny_probe.analysis.embeddings import (
+    LayerSpec,
+    check_device,
+    extract_patch_tokens,
+    layer_label,
+    parse_layers,
+)
 from viny_probe.analysis.images import load_images_for
 from viny_probe.analysis.plots import plot_reference_grid, plot_similarity_overlay
 from viny_probe.analysis.reference import (
@@ -80,6 +86,7 @@ def similarity_map_for_image(
     """
     if patch is not None and pixel is not None:
         raise VinyError("give either --patch ROW,COL or --pixel Y,X, not both")
+    check_device(device)  # before any model or data is loaded
     cfg = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
     name = cfg.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, cfg.depth)
