@@ -169,6 +169,8 @@ def test_timm_tokens_equal_forward_intermediates(spec, prefix):
     torch.testing.assert_close(got[2], normed[0], atol=1e-5, rtol=0)
     # the same string builds the same random-init weights (seed 0): the same cache entry next time
     assert load_model(spec).digest() == model.digest()
+    # --img-size is timm's img_size=: 56 px -> a 7 x 7 grid
+    assert load_model(spec.replace("img_size=64,", ""), image_size=56).grid == 7
 
 
 def test_hf_tokens_equal_hidden_states_with_the_folders_mean_and_std(hf_folder):
@@ -185,6 +187,17 @@ def test_hf_tokens_equal_hidden_states_with_the_folders_mean_and_std(hf_folder):
     with torch.no_grad():
         out = reference(pixel_values=normalised(images, [0.5] * 3, [0.25] * 3), output_hidden_states=True)
     torch.testing.assert_close(got[1], out.hidden_states[1][:, 1:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[2], out.last_hidden_state[:, 1:], atol=1e-5, rtol=0)
+    # --img-size 56: a 7 x 7 grid through HF's own interpolated position embeddings
+    small = load_model(f"hf:{hf_folder}", image_size=56)
+    assert small.grid == 7 and any("interpolated" in n for n in small.notes)
+    got = extract_all(small, pixels(2, size=56, seed=6))
+    with torch.no_grad():
+        out = reference(
+            pixel_values=normalised(pixels(2, size=56, seed=6), [0.5] * 3, [0.25] * 3),
+            output_hidden_states=True,
+            interpolate_pos_encoding=True,
+        )
     torch.testing.assert_close(got[2], out.last_hidden_state[:, 1:], atol=1e-5, rtol=0)
 
 
