@@ -150,6 +150,9 @@ class TokenModel:
         final tokens ``(B, T, D)`` (after the final norm), ``prefix_tokens`` how many of the T tokens
         come before the patches. ``fields``: the other TokenModel fields (dim, patch_size, image_size...).
         A pass that needs no final output stops after the deepest requested block."""
+        missing = [k for k in ("dim", "patch_size", "image_size") if k not in fields]
+        if missing:
+            raise VinyError(f"TokenModel.from_blocks needs {', '.join(missing)}= as well")
         grid = fields["image_size"] // fields["patch_size"]
         what = fields.get("source", "model")
         tokens = hooked_tokens(list(blocks), forward, prefix_tokens, grid * grid, what)
