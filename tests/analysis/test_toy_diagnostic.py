@@ -61,7 +61,11 @@ def test_a_registered_diagnostic_reaches_every_output_of_diagnose(toy, tiny_ckpt
     header, _, row = (out / "table2.md").read_text().splitlines()[:3]
     assert header.endswith("| eff. rank | token norm |")
     assert row.endswith(f"| {value:.2f} |")
+    # the probe's convergence reaches the files (issue: it never left the terminal table)
+    assert isinstance(summary["table2"][0]["probe_converged"], bool)
+    assert table2["rows"][0]["probe_converged"] == summary["final_layer"]["Spatial"]["probe"]["converged"]
     md = (out / "summary.md").read_text()
+    assert "The probe's solver" in md
     assert "| token norm |" in md and "mean token norm: mean L2 norm of a patch token" in md
 
     printed = result.output.splitlines()

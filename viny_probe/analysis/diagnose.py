@@ -17,16 +17,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from viny_probe.analysis.checkpoint_probe import model_summary, outside_note
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
-from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.analysis.embeddings import check_device, extract_patch_tokens
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
     load_probe_data,
     patch_labels,
+    patch_subsample,
     resolve_evaluation,
+    subsample_note,
 )
 from viny_probe.analysis.lineage import guard_evaluation
 from viny_probe.analysis.plots import (
@@ -47,26 +50,35 @@ from viny_probe.analysis.registry import (
     switched_off,
 )
 from viny_probe.analysis.render import summary_markdown, table2_json, table2_markdown, table2_rows
+from viny_probe.analysis.sources import TokenModel, load_model, parse_model_spec
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.checkpoint import jsonable, write_json
 from viny_probe.checks import check_positive_int
 from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
-from viny_probe.model import ViNy
 
 # The per-block probe is fitted on fewer pool images; CKA uses the first test images only.
 DEPTH_PROBE_IMAGES = 250
 CKA_IMAGES = 250
 FIG6_IMAGES = 2
+# Memory bounds of the per-block pass, each what ViNy needs at the defaults (so ViNy is never cut):
+# the test tokens of every block (1,000 images x 64 patches x 128 channels x 12 blocks = 98M values,
+# 393 MB float32; a bigger model measures its per-block curves on fewer test images), the per-block
+# probe's pool tokens (250 x 64 x 128 per block; a seeded patch subsample beyond) and the CKA features
+# kept per model (250 x 64 x 128 x 12; a seeded patch subsample beyond, the same for every model of a grid).
+DEPTH_MAX_VALUES = 1000 * 64 * 128 * 12
+DEPTH_PROBE_MAX_VALUES = 250 * 64 * 128
+CKA_MAX_VALUES = 250 * 64 * 128 * 12
 
 
 def default_names(ckpts: Sequence[str | Path]) -> list[str]:
-    """``runs/sim/final.pt`` -> ``sim``; a clash falls back to the longer path, then a number."""
+    """``runs/sim/final.pt`` -> ``sim``; ``timm:vit_small_patch16_224`` -> ``vit_small_patch16_224``;
+    ``hf:models/dino`` -> ``dino``; a clash gets a number."""
+    from viny_probe.analysis.sources.base import default_name
+
     names = []
     for c in ckpts:
-        p = Path(c)
-        name = p.parent.name if p.stem in ("final", "last", "best") or p.stem.startswith("epoch") else p.stem
-        name = name or p.stem
+        name = (c.name if isinstance(c, TokenModel) else default_name(str(c))) or str(c)
         base, k = name, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
@@ -102,6 +114,7 @@ class _Options:
     off: tuple[str, ...]
     background: str
     extract: dict
+    cka_keep: dict = field(default_factory=dict)  # patches -> (CKA test images, patch subsample or None)
 
 
 @dataclass
@@ -110,13 +123,16 @@ class _Collected:
 
     data: dict[int, tuple[ImageSet, ImageSet, dict]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     checkpoints: list[dict] = field(default_factory=list)
     finals: dict[str, dict] = field(default_factory=dict)
     curves: dict[str, dict] = field(default_factory=dict)
     per_block: dict[str, dict[str, list]] = field(default_factory=dict)
+    memory: dict[str, dict] = field(default_factory=dict)
     cka_feats: list[list[torch.Tensor]] = field(default_factory=list)
     fig6_info: list[dict] = field(default_factory=list)
     fig6_refs: dict[str, tuple[int, int]] = field(default_factory=dict)
+    fig6_map_refs: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     fig6_pictures: dict[str, torch.Tensor] = field(default_factory=dict)
     fig6_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
@@ -134,87 +150,163 @@ def _check_names(ckpts: Sequence, names: Sequence[str] | None) -> list[str]:
     return names
 
 
+def _row(index: int, ref: str) -> str:
+    return f"#{index} {ref.replace('_', ' ')}"
+
+
 def _choose_fig6(got: _Collected, test_set: ImageSet, test_labels: torch.Tensor, opts: _Options, patch_size):
-    """Fig 6's images and reference patches: the same for every checkpoint (the first one's trimaps)."""
+    """Fig 6's images and reference patches, chosen on the first model's trimaps and grid."""
     for index in _fig6_images(test_labels, min(opts.fig6_images, len(test_set))):
         refs = choose_reference_patches(test_set.masks[index], patch_size, background=opts.background)
         got.fig6_info.append(
             {"test_index": index, "id": test_set.ids[index], "refs": {k: list(v) for k, v in refs.items()}}
         )
         for ref, rc in refs.items():
-            row = f"#{index} {ref.replace('_', ' ')}"
-            got.fig6_refs[row] = rc
-            got.fig6_pictures[row] = test_set.images[index]
+            got.fig6_refs[_row(index, ref)] = rc
+            got.fig6_pictures[_row(index, ref)] = test_set.images[index]
 
 
-def _fig6_maps(got: _Collected, final: torch.Tensor) -> dict[str, np.ndarray]:
-    return {
-        f"#{entry['test_index']} {ref.replace('_', ' ')}": similarity_map(
-            final[entry["test_index"]], tuple(rc)
-        )
-        for entry in got.fig6_info
-        for ref, rc in entry["refs"].items()
-    }
+def _fig6_maps(got: _Collected, name: str, final: torch.Tensor, test_set: ImageSet, model: TokenModel, opts):
+    """Each model's maps of the Fig 6 references. A model on another grid gets the study's references
+    chosen again on its own grid (from the same image's trimap at its input size)."""
+    maps, refs = {}, {}
+    for entry in got.fig6_info:
+        index = entry["test_index"]
+        chosen = {k: tuple(v) for k, v in entry["refs"].items()}
+        if final.shape[1] != entry["patches"]:
+            chosen = choose_reference_patches(
+                test_set.masks[index], model.patch_size, background=opts.background
+            )
+        for ref, rc in chosen.items():
+            maps[_row(index, ref)] = similarity_map(final[index], rc)
+            refs[_row(index, ref)] = rc
+    got.fig6_maps[name], got.fig6_map_refs[name] = maps, refs
 
 
-def _per_block(encoder: ViNy, train_set, train_labels, test_all, test_labels, final, opts, tag) -> dict:
+def _depth_pool(model: TokenModel, train_set, n_depth: int, tag: str, opts) -> tuple:
+    """The per-block probe's pool tokens at every block (a seeded patch subsample on big models)."""
+    keep = patch_subsample(n_depth, model.num_patches, model.dim, DEPTH_PROBE_MAX_VALUES)
+    subset = train_set.subset(list(range(n_depth)))
+    tokens = extract_patch_tokens(model, subset, "all", split=f"pool-{tag}", patches=keep, **opts.extract)
+    return tokens, patch_labels(subset, model.patch_size, keep), keep
+
+
+def _per_block(model: TokenModel, train_set, test_all, test_labels, final, opts, tag) -> tuple[dict, dict]:
     """Every per-block diagnostic at every block (``values[0]`` is None): label-free ones on the test
     tokens; those that fit a classifier on the first ``depth_probe_images`` pool images."""
     n_depth = min(opts.depth_probe_images, len(train_set))
-    train_blocks = None
+    train_blocks, train_labels, keep = None, None, None
     if any(d.needs_labels for d in registered() if d.per_block):
-        subset = train_set.subset(list(range(n_depth)))
-        train_blocks = extract_patch_tokens(encoder, subset, "all", split=f"pool-{tag}", **opts.extract)
+        train_blocks, train_labels, keep = _depth_pool(model, train_set, n_depth, tag, opts)
     curves: dict[str, list] = {d.curve: [None] for d in registered() if d.per_block}
-    for b in range(1, encoder.cfg.depth + 1):
+    for b in range(1, model.depth + 1):
         train = None if train_blocks is None else train_blocks[b]
-        layer = LayerTokens(test_all[b], test_labels, train, train_labels[:n_depth], PROBE_SEED, final=final)
+        layer = LayerTokens(test_all[b], test_labels, train, train_labels, PROBE_SEED, final=final)
         for curve, value in measure_block(layer, opts.off).items():
             curves[curve].append(value)
-    return curves
+    return curves, {"depth_probe_subsample": subsample_note(keep, model.num_patches, DEPTH_PROBE_MAX_VALUES)}
 
 
-def _measure_checkpoint(got: _Collected, encoder: ViNy, meta: dict, name: str, path, where: dict, opts):
-    """One checkpoint: its test images embedded once at every block, its pool images at the final one;
+def depth_image_count(model: TokenModel, test_images: int) -> int:
+    """Test images the per-block pass measures: all of them, unless their tokens at every block would
+    exceed ``DEPTH_MAX_VALUES`` (at least 2)."""
+    return min(test_images, max(2, DEPTH_MAX_VALUES // (model.num_patches * model.dim * model.depth)))
+
+
+def _plan_cka(models: Sequence[TokenModel], opts: _Options) -> None:
+    """The CKA rows of each grid, the same for every model on it: the first n test images (n at most
+    every such model's per-block image count) and, beyond ``CKA_MAX_VALUES``, a seeded patch subsample
+    sized for the widest of them."""
+    for patches in {m.num_patches for m in models}:
+        same = [m for m in models if m.num_patches == patches]
+        n = min([opts.cka_images] + [depth_image_count(m, opts.test_images) for m in same])
+        widest = max(m.dim * m.depth for m in same)
+        opts.cka_keep[patches] = (n, patch_subsample(n, patches, widest, CKA_MAX_VALUES))
+
+
+def _test_tokens(model: TokenModel, test_set: ImageSet, tag: str, opts) -> tuple[dict, torch.Tensor, int]:
+    """The test tokens at every block (of the first ``depth_images`` test images, all of them unless
+    that exceeds ``DEPTH_MAX_VALUES``) and the final block of every test image."""
+    n = len(test_set)
+    depth_images = depth_image_count(model, n)
+    split = f"test-{tag}"
+    if depth_images == n:
+        test_all = extract_patch_tokens(model, test_set, "all", split=split, **opts.extract)
+        return test_all, test_all[model.depth], n
+    final = extract_patch_tokens(model, test_set, "final", split=split, **opts.extract)["final"]
+    subset = test_set.subset(list(range(depth_images)))
+    return extract_patch_tokens(model, subset, "all", split=split, **opts.extract), final, depth_images
+
+
+def _cka_features(test_all: dict, model: TokenModel, opts) -> list[torch.Tensor]:
+    """Every block's tokens of the first ``cka_images`` test images, at the CKA patch subsample of
+    this grid (the same rows for every model of the grid, so their features align)."""
+    planned, keep = opts.cka_keep[model.num_patches]
+    n = min(planned, len(test_all[1]))
+    keep = None if keep is None else keep[:n]
+    feats = []
+    for b in range(1, model.depth + 1):
+        x = test_all[b][:n]
+        feats.append(x.clone() if keep is None else x.gather(1, keep[:, :, None].expand(-1, -1, x.shape[-1])))
+    return feats
+
+
+def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str, where: dict, opts):
+    """One model: its test images embedded once at every block, its pool images at the final one;
     every registered diagnostic at the final block, the per-block ones at every block, Fig 5 and 6."""
-    cfg = encoder.cfg
-    train_set, test_set, info = got.data[cfg.image_size]
-    train_labels, test_labels = (
-        patch_labels(train_set, cfg.patch_size),
-        patch_labels(test_set, cfg.patch_size),
-    )
+    train_set, test_set, info = got.data[model.image_size]
+    keep = patch_subsample(len(train_set), model.num_patches, model.dim)
+    train_labels = patch_labels(train_set, model.patch_size, keep)
+    test_labels = patch_labels(test_set, model.patch_size)
     info["probe_patches"], info["test_patches"] = train_labels.numel(), test_labels.numel()
     got.checkpoints.append(
         {
             "name": name,
-            "path": str(path),
-            "regime": meta.get("regime"),
-            "model_config": cfg.to_dict(),
-            "lineage": meta.get("lineage", []),
+            "path": path,
+            "regime": model.meta.get("regime"),
+            "model_config": model.config,
+            "model": model_summary(model),
+            "lineage": model.meta.get("lineage", []),
         }
     )
     tag = f"seed{where['split_seed']}-t{where['test_size']}"
-    test_all = extract_patch_tokens(encoder, test_set, "all", split=f"test-{tag}", **opts.extract)
-    final = test_all[cfg.depth]
-    train_final = extract_patch_tokens(encoder, train_set, "final", split=f"pool-{tag}", **opts.extract)
+    test_all, final, depth_images = _test_tokens(model, test_set, tag, opts)
+    train_final = extract_patch_tokens(
+        model, train_set, "final", split=f"pool-{tag}", patches=keep, **opts.extract
+    )
     layer = LayerTokens(final, test_labels, train_final["final"], train_labels, PROBE_SEED)
     got.finals[name] = measure_layer(layer, opts.off)
     del train_final, layer
     got.curves[name] = similarity_vs_distance_by_class(final, test_labels)
     if not got.fig6_info:
-        _choose_fig6(got, test_set, test_labels, opts, cfg.patch_size)
-    got.fig6_maps[name] = _fig6_maps(got, final)
-    got.per_block[name] = _per_block(
-        encoder, train_set, train_labels, test_all, test_labels, got.finals[name], opts, tag
+        _choose_fig6(got, test_set, test_labels, opts, model.patch_size)
+        for entry in got.fig6_info:
+            entry["patches"] = model.num_patches
+    _fig6_maps(got, name, final, test_set, model, opts)
+    got.per_block[name], memory = _per_block(
+        model, train_set, test_all, test_labels[:depth_images], got.finals[name], opts, tag
     )
-    got.cka_feats.append([test_all[b][: opts.cka_images].clone() for b in range(1, cfg.depth + 1)])
+    got.cka_feats.append(_cka_features(test_all, model, opts))
+    got.memory[name] = {
+        "probe_subsample": subsample_note(keep, model.num_patches),
+        **memory,
+        "test_images": len(test_set),
+        "depth_test_images": depth_images,
+        "cka_patches_per_image": got.cka_feats[-1][0].shape[1],
+        "cka_subsampled": got.cka_feats[-1][0].shape[1] < model.num_patches,
+    }
 
 
 def _cka(got: _Collected, names: list[str]) -> list[dict]:
     matrices = []
     for a, b in _cka_pairs(len(names)):
-        if got.cka_feats[a][0].shape[:2] != got.cka_feats[b][0].shape[:2]:
-            continue  # different patch grids: no row-aligned features to compare
+        fa, fb = got.cka_feats[a][0], got.cka_feats[b][0]
+        if fa.shape[:2] != fb.shape[:2]:
+            got.notes.append(
+                f"CKA {names[a]} vs {names[b]} skipped: their tokens do not describe the same patches "
+                f"({_grid_text(got, a)} vs {_grid_text(got, b)}); CKA compares models on one grid"
+            )
+            continue
         m = cka_matrix(got.cka_feats[a], got.cka_feats[b])
         matrices.append(
             {
@@ -226,6 +318,11 @@ def _cka(got: _Collected, names: list[str]) -> list[dict]:
             }
         )
     return matrices
+
+
+def _grid_text(got: _Collected, index: int) -> str:
+    g = got.checkpoints[index]["model"]["grid"]
+    return f"{g[0]} x {g[1]} grid, {len(got.cka_feats[index][0])} images"
 
 
 def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Options) -> dict[str, str]:
@@ -244,11 +341,12 @@ def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Opti
         got.fig6_refs,
         out / "fig6_reference_patches.png",
         title="Fig 6: cosine similarity to the reference patch (red), colour range -0.5..1",
+        map_refs=got.fig6_map_refs,
     )
     files["fig6"] = "fig6_reference_patches.png"
     low = min(float(np.min(m)) for maps in got.fig6_maps.values() for m in maps.values())
     plot_reference_grid_stretched(
-        got.fig6_pictures, got.fig6_maps, got.fig6_refs, out / "fig6_stretched.png", low
+        got.fig6_pictures, got.fig6_maps, got.fig6_refs, out / "fig6_stretched.png", low, got.fig6_map_refs
     )
     files["fig6_stretched"] = "fig6_stretched.png"
     depth_images = min(opts.depth_probe_images, opts.probe_images)
@@ -262,6 +360,25 @@ def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Opti
         plot_cka_panels(matrices, out / "cka.png")
         files["cka"] = "cka.png"
     return files
+
+
+def memory_notes(memory: dict[str, dict]) -> list[str]:
+    """One line per model whose tokens were subsampled to bound memory (none for ViNy at the defaults)."""
+    lines = []
+    for name, m in memory.items():
+        parts = []
+        for key, what in (("probe_subsample", "probe and kNN"), ("depth_probe_subsample", "per-block probe")):
+            if m.get(key):
+                parts.append(
+                    f"{what} fitted on {m[key]['patches_per_image']} of {m[key]['of_patches']} patches per pool image"
+                )
+        if m.get("depth_test_images") is not None and m.get("depth_test_images") < m.get("test_images", 0):
+            parts.append(f"per-block curves on the first {m['depth_test_images']} test images")
+        if m.get("cka_subsampled"):
+            parts.append(f"CKA on {m['cka_patches_per_image']} patches per image")
+        if parts:
+            lines.append(f"{name} (memory bound, seeded): " + "; ".join(parts))
+    return lines
 
 
 def _summary(got: _Collected, matrices: list[dict], files: dict, opts: _Options, started: float) -> dict:
@@ -279,14 +396,41 @@ def _summary(got: _Collected, matrices: list[dict], files: dict, opts: _Options,
         "similarity_vs_distance": {n: {k: c.to_dict() for k, c in v.items()} for n, v in got.curves.items()},
         "per_block": got.per_block,
         "cka": [{k: v for k, v in m.items() if k != "matrix"} | {"matrix": m["matrix"]} for m in matrices],
+        "memory": got.memory,
+        "notes": got.notes + memory_notes(got.memory),
         "files": files,
         "warnings": got.warnings,
         "seconds": time.perf_counter() - started,
     }
 
 
+def load_models(ckpts: Sequence, weights=None, img_size=None, mean=None, std=None) -> list[TokenModel]:
+    """Every model of ``ckpts`` loaded (``sources.load_model``): ``weights`` goes to the one timm:
+    model, ``img_size`` to every model not from viny, ``mean`` / ``std`` to all."""
+    specs = [None if isinstance(c, TokenModel) else parse_model_spec(c) for c in ckpts]
+    timm = [i for i, spec in enumerate(specs) if spec is not None and spec.prefix == "timm"]
+    if weights is not None and len(timm) != 1:
+        raise VinyError(
+            f"--weights names the weights of one timm: model, but {len(timm)} are given; put weights=FILE "
+            "inside each timm: string instead (timm:NAME,weights=FILE)"
+        )
+    models = []
+    for i, (c, spec) in enumerate(zip(ckpts, specs, strict=True)):
+        own_size = spec is None or spec.prefix == "viny"
+        models.append(
+            load_model(
+                c,
+                weights=weights if i in timm else None,
+                image_size=None if own_size else img_size,
+                mean=mean,
+                std=std,
+            )
+        )
+    return models
+
+
 def diagnose(
-    ckpts: Sequence[str | Path],
+    ckpts: Sequence[str | Path | TokenModel],
     names: Sequence[str] | None = None,
     out_dir: str | Path = "viny-diagnose",
     dataset: str | None = None,
@@ -303,8 +447,15 @@ def diagnose(
     use_cache: bool = True,
     allow_overlap: bool = False,
     background: str = "study",
+    *,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    mean=None,
+    std=None,
+    device: str | None = None,
+    batch_size: int = 64,
 ) -> dict:
-    """Several checkpoints side by side; writes into ``out_dir``:
+    """Several models side by side; writes into ``out_dir``:
 
     table2.md/.json, fig5_similarity_vs_distance.png/.json (all pairs), fig5_by_class.png/.json
     (same-/different-class pairs), fig6_reference_patches.png/.json, fig6_stretched.png/.json,
@@ -314,10 +465,20 @@ def diagnose(
     ``probe_checkpoint``); an evaluation set any checkpoint's lineage trained on is refused unless
     ``allow_overlap``, which writes the warning into every output file.
 
-    Each checkpoint's test images are embedded once at every block (``layers="all"``; the last block is
-    the final-LayerNorm output) and reused for everything; the pool images are embedded once at the final
+    ``ckpts``: viny checkpoints, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` strings or
+    TokenModels, each on its own grid and depth; ``weights`` is the weights file of the one ``timm:``
+    model (several: ``weights=FILE`` inside each string), ``img_size`` the input size of every model
+    not from viny (a viny checkpoint's is fixed), ``mean`` / ``std`` replace every model's own;
+    ``device`` (cpu | cuda | auto) and ``batch_size`` for the extraction. Models on different grids
+    get their own images (loaded at each input size), labels and reference patches; CKA compares only
+    models on one grid and says which pairs it skipped (``notes``).
+
+    Each model's test images are embedded once at every block (``layers="all"``; the last block is
+    the final-norm output) and reused for everything; the pool images are embedded once at the final
     block (probe + kNN) and ``depth_probe_images`` of them at every block (the cheaper per-block probe).
     Every registered diagnostic is measured at the final block, and each per-block one at every block.
+    On big models memory stays bounded by seeded subsamples (``DEPTH_MAX_VALUES`` and the others
+    above), listed in ``memory`` and ``notes``.
     """
     names = _check_names(ckpts, names)
     for value, what in (
@@ -334,16 +495,18 @@ def diagnose(
         fig6_images,
         switched_off(knn=knn),
         background,
-        dict(progress=progress, use_cache=use_cache),
+        dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size),
     )
     out = Path(out_dir)
     started = time.perf_counter()
-    encoders: list[tuple[ViNy, dict]] = [load_encoder(c) for c in ckpts]  # every file checked before any work
-    metas = [(name, meta) for name, (_, meta) in zip(names, encoders, strict=True)]
+    check_device(device)  # before any model or data is loaded
+    models = load_models(ckpts, weights, img_size, mean, std)  # every model checked before any work
+    metas = [(name, model.meta) for name, model in zip(names, models, strict=True)]
     where = resolve_evaluation(metas, dataset, split_seed, test_size)
+    _plan_cka(models, opts)
     got = _Collected()
-    for (encoder, meta), name, path in zip(encoders, names, ckpts, strict=True):
-        size = encoder.cfg.image_size
+    for model, name, given in zip(models, names, ckpts, strict=True):
+        size = model.image_size
         if size not in got.data:
             got.data[size] = load_probe_data(
                 where["dataset"],
@@ -354,9 +517,12 @@ def diagnose(
                 probe_images,
                 test_images,
             )
-            got.data[size][2]["chosen"] = where["notes"]
+            got.data[size][2]["chosen"] = where["notes"] + [
+                line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)
+            ]
             got.warnings += guard_evaluation(metas, where["dataset"], got.data[size][1].ids, allow_overlap)
-        _measure_checkpoint(got, encoder, meta, name, path, where, opts)
+        path = given.source if isinstance(given, TokenModel) else str(given)
+        _measure_checkpoint(got, model, name, path, where, opts)
 
     out.mkdir(parents=True, exist_ok=True)
     matrices = _cka(got, names)

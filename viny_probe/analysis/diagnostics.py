@@ -178,6 +178,8 @@ register(
                 short="balanced %",
             ),
             Column("chosen_C", "C", "g", lambda r: r["chosen_C"], shown=()),
+            # whether every lbfgs fit finished before its iteration limit (table2.json / summary.json)
+            Column("probe_converged", "probe converged", "", lambda r: bool(r["converged"]), shown=()),
         ),
         per_block=True,
         block_compute=probe_per_block,

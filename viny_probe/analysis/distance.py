@@ -93,6 +93,8 @@ def similarity_vs_distance(
     if not 0.0 < confidence < 1.0:
         raise VinyError(f"confidence must be strictly between 0 and 1, got {confidence!r}")
     chunk_images = check_positive_int(chunk_images, "chunk_images")
+    # a chunk's float64 tokens and cosines (c x P x D and c x P x P) stay near 128 MiB on big grids
+    chunk_images = min(chunk_images, max(1, (1 << 24) // (p * (emb.shape[2] + p))))
     pair_mask = None
     if pairs != "all":
         if labels is None:

@@ -1,26 +1,28 @@
-"""Patch embeddings of a frozen encoder: ``(N, P, D)`` float32 tokens, at any block, cached on disk.
+"""Patch embeddings of a frozen model: ``(N, P, D)`` float32 tokens, at any block, cached on disk.
 
-``load_encoder`` reads a viny checkpoint or the study authors' state_dict (converted in memory, see
-``authors.py``). ``extract_patch_tokens`` runs an encoder (or a checkpoint file) over a set of images
-in eval mode, batched, without gradients or augmentation, and returns its patch tokens (CLS dropped).
+The model is a ``sources.TokenModel``: a viny checkpoint (or the study authors' state_dict), a timm
+model, a Hugging Face folder or your own callable, named by one string (``sources.load_model``).
+``extract_patch_tokens`` runs it over a set of images in eval mode, batched, without gradients or
+augmentation, and returns its patch tokens (prefix tokens such as CLS dropped by the source).
 
-Layers are named as ``ViNy.patch_tokens_per_block`` names them: blocks ``1..depth``. Block ``depth``
-(and ``"final"``, the default) is taken after the final LayerNorm, i.e. what ``forward`` returns;
-earlier blocks are the raw residual stream.
+Layers are numbered as blocks ``1..depth``. Block ``depth`` (and ``"final"``, the default) is the
+model's output after its final norm (ViNy: what ``forward`` returns); earlier blocks are the raw
+residual stream.
 
-Preprocessing is the evaluation path of every stage: uint8 images -> float [0, 1] -> ImageNet
-normalisation. A float tensor is taken as already preprocessed. Images whose resolution differs from
-the model's ``image_size`` are resized with bilinear interpolation with antialiasing
+Preprocessing is the evaluation path of every stage: uint8 images -> float [0, 1] -> the model's mean /
+std (ImageNet's for ViNy). A float tensor is taken as already preprocessed. Images whose resolution
+differs from the model's ``image_size`` are resized with bilinear interpolation with antialiasing
 (``F.interpolate(mode="bilinear", antialias=True, align_corners=False)``); that is linear and
 preserves constants, so resizing before or after the normalisation gives the same result.
 
-Cache: one ``.pt`` file per (encoder, images, layer), holding ``{"key": json, "tokens": tensor}``
-and read back with ``torch.load(weights_only=True)``; written atomically (temp file + rename). The
-key is the sha256 of the encoder's weights and its model config (so a checkpoint file, the same
-weights imported from the authors' file, or the encoder object itself share entries), the dataset
-name, a digest of the image ids, a digest of the image bytes, their shape and dtype, ``split``, the
-block and ``cache_key_extra``. The folder is ``cache_dir``, else ``$VINY_CACHE_DIR/embeddings``, else
-``~/.cache/viny/embeddings``. Delete files there freely: a missing or unreadable entry is recomputed.
+Cache: one ``.pt`` file per (model, images, layer, patch subsample), holding ``{"key": json, "tokens":
+tensor}`` and read back with ``torch.load(weights_only=True)``; written atomically (temp file +
+rename). The key holds the model's identity (``TokenModel.identity``: its source string, the sha256 of
+its weights, input and patch size, mean/std and description; so a checkpoint file, the same weights
+imported from the authors' file, or the encoder object itself share entries), the dataset name, a
+digest of the image ids, a digest of the image bytes, their shape and dtype, ``split``, the block, the
+patch subsample and ``cache_key_extra``. The folder is ``cache_dir``, else ``$VINY_CACHE_DIR/embeddings``,
+else ``~/.cache/viny/embeddings``. Delete files there freely: a missing or unreadable entry is recomputed.
 """
 
 from __future__ import annotations
@@ -37,60 +39,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from viny_probe.analysis.authors import (
-    authors_checkpoint_payload,
-    authors_to_viny_state,
-    describe_foreign,
-    is_authors_state_dict,
-)
-from viny_probe.checkpoint import FORMAT_VERSION, atomic_write_bytes, encoder_from_checkpoint, file_digest
-from viny_probe.data.augment import normalize, to_float
+from viny_probe.analysis.sources.base import TokenModel, load_model, module_digest
+from viny_probe.analysis.sources.viny import load_encoder
+from viny_probe.checkpoint import atomic_write_bytes
+from viny_probe.data.augment import to_float
 from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
-from viny_probe.model import ViNy
 from viny_probe.progress import track
+from viny_probe.trainers.loop import resolve_device
 
 #: Bump when the extraction itself changes (preprocessing, token selection): old entries stop matching.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 LayerSpec = str | int | Sequence[int]
+ModelLike = str | Path | nn.Module | TokenModel
 
+__all__ = ["extract_patch_tokens", "load_encoder", "encoder_digest", "parse_layers", "layer_label"]
 
-def load_encoder(path: str | Path, heads: int | None = None) -> tuple[ViNy, dict]:
-    """Load an encoder, in eval mode on the CPU, from a viny checkpoint or the authors' state_dict.
-
-    Returns ``(encoder, checkpoint_dict)``. For the authors' file the dict is the viny checkpoint that
-    ``import_authors_checkpoint`` would write (regime "imported", lineage naming the file and its
-    digest); ``heads`` overrides the head count assumed for it (default 8, the study's). Anything else
-    raises VinyError: a file torch cannot read, a dict of neither format, or an encoder whose tensors do
-    not match the architecture (the message names the missing/unexpected keys).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise VinyError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign/corrupt files
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise VinyError(
-            f"{path} is not a loadable checkpoint ({type(e).__name__}: {first}); expected a viny checkpoint "
-            "or the study authors' ViT state_dict"
-        ) from None
-    if isinstance(obj, dict) and "encoder" in obj and "format_version" in obj:
-        if obj["format_version"] > FORMAT_VERSION:
-            raise VinyError(
-                f"{path} has checkpoint format {obj['format_version']}; this viny reads up to {FORMAT_VERSION}"
-            )
-        if "model_config" not in obj or not isinstance(obj["encoder"], dict):
-            raise VinyError(f"{path} is a damaged viny checkpoint: no 'model_config' or no encoder state")
-        ckpt = obj
-    elif is_authors_state_dict(obj):
-        cfg, state = authors_to_viny_state(obj, heads)
-        ckpt = authors_checkpoint_payload(cfg, state, path, file_digest(path))
-    else:
-        raise VinyError(describe_foreign(path, obj))
-    encoder = encoder_from_checkpoint(ckpt, path)
-    return encoder.eval(), ckpt
+#: sha256 of a module's weights (kept under its old name).
+encoder_digest = module_digest
 
 
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
@@ -100,16 +67,6 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
         return Path(cache_dir).expanduser()
     root = os.environ.get("VINY_CACHE_DIR") or Path.home() / ".cache" / "viny"
     return Path(root).expanduser() / "embeddings"
-
-
-def encoder_digest(encoder: nn.Module) -> str:
-    """sha256 of an encoder's weights (names, dtypes, shapes and bytes, in name order)."""
-    h = hashlib.sha256()
-    for name, t in sorted(encoder.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy())
-    return h.hexdigest()
 
 
 def _tensor_digest(t: torch.Tensor) -> str:
@@ -184,14 +141,18 @@ def _as_images(images: ImageSet | torch.Tensor, channels: int) -> tuple[torch.Te
     return tensor, name, ids
 
 
-def _prepare(batch: torch.Tensor, image_size: int, device: torch.device) -> torch.Tensor:
-    """uint8 -> [0, 1] -> ImageNet-normalised (float: as is), resized to the model's resolution."""
+def _prepare(batch: torch.Tensor, model: TokenModel, device: torch.device) -> torch.Tensor:
+    """uint8 -> [0, 1] -> the model's mean / std (float: as is), resized to the model's resolution."""
     x = batch.to(device, non_blocking=True)
-    x = normalize(to_float(x)) if x.dtype == torch.uint8 else x.float()
-    if tuple(x.shape[-2:]) != (image_size, image_size):
-        x = F.interpolate(
-            x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
-        )
+    if x.dtype == torch.uint8:
+        mean = torch.tensor(model.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(model.std, device=device).view(1, 3, 1, 1)
+        x = (to_float(x) - mean) / std
+    else:
+        x = x.float()
+    size = model.image_size
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x
 
 
@@ -214,8 +175,51 @@ def _load_cached(path: Path, key_json: str, shape: tuple[int, ...]) -> torch.Ten
     return tokens
 
 
+def _token_model(model: ModelLike) -> tuple[TokenModel, torch.device]:
+    """The TokenModel and the device it runs on by default: a module's or TokenModel's own device;
+    CUDA if available for a model loaded from a string."""
+    if isinstance(model, TokenModel | nn.Module):
+        loaded = load_model(model)
+        default = next((p.device for p in loaded.module.parameters()), torch.device("cpu"))
+        return loaded, default
+    if isinstance(model, str | Path):
+        return load_model(model), torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    raise VinyError(
+        f"expected a checkpoint path, a model string (timm:NAME, hf:FOLDER, py:MODULE:FUNCTION), a ViNy "
+        f"encoder or a TokenModel, got {type(model).__name__}"
+    )
+
+
+def _check_patches(patches: torch.Tensor | None, n: int, num_patches: int) -> torch.Tensor | None:
+    if patches is None:
+        return None
+    if (
+        not isinstance(patches, torch.Tensor)
+        or patches.ndim != 2
+        or patches.shape[0] != n
+        or patches.dtype != torch.long
+        or (patches.numel() and (int(patches.min()) < 0 or int(patches.max()) >= num_patches))
+    ):
+        raise VinyError(
+            f"patches must be an (N, k) int64 tensor of patch indices in 0..{num_patches - 1} with N = {n} "
+            f"images, got {tuple(patches.shape) if isinstance(patches, torch.Tensor) else type(patches).__name__}"
+        )
+    return patches
+
+
+def check_device(device: str | torch.device | None) -> None:
+    """A ``--device`` that cannot run here (cuda without CUDA) is a VinyError now, not after loading."""
+    _device(device, torch.device("cpu"))
+
+
+def _device(device: str | torch.device | None, default: torch.device) -> torch.device:
+    if device is None:
+        return default
+    return resolve_device(device) if isinstance(device, str) else torch.device(device)
+
+
 def extract_patch_tokens(
-    checkpoint_or_encoder: str | Path | nn.Module,
+    model: ModelLike,
     images: ImageSet | torch.Tensor,
     layers: LayerSpec = "final",
     batch_size: int = 64,  # on this 2-core CPU 64 ran at 130 img/s (ViNy), 256 at 84: activations outgrow the cache
@@ -226,44 +230,40 @@ def extract_patch_tokens(
     device: str | torch.device | None = None,
     use_cache: bool = True,
     progress: bool = True,
+    patches: torch.Tensor | None = None,
 ) -> dict[str | int, torch.Tensor]:
     """Patch tokens ``(N, P, D)`` float32 (CPU) of ``images`` at the requested layers.
 
-    checkpoint_or_encoder: a ViNy (used as is, put in eval mode for the call and restored after) or a
-        path that ``load_encoder`` accepts (viny checkpoint or the authors' state_dict).
+    model: a ``TokenModel``, a ViNy (used as is, put in eval mode for the call and restored after) or a
+        string ``sources.load_model`` accepts (viny checkpoint path, ``timm:NAME``, ``hf:FOLDER``,
+        ``py:MODULE:FUNCTION``).
     images: an ImageSet, or a ``(N, 3, H, W)`` tensor: uint8 is preprocessed like every stage's
-        evaluation (to [0, 1], ImageNet normalisation), float is taken as already preprocessed. Any
+        evaluation (to [0, 1], the model's mean/std), float is taken as already preprocessed. Any
         H = W other than the model's ``image_size`` is resized (bilinear, antialiased).
-    layers: ``"final"`` (default: the last block after the final LayerNorm) -> ``{"final": T}``;
+    layers: ``"final"`` (default: the last block after the final norm) -> ``{"final": T}``;
         a block number ``b`` in ``1..depth`` -> ``{b: T}``; a list of them -> one entry each;
         ``"all"`` -> ``{1: T, ..., depth: T}``. Out of range -> VinyError naming ``1..depth``.
     cache_dir / use_cache: where entries live (see the module docstring) / whether to use them at all.
     cache_key_extra: anything JSON-serialisable, added to the key (e.g. a preprocessing variant).
     split: the split's name ("train", "test", ...), part of the key and of the file name.
-    device: where the model runs; default the encoder's device, or CUDA if available for a path.
+    device: where the model runs (``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device); default the
+        module's device, or CUDA if available for a model loaded from a string.
     progress: show a progress bar while extracting.
+    patches: ``(N, k)`` int64 patch indices: only those patches of each image are kept, ``(N, k, D)``
+        (a per-image subsample that bounds the memory of a probe; part of the cache key).
 
     Only the layers missing from the cache are computed, in one pass that stops at the deepest one.
     """
-    if isinstance(checkpoint_or_encoder, nn.Module):
-        encoder = checkpoint_or_encoder
-        if not hasattr(encoder, "patch_tokens_per_block") or not hasattr(encoder, "cfg"):
-            raise VinyError(f"expected a ViNy encoder, got {type(encoder).__name__}")
-        default_device = next(encoder.parameters()).device
-    elif isinstance(checkpoint_or_encoder, (str, Path)):
-        encoder, _ = load_encoder(checkpoint_or_encoder)
-        default_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        raise VinyError(
-            f"expected a checkpoint path or a ViNy encoder, got {type(checkpoint_or_encoder).__name__}"
-        )
-    if not isinstance(batch_size, int) or batch_size < 1:
+    token_model, default_device = _token_model(model)
+    run_on = _device(device, default_device)  # checked even when every layer is cached
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise VinyError(f"batch_size must be a positive integer, got {batch_size!r}")
-    cfg = encoder.cfg
-    wanted = _resolve_layers(layers, cfg.depth)
-    tensor, name, ids = _as_images(images, cfg.channels)
+    wanted = _resolve_layers(layers, token_model.depth)
+    tensor, name, ids = _as_images(images, 3)
     n = tensor.shape[0]
-    shape = (n, cfg.num_patches, cfg.dim)
+    patches = _check_patches(patches, n, token_model.num_patches)
+    kept = token_model.num_patches if patches is None else patches.shape[1]
+    shape = (n, kept, token_model.dim)
 
     found: dict[int, torch.Tensor] = {}
     files: dict[int, tuple[Path, str]] = {}
@@ -278,14 +278,14 @@ def extract_patch_tokens(
             ) from None
         base = {
             "version": CACHE_VERSION,
-            "encoder": encoder_digest(encoder),
-            "model_config": cfg.to_dict(),
+            "model": token_model.identity(),
             "dataset": name,
             "ids": None if ids is None else hashlib.sha256("\n".join(ids).encode()).hexdigest(),
             "images": _tensor_digest(tensor),
             "images_shape": list(tensor.shape),
             "images_dtype": str(tensor.dtype),
             "split": split,
+            "patches": None if patches is None else _tensor_digest(patches),
             "extra": cache_key_extra,
         }
         stem = _slug(f"{name}-{split}" if split else name)
@@ -300,16 +300,7 @@ def extract_patch_tokens(
 
     missing = [block for _, block in wanted if block not in found]
     if missing:
-        computed = _run(
-            encoder,
-            tensor,
-            missing,
-            batch_size,
-            torch.device(device or default_device),
-            shape,
-            progress,
-            name,
-        )
+        computed = _run(token_model, tensor, missing, batch_size, run_on, shape, progress, name, patches)
         for block, tokens in computed.items():
             if use_cache:
                 path, key_json = files[block]
@@ -319,8 +310,22 @@ def extract_patch_tokens(
     return {label: found[block] for label, block in wanted}
 
 
+def _batch_tokens(model: TokenModel, x: torch.Tensor, blocks: list[int], keep: torch.Tensor | None) -> dict:
+    """One batch through ``model.tokens``, checked against ``(B, P, D)``, optionally subsampled."""
+    tokens = model.tokens(x, blocks)
+    want = (x.shape[0], model.num_patches, model.dim)
+    out = {}
+    for b in blocks:
+        t = tokens.get(b) if isinstance(tokens, dict) else None
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != want:
+            shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise VinyError(f"{model.source}: tokens() gave {shape} at block {b}; expected {want}")
+        out[b] = t if keep is None else t.gather(1, keep[:, :, None].expand(-1, -1, t.shape[-1]))
+    return out
+
+
 def _run(
-    encoder: nn.Module,
+    model: TokenModel,
     images: torch.Tensor,
     blocks: list[int],
     batch_size: int,
@@ -328,24 +333,27 @@ def _run(
     shape: tuple[int, int, int],
     progress: bool,
     name: str,
+    patches: torch.Tensor | None,
 ) -> dict[int, torch.Tensor]:
-    """One pass over ``images`` in eval mode; the encoder's mode and device are restored afterwards."""
+    """One pass over ``images`` in eval mode; the module's mode and device are restored afterwards."""
     n = shape[0]
     out = {b: torch.empty(shape, dtype=torch.float32) for b in blocks}
-    was_training = encoder.training
-    home = next(encoder.parameters()).device
-    encoder.eval()
-    encoder.to(device)
+    module = model.module
+    was_training = module.training
+    home = next((p.device for p in module.parameters()), torch.device("cpu"))
+    module.eval()
+    module.to(device)
     try:
         starts = range(0, n, batch_size)
         for start in track(starts, total=len(starts), description=f"embedding {name}", enabled=progress):
             stop = min(start + batch_size, n)
+            keep = None if patches is None else patches[start:stop].to(device)
             with torch.inference_mode():
-                x = _prepare(images[start:stop], encoder.cfg.image_size, device)
-                tokens = encoder.patch_tokens_per_block(x, blocks)
+                x = _prepare(images[start:stop], model, device)
+                tokens = _batch_tokens(model, x, blocks, keep)
             for b in blocks:  # outside inference mode: the results stay ordinary (autograd-usable) tensors
                 out[b][start:stop].copy_(tokens[b].float())
     finally:
-        encoder.to(home)
-        encoder.train(was_training)
+        module.to(home)
+        module.train(was_training)
     return out

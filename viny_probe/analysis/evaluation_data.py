@@ -25,6 +25,13 @@ from viny_probe.errors import VinyError
 from viny_probe.trainers.splits import fixed_split
 
 DEFAULT_DATASET = "toy-pets"
+# Memory bounds, each the size of what ViNy needs at the defaults (so ViNy is never subsampled): the
+# probe's fitting tokens hold at most 2,000 images x 64 patches x 128 channels = 16.4M values (66 MB
+# float32). A wider model or a finer grid keeps a fixed, seeded subsample of each pool image's patches
+# (2,000 images of 196 patches x 768 channels: 10 patches per image).
+PROBE_MAX_VALUES = 2000 * 64 * 128
+PATCH_SAMPLE_SEED = 0
+LABEL_CHUNK_PIXELS = 1 << 23  # trimap pixels labelled at once (patch_labels)
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
 _NO_TRIMAPS_HINT = (
@@ -128,6 +135,47 @@ def load_probe_data(
     return full.subset(train_idx), full.subset(test_idx), info
 
 
-def patch_labels(data: ImageSet, patch_size: int) -> torch.Tensor:
-    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels."""
-    return patch_majority_labels(data.masks, patch_size, num_classes=len(SEG_CLASSES))
+def patch_labels(data: ImageSet, patch_size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels;
+    with ``keep`` (``(N, k)`` patch indices, ``patch_subsample``) only those, ``(N, k)``."""
+    # in chunks of images: counting a class over (N, P, patch pixels) sums in int64, 8 bytes a pixel
+    step = max(1, LABEL_CHUNK_PIXELS // max(1, data.masks[0].numel()))
+    labels = torch.cat(
+        [
+            patch_majority_labels(data.masks[s : s + step], patch_size, num_classes=len(SEG_CLASSES))
+            for s in range(0, len(data.masks), step)
+        ]
+    )
+    return labels if keep is None else labels.gather(1, keep)
+
+
+def patch_subsample(
+    images: int, num_patches: int, dim: int, max_values: int | None = None, seed: int = PATCH_SAMPLE_SEED
+) -> torch.Tensor | None:
+    """The patches of each image a classifier is fitted on when all of them would hold more than
+    ``max_values`` (default ``PROBE_MAX_VALUES``) token values: ``(images, k)`` sorted indices,
+    k = max(1, max_values // (images * dim)), drawn per image without replacement from a generator
+    seeded with ``seed`` (so every run, and every model with the same grid, keeps the same patches).
+    None when all ``num_patches`` fit."""
+    max_values = PROBE_MAX_VALUES if max_values is None else max_values
+    k = max(1, max_values // (images * dim))
+    if k >= num_patches:
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.rand(images, num_patches, generator=generator).argsort(dim=1)
+    return order[:, :k].sort(dim=1).values
+
+
+def subsample_note(keep: torch.Tensor | None, num_patches: int, max_values: int | None = None) -> dict | None:
+    """What ``patch_subsample`` did, for summary.json and the printed tables (None: nothing)."""
+    if keep is None:
+        return None
+    max_values = PROBE_MAX_VALUES if max_values is None else max_values
+    return {
+        "patches_per_image": int(keep.shape[1]),
+        "of_patches": num_patches,
+        "seed": PATCH_SAMPLE_SEED,
+        "max_values": max_values,
+        "why": f"the fitting tokens are capped at {max_values:,} values (memory): a fixed seeded subsample "
+        f"of {keep.shape[1]} of the {num_patches} patches of each pool image",
+    }

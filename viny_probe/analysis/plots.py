@@ -124,12 +124,16 @@ def plot_reference_grid(
     vmin: float = MAP_VMIN,
     vmax: float = MAP_VMAX,
     cmap: str = MAP_CMAP,
+    map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> dict:
     """Fig 6: rows = reference patches, columns = the input image then one similarity map per checkpoint.
 
     images: one ``(3, H, W)`` uint8 image for every row, or ``{ref name: (3, H, W)}`` (one per row).
-    maps:   ``{checkpoint name: {ref name: (g, g) cosine map}}``.
-    refs:   ``{ref name: (row, col)}``, the reference patch of each row, marked with a red square.
+    maps:   ``{checkpoint name: {ref name: (g, g) cosine map}}``; checkpoints may differ in g.
+    refs:   ``{ref name: (row, col)}``, the reference patch of each row, marked with a red square (on
+            the input, on the grid of the first checkpoint's maps).
+    map_refs: ``{checkpoint name: {ref name: (row, col)}}``, where a checkpoint on another grid has its
+            reference (default: ``refs``).
     Maps share one colour range (the study's fixed -0.5..1 unless ``vmin``/``vmax`` say) and one colourbar.
     """
     if not refs or not maps:
@@ -159,7 +163,7 @@ def plot_reference_grid(
         axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
         for j, ckpt in enumerate(ckpt_names, start=1):
             image = axes[i, j].imshow(grids[ckpt, r], vmin=vmin, vmax=vmax, cmap=cmap)
-            _mark_patch(axes[i, j], row, col, 1.0)
+            _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
             if i == 0:
                 axes[i, j].set_title(ckpt)
         if i == 0:
@@ -175,8 +179,21 @@ def plot_reference_grid(
         "vmax": vmax,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
+        **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
     }
     return _save(fig, path, data)
+
+
+def _map_ref(map_refs, refs, ckpt: str, r: str) -> tuple[int, int]:
+    own = (map_refs or {}).get(ckpt, {})
+    return tuple(own.get(r, refs[r]))
+
+
+def _map_refs_data(map_refs, refs, ckpt_names, ref_names) -> dict:
+    """``{"map_refs": ...}`` when some checkpoint's references differ from ``refs`` (another grid)."""
+    per = {c: {r: list(_map_ref(map_refs, refs, c, r)) for r in ref_names} for c in ckpt_names}
+    differs = any(per[c][r] != list(refs[r]) for c in ckpt_names for r in ref_names)
+    return {"map_refs": per} if differs else {}
 
 
 def plot_similarity_overlay(
@@ -345,12 +362,15 @@ def plot_similarity_by_class(curves: dict[str, dict], path: Path) -> dict:
     return _save(fig, path, data)
 
 
-def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float) -> dict:
+def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float, map_refs=None) -> dict:
     """Fig 6 with the colour range low..1 (low = the smallest cosine in any map), one shared colourbar:
-    the study's fixed range hides everything when all cosines sit in a narrow band (e.g. 0.9..1)."""
+    the study's fixed range hides everything when all cosines sit in a narrow band (e.g. 0.9..1).
+    ``map_refs`` as in ``plot_reference_grid``."""
     low = min(low, 0.999)
     title = f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
-    return plot_reference_grid(pictures, maps, refs, path, title, vmin=low, vmax=1.0, cmap="viridis")
+    return plot_reference_grid(
+        pictures, maps, refs, path, title, vmin=low, vmax=1.0, cmap="viridis", map_refs=map_refs
+    )
 
 
 def plot_cka_heatmap(

@@ -61,6 +61,11 @@ def _flat(emb, labels) -> tuple[np.ndarray, np.ndarray]:
     return emb.reshape(-1, emb.shape[-1]).numpy().astype(np.float32, copy=False), labels.reshape(-1).numpy()
 
 
+def _predict(classifier: Pipeline, x: np.ndarray, rows: int = 65536) -> np.ndarray:
+    """``classifier.predict`` in row blocks: the scaler's standardised copy is one block, not all of x."""
+    return np.concatenate([classifier.predict(x[s : s + rows]) for s in range(0, len(x), rows)])
+
+
 def _check_two_classes(labels: np.ndarray, name: str) -> None:
     if np.unique(labels).size < 2:
         raise VinyError(f"{name} holds a single patch class; a probe needs at least two")
@@ -131,11 +136,11 @@ def linear_patch_probe(
         if not issubclass(w.category, ConvergenceWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
-    predicted = classifier.predict(x_test)
+    predicted = _predict(classifier, x_test)
     per_class = per_class_accuracy(predicted, y_test, num_classes)
     return PatchProbeResult(
         test_accuracy=float(np.mean(predicted == y_test)),
-        train_accuracy=float(np.mean(classifier.predict(x_train) == y_train)),
+        train_accuracy=float(np.mean(_predict(classifier, x_train) == y_train)),
         balanced_accuracy=balanced_accuracy(per_class),
         per_class_accuracy=per_class.tolist(),
         chosen_C=chosen,

@@ -67,11 +67,27 @@ def _legend(summary: dict) -> str:
     return "; ".join(f"{d.label}: {d.description}" for d in ran) + "."
 
 
+def _convergence(summary: dict) -> str:
+    """One sentence on the final-block probe's solver: converged everywhere, or where it did not."""
+    fits = {name: m.get("probe") for name, m in summary["final_layer"].items()}
+    stopped = [name for name, fit in fits.items() if fit and not fit.get("converged", True)]
+    if not any(fits.values()):
+        return ""
+    if not stopped:
+        return " The probe's solver converged for every checkpoint."
+    return (
+        f" The probe's solver stopped at its iteration limit for {', '.join(stopped)} (not converged: its "
+        "accuracy there may be a little low; table2.json's probe_converged says the same)."
+    )
+
+
 def _checkpoints_markdown(summary: dict) -> list[str]:
-    lines = ["## Checkpoints", "", "| name | file | regime | lineage |", "|---|---|---|---|"]
+    lines = ["## Checkpoints", "", "| name | model | regime | lineage | grid |", "|---|---|---|---|---|"]
     for c in summary["checkpoints"]:
         lineage = " -> ".join(str(step.get("regime", "?")) for step in c["lineage"]) or "-"
-        lines.append(f"| {c['name']} | `{c['path']}` | {c['regime']} | {lineage} |")
+        m = c.get("model") or {}
+        grid = f"{m['grid'][0]} x {m['grid'][1]}, {m['depth']} blocks, D {m['dim']}" if m else "-"
+        lines.append(f"| {c['name']} | `{c['path']}` | {c['regime'] or '-'} | {lineage} | {grid} |")
     return lines
 
 
@@ -133,7 +149,9 @@ def summary_markdown(summary: dict) -> str:
         "## Table 2 (final block, after the final LayerNorm)",
         "",
         table2_markdown(summary["table2"]),
-        _legend(summary) + " This table: [table2.md](table2.md), with every number in "
+        _legend(summary)
+        + _convergence(summary)
+        + " This table: [table2.md](table2.md), with every number in "
         "[table2.json](table2.json).",
         "",
         "Published values (the study's Table 2, full ViNy, Oxford-IIIT Pet) for comparison:",
@@ -141,5 +159,7 @@ def summary_markdown(summary: dict) -> str:
         published_markdown(),
         *_figures_markdown(summary, info),
     ]
+    if summary.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {note}" for note in summary["notes"])]
     lines += ["", f"All numbers: [summary.json](summary.json). Took {summary['seconds']:.0f} s.", ""]
     return "\n".join(lines)

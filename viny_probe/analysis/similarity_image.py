@@ -7,9 +7,9 @@ from pathlib import Path
 
 from viny_probe.analysis.embeddings import (
     LayerSpec,
+    check_device,
     extract_patch_tokens,
     layer_label,
-    load_encoder,
     parse_layers,
 )
 from viny_probe.analysis.images import load_images_for
@@ -20,6 +20,7 @@ from viny_probe.analysis.reference import (
     pixel_to_patch,
     similarity_map,
 )
+from viny_probe.analysis.sources import TokenModel, load_model
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.errors import VinyError
 
@@ -33,7 +34,9 @@ def _parse_pixel_pair(text: str) -> tuple[int, int]:
     return y, x
 
 
-def _pixel_patch(pixel: str | tuple[int, int], original_hw: tuple[int, int], cfg) -> tuple[int, int]:
+def _pixel_patch(
+    pixel: str | tuple[int, int], original_hw: tuple[int, int], cfg: TokenModel
+) -> tuple[int, int]:
     """Pixel (y, x) of the ORIGINAL image -> patch of the resized model input."""
     y, x = _parse_pixel_pair(pixel) if isinstance(pixel, str) else (int(pixel[0]), int(pixel[1]))
     h, w = original_hw
@@ -46,7 +49,7 @@ def _pixel_patch(pixel: str | tuple[int, int], original_hw: tuple[int, int], cfg
 
 
 def similarity_map_for_image(
-    ckpt: str | Path,
+    ckpt: str | Path | TokenModel,
     image: str | Path,
     patch: str | tuple[int, int] | None = None,
     pixel: str | tuple[int, int] | None = None,
@@ -56,8 +59,18 @@ def similarity_map_for_image(
     test_size: int | None = None,
     allow_overlap: bool = False,
     background: str = "study",
+    *,
+    weights: str | Path | None = None,
+    img_size: int | None = None,
+    mean=None,
+    std=None,
+    device: str | None = None,
 ) -> dict:
     """Cosine-similarity maps of reference patches of one image, drawn next to the input.
+
+    ckpt: a viny checkpoint, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` or a TokenModel
+        (``weights`` / ``img_size`` / ``mean`` / ``std`` as in ``sources.load_model``); the map has the
+        model's own g x g grid. ``device``: where the model runs (cpu | cuda | auto).
 
     image: an image file of any mode/size (resized to the model's input, aspect ratio not kept), or
         ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split (split seed and test size from
@@ -67,19 +80,20 @@ def similarity_map_for_image(
         the study's three references when the image has a trimap (background patch (0, 0), or the
         most-background corner with ``background="most-background-corner"``; the most-foreground
         interior patch; the most-boundary patch), else the centre and the top-left corner.
-    out: the PNG (default ``similarity-<image>.png``). One reference: ``out`` holds the input, the 8x8
+    out: the PNG (default ``similarity-<image>.png``). One reference: ``out`` holds the input, the g x g
         map and the upsampled overlay. Several: ``out`` is a grid (rows = references) and each reference
         also gets ``<out stem>-<reference>.png`` with its overlay. Every PNG has its JSON beside it.
     """
     if patch is not None and pixel is not None:
         raise VinyError("give either --patch ROW,COL or --pixel Y,X, not both")
-    encoder, meta = load_encoder(ckpt)
-    cfg = encoder.cfg
+    check_device(device)  # before any model or data is loaded
+    cfg = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
+    name = cfg.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
     (named,), warnings = load_images_for(
-        str(ckpt), meta, [image], cfg.image_size, split_seed, test_size, allow_overlap
+        name, cfg.meta, [image], cfg.image_size, split_seed, test_size, allow_overlap
     )
     picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
     if patch is not None:
@@ -94,7 +108,7 @@ def similarity_map_for_image(
         refs = choose_reference_patches(mask, cfg.patch_size, background=background)
     else:
         refs = choose_reference_patches(None, grid=cfg.grid)
-    tokens = extract_patch_tokens(encoder, picture[None], layers, use_cache=False, progress=False)
+    tokens = extract_patch_tokens(cfg, picture[None], layers, use_cache=False, progress=False, device=device)
     label, emb = next(iter(tokens.items()))
     maps = {name: similarity_map(emb[0], ref) for name, ref in refs.items()}
 
@@ -110,9 +124,7 @@ def similarity_map_for_image(
         )
         files.append(out)
     else:
-        plot_reference_grid(
-            picture, {Path(ckpt).parent.name or str(ckpt): maps}, refs, out, title=f"{source} ({where})"
-        )
+        plot_reference_grid(picture, {cfg.name or name: maps}, refs, out, title=f"{source} ({where})")
         files.append(out)
         for name, ref in refs.items():
             target = out.with_name(f"{out.stem}-{name}.png")
@@ -122,7 +134,8 @@ def similarity_map_for_image(
             files.append(target)
     stamp_warnings([*files, *(f.with_suffix(".json") for f in files)], warnings)
     return {
-        "checkpoint": str(ckpt),
+        "checkpoint": name,
+        "grid": [cfg.grid, cfg.grid],
         "image": source,
         "layer": where,
         "refs": {name: list(ref) for name, ref in refs.items()},

@@ -7,6 +7,7 @@ import sys
 import warnings
 
 import typer
+from rich.markup import escape
 
 from ..errors import VinyError, VinyWarning
 from ..progress import console
@@ -32,7 +33,8 @@ def main() -> None:
     try:
         app()
     except VinyError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        # escaped: a message may hold brackets (pip install "viny-probe[timm]") that are not markup
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:  # outside a command (each command says what it kept: options.interruptible)
         console.print("[yellow]interrupted.[/]")

@@ -17,6 +17,7 @@ from .options import (
     INTERRUPTED_PARTIAL,
     RESULT_FILE_HELP,
     Background,
+    device_option,
     interruptible,
     json_option,
     out_option,
@@ -26,7 +27,16 @@ from .options import (
     write_result,
 )
 
-CKPT_HELP = "a viny checkpoint (run folder's final.pt) or the study authors' state_dict (.pth)"
+CKPT_HELP = (
+    "the model: a viny checkpoint (run folder's final.pt), the study authors' state_dict (.pth), "
+    "timm:NAME[,KEY=VALUE...], hf:FOLDER (a local save_pretrained folder) or py:MODULE:FUNCTION "
+    "(docs/any-model.md)"
+)
+WEIGHTS_HELP = (
+    "weights of a timm: model: a .safetensors file or a torch state_dict (default: random init, seed 0)"
+)
+IMG_SIZE_HELP = "input size of a timm:/hf:/py: model (default: the model's own; a viny checkpoint's is fixed)"
+BATCH_HELP = "images per forward pass while extracting tokens"
 DATASET_HELP = (
     "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
     "checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders that saw real data)"
@@ -35,6 +45,23 @@ OVERLAP_HELP = (
     "evaluate even on images the checkpoint's lineage trained on (refused by default); the warning is "
     "written into every output"
 )
+
+
+def _rgb(text: str | None, name: str) -> tuple[float, float, float] | None:
+    """``--mean 0.5,0.5,0.5`` -> (0.5, 0.5, 0.5)."""
+    if text is None:
+        return None
+    from ..errors import VinyError
+
+    try:
+        values = tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise VinyError(
+            f"{name} must be three comma-separated numbers R,G,B (e.g. 0.5,0.5,0.5), got {text!r}"
+        )
+    return values
 
 
 def _print_warnings(warnings: list[str]) -> None:
@@ -57,11 +84,16 @@ def probe_tables(result: dict) -> list[Table]:
     from ..analysis.registry import BLOCKS, columns, format_value, registered, table_row
 
     d = result["data"]
+    grid = result.get("model", {}).get("grid")
     caption = (
-        f"{d['dataset']} at {d['image_size']} px, split seed {d['split_seed']}: probe fitted on {d['probe_images']} "
+        f"{d['dataset']} at {d['image_size']} px"
+        + (f" ({grid[0]} x {grid[1]} patches)" if grid else "")
+        + f", split seed {d['split_seed']}: probe fitted on {d['probe_images']} "
         f"pool images ({d['probe_patches']:,} patches), scored on {d['test_images']} test images "
         f"({d['test_patches']:,} patches); variances and rank on the test images"
     )
+    if d.get("probe_subsample"):
+        caption += f"\nmemory bound: {d['probe_subsample']['why']}"
     layers = result["layers"]
     if len(layers) == 1:
         ((name, m),) = layers.items()
@@ -104,7 +136,7 @@ def diagnose_table(summary: dict, out: Path) -> Table:
 @_reflow
 @interruptible(INTERRUPTED_NOTHING_WRITTEN)
 def probe_command(
-    ckpt: Path = typer.Argument(..., help=CKPT_HELP),
+    ckpt: str = typer.Argument(..., help=CKPT_HELP),
     dataset: str | None = typer.Option(None, help=DATASET_HELP),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
@@ -127,14 +159,24 @@ def probe_command(
     out: Path | None = out_option(None, RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
+    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
+    mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
+    std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
+    device: str = device_option(),
+    batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
-    """Table 2 for one checkpoint: variances, linear patch probe, kNN, effective rank.
+    """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
     Within/across-image variance and their ratio, the linear patch probe (fitted on pool images, C
     chosen on held-out pool images, scored on the fixed test set; it never sees a test image), kNN
     accuracy and effective rank, at the final block (default), one block or every block.
 
-    Example: viny probe runs/spatial/final.pt --layer all
+    The model is a viny checkpoint or any vision transformer: timm:NAME (--weights FILE), hf:FOLDER or
+    py:MODULE:FUNCTION, measured on its own patch grid (docs/any-model.md).
+
+    Examples: viny probe runs/spatial/final.pt --layer all;
+    viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
     from ..analysis.checkpoint_probe import probe_checkpoint
 
@@ -150,6 +192,12 @@ def probe_command(
         knn,
         progress=not (quiet or as_json),
         allow_overlap=allow_overlap,
+        weights=weights,
+        img_size=img_size,
+        mean=_rgb(mean, "--mean"),
+        std=_rgb(std, "--std"),
+        device=device,
+        batch_size=batch_size,
     )
     write_result(out, result)
     if as_json:
@@ -165,7 +213,7 @@ def probe_command(
 @_reflow
 @interruptible(INTERRUPTED_PARTIAL)
 def similarity_map_command(
-    ckpt: Path = typer.Argument(..., help=CKPT_HELP),
+    ckpt: str = typer.Argument(..., help=CKPT_HELP),
     image: str = typer.Argument(
         ...,
         help="an image file (any size and mode; resized to the model's input, aspect ratio not kept), or "
@@ -189,6 +237,11 @@ def similarity_map_command(
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
+    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
+    mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
+    std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
+    device: str = device_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
@@ -204,7 +257,21 @@ def similarity_map_command(
     from ..analysis.similarity_image import similarity_map_for_image
 
     result = similarity_map_for_image(
-        ckpt, image, patch, pixel, out, layer, split_seed, test_size, allow_overlap, value(background)
+        ckpt,
+        image,
+        patch,
+        pixel,
+        out,
+        layer,
+        split_seed,
+        test_size,
+        allow_overlap,
+        value(background),
+        weights=weights,
+        img_size=img_size,
+        mean=_rgb(mean, "--mean"),
+        std=_rgb(std, "--std"),
+        device=device,
     )
     if as_json:
         print_json(result)
@@ -307,7 +374,7 @@ class _ManyNamesCommand(TyperCommand):
 @_reflow
 @interruptible(INTERRUPTED_PARTIAL)
 def diagnose_command(
-    ckpts: list[Path] = typer.Argument(..., help="checkpoints to compare, in order (" + CKPT_HELP + ")"),
+    ckpts: list[str] = typer.Argument(..., help="models to compare, in order (each " + CKPT_HELP + ")"),
     names: list[str] | None = typer.Option(
         None,
         "--names",
@@ -340,13 +407,24 @@ def diagnose_command(
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    weights: Path | None = typer.Option(
+        None, help=WEIGHTS_HELP + "; with several timm: models put weights=FILE inside each string"
+    ),
+    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
+    mean: str | None = typer.Option(None, help="R,G,B mean replacing every model's own"),
+    std: str | None = typer.Option(None, help="R,G,B std replacing every model's own"),
+    device: str = device_option(),
+    batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
-    """Compare checkpoints: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
+    """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
     Writes into OUT: table2.md/.json, fig5_similarity_vs_distance.png (+ fig5_by_class.png, split by
     same-/different-class pairs), fig6_reference_patches.png (rows = reference patches, columns =
     checkpoints), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
     first vs each and consecutive checkpoints), summary.md + summary.json; a .json beside every PNG.
+
+    Models may be viny checkpoints or any vision transformer (timm:NAME, hf:FOLDER, py:MODULE:FUNCTION),
+    each on its own grid; CKA compares those on one grid (docs/any-model.md).
 
     Example: viny diagnose sim/final.pt cls/final.pt spa/final.pt --names Pretrained CLS Spatial -o diag
     """
@@ -369,12 +447,20 @@ def diagnose_command(
         fig6_images=fig6_images,
         knn=knn,
         progress=not (quiet or as_json),
+        weights=weights,
+        img_size=img_size,
+        mean=_rgb(mean, "--mean"),
+        std=_rgb(std, "--std"),
+        device=device,
+        batch_size=batch_size,
     )
     if as_json:
         print_json(summary)
         _print_warnings(summary["warnings"])
         return
     console.print(diagnose_table(summary, out))
+    for line in summary.get("notes", []):
+        console.print(f"[yellow]note:[/] {line}", highlight=False)
     console.print(f"summary: [bold]{Path(out) / 'summary.md'}[/]  ({summary['seconds']:.0f} s)")
     _print_warnings(summary["warnings"])
 

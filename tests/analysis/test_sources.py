@@ -1,0 +1,495 @@
+"""Any vision transformer as a model source: timm (with CLS, with registers), a Hugging Face folder, a
+``py:`` callable. Every model here is a random-init tiny one built or saved in a temp folder: nothing
+is downloaded. The tokens viny extracts must equal the model's own intermediate outputs; the commands
+must write their outputs for it; bad input is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from viny_probe.analysis.checkpoint_probe import probe_checkpoint
+from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.sources import MODEL_SOURCES, TokenModel, load_model, parse_model_spec
+from viny_probe.checkpoint import save_checkpoint
+from viny_probe.cli import app, main
+from viny_probe.errors import VinyError
+from viny_probe.model import ViNy, ViTConfig
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+TINY = "img_size=64,patch_size=8,depth=2,embed_dim=32,num_heads=2"
+TIMM_CLS = f"timm:vit_tiny_patch16_224,{TINY}"  # 1 prefix token (CLS), 8 x 8 grid
+TIMM_REG = f"timm:vit_tiny_patch16_224,{TINY},reg_tokens=4"  # CLS + 4 registers
+SMALL = ["--dataset", "toy-pets", "--probe-images", "24", "--test-images", "12", "-q"]
+
+PY_MODEL = '''
+import torch
+from torch import nn
+
+from viny_probe.analysis.sources import TokenModel
+
+
+class TinyViT(nn.Module):
+    """Conv patches, a CLS token, pre-norm torch encoder layers, a final LayerNorm."""
+
+    def __init__(self, image_size=64, patch=8, dim=32, depth=2):
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, patch, patch)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim))
+        self.pos = nn.Parameter(torch.randn(1, 1 + (image_size // patch) ** 2, dim))
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, 2, 64, dropout=0.0, batch_first=True, norm_first=True)
+            for _ in range(depth)
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def embed(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        return torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1) + self.pos
+
+    def forward_features(self, x):
+        x = self.embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+
+def build(image_size=64):
+    torch.manual_seed(0)
+    module = TinyViT(image_size).eval()
+    return TokenModel.from_blocks(
+        module, module.blocks, module.forward_features, prefix_tokens=1, dim=32, patch_size=8,
+        image_size=image_size, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
+    )
+
+
+def not_a_token_model():
+    return nn.Linear(3, 3)
+'''
+
+
+def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
+    """`viny ARGS` through main(): (exit code, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["viny", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory):
+    """A tiny random-init ViTModel (64 px, 8 px patches, 2 layers) with a preprocessor config whose
+    mean/std (0.5 / 0.25) differ from ImageNet's, saved with save_pretrained."""
+    cfg = transformers.ViTConfig(
+        image_size=64,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
+    torch.manual_seed(3)
+    folder = tmp_path_factory.mktemp("hf-vit")
+    transformers.utils.logging.disable_progress_bar()
+    transformers.ViTModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "ViTImageProcessor",
+                "do_normalize": True,
+                "image_mean": [0.5] * 3,
+                "image_std": [0.25] * 3,
+                "size": {"height": 64, "width": 64},
+            }
+        )
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def py_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("py-model") / "tiny_vit.py"
+    path.write_text(PY_MODEL)
+    return path
+
+
+@pytest.fixture(scope="module")
+def viny64(tmp_path_factory):
+    """An untrained viny checkpoint on the same 64 px / 8 px grid as the timm and hf models."""
+    torch.manual_seed(4)
+    model = ViNy(ViTConfig(image_size=64, patch_size=8, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64))
+    path = tmp_path_factory.mktemp("viny64") / "fresh64.pt"
+    save_checkpoint(
+        path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()}
+    )
+    return path
+
+
+def pixels(n=3, size=64, seed=0) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (n, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed)
+    )
+
+
+def normalised(images, mean, std) -> torch.Tensor:
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (images.float() / 255 - m) / s
+
+
+def extract_all(model, images, **kw):
+    return extract_patch_tokens(model, images, "all", use_cache=False, progress=False, device="cpu", **kw)
+
+
+# ---------------------------------------------------------------------------- tokens = the model's own
+@pytest.mark.parametrize("spec, prefix", [(TIMM_CLS, 1), (TIMM_REG, 5)])
+def test_timm_tokens_equal_forward_intermediates(spec, prefix):
+    """Blocks 1..depth-1 equal timm's forward_intermediates (NLC, prefix dropped by timm), the last its
+    output with the final norm. Mutants, each watched failing once: base.patch_part returning
+    ``x[:, prefix - 1 : -1]`` (CLS kept, last patch lost: the values differ); timm_models passing
+    ``prefix_tokens=1`` for the register model (4 registers kept: refused by the token count)."""
+    model = load_model(spec)
+    assert model.prefix_tokens == prefix and model.grid == 8 and model.depth == 2 and model.dim == 32
+    data = timm.data.resolve_data_config({}, model=model.module)
+    assert model.mean == tuple(data["mean"]) and model.std == tuple(data["std"])
+    images = pixels()
+    got = extract_all(model, images)
+    with torch.no_grad():
+        x = normalised(images, data["mean"], data["std"])
+        raw = model.module.forward_intermediates(x, indices=[0], output_fmt="NLC", intermediates_only=True)
+        normed = model.module.forward_intermediates(
+            x, indices=[1], norm=True, output_fmt="NLC", intermediates_only=True
+        )
+    torch.testing.assert_close(got[1], raw[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[2], normed[0], atol=1e-5, rtol=0)
+    # the same string builds the same random-init weights (seed 0): the same cache entry next time
+    assert load_model(spec).digest() == model.digest()
+    # --img-size is timm's img_size=: 56 px -> a 7 x 7 grid
+    assert load_model(spec.replace("img_size=64,", ""), image_size=56).grid == 7
+
+
+def test_hf_tokens_equal_hidden_states_with_the_folders_mean_and_std(hf_folder):
+    """Block b < depth = hidden_states[b], block depth = last_hidden_state, CLS (1 for ViT) dropped,
+    pixels normalised with preprocessor_config.json's mean/std. Mutants watched failing once:
+    hf_models.PREFIX_TOKENS['vit'] = 2 (one token too many dropped: refused by the token count);
+    _normalisation ignoring the preprocessor config (ImageNet's mean/std: the values differ)."""
+    model = load_model(f"hf:{hf_folder}")
+    assert (model.prefix_tokens, model.grid, model.depth, model.dim) == (1, 8, 2, 32)
+    assert model.mean == (0.5, 0.5, 0.5) and model.std == (0.25, 0.25, 0.25)
+    reference = transformers.ViTModel.from_pretrained(hf_folder, local_files_only=True).eval()
+    images = pixels(seed=1)
+    got = extract_all(model, images, batch_size=2)
+    with torch.no_grad():
+        out = reference(pixel_values=normalised(images, [0.5] * 3, [0.25] * 3), output_hidden_states=True)
+    torch.testing.assert_close(got[1], out.hidden_states[1][:, 1:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[2], out.last_hidden_state[:, 1:], atol=1e-5, rtol=0)
+    # --img-size 56: a 7 x 7 grid through HF's own interpolated position embeddings
+    small = load_model(f"hf:{hf_folder}", image_size=56)
+    assert small.grid == 7 and any("interpolated" in n for n in small.notes)
+    got = extract_all(small, pixels(2, size=56, seed=6))
+    with torch.no_grad():
+        out = reference(
+            pixel_values=normalised(pixels(2, size=56, seed=6), [0.5] * 3, [0.25] * 3),
+            output_hidden_states=True,
+            interpolate_pos_encoding=True,
+        )
+    torch.testing.assert_close(got[2], out.last_hidden_state[:, 1:], atol=1e-5, rtol=0)
+
+
+def test_py_callable_tokens_equal_its_blocks(py_file):
+    """``py:FILE:build`` -> TokenModel.from_blocks: block outputs with the CLS dropped, the last after
+    the final norm, the callable's own mean/std. Mutant watched failing once: hooked_tokens hooking the
+    last block too and keeping its raw output instead of forward()'s normed one."""
+    model = load_model(f"py:{py_file}:build")
+    assert model.name == "build" and model.source == f"py:{py_file}:build"
+    images = pixels(seed=2)
+    got = extract_all(model, images)
+    module = model.module
+    with torch.no_grad():
+        x = module.embed(normalised(images, [0.5] * 3, [0.25] * 3))
+        first = module.blocks[0](x)
+        last = module.norm(module.blocks[1](first))
+    torch.testing.assert_close(got[1], first[:, 1:], atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[2], last[:, 1:], atol=1e-5, rtol=0)
+    # --img-size reaches a callable that takes image_size: a 7 x 7 grid
+    assert load_model(f"py:{py_file}:build", image_size=56).grid == 7
+
+
+def test_mean_std_overrides_and_the_cache_key_holds_the_weights(tmp_path):
+    """--mean/--std replace the model's own; new weights in the same --weights file never read the cache
+    entry of the old ones. Mutant watched failing once: TokenModel.identity() without "weights" (the
+    second extraction returned the first weights' cached tokens)."""
+    from safetensors.torch import save_file
+
+    def tiny(seed):
+        torch.manual_seed(seed)
+        return timm.create_model(
+            "vit_tiny_patch16_224",
+            pretrained=False,
+            img_size=64,
+            patch_size=8,
+            depth=2,
+            embed_dim=32,
+            num_heads=2,
+        ).state_dict()
+
+    images = pixels(2, seed=5)
+    path = tmp_path / "weights.safetensors"
+    kw = dict(use_cache=True, cache_dir=tmp_path / "cache", progress=False, device="cpu")
+    save_file(tiny(1), path)
+    first = load_model(TIMM_CLS, weights=path)
+    before = extract_patch_tokens(first, images, **kw)["final"]
+    save_file(tiny(2), path)  # the same file name, other weights
+    second = load_model(TIMM_CLS, weights=path)
+    assert second.digest() != first.digest()
+    after = extract_patch_tokens(second, images, **kw)["final"]
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(
+        after, extract_patch_tokens(second, images, **{**kw, "use_cache": False})["final"]
+    )
+    shifted = load_model(TIMM_CLS, mean=(0.2, 0.2, 0.2), std=(0.3, 0.3, 0.3))
+    assert shifted.mean == (0.2, 0.2, 0.2) and any("as given" in n for n in shifted.notes)
+    random_init = extract_patch_tokens(load_model(TIMM_CLS), images, **kw)["final"]
+    assert not torch.allclose(extract_patch_tokens(shifted, images, **kw)["final"], random_init)
+
+
+# ---------------------------------------------------------------------------------------- commands
+def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path):
+    for spec in (TIMM_REG, f"hf:{hf_folder}", f"py:{py_file}:build"):
+        result = CliRunner().invoke(
+            app, ["probe", spec, "--json", "--device", "cpu", "--batch-size", "7", *SMALL]
+        )
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["model"]["grid"] == [8, 8] and data["data"]["image_size"] == 64
+        assert data["data"]["probe_patches"] == 24 * 64 and data["data"]["probe_subsample"] is None
+        assert 0.0 <= data["layers"]["final"]["probe"]["test_accuracy"] <= 1.0
+        assert any("not checked" in line for line in data["data"]["chosen"])
+    table = CliRunner().invoke(app, ["probe", TIMM_CLS, "--layer", "all", "--no-knn", *SMALL])
+    assert (
+        table.exit_code == 0
+        and "(8 x 8 patches)" in " ".join(table.output.split())
+        and "block 2" in table.output
+    )
+
+
+def test_diagnose_timm_hf_and_viny_together_on_one_grid(hf_folder, viny64, tmp_path):
+    out = tmp_path / "diag"
+    args = [
+        "diagnose",
+        TIMM_CLS,
+        f"hf:{hf_folder}",
+        str(viny64),
+        "-o",
+        str(out),
+        "--depth-probe-images",
+        "8",
+        "--cka-images",
+        "6",
+        "--fig6-images",
+        "1",
+        "--device",
+        "cpu",
+        *SMALL,
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    names = [c["name"] for c in summary["checkpoints"]]
+    assert names == ["vit_tiny_patch16_224", "hf-vit0", "fresh64"]
+    assert [c["model"]["grid"] for c in summary["checkpoints"]] == [[8, 8]] * 3
+    assert {tuple(m["names"]) for m in summary["cka"]} == {
+        (names[0], names[1]),
+        (names[0], names[2]),
+        (names[1], names[2]),
+    }
+    assert summary["notes"] == []
+    for stem in ("fig5_similarity_vs_distance", "fig6_reference_patches", "depth_curves", "cka"):
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    assert "| vit_tiny_patch16_224 |" in (out / "table2.md").read_text()
+    assert json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]["fresh64"][
+        "distances"
+    ] == list(range(1, 15))
+
+
+def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
+    """Labels, distances 1..2(g-1), reference patches, maps and per-block curves on each model's own
+    grid; CKA across the two grids is skipped with a note; the Fig 6 references of the second grid are
+    chosen on that grid. Mutant watched failing once: _fig6_maps reusing the first grid's references
+    (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON)."""
+    from viny_probe.analysis.diagnose import diagnose
+
+    seven = "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2"
+    twelve = "timm:vit_tiny_patch16_224,img_size=48,patch_size=4,depth=3,embed_dim=32,num_heads=2"
+    out = tmp_path / "grids"
+    summary = diagnose(
+        [seven, twelve],
+        ["seven", "twelve"],
+        out,
+        dataset="toy-pets",
+        probe_images=16,
+        test_images=8,
+        depth_probe_images=8,
+        cka_images=4,
+        fig6_images=1,
+        progress=False,
+        device="cpu",
+    )
+    curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
+    assert curves["seven"]["distances"] == list(range(1, 13)) and curves["twelve"]["distances"] == list(
+        range(1, 23)
+    )
+    assert summary["data"][56]["test_patches"] == 8 * 49 and summary["data"][48]["test_patches"] == 8 * 144
+    assert (
+        len(summary["per_block"]["seven"]["probe_accuracy"]) == 3
+        and len(summary["per_block"]["twelve"]["within_image_variance"]) == 4
+    )
+    fig6 = json.loads((out / "fig6_reference_patches.json").read_text())
+    row = next(iter(fig6["refs"]))
+    assert len(fig6["maps"]["seven"][row]) == 7 and len(fig6["maps"]["twelve"][row]) == 12
+    assert "map_refs" in fig6 and all(0 <= v < 12 for ref in fig6["map_refs"]["twelve"].values() for v in ref)
+    assert summary["cka"] == [] and "cka" not in summary["files"]
+    assert any(
+        "CKA seven vs twelve skipped" in n and "7 x 7" in n and "12 x 12" in n for n in summary["notes"]
+    )
+    assert "CKA seven vs twelve skipped" in (out / "summary.md").read_text()
+
+
+def test_memory_bounds_are_seeded_subsamples_and_say_so(monkeypatch):
+    """With the bounds made small: the probe is fitted on a seeded per-image patch subsample (written
+    into the result), several layers are measured one at a time with the same numbers. Mutant watched
+    failing once: checkpoint_probe labelling the pool's full grid (patch_labels without keep)."""
+    from viny_probe.analysis import checkpoint_probe, evaluation_data
+
+    kw = dict(dataset="toy-pets", layer="all", probe_images=16, test_images=8, knn=False, progress=False)
+    whole = probe_checkpoint(TIMM_CLS, **kw)
+    monkeypatch.setattr(checkpoint_probe, "LAYERS_MAX_VALUES", 1)
+    one_at_a_time = probe_checkpoint(TIMM_CLS, **kw)
+    assert whole["data"]["layers_at_once"] == "all" and one_at_a_time["data"]["layers_at_once"] == 1
+    assert (
+        one_at_a_time["layers"]["block 1"]["within_image_variance"]
+        == whole["layers"]["block 1"]["within_image_variance"]
+    )
+    monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 16 * 10 * 32)
+    cut = probe_checkpoint(TIMM_CLS, **{**kw, "layer": "final"})
+    note = cut["data"]["probe_subsample"]
+    assert note["patches_per_image"] == 10 and note["of_patches"] == 64 and note["seed"] == 0
+    assert (
+        cut["data"]["probe_patches"] == 16 * 10
+        and cut["layers"]["final"]["probe"]["num_train_patches"] == 160
+    )
+    keep = evaluation_data.patch_subsample(16, 64, 32, 16 * 10 * 32)
+    assert torch.equal(keep, evaluation_data.patch_subsample(16, 64, 32, 16 * 10 * 32))
+    assert all(len(set(row.tolist())) == 10 for row in keep)
+
+
+def test_similarity_map_for_an_hf_model(hf_folder, tmp_path):
+    out = tmp_path / "map.png"
+    result = CliRunner().invoke(
+        app, ["similarity-map", f"hf:{hf_folder}", "toy-pets:3", "--patch", "7,7", "-o", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert len(data["map"]) == 8 and data["map"][7][7] == pytest.approx(1.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- bad input
+def bad(monkeypatch, capsys, *args) -> str:
+    code, err = run_main(monkeypatch, capsys, *args)
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err, err
+    return " ".join(err.split())
+
+
+def test_bad_models_are_one_line_errors(monkeypatch, capsys, tmp_path):
+    err = bad(monkeypatch, capsys, "probe", "timm:vit_tiny_patch16_2244", "-q")
+    assert (
+        "timm has no model named 'vit_tiny_patch16_2244'" in err
+        and "did you mean vit_tiny_patch16_224" in err
+    )
+    other = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=64,
+        patch_size=8,
+        depth=3,
+        embed_dim=32,
+        num_heads=2,
+    )
+    torch.save(other.state_dict(), tmp_path / "depth3.pth")
+    err = bad(monkeypatch, capsys, "probe", TIMM_CLS, "--weights", tmp_path / "depth3.pth", "-q")
+    assert "does not match the model architecture" in err and "unexpected keys ['blocks.2." in err
+    err = bad(monkeypatch, capsys, "probe", TIMM_CLS, "--weights", tmp_path / "missing.safetensors", "-q")
+    assert "weights file not found" in err
+    (tmp_path / "empty").mkdir()
+    err = bad(monkeypatch, capsys, "probe", f"hf:{tmp_path / 'empty'}", "-q")
+    assert "has no config.json" in err and "save_pretrained" in err
+    err = bad(monkeypatch, capsys, "probe", "timm:resnet18", "-q")
+    assert "has no patch grid" in err
+    wide = tmp_path / "wide"
+    transformers.ViTModel(
+        transformers.ViTConfig(
+            image_size=[64, 96],
+            patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
+    ).save_pretrained(wide)
+    err = bad(monkeypatch, capsys, "probe", f"hf:{wide}", "-q")
+    assert "64 x 96" in err and "square patch grid" in err
+    err = bad(monkeypatch, capsys, "probe", "tim:vit_small_patch16_224", "-q")
+    assert "'tim' is not a model source" in err
+
+
+def test_models_without_a_patch_grid_or_the_protocol_are_refused(tmp_path, py_file):
+    folder = tmp_path / "resnet"
+    transformers.ResNetModel(
+        transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 8], depths=[1, 1])
+    ).save_pretrained(folder)
+    with pytest.raises(VinyError, match="no patch grid"):
+        load_model(f"hf:{folder}")
+    with pytest.raises(VinyError, match="must return a viny_probe.analysis.sources.TokenModel"):
+        load_model(f"py:{py_file}:not_a_token_model")
+    with pytest.raises(VinyError, match="no function 'nope'"):
+        load_model(f"py:{py_file}:nope")
+    # a callable whose tokens keep the CLS token: refused before any data is loaded
+    leaky = TokenModel(
+        torch.nn.Identity(),
+        lambda x, blocks: {b: torch.zeros(len(x), 65, 4) for b in blocks},
+        depth=1,
+        dim=4,
+        patch_size=8,
+        image_size=64,
+    )
+    with pytest.raises(VinyError, match=r"expected \(1, 64, 4\)"):
+        from viny_probe.analysis.sources.base import check_tokens
+
+        check_tokens(leaky)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_cuda_is_a_clear_error(monkeypatch, capsys):
+    err = bad(monkeypatch, capsys, "probe", TIMM_CLS, "--device", "cuda", *SMALL)
+    assert "--device cuda" in err and "no CUDA device" in err
+
+
+@pytest.mark.parametrize("package, spec, extra", [("timm", TIMM_CLS, "timm"), ("transformers", "hf:.", "hf")])
+def test_a_missing_extra_names_it(monkeypatch, capsys, package, spec, extra):
+    monkeypatch.setitem(sys.modules, package, None)  # `import package` now raises ImportError
+    err = bad(monkeypatch, capsys, "probe", spec, "-q")
+    assert f'pip install "viny-probe[{extra}]"' in err and err.count("error:") == 1
+
+
+def test_sources_registry_and_parsing():
+    assert list(MODEL_SOURCES)[:4] == ["viny", "timm", "hf", "py"]
+    spec = parse_model_spec("timm:vit_small_patch16_224,img_size=64,dynamic_img_size=true,weights=a.pt")
+    assert spec.prefix == "timm" and spec.target == "vit_small_patch16_224"
+    assert spec.options == {"img_size": 64, "dynamic_img_size": True, "weights": "a.pt"}
+    assert parse_model_spec("runs/spatial/final.pt").prefix == "viny"
+    assert parse_model_spec("py:pkg.mod:build").target == "pkg.mod:build"

@@ -1,0 +1,220 @@
+"""``hf:FOLDER``: a local Hugging Face model folder in ``save_pretrained`` layout (config.json + weights),
+loaded with ``AutoModel.from_pretrained(folder, local_files_only=True)``; nothing is downloaded. For a
+model with a vision tower (CLIP, SigLIP) the tower is used. Tokens come from ``output_hidden_states=True``:
+block b < depth is ``hidden_states[b]``, block depth is ``last_hidden_state`` (after the final norm).
+
+Prefix tokens are read off the config by model type (``PREFIX_TOKENS``: 1 CLS for ViT, CLS +
+distillation for DeiT, CLS + ``num_register_tokens`` for DINOv2 with registers, none for SigLIP ...);
+a type not in the table is refused rather than guessed. Input size and mean/std come from
+``preprocessor_config.json`` when the folder has one (its crop size when it centre-crops), else the
+config's ``image_size`` and ImageNet's mean/std; ``--img-size`` interpolates the position embeddings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from viny_probe.analysis.sources.base import (
+    ModelSource,
+    ModelSpec,
+    SourceOptions,
+    TokenModel,
+    patch_part,
+    register_source,
+    require,
+    square,
+)
+from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
+from viny_probe.errors import VinyError
+
+#: Tokens before the patches, by config.model_type (checked against the token count on every pass).
+PREFIX_TOKENS: dict[str, Callable] = {
+    "vit": lambda c: 1,
+    "deit": lambda c: 2,  # CLS + distillation
+    "dinov2": lambda c: 1,
+    "dinov2_with_registers": lambda c: 1 + int(c.num_register_tokens),
+    "clip_vision_model": lambda c: 1,
+    "siglip_vision_model": lambda c: 0,
+    "beit": lambda c: 1,
+    "data2vec-vision": lambda c: 1,
+    "vit_msn": lambda c: 1,
+    "ijepa": lambda c: 0,
+}
+# Weights a folder may lack without changing the patch tokens (heads viny never reads).
+_UNUSED = ("pooler.", "head.", "classifier.")
+
+
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No load report or progress bar from transformers while loading."""
+    logging = transformers.utils.logging
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()
+
+
+def _folder(spec: ModelSpec, what: str) -> Path:
+    folder = Path(spec.target).expanduser()
+    if not folder.exists():
+        raise VinyError(f"{what}: folder not found: {folder}")
+    if not folder.is_dir():
+        raise VinyError(f"{what}: {folder} is a file; hf: takes a folder written by save_pretrained")
+    if not (folder / "config.json").is_file():
+        raise VinyError(
+            f"{what}: {folder} has no config.json; hf: takes a folder in save_pretrained layout "
+            "(config.json + model.safetensors, and preprocessor_config.json if it has one)"
+        )
+    return folder
+
+
+def _load(transformers, folder: Path, what: str):
+    try:
+        with _quiet(transformers):
+            model, info = transformers.AutoModel.from_pretrained(
+                str(folder), local_files_only=True, output_loading_info=True
+            )
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise VinyError(f"{what}: transformers could not load it ({first})") from None
+    missing = sorted(k for k in info.get("missing_keys", ()) if not any(u in k for u in _UNUSED))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        parts = [f"missing keys {missing[:5]}"] if missing else []
+        parts += [f"shape mismatch {mismatched[:3]}"] if mismatched else []
+        raise VinyError(f"{what}: the weights do not match its config: " + "; ".join(parts))
+    return model
+
+
+def _preprocessor(folder: Path, what: str) -> dict:
+    path = folder / "preprocessor_config.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise VinyError(f"{what}: cannot read {path.name} ({e})") from None
+
+
+def _preprocessor_size(pp: dict, what: str) -> int | None:
+    key = "crop_size" if pp.get("do_center_crop") and pp.get("crop_size") else "size"
+    value = pp.get(key)
+    if isinstance(value, dict):
+        if "height" in value and "width" in value:
+            return square((value["height"], value["width"]), what, f"preprocessor {key}")
+        return value.get("shortest_edge")
+    return value if isinstance(value, int) else None
+
+
+def _normalisation(pp: dict) -> tuple[tuple, tuple, str]:
+    if pp.get("do_normalize") is False:
+        return (
+            (0.0, 0.0, 0.0),
+            (1.0, 1.0, 1.0),
+            "mean/std: none (preprocessor_config.json: do_normalize false)",
+        )
+    if pp.get("image_mean") and pp.get("image_std"):
+        return tuple(pp["image_mean"]), tuple(pp["image_std"]), "mean/std: preprocessor_config.json"
+    return IMAGENET_MEAN, IMAGENET_STD, "mean/std: ImageNet's (no preprocessor_config.json)"
+
+
+def _vision(model):
+    """The vision tower and its config (CLIP, SigLIP), else the model itself."""
+    if hasattr(model.config, "vision_config") and hasattr(model, "vision_model"):
+        return model.vision_model, model.config.vision_config
+    return model, model.config
+
+
+def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
+    transformers = require("transformers", "hf", "hf")
+    what = spec.text or f"hf:{spec.target}"
+    if options.weights is not None or spec.options:
+        raise VinyError(f"{what}: an hf: folder holds its own weights and takes no options or --weights")
+    folder = _folder(spec, what)
+    module, config = _vision(_load(transformers, folder, what))
+    if getattr(config, "patch_size", None) is None:
+        raise VinyError(
+            f"{what}: {type(module).__name__} ({config.model_type}) has no patch grid (no patch_size in its "
+            "config): viny diagnoses vision transformers"
+        )
+    if config.model_type not in PREFIX_TOKENS:
+        raise VinyError(
+            f"{what}: viny does not know how many prefix tokens a {config.model_type!r} model has (known: "
+            f"{', '.join(PREFIX_TOKENS)}); add it to hf_models.PREFIX_TOKENS, or wrap it as a py: source"
+        )
+    prefix = PREFIX_TOKENS[config.model_type](config)
+    pp = _preprocessor(folder, what)
+    native = square(config.image_size, what, "image_size")
+    from_pp = _preprocessor_size(pp, what)
+    image_size = options.image_size or from_pp or native
+    size_note = (
+        "--img-size" if options.image_size else "preprocessor_config.json" if from_pp else "config.json"
+    )
+    patch_size = square(config.patch_size, what, "patch_size")
+    mean, std, norm_note = _normalisation(pp)
+    forward_kwargs = {}
+    if image_size != native and "interpolate_pos_encoding" in inspect.signature(module.forward).parameters:
+        forward_kwargs["interpolate_pos_encoding"] = True
+    depth, grid = int(config.num_hidden_layers), image_size // patch_size
+
+    def tokens(images, wanted):
+        out = module(pixel_values=images, output_hidden_states=True, **forward_kwargs)
+        hidden = out.hidden_states
+        if hidden is None or len(hidden) != depth + 1:
+            raise VinyError(
+                f"{what}: expected {depth + 1} hidden states, got {None if hidden is None else len(hidden)}"
+            )
+        return {
+            b: patch_part(out.last_hidden_state if b == depth else hidden[b], prefix, grid * grid, what, b)
+            for b in wanted
+        }
+
+    return TokenModel(
+        module.eval(),
+        tokens,
+        depth=depth,
+        dim=int(config.hidden_size),
+        patch_size=patch_size,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        source=what,
+        config={
+            "source": "hf",
+            "folder": str(folder),
+            "model_type": config.model_type,
+            "class": type(module).__name__,
+            "depth": depth,
+            "dim": int(config.hidden_size),
+            "patch_size": patch_size,
+            "image_size": image_size,
+            "prefix_tokens": prefix,
+        },
+        notes=[
+            f"input {image_size} px: {size_note}"
+            + (" (position embeddings interpolated)" if image_size != native else ""),
+            norm_note,
+            f"{prefix} prefix token(s) dropped: the {config.model_type} config",
+        ],
+        prefix_tokens=prefix,
+    )
+
+
+register_source(
+    ModelSource(
+        "hf",
+        load,
+        "a local Hugging Face folder (save_pretrained layout: ViT, DeiT, DINOv2, CLIP vision, ...)",
+        "hf:models/dinov2-small",
+        extra="hf",
+    )
+)
