@@ -58,3 +58,16 @@ def test_zeroed_checkpoint_is_named_damaged(tmp_path) -> None:
     with pytest.raises(VinyError, match="is zeroed") as err:
         load_checkpoint(path)
     assert str(path) in _one_line(err)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path) -> None:
+    """Mutant: no fchmod after mkstemp -> run files readable by their owner only (0600)."""
+    import os
+
+    from viny_probe.checkpoint import write_json
+
+    path = tmp_path / "config.json"
+    write_json(path, {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

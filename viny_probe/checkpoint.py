@@ -112,6 +112,15 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def _umask_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _umask_file_mode()
+
+
 def atomic_write_bytes(path: Path, writer, before_rename=None) -> None:
     """Call ``writer(file_object)`` on a temp file beside ``path``, sync it, then rename it over ``path``.
 
@@ -124,6 +133,7 @@ def atomic_write_bytes(path: Path, writer, before_rename=None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600; the file gets what open() would have given it
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
