@@ -246,14 +246,27 @@ def _load_failure(path: Path, error: Exception) -> tuple[str, bool]:
         refusal = _WEIGHTS_ONLY_REFUSAL.search(text)
         detail = f" ({refusal[1].strip()})" if refusal else ""
         why = (
-            f"{path} holds pickled objects that are not tensors or plain values{detail}, which viny refuses "
-            "to load: a viny checkpoint holds only tensors and plain values"
+            f"{path} is not a file of tensors and plain values that torch can read without running code"
+            f"{detail}; viny refuses to load it"
         )
         return why, False
     if isinstance(error, EOFError):
         return f"{path} is truncated or damaged ({type(error).__name__})", True
     first = next((line.strip() for line in text.splitlines() if line.strip()), "no message")
     return f"{path} is not a loadable checkpoint ({type(error).__name__}: {first[:200]})", False
+
+
+def torch_load_safely(path: Path, what: str, if_damaged: str = _DAMAGED_ADVICE, if_foreign: str = "") -> Any:
+    """``torch.load(path, weights_only=True)``: nothing in the file is executed. A file torch cannot
+    read so is a one-line VinyError (empty, cut short, pickled code named, foreign), with ``if_damaged``
+    or ``if_foreign`` as the way forward; never torch's advice to load it unsafely. ``what`` names what
+    the file was expected to be."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for foreign/corrupt files
+        why, damaged = _load_failure(Path(path), e)
+        advice = if_damaged if damaged else (if_foreign or f"Expected {what}.")
+        raise VinyError(f"{why}. {advice}") from None
 
 
 def load_checkpoint(

@@ -205,7 +205,7 @@ def test_foreign_files_are_refused_with_what_was_expected(tmp_path):
 
     text = tmp_path / "notes.pth"
     text.write_text("not a checkpoint")
-    with pytest.raises(VinyError, match="not a loadable torch file"):
+    with pytest.raises(VinyError, match="not a file of tensors.*Expected the study authors. state_dict"):
         import_authors_checkpoint(text, tmp_path / "out.pt")
     with pytest.raises(VinyError, match="not found"):
         import_authors_checkpoint(tmp_path / "absent.pth", tmp_path / "out.pt")

@@ -41,7 +41,7 @@ from typing import Any
 
 import torch
 
-from viny_probe.checkpoint import file_digest, load_state_strict, save_checkpoint
+from viny_probe.checkpoint import file_digest, load_state_strict, save_checkpoint, torch_load_safely
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy, ViTConfig
 
@@ -188,21 +188,10 @@ def load_authors_state_dict(src: str | Path) -> dict:
     src = Path(src)
     if not src.is_file():
         raise VinyError(f"checkpoint not found: {src}")
-    try:
-        obj = torch.load(src, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign/corrupt files
-        raise VinyError(
-            f"{src} is not a loadable torch file ({_brief(e)}); "
-            "expected the study authors' state_dict (e.g. encoder_vit_4M_pretrain_200K.pth)"
-        ) from None
+    obj = torch_load_safely(src, "the study authors' state_dict (e.g. encoder_vit_4M_pretrain_200K.pth)")
     if not is_authors_state_dict(obj):
         raise VinyError(describe_foreign(src, obj))
     return obj
-
-
-def _brief(e: Exception) -> str:
-    first = str(e).splitlines()[0][:200] if str(e) else ""
-    return f"{type(e).__name__}: {first}"
 
 
 def describe_foreign(path: str | Path, obj: Any) -> str:

@@ -27,7 +27,13 @@ import torch
 from viny_probe import __version__
 from viny_probe.analysis.authors import AUTHORS_HEADS, CHANNELS, authors_name_map, authors_to_viny_state
 from viny_probe.analysis.embeddings import load_encoder
-from viny_probe.checkpoint import atomic_write_bytes, file_digest, load_state_strict, write_json
+from viny_probe.checkpoint import (
+    atomic_write_bytes,
+    file_digest,
+    load_state_strict,
+    torch_load_safely,
+    write_json,
+)
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy, count_parameters, model_config
 
@@ -179,7 +185,7 @@ def load_export(folder: str | Path) -> ViNy:
         state = load_file(weights)
     else:
         _, state = authors_to_viny_state(
-            torch.load(weights, map_location="cpu", weights_only=True), cfg.heads
+            torch_load_safely(weights, "the authors-format encoder.pth that viny export wrote"), cfg.heads
         )
     encoder = ViNy(cfg)
     load_state_strict(encoder, state, f"encoder in {weights}")

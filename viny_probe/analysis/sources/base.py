@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from viny_probe.checkpoint import load_state_strict
+from viny_probe.checkpoint import load_state_strict, torch_load_safely
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 from viny_probe.registry import Registry
@@ -460,13 +460,7 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
             raise VinyError(
                 f"{what}: {path} is not a readable safetensors file ({type(e).__name__})"
             ) from None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign/corrupt files
-        first = str(e).splitlines()[0][:160] if str(e) else ""
-        raise VinyError(
-            f"{what}: {path} is not a loadable state_dict ({type(e).__name__}: {first})"
-        ) from None
+    obj = torch_load_safely(Path(path), f"a state_dict for {what} (safetensors or torch.save of its tensors)")
     for key in ("state_dict", "model", "module"):
         if (
             isinstance(obj, dict)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -83,6 +84,11 @@ def _load(transformers, folder: Path, what: str):
             model, info = transformers.AutoModel.from_pretrained(
                 str(folder), local_files_only=True, output_loading_info=True
             )
+    except pickle.UnpicklingError:  # torch's message would advise loading it unsafely: not repeated
+        raise VinyError(
+            f"{what}: its weights file holds pickled objects torch will not load without running code; "
+            "viny refuses it (save the model with safetensors weights)"
+        ) from None
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise VinyError(f"{what}: transformers could not load it ({first})") from None

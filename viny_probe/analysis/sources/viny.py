@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from viny_probe.analysis.authors import (
     authors_checkpoint_payload,
     authors_to_viny_state,
@@ -21,7 +19,7 @@ from viny_probe.analysis.sources.base import (
     TokenModel,
     register_source,
 )
-from viny_probe.checkpoint import FORMAT_VERSION, encoder_from_checkpoint, file_digest
+from viny_probe.checkpoint import FORMAT_VERSION, encoder_from_checkpoint, file_digest, torch_load_safely
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
 
@@ -38,14 +36,7 @@ def load_encoder(path: str | Path, heads: int | None = None) -> tuple[ViNy, dict
     path = Path(path)
     if not path.is_file():
         raise VinyError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises several types for foreign/corrupt files
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        raise VinyError(
-            f"{path} is not a loadable checkpoint ({type(e).__name__}: {first}); expected a viny checkpoint "
-            "or the study authors' ViT state_dict"
-        ) from None
+    obj = torch_load_safely(path, "a viny checkpoint or the study authors' ViT state_dict")
     if isinstance(obj, dict) and "encoder" in obj and "format_version" in obj:
         if obj["format_version"] > FORMAT_VERSION:
             raise VinyError(
