@@ -36,6 +36,17 @@ WEIGHTS_HELP = (
     "weights of a timm: model: a .safetensors file or a torch state_dict (default: random init, seed 0)"
 )
 IMG_SIZE_HELP = "input size of a timm:/hf:/py: model (default: the model's own; a viny checkpoint's is fixed)"
+
+
+def _img_size_option():
+    return typer.Option(None, "--img-size", help=IMG_SIZE_HELP)
+
+
+def _norm_option(stat: str, whose: str = "the model's"):
+    """``--mean`` / ``--std``: R,G,B values replacing the model's own normalisation."""
+    return typer.Option(None, help=f"R,G,B {stat} replacing {whose} own")
+
+
 BATCH_HELP = "images per forward pass while extracting tokens"
 DATASET_HELP = (
     "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
@@ -160,9 +171,9 @@ def probe_command(
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
-    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
-    mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
-    std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
+    img_size: int | None = _img_size_option(),
+    mean: str | None = _norm_option("mean"),
+    std: str | None = _norm_option("std"),
     device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
@@ -238,9 +249,9 @@ def similarity_map_command(
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
-    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
-    mean: str | None = typer.Option(None, help="R,G,B mean replacing the model's own"),
-    std: str | None = typer.Option(None, help="R,G,B std replacing the model's own"),
+    img_size: int | None = _img_size_option(),
+    mean: str | None = _norm_option("mean"),
+    std: str | None = _norm_option("std"),
     device: str = device_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
@@ -410,9 +421,9 @@ def diagnose_command(
     weights: Path | None = typer.Option(
         None, help=WEIGHTS_HELP + "; with several timm: models put weights=FILE inside each string"
     ),
-    img_size: int | None = typer.Option(None, "--img-size", help=IMG_SIZE_HELP),
-    mean: str | None = typer.Option(None, help="R,G,B mean replacing every model's own"),
-    std: str | None = typer.Option(None, help="R,G,B std replacing every model's own"),
+    img_size: int | None = _img_size_option(),
+    mean: str | None = _norm_option("mean", "every model's"),
+    std: str | None = _norm_option("std", "every model's"),
     device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
 ) -> None:
