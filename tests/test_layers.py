@@ -26,6 +26,7 @@ LAYERS = {
     "viny_probe.checkpoint": 2,
     "viny_probe.distributed": 2,
     "viny_probe.viz": 2,
+    "viny_probe.precision": 2,
     "viny_probe.config": 3,
     "viny_probe.trainers": 4,
     "viny_probe.analysis": 5,

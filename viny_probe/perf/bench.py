@@ -27,6 +27,7 @@ from ..data.augment import normalize, random_hflip, random_resized_crop, to_floa
 from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViNy, ViTConfig, count_parameters, model_config
+from ..precision import emulated_bf16_note
 from ..registry import REGIMES
 from ..trainers.base import device_batch
 from ..trainers.loop import resolve_device
@@ -172,6 +173,21 @@ def _plan_projection(rows: list[dict]) -> dict:
     }
 
 
+def _native_precisions(dev, precisions, log) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The precisions this device runs natively; an emulated bf16 on a CPU is skipped (its figures
+    would take hours and mean nothing) and said, in the log and in the result."""
+    skipped = {}
+    for p in precisions:
+        note = emulated_bf16_note(dev, p)
+        if note:
+            skipped[p] = note
+            log(f"skipped {p}: {note}")
+    kept = tuple(p for p in precisions if p not in skipped)
+    if not kept:
+        raise VinyError(f"nothing to measure: {'; '.join(skipped.values())}")
+    return kept, skipped
+
+
 def run_bench(
     device: str = "auto",
     precisions: tuple[str, ...] = ("fp32", "bf16"),
@@ -202,6 +218,7 @@ def run_bench(
     regimes = REGIMES.names() if regimes is None else tuple(regimes)
     _check_arguments(precisions, regimes, batch, steps, repeats)
     dev = resolve_device(device)
+    precisions, skipped = _native_precisions(dev, precisions, log)
     if threads:
         torch.set_num_threads(threads)
     cfg = model_config(model)
@@ -262,6 +279,7 @@ def run_bench(
             "what": "index cached uint8 + transfer + RandomResizedCrop + flip + normalize",
         },
         "spread": {"/".join(map(str, k)): [min(v), max(v)] for k, v in times.items()},
+        "skipped_precisions": skipped,
     }
     result["regimes"] = [
         _regime_row(s, r, p, tr, med, result["matmul_peak"][p]["peak_flops"])

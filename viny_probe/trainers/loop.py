@@ -8,6 +8,7 @@ import functools
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +31,9 @@ from ..checkpoint import (
 )
 from ..config import TrainConfig, is_legacy_config
 from ..data.protocol import ids_digest
-from ..errors import VinyError
+from ..errors import VinyError, VinyWarning
 from ..model import ViNy, ViTConfig, model_config
+from ..precision import emulated_bf16_note
 from ..progress import epoch_progress
 from .base import REGISTRY, Regime, RegimeData
 from .engine import (
@@ -173,6 +175,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     run_dir = Path(run_dir)
     info = distributed.from_environment()
     device = distributed.setup(info, resolve_device(cfg.device))
+    note = emulated_bf16_note(device, cfg.precision)
+    if note:
+        warnings.warn(note, VinyWarning, stacklevel=2)
     state = _prepare_run_dir(run_dir, cfg, resume)
     distributed.barrier(info)
     main = info.is_main
