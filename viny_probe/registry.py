@@ -76,13 +76,6 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
-    def keys(self) -> tuple[str, ...]:
-        return self.names()
-
-    def items(self) -> list[tuple[str, T]]:
-        self._load_builtins()
-        return list(self._entries.items())
-
     def __contains__(self, name: object) -> bool:
         self._load_builtins()
         return name in self._entries
