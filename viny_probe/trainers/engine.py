@@ -46,19 +46,25 @@ ACTIVATION_BUDGET = 256 * 1024**2  # bytes of saved activations per micro-batch 
 
 
 def micro_batch_size(
-    requested: int, device: torch.device, batch_size: int, mcfg: ViTConfig, precision: str = "fp32"
+    requested: int,
+    device: torch.device,
+    batch_size: int,
+    mcfg: ViTConfig,
+    precision: str = "fp32",
+    members: int = 1,
 ) -> int:
     """Images per forward/backward. ``requested`` > 0 is taken as given (at most the batch). Auto (0):
     the whole batch on a GPU; on a CPU as many images as keep the saved activations under
     ``ACTIVATION_BUDGET``, evened out over the batch, bf16 activations counting half (ViNy at batch
     64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64).
     Smaller live activations keep a CPU step's peak memory down, and a CPU step in such parts measured
-    no slower than the whole batch at once (figures in docs/performance.md)."""
+    no slower than the whole batch at once (figures in docs/performance.md). A fleet of ``members``
+    runs trains that many images per batch position at once, so each counts ``members`` times."""
     if requested > 0:
         return min(requested, batch_size)
     if device.type != "cpu":
         return batch_size
-    per_image = mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
+    per_image = members * mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
     fits = max(1, ACTIVATION_BUDGET // per_image)
     if fits >= batch_size:
         return batch_size
@@ -96,7 +102,14 @@ class TrainStep(nn.Module):
 
 
 def forward_backward(
-    step, inputs: dict, micro_batch: int, device, precision: str, no_sync=None, loss_scale: float = 1.0
+    step,
+    inputs: dict,
+    micro_batch: int,
+    device,
+    precision: str,
+    no_sync=None,
+    loss_scale: float = 1.0,
+    axis: int = 0,
 ):
     """One batch's forward and backward, in micro-batches of at most ``micro_batch`` images whose
     gradients accumulate to the whole batch's: each part's loss is weighted by its share of the
@@ -104,8 +117,11 @@ def forward_backward(
     ``no_sync`` (DistributedDataParallel.no_sync) defers the gradient all-reduce to the last part.
     ``loss_scale`` multiplies what is backpropagated, not what is returned: a data-parallel rank's
     ``distributed.Shard.loss_scale``, which makes the ranks' averaged gradients the global batch's.
-    Returns the batch's loss (detached) and statistics, as the same weighted means."""
-    n = next(iter(inputs.values())).shape[0]
+    Returns the batch's loss (detached) and statistics, as the same weighted means.
+
+    ``axis``: the inputs' batch axis. A fleet's inputs are (members, batch, ...) and its step returns
+    one loss per member: their sum is backpropagated, which gives each member its own gradients."""
+    n = next(iter(inputs.values())).shape[axis]
     parts = distributed.even_slices(n, max(1, math.ceil(n / micro_batch)))
     total, stats_total = None, {}
     for i, part in enumerate(parts):
@@ -114,8 +130,11 @@ def forward_backward(
         sync = no_sync() if no_sync is not None and i < len(parts) - 1 else contextlib.nullcontext()
         with sync:
             with autocast(device, precision):
-                loss, stats = step({k: v[part] for k, v in inputs.items()})
-            (loss * factor if factor != 1.0 else loss).backward()
+                loss, stats = step(
+                    {k: v.narrow(axis, part.start, part.stop - part.start) for k, v in inputs.items()}
+                )
+            scaled = loss * factor if factor != 1.0 else loss
+            (scaled.sum() if scaled.ndim else scaled).backward()
         loss = loss.detach() * weight
         total = loss if total is None else total + loss
         _accumulate(stats_total, stats, weight, loss.device)
@@ -128,6 +147,14 @@ def _accumulate(sums: dict, values: dict, factor, device, dtype: torch.dtype | N
         v = torch.as_tensor(v, device=device).detach()
         v = (v if dtype is None else v.to(dtype)) * factor
         sums[k] = sums[k] + v if k in sums else v
+
+
+def non_finite_error(epoch: int, where: str, last_checkpoint: Path | None) -> VinyError:
+    """What stops a run at a non-finite loss (0-based ``epoch``; ``where``: "batch N")."""
+    kept = f" The last good checkpoint is kept in {last_checkpoint}." if last_checkpoint is not None else ""
+    return VinyError(
+        f"non-finite loss at epoch {epoch + 1}, {where}; stopped.{kept} Try a lower --lr or --precision fp32."
+    )
 
 
 class EpochMeter:
@@ -170,15 +197,7 @@ class EpochMeter:
                 where = f"batch {first}"
             else:
                 where = f"batch {first}..{self.batches} (on another rank)"
-            kept = (
-                f" The last good checkpoint is kept in {self.last_checkpoint}."
-                if self.last_checkpoint is not None
-                else ""
-            )
-            raise VinyError(
-                f"non-finite loss at epoch {self.epoch + 1}, {where}; stopped.{kept} "
-                "Try a lower --lr or --precision fp32."
-            )
+            raise non_finite_error(self.epoch, where, self.last_checkpoint)
         self.pending.clear()
         return float(self.sums["loss"] / self.count.clamp(min=1))  # 0 on a rank given no images yet
 

@@ -167,100 +167,147 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
     return None
 
 
+class Run:
+    """One training run: its folder, data, model, optimiser and schedule, set up (or restored for
+    ``--resume``) on construction. ``end_epoch`` records and saves a finished epoch, ``finish``
+    evaluates and writes the final files. ``train`` drives one run through its epochs; a fleet
+    (``trainers.fleet``) drives several in lockstep, each through these same steps.
+
+    ``resident=False`` leaves the training set where it was loaded (a fleet places shared sets itself).
+    Under torchrun every rank builds its Run; rank 0 writes the files."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, resident: bool = True):
+        self.cfg = cfg = cfg.resolved()
+        self.run_dir = run_dir = Path(run_dir)
+        self.info = info = distributed.from_environment()
+        self.device = device = distributed.setup(info, resolve_device(cfg.device))
+        note = emulated_bf16_note(device, cfg.precision)
+        if note:
+            warnings.warn(note, VinyWarning, stacklevel=3)
+        state = _prepare_run_dir(run_dir, cfg, resume)
+        distributed.barrier(info)
+        self.main = info.is_main
+        self.mcfg = mcfg = run_model_config(cfg)
+        self.regime: Regime = REGISTRY[cfg.regime]()
+        parent = _load_parent(cfg, mcfg)  # before the data is loaded: a wrong --init fails at once
+
+        torch.manual_seed(cfg.seed)  # initialisation of encoder and head
+        self.data = _load_data(self.regime, cfg, mcfg, info)
+        self.encoder, self.head, self.lineage = _build_model(
+            cfg, mcfg, self.regime, self.data, parent, device
+        )
+        self.used = trained_on(cfg, self.data)
+        self.train_set = _resident(self.data.train, device) if resident else self.data.train
+        self.micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
+        if self.main:
+            _write_run_files(run_dir, cfg, self.data, info, self.train_set, self.micro)
+        self.optimizer = make_optimizer(
+            list(self.encoder.parameters()) + list(self.head.parameters()), cfg.lr, cfg.weight_decay, device
+        )
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            self.optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
+        )
+        self.start_epoch, self.history = _restore(
+            state, run_dir, self.encoder, self.head, self.optimizer, self.scheduler
+        )
+        if self.main:
+            # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
+            atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+
+    def step_module(self) -> nn.Module:
+        return _step_module(self.regime, self.encoder, self.head, self.cfg.compile, self.info, self.device)
+
+    def meter(self, epoch: int) -> EpochMeter:
+        return EpochMeter(self.device, self.info, epoch, self.run_dir / LAST)
+
+    def end_epoch(
+        self, epoch: int, totals: dict, seconds: float, images: int, extra: dict | None = None
+    ) -> dict:
+        """Step the schedule, append the epoch's record to the history and save it (checkpoint.pt and
+        metrics.jsonl together); returns the record. ``images``: how many this run trained on."""
+        self.scheduler.step()
+        record = {"epoch": epoch + 1, **totals}
+        record.update(
+            {"lr": self.optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": images / seconds}
+        )
+        record.update(extra or {})
+        self.history.append(record)
+        if self.main:
+            _save_epoch(self.run_dir, record, self.payload(epoch + 1, with_optimizer=True))
+        distributed.barrier(self.info)
+        return record
+
+    def payload(self, epoch: int, with_optimizer: bool = False, results: dict | None = None) -> dict:
+        optimizer, scheduler = (self.optimizer, self.scheduler) if with_optimizer else (None, None)
+        return _payload(
+            self.cfg,
+            self.mcfg,
+            self.encoder,
+            self.head,
+            self.lineage,
+            self.used,
+            self.history,
+            epoch,
+            optimizer,
+            scheduler,
+            results=results,
+        )
+
+    def finish(self) -> RunResult:
+        """Held-out evaluation, the regime's outputs, results.json and (last) final.pt."""
+        encoder, head, regime, cfg = self.encoder, self.head, self.regime, self.cfg
+        encoder.eval(), head.eval()
+        final_path = self.run_dir / FINAL
+        results: dict = {}
+        if self.main:
+            results = regime.evaluate(encoder, head, self.data, max(cfg.batch_size, 128))
+            regime.finish(self.run_dir, encoder, head, self.data, results)
+            write_json(
+                self.run_dir / "results.json",
+                {"regime": cfg.regime, "final": self.history[-1] if self.history else {}, **results},
+            )
+            # final.pt last: it marks a finished run (a sweep never trains a stage holding one again), so a
+            # run killed before it is resumed and evaluated again instead of missing its results.
+            save_checkpoint(final_path, self.payload(cfg.epochs, results=results))
+        distributed.barrier(self.info)
+        return RunResult(self.run_dir, final_path, self.history, results)
+
+
 def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> RunResult:
     """Train one regime as ``cfg`` says, writing config, metrics, checkpoints and results to ``run_dir``.
 
     Under torchrun every rank calls this; batches are split across ranks and rank 0 writes the files."""
-    cfg = cfg.resolved()
-    run_dir = Path(run_dir)
-    info = distributed.from_environment()
-    device = distributed.setup(info, resolve_device(cfg.device))
-    note = emulated_bf16_note(device, cfg.precision)
-    if note:
-        warnings.warn(note, VinyWarning, stacklevel=2)
-    state = _prepare_run_dir(run_dir, cfg, resume)
-    distributed.barrier(info)
-    main = info.is_main
-    mcfg = run_model_config(cfg)
-    regime: Regime = REGISTRY[cfg.regime]()
-    parent = _load_parent(cfg, mcfg)  # before the data is loaded: a wrong --init fails at once
+    run = Run(cfg, run_dir, resume)
+    train_epochs(run, progress)
+    return run.finish()
 
-    torch.manual_seed(cfg.seed)  # initialisation of encoder and head
-    data = _load_data(regime, cfg, mcfg, info)
-    encoder, head, lineage = _build_model(cfg, mcfg, regime, data, parent, device)
-    used = trained_on(cfg, data)
-    train_set = _resident(data.train, device)
-    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
-    if main:
-        _write_run_files(run_dir, cfg, data, info, train_set, micro)
-    optimizer = make_optimizer(
-        list(encoder.parameters()) + list(head.parameters()), cfg.lr, cfg.weight_decay, device
-    )
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma
-    )
-    start_epoch, history = _restore(state, run_dir, encoder, head, optimizer, scheduler)
-    if main:
-        # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
 
-    step = _step_module(regime, encoder, head, cfg.compile, info, device)
+def train_epochs(run: Run, progress: bool = True) -> None:
+    """Train ``run`` alone from its first epoch (``start_epoch``) to its last, saving each epoch."""
+    cfg, device = run.cfg, run.device
+    step = run.step_module()
     check_every = loss_check_interval(device)
-    with epoch_progress(enabled=progress and main, description=f"{cfg.regime}") as bar:
-        for epoch in range(start_epoch, cfg.epochs):
-            meter = EpochMeter(device, info, epoch, run_dir / LAST)
+    with epoch_progress(enabled=progress and run.main, description=f"{cfg.regime}") as bar:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            meter = run.meter(epoch)
             t0 = time.perf_counter()
-            task = bar.start_epoch(epoch, cfg.epochs, len(train_set))
+            task = bar.start_epoch(epoch, cfg.epochs, len(run.train_set))
             totals = train_one_epoch(
                 step,
-                optimizer,
-                train_set,
-                regime,
+                run.optimizer,
+                run.train_set,
+                run.regime,
                 epoch_generator(cfg.seed, epoch),
                 batch_size=cfg.batch_size,
-                micro_batch=micro,
+                micro_batch=run.micro,
                 device=device,
                 precision=cfg.precision,
-                info=info,
+                info=run.info,
                 meter=meter,
                 check_every=check_every,
                 progress=functools.partial(bar.advance, task),
             )
-            scheduler.step()
-            seconds = time.perf_counter() - t0
-            record = {"epoch": epoch + 1, **totals}
-            record.update(
-                {"lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "img_per_s": meter.seen / seconds}
-            )
-            history.append(record)
-            if main:
-                _save_epoch(
-                    run_dir,
-                    record,
-                    _payload(
-                        cfg, mcfg, encoder, head, lineage, used, history, epoch + 1, optimizer, scheduler
-                    ),
-                )
-            distributed.barrier(info)
-
-    encoder.eval(), head.eval()
-    final_path = run_dir / FINAL
-    results: dict = {}
-    if main:
-        results = regime.evaluate(encoder, head, data, max(cfg.batch_size, 128))
-        regime.finish(run_dir, encoder, head, data, results)
-        write_json(
-            run_dir / "results.json",
-            {"regime": cfg.regime, "final": history[-1] if history else {}, **results},
-        )
-        # final.pt last: it marks a finished run (a sweep never trains a stage holding one again), so a
-        # run killed before it is resumed and evaluated again instead of missing its results.
-        save_checkpoint(
-            final_path,
-            _payload(cfg, mcfg, encoder, head, lineage, used, history, cfg.epochs, results=results),
-        )
-    distributed.barrier(info)
-    return RunResult(run_dir, final_path, history, results)
+            run.end_epoch(epoch, totals, time.perf_counter() - t0, meter.seen)
 
 
 def _save_epoch(run_dir: Path, record: dict, payload: dict) -> None:

@@ -1,0 +1,163 @@
+"""Fleets (viny_probe.trainers.fleet): K runs in lockstep, each member's numbers equal to training it
+alone, to float tolerance."""
+
+import json
+
+import pytest
+import torch
+
+from viny_probe.checkpoint import load_checkpoint, save_checkpoint
+from viny_probe.config import TrainConfig
+from viny_probe.errors import VinyError
+from viny_probe.trainers import fleet, train
+from viny_probe.trainers.fleet import train_fleet
+
+TINY = dict(model="tiny", epochs=2, batch_size=8, train_size=20, test_size=8, device="cpu")
+TOL = dict(rtol=1e-4, atol=1e-5)
+SCALE_FREE = ("seconds", "img_per_s", "fleet")  # wall-clock figures, and the fleet's own record
+
+
+def tiny(regime: str, **kw) -> TrainConfig:
+    return TrainConfig(regime=regime, **{**TINY, **kw})
+
+
+def assert_same_run(solo_dir, fleet_dir):
+    """Metrics of every epoch, held-out results, and final weights and optimiser state: equal."""
+    solo = [json.loads(line) for line in (solo_dir / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(line) for line in (fleet_dir / "metrics.jsonl").read_text().splitlines()]
+    assert len(solo) == len(got) > 0
+    for a, b in zip(solo, got, strict=True):
+        assert set(a) == set(b) - {"fleet"}
+        for k in a:
+            if k not in SCALE_FREE:
+                assert b[k] == pytest.approx(a[k], rel=1e-4, abs=1e-6), k
+    ra = json.loads((solo_dir / "results.json").read_text())
+    rb = json.loads((fleet_dir / "results.json").read_text())
+    ra.pop("final"), rb.pop("final")
+    assert json.dumps(ra, sort_keys=True) == json.dumps(rb, sort_keys=True)  # evaluation: bit for bit
+    fa, fb = load_checkpoint(solo_dir / "final.pt"), load_checkpoint(fleet_dir / "final.pt")
+    for part in ("encoder", "head"):
+        assert fa[part].keys() == fb[part].keys()
+        for k in fa[part]:
+            torch.testing.assert_close(fb[part][k], fa[part][k], **TOL)
+    ca, cb = load_checkpoint(solo_dir / "checkpoint.pt"), load_checkpoint(fleet_dir / "checkpoint.pt")
+    assert ca["optimizer"]["state"].keys() == cb["optimizer"]["state"].keys()
+    for j, state in ca["optimizer"]["state"].items():
+        assert float(cb["optimizer"]["state"][j]["step"]) == float(state["step"])
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(cb["optimizer"]["state"][j][k], state[k], rtol=1e-3, atol=1e-7)
+    assert cb["scheduler"] == ca["scheduler"]
+
+
+@pytest.mark.parametrize(
+    "regime,extra",
+    [
+        ("simmim", {}),
+        ("classify", {"mixup": 0.1}),
+        ("spatial", {}),
+        ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}),
+        ("segment", {}),
+    ],
+)
+def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(tmp_path, regime, extra):
+    """Three members (seeds 0, 1, 2; the third on another split) in one fleet, a fourth with fewer
+    training images alone; every member equals its run alone. Mutants: every member drawing member
+    0's generator (its batch order and augmentation), the losses' mean backpropagated instead of their
+    sum (gradients / K), and unstack skipping the optimiser state each fail here."""
+    cfgs = [
+        tiny(regime, seed=0, **extra),
+        tiny(regime, seed=1, **extra),
+        tiny(regime, seed=2, split_seed=1, **extra),
+        tiny(regime, seed=3, train_size=12, **extra),
+    ]
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"solo{i}", progress=False)
+    out = train_fleet([(cfg, tmp_path / f"fleet{i}", False) for i, cfg in enumerate(cfgs)], progress=False)
+    assert [m.error for m in out] == [None] * 4
+    assert [m.fleet_size for m in out] == [3, 3, 3, 1]
+    for i in range(4):
+        assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
+    record = json.loads((tmp_path / "fleet0" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["fleet"] == 3
+
+
+def _parents(tmp_path):
+    """Two SimMIM parents; a third whose encoder holds an infinite weight (a diverged run)."""
+    a = train(tiny("simmim", seed=0, epochs=1), tmp_path / "pa", progress=False).final_checkpoint
+    b = train(tiny("simmim", seed=1, epochs=1), tmp_path / "pb", progress=False).final_checkpoint
+    ckpt = load_checkpoint(b)
+    ckpt["encoder"]["norm.weight"] = torch.full_like(ckpt["encoder"]["norm.weight"], float("inf"))
+    bad = tmp_path / "bad.pt"
+    save_checkpoint(bad, ckpt)
+    return str(a), str(b), str(bad)
+
+
+@pytest.mark.parametrize("check_every", [1, 3])
+def test_a_member_whose_loss_goes_non_finite_stops_alone(tmp_path, monkeypatch, check_every):
+    """Segmentation members fine-tuned from different parents; the second member's parent is poisoned.
+    It stops with the message its run alone gives (naming the first bad batch, also when the losses
+    are read only every 3 steps, as on a GPU); the other two go on and equal their runs alone.
+    Mutants: not taking the stopped member out of the per-member generators (the others then draw
+    its batches), and ignoring the check, each fail here."""
+    monkeypatch.setattr(fleet, "loss_check_interval", lambda device: check_every)
+    good_a, good_b, bad = _parents(tmp_path)
+    cfgs = [
+        tiny("segment", seed=0, init=good_a),
+        tiny("segment", seed=1, init=bad),
+        tiny("segment", seed=2, init=good_b),
+    ]
+    with pytest.raises(VinyError, match="non-finite loss at epoch 1, batch 1;") as alone:
+        train(cfgs[1], tmp_path / "solo1", progress=False)
+    for i in (0, 2):
+        train(cfgs[i], tmp_path / f"solo{i}", progress=False)
+    out = train_fleet([(cfg, tmp_path / f"fleet{i}", False) for i, cfg in enumerate(cfgs)], progress=False)
+    assert out[0].error is None and out[2].error is None
+    assert isinstance(out[1].error, VinyError)
+    assert str(out[1].error) == str(alone.value).replace("solo1", "fleet1")
+    assert not (tmp_path / "fleet1" / "final.pt").exists()
+    for i in (0, 2):
+        assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
+
+
+def test_an_interrupted_fleet_resumes_each_member_from_its_own_last_epoch(tmp_path, monkeypatch):
+    """The fleet is interrupted while saving epoch 2 of its second member: the first member holds 2
+    epochs, the others 1. Resumed, the members regroup by their first epoch (1 + 2), and each ends
+    equal to its uninterrupted run alone."""
+    cfgs = [tiny("segment", seed=s, epochs=3) for s in range(3)]
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"solo{i}", progress=False)
+    original = fleet.Run.end_epoch
+    saves = {"n": 0}
+
+    def interrupted(self, epoch, *a, **k):
+        saves["n"] += 1
+        if saves["n"] == 5:  # epoch 2 of member 1 (members save in order)
+            raise KeyboardInterrupt
+        return original(self, epoch, *a, **k)
+
+    members = [(cfg, tmp_path / f"fleet{i}", False) for i, cfg in enumerate(cfgs)]
+    monkeypatch.setattr(fleet.Run, "end_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_fleet(members, progress=False)
+    monkeypatch.setattr(fleet.Run, "end_epoch", original)
+    epochs = [load_checkpoint(tmp_path / f"fleet{i}" / "checkpoint.pt")["epoch"] for i in range(3)]
+    assert epochs == [2, 1, 1]
+    out = train_fleet([(cfg, d, True) for cfg, d, _ in members], progress=False)
+    assert [m.error for m in out] == [None] * 3
+    assert [m.fleet_size for m in out] == [1, 2, 2]
+    for i in range(3):
+        assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
+
+
+def test_runs_train_together_only_when_their_steps_match(tmp_path):
+    """Different learning rates, batch sizes or image counts make separate fleets; seeds, splits and
+    parents do not."""
+    runs = [
+        fleet.Run(tiny("simmim", seed=0), tmp_path / "a"),
+        fleet.Run(tiny("simmim", seed=1, split_seed=3), tmp_path / "b"),
+        fleet.Run(tiny("simmim", seed=0, lr=0.01), tmp_path / "c"),
+        fleet.Run(tiny("simmim", seed=0, batch_size=4), tmp_path / "d"),
+        fleet.Run(tiny("simmim", seed=0, train_size=12), tmp_path / "e"),
+    ]
+    groups = fleet.group_runs(runs)
+    assert [[r.run_dir.name for r in g] for g in groups] == [["a", "b"], ["c"], ["d"], ["e"]]

@@ -1,0 +1,408 @@
+"""Fleets: several runs of one regime trained in lockstep in one process, each as if alone.
+
+A sweep's waves are many runs of the same small model that differ only in their seed, their parent
+checkpoint or their data split. One such run is launch-bound on a GPU (a few % of its peak at the
+study's batch of 64), so a fleet trains K of them at once: every parameter is stacked along a leading
+member axis, the regime's forward and loss run once for all members through ``torch.func.vmap`` of
+the one ``TrainStep`` (the same code a run alone uses: no second model to keep in step with it), the
+sum of the members' losses is backpropagated (each member's gradients are its own: members share
+nothing), and one AdamW step updates all of them (AdamW is elementwise, so a stacked step is each
+member's own step).
+
+Each member keeps everything that makes it itself: its ``loop.Run`` (run folder, config, data,
+checkpoints, metrics, evaluation, final files, exactly as a run alone writes them), its seed (batch
+order, augmentation and masks are drawn from its own ``epoch_generator`` by its own regime instance),
+its train subset, its parent. A member's numbers equal training it alone, to float tolerance
+(``tests/trainers/test_fleet.py``, every regime).
+
+Grouping: runs train together only when every batch has the same shape and every step the same
+learning rate: the same regime, model, schedule and batch size, the same number of training images
+(so the same steps per epoch and the same short last batch), and the same first epoch (a resumed run
+joins runs resumed at the same epoch). ``fleet_key`` says what must be equal; other runs form other
+fleets, and a run left alone trains exactly as ``loop.train`` does. Grouping by equal step counts,
+rather than masking finished members, keeps every member's learning-rate schedule, Adam step count
+and checkpoint epochs the ones of its run alone.
+
+A member whose loss goes non-finite stops alone, with the message a run alone gives, before its
+update is applied on a CPU (on a GPU, at the next read of the losses: ``loss_check_interval``): it
+is taken out of the stack and the others go on.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+from ..errors import VinyError
+from ..progress import epoch_progress
+from .base import device_batch
+from .engine import (
+    TrainStep,
+    _accumulate,
+    epoch_generator,
+    forward_backward,
+    loss_check_interval,
+    make_optimizer,
+    micro_batch_size,
+    non_finite_error,
+)
+from .loop import LAST, Run, RunResult, _resident, train_epochs
+
+# Config fields a fleet's members may differ in. Everything else in the resolved config (regime,
+# model, schedule, batch size, recipe, dataset, precision, ...) must be equal; see ``fleet_key``.
+MEMBER_FIELDS = ("seed", "split_seed", "init", "train_size", "test_size", "data_root")
+
+
+@dataclass
+class MemberResult:
+    """What became of one member: its ``RunResult``, or the exception that stopped it."""
+
+    run_dir: Path
+    result: RunResult | None = None
+    error: BaseException | None = None
+    fleet_size: int = 1  # how many runs it trained alongside (itself included) at its first epoch
+
+
+def fleet_key(run: Run) -> tuple:
+    """Runs with equal keys can train in one fleet: the same resolved config up to ``MEMBER_FIELDS``,
+    the same number of training images (equal batch shapes and steps per epoch), the same first epoch
+    and the same parameter shapes (a head's classes)."""
+    config = {k: v for k, v in run.cfg.to_dict().items() if k not in MEMBER_FIELDS}
+    shapes = tuple(tuple(p.shape) for p in [*run.encoder.parameters(), *run.head.parameters()])
+    return (json.dumps(config, sort_keys=True), len(run.train_set), run.start_epoch, shapes)
+
+
+def group_runs(runs: list[Run]) -> list[list[Run]]:
+    """The runs split into fleets of equal ``fleet_key``, in the order of their first member."""
+    groups: dict[tuple, list[Run]] = {}
+    for run in runs:
+        groups.setdefault(fleet_key(run), []).append(run)
+    return list(groups.values())
+
+
+def _parameters(run: Run) -> list[nn.Parameter]:
+    """The run's parameters in its optimiser's order (encoder, then head)."""
+    return list(run.encoder.parameters()) + list(run.head.parameters())
+
+
+class Stack:
+    """The members' parameters stacked along a leading axis, their AdamW state likewise, and the one
+    ``TrainStep`` (the first member's) run over them by ``vmap``. ``unstack`` copies the stack back
+    into each member's own modules and optimiser, so each member's checkpoint is written as alone."""
+
+    def __init__(self, runs: list[Run]) -> None:
+        self.runs = list(runs)
+        first = runs[0]
+        self.template = TrainStep(first.regime, first.encoder, first.head)
+        self.names = [n for n, _ in self.template.named_parameters()]
+        per_member = [dict(TrainStep(r.regime, r.encoder, r.head).named_parameters()) for r in runs]
+        self.params = {
+            n: torch.stack([m[n].detach() for m in per_member]).requires_grad_(per_member[0][n].requires_grad)
+            for n in self.names
+        }
+        cfg = first.cfg
+        self.optimizer = make_optimizer(
+            [self.params[n] for n in self.names], cfg.lr, cfg.weight_decay, first.device
+        )
+        self._load_optimizer_states()
+        self.sync_lr()
+        # tie_weights=False: the template holds its encoder twice (``encoder``, ``run_encoder``); tying
+        # would restore the second name last and leave the member's modules holding the stacked tensors.
+        one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
+        mapped = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
+        self._forward = torch.compile(mapped) if cfg.compile else mapped
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def __call__(self, inputs: dict[str, torch.Tensor]):
+        """(members, batch, ...) inputs -> (members,) losses and per-member statistics."""
+        return self._forward(self.params, inputs)
+
+    def _load_optimizer_states(self) -> None:
+        """A resumed fleet: each member's AdamW moments, stacked; the step count is the members' own
+        (equal: they resumed at the same epoch of the same schedule)."""
+        states = [r.optimizer.state_dict()["state"] for r in self.runs]
+        for j, name in enumerate(self.names):
+            if j not in states[0]:
+                continue
+            steps = {float(s[j]["step"]) for s in states}
+            if len(steps) != 1:
+                raise VinyError(f"fleet members resumed at different optimiser steps ({sorted(steps)})")
+            param = self.params[name]
+            self.optimizer.state[param] = {
+                "step": states[0][j]["step"].clone(),
+                **{k: torch.stack([s[j][k] for s in states]).to(param) for k in ("exp_avg", "exp_avg_sq")},
+            }
+
+    def sync_lr(self) -> None:
+        """The members' schedules are equal (``fleet_key``): the stack takes their learning rate."""
+        rates = {r.optimizer.param_groups[0]["lr"] for r in self.runs}
+        if len(rates) != 1:
+            raise VinyError(f"fleet members are at different learning rates ({sorted(rates)})")
+        self.optimizer.param_groups[0]["lr"] = rates.pop()
+
+    @torch.no_grad()
+    def unstack(self) -> None:
+        """Copy every member's slice of the stack (weights and AdamW state) into its own modules and
+        optimiser, which its checkpoint saves."""
+        for i, run in enumerate(self.runs):
+            own = _parameters(run)
+            for j, name in enumerate(self.names):
+                stacked = self.params[name]
+                own[j].copy_(stacked[i])
+                state = self.optimizer.state.get(stacked)
+                if state:
+                    run.optimizer.state[own[j]] = {
+                        "step": state["step"].clone(),
+                        "exp_avg": state["exp_avg"][i].clone(),
+                        "exp_avg_sq": state["exp_avg_sq"][i].clone(),
+                    }
+
+    def keep(self, members: list[int]) -> None:
+        """Go on with the members at these positions only (the others stopped)."""
+        index = torch.tensor(members, device=next(iter(self.params.values())).device)
+        old = self.optimizer
+        self.runs = [self.runs[i] for i in members]
+        params = {}
+        for n, p in self.params.items():  # the current step's gradients go with them
+            params[n] = p.detach().index_select(0, index).requires_grad_(p.requires_grad)
+            if p.grad is not None:
+                params[n].grad = p.grad.index_select(0, index)
+        self.optimizer = make_optimizer(
+            [params[n] for n in self.names],
+            old.param_groups[0]["lr"],
+            self.runs[0].cfg.weight_decay,
+            self.runs[0].device,
+        )
+        for n in self.names:
+            state = old.state.get(self.params[n])
+            if state:
+                self.optimizer.state[params[n]] = {
+                    "step": state["step"],
+                    "exp_avg": state["exp_avg"].index_select(0, index),
+                    "exp_avg_sq": state["exp_avg_sq"].index_select(0, index),
+                }
+        self.params = params
+
+
+class FleetMeter:
+    """``EpochMeter`` for a fleet: per-member running sums (members,) on the device, the losses read
+    only at checks, and each member's first non-finite batch."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0  # images per member so far this epoch (equal for all members)
+        self.pending: list[torch.Tensor] = []
+        self.batches = 0
+
+    def add(self, losses: torch.Tensor, stats: dict, images: int) -> None:
+        self.pending.append(losses.detach().float())
+        _accumulate(self.sums, {"loss": losses, **stats}, images, self.device, torch.float64)
+        self.count += images
+        self.batches += 1
+
+    def non_finite(self) -> dict[int, int]:
+        """{member position: its first batch (1-based, this epoch) with a non-finite loss} among the
+        losses added since the last call."""
+        if not self.pending:
+            return {}
+        bad = ~torch.isfinite(torch.stack(self.pending))  # (steps, members)
+        first = self.batches - len(self.pending) + 1
+        self.pending.clear()
+        if not bool(bad.any()):
+            return {}
+        return {int(m): first + int(bad[:, m].nonzero()[0, 0]) for m in bad.any(0).nonzero().flatten()}
+
+    def keep(self, members: list[int]) -> None:
+        index = torch.tensor(members, device=self.device)
+        self.sums = {k: v.index_select(0, index) for k, v in self.sums.items()}
+        self.pending = [p.index_select(0, index) for p in self.pending]
+
+    def means(self, member: int) -> dict[str, float]:
+        return {k: float(v[member] / self.count) for k, v in self.sums.items()}
+
+
+@dataclass
+class _Epoch:
+    """One fleet epoch's per-member generators and orders (positions follow the stack's members)."""
+
+    gens: list[torch.Generator]
+    orders: list[torch.Tensor]
+    stopped: dict[int, BaseException] = field(default_factory=dict)  # member position -> why
+
+    def keep(self, members: list[int]) -> None:
+        self.gens = [self.gens[i] for i in members]
+        self.orders = [self.orders[i] for i in members]
+
+
+def _stack_inputs(stack: Stack, ep: _Epoch, start: int, batch_size: int) -> dict[str, torch.Tensor]:
+    """Each member's batch at ``start`` of its own order, augmented by its own regime from its own
+    generator, stacked to (members, batch, ...)."""
+    prepared = []
+    for run, gen, order in zip(stack.runs, ep.gens, ep.orders, strict=True):
+        batch = device_batch(run.train_set, order[start : start + batch_size], run.device)
+        prepared.append(run.regime.prepare(batch, gen))
+    return {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+
+
+def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, results: dict) -> None:
+    """Take every member whose loss went non-finite out of the fleet, with a run alone's message."""
+    bad = meter.non_finite()
+    if not bad:
+        return
+    for position, batch in bad.items():
+        run = stack.runs[position]
+        results[run.run_dir] = non_finite_error(epoch, f"batch {batch}", run.run_dir / LAST)
+    keep = [i for i in range(len(stack)) if i not in bad]
+    if not keep:
+        stack.runs = []
+        return
+    stack.keep(keep)
+    meter.keep(keep)
+    ep.keep(keep)
+
+
+def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: dict) -> dict[int, dict]:
+    """One epoch of every member in lockstep. Returns {id(run): epoch means} for the members that
+    finished it; members that stopped are recorded in ``errors`` (run folder -> exception)."""
+    first = stack.runs[0]
+    cfg, device, n = first.cfg, first.device, len(first.train_set)
+    gens = [epoch_generator(r.cfg.seed, epoch) for r in stack.runs]
+    ep = _Epoch(
+        gens,
+        [
+            torch.randperm(n, generator=g).to(r.train_set.images.device)
+            for g, r in zip(gens, stack.runs, strict=True)
+        ],
+    )
+    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, len(stack))
+    meter = FleetMeter(device)
+    for r in stack.runs:
+        r.encoder.train(), r.head.train()
+    t0 = time.perf_counter()
+    for i, start in enumerate(range(0, n, cfg.batch_size)):
+        inputs = _stack_inputs(stack, ep, start, cfg.batch_size)
+        images = next(iter(inputs.values())).shape[1]
+        stack.optimizer.zero_grad(set_to_none=True)
+        losses, stats = forward_backward(stack, inputs, micro, device, cfg.precision, axis=1)
+        meter.add(losses, stats, images)
+        if (i + 1) % check_every == 0 or start + cfg.batch_size >= n:
+            _stop_non_finite(stack, meter, ep, epoch, errors)
+            if not stack.runs:
+                return {}
+        stack.optimizer.step()
+        bar.advance(task, images * len(stack), None, meter.count * len(stack) / (time.perf_counter() - t0))
+    return {id(r): meter.means(i) for i, r in enumerate(stack.runs)}
+
+
+def _train_lockstep(runs: list[Run], progress: bool, errors: dict) -> list[Run]:
+    """Train ``runs`` (one ``fleet_key``) to their last epoch together; returns those that got there."""
+    stack = Stack(runs)
+    first = runs[0]
+    cfg = first.cfg
+    check_every = loss_check_interval(first.device)
+    description = f"{cfg.regime} x{len(runs)}"
+    with epoch_progress(enabled=progress, description=description) as bar:
+        for epoch in range(first.start_epoch, cfg.epochs):
+            t0 = time.perf_counter()
+            task = bar.start_epoch(epoch, cfg.epochs, len(first.train_set) * len(stack))
+            means = _fleet_epoch(stack, epoch, check_every, bar, task, errors)
+            if not stack.runs:
+                break
+            seconds = time.perf_counter() - t0
+            stack.unstack()
+            size = len(stack)
+            kept = []
+            for i, run in enumerate(stack.runs):
+                try:
+                    with warnings.catch_warnings():  # its optimiser stepped through the stack, not itself
+                        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+                        run.end_epoch(epoch, means[id(run)], seconds, len(run.train_set), {"fleet": size})
+                    kept.append(i)
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001 - this member stops (a full disk, say); the rest go on
+                    errors[run.run_dir] = e
+            if len(kept) < size:
+                if not kept:
+                    break
+                stack.keep(kept)
+            stack.sync_lr()
+    return list(stack.runs)
+
+
+def _share_training_sets(runs: list[Run]) -> None:
+    """Runs that train on the same images share one copy of them, placed on the device once."""
+    shared: dict[tuple, object] = {}
+    for run in runs:
+        key = (run.cfg.dataset, run.used["ids_sha256"], run.train_set.size)
+        if key not in shared:
+            shared[key] = _resident(run.train_set, run.device)
+        run.train_set = run.data.train = shared[key]
+
+
+def train_fleet(
+    members: list[tuple[TrainConfig, str | Path, bool]], progress: bool = True
+) -> list[MemberResult]:
+    """Train every (config, run folder, resume) in ``members``: runs that can train together
+    (``fleet_key``) do so in lockstep; a run with no partner trains as alone. Each member's failure is
+    its own (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished
+    epochs saved for ``--resume``."""
+    outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
+    runs = []
+    for cfg, run_dir, resume in members:
+        try:
+            runs.append(Run(cfg, run_dir, resume, resident=False))
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - this member cannot start; the others can
+            outcome[Path(run_dir)].error = e
+    if any(r.info.enabled for r in runs):
+        raise VinyError("fleets train in one process: run them without torchrun")
+    _share_training_sets(runs)
+    errors: dict[Path, BaseException] = {}
+    for group in group_runs(runs):
+        for run in group:
+            outcome[run.run_dir].fleet_size = len(group)
+        finished = _train_group(group, progress, errors)
+        for run in finished:
+            try:
+                outcome[run.run_dir].result = run.finish()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - recorded for this member alone
+                errors[run.run_dir] = e
+    for run_dir, error in errors.items():
+        outcome[run_dir].error = error
+    return list(outcome.values())
+
+
+def _train_group(group: list[Run], progress: bool, errors: dict) -> list[Run]:
+    if len(group) == 1:
+        try:
+            train_epochs(group[0], progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - recorded for this member alone
+            errors[group[0].run_dir] = e
+            return []
+        return group
+    try:
+        return _train_lockstep(group, progress, errors)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - a fault of the fleet itself (memory, say) stops its members
+        for run in group:
+            errors.setdefault(run.run_dir, e)
+        return []
