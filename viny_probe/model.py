@@ -12,6 +12,7 @@ how viny ran before checkpoint format 2 (docs/fidelity.md).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
 import torch
@@ -104,11 +105,17 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.T
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, g * patch_size, g * patch_size)
 
 
+# "auto": torch's fused attention on CUDA, written out elsewhere (``attend``); "math": written out
+# everywhere. A fleet sets it around its vmapped step (``trainers.fleet.Stack.attention``).
+ATTENTION: ContextVar[str] = ContextVar("viny_attention", default="auto")
+
+
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (B, heads, T, d). On CUDA torch's fused kernel; elsewhere written
     out, because on CPU the fused kernel's backward is the slow part of a training step, in bf16 most
-    of all (measurements: docs/performance.md, "Why the code is as it is")."""
-    if q.is_cuda:
+    of all (measurements: docs/performance.md, "Why the code is as it is"). ``ATTENTION`` "math"
+    writes it out on CUDA too."""
+    if q.is_cuda and ATTENTION.get() != "math":
         return F.scaled_dot_product_attention(q, k, v)
     return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
 

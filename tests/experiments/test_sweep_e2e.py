@@ -298,3 +298,68 @@ def test_failed_stage_is_reported_and_children_skipped(tmp_path, small_data, mon
     assert set(summary.skipped) == {s.id for s in stages} - roots
     assert all((tmp_path / "stages" / r / "error.txt").exists() for r in roots)
     assert not summary.complete
+
+
+def _rows_by_stage(out):
+    return {r["stage"]: r for r in csv.DictReader(open(out / "results.csv"))}
+
+
+def test_a_sweep_in_fleets_gives_the_rows_of_a_sweep_one_stage_at_a_time(tmp_path, small_data, monkeypatch):
+    """`viny sweep --fleet 3` on the tiny plan: every stage trained once, in fleets where stages agree
+    (the two seeds of each fine-tune size, of each pre-training), each row equal to the one-at-a-time
+    sweep's; a rerun trains nothing. Mutant: the sweep's fleet path never taken (``execution.fleet``
+    ignored) fails the count of fleets here."""
+    plan = tiny_plan(geometry=False)
+    stages, _ = expand(plan)
+    alone, fleets = tmp_path / "alone", tmp_path / "fleets"
+    sw.run_sweep(plan, alone, execution=QUIET, log=silent)
+    said = []
+    summary = sw.run_sweep(plan, fleets, execution=dataclasses.replace(QUIET, fleet=3), log=said.append)
+    assert summary.complete and not summary.failed and sorted(summary.ran) == sorted(s.id for s in stages)
+    assert sum("stages as one fleet" in line for line in said) >= 4
+    a, b = _rows_by_stage(alone), _rows_by_stage(fleets)
+    assert a.keys() == b.keys() == {s.id for s in stages}
+    for stage_id, row in a.items():
+        for k in ("miou", "pixel_accuracy", "test_accuracy", "test_reconstruction_l1", "final_loss"):
+            if row[k] != "":
+                assert float(b[stage_id][k]) == pytest.approx(float(row[k]), rel=1e-3, abs=1e-4), (
+                    stage_id,
+                    k,
+                )
+    fleet_sizes = {
+        s.id: json.loads((fleets / "stages" / s.id / "metrics.jsonl").read_text().splitlines()[-1]).get(
+            "fleet", 1
+        )
+        for s in stages
+    }
+    assert set(fleet_sizes.values()) == {2}  # every stage has a partner: the other seed
+    again = sw.run_sweep(plan, fleets, execution=dataclasses.replace(QUIET, fleet=3), log=silent)
+    assert not again.ran and len(again.already_done) == len(stages)
+
+
+def test_a_failing_member_of_a_fleet_fails_alone_and_its_children_are_skipped(
+    tmp_path, small_data, monkeypatch
+):
+    """One pre-training stage of a fleet fails at set-up: it gets error.txt and is reported, its lock
+    is released, its children are skipped; its fleet partner finishes."""
+    from viny_probe.trainers import fleet as fleet_module
+
+    plan = tiny_plan(geometry=False)
+    stages, _ = expand(plan)
+    victim = next(s for s in stages if s.kind == "pretrain")
+    original = fleet_module.Run.__init__
+
+    def failing(self, cfg, run_dir, *a, **k):
+        if run_dir.name == victim.id:
+            raise VinyError("planted failure")
+        original(self, cfg, run_dir, *a, **k)
+
+    monkeypatch.setattr(fleet_module.Run, "__init__", failing)
+    summary = sw.run_sweep(plan, tmp_path / "s", execution=dataclasses.replace(QUIET, fleet=4), log=silent)
+    assert list(summary.failed) == [victim.id] and "planted failure" in summary.failed[victim.id]
+    d = tmp_path / "s" / "stages" / victim.id
+    assert "planted failure" in (d / "error.txt").read_text() and not (d / "lock").exists()
+    children = [s.id for s in stages if s.parent == victim.id]
+    assert children and all(c in summary.skipped for c in children)
+    partner = next(s for s in stages if s.kind == "pretrain" and s.id != victim.id)
+    assert (tmp_path / "s" / "stages" / partner.id / "final.pt").exists()

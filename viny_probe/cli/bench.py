@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from ..config import PRECISIONS
+from ..errors import VinyError
 from ..perf.baseline import BASELINE_REGIMES
 from ..progress import console
 from .app import app
@@ -114,6 +115,11 @@ def bench(
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     workers: int = typer.Option(0, help="DataLoader workers of the plain baseline"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
+    fleet: str | None = typer.Option(
+        None,
+        help="comma-separated fleet sizes, e.g. 1,8,32,64: aggregate img/s of K runs stepped as one fleet "
+        "(`viny sweep --fleet`) instead of the single-run figures",
+    ),
     out: Path | None = out_option(None, RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
@@ -125,6 +131,24 @@ def bench(
     precision, baseline = value(precision), value(baseline)
     precisions = PRECISIONS if precision == "both" else (precision,)
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
+    if fleet is not None:
+        _fleet_bench(
+            fleet,
+            device,
+            precisions,
+            batch,
+            value(model),
+            regimes,
+            steps,
+            repeats,
+            warmup,
+            dataset,
+            compile,
+            out,
+            as_json,
+            log,
+        )
+        return
     result = run_bench(
         device=device,
         precisions=precisions,
@@ -148,3 +172,90 @@ def bench(
         return
     for table in render(result):
         console.print(table)
+
+
+def _fleet_bench(
+    sizes,
+    device,
+    precisions,
+    batch,
+    model,
+    regimes,
+    steps,
+    repeats,
+    warmup,
+    dataset,
+    compile,
+    out,
+    as_json,
+    log,
+) -> None:
+    from ..perf.bench import _native_precisions
+    from ..perf.fleet import run_fleet_bench
+    from ..trainers.loop import resolve_device
+
+    ks = parse_sizes(sizes)
+    precisions, skipped = _native_precisions(resolve_device(device), precisions, log)
+    result = run_fleet_bench(
+        ks,
+        device=device,
+        precisions=precisions,
+        model=model,
+        regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
+        batch=batch,
+        steps=steps,
+        warmup=warmup,
+        repeats=repeats,
+        compile=compile,
+        dataset=dataset,
+        log=log,
+    )
+    result["skipped_precisions"] = skipped
+    write_result(out, result)
+    if as_json:
+        print_json(result)
+        return
+    console.print(render_fleets(result))
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise VinyError(f"--fleet {text!r}: give fleet sizes >= 1, comma-separated, e.g. 1,8,32,64")
+    return sizes
+
+
+def render_fleets(result: dict) -> Table:
+    peaks = ", ".join(f"{p} {_si(v['peak_flops'])}FLOP/s" for p, v in result["matmul_peak"].items())
+    t = Table(
+        title=f"viny bench --fleet: {result['model']} model, batch {result['batch']} per member, "
+        f"{result['device']} ({result['device_name']}), torch {result['torch']}",
+        caption=f"matmul peak measured in this run: {peaks}."
+        + (f" Failed: {result['failures']}" if result["failures"] else ""),
+    )
+    for col in [
+        "regime",
+        "prec",
+        "fleet",
+        "step ms",
+        "aggregate img/s",
+        "per member",
+        "vs fleet of 1",
+        "% of peak",
+    ]:
+        t.add_column(col, justify="left" if col in ("regime", "prec") else "right")
+    for r in result["fleets"]:
+        t.add_row(
+            r["regime"],
+            r["precision"],
+            str(r["fleet"]),
+            f"{r['step_ms']:.1f}",
+            f"{r['train_img_per_s']:.0f}",
+            f"{r['per_member_img_per_s']:.0f}",
+            "-" if r["vs_fleet_of_1"] is None else f"{r['vs_fleet_of_1']:.2f}x",
+            f"{100 * r['frac_of_peak']:.1f}",
+        )
+    return t

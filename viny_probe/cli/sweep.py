@@ -86,6 +86,11 @@ def sweep(
     poll: float = typer.Option(30.0, help="seconds between checks while waiting"),
     device: str = device_option(),
     precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
+    fleet: str = typer.Option(
+        "1",
+        help="train up to K ready stages of one kind at once, as one fleet (each as if alone; "
+        "docs/performance.md); auto = as many as the GPU's free memory holds (1 on a CPU)",
+    ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -157,7 +162,9 @@ def sweep(
         p,
         out,
         shard_t,
-        sw.Execution(device=device, precision=value(precision), progress=not (quiet or as_json)),
+        sw.Execution(
+            device=device, precision=value(precision), progress=not (quiet or as_json), fleet=_fleet(fleet)
+        ),
         wait=wait,
         poll_s=poll,
         log=(lambda m: None) if (quiet or as_json) else (lambda m: console.print(m, highlight=False)),
@@ -173,6 +180,14 @@ def sweep(
         console.print(
             f"results: {out / 'results.csv'}  ({summary.cells_done}/{summary.cells_total} cells of this plan)"
         )
+
+
+def _fleet(text: str) -> int | str:
+    if text == "auto":
+        return "auto"
+    if not text.isdigit() or int(text) < 1:
+        raise VinyError(f"--fleet {text!r}: give a number of stages >= 1, or auto")
+    return int(text)
 
 
 def sweep_result(summary) -> dict:

@@ -60,6 +60,7 @@ from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
 from ..trainers import train
+from ..trainers.fleet import auto_fleet_size, fleet_config_key, train_fleet
 from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
 
 HEARTBEAT_S = 30.0
@@ -260,6 +261,9 @@ class Execution:
     workers: int = 0
     compile: bool = False
     progress: bool = True
+    # Stages trained at once as one fleet (trainers.fleet): 1 = one at a time; "auto" = as many as the
+    # device's free memory holds (fleet.auto_fleet_size).
+    fleet: int | str = 1
 
 
 @dataclass
@@ -308,8 +312,22 @@ def _reconcile_paths(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]
         write_json(path, old)
 
 
-def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str], None] = print) -> str:
-    """Train one stage unless finished or taken. Returns 'done', 'ran' or 'locked'; raises on failure."""
+@dataclass
+class Claim:
+    """A stage this worker holds the lock of, ready to train: its folder, config and resume flag."""
+
+    stage: Stage
+    dir: Path
+    cfg: TrainConfig
+    resume: bool
+    lock: StageLock
+
+
+def claim_stage(
+    stage: Stage, out: Path, execution: Execution, log: Callable[[str], None] = print
+) -> Claim | str:
+    """Take ``stage``'s lock and prepare its folder (stage.json, paths, a damaged checkpoint set
+    aside): a ``Claim``, or 'done' (finished) or 'locked' (another worker has it)."""
     out = Path(out)
     d = stage_dir(out, stage.id)
     if (d / FINAL).exists():
@@ -322,6 +340,7 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
         log(f"  {stage.id}: took over its stale lock ({lock.took_over}); the stage is continued here")
     try:
         if (d / FINAL).exists():  # finished by another worker between our check and the lock
+            lock.release()
             return "done"
         worker = {
             "host": socket.gethostname(),
@@ -342,21 +361,45 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
         if resume:
             _reconcile_paths(d, cfg, log)
             _set_aside_damaged(d, log)
-        log(
-            f"  {'resuming' if resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})"
-        )
-        try:
-            train(cfg, d, resume=resume, progress=execution.progress)
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # recorded, the sweep goes on with independent stages
-            with contextlib.suppress(OSError):  # on a full disk error.txt may not fit either
-                atomic_write_text(d / "error.txt", f"{type(e).__name__}: {e}\n\n{traceback.format_exc()}")
-            raise
-        (d / "error.txt").unlink(missing_ok=True)
-        return "ran"
-    finally:
+    except BaseException:
         lock.release()
+        raise
+    return Claim(stage, d, cfg, resume, lock)
+
+
+def _announce(claim: Claim, log: Callable[[str], None]) -> None:
+    stage = claim.stage
+    log(
+        f"  {'resuming' if claim.resume else 'training'} {stage.id} ({stage.kind}, {describe_labels(stage.labels)})"
+    )
+
+
+def settle(claim: Claim, error: BaseException | None) -> None:
+    """After training: record the failure in error.txt (or clear an earlier one), release the lock."""
+    try:
+        if error is None:
+            (claim.dir / "error.txt").unlink(missing_ok=True)
+        elif not isinstance(error, KeyboardInterrupt):
+            trace = "".join(traceback.format_exception(error))
+            with contextlib.suppress(OSError):  # on a full disk error.txt may not fit either
+                atomic_write_text(claim.dir / "error.txt", f"{type(error).__name__}: {error}\n\n{trace}")
+    finally:
+        claim.lock.release()
+
+
+def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str], None] = print) -> str:
+    """Train one stage unless finished or taken. Returns 'done', 'ran' or 'locked'; raises on failure."""
+    claim = claim_stage(stage, out, execution, log)
+    if isinstance(claim, str):
+        return claim
+    _announce(claim, log)
+    try:
+        train(claim.cfg, claim.dir, resume=claim.resume, progress=execution.progress)
+    except BaseException as e:  # recorded, the sweep goes on with independent stages
+        settle(claim, e)
+        raise
+    settle(claim, None)
+    return "ran"
 
 
 def describe_labels(labels: dict) -> str:
@@ -401,9 +444,15 @@ def run_sweep(
     waited_since: float | None = None
     while pending:
         progressed = False
+        if execution.fleet != 1:
+            ready = [s for s in pending if _parent_state(s, out, owner, shard, summary) is None]
+            for stage_id, outcome in _attempt_fleets(ready, out, execution, summary, log).items():
+                if outcome == "done":
+                    pending.remove(by_id[stage_id])
+                    progressed = True
         for stage in list(pending):
             outcome = _parent_state(stage, out, owner, shard, summary)
-            if outcome is None:
+            if outcome is None and execution.fleet == 1:
                 outcome = _attempt(stage, out, execution, summary, log)
             if outcome in ("done", "skipped"):
                 pending.remove(stage)
@@ -462,6 +511,76 @@ def _attempt(stage: Stage, out: Path, execution: Execution, summary, log) -> str
     else:
         summary.already_done.append(stage.id)
     return "done"
+
+
+def fleet_groups(stages: list[Stage], size: int) -> list[list[Stage]]:
+    """Stages that may train as one fleet (equal config up to ``fleet.MEMBER_FIELDS``, the train size
+    kept: it decides the steps per epoch), in chunks of at most ``size``, in plan order."""
+    groups: dict[str, list[Stage]] = {}
+    for stage in stages:
+        groups.setdefault(fleet_config_key(stage.config), []).append(stage)
+    return [g[i : i + size] for g in groups.values() for i in range(0, len(g), size)]
+
+
+def _fleet_size(execution: Execution, stage: Stage) -> int:
+    if execution.fleet == "auto":
+        cfg = dataclasses.replace(stage.config, device=execution.device, precision=execution.precision)
+        return auto_fleet_size(cfg)
+    return int(execution.fleet)
+
+
+def _attempt_fleets(ready: list[Stage], out: Path, execution: Execution, summary, log) -> dict[str, str]:
+    """Train the ready stages in fleets (``fleet_groups``), each member claimed, recorded and released
+    exactly as a stage trained alone. Returns {stage id: "done" | "locked"}."""
+    outcomes: dict[str, str] = {}
+    if not ready:
+        return outcomes
+    size = _fleet_size(execution, ready[0])
+    for chunk in fleet_groups(ready, size):
+        claims = []
+        for stage in chunk:
+            claim = claim_stage(stage, out, execution, log)
+            if isinstance(claim, Claim):
+                claims.append(claim)
+                continue
+            outcomes[stage.id] = "done" if claim == "done" else "locked"
+            if claim == "done":
+                summary.already_done.append(stage.id)
+        if claims:
+            outcomes.update(_train_claims(claims, out, execution, summary, log))
+    return outcomes
+
+
+def _train_claims(claims: list[Claim], out: Path, execution: Execution, summary, log) -> dict[str, str]:
+    """One ``train_fleet`` call over claimed stages; each member settled and recorded as alone."""
+    for claim in claims:
+        _announce(claim, log)
+    if len(claims) > 1:
+        log(f"  ... {len(claims)} stages as one fleet")
+    try:
+        results = train_fleet([(c.cfg, c.dir, c.resume) for c in claims], progress=execution.progress)
+    except BaseException as e:
+        for claim in claims:
+            settle(claim, e)
+        if isinstance(e, KeyboardInterrupt):
+            log("interrupted; every stage's finished epochs are saved and the next sweep resumes them")
+        raise
+    full = None
+    for claim, result in zip(claims, results, strict=True):
+        settle(claim, result.error)
+        stage_id = claim.stage.id
+        if result.error is None:
+            summary.ran.append(stage_id)
+            _append_row(out, stage_id)
+        elif isinstance(result.error, DiskFullError):
+            full = full or result.error
+        else:
+            summary.failed[stage_id] = f"{type(result.error).__name__}: {result.error}"
+            log(f"  FAILED {stage_id}: {summary.failed[stage_id]}")
+    if full is not None:
+        log("  stopped: the disk is full; the next sweep resumes the unfinished stages")
+        raise full
+    return {c.stage.id: "done" for c in claims}
 
 
 def _wait_for_others(pending, out, summary, wait, poll_s, wait_timeout_s, waited_since, log) -> bool:

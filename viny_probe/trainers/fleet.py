@@ -43,6 +43,7 @@ from torch import nn
 
 from ..config import TrainConfig
 from ..errors import VinyError
+from ..model import ATTENTION, ViNy, count_parameters
 from ..progress import epoch_progress
 from .base import device_batch
 from .engine import (
@@ -55,7 +56,7 @@ from .engine import (
     micro_batch_size,
     non_finite_error,
 )
-from .loop import LAST, Run, RunResult, _resident, train_epochs
+from .loop import LAST, Run, RunResult, _resident, resolve_device, run_model_config, train_epochs
 
 # Config fields a fleet's members may differ in. Everything else in the resolved config (regime,
 # model, schedule, batch size, recipe, dataset, precision, ...) must be equal; see ``fleet_key``.
@@ -70,6 +71,31 @@ class MemberResult:
     result: RunResult | None = None
     error: BaseException | None = None
     fleet_size: int = 1  # how many runs it trained alongside (itself included) at its first epoch
+
+
+def fleet_config_key(cfg: TrainConfig) -> str:
+    """What of a (resolved) config must be equal for runs to train as one fleet, as a string; the
+    train size stays in it (it decides the steps per epoch), ``fleet_key`` checks the image count."""
+    config = cfg.resolved().to_dict()
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in MEMBER_FIELDS or k == "train_size"}, sort_keys=True
+    )
+
+
+def auto_fleet_size(cfg: TrainConfig, cap: int = 64) -> int:
+    """How many runs of ``cfg`` to train at once on a GPU: as many as half its free memory holds (the
+    weights, gradients and AdamW moments of each member plus its batch's saved activations,
+    ``ViTConfig.activation_bytes_per_image``'s estimate), at most ``cap``. On a CPU, 1: a CPU step is
+    compute-bound already, and a fleet measured no faster there (docs/performance.md)."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    if device.type != "cuda":
+        return 1
+    mcfg = run_model_config(cfg)
+    weights = 4 * 4 * count_parameters(ViNy(mcfg))  # weights, gradients, two moments, fp32
+    activations = cfg.batch_size * mcfg.activation_bytes_per_image() // (2 if cfg.precision == "bf16" else 1)
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(cap, int(free // 2 // (weights + activations))))
 
 
 def fleet_key(run: Run) -> tuple:
@@ -124,9 +150,16 @@ class Stack:
     def __len__(self) -> int:
         return len(self.runs)
 
+    # The attention kernel inside the vmapped step (model.ATTENTION): "auto" (fused on CUDA) or "math".
+    attention = "auto"
+
     def __call__(self, inputs: dict[str, torch.Tensor]):
         """(members, batch, ...) inputs -> (members,) losses and per-member statistics."""
-        return self._forward(self.params, inputs)
+        token = ATTENTION.set(self.attention)
+        try:
+            return self._forward(self.params, inputs)
+        finally:
+            ATTENTION.reset(token)
 
     def _load_optimizer_states(self) -> None:
         """A resumed fleet: each member's AdamW moments, stacked; the step count is the members' own
@@ -246,14 +279,26 @@ class _Epoch:
         self.orders = [self.orders[i] for i in members]
 
 
-def _stack_inputs(stack: Stack, ep: _Epoch, start: int, batch_size: int) -> dict[str, torch.Tensor]:
-    """Each member's batch at ``start`` of its own order, augmented by its own regime from its own
-    generator, stacked to (members, batch, ...)."""
-    prepared = []
-    for run, gen, order in zip(stack.runs, ep.gens, ep.orders, strict=True):
-        batch = device_batch(run.train_set, order[start : start + batch_size], run.device)
-        prepared.append(run.regime.prepare(batch, gen))
-    return {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+def fleet_step(
+    stack: Stack,
+    batches: list[dict[str, torch.Tensor]],
+    gens: list[torch.Generator],
+    *,
+    micro_batch: int,
+    device: torch.device,
+    precision: str,
+    meter: FleetMeter,
+) -> torch.Tensor:
+    """Forward and backward of one batch per member (uint8 ``batches`` on ``device``), each augmented
+    by its own regime from its own generator, stacked to (members, batch, ...): the fleet's
+    ``engine.train_step`` up to the optimiser step, which the caller takes once it has checked the
+    losses. Returns the (members,) losses (detached, not read)."""
+    prepared = [run.regime.prepare(b, g) for run, b, g in zip(stack.runs, batches, gens, strict=True)]
+    inputs = {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+    stack.optimizer.zero_grad(set_to_none=True)
+    losses, stats = forward_backward(stack, inputs, micro_batch, device, precision, axis=1)
+    meter.add(losses, stats, batches[0]["images"].shape[0])
+    return losses
 
 
 def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, results: dict) -> None:
@@ -292,11 +337,14 @@ def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: 
         r.encoder.train(), r.head.train()
     t0 = time.perf_counter()
     for i, start in enumerate(range(0, n, cfg.batch_size)):
-        inputs = _stack_inputs(stack, ep, start, cfg.batch_size)
-        images = next(iter(inputs.values())).shape[1]
-        stack.optimizer.zero_grad(set_to_none=True)
-        losses, stats = forward_backward(stack, inputs, micro, device, cfg.precision, axis=1)
-        meter.add(losses, stats, images)
+        batches = [
+            device_batch(run.train_set, order[start : start + cfg.batch_size], device)
+            for run, order in zip(stack.runs, ep.orders, strict=True)
+        ]
+        images = batches[0]["images"].shape[0]
+        fleet_step(
+            stack, batches, ep.gens, micro_batch=micro, device=device, precision=cfg.precision, meter=meter
+        )
         if (i + 1) % check_every == 0 or start + cfg.batch_size >= n:
             _stop_non_finite(stack, meter, ep, epoch, errors)
             if not stack.runs:
