@@ -3,12 +3,14 @@
     PYTHONPATH=. python3 benchmarks/fleet_gpu.py OUT_DIR [BUDGET_S]
 
 1. The device, and whether torch.func.vmap has a batching rule for the fused attention there.
-2. `viny bench --fleet` figures (``perf.fleet.run_fleet_bench``): aggregate training img/s and % of the
+2. Three members as one fleet against each trained alone on the GPU (losses, weights, non-finite),
+   with and without CUDA graphs, in bf16 and fp32, with written-out and fused attention.
+3. `viny bench --fleet` figures (``perf.fleet.run_fleet_bench``): aggregate training img/s and % of the
    measured bf16 peak, for every regime at K = 1, 3, 8, 21, 32, 64 (3 and 21 are the `paper` plan's
-   own fleet sizes: 3 seeds of one pre-training size, 21 fine-tunes of one train size), then a few
-   variants (written-out attention, fp32, torch.compile).
-3. One real `viny sweep mini --fleet auto` end to end on the GPU, timed, its results.csv kept.
-4. The `paper` plan's projected time at those rates, grouped as `viny sweep --fleet` groups it.
+   own fleet sizes: 3 seeds of one pre-training size, 21 fine-tunes of one train size) under CUDA
+   graphs, then fp32 and eager for comparison.
+4. One real `viny sweep mini --fleet auto` end to end on the GPU, timed, its results.csv kept.
+5. The `paper` plan's projected time at those rates, grouped as `viny sweep --fleet` groups it.
 
 Every part adds its JSON to OUT_DIR/results.json as soon as it ends, and each later part is skipped once the
 budget (seconds, default 420) would be overrun, so a cut-short call still returns what it measured.
@@ -99,6 +101,86 @@ BENCH = dict(device=DEVICE, model=MODEL, steps=5 if DEVICE == "cuda" else 1, war
 fleets: list[dict] = []
 
 
+def same_as_alone(tag: str, regime: str, precision: str, graphs: bool, attention: str) -> dict:
+    """Three members trained as one fleet and each alone on this device: the largest differences of
+    the per-epoch losses and of the final weights, and whether anything went non-finite."""
+    import shutil
+
+    from viny_probe.checkpoint import load_checkpoint
+    from viny_probe.config import TrainConfig
+    from viny_probe.trainers import fleet, train
+
+    root = Path(f"/tmp/viny-same/{tag}")
+    shutil.rmtree(root, ignore_errors=True)
+    model = "demo" if DEVICE == "cuda" else "tiny"
+    cfgs = [
+        TrainConfig(
+            regime=regime,
+            model=model,
+            seed=s,
+            epochs=2,
+            train_size=320,
+            test_size=64,
+            device=DEVICE,
+            precision=precision,
+        )
+        for s in range(3)
+    ]
+    fleet.Stack.attention = attention
+    try:
+        alone = [train(c, root / f"alone{i}", progress=False) for i, c in enumerate(cfgs)]
+        out = fleet.train_fleet(
+            [(c, root / f"fleet{i}", False) for i, c in enumerate(cfgs)], progress=False, cuda_graphs=graphs
+        )
+    finally:
+        fleet.Stack.attention = "math"
+    row = {"tag": tag, "regime": regime, "precision": precision, "graphs": graphs, "attention": attention}
+    row["errors"] = [None if m.error is None else f"{type(m.error).__name__}: {m.error}"[:300] for m in out]
+    if any(m.error for m in out):
+        return row
+    loss_diff, weight_diff = 0.0, 0.0
+    for a, m in zip(alone, out, strict=True):
+        for x, y in zip(a.history, m.result.history, strict=True):
+            loss_diff = max(loss_diff, abs(x["loss"] - y["loss"]) / abs(x["loss"]))
+        wa, wb = (
+            load_checkpoint(a.final_checkpoint)["encoder"],
+            load_checkpoint(m.result.final_checkpoint)["encoder"],
+        )
+        va = torch.cat([v.flatten().float() for v in wa.values()])
+        vb = torch.cat([wb[k].flatten().float() for k in wa])
+        weight_diff = max(weight_diff, float((va - vb).norm() / va.norm()))  # relative, all weights
+    row.update(
+        max_rel_loss_diff=loss_diff,
+        max_rel_weight_diff=weight_diff,
+        losses_alone=[[h["loss"] for h in a.history] for a in alone],
+        losses_fleet=[[h["loss"] for h in m.result.history] for m in out],
+    )
+    return row
+
+
+@part("same-as-alone", 60)
+def same():
+    rows = []
+    for args in (
+        ("seg-bf16-graphs", "segment", "bf16", True, "math"),
+        ("seg-fp32-graphs", "segment", "fp32", True, "math"),
+        ("simmim-bf16-graphs", "simmim", "bf16", True, "math"),
+        ("seg-bf16-eager", "segment", "bf16", False, "math"),
+        ("seg-bf16-eager-sdpa", "segment", "bf16", False, "auto"),
+        ("simmim-bf16-eager-sdpa", "simmim", "bf16", False, "auto"),
+    ):
+        try:
+            rows.append(same_as_alone(*args))
+        except Exception as e:  # noqa: BLE001
+            rows.append({"tag": args[0], "failed": f"{type(e).__name__}: {e}"[:500]})
+        r = rows[-1]
+        log(
+            f"same-as-alone {args[0]}: "
+            + json.dumps({k: v for k, v in r.items() if not k.startswith("losses")})[:400]
+        )
+        save("same_as_alone", rows)
+
+
 def bench(tag: str, **kw) -> None:
     from viny_probe.perf.fleet import run_fleet_bench
 
@@ -118,15 +200,17 @@ def bench(tag: str, **kw) -> None:
 
 
 for regime in ("simmim", "segment", "classify", "spatial"):
-    part(f"bf16-{regime}", 40)(
-        lambda regime=regime: bench(f"bf16-{regime}", sizes=SIZES, regimes=(regime,), precisions=("bf16",))
+    part(f"graphs-bf16-{regime}", 40)(
+        lambda regime=regime: bench(
+            f"graphs-bf16-{regime}", sizes=SIZES, regimes=(regime,), precisions=("bf16",)
+        )
     )
-part("bf16-math-attention", 40)(
-    lambda: bench(
-        "bf16-math", sizes=(1, 8, 64), regimes=("simmim", "segment"), precisions=("bf16",), attention="math"
-    )
+part("graphs-fp32-segment", 40)(
+    lambda: bench("graphs-fp32", sizes=(1, 21, 64), regimes=("segment",), precisions=("fp32",))
 )
-part("fp32-segment", 40)(lambda: bench("fp32", sizes=(1, 21, 64), regimes=("segment",), precisions=("fp32",)))
+part("eager-bf16-simmim", 40)(
+    lambda: bench("eager-bf16", sizes=(1, 3, 64), regimes=("simmim",), precisions=("bf16",), graphs=False)
+)
 
 
 @part("mini-sweep", 150)
@@ -159,13 +243,6 @@ def mini_sweep():
         (OUT / "mini-results.csv").write_text((out / "results.csv").read_text())
     save("mini", summary)
     log(f"mini sweep: rc {proc.returncode} in {seconds:.1f} s")
-
-
-for tag, kw in (
-    ("compile-simmim-3", dict(sizes=(3,), regimes=("simmim",))),
-    ("compile-segment-21", dict(sizes=(21,), regimes=("segment",))),
-):
-    part(tag, 90)(lambda tag=tag, kw=kw: bench(tag, precisions=("bf16",), compile=True, **kw))
 
 
 @part("projection", 0)

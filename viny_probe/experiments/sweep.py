@@ -264,6 +264,7 @@ class Execution:
     # Stages trained at once as one fleet (trainers.fleet): 1 = one at a time; "auto" = as many as the
     # device's free memory holds (fleet.auto_fleet_size).
     fleet: int | str = 1
+    cuda_graphs: bool = True  # a fleet's step replayed from a CUDA graph (GPU only; trainers.fleet.Stack)
 
 
 @dataclass
@@ -558,7 +559,11 @@ def _train_claims(claims: list[Claim], out: Path, execution: Execution, summary,
     if len(claims) > 1:
         log(f"  ... {len(claims)} stages as one fleet")
     try:
-        results = train_fleet([(c.cfg, c.dir, c.resume) for c in claims], progress=execution.progress)
+        results = train_fleet(
+            [(c.cfg, c.dir, c.resume) for c in claims],
+            progress=execution.progress,
+            cuda_graphs=execution.cuda_graphs,
+        )
     except BaseException as e:
         for claim in claims:
             settle(claim, e)

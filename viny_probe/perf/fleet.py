@@ -46,18 +46,15 @@ class FleetBench:
         return len(self.stack)
 
     def step(self) -> torch.Tensor:
-        """One fleet step, optimiser included; the losses' read is left to the caller (as on a GPU)."""
-        losses = fleet_step(
+        """One fleet step, optimiser included; the losses are not read (as on a GPU between checks)."""
+        return fleet_step(
             self.stack,
             [self.batch] * self.size,
             self.gens,
             micro_batch=self.micro,
-            device=self.device,
             precision=self.precision,
             meter=FleetMeter(self.device),
         )
-        self.stack.optimizer.step()
-        return losses
 
 
 def make_fleet(
@@ -69,12 +66,14 @@ def make_fleet(
     precision: str = "fp32",
     batch: int = 64,
     compile: bool = False,
-    attention: str = "auto",
+    attention: str = "math",
+    graphs: bool = True,
     lr: float = 1e-4,
     weight_decay: float = 0.05,
 ) -> FleetBench:
     """``size`` fresh members of ``regime`` (seeds 0..size-1, set up as ``harness.make_trainer`` sets up
-    one) stacked into a fleet, each to step on the first ``batch`` images of ``data``."""
+    one) stacked into a fleet, each to step on the first ``batch`` images of ``data``; ``graphs``:
+    replayed from a CUDA graph after ``Stack.WARMUP`` steps, on a GPU."""
     if size < 1:
         raise VinyError("--fleet sizes must be >= 1")
     if attention not in ATTENTIONS:
@@ -93,7 +92,7 @@ def make_fleet(
                 device=device,
             )
         )
-    stack = Stack(members)
+    stack = Stack(members, graphs)
     stack.attention = attention
     return FleetBench(
         stack=stack,
@@ -116,7 +115,8 @@ def run_fleet_bench(
     warmup: int = 1,
     repeats: int = 3,
     compile: bool = False,
-    attention: str = "auto",
+    attention: str = "math",
+    graphs: bool = True,
     dataset: str = "toy-pets",
     peak_sizes: tuple[int, ...] | None = None,
     log: Callable[[str], None] | None = None,
@@ -147,7 +147,7 @@ def run_fleet_bench(
         for p in precisions:
             for k in sizes:
                 log(f"{r} {p} fleet of {k}")
-                fleet = make_fleet(r, cfg, data, dev, k, p, batch, compile, attention)
+                fleet = make_fleet(r, cfg, data, dev, k, p, batch, compile, attention, graphs)
                 failed: dict = {}
                 times = timed_rounds(
                     {"step": lambda fleet=fleet: [fleet.step() for _ in range(steps)]},
@@ -196,6 +196,7 @@ def run_fleet_bench(
         "repeats": repeats,
         "compile": compile,
         "attention": attention,
+        "cuda_graphs": graphs and dev.type == "cuda",
         "matmul_peak": peaks,
         "fleets": rows,
         "failures": failures,

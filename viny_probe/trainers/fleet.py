@@ -30,11 +30,13 @@ is taken out of the stack and the others go on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,11 +125,25 @@ def _parameters(run: Run) -> list[nn.Parameter]:
 class Stack:
     """The members' parameters stacked along a leading axis, their AdamW state likewise, and the one
     ``TrainStep`` (the first member's) run over them by ``vmap``. ``unstack`` copies the stack back
-    into each member's own modules and optimiser, so each member's checkpoint is written as alone."""
+    into each member's own modules and optimiser, so each member's checkpoint is written as alone.
 
-    def __init__(self, runs: list[Run]) -> None:
+    ``graphs`` (CUDA only): forward, backward and the AdamW step of a full batch are captured once as
+    a CUDA graph and replayed (``step``): vmap's per-operation dispatch, paid on the host every step,
+    is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full batches, every short
+    last batch, and the steps after a change of learning rate or of members run eagerly."""
+
+    WARMUP = 3
+    # The attention kernel inside the vmapped step (model.ATTENTION): "math" (written out) or "auto"
+    # (torch's fused kernel on CUDA). Fleets write it out: torch's fused kernels under vmap failed
+    # in fp32 on a GPU ("LSE is not correctly aligned") (docs/performance.md, fleets).
+    attention = "math"
+
+    def __init__(self, runs: list[Run], graphs: bool = False) -> None:
         self.runs = list(runs)
         first = runs[0]
+        self.device = first.device
+        self.graphs = graphs and self.device.type == "cuda"
+        self.weight_decay = first.cfg.weight_decay
         self.template = TrainStep(first.regime, first.encoder, first.head)
         self.names = [n for n, _ in self.template.named_parameters()]
         per_member = [dict(TrainStep(r.regime, r.encoder, r.head).named_parameters()) for r in runs]
@@ -135,23 +151,18 @@ class Stack:
             n: torch.stack([m[n].detach() for m in per_member]).requires_grad_(per_member[0][n].requires_grad)
             for n in self.names
         }
-        cfg = first.cfg
-        self.optimizer = make_optimizer(
-            [self.params[n] for n in self.names], cfg.lr, cfg.weight_decay, first.device
-        )
+        self.optimizer = self._optimizer(self.params, first.cfg.lr)
         self._load_optimizer_states()
         self.sync_lr()
         # tie_weights=False: the template holds its encoder twice (``encoder``, ``run_encoder``); tying
         # would restore the second name last and leave the member's modules holding the stacked tensors.
         one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
         mapped = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
-        self._forward = torch.compile(mapped) if cfg.compile else mapped
+        self._forward = torch.compile(mapped) if first.cfg.compile else mapped
+        self._forget_graph()
 
     def __len__(self) -> int:
         return len(self.runs)
-
-    # The attention kernel inside the vmapped step (model.ATTENTION): "auto" (fused on CUDA) or "math".
-    attention = "auto"
 
     def __call__(self, inputs: dict[str, torch.Tensor]):
         """(members, batch, ...) inputs -> (members,) losses and per-member statistics."""
@@ -160,6 +171,59 @@ class Stack:
             return self._forward(self.params, inputs)
         finally:
             ATTENTION.reset(token)
+
+    def _optimizer(self, params: dict, lr: float) -> torch.optim.Optimizer:
+        options = {"fused": True, "capturable": True} if self.graphs else None
+        return make_optimizer([params[n] for n in self.names], lr, self.weight_decay, self.device, options)
+
+    def _forget_graph(self) -> None:
+        self._graph = self._static = self._out = self._shape = None
+        self._eager_full = 0  # full batches stepped eagerly since the last change
+
+    def step(self, inputs: dict[str, torch.Tensor], micro_batch: int, precision: str) -> tuple:
+        """Forward, backward and the AdamW step on (members, batch, ...) ``inputs`` (replayed from the
+        CUDA graph where there is one for their shape). Returns the (members,) losses and statistics."""
+        shape = {k: tuple(v.shape) for k, v in inputs.items()}
+        if self._shape is None:
+            self._shape = shape
+        full = shape == self._shape
+        if self.graphs and full and self._graph is None and self._eager_full >= self.WARMUP:
+            self._capture(inputs, micro_batch, precision)
+        if self._graph is not None and full:
+            for k, v in inputs.items():
+                self._static[k].copy_(v)
+            self._graph.replay()
+            return self._out
+        self._eager_full += int(full)
+        if not self.graphs:
+            return self._eager(inputs, micro_batch, precision)
+        side = torch.cuda.Stream(self.device)  # warm-up away from the capture stream, as torch advises
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            out = self._eager(inputs, micro_batch, precision)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        return out
+
+    def _eager(self, inputs, micro_batch: int, precision: str) -> tuple:
+        self.optimizer.zero_grad(set_to_none=True)
+        out = forward_backward(self, inputs, micro_batch, self.device, precision, axis=1)
+        self.optimizer.step()
+        return out
+
+    def _capture(self, inputs, micro_batch: int, precision: str) -> None:
+        self._static = {k: v.clone() for k, v in inputs.items()}
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        # autocast's weight cache must be off while capturing (torch.cuda.graph's documentation)
+        cast = (
+            torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
+            if precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        with torch.cuda.graph(graph), cast:
+            out = forward_backward(self, self._static, micro_batch, self.device, "fp32", axis=1)
+            self.optimizer.step()
+        self._graph, self._out = graph, out
 
     def _load_optimizer_states(self) -> None:
         """A resumed fleet: each member's AdamW moments, stacked; the step count is the members' own
@@ -172,17 +236,22 @@ class Stack:
             if len(steps) != 1:
                 raise VinyError(f"fleet members resumed at different optimiser steps ({sorted(steps)})")
             param = self.params[name]
+            step = states[0][j]["step"].clone()
             self.optimizer.state[param] = {
-                "step": states[0][j]["step"].clone(),
+                "step": step.to(self.device, torch.float32) if self.graphs else step,
                 **{k: torch.stack([s[j][k] for s in states]).to(param) for k in ("exp_avg", "exp_avg_sq")},
             }
 
     def sync_lr(self) -> None:
-        """The members' schedules are equal (``fleet_key``): the stack takes their learning rate."""
+        """The members' schedules are equal (``fleet_key``): the stack takes their learning rate (a
+        captured graph holds the old one, so a change drops it)."""
         rates = {r.optimizer.param_groups[0]["lr"] for r in self.runs}
         if len(rates) != 1:
             raise VinyError(f"fleet members are at different learning rates ({sorted(rates)})")
-        self.optimizer.param_groups[0]["lr"] = rates.pop()
+        lr = rates.pop()
+        if self.optimizer.param_groups[0]["lr"] != lr:
+            self.optimizer.param_groups[0]["lr"] = lr
+            self._forget_graph()
 
     @torch.no_grad()
     def unstack(self) -> None:
@@ -195,15 +264,17 @@ class Stack:
                 own[j].copy_(stacked[i])
                 state = self.optimizer.state.get(stacked)
                 if state:
+                    step = state["step"].clone()
                     run.optimizer.state[own[j]] = {
-                        "step": state["step"].clone(),
+                        # as the member's own AdamW keeps it: on the device when fused, else on the host
+                        "step": step if _fused(run.optimizer) else step.cpu(),
                         "exp_avg": state["exp_avg"][i].clone(),
                         "exp_avg_sq": state["exp_avg_sq"][i].clone(),
                     }
 
     def keep(self, members: list[int]) -> None:
         """Go on with the members at these positions only (the others stopped)."""
-        index = torch.tensor(members, device=next(iter(self.params.values())).device)
+        index = torch.tensor(members, device=self.device)
         old = self.optimizer
         self.runs = [self.runs[i] for i in members]
         params = {}
@@ -211,12 +282,7 @@ class Stack:
             params[n] = p.detach().index_select(0, index).requires_grad_(p.requires_grad)
             if p.grad is not None:
                 params[n].grad = p.grad.index_select(0, index)
-        self.optimizer = make_optimizer(
-            [params[n] for n in self.names],
-            old.param_groups[0]["lr"],
-            self.runs[0].cfg.weight_decay,
-            self.runs[0].device,
-        )
+        self.optimizer = self._optimizer(params, old.param_groups[0]["lr"])
         for n in self.names:
             state = old.state.get(self.params[n])
             if state:
@@ -226,6 +292,12 @@ class Stack:
                     "exp_avg_sq": state["exp_avg_sq"].index_select(0, index),
                 }
         self.params = params
+        self._forget_graph()
+
+
+def _fused(optimizer: torch.optim.Optimizer) -> bool:
+    group = optimizer.param_groups[0]
+    return bool(group.get("fused") or group.get("capturable"))
 
 
 class FleetMeter:
@@ -240,7 +312,7 @@ class FleetMeter:
         self.batches = 0
 
     def add(self, losses: torch.Tensor, stats: dict, images: int) -> None:
-        self.pending.append(losses.detach().float())
+        self.pending.append(losses.detach().float().clone())  # a graph's output is overwritten next step
         _accumulate(self.sums, {"loss": losses, **stats}, images, self.device, torch.float64)
         self.count += images
         self.batches += 1
@@ -285,37 +357,50 @@ def fleet_step(
     gens: list[torch.Generator],
     *,
     micro_batch: int,
-    device: torch.device,
     precision: str,
     meter: FleetMeter,
+    check: Callable[[], bool] | None = None,
 ) -> torch.Tensor:
-    """Forward and backward of one batch per member (uint8 ``batches`` on ``device``), each augmented
-    by its own regime from its own generator, stacked to (members, batch, ...): the fleet's
-    ``engine.train_step`` up to the optimiser step, which the caller takes once it has checked the
-    losses. Returns the (members,) losses (detached, not read)."""
+    """One optimiser step of every member on its own batch (uint8 ``batches`` on the device), each
+    augmented by its own regime from its own generator, stacked to (members, batch, ...): the fleet's
+    ``engine.train_step``. ``check`` (called after the backward, it may take members out of the stack)
+    goes before the AdamW step, as a run alone checks on a CPU; under CUDA graphs the step is one
+    replay, and the check follows it (the update of a member found non-finite is then applied, but
+    never saved, as on a GPU alone). Returns the (members,) losses (detached, not read)."""
     prepared = [run.regime.prepare(b, g) for run, b, g in zip(stack.runs, batches, gens, strict=True)]
     inputs = {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+    images = batches[0]["images"].shape[0]
+    if stack.graphs:
+        losses, stats = stack.step(inputs, micro_batch, precision)
+        meter.add(losses, stats, images)
+        if check is not None:
+            check()
+        return losses
     stack.optimizer.zero_grad(set_to_none=True)
-    losses, stats = forward_backward(stack, inputs, micro_batch, device, precision, axis=1)
-    meter.add(losses, stats, batches[0]["images"].shape[0])
+    losses, stats = forward_backward(stack, inputs, micro_batch, stack.device, precision, axis=1)
+    meter.add(losses, stats, images)
+    if check is None or check():
+        stack.optimizer.step()
     return losses
 
 
-def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, results: dict) -> None:
-    """Take every member whose loss went non-finite out of the fleet, with a run alone's message."""
+def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, results: dict) -> bool:
+    """Take every member whose loss went non-finite out of the fleet, with a run alone's message.
+    Returns whether any member is left."""
     bad = meter.non_finite()
     if not bad:
-        return
+        return True
     for position, batch in bad.items():
         run = stack.runs[position]
         results[run.run_dir] = non_finite_error(epoch, f"batch {batch}", run.run_dir / LAST)
     keep = [i for i in range(len(stack)) if i not in bad]
     if not keep:
         stack.runs = []
-        return
+        return False
     stack.keep(keep)
     meter.keep(keep)
     ep.keep(keep)
+    return True
 
 
 def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: dict) -> dict[int, dict]:
@@ -342,21 +427,25 @@ def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: 
             for run, order in zip(stack.runs, ep.orders, strict=True)
         ]
         images = batches[0]["images"].shape[0]
+        read = (i + 1) % check_every == 0 or start + cfg.batch_size >= n
         fleet_step(
-            stack, batches, ep.gens, micro_batch=micro, device=device, precision=cfg.precision, meter=meter
+            stack,
+            batches,
+            ep.gens,
+            micro_batch=micro,
+            precision=cfg.precision,
+            meter=meter,
+            check=functools.partial(_stop_non_finite, stack, meter, ep, epoch, errors) if read else None,
         )
-        if (i + 1) % check_every == 0 or start + cfg.batch_size >= n:
-            _stop_non_finite(stack, meter, ep, epoch, errors)
-            if not stack.runs:
-                return {}
-        stack.optimizer.step()
+        if not stack.runs:
+            return {}
         bar.advance(task, images * len(stack), None, meter.count * len(stack) / (time.perf_counter() - t0))
     return {id(r): meter.means(i) for i, r in enumerate(stack.runs)}
 
 
-def _train_lockstep(runs: list[Run], progress: bool, errors: dict) -> list[Run]:
+def _train_lockstep(runs: list[Run], progress: bool, errors: dict, graphs: bool) -> list[Run]:
     """Train ``runs`` (one ``fleet_key``) to their last epoch together; returns those that got there."""
-    stack = Stack(runs)
+    stack = Stack(runs, graphs)
     first = runs[0]
     cfg = first.cfg
     check_every = loss_check_interval(first.device)
@@ -401,12 +490,13 @@ def _share_training_sets(runs: list[Run]) -> None:
 
 
 def train_fleet(
-    members: list[tuple[TrainConfig, str | Path, bool]], progress: bool = True
+    members: list[tuple[TrainConfig, str | Path, bool]], progress: bool = True, cuda_graphs: bool = True
 ) -> list[MemberResult]:
     """Train every (config, run folder, resume) in ``members``: runs that can train together
     (``fleet_key``) do so in lockstep; a run with no partner trains as alone. Each member's failure is
     its own (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished
-    epochs saved for ``--resume``."""
+    epochs saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph on a GPU
+    (``Stack``); no effect elsewhere."""
     outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
     runs = []
     for cfg, run_dir, resume in members:
@@ -423,7 +513,7 @@ def train_fleet(
     for group in group_runs(runs):
         for run in group:
             outcome[run.run_dir].fleet_size = len(group)
-        finished = _train_group(group, progress, errors)
+        finished = _train_group(group, progress, errors, cuda_graphs)
         for run in finished:
             try:
                 outcome[run.run_dir].result = run.finish()
@@ -436,7 +526,7 @@ def train_fleet(
     return list(outcome.values())
 
 
-def _train_group(group: list[Run], progress: bool, errors: dict) -> list[Run]:
+def _train_group(group: list[Run], progress: bool, errors: dict, graphs: bool) -> list[Run]:
     if len(group) == 1:
         try:
             train_epochs(group[0], progress)
@@ -447,7 +537,7 @@ def _train_group(group: list[Run], progress: bool, errors: dict) -> list[Run]:
             return []
         return group
     try:
-        return _train_lockstep(group, progress, errors)
+        return _train_lockstep(group, progress, errors, graphs)
     except KeyboardInterrupt:
         raise
     except Exception as e:  # noqa: BLE001 - a fault of the fleet itself (memory, say) stops its members
