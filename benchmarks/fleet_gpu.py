@@ -31,6 +31,8 @@ import torch
 T0 = time.time()
 OUT = Path(sys.argv[1] if len(sys.argv) > 1 else "fleet-gpu-out")
 BUDGET = float(sys.argv[2]) if len(sys.argv) > 2 else 420.0
+# Which parts to run (prefixes of their names, comma-separated; default all): e.g. "env,compile,profile".
+ONLY = tuple(sys.argv[3].split(",")) if len(sys.argv) > 3 else None
 OUT.mkdir(parents=True, exist_ok=True)
 LOG = []
 
@@ -59,6 +61,8 @@ def part(name: str, needs_s: float):
     """Run the decorated part now if ``needs_s`` seconds are left, recording any failure."""
 
     def run(fn):
+        if ONLY is not None and not name.startswith(ONLY):
+            return None
         if left() < needs_s:
             log(f"skipped {name}: {left():.0f} s left, it needs about {needs_s:.0f}")
             return None
@@ -101,7 +105,9 @@ BENCH = dict(device=DEVICE, model=MODEL, steps=5 if DEVICE == "cuda" else 1, war
 fleets: list[dict] = []
 
 
-def same_as_alone(tag: str, regime: str, precision: str, graphs: bool, attention: str) -> dict:
+def same_as_alone(
+    tag: str, regime: str, precision: str, graphs: bool, attention: str, compile: bool = False
+) -> dict:
     """Three members trained as one fleet and each alone on this device: the largest differences of
     the per-epoch losses and of the final weights, and whether anything went non-finite."""
     import shutil
@@ -123,6 +129,7 @@ def same_as_alone(tag: str, regime: str, precision: str, graphs: bool, attention
             test_size=64,
             device=DEVICE,
             precision=precision,
+            compile=compile,
         )
         for s in range(3)
     ]
@@ -211,6 +218,56 @@ part("graphs-fp32-segment", 40)(
 part("eager-bf16-simmim", 40)(
     lambda: bench("eager-bf16", sizes=(1, 3, 64), regimes=("simmim",), precisions=("bf16",), graphs=False)
 )
+
+
+def same_compiled():
+    rows = []
+    for tag, precision in (("seg-fp32-graphs-compile", "fp32"), ("seg-bf16-graphs-compile", "bf16")):
+        try:
+            rows.append(same_as_alone(tag, "segment", precision, True, "math", compile=True))
+        except Exception as e:  # noqa: BLE001
+            rows.append({"tag": tag, "failed": f"{type(e).__name__}: {e}"[:500]})
+        log(
+            f"same-as-alone {tag}: "
+            + json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("losses")})[:400]
+        )
+        save("same_as_alone_compiled", rows)
+
+
+part("compile-same-as-alone", 60)(same_compiled)
+for tag, kw in (
+    ("compile-simmim", dict(sizes=(3, 21), regimes=("simmim",))),
+    ("compile-segment", dict(sizes=(64,), regimes=("segment",))),
+):
+    part(tag, 60)(lambda tag=tag, kw=kw: bench(tag, precisions=("bf16",), compile=True, **kw))
+
+
+@part("profile", 30)
+def profile():
+    """Where a large fleet's eager step spends the GPU's time: the top kernels of one K = 64 step."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from viny_probe.model import model_config
+    from viny_probe.perf.fleet import make_fleet
+    from viny_probe.perf.harness import bench_data
+
+    cfg = model_config(MODEL)
+    data = bench_data(cfg, 64).to(DEVICE)
+    fleet = make_fleet(
+        "segment", cfg, data, torch.device(DEVICE), 64 if DEVICE == "cuda" else 2, "bf16", graphs=False
+    )
+    for _ in range(2):
+        fleet.step()
+    torch.cuda.synchronize() if DEVICE == "cuda" else None
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        fleet.step()
+        torch.cuda.synchronize() if DEVICE == "cuda" else None
+    key = "self_cuda_time_total" if DEVICE == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
+    (OUT / "profile.txt").write_text(table)
+    save("profile", {"sorted_by": key, "rows": 25})
 
 
 @part("mini-sweep", 150)
