@@ -242,6 +242,39 @@ for tag, kw in (
     part(tag, 60)(lambda tag=tag, kw=kw: bench(tag, precisions=("bf16",), compile=True, **kw))
 
 
+@part("debug-compile", 60)
+def debug_compile():
+    """A compiled fleet in a fresh process, its full traceback kept if it fails, timed if it runs."""
+    from viny_probe.model import model_config
+    from viny_probe.perf.fleet import make_fleet
+    from viny_probe.perf.harness import bench_data
+    from viny_probe.perf.timing import time_median
+
+    cfg = model_config(MODEL)
+    data = bench_data(cfg, 64).to(DEVICE)
+    rows = []
+    for regime, k in (("simmim", 3), ("segment", 64)):
+        row = {"regime": regime, "fleet": k}
+        try:
+            t = time.time()
+            fleet = make_fleet(regime, cfg, data, torch.device(DEVICE), k, "bf16", compile=True)
+            for _ in range(5):
+                fleet.step()
+            row["first_steps_s"] = time.time() - t
+            seconds = time_median(
+                lambda fleet=fleet: [fleet.step() for _ in range(5)], torch.device(DEVICE), 1, 3
+            )
+            row["train_img_per_s"] = k * 64 * 5 / seconds
+            del fleet
+        except Exception:  # noqa: BLE001
+            row["traceback"] = traceback.format_exc()[-6000:]
+        rows.append(row)
+        log(
+            f"debug-compile {regime} K={k}: " + json.dumps({a: b for a, b in row.items() if a != "traceback"})
+        )
+        save("debug_compile", rows)
+
+
 @part("profile", 30)
 def profile():
     """Where a large fleet's eager step spends the GPU's time: the top kernels of one K = 64 step."""
