@@ -13,10 +13,23 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture
 def tiny_train_args():
-    """`viny train` options for a tiny CPU run (model tiny, 16 training and 8 test images, batch 8)."""
+    """`viny train` options for a tiny CPU run (model tiny, 16 training and 8 test images, batch 8), in
+    fp32: the command's default "auto" is bf16 on a CPU with native bf16, and the tests compare with
+    library runs, whose default is fp32, on every machine alike."""
 
     def make(epochs: int = 1) -> list[str]:
         sizes = ["--batch-size", "8", "--train-size", "16", "--test-size", "8"]
-        return ["--model", "tiny", "--epochs", str(epochs), *sizes, "--device", "cpu", "-q"]
+        return [
+            "--model",
+            "tiny",
+            "--epochs",
+            str(epochs),
+            *sizes,
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "-q",
+        ]
 
     return make

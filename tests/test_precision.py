@@ -78,3 +78,26 @@ def test_bench_skips_emulated_bf16_and_says_so(emulating_cpu) -> None:
     )
     assert {r["precision"] for r in result["regimes"]} == {"fp32"}
     assert "31x" in result["skipped_precisions"]["bf16"]
+
+
+@pytest.mark.parametrize("native,expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_is_bf16_where_native_and_the_run_records_which(tmp_path, monkeypatch, native, expected) -> None:
+    """`--precision auto` (the commands' default) trains in bf16 on a CPU with native bf16 and in fp32
+    elsewhere, and config.json records the precision it resolved to. Mutant: Run not resolving "auto"
+    (config.json then says "auto" and the run trains in fp32 everywhere) fails here."""
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: (native, "test"))
+    assert precision.resolve_precision("auto", CPU) == expected
+    assert precision.resolve_precision("fp32", CPU) == "fp32"
+    cfg = TrainConfig(regime="simmim", model="tiny", epochs=1, batch_size=8, train_size=8, test_size=8)
+    cfg.precision = "auto"
+    train(cfg, tmp_path / "run", progress=False)
+    import json
+
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == expected
+
+
+def test_auto_on_cuda_asks_torch(monkeypatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert precision.resolve_precision("auto", torch.device("cuda")) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    assert precision.resolve_precision("auto", torch.device("cuda")) == "bf16"

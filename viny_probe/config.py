@@ -17,6 +17,7 @@ PHASES = ("pretrain", "intermediate", "geometry", "finetune")
 CLASSIFY_AUGMENTS = ("crop", "flip-contrast")
 SPATIAL_TARGETS = ("trimap", "patch-label")  # spatial: the trimap class of each patch, or the image's class
 PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: resolved by the run for its device (precision.py)
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,7 @@ class TrainConfig:
             (self.seed >= 0, "--seed must be >= 0"),
             (self.split_seed >= 0, "--split-seed must be >= 0"),
             (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
-            (self.precision in PRECISIONS, "--precision must be fp32 or bf16"),
+            (self.precision in PRECISION_CHOICES, "--precision must be auto, fp32 or bf16"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                 "--device must be cpu, cuda or auto",

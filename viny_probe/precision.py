@@ -53,6 +53,20 @@ def cpu_bf16_native() -> tuple[bool, str]:
     return factor <= SLOWDOWN_NATIVE, f"measured: a bf16 matrix product took {factor:.1f}x the fp32 time"
 
 
+def resolve_precision(name: str, device: torch.device) -> str:
+    """The precision a run trains in: "fp32" and "bf16" as given; "auto" is bf16 where ``device`` runs
+    it natively (a CPU with AVX512_BF16 or AMX, a CUDA GPU with bf16) and fp32 elsewhere. The mini
+    study agreed in every cell within its seed spread in both (docs/performance.md), so the commands
+    default to "auto"; the library's TrainConfig keeps fp32, which every machine runs the same way."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_bf16_native()[0] else "fp32"
+    return "fp32"
+
+
 def emulated_bf16_note(device: torch.device, precision: str) -> str | None:
     """The warning for ``--precision bf16`` on a CPU that would emulate it (None when it is fine),
     with the slowdown measured here."""

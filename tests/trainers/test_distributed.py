@@ -64,7 +64,8 @@ def test_three_gloo_ranks_uneven_and_empty_slices_match_one_process(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     options = [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "3"]
-    cmd += ["-m", "viny_probe", "train", "segment", *options, "--device", "cpu", "-q", "--micro-batch", "21"]
+    cmd += ["-m", "viny_probe", "train", "segment", *options, "--device", "cpu", "--precision", "fp32", "-q"]
+    cmd += ["--micro-batch", "21"]
     proc = subprocess.run(
         cmd + ["--out", str(tmp_path / "three")], env=env, capture_output=True, text=True, timeout=300
     )

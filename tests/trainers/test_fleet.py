@@ -161,3 +161,36 @@ def test_runs_train_together_only_when_their_steps_match(tmp_path):
     ]
     groups = fleet.group_runs(runs)
     assert [[r.run_dir.name for r in g] for g in groups] == [["a", "b"], ["c"], ["d"], ["e"]]
+
+
+def test_the_replay_path_steps_as_alone(tmp_path, monkeypatch):
+    """The CUDA-graph path's bookkeeping, on a CPU: a stand-in "graph" replays the eager step on the
+    static input buffers it copied in. Warm-up batches, the short last batch of each epoch (20 images
+    in batches of 8) and the learning-rate change at a milestone go eagerly, the rest by replay; every
+    member still equals its run alone. Mutants: replaying a stale buffer (inputs not copied in), and
+    keeping the captured step after the learning rate changed, each fail here."""
+    replays = {"n": 0, "captures": 0}
+
+    def capture(self, inputs, micro_batch, precision):
+        self._static = {k: v.clone() for k, v in inputs.items()}
+        replays["captures"] += 1
+
+        def replay():
+            replays["n"] += 1
+            self._out = self._eager(self._static, micro_batch, precision)
+
+        self._graph = type("Graph", (), {"replay": staticmethod(replay)})()
+
+    monkeypatch.setattr(fleet, "graphs_available", lambda device: True)
+    monkeypatch.setattr(fleet.Stack, "WARMUP", 1)
+    monkeypatch.setattr(fleet.Stack, "_capture", capture)
+    cfgs = [tiny("segment", seed=s, epochs=3, milestones=(2,), gamma=0.5) for s in range(3)]
+    for i, cfg in enumerate(cfgs):
+        train(cfg, tmp_path / f"solo{i}", progress=False)
+    out = train_fleet([(c, tmp_path / f"fleet{i}", False) for i, c in enumerate(cfgs)], progress=False)
+    assert [m.error for m in out] == [None] * 3
+    # 3 batches per epoch (2 full, 1 short). Epoch 1: eager warm-up, capture + replay, eager short batch;
+    # epoch 2: 2 replays; the milestone after epoch 2 drops the capture; epoch 3: as epoch 1.
+    assert replays["captures"] == 2 and replays["n"] == 4
+    for i in range(3):
+        assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")

@@ -120,6 +120,11 @@ def bench(
         help="comma-separated fleet sizes, e.g. 1,8,32,64: aggregate img/s of K runs stepped as one fleet "
         "(`viny sweep --fleet`) instead of the single-run figures",
     ),
+    cuda_graphs: bool = typer.Option(
+        True,
+        "--cuda-graphs/--no-cuda-graphs",
+        help="with --fleet: replay each fleet step from a CUDA graph (GPU)",
+    ),
     out: Path | None = out_option(None, RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
@@ -133,20 +138,21 @@ def bench(
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
     if fleet is not None:
         _fleet_bench(
-            fleet,
-            device,
-            precisions,
-            batch,
-            value(model),
-            regimes,
-            steps,
-            repeats,
-            warmup,
-            dataset,
-            compile,
+            parse_sizes(fleet),
             out,
             as_json,
             log,
+            device=device,
+            precisions=precisions,
+            batch=batch,
+            model=value(model),
+            regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
+            steps=steps,
+            repeats=repeats,
+            warmup=warmup,
+            dataset=dataset,
+            compile=compile,
+            graphs=cuda_graphs,
         )
         return
     result = run_bench(
@@ -174,42 +180,16 @@ def bench(
         console.print(table)
 
 
-def _fleet_bench(
-    sizes,
-    device,
-    precisions,
-    batch,
-    model,
-    regimes,
-    steps,
-    repeats,
-    warmup,
-    dataset,
-    compile,
-    out,
-    as_json,
-    log,
-) -> None:
+def _fleet_bench(sizes: tuple[int, ...], out, as_json: bool, log, **options) -> None:
+    """`viny bench --fleet`: ``options`` are ``run_fleet_bench``'s; an emulated bf16 is left out."""
     from ..perf.bench import _native_precisions
     from ..perf.fleet import run_fleet_bench
     from ..trainers.loop import resolve_device
 
-    ks = parse_sizes(sizes)
-    precisions, skipped = _native_precisions(resolve_device(device), precisions, log)
-    result = run_fleet_bench(
-        ks,
-        device=device,
-        precisions=precisions,
-        model=model,
-        regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
-        batch=batch,
-        steps=steps,
-        warmup=warmup,
-        repeats=repeats,
-        compile=compile,
-        dataset=dataset,
-        log=log,
+    options["precisions"], skipped = _native_precisions(
+        resolve_device(options["device"]), options["precisions"], log
     )
+    result = run_fleet_bench(sizes, log=log, **options)
     result["skipped_precisions"] = skipped
     write_result(out, result)
     if as_json:

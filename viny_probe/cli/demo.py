@@ -34,7 +34,7 @@ def demo(
     ),
     seed: int = typer.Option(0),
     device: str = device_option(),
-    precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
+    precision: Precision = typer.Option("auto", help=PRECISION_HELP),
     epochs_scale: float = typer.Option(1.0, help="multiply every stage's epochs (e.g. 0.2 for a smoke run)"),
     resume: bool = typer.Option(False, help="continue an interrupted demo in --out"),
     as_json: bool = json_option(),

@@ -21,7 +21,7 @@ from typing import Any
 import typer
 
 from ..checkpoint import jsonable, write_json
-from ..config import PRECISIONS, SCHEDULE_PRESETS
+from ..config import PRECISION_CHOICES, SCHEDULE_PRESETS
 from ..model import MODEL_PRESETS
 from ..progress import console
 
@@ -67,12 +67,15 @@ def value(option: Any) -> Any:
 
 Preset = choices("Preset", SCHEDULE_PRESETS)
 Model = choices("Model", MODEL_PRESETS)
-Precision = choices("Precision", PRECISIONS)
+Precision = choices("Precision", PRECISION_CHOICES)
 PRESET_HELP = (
     "paper = Table A1 exactly; authors = the study's code where it differs (pre-training lr 1e-3 gamma 0.5, "
     "CLS-Intel MixUp 0.1 and flip + contrast transform; docs/fidelity.md); quick = short CPU schedule"
 )
-PRECISION_HELP = "bf16: autocast, fp32 master weights"
+PRECISION_HELP = (
+    "auto: bf16 where the device runs it natively (a CPU with AVX512_BF16/AMX, a CUDA GPU), else fp32; "
+    "bf16: autocast, fp32 master weights"
+)
 
 # The values of analysis.reference.BACKGROUND_CHOICES and analysis.export.EXPORT_FORMATS, repeated here so
 # that starting `viny` does not import viny_probe.analysis (a second on every start, shell completion

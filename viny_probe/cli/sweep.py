@@ -85,11 +85,14 @@ def sweep(
     wait: bool = typer.Option(True, help="wait for parent stages owned by other shards (else return)"),
     poll: float = typer.Option(30.0, help="seconds between checks while waiting"),
     device: str = device_option(),
-    precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
+    precision: Precision = typer.Option("auto", help=PRECISION_HELP),
     fleet: str = typer.Option(
         "1",
         help="train up to K ready stages of one kind at once, as one fleet (each as if alone; "
         "docs/performance.md); auto = as many as the GPU's free memory holds (1 on a CPU)",
+    ),
+    cuda_graphs: bool = typer.Option(
+        True, "--cuda-graphs/--no-cuda-graphs", help="replay a fleet's step from a CUDA graph (GPU only)"
     ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
@@ -163,7 +166,11 @@ def sweep(
         out,
         shard_t,
         sw.Execution(
-            device=device, precision=value(precision), progress=not (quiet or as_json), fleet=_fleet(fleet)
+            device=device,
+            precision=value(precision),
+            progress=not (quiet or as_json),
+            fleet=_fleet(fleet),
+            cuda_graphs=cuda_graphs,
         ),
         wait=wait,
         poll_s=poll,

@@ -128,7 +128,7 @@ def _make_command(regime: str):
         ),
         on_error: OnError = typer.Option("skip", help="what an unreadable image or a missing trimap does"),
         device: str = device_option(),
-        precision: Precision = typer.Option("fp32", help=PRECISION_HELP),
+        precision: Precision = typer.Option("auto", help=PRECISION_HELP),
         workers: int = typer.Option(0, help="decode threads for the first read of a dataset (0 = auto)"),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
         micro_batch: int = typer.Option(

@@ -142,7 +142,7 @@ class Stack:
         self.runs = list(runs)
         first = runs[0]
         self.device = first.device
-        self.graphs = graphs and self.device.type == "cuda"
+        self.graphs = graphs and graphs_available(self.device)
         self.weight_decay = first.cfg.weight_decay
         self.template = TrainStep(first.regime, first.encoder, first.head)
         self.names = [n for n, _ in self.template.named_parameters()]
@@ -173,7 +173,8 @@ class Stack:
             ATTENTION.reset(token)
 
     def _optimizer(self, params: dict, lr: float) -> torch.optim.Optimizer:
-        options = {"fused": True, "capturable": True} if self.graphs else None
+        # a captured AdamW step must be capturable (its step count on the device); fused: one kernel
+        options = {"fused": True, "capturable": True} if self.graphs and self.device.type == "cuda" else None
         return make_optimizer([params[n] for n in self.names], lr, self.weight_decay, self.device, options)
 
     def _forget_graph(self) -> None:
@@ -195,14 +196,8 @@ class Stack:
             self._graph.replay()
             return self._out
         self._eager_full += int(full)
-        if not self.graphs:
+        with _side_stream(self.device):  # warm-up away from the capture stream, as torch advises
             return self._eager(inputs, micro_batch, precision)
-        side = torch.cuda.Stream(self.device)  # warm-up away from the capture stream, as torch advises
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):
-            out = self._eager(inputs, micro_batch, precision)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        return out
 
     def _eager(self, inputs, micro_batch: int, precision: str) -> tuple:
         self.optimizer.zero_grad(set_to_none=True)
@@ -238,7 +233,7 @@ class Stack:
             param = self.params[name]
             step = states[0][j]["step"].clone()
             self.optimizer.state[param] = {
-                "step": step.to(self.device, torch.float32) if self.graphs else step,
+                "step": step.to(self.device, torch.float32) if _fused(self.optimizer) else step,
                 **{k: torch.stack([s[j][k] for s in states]).to(param) for k in ("exp_avg", "exp_avg_sq")},
             }
 
@@ -293,6 +288,24 @@ class Stack:
                 }
         self.params = params
         self._forget_graph()
+
+
+def graphs_available(device: torch.device) -> bool:
+    """CUDA graphs exist on CUDA devices only."""
+    return device.type == "cuda"
+
+
+@contextlib.contextmanager
+def _side_stream(device: torch.device):
+    """Run the body on a fresh CUDA stream, then make the current stream wait for it (a no-op off CUDA)."""
+    if device.type != "cuda":
+        yield
+        return
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        yield
+    torch.cuda.current_stream(device).wait_stream(side)
 
 
 def _fused(optimizer: torch.optim.Optimizer) -> bool:

@@ -33,7 +33,7 @@ from ..config import TrainConfig, is_legacy_config
 from ..data.protocol import ids_digest
 from ..errors import VinyError, VinyWarning
 from ..model import ViNy, ViTConfig, model_config
-from ..precision import emulated_bf16_note
+from ..precision import emulated_bf16_note, resolve_precision
 from ..progress import epoch_progress
 from .base import REGISTRY, Regime, RegimeData
 from .engine import (
@@ -181,6 +181,8 @@ class Run:
         self.run_dir = run_dir = Path(run_dir)
         self.info = info = distributed.from_environment()
         self.device = device = distributed.setup(info, resolve_device(cfg.device))
+        # "auto" becomes the precision this device runs natively; config.json records which
+        self.cfg = cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, device))
         note = emulated_bf16_note(device, cfg.precision)
         if note:
             warnings.warn(note, VinyWarning, stacklevel=3)

@@ -1,0 +1,85 @@
+"""`viny bench --fleet` and the plan projection at fleet speeds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from viny_probe.cli import app
+from viny_probe.cli.bench import parse_sizes
+from viny_probe.errors import VinyError
+from viny_probe.experiments import projection
+from viny_probe.experiments.plans import PLANS, expand
+from viny_probe.perf.fleet import run_fleet_bench
+
+
+def test_fleet_bench_reports_every_size_against_a_fleet_of_one():
+    result = run_fleet_bench((1, 2), device="cpu", model="tiny", regimes=("simmim",), steps=1, repeats=1)
+    rows = {r["fleet"]: r for r in result["fleets"]}
+    assert set(rows) == {1, 2} and not result["failures"]
+    assert rows[1]["vs_fleet_of_1"] == 1.0
+    for k, r in rows.items():
+        assert r["train_img_per_s"] == pytest.approx(r["per_member_img_per_s"] * k)
+        assert 0 < r["frac_of_peak"] < 1
+
+
+def test_cli_fleet_sizes_are_checked(monkeypatch):
+    assert parse_sizes("1,8, 32") == (1, 8, 32)
+    for bad in ("0", "a,b", ""):
+        with pytest.raises(VinyError, match="fleet sizes >= 1"):
+            parse_sizes(bad)
+    out = CliRunner().invoke(app, ["sweep", "mini", "-o", "x", "--fleet", "none"])
+    assert out.exit_code != 0 and "--fleet 'none'" in str(out.exception)
+
+
+def test_cli_fleet_bench_json():
+    out = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "--fleet",
+            "1",
+            "--model",
+            "tiny",
+            "--precision",
+            "fp32",
+            "--regimes",
+            "segment",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    assert [r["fleet"] for r in result["fleets"]] == [1] and result["fleets"][0]["regime"] == "segment"
+
+
+def test_plan_fleets_cover_every_stage_once_and_respect_the_size():
+    """Mutant: grouping across waves (depth left out of the key) puts a child in its parent's fleet,
+    which the wave check here catches."""
+    stages, _ = expand(PLANS["mini"])
+    fleets = projection.fleets_of("mini", max_size=64)
+    assert sum(f["members"] for f in fleets) == len(stages)
+    assert sum(f["members"] * f["image_steps_per_member"] for f in fleets) == sum(s.cost() for s in stages)
+    assert {f["wave"] for f in fleets} == {1, 2, 3} and max(f["members"] for f in fleets) == 2
+    assert max(f["members"] for f in projection.fleets_of("paper", max_size=4)) == 4
+
+
+def test_rates_between_measured_sizes_are_interpolated():
+    rates = {1: 100.0, 3: 300.0, 8: 400.0}
+    assert projection.rate_at(rates, 3) == 300.0
+    assert projection.rate_at(rates, 5) == pytest.approx(340.0)
+    assert projection.rate_at(rates, 64) == 400.0
+    rows = [
+        {"regime": r, "precision": "bf16", "fleet": k, "train_img_per_s": v}
+        for r in ("simmim", "segment", "classify", "spatial")
+        for k, v in rates.items()
+    ]
+    result = projection.project_fleets(rows, "mini")
+    assert result["total_hours"] > 0 and result["speedup"] > 1
+    assert projection.project_fleets(rows[:3], "mini")["missing_regimes"]
