@@ -307,8 +307,8 @@ def _rows_by_stage(out):
 def test_a_sweep_in_fleets_gives_the_rows_of_a_sweep_one_stage_at_a_time(tmp_path, small_data, monkeypatch):
     """`viny sweep --fleet 3` on the tiny plan: every stage trained once, in fleets where stages agree
     (the two seeds of each fine-tune size, of each pre-training), each row equal to the one-at-a-time
-    sweep's; a rerun trains nothing. Mutant: the sweep's fleet path never taken (``execution.fleet``
-    ignored) fails the count of fleets here."""
+    sweep's; a rerun trains nothing. Mutant: fleets of one (the chunk size ignored in
+    ``_attempt_fleets``) fails the count of fleets here."""
     plan = tiny_plan(geometry=False)
     stages, _ = expand(plan)
     alone, fleets = tmp_path / "alone", tmp_path / "fleets"
