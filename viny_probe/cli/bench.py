@@ -136,26 +136,7 @@ def bench(
     precision, baseline = value(precision), value(baseline)
     precisions = PRECISIONS if precision == "both" else (precision,)
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
-    if fleet is not None:
-        _fleet_bench(
-            parse_sizes(fleet),
-            out,
-            as_json,
-            log,
-            device=device,
-            precisions=precisions,
-            batch=batch,
-            model=value(model),
-            regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
-            steps=steps,
-            repeats=repeats,
-            warmup=warmup,
-            dataset=dataset,
-            compile=compile,
-            graphs=cuda_graphs,
-        )
-        return
-    result = run_bench(
+    shared = dict(
         device=device,
         precisions=precisions,
         batch=batch,
@@ -165,9 +146,15 @@ def bench(
         warmup=warmup,
         repeats=repeats,
         compile=compile,
+        dataset=dataset,
+    )
+    if fleet is not None:
+        _fleet_bench(parse_sizes(fleet), out, as_json, log, graphs=cuda_graphs, **shared)
+        return
+    result = run_bench(
+        **shared,
         baseline=None if baseline == "none" else baseline,
         epoch_batches=epoch_batches,
-        dataset=dataset,
         threads=threads or None,
         workers=workers,
         log=log,

@@ -37,7 +37,7 @@ import re
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -357,7 +357,6 @@ class _Epoch:
 
     gens: list[torch.Generator]
     orders: list[torch.Tensor]
-    stopped: dict[int, BaseException] = field(default_factory=dict)  # member position -> why
 
     def keep(self, members: list[int]) -> None:
         self.gens = [self.gens[i] for i in members]
@@ -496,7 +495,7 @@ def _share_training_sets(runs: list[Run]) -> None:
     """Runs that train on the same images share one copy of them, placed on the device once."""
     shared: dict[tuple, object] = {}
     for run in runs:
-        key = (run.cfg.dataset, run.used["ids_sha256"], run.train_set.size)
+        key = (run.cfg.dataset, run.cfg.data_root, run.used["ids_sha256"], run.train_set.size)
         if key not in shared:
             shared[key] = _resident(run.train_set, run.device)
         run.train_set = run.data.train = shared[key]
