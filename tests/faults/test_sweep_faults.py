@@ -202,3 +202,43 @@ def test_a_full_disk_stops_the_sweep(tmp_path, monkeypatch):
         )
     assert len(tried) == 1 and any(f"stopped during {tried[0]}: the disk is full" in m for m in log)
     assert not (tmp_path / "out" / "stages" / tried[0] / "lock").exists()
+
+
+def test_a_fleet_killed_while_saving_resumes_each_member_to_the_uninterrupted_numbers(warm):
+    """`viny sweep --fleet 2` trains two stages (seeds 0 and 1) as one fleet; SIGKILL inside the 4th
+    checkpoint.pt write of the process (member 2's save of epoch 2) leaves member 1 at epoch 2 and
+    member 2 at epoch 1. The next sweep takes both stale locks over and resumes each member from its
+    own epoch (apart, now that their epochs differ); every metrics line, results row and final weight
+    equals an uninterrupted fleet sweep's, and each row is written once."""
+    import torch
+
+    from viny_probe.checkpoint import load_checkpoint
+
+    plan = warm / "plan-fleet.toml"
+    plan.write_text(PLAN.format(sizes=[8]).replace("seeds = [0]", "seeds = [0, 1]"))
+    options = ("--fleet", "2", "--precision", "fp32", "--no-wait")
+    rc, output = run(sweep_args(plan, warm / "fleet-ref", *options), warm / "fleet-ref.log")
+    assert rc == 0, output
+    out = warm / "fleet-killed"
+    victim = start(
+        sweep_args(plan, out, *options), warm / "fleet-1.log", pause_in_write="checkpoint.pt:4:600"
+    )
+    victim.wait_for("paused in write 4 of")
+    victim.kill()
+    stages = sorted((out / "stages").iterdir())
+    assert len(stages) == 2
+    assert sorted(load_checkpoint(d / "checkpoint.pt")["epoch"] for d in stages) == [1, 2]
+    rc, output = run(sweep_args(plan, out, *options), warm / "fleet-2.log")
+    assert rc == 0, output
+    assert one_line(output).count("took over its stale lock") == 2
+    for d in stages:
+        ref = warm / "fleet-ref" / "stages" / d.name
+        got, want = read_jsonl(d / "metrics.jsonl"), read_jsonl(ref / "metrics.jsonl")
+        assert [r["epoch"] for r in got] == [1, 2, 3]
+        for a, b in zip(got, want, strict=True):
+            for k in ("loss", "train_pixel_accuracy", "lr"):
+                assert a[k] == pytest.approx(b[k], rel=1e-5), (d.name, k)
+        fa, fb = load_checkpoint(d / "final.pt"), load_checkpoint(ref / "final.pt")
+        for k, v in fb["encoder"].items():
+            torch.testing.assert_close(fa["encoder"][k], v, rtol=1e-4, atol=1e-5)
+    check_results(out, [d.name for d in stages])
