@@ -209,7 +209,8 @@ def test_a_fleet_killed_while_saving_resumes_each_member_to_the_uninterrupted_nu
     checkpoint.pt write of the process (member 2's save of epoch 2) leaves member 1 at epoch 2 and
     member 2 at epoch 1. The next sweep takes both stale locks over and resumes each member from its
     own epoch (apart, now that their epochs differ); every metrics line, results row and final weight
-    equals an uninterrupted fleet sweep's, and each row is written once."""
+    equals an uninterrupted fleet sweep's, and each row is written once. Mutant: the fleet not copying
+    its AdamW state back into each member's optimiser (checkpoints without moments) fails here."""
     import torch
 
     from viny_probe.checkpoint import load_checkpoint
