@@ -83,3 +83,17 @@ def test_rates_between_measured_sizes_are_interpolated():
     result = projection.project_fleets(rows, "mini")
     assert result["total_hours"] > 0 and result["speedup"] > 1
     assert projection.project_fleets(rows[:3], "mini")["missing_regimes"]
+
+
+def test_cli_fleet_bench_projects_the_paper_plan_for_its_model_only():
+    """With the study's model and every regime measured, the JSON carries the `paper` plan's projected
+    time at the measured fleet rates; with another model there is none (its rates say nothing about
+    ViNy's plan)."""
+    args = ["bench", "--fleet", "1", "--precision", "fp32", "--batch", "2", "--steps", "1", "--repeats", "1"]
+    out = CliRunner().invoke(app, [*args, "--model", "viny", "--json"])
+    assert out.exit_code == 0, out.output
+    plan = json.loads(out.output)["paper_plan"]["fp32"]
+    assert plan["plan"] == "paper" and plan["total_hours"] > 0 and plan["max_fleet"] == 1
+    assert plan["total_hours"] == pytest.approx(plan["alone_total_hours"])
+    out = CliRunner().invoke(app, [*args, "--model", "tiny", "--regimes", "simmim", "--json"])
+    assert out.exit_code == 0 and "paper_plan" not in json.loads(out.output)

@@ -178,11 +178,44 @@ def _fleet_bench(sizes: tuple[int, ...], out, as_json: bool, log, **options) -> 
     )
     result = run_fleet_bench(sizes, log=log, **options)
     result["skipped_precisions"] = skipped
+    if options["model"] == _paper_model():
+        result["paper_plan"] = {p: _projection(result["fleets"], p) for p in options["precisions"]}
     write_result(out, result)
     if as_json:
         print_json(result)
         return
     console.print(render_fleets(result))
+    for precision, plan in result.get("paper_plan", {}).items():
+        if plan.get("total_hours") is None:
+            console.print(
+                f"paper plan ({precision}): not projected, no rates for {', '.join(plan['missing_regimes'])} "
+                "(measure every regime: leave out --regimes)",
+                highlight=False,
+            )
+        else:
+            console.print(
+                f"paper plan ({precision}) projected at these rates, in fleets of at most {plan['max_fleet']}: "
+                f"{plan['total_hours']:.1f} h (one stage at a time at the fleet-of-1 rate: "
+                f"{plan['alone_total_hours']:.1f} h; experiments/projection.py)",
+                highlight=False,
+            )
+
+
+def _paper_model() -> str:
+    from ..experiments.plans import get_plan
+
+    return get_plan("paper").model
+
+
+def _projection(rows: list[dict], precision: str) -> dict:
+    """The `paper` plan at these fleet rates (experiments.projection), without the per-fleet list."""
+    from ..experiments.projection import project_fleets
+
+    result = project_fleets(
+        rows, "paper", max_size=max(r["fleet"] for r in rows) if rows else 1, precision=precision
+    )
+    result.pop("fleets", None)
+    return result
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
