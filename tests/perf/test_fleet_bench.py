@@ -97,3 +97,17 @@ def test_cli_fleet_bench_projects_the_paper_plan_for_its_model_only():
     assert plan["total_hours"] == pytest.approx(plan["alone_total_hours"])
     out = CliRunner().invoke(app, [*args, "--model", "tiny", "--regimes", "simmim", "--json"])
     assert out.exit_code == 0 and "paper_plan" not in json.loads(out.output)
+
+
+def test_a_dry_run_with_fleet_lists_the_fleets_a_sweep_would_form(tmp_path):
+    """`viny sweep mini --dry-run --fleet 4`: every stage in exactly one fleet; the two seeds of a
+    stage kind pair up; without --fleet there is no fleet list."""
+    args = ["sweep", "mini", "--dry-run", "-o", str(tmp_path), "--json"]
+    out = CliRunner().invoke(app, [*args, "--fleet", "4"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output)
+    fleets = result["fleets"]
+    assert sum(f["members"] for f in fleets) == len(result["stages"]) == 22
+    assert {f["members"] for f in fleets} == {2} and {f["wave"] for f in fleets} == {1, 2, 3}
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 0 and "fleets" not in json.loads(out.output)

@@ -117,8 +117,9 @@ def sweep(
     shard_t = sw.parse_shard(shard)
     if dry_run:
         d = sw.dry_run(p, out, shard_t)
+        fleets = _dry_fleets(p, _fleet(fleet))
         if as_json:
-            print_json({"plan": p.name, **dataclasses.asdict(d)})
+            print_json({"plan": p.name, **dataclasses.asdict(d), **({"fleets": fleets} if fleets else {})})
             return
         console.print(p.describe(), highlight=False)
         t = Table(title=f"{len(d.stages)} stages")
@@ -160,6 +161,8 @@ def sweep(
             console.print(
                 "per shard: " + ", ".join(f"{k}: {v:,}" for k, v in sorted(d.shard_image_steps.items()))
             )
+        if fleets:
+            console.print(_fleet_table(fleets, fleet))
         return
     summary = sw.run_sweep(
         p,
@@ -187,6 +190,28 @@ def sweep(
         console.print(
             f"results: {out / 'results.csv'}  ({summary.cells_done}/{summary.cells_total} cells of this plan)"
         )
+
+
+def _dry_fleets(plan, fleet: int | str) -> list[dict] | None:
+    """With --fleet, the fleets the sweep would form (at most 64 members for auto: its GPU cap)."""
+    if fleet == 1:
+        return None
+    from ..experiments.projection import fleets_of
+
+    return fleets_of(plan, 64 if fleet == "auto" else fleet)
+
+
+def _fleet_table(fleets: list[dict], fleet: str) -> Table:
+    t = Table(
+        title=f"{len(fleets)} fleets (--fleet {fleet}; stages of one wave that agree but for seed, split and parent)"
+    )
+    for col in ["wave", "kind", "regime", "members", "image-steps per member"]:
+        t.add_column(col, justify="right" if col in ("wave", "members", "image-steps per member") else "left")
+    for f in fleets:
+        t.add_row(
+            str(f["wave"]), f["kind"], f["regime"], str(f["members"]), f"{f['image_steps_per_member']:,}"
+        )
+    return t
 
 
 def _fleet(text: str) -> int | str:

@@ -11,7 +11,7 @@ counted: the figure is the training steps' time.
 from __future__ import annotations
 
 from ..trainers.fleet import fleet_config_key
-from .plans import Stage, expand, get_plan
+from .plans import Plan, Stage, expand, get_plan
 
 
 def _depth(stage: Stage, by_id: dict[str, Stage]) -> int:
@@ -35,9 +35,9 @@ def rate_at(rates: dict[int, float], k: int) -> float:
     return rates[lo] + (rates[hi] - rates[lo]) * (k - lo) / (hi - lo)
 
 
-def fleets_of(plan_name: str = "paper", max_size: int = 64) -> list[dict]:
-    """The plan's fleets: regime, members, image-steps per member, wave."""
-    stages, _ = expand(get_plan(plan_name))
+def fleets_of(plan: str | Plan = "paper", max_size: int = 64) -> list[dict]:
+    """The plan's fleets (a plan's name or the plan): regime, members, image-steps per member, wave."""
+    stages, _ = expand(get_plan(plan) if isinstance(plan, str) else plan)
     by_id = {s.id: s for s in stages}
     groups: dict[tuple, list[Stage]] = {}
     for s in stages:
