@@ -6,8 +6,9 @@
 2. Three members as one fleet against each trained alone on the GPU (losses, weights, non-finite),
    with and without CUDA graphs, in bf16 and fp32, with written-out and fused attention.
 3. `viny bench --fleet` figures (``perf.fleet.run_fleet_bench``): aggregate training img/s and % of the
-   measured bf16 peak, for every regime at K = 1, 3, 8, 21, 32, 64 (3 and 21 are the `paper` plan's
-   own fleet sizes: 3 seeds of one pre-training size, 21 fine-tunes of one train size) under CUDA
+   measured bf16 peak, for every regime at K = 1, 3, 8, 21, 32, 64 (the `paper` plan's own fleets
+   have 3 members, the seeds of one pre-training size, or 9, one wave's fine-tunes of one train size
+   or its CLS-Intel stages; `viny sweep paper --dry-run --fleet auto` lists them) under CUDA
    graphs, then fp32 and eager for comparison.
 4. One real `viny sweep mini --fleet auto` end to end on the GPU, timed, its results.csv kept.
 5. The `paper` plan's projected time at those rates, grouped as `viny sweep --fleet` groups it.
