@@ -445,18 +445,20 @@ def run_sweep(
     waited_since: float | None = None
     while pending:
         progressed = False
-        if execution.fleet != 1:
-            ready = [s for s in pending if _parent_state(s, out, owner, shard, summary) is None]
-            for stage_id, outcome in _attempt_fleets(ready, out, execution, summary, log).items():
-                if outcome == "done":
-                    pending.remove(by_id[stage_id])
-                    progressed = True
+        ready = []  # with --fleet: the stages that can run now, trained together after this pass
         for stage in list(pending):
             outcome = _parent_state(stage, out, owner, shard, summary)
-            if outcome is None and execution.fleet == 1:
+            if outcome is None and execution.fleet != 1:
+                ready.append(stage)
+                continue
+            if outcome is None:
                 outcome = _attempt(stage, out, execution, summary, log)
             if outcome in ("done", "skipped"):
                 pending.remove(stage)
+                progressed = True
+        for stage_id, outcome in _attempt_fleets(ready, out, execution, summary, log).items():
+            if outcome == "done":
+                pending.remove(by_id[stage_id])
                 progressed = True
         if not pending:
             break
@@ -501,17 +503,25 @@ def _attempt(stage: Stage, out: Path, execution: Execution, summary, log) -> str
         log(f"  stopped during {stage.id}: the disk is full; the next sweep resumes it")
         raise
     except Exception as e:  # noqa: BLE001 - recorded in error.txt, reported in the summary
-        summary.failed[stage.id] = f"{type(e).__name__}: {e}"
-        log(f"  FAILED {stage.id}: {type(e).__name__}: {e}")
+        _record_failure(stage.id, e, summary, log)
         return "done"
     if status == "locked":
         return "locked"  # another worker trains it; wait for its final.pt
     if status == "ran":
-        summary.ran.append(stage.id)
-        _append_row(out, stage.id)
+        _record_ran(out, stage.id, summary)
     else:
         summary.already_done.append(stage.id)
     return "done"
+
+
+def _record_failure(stage_id: str, error: BaseException, summary, log) -> None:
+    summary.failed[stage_id] = f"{type(error).__name__}: {error}"
+    log(f"  FAILED {stage_id}: {summary.failed[stage_id]}")
+
+
+def _record_ran(out: Path, stage_id: str, summary) -> None:
+    summary.ran.append(stage_id)
+    _append_row(out, stage_id)
 
 
 def fleet_groups(stages: list[Stage], size: int) -> list[list[Stage]]:
@@ -575,13 +585,11 @@ def _train_claims(claims: list[Claim], out: Path, execution: Execution, summary,
         settle(claim, result.error)
         stage_id = claim.stage.id
         if result.error is None:
-            summary.ran.append(stage_id)
-            _append_row(out, stage_id)
+            _record_ran(out, stage_id, summary)
         elif isinstance(result.error, DiskFullError):
             full = full or result.error
         else:
-            summary.failed[stage_id] = f"{type(result.error).__name__}: {result.error}"
-            log(f"  FAILED {stage_id}: {summary.failed[stage_id]}")
+            _record_failure(stage_id, result.error, summary, log)
     if full is not None:
         log("  stopped: the disk is full; the next sweep resumes the unfinished stages")
         raise full

@@ -24,7 +24,7 @@ from ..trainers.fleet import FleetMeter, Stack, fleet_step
 from ..trainers.loop import resolve_device
 from .flops import analytic_flops, regime_named
 from .harness import bench_data, fixed_batch, make_trainer
-from .peak import DTYPES, default_sizes, peak_figures, peak_measures
+from .peak import DTYPES, default_sizes, matmul_peak
 from .timing import timed_rounds
 
 ATTENTIONS = ("auto", "math")
@@ -135,12 +135,7 @@ def run_fleet_bench(
     data = bench_data(cfg, batch, dataset).to(dev)
     shape = (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head)
     peak_sizes = peak_sizes or default_sizes(dev)
-    peaks = {}
-    for p in precisions:
-        measures = peak_measures(dev, DTYPES[p], peak_sizes, shape)
-        times = timed_rounds(measures, dev, warmup, repeats, log)
-        med = {k: statistics.median(v) for k, v in times.items()}
-        peaks[p] = peak_figures(med, dev, DTYPES[p], peak_sizes, shape)
+    peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, repeats) for p in precisions}
     rows, failures = [], {}
     for r in regimes:
         flops = analytic_flops(cfg, r)["train"]

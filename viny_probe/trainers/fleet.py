@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .. import distributed
 from ..config import TrainConfig
 from ..errors import VinyError
 from ..model import ATTENTION, ViNy, count_parameters
@@ -104,9 +105,8 @@ def fleet_key(run: Run) -> tuple:
     """Runs with equal keys can train in one fleet: the same resolved config up to ``MEMBER_FIELDS``,
     the same number of training images (equal batch shapes and steps per epoch), the same first epoch
     and the same parameter shapes (a head's classes)."""
-    config = {k: v for k, v in run.cfg.to_dict().items() if k not in MEMBER_FIELDS}
-    shapes = tuple(tuple(p.shape) for p in [*run.encoder.parameters(), *run.head.parameters()])
-    return (json.dumps(config, sort_keys=True), len(run.train_set), run.start_epoch, shapes)
+    shapes = tuple(tuple(p.shape) for p in _parameters(run))
+    return (fleet_config_key(run.cfg), len(run.train_set), run.start_epoch, shapes)
 
 
 def group_runs(runs: list[Run]) -> list[list[Run]]:
@@ -146,10 +146,10 @@ class Stack:
         self.weight_decay = first.cfg.weight_decay
         self.template = TrainStep(first.regime, first.encoder, first.head)
         self.names = [n for n, _ in self.template.named_parameters()]
-        per_member = [dict(TrainStep(r.regime, r.encoder, r.head).named_parameters()) for r in runs]
+        own = [_parameters(r) for r in runs]  # in the order of self.names: encoder, then head
         self.params = {
-            n: torch.stack([m[n].detach() for m in per_member]).requires_grad_(per_member[0][n].requires_grad)
-            for n in self.names
+            n: torch.stack([o[j].detach() for o in own]).requires_grad_(own[0][j].requires_grad)
+            for j, n in enumerate(self.names)
         }
         self.optimizer = self._optimizer(self.params, first.cfg.lr)
         self._load_optimizer_states()
@@ -509,6 +509,8 @@ def train_fleet(
     its own (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished
     epochs saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph on a GPU
     (``Stack``); no effect elsewhere."""
+    if distributed.from_environment().enabled:
+        raise VinyError("fleets train in one process: run them without torchrun")
     outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
     runs = []
     for cfg, run_dir, resume in members:
@@ -518,8 +520,6 @@ def train_fleet(
             raise
         except Exception as e:  # noqa: BLE001 - this member cannot start; the others can
             outcome[Path(run_dir)].error = e
-    if any(r.info.enabled for r in runs):
-        raise VinyError("fleets train in one process: run them without torchrun")
     _share_training_sets(runs)
     errors: dict[Path, BaseException] = {}
     for group in group_runs(runs):
