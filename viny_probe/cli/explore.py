@@ -1,0 +1,105 @@
+"""`viny explore`: a thin wrapper around ``viny_probe.analysis.explore``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ..progress import console
+from .app import app
+from .options import (
+    INTERRUPTED_NOTHING_WRITTEN,
+    device_option,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+def split_models_and_images(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments -> (models, images): an image is an existing file with an image suffix, or
+    an embedded ``DATASET:INDEX`` (toy-pets:3); everything else names a model."""
+    from ..analysis.images import EMBEDDED_IMAGE
+
+    models, images = [], []
+    for item in items:
+        path = Path(item)
+        is_image = (path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()) or bool(
+            EMBEDDED_IMAGE.match(item)
+        )
+        (images if is_image else models).append(item)
+    return models, images
+
+
+@app.command("explore")
+@interruptible(INTERRUPTED_NOTHING_WRITTEN)
+def explore_command(
+    items: list[str] = typer.Argument(
+        ...,
+        help="models (viny checkpoints, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION), then optionally image "
+        "files or embedded DATASET:INDEX images; without images, --images test images of --dataset",
+    ),
+    out: Path = out_option(Path("explorer.html"), "the HTML file to write (default explorer.html)"),
+    dataset: str | None = typer.Option(
+        None, help="images from this dataset's test split (default: the first checkpoint's, else toy-pets)"
+    ),
+    images: int = typer.Option(16, "--images", help="how many test images to show"),
+    data_root: str | None = typer.Option(
+        None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
+    ),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", help="split seed (default: the checkpoint's)"
+    ),
+    test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
+    layer: str = typer.Option("all", "--layer", help="blocks in the page: all | final | 3,6,12"),
+    max_mb: float = typer.Option(64.0, "--max-mb", help="refuse a page larger than this (MB)"),
+    allow_overlap: bool = typer.Option(
+        False, "--allow-overlap", help="show images the checkpoint's lineage trained on (refused by default)"
+    ),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
+    device: str = device_option(),
+    batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
+) -> None:
+    """One self-contained HTML page to look at patch tokens: click a patch to see its cosine similarity
+    to every patch of every image, per block (slider) and per model (rows); a PCA-RGB view per block;
+    hover for a patch's trimap label. No server: open the file in a browser (docs/explore.md).
+
+    Examples: viny explore runs/pre/final.pt runs/seg/final.pt -o explorer.html;
+    viny explore timm:vit_small_patch16_224 cat.jpg dog.jpg --layer 4,8,12
+    """
+    from ..analysis.diagnose import load_models
+    from ..analysis.explore import ExploreOptions, build_explorer, dataset_images, file_images
+
+    sources, image_items = split_models_and_images(items)
+    if not sources:
+        raise typer.BadParameter("name at least one model before the images", param_hint="ITEMS")
+    if image_items and (dataset or images != 16):
+        raise typer.BadParameter("give image files, or --dataset/--images, not both", param_hint="--dataset")
+    progress = not (quiet or as_json)
+    models = load_models(sources)
+    warnings: list[str] = []
+    if image_items:
+        shown = file_images(image_items)
+    else:
+        shown, warnings = dataset_images(
+            models, dataset, images, data_root, split_seed, test_size, allow_overlap
+        )
+    opts = ExploreOptions(
+        blocks=layer, device=device, batch_size=batch_size, max_mb=max_mb, progress=progress
+    )
+    summary = build_explorer(models, shown, out, opts, say=console.print if progress else None)
+    summary["warnings"] = warnings
+    if as_json:
+        print_json(summary)
+        return
+    console.print(
+        f"explorer: [bold]{summary['file']}[/] ({summary['bytes'] / 1e6:.1f} MB, {summary['images']} images)"
+    )
+    for line in warnings:
+        console.print(f"[yellow]warning:[/] {line}", highlight=False)
