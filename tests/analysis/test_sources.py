@@ -23,7 +23,7 @@ from viny_probe.model import ViNy, ViTConfig
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 
-TINY = "img_size=64,patch_size=8,depth=2,embed_dim=32,num_heads=2"
+TINY = "img_size=64,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
 TIMM_CLS = f"timm:vit_tiny_patch16_224,{TINY}"  # 1 prefix token (CLS), 8 x 8 grid
 TIMM_REG = f"timm:vit_tiny_patch16_224,{TINY},reg_tokens=4"  # CLS + 4 registers
 SMALL = ["--dataset", "toy-pets", "--probe-images", "24", "--test-images", "12", "-q"]
@@ -324,8 +324,8 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON)."""
     from viny_probe.analysis.diagnose import diagnose
 
-    seven = "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2"
-    twelve = "timm:vit_tiny_patch16_224,img_size=48,patch_size=4,depth=3,embed_dim=32,num_heads=2"
+    seven = "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
+    twelve = "timm:vit_tiny_patch16_224,img_size=48,patch_size=4,depth=3,embed_dim=32,num_heads=2,pretrained=false"
     out = tmp_path / "grids"
     summary = diagnose(
         [seven, twelve],
@@ -428,7 +428,7 @@ def test_bad_models_are_one_line_errors(monkeypatch, capsys, tmp_path):
     (tmp_path / "empty").mkdir()
     err = bad(monkeypatch, capsys, "probe", f"hf:{tmp_path / 'empty'}", "-q")
     assert "has no config.json" in err and "save_pretrained" in err
-    err = bad(monkeypatch, capsys, "probe", "timm:resnet18", "-q")
+    err = bad(monkeypatch, capsys, "probe", "timm:resnet18,pretrained=false", "-q")
     assert "has no patch grid" in err
     wide = tmp_path / "wide"
     transformers.ViTModel(

@@ -29,11 +29,12 @@ from .options import (
 
 CKPT_HELP = (
     "the model: a viny checkpoint (run folder's final.pt), the study authors' state_dict (.pth), "
-    "timm:NAME[,KEY=VALUE...], hf:FOLDER (a local save_pretrained folder) or py:MODULE:FUNCTION "
+    "timm:NAME[.TAG][,KEY=VALUE...] (pretrained), hf:FOLDER (a local save_pretrained folder) or py:MODULE:FUNCTION "
     "(docs/any-model.md)"
 )
 WEIGHTS_HELP = (
-    "weights of a timm: model: a .safetensors file or a torch state_dict (default: random init, seed 0)"
+    "weights of a timm: model: a .safetensors file or a torch state_dict (default: timm's pretrained "
+    "weights for NAME.TAG from the Hugging Face cache; ,pretrained=false in the string for random init)"
 )
 IMG_SIZE_HELP = "input size of a timm:/hf:/py: model (default: the model's own; a viny checkpoint's is fixed)"
 

@@ -1,6 +1,8 @@
-"""``timm:NAME[,KEY=VALUE...]``: ``timm.create_model(NAME, pretrained=False, **options)``, random-init
-with torch seed 0 unless ``--weights FILE`` (or ``weights=FILE``) gives a safetensors file or a torch
-state_dict, loaded strictly. ``--img-size`` is timm's ``img_size=``. Prefix tokens are the model's
+"""``timm:NAME[.TAG][,KEY=VALUE...]``: ``timm.create_model(NAME, pretrained=True, **options)``: timm's
+own pretrained weights for that tag (``vit_small_patch16_224.dino``), read through timm's loading from
+the Hugging Face cache (``HF_HUB_CACHE``, honouring ``HF_HUB_OFFLINE``); ``--weights FILE`` (or
+``weights=FILE``) gives a safetensors file or a torch state_dict instead, loaded strictly; random init
+(torch seed 0) only when asked for with ``pretrained=false``, and the notes say so. ``--img-size`` is timm's ``img_size=``. Prefix tokens are the model's
 ``num_prefix_tokens``; mean/std come from its pretrained config (``timm.data.resolve_data_config``);
 the input size is the one the model is built for (``patch_embed.img_size``). Tokens are read with
 forward hooks on ``model.blocks``; the last block's entry is ``forward_features`` (after the final norm).
@@ -30,11 +32,69 @@ INIT_SEED = (
 )
 
 
-def _create(timm, name: str, kwargs: dict, what: str):
+def _pretrained_cfg(timm, name: str, what: str):
+    """timm's pretrained config of ``name`` (with its tag); a VinyError when timm has no weights for it."""
+    from timm.models import get_pretrained_cfg
+
+    if not timm.is_model(name.split(".")[0]):
+        return None  # create_model names the unknown model, with close matches
+    try:
+        cfg = get_pretrained_cfg(name)
+    except (RuntimeError, KeyError, ValueError):
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url or cfg.file):
+        base = name.split(".")[0]
+        tags = timm.list_models(base, pretrained=True)[:6]
+        hint = f"; its pretrained tags: {', '.join(tags)}" if tags else ""
+        raise VinyError(
+            f"{what}: timm has no pretrained weights named {name!r}{hint}. Give --weights FILE, or add "
+            "',pretrained=false' for a random network (said so in every output)"
+        )
+    return cfg
+
+
+def _where_cached(cfg) -> str:
+    """``hub id@revision`` of the weights timm read from the Hugging Face cache (or the URL / file)."""
+    if cfg.hf_hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+
+            for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors"):
+                found = try_to_load_from_cache(cfg.hf_hub_id, filename)
+                if isinstance(found, str):
+                    return f"hf hub {cfg.hf_hub_id}@{Path(found).parent.name} ({filename})"
+        except ImportError:
+            pass
+        return f"hf hub {cfg.hf_hub_id}"
+    return str(cfg.url or cfg.file)
+
+
+def _offline_message(name: str, cfg, what: str, err: BaseException) -> str:
+    import os
+
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+    where = f"Hugging Face repo {cfg.hf_hub_id}" if cfg.hf_hub_id else str(cfg.url or cfg.file)
+    offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+    return (
+        f"{what}: its pretrained weights ({where}) are not in the cache {cache} and could not be "
+        f"fetched{offline} ({type(err).__name__}); fill that cache on a machine with network access "
+        f"(python -c \"import timm; timm.create_model('{name}', pretrained=True)\") and copy it here, or "
+        "give --weights FILE"
+    )
+
+
+def _create(timm, name: str, kwargs: dict, what: str, pretrained: bool = False):
+    cfg = _pretrained_cfg(timm, name, what) if pretrained else None
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(INIT_SEED)
-            return timm.create_model(name, pretrained=False, **kwargs)
+            return timm.create_model(name, pretrained=pretrained, **kwargs)
+    except (OSError, ConnectionError) as e:  # huggingface_hub's offline / not-cached errors are OSErrors
+        if cfg is None:
+            raise
+        raise VinyError(_offline_message(name, cfg, what, e)) from None
     except RuntimeError as e:
         if "Unknown model" not in str(e):
             raise VinyError(f"{what}: timm could not build it ({str(e).splitlines()[0][:200]})") from None
@@ -61,6 +121,12 @@ def _options(spec: ModelSpec, options: SourceOptions, what: str) -> tuple[dict, 
             f"{what}: weights given twice ({weights} in the string, {options.weights} by --weights)"
         )
     weights = weights if weights is not None else options.weights
+    pretrained = kwargs.pop("pretrained", None)
+    if pretrained is not None and not isinstance(pretrained, bool):
+        raise VinyError(f"{what}: pretrained= must be true or false, got {pretrained!r}")
+    if pretrained and weights is not None:
+        raise VinyError(f"{what}: pretrained=true and a weights file both name weights; choose one")
+    kwargs["pretrained"] = weights is None if pretrained is None else pretrained
     if options.image_size is not None:
         if kwargs.get("img_size", options.image_size) != options.image_size:
             raise VinyError(
@@ -76,7 +142,8 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
 
     what = spec.text or f"timm:{spec.target}"
     kwargs, weights = _options(spec, options, what)
-    model = _create(timm, spec.target, kwargs, what)
+    pretrained = kwargs.pop("pretrained")
+    model = _create(timm, spec.target, kwargs, what, pretrained)
     patch_embed, blocks = getattr(model, "patch_embed", None), getattr(model, "blocks", None)
     if (
         patch_embed is None
@@ -103,15 +170,13 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         + ("--img-size / img_size=" if "img_size" in kwargs else "the model's own"),
         "mean/std: the model's pretrained config (timm resolve_data_config)",
         f"{prefix} prefix token(s) dropped: timm's num_prefix_tokens",
-        f"weights: {weights}"
-        if weights is not None
-        else f"weights: random init (torch seed {INIT_SEED}), no --weights",
+        _weights_note(model, weights, pretrained),
     ]
     config = {
         "source": "timm",
         "model": spec.target,
         "kwargs": kwargs,
-        "weights": None if weights is None else str(weights),
+        "weights": notes[-1].removeprefix("weights: "),
         "depth": len(blocks),
         "dim": dim,
         "patch_size": patch_size,
@@ -135,12 +200,26 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
     )
 
 
+def _weights_note(model, weights, pretrained: bool) -> str:
+    if weights is not None:
+        return f"weights: {weights}"
+    if pretrained:
+        cfg = model.pretrained_cfg
+        tag = cfg.get("tag") if isinstance(cfg, dict) else None
+        from types import SimpleNamespace
+
+        ns = SimpleNamespace(**{k: cfg.get(k) for k in ("hf_hub_id", "url", "file")})
+        return f"weights: timm pretrained{' tag ' + tag if tag else ''}, {_where_cached(ns)}"
+    return f"weights: RANDOM INIT (torch seed {INIT_SEED}; pretrained=false), not trained weights"
+
+
 register_source(
     ModelSource(
         "timm",
         load,
-        "a timm model by name, random-init or with --weights FILE (safetensors or a torch state_dict)",
-        "timm:vit_small_patch16_224",
+        "a timm model by name with its pretrained weights (NAME.TAG, from the Hugging Face cache), "
+        "--weights FILE (safetensors or a torch state_dict), or pretrained=false for random init",
+        "timm:vit_small_patch16_224.augreg_in21k",
         extra="timm",
     )
 )
