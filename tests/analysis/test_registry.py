@@ -41,6 +41,7 @@ def test_the_built_in_diagnostics_in_table_2_order():
         "within_across_ratio",
         "probe",
         "knn",
+        "dense_knn",
         "effective_rank",
     ]
     assert [c.title for c in columns(TABLE2)] == [
@@ -50,6 +51,7 @@ def test_the_built_in_diagnostics_in_table_2_order():
         "probe acc %",
         "balanced acc %",
         "kNN %",
+        "dense kNN mIoU %",
         "eff. rank",
     ]
     assert [c.terminal_title for c in columns(BLOCKS)] == [
@@ -60,6 +62,7 @@ def test_the_built_in_diagnostics_in_table_2_order():
         "train %",
         "balanced %",
         "kNN %",
+        "dkNN mIoU %",
         "eff. rank",
     ]
     assert {d.curve for d in registered() if d.per_block} == {
@@ -67,9 +70,10 @@ def test_the_built_in_diagnostics_in_table_2_order():
         "across_image_variance",
         "within_across_ratio",
         "probe_accuracy",
+        "dense_knn_miou",
         "effective_rank",
     }
-    assert [d.key for d in registered() if d.needs_labels] == ["probe", "knn"]
+    assert [d.key for d in registered() if d.needs_labels] == ["probe", "knn", "dense_knn"]
 
 
 def test_label_free_diagnostics_are_the_plain_functions():

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from threadpoolctl import threadpool_limits
 
+from viny_probe.analysis import dense_knn as _dense
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
@@ -116,6 +117,32 @@ def knn_rows(result: dict) -> list[tuple[str, str]]:
     ]
 
 
+def dense_knn(layer: LayerTokens) -> dict:
+    """Dense nearest-neighbour segmentation (the Hummingbird protocol, ``analysis.dense_knn``): a bank
+    of pool patches, the first ``KNN_TEST_IMAGES`` test images as queries."""
+    result = _dense.dense_knn_segmentation(
+        layer.train,
+        layer.train_labels,
+        layer.test[:KNN_TEST_IMAGES],
+        layer.test_labels[:KNN_TEST_IMAGES],
+        num_classes=3,
+        max_bank_patches=KNN_BANK_PATCHES,
+        seed=layer.seed,
+    )
+    return {**result.to_dict(), "per_class_iou": _named(result.per_class_iou)}
+
+
+def dense_knn_per_block(layer: LayerTokens) -> float:
+    return dense_knn(layer)["miou"]
+
+
+def dense_knn_rows(result: dict) -> list[tuple[str, str]]:
+    return [
+        (f"dense kNN mIoU % (k={result['k']}, T={result['temperature']:g})", _pct(result["miou"])),
+        ("dense kNN patch accuracy %", _pct(result["accuracy"])),
+    ]
+
+
 # ------------------------------------------------------------------------------------ registration
 register(
     Diagnostic(
@@ -200,6 +227,39 @@ register(
         switch="knn",
         settings={"k": KNN_K, "bank_patches": KNN_BANK_PATCHES, "test_images": KNN_TEST_IMAGES},
         rows=knn_rows,
+    )
+)
+register(
+    Diagnostic(
+        "dense_knn",
+        "dense kNN",
+        f"Hummingbird retrieval: k = {_dense.K} cosine neighbours from a bank of {KNN_BANK_PATCHES:,} pool "
+        f"patches, labels weighted by softmax(sim / {_dense.TEMPERATURE}); patch-level mIoU on the first "
+        f"{KNN_TEST_IMAGES} test images",
+        dense_knn,
+        (
+            Column(
+                "dense_knn_miou_pct",
+                "dense kNN mIoU %",
+                ".1f",
+                lambda r: 100 * r["miou"],
+                short="dkNN mIoU %",
+                report="Dense kNN mIoU (%)",
+            ),
+        ),
+        per_block=True,
+        block_compute=dense_knn_per_block,
+        curve_key="dense_knn_miou",
+        needs_labels=True,
+        switch="knn",
+        settings={
+            "k": _dense.K,
+            "temperature": _dense.TEMPERATURE,
+            "bank_patches": KNN_BANK_PATCHES,
+            "test_images": KNN_TEST_IMAGES,
+            "labels": "patch majority class (one-hot); mIoU over test patches",
+        },
+        rows=dense_knn_rows,
     )
 )
 register(
