@@ -317,3 +317,43 @@ def test_similarity_map_refuses_an_embedded_image_the_lineage_trained_on(tiny_ck
     )
     assert len(res["warnings"]) == 1
     assert json.loads((tmp_path / "m.json").read_text())["warnings"] == res["warnings"]
+
+
+def test_diagnose_draws_pca_rgb_and_embeds_the_explorer_from_the_tokens_it_measured(
+    tiny_ckpt, fresh_ckpt, tmp_path
+):
+    """pca_rgb.json holds pca_rgb() of each model's final-block tokens over ALL test images (first 4
+    shown); explorer.html holds, for each model in order, the int8 tokens of the first 8 test images at
+    every block, equal to quantise() of tokens extracted afresh from the same images and block.
+    Mutants watched failing: the explorer fed block b - 1's tokens for block b (block 1's for blocks 1
+    and 2); PCA fitted over the shown 4 images only."""
+    from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.embeddings import extract_patch_tokens
+    from viny_probe.analysis.evaluation_data import load_probe_data
+    from viny_probe.analysis.explore import decode_tokens, quantise, read_page_data
+    from viny_probe.analysis.pca import pca_rgb
+    from viny_probe.analysis.sources import load_model
+
+    out = tmp_path / "diag"
+    summary = diagnose(
+        [tiny_ckpt, fresh_ckpt], ["Spatial", "Fresh"], out, probe_images=48, test_images=24,
+        depth_probe_images=16, cka_images=12, fig6_images=1, progress=False, use_cache=False,
+    )  # fmt: skip
+    assert summary["files"]["pca_rgb"] == "pca_rgb.png" and summary["files"]["explorer"] == "explorer.html"
+    assert "(explorer.html)" in (out / "summary.md").read_text()
+    where = summary["data"][32]
+    _, test_set, _ = load_probe_data(
+        where["dataset"], 32, None, where["split_seed"], where["test_size"], 48, 24
+    )
+    page = read_page_data(out / "explorer.html")
+    assert [m["name"] for m in page["models"]] == ["Spatial", "Fresh"]
+    assert len(page["images"]) == 8
+    pca = json.loads((out / "pca_rgb.json").read_text())
+    for entry, ckpt, name in zip(page["models"], (tiny_ckpt, fresh_ckpt), ("Spatial", "Fresh"), strict=True):
+        model = load_model(ckpt)
+        tokens = extract_patch_tokens(model, test_set, "all", use_cache=False, progress=False)
+        for block in (1, 2):
+            assert torch.equal(decode_tokens(entry, block, 8), quantise(tokens[block][:8]))
+        colours, _ = pca_rgb(tokens[2])
+        drawn = torch.tensor(pca["colours"][name])  # (4, g, g, 3)
+        assert torch.allclose(drawn.reshape(4, -1, 3), colours[:4], atol=1e-6)

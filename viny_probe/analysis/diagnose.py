@@ -31,10 +31,13 @@ from viny_probe.analysis.evaluation_data import (
     resolve_evaluation,
     subsample_note,
 )
+from viny_probe.analysis.explore import explorer_size, model_entry, page_data, write_page
 from viny_probe.analysis.lineage import guard_evaluation
+from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.plots import (
     plot_cka_panels,
     plot_depth_curves,
+    plot_pca_rgb,
     plot_reference_grid,
     plot_reference_grid_stretched,
     plot_similarity_by_class,
@@ -59,6 +62,9 @@ from viny_probe.errors import VinyError
 
 # The per-block probe is fitted on fewer pool images; CKA uses the first test images only.
 DEPTH_PROBE_IMAGES = 250
+PCA_IMAGES = 4  # test images in pca_rgb.png (the components are fitted over all test images)
+EXPLORER_IMAGES = 8  # test images in explorer.html (every block of every model)
+EXPLORER_MAX_BYTES = 32_000_000  # a larger page is left out, with a note naming `viny explore`
 CKA_IMAGES = 250
 FIG6_IMAGES = 2
 # Memory bounds of the per-block pass, each what ViNy needs at the defaults (so ViNy is never cut):
@@ -135,6 +141,9 @@ class _Collected:
     fig6_map_refs: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     fig6_pictures: dict[str, torch.Tensor] = field(default_factory=dict)
     fig6_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    pca: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = field(default_factory=dict)
+    explorer: list[dict] = field(default_factory=list)
+    explorer_pictures: torch.Tensor | None = None
 
 
 def _check_names(ckpts: Sequence, names: Sequence[str] | None) -> list[str]:
@@ -287,6 +296,7 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str
         model, train_set, test_all, test_labels[:depth_images], got.finals[name], opts, tag
     )
     got.cka_feats.append(_cka_features(test_all, model, opts))
+    _pca_and_explorer(got, model, name, test_all, final, test_set, opts, tag)
     got.memory[name] = {
         "probe_subsample": subsample_note(keep, model.num_patches),
         **memory,
@@ -295,6 +305,31 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str
         "cka_patches_per_image": got.cka_feats[-1][0].shape[1],
         "cka_subsampled": got.cka_feats[-1][0].shape[1] < model.num_patches,
     }
+
+
+def _pca_and_explorer(got: _Collected, model, name, test_all, final, test_set, opts, tag) -> None:
+    """PCA-RGB colours of the final block (fitted over every test image) and this model's part of
+    explorer.html (the first ``EXPLORER_IMAGES`` test images at every block, from the tokens at hand)."""
+    colours, info = pca_rgb(final)
+    shown = min(PCA_IMAGES, len(test_set))
+    got.pca[name] = (test_set.images[:shown], colours[:shown], info)
+    n = min(EXPLORER_IMAGES, len(test_set))
+    if got.explorer is None or explorer_size([model], n, "all") > EXPLORER_MAX_BYTES:
+        if got.explorer is not None:
+            got.notes.append(
+                f"explorer.html left out: {name}'s tokens at every block would pass "
+                f"{EXPLORER_MAX_BYTES / 1e6:.0f} MB; `viny explore` with --layer makes a smaller page"
+            )
+        got.explorer = None
+        return
+    if len(test_all[1]) >= n:
+        tokens = {b: test_all[b][:n] for b in range(1, model.depth + 1)}
+    else:
+        subset = test_set.subset(list(range(n)))
+        tokens = extract_patch_tokens(model, subset, "all", split=f"test-{tag}", **opts.extract)
+    got.explorer.append(model_entry(model, tokens, test_set.masks[:n], name))
+    if got.explorer_pictures is None:
+        got.explorer_pictures = test_set.images[:n]
 
 
 def _cka(got: _Collected, names: list[str]) -> list[dict]:
@@ -359,6 +394,22 @@ def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Opti
     if matrices:
         plot_cka_panels(matrices, out / "cka.png")
         files["cka"] = "cka.png"
+    first = next(iter(got.pca.values()))
+    plot_pca_rgb(
+        first[0],
+        {n: c for n, (_, c, _) in got.pca.items()},
+        out / "pca_rgb.png",
+        {n: i for n, (_, _, i) in got.pca.items()},
+        title="PCA of the final block's patch tokens (fitted over all test images) as RGB",
+    )
+    files["pca_rgb"] = "pca_rgb.png"
+    if got.explorer:
+        n = len(got.explorer_pictures)
+        where = f"the first {n} test images, as diagnosed"
+        names = [f"test {i}" for i in range(n)]
+        data = page_data(got.explorer, got.explorer_pictures, names, where, got.warnings)
+        write_page(data, out / "explorer.html")
+        files["explorer"] = "explorer.html"
     return files
 
 

@@ -19,7 +19,7 @@ import base64
 import io
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -133,21 +133,15 @@ def weights_line(model: TokenModel) -> str:
     return f"{what} (weights sha256 {model.digest()[:16]})"
 
 
-def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions) -> dict:
-    pixels, masks = images.at(model.image_size)
-    blocks = model_blocks(model, opts.blocks)
-    tokens = extract_patch_tokens(
-        model,
-        pixels,
-        blocks,
-        batch_size=opts.batch_size,
-        split="explore",
-        device=opts.device,
-        use_cache=opts.use_cache,
-        progress=opts.progress,
-    )
+def model_entry(
+    model: TokenModel, tokens: Mapping[int, torch.Tensor], masks: torch.Tensor | None, name: str | None = None
+) -> dict:
+    """One model's part of the page from its tokens ``{block: (N, P, D)}`` of the shown images (and their
+    ``(N, S, S)`` trimaps, or None): int8 tokens, PCA colours and patch labels, base64. ``name``: what
+    the page calls it (default the model's own name)."""
+    blocks = sorted(tokens)
     entry: dict = {
-        "name": model.name,
+        "name": name or model.name,
         "source": model.source,
         "weights": weights_line(model),
         "notes": list(model.notes),
@@ -176,21 +170,57 @@ def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions)
     return entry
 
 
-def explorer_data(models: Sequence[TokenModel], images: ExploreImages, opts: ExploreOptions) -> dict:
-    """Everything the page shows, as JSON-ready data (tokens and colours base64)."""
-    display = max(m.image_size for m in models)
-    pixels, _ = images.at(display)
+def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions) -> dict:
+    pixels, masks = images.at(model.image_size)
+    tokens = extract_patch_tokens(
+        model,
+        pixels,
+        model_blocks(model, opts.blocks),
+        batch_size=opts.batch_size,
+        split="explore",
+        device=opts.device,
+        use_cache=opts.use_cache,
+        progress=opts.progress,
+    )
+    return model_entry(model, tokens, masks)
+
+
+def page_data(
+    entries: list[dict],
+    pictures: torch.Tensor,
+    names: Sequence[str],
+    where: str,
+    warnings: Sequence[str] = (),
+) -> dict:
+    """The page's data: model ``entries`` (``model_entry``), the ``(N, 3, S, S)`` uint8 pictures shown
+    and their names, a line saying where the images came from, and warnings shown as a red banner."""
     return {
+        "warnings": list(warnings),
         "format": "viny-explorer/1",
-        "images": [{"name": n, "png": _png(p)} for n, p in zip(images.names, pixels, strict=True)],
-        "image_source": images.where,
+        "images": [{"name": n, "png": _png(p)} for n, p in zip(names, pictures, strict=True)],
+        "image_source": where,
         "classes": list(SEG_CLASSES),
         "display_px": DISPLAY_PX,
         "similarity_range": list(SIMILARITY_RANGE),
         "colours": colour_scale(),
         "quant": QUANT,
-        "models": [_model_entry(m, images, opts) for m in models],
+        "models": entries,
     }
+
+
+def explorer_data(models: Sequence[TokenModel], images: ExploreImages, opts: ExploreOptions) -> dict:
+    """Everything the page shows, as JSON-ready data (tokens and colours base64)."""
+    pixels, _ = images.at(max(m.image_size for m in models))
+    return page_data([_model_entry(m, images, opts) for m in models], pixels, images.names, images.where)
+
+
+def write_page(data: dict, out: str | Path) -> int:
+    """Write ``render_page(data)`` to ``out`` atomically; its size in bytes."""
+    from viny_probe.checkpoint import atomic_write_bytes
+
+    page = render_page(data).encode("utf-8")
+    atomic_write_bytes(Path(out), lambda f: f.write(page))
+    return len(page)
 
 
 def render_page(data: dict) -> str:
@@ -239,14 +269,10 @@ def build_explorer(
             f"the explorer page would be about {estimate / 1e6:.0f} MB, over --max-mb {opts.max_mb:g}: "
             "show fewer images (--images), fewer blocks (--layer 4,8,12) or fewer models, or raise --max-mb"
         )
-    from viny_probe.checkpoint import atomic_write_bytes
-
-    page = render_page(explorer_data(models, images, opts)).encode("utf-8")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out, lambda f: f.write(page))
+    size = write_page(explorer_data(models, images, opts), out)
     return {
         "file": str(out),
-        "bytes": len(page),
+        "bytes": size,
         "models": [{"name": m.name, "weights": weights_line(m)} for m in models],
         "images": len(images.names),
         "image_source": images.where,

@@ -462,3 +462,45 @@ def plot_reconstructions(
     if data is None:
         data = {"title": title, "rows": labels, "masked_l1": {k: list(v) for k, v in masked_l1.items()}}
     return _save(fig, path, data)
+
+
+def plot_pca_rgb(
+    pictures,
+    colours: Mapping[str, torch.Tensor],
+    path: str | Path,
+    info: Mapping[str, dict] | None = None,
+    title: str = "First three principal components of the patch tokens as RGB",
+) -> dict:
+    """The DINO-style PCA picture: columns = images; the first row the inputs, then one row per model
+    with each patch coloured by its first three principal components (``analysis.pca.pca_rgb``).
+
+    pictures: ``(n, 3, H, W)`` uint8 inputs. colours: ``{model: (n, P, 3)}`` colours in [0, 1], P = g * g
+    (models may differ in g). info: ``{model: pca_rgb's info}``, its explained variance in the row label.
+    """
+    if not colours:
+        raise VinyError("colours must name at least one model")
+    shown = [_as_image(p, f"pictures[{i}]") for i, p in enumerate(pictures)]
+    n = len(shown)
+    grids = {}
+    for name, c in colours.items():
+        c = torch.as_tensor(c, dtype=torch.float32)
+        g = math.isqrt(c.shape[1]) if c.ndim == 3 else 0
+        if c.ndim != 3 or c.shape[0] < n or c.shape[2] != 3 or g * g != c.shape[1]:
+            raise VinyError(f"colours[{name!r}] must be (n >= {n}, g * g, 3), got {tuple(c.shape)}")
+        grids[name] = c[:n].reshape(n, g, g, 3).clamp(0, 1).numpy()
+    fig = Figure(figsize=(1.9 * n + 1.2, 1.9 * (1 + len(grids)) + 0.5), layout="constrained")
+    axes = np.asarray(fig.subplots(1 + len(grids), n, squeeze=False))
+    for j, picture in enumerate(shown):
+        axes[0, j].imshow(picture)
+    axes[0, 0].set_ylabel("input")
+    for i, (name, grid) in enumerate(grids.items(), start=1):
+        for j in range(n):
+            axes[i, j].imshow(grid[j], interpolation="nearest")
+        ratios = (info or {}).get(name, {}).get("explained_variance_ratio")
+        label = name if not ratios else f"{name}\n({100 * sum(ratios):.0f}% of variance)"
+        axes[i, 0].set_ylabel(label)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title)
+    return _save(fig, path, {"title": title, "colours": grids, "info": dict(info or {})})

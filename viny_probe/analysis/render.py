@@ -137,6 +137,17 @@ def _figures_markdown(summary: dict, info: dict) -> list[str]:
             if m["diagonal"] is not None and m["names"][0] != m["names"][1]:
                 diag = ", ".join(format_value(v, ".2f") for v in m["diagonal"])
                 lines.append(f"  - {m['names'][0]} vs {m['names'][1]}, same block: {diag}")
+    if "pca_rgb" in summary["files"]:
+        lines.append(
+            "- [pca_rgb.png](pca_rgb.png): the first three principal components of each model's final-block "
+            "patch tokens as RGB (fitted over all test images, shown on the first few)."
+        )
+    if "explorer" in summary["files"]:
+        lines.append(
+            "- [explorer.html](explorer.html): open it in a browser and click any patch: its cosine "
+            "similarity on every shown test image, per block and per model; a PCA view per block "
+            "(docs/explore.md)."
+        )
     return lines
 
 

@@ -484,6 +484,7 @@ GEOMETRY_FIGURES = {  # summary.json "files" key -> caption
     "range fixed to -0.5..1.",
     "depth_curves": "Diagnostics per block: where in the network each stage acts.",
     "cka": "Linear CKA, block by block, of each encoder against the pretrained one.",
+    "pca_rgb": "The first three principal components of each encoder's final-block patch tokens as RGB.",
 }
 
 
@@ -561,6 +562,16 @@ def _geometry_figures(sweep_dir: Path, seed: int, summary: dict, fig_dir: Path) 
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source / name, target)
             blocks.append(figure(target, caption))
+    page = summary["files"].get("explorer")
+    if page and (source / page).is_file():
+        target = fig_dir / f"geometry-seed{seed}" / page
+        shutil.copyfile(source / page, target)
+        blocks.append(
+            p(
+                f"Interactive: {target.relative_to(fig_dir.parent)} (open it in a browser; click any patch to "
+                "see its similarity on every image, per block and encoder)."
+            )
+        )
     return blocks
 
 
