@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -171,7 +172,11 @@ def clear_finished_lock(folder: Path) -> bool:
     return breaker.took_over is not None
 
 
-def hold_run_folder(run_dir: Path, say, advice: str = "choose another --out") -> StageLock | None:
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def hold_run_folder(run_dir: Path, say=_to_stderr, advice: str = "choose another --out") -> StageLock | None:
     """Take ``run_dir``'s lock for this process (a stale one taken over, ``say`` told why). None when
     this process holds it already (a sweep worker's claim on its stage): the caller borrows it and
     must not release it. Another live holder is a one-line VinyError naming the folder and its pid,
