@@ -6,6 +6,7 @@ file without --force. Real `viny` processes (faultproc.py) on the tiny model."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -213,3 +214,44 @@ def test_a_finished_lock_is_ignored_by_the_sweep_and_cleared(tmp_path):
     assert sw.run_stage(stage, tmp_path, sw.Execution(progress=False), log.append) == "done"
     assert not lock.exists() and not any("took over" in m for m in log)
     assert runlock.read_lock(lock) is None
+
+
+SWEEP_PLAN = """
+base = "mini"
+name = "borrow"
+model = "tiny"
+seeds = [0]
+pretrain_sizes = [0]
+finetune_sizes = [8]
+intermediate = false
+test_size = 8
+epochs_scale = 0.1
+"""
+
+
+def test_a_sweep_stage_and_its_run_hold_one_lock(work, tmp_path, monkeypatch):
+    """A sweep worker holds its stage's lock while it trains the stage, and the run takes its folder's
+    lock: the same file, which the run borrows from its own worker instead of refusing it. While the
+    run trains, the lock is the worker's; after the stage none is left. Mutant watched failing:
+    ``runlock.hold_run_folder`` without its look-up of the locks this process holds (the run refuses
+    its own worker: "is in use by another viny process (pid <its own>)")."""
+    from viny_probe.experiments import sweep as sw
+    from viny_probe.experiments.plans import load_plan_file
+
+    (tmp_path / "plan.toml").write_text(SWEEP_PLAN)
+    plan = load_plan_file(tmp_path / "plan.toml")
+    (stage,), _ = sw.expand(plan)
+    lock = sw.stage_dir(tmp_path, stage.id) / "lock"
+    seen = []
+    real_train = sw.train
+
+    def train(cfg, run_dir, **kwargs):
+        seen.append(runlock.read_lock(lock))
+        return real_train(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(sw, "train", train)
+    assert (
+        sw.run_stage(stage, tmp_path, sw.Execution(device="cpu", progress=False), log=lambda m: None) == "ran"
+    )
+    assert len(seen) == 1 and seen[0]["pid"] == os.getpid()
+    assert (lock.parent / "final.pt").exists() and not lock.exists()
