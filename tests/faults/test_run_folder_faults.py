@@ -193,10 +193,11 @@ def test_import_over_a_runs_final_checkpoint_needs_force(raced, work):
 
 
 def test_a_finished_lock_is_ignored_by_the_sweep_and_cleared(tmp_path):
-    """A finished stage's stale lock (dead pid beside final.pt): dry_run says done, a sweep counts the
-    stage done without taking anything over, and the lock is removed. A stale lock of an unfinished
-    stage is not "running". Failed before the fix (the lock stayed; a dead worker's unfinished stage
-    showed "running"). Mutant watched failing: ``claim_stage`` without ``clear_finished_lock``."""
+    """A stale lock (dead pid) of an unfinished stage is not "running" in a dry run; beside final.pt (a
+    worker killed after final.pt, before releasing its lock) a sweep counts the stage done without taking
+    anything over, and the lock is removed. Failed before the fix (the lock stayed; the unfinished
+    stage showed "running"). Mutant watched failing: ``runlock.clear_finished_lock`` returning at once
+    (the lock stays)."""
     from viny_probe.experiments import sweep as sw
     from viny_probe.experiments.plans import PLANS, expand, with_options
 
