@@ -8,12 +8,13 @@ import socket
 import threading
 import time
 
+from viny_probe import runlock
 from viny_probe.experiments import sweep as sw
 from viny_probe.experiments.plans import PLANS, expand, with_options
 
 
 def test_second_taker_is_refused(tmp_path):
-    a, b = sw.StageLock(tmp_path / "lock"), sw.StageLock(tmp_path / "lock")
+    a, b = runlock.StageLock(tmp_path / "lock"), runlock.StageLock(tmp_path / "lock")
     assert a.acquire()
     assert not b.acquire()
     b.release()  # not its lock: must leave it
@@ -25,7 +26,7 @@ def test_second_taker_is_refused(tmp_path):
 
 
 def test_concurrent_takers_exactly_one(tmp_path):
-    locks = [sw.StageLock(tmp_path / "lock") for _ in range(8)]
+    locks = [runlock.StageLock(tmp_path / "lock") for _ in range(8)]
     won = []
     barrier = threading.Barrier(len(locks))
 
@@ -51,21 +52,21 @@ def _fake_lock(path, pid, host, age_s=0.0):
 def test_stale_locks(tmp_path):
     path = tmp_path / "lock"
     _fake_lock(path, 2**22 + 12345, socket.gethostname())  # this host, pid that does not exist
-    assert sw.lock_is_stale(path)
+    assert runlock.lock_is_stale(path)
     _fake_lock(path, os.getpid(), socket.gethostname())  # this host, live pid
-    assert not sw.lock_is_stale(path)
+    assert not runlock.lock_is_stale(path)
     _fake_lock(path, 1, "another-host", age_s=10)  # other host, recently touched
-    assert not sw.lock_is_stale(path)
-    _fake_lock(path, 1, "another-host", age_s=sw.STALE_S + 5)  # other host, silent for too long
-    assert sw.lock_is_stale(path)
-    lock = sw.StageLock(path)
+    assert not runlock.lock_is_stale(path)
+    _fake_lock(path, 1, "another-host", age_s=runlock.STALE_S + 5)  # other host, silent for too long
+    assert runlock.lock_is_stale(path)
+    lock = runlock.StageLock(path)
     assert lock.acquire()  # broke the stale lock
     assert json.loads(path.read_text())["token"] == lock.token
     lock.release()
 
 
 def test_heartbeat_touches_lock(tmp_path):
-    lock = sw.StageLock(tmp_path / "lock", heartbeat_s=0.05)
+    lock = runlock.StageLock(tmp_path / "lock", heartbeat_s=0.05)
     assert lock.acquire()
     os.utime(tmp_path / "lock", (0, 0))
     time.sleep(0.3)

@@ -25,17 +25,21 @@ ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 180  # for a process to reach its pause or its end (generous: 2 shared cores)
 TIMING_KEYS = ("seconds", "img_per_s")
 
-# `python -c LAUNCHER ARGS...` is `viny ARGS...`, pausing before training step VINY_FAULTS_PAUSE_AT_STEP.
+# `python -c LAUNCHER ARGS...` is `viny ARGS...`, pausing before training step VINY_FAULTS_PAUSE_AT_STEP
+# (for 600 s, or until the file VINY_FAULTS_CONTINUE_FILE exists).
 LAUNCHER = """
 import os, sys, time
 from viny_probe.trainers import engine
 real_step, calls = engine.train_step, [0]
 pause_at = int(os.environ.get("VINY_FAULTS_PAUSE_AT_STEP", "0"))
+go = os.environ.get("VINY_FAULTS_CONTINUE_FILE")
 def step(*args, **kwargs):
     calls[0] += 1
     if calls[0] == pause_at:
         print(f"viny-test: paused before training step {pause_at}", file=sys.stderr, flush=True)
-        time.sleep(600)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and not (go and os.path.exists(go)):
+            time.sleep(0.05)
     return real_step(*args, **kwargs)
 engine.train_step = step
 from viny_probe.cli import main
@@ -101,15 +105,20 @@ def start(
     log: Path,
     *,
     pause_at_step: int = 0,
+    continue_file: Path | None = None,
     pause_in_write: str | None = None,
     file_size_limit: int | None = None,
 ) -> Proc:
-    """Start `viny ARGS` (through the launcher when ``pause_at_step``)."""
+    """Start `viny ARGS` (through the launcher when ``pause_at_step``; the pause ends once
+    ``continue_file`` exists, if given)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("VINY_TEST_PAUSE_IN_WRITE", None)
     if pause_in_write:
         env["VINY_TEST_PAUSE_IN_WRITE"] = pause_in_write
     env["VINY_FAULTS_PAUSE_AT_STEP"] = str(pause_at_step)
+    env.pop("VINY_FAULTS_CONTINUE_FILE", None)
+    if continue_file is not None:
+        env["VINY_FAULTS_CONTINUE_FILE"] = str(continue_file)
     command = [sys.executable, "-c", LAUNCHER] if pause_at_step else [sys.executable, "-m", "viny_probe"]
     out = open(log, "w")  # noqa: SIM115 - closed by the child's end
     popen = subprocess.Popen(

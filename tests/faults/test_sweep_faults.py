@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from faultproc import one_line, read_jsonl, run, start
 
+from viny_probe import runlock
 from viny_probe.checkpoint import DiskFullError
 from viny_probe.data import load_dataset
 from viny_probe.data.spec import dataset_spec
@@ -151,12 +152,12 @@ def test_a_lock_whose_heartbeat_stopped_is_taken_over(tmp_path, monkeypatch):
     lock = sw.stage_dir(tmp_path, stage.id) / "lock"
     lock.parent.mkdir(parents=True)
     lock.write_text(json.dumps({"pid": 4321, "host": "another-host", "time": 0, "token": "theirs"}))
-    silent_for = sw.STALE_S + 100
+    silent_for = runlock.STALE_S + 100
     os.utime(lock, (time.time() - silent_for, time.time() - silent_for))
     log: list[str] = []
     assert sw.run_stage(stage, tmp_path, sw.Execution(device="cpu", progress=False), log.append) == "ran"
     took = [m for m in log if "took over its stale lock" in m]
-    assert took and "pid 4321 on another-host" in took[0] and f"limit of {sw.STALE_S:g} s" in took[0]
+    assert took and "pid 4321 on another-host" in took[0] and f"limit of {runlock.STALE_S:g} s" in took[0]
     assert not lock.exists()  # released after the stage
 
 

@@ -1,4 +1,6 @@
+import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -126,6 +128,33 @@ def test_resume_refuses_a_changed_config(tmp_path):
     train(tiny("simmim"), tmp_path / "r", progress=False)
     with pytest.raises(VinyError, match=r"lr: .* -> 0\.5"):
         train(tiny("simmim", lr=0.5), tmp_path / "r", resume=True, progress=False)
+
+
+def test_resume_refuses_a_checkpoint_whose_parent_was_replaced(tmp_path):
+    """--resume of a run whose --init file now holds another parent (same path, another digest) is
+    refused in one line naming the checkpoint and both lineages; a parent moved to another path (same
+    digest, config.json's init updated as a sweep does) still resumes. Failed before the fix (it resumed,
+    and its final.pt claimed a parent it never trained from). Mutant watched failing: ``Run._set_up``
+    without its ``_check_checkpoint_lineage`` call."""
+    train(tiny("simmim"), tmp_path / "p", progress=False)
+    train(tiny("simmim", seed=1), tmp_path / "q", progress=False)
+    child = tiny("segment", init=str(tmp_path / "p" / "final.pt"))
+    train(child, tmp_path / "c", progress=False)
+    (tmp_path / "c" / "final.pt").unlink()
+
+    (tmp_path / "moved").mkdir()
+    shutil.copy(tmp_path / "p" / "final.pt", tmp_path / "moved" / "final.pt")
+    shutil.copy(tmp_path / "q" / "final.pt", tmp_path / "p" / "final.pt")
+    with pytest.raises(VinyError) as err:
+        train(child, tmp_path / "c", resume=True, progress=False)
+    text = str(err.value)
+    assert "\n" not in text and f"--resume refused: {tmp_path / 'c' / 'checkpoint.pt'}" in text
+    assert "continues another lineage" in text and "simmim" in text
+
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    moved = str(tmp_path / "moved" / "final.pt")
+    (tmp_path / "c" / "config.json").write_text(json.dumps({**config, "init": moved}))
+    assert train(dataclasses.replace(child, init=moved), tmp_path / "c", resume=True, progress=False).history
 
 
 @pytest.mark.parametrize("check_every", [1, 3])

@@ -44,6 +44,7 @@ import torch
 from viny_probe.checkpoint import file_digest, load_state_strict, save_checkpoint, torch_load_safely
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy, ViTConfig
+from viny_probe.runlock import hold_run_folder, is_run_folder, refuse_to_overwrite
 
 #: Tensors of the authors' ViNy (depth 12): 10 outside the blocks + 11 per block.
 AUTHORS_TENSOR_COUNT = 142
@@ -223,14 +224,25 @@ def authors_checkpoint_payload(cfg: ViTConfig, state: dict, src: str | Path, dig
     }
 
 
-def import_authors_checkpoint(src: str | Path, out: str | Path, heads: int | None = None) -> Path:
+def import_authors_checkpoint(
+    src: str | Path, out: str | Path, heads: int | None = None, force: bool = False
+) -> Path:
     """Convert the authors' state_dict file ``src`` into a viny checkpoint at ``out`` (atomic write).
 
     The checkpoint has regime "imported", an empty head, and lineage
     ``[{"regime": "authors-import", "checkpoint": src, "digest": sha256 of src}]``. Returns ``out``.
+    ``out`` in a run folder or over an existing file needs ``force`` (else a one-line VinyError); with
+    it, the run folder's lock is held while writing.
     """
     src, out = Path(src), Path(out)
+    refuse_to_overwrite([out], force)
     state = load_authors_state_dict(src)
     cfg, converted = authors_to_viny_state(state, heads)
-    save_checkpoint(out, authors_checkpoint_payload(cfg, converted, src, file_digest(src)))
+    payload = authors_checkpoint_payload(cfg, converted, src, file_digest(src))
+    lock = hold_run_folder(out.parent, advice="choose another -o") if is_run_folder(out.parent) else None
+    try:
+        save_checkpoint(out, payload)
+    finally:
+        if lock is not None:
+            lock.release()
     return out

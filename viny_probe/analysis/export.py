@@ -36,6 +36,7 @@ from viny_probe.checkpoint import (
 )
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy, count_parameters, model_config
+from viny_probe.runlock import hold_run_folder, is_run_folder, refuse_to_overwrite
 
 EXPORT_FORMATS = ("viny", "authors")
 WEIGHTS_FILE = {"viny": "model.safetensors", "authors": "encoder.pth"}
@@ -122,7 +123,7 @@ def _authors_warnings(encoder: ViNy) -> list[str]:
     return out
 
 
-def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny") -> dict:
+def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny", force: bool = False) -> dict:
     """Write the encoder of ``ckpt`` (a viny checkpoint or the authors' state_dict) into the folder ``out``.
 
     ``fmt`` is ``"viny"`` (``model.safetensors``) or ``"authors"`` (``encoder.pth``, the study code's
@@ -130,6 +131,9 @@ def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny") -> dict
     the weights first, so a folder with a ``config.json`` is complete. Returns what was written:
     ``{"out", "format", "files", "model_config", "parameters", "tensors", "source", "lineage",
     "warnings"}``.
+
+    Nothing is written into a run folder or over an existing file unless ``force`` (a one-line
+    VinyError naming the path and --force); with it, a run folder's lock is held while writing.
     """
     if fmt not in EXPORT_FORMATS:
         raise VinyError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
@@ -138,7 +142,24 @@ def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny") -> dict
     warnings = _authors_warnings(encoder) if fmt == "authors" else []
     digest = file_digest(ckpt)
     weights = out / WEIGHTS_FILE[fmt]
+    refuse_to_overwrite([weights, out / CONFIG_FILE], force)
     data = _weights_bytes(encoder, fmt)
+    lock = hold_run_folder(out, advice="choose another -o") if is_run_folder(out) else None
+    try:
+        config = _write_export(out, weights, data, fmt, encoder, ckpt, loaded, digest, warnings)
+    finally:
+        if lock is not None:
+            lock.release()
+    return {
+        "out": str(out),
+        "files": [str(weights), str(out / CONFIG_FILE)],
+        **{k: config[k] for k in ("format", "model_config", "parameters", "tensors", "source", "lineage")},
+        "warnings": warnings,
+    }
+
+
+def _write_export(out, weights, data, fmt, encoder, ckpt, loaded, digest, warnings) -> dict:
+    """The weights, then config.json (each atomically: a folder with a config.json is complete)."""
     atomic_write_bytes(weights, lambda f: f.write(data))
     source = {
         "checkpoint": str(ckpt),
@@ -160,12 +181,7 @@ def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny") -> dict
     if warnings:
         config["warnings"] = warnings
     write_json(out / CONFIG_FILE, config)
-    return {
-        "out": str(out),
-        "files": [str(weights), str(out / CONFIG_FILE)],
-        **{k: config[k] for k in ("format", "model_config", "parameters", "tensors", "source", "lineage")},
-        "warnings": warnings,
-    }
+    return config
 
 
 def load_export(folder: str | Path) -> ViNy:

@@ -501,6 +501,9 @@ def import_checkpoint_command(
     heads: int | None = typer.Option(
         None, help="attention heads of the authors' model (default 8, the study's)"
     ),
+    force: bool = typer.Option(
+        False, "--force", help="write into a run folder or over a file already there (refused otherwise)"
+    ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -520,7 +523,8 @@ def import_checkpoint_command(
 
     if out is not None and out_argument is not None and out != out_argument:
         raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
-    written = import_authors_checkpoint(src, out or out_argument or src.with_suffix(".viny.pt"), heads)
+    target = out or out_argument or src.with_suffix(".viny.pt")
+    written = import_authors_checkpoint(src, target, heads, force=force)
     encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg
     if as_json:

@@ -27,6 +27,9 @@ def export_command(
         help="viny = model.safetensors with viny's tensor names; authors = encoder.pth (torch.save) with "
         "the study code's names, the reverse of `viny import-checkpoint`",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="write into a run folder or over files already there (refused otherwise)"
+    ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -40,7 +43,7 @@ def export_command(
     """
     from ..analysis.export import export_encoder
 
-    result = export_encoder(ckpt, out, value(format))
+    result = export_encoder(ckpt, out, value(format), force=force)
     if as_json:
         print_json(result)
     else:

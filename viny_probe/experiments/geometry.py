@@ -20,7 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .sweep import FINAL, StageLock, stage_dir
+from ..runlock import FINAL, StageLock
+from .sweep import stage_dir
 
 GEOMETRY = (  # stage kind, name in Table 2, key of the study's Table 2 (viny_probe.published)
     ("pretrain", "Pretrained", "pretrained"),

@@ -14,12 +14,9 @@ Rules:
 
 * A stage is finished when ``final.pt`` exists; it is never trained again. A stage folder holding a
   ``config.json`` but no ``final.pt`` was interrupted and continues with ``train(resume=True)``.
-* A worker takes a stage by creating its lock file with ``O_CREAT | O_EXCL`` (atomic, also on NFS v3+).
-  While it trains, a heartbeat thread touches the lock every ``HEARTBEAT_S`` seconds. A lock is stale
-  when its owner is on this host and its pid is gone, or when it has not been touched for ``STALE_S``
-  seconds (a crashed or killed worker on another host). A stale lock is broken under a second
-  ``lock.break`` file (also created with O_EXCL) so that two workers can not both break and take it;
-  the worker that takes it over says so and why, and continues the stage (``train(resume=True)``).
+* A worker takes a stage by its lock (``runlock.StageLock``: an O_EXCL file refreshed by a heartbeat,
+  taken over when stale, said so and why), which is also the run folder's lock: the run the worker then
+  trains borrows it (``runlock.hold_run_folder``), and any other `viny` writing there is refused.
 * ``--shard I/N`` (1 <= I <= N): the plan's stages are partitioned into N shares by a deterministic greedy
   balance of estimated cost (largest first, to the least loaded share; ties by id), identical on every
   machine that expands the same plan. A worker trains only the stages of its share. When a stage's parent
@@ -45,10 +42,8 @@ import json
 import os
 import platform
 import socket
-import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,14 +54,11 @@ from ..config import TrainConfig, is_legacy_config
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
+from ..runlock import FINAL, StageLock, clear_finished_lock, lock_is_stale
 from ..trainers import train
 from ..trainers.fleet import auto_fleet_size, fleet_config_key, train_fleet
 from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
 
-HEARTBEAT_S = 30.0
-STALE_S = 600.0
-BREAK_STALE_S = 60.0
-FINAL = "final.pt"
 KIND_ORDER = {kind: i for i, kind in enumerate(STAGE_KINDS)}
 
 CSV_COLUMNS = [
@@ -136,121 +128,6 @@ def assign_shards(stages: list[Stage], n: int) -> dict[str, int]:
     return owner
 
 
-# ------------------------------------------------------------------------------------------------ locks
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text() or "{}")
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, OSError):
-        return {}  # being written, or garbage: judged by its age only
-
-
-def stale_reason(path: Path, stale_s: float = STALE_S) -> str | None:
-    """Why the lock at ``path`` is stale (its owner on this host is gone, or it has not been touched for
-    ``stale_s`` seconds), or None while it is held (or gone)."""
-    info = _read_lock(path)
-    if info is None:
-        return None
-    try:
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return None
-    pid, host = info.get("pid"), info.get("host")
-    if host == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
-        return f"its worker, pid {pid} on this host, is gone"
-    if age > stale_s:
-        return f"its worker (pid {pid} on {host}) has not touched it for {age:.0f} s, over the limit of {stale_s:g} s"
-    return None
-
-
-def lock_is_stale(path: Path, stale_s: float = STALE_S) -> bool:
-    return stale_reason(path, stale_s) is not None
-
-
-class StageLock:
-    """An O_EXCL lock file holding pid/host/time/token, refreshed by a heartbeat thread while held."""
-
-    def __init__(self, path: Path, heartbeat_s: float = HEARTBEAT_S, stale_s: float = STALE_S) -> None:
-        self.path, self.heartbeat_s, self.stale_s = path, heartbeat_s, stale_s
-        self.token = uuid.uuid4().hex
-        self.took_over: str | None = None  # why the stale lock this one replaced was stale
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "time": time.time(), "token": self.token}
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(info))
-        return True
-
-    def _break_stale(self) -> None:
-        guard = self.path.with_name(self.path.name + ".break")
-        try:
-            if time.time() - guard.stat().st_mtime > BREAK_STALE_S:
-                guard.unlink(missing_ok=True)  # left by a worker that died while breaking
-        except FileNotFoundError:
-            pass
-        try:
-            fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return
-        os.close(fd)
-        try:
-            reason = stale_reason(self.path, self.stale_s)  # again, under the guard: it may be taken by now
-            if reason is not None:
-                self.path.unlink(missing_ok=True)
-                self.took_over = reason
-        finally:
-            guard.unlink(missing_ok=True)
-
-    def acquire(self) -> bool:
-        """Take the lock, breaking it first when stale (``took_over`` then says why it was)."""
-        if self._create():
-            self._start_heartbeat()
-            return True
-        if lock_is_stale(self.path, self.stale_s):
-            self._break_stale()
-            if self._create():
-                self._start_heartbeat()
-                return True
-        self.took_over = None
-        return False
-
-    def _start_heartbeat(self) -> None:
-        def beat() -> None:
-            while not self._stop.wait(self.heartbeat_s):
-                try:
-                    os.utime(self.path)
-                except FileNotFoundError:
-                    return
-
-        self._thread = threading.Thread(target=beat, daemon=True, name=f"lock-{self.path.parent.name}")
-        self._thread.start()
-
-    def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        info = _read_lock(self.path)
-        if info is not None and info.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
-
-
 # ------------------------------------------------------------------------------------------------ sweep
 @dataclass
 class Execution:
@@ -296,7 +173,8 @@ def is_finished(out: Path, stage_id: str) -> bool:
 
 def _failed(out: Path, stage_id: str) -> bool:
     d = stage_dir(out, stage_id)
-    return (d / "error.txt").exists() and not (d / "lock").exists() and not (d / FINAL).exists()
+    held = (d / "lock").exists() and not lock_is_stale(d / "lock")
+    return (d / "error.txt").exists() and not held and not (d / FINAL).exists()
 
 
 def _reconcile_paths(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
@@ -332,6 +210,7 @@ def claim_stage(
     out = Path(out)
     d = stage_dir(out, stage.id)
     if (d / FINAL).exists():
+        clear_finished_lock(d)  # a worker killed after final.pt, before releasing the lock
         return "done"
     d.mkdir(parents=True, exist_ok=True)
     lock = StageLock(d / "lock")
@@ -671,7 +550,7 @@ def dry_run(plan: Plan, out: str | Path | None = None, shard: tuple[int, int] = 
         d = stage_dir(Path(out), stage_id)
         if (d / FINAL).exists():
             return "done"
-        if (d / "lock").exists():
+        if (d / "lock").exists() and not lock_is_stale(d / "lock"):
             return "running"
         if (d / "error.txt").exists():
             return "failed"

@@ -512,27 +512,31 @@ def train_fleet(
     if distributed.from_environment().enabled:
         raise VinyError("fleets train in one process: run them without torchrun")
     outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
-    runs = []
-    for cfg, run_dir, resume in members:
-        try:
-            runs.append(Run(cfg, run_dir, resume, resident=False))
-        except KeyboardInterrupt:
-            raise
-        except Exception as e:  # noqa: BLE001 - this member cannot start; the others can
-            outcome[Path(run_dir)].error = e
-    _share_training_sets(runs)
+    runs: list[Run] = []
     errors: dict[Path, BaseException] = {}
-    for group in group_runs(runs):
-        for run in group:
-            outcome[run.run_dir].fleet_size = len(group)
-        finished = _train_group(group, progress, errors, cuda_graphs)
-        for run in finished:
+    try:
+        for cfg, run_dir, resume in members:
             try:
-                outcome[run.run_dir].result = run.finish()
+                runs.append(Run(cfg, run_dir, resume, resident=False))
             except KeyboardInterrupt:
                 raise
-            except Exception as e:  # noqa: BLE001 - recorded for this member alone
-                errors[run.run_dir] = e
+            except Exception as e:  # noqa: BLE001 - this member cannot start; the others can
+                outcome[Path(run_dir)].error = e
+        _share_training_sets(runs)
+        for group in group_runs(runs):
+            for run in group:
+                outcome[run.run_dir].fleet_size = len(group)
+            finished = _train_group(group, progress, errors, cuda_graphs)
+            for run in finished:
+                try:
+                    outcome[run.run_dir].result = run.finish()
+                except KeyboardInterrupt:
+                    raise
+                except Exception as e:  # noqa: BLE001 - recorded for this member alone
+                    errors[run.run_dir] = e
+    finally:
+        for run in runs:
+            run.release()  # each run folder's lock (a finished run let go of its own already)
     for run_dir, error in errors.items():
         outcome[run_dir].error = error
     return list(outcome.values())

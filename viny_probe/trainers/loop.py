@@ -34,7 +34,8 @@ from ..data.protocol import ids_digest
 from ..errors import VinyError, VinyWarning
 from ..model import ViNy, ViTConfig, model_config
 from ..precision import emulated_bf16_note, resolve_precision
-from ..progress import epoch_progress
+from ..progress import console, epoch_progress
+from ..runlock import FINAL, LAST, StageLock, hold_run_folder
 from .base import REGISTRY, Regime, RegimeData
 from .engine import (
     EpochMeter,
@@ -46,8 +47,6 @@ from .engine import (
     train_one_epoch,
     unused_cls_frozen,
 )
-
-LAST, FINAL = "checkpoint.pt", "final.pt"
 
 
 @dataclass
@@ -137,6 +136,15 @@ _DAMAGED_RESUME = (
 )
 
 
+def _take_run_folder(run_dir: Path, resume: bool) -> StageLock | None:
+    """The run folder's lock for this run (None: borrowed from this process's sweep claim); a folder
+    another process writes is refused in one line naming its pid."""
+    if resume and not run_dir.is_dir():
+        raise VinyError(f"--resume: {run_dir} has no config.json; nothing to resume")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return hold_run_folder(run_dir, lambda message: console.print(message, highlight=False))
+
+
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | None:
     """Create the run folder, or check it for --resume. Returns the checkpoint to resume from."""
     config_path, last = run_dir / "config.json", run_dir / LAST
@@ -158,6 +166,8 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
         state = load_checkpoint(last, if_damaged=_DAMAGED_RESUME.format(last=last)) if last.exists() else None
         if state is not None and state["format_version"] < CLS_PATH_FORMAT:
             raise VinyError(_LEGACY_RESUME.format(where=last))
+        if state is not None:
+            _check_checkpoint_run(last, state, config_path, old)
         return state
     if last.exists() or (run_dir / FINAL).exists():
         raise VinyError(
@@ -165,6 +175,48 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, resume: bool) -> dict | No
         )
     run_dir.mkdir(parents=True, exist_ok=True)
     return None
+
+
+# Where the files are, not what a run computes: config.json's copy is updated when a stage moves.
+_PATH_FIELDS = ("init", "data_root")
+
+
+def _check_checkpoint_run(last: Path, state: dict, config_path: Path, config: TrainConfig) -> None:
+    """--resume: the checkpoint must be of the run config.json describes (the same result-relevant
+    options), not of another run that wrote into the same folder."""
+    try:
+        theirs = TrainConfig.from_dict(state["config"])
+        diff = [d for d in theirs.differences(config) if d.split(":")[0] not in _PATH_FIELDS]
+    except (KeyError, TypeError, VinyError):
+        diff = ["the checkpoint holds no config of a viny training run"]
+    if diff:
+        raise VinyError(
+            f"--resume refused: {last} was written by another run than {config_path} "
+            f"({'; '.join(diff)}, checkpoint -> config.json): the folder holds files of two runs. "
+            f"Train again in a new --out, or delete {last.name} to train the run of {config_path.name} "
+            "from its first epoch."
+        )
+
+
+def _lineage_key(lineage: list[dict]) -> list[tuple]:
+    return [(entry.get("regime"), entry.get("digest")) for entry in lineage]
+
+
+def _check_checkpoint_lineage(last: Path, state: dict, lineage: list[dict], init: str | None) -> None:
+    """--resume: the checkpoint must continue the parent this run starts from (--init, by digest)."""
+    theirs, ours = _lineage_key(state.get("lineage", [])), _lineage_key(lineage)
+    if theirs != ours:
+
+        def show(key: list[tuple]) -> str:
+            return (
+                " > ".join(f"{regime} {str(digest)[:12]}" for regime, digest in key) or "none (from scratch)"
+            )
+
+        raise VinyError(
+            f"--resume refused: {last} continues another lineage ({show(theirs)}) than this run's --init "
+            f"{init} gives ({show(ours)}): its parent checkpoint was replaced. Train again in a new --out, "
+            "or give --init the parent the run started from."
+        )
 
 
 class Run:
@@ -186,6 +238,15 @@ class Run:
         note = emulated_bf16_note(device, cfg.precision)
         if note:
             warnings.warn(note, VinyWarning, stacklevel=3)
+        self._lock = _take_run_folder(run_dir, resume) if info.is_main else None
+        try:
+            self._set_up(cfg, run_dir, resume, resident)
+        except BaseException:
+            self.release()
+            raise
+
+    def _set_up(self, cfg: TrainConfig, run_dir: Path, resume: bool, resident: bool) -> None:
+        info, device = self.info, self.device
         state = _prepare_run_dir(run_dir, cfg, resume)
         distributed.barrier(info)
         self.main = info.is_main
@@ -198,6 +259,8 @@ class Run:
         self.encoder, self.head, self.lineage = _build_model(
             cfg, mcfg, self.regime, self.data, parent, device
         )
+        if state is not None:
+            _check_checkpoint_lineage(run_dir / LAST, state, self.lineage, cfg.init)
         self.used = trained_on(cfg, self.data)
         self.train_set = _resident(self.data.train, device) if resident else self.data.train
         self.micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
@@ -215,6 +278,12 @@ class Run:
         if self.main:
             # metrics.jsonl mirrors the history of the last good checkpoint: a resumed run has no gap or repeat.
             atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
+
+    def release(self) -> None:
+        """Let go of the run folder's lock (after ``finish``, or when the run stops); idempotent."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
 
     def step_module(self) -> nn.Module:
         return _step_module(self.regime, self.encoder, self.head, self.cfg.compile, self.info, self.device)
@@ -271,6 +340,7 @@ class Run:
             # final.pt last: it marks a finished run (a sweep never trains a stage holding one again), so a
             # run killed before it is resumed and evaluated again instead of missing its results.
             save_checkpoint(final_path, self.payload(cfg.epochs, results=results))
+        self.release()
         distributed.barrier(self.info)
         return RunResult(self.run_dir, final_path, self.history, results)
 
@@ -280,8 +350,11 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
     Under torchrun every rank calls this; batches are split across ranks and rank 0 writes the files."""
     run = Run(cfg, run_dir, resume)
-    train_epochs(run, progress)
-    return run.finish()
+    try:
+        train_epochs(run, progress)
+        return run.finish()
+    finally:
+        run.release()
 
 
 def train_epochs(run: Run, progress: bool = True) -> None:
