@@ -19,6 +19,7 @@ from .options import (
     Model,
     Precision,
     Preset,
+    check_output,
     choices,
     device_option,
     interruptible,
@@ -98,6 +99,8 @@ def sweep(
     quiet: bool = quiet_option(),
 ) -> None:
     """Run every unfinished cell of a plan (resumable; shardable over machines sharing --out)."""
+    if not dry_run:  # a dry run writes nothing: it may look at a sweep folder it cannot write
+        check_output(out, "folder")
     from ..experiments import sweep as sw
 
     p = _plan(
@@ -244,9 +247,11 @@ def report(
     quiet: bool = quiet_option(),
 ) -> None:
     """Tables 1/A2/A3 analogues, Figs 2-4 and A1, saturating fits, Table 2: report.md and a self-contained report.html."""
+    out = out or sweep_dir / "report"
+    check_output(out, "folder")
     from ..experiments.report import write_report
 
-    paths = write_report(sweep_dir, out or sweep_dir / "report")
+    paths = write_report(sweep_dir, out)
     for problem in paths["problems"]:
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     if as_json:
