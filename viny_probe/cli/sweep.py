@@ -39,7 +39,14 @@ def _plan(plan: str, plan_file: Path | None, **options):
 
     seeds = options.pop("seeds")
     if seeds is not None:
-        seeds = int(seeds) if seeds.isdigit() else [int(s) for s in seeds.split(",") if s]
+        try:
+            seeds = (
+                int(seeds) if seeds.isdigit() else [int(s) for s in seeds.replace(" ", "").split(",") if s]
+            )
+        except ValueError:
+            raise VinyError(
+                f"--seeds {seeds!r}: give a count of seeds (3 = 0,1,2) or a list like 0,1,2"
+            ) from None
     options["seeds"] = seeds
     options["pretrain_sizes"] = parse_sizes(options.pop("pretrain_sizes"), "--pretrain-sizes")
     options["finetune_sizes"] = parse_sizes(options.pop("finetune_sizes"), "--finetune-sizes")
