@@ -173,6 +173,9 @@ def test_cache_dir_argument_then_environment_then_home(monkeypatch, tmp_path: Pa
     assert resolve_cache_dir() == (tmp_path / "env").resolve()
     monkeypatch.delenv("VINY_CACHE_DIR")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (
+        tmp_path / "home"
+    ).mkdir()  # a HOME that names no folder is an error (tests/faults/test_cache_location.py)
     assert resolve_cache_dir() == (tmp_path / "home" / ".cache" / "viny").resolve()
 
 

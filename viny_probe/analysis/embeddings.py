@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -44,6 +43,7 @@ from viny_probe.analysis.sources.viny import load_encoder
 from viny_probe.checkpoint import atomic_write_bytes
 from viny_probe.data.augment import to_float
 from viny_probe.data.base import ImageSet
+from viny_probe.data.cache import CACHE_DIR_FIX, cache_root
 from viny_probe.errors import VinyError
 from viny_probe.progress import track
 from viny_probe.trainers.loop import resolve_device
@@ -65,8 +65,7 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     ``~/.cache/viny/embeddings`` (``$VINY_CACHE_DIR`` is the root of all viny caches)."""
     if cache_dir:
         return Path(cache_dir).expanduser()
-    root = os.environ.get("VINY_CACHE_DIR") or Path.home() / ".cache" / "viny"
-    return Path(root).expanduser() / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def _tensor_digest(t: torch.Tensor) -> str:
@@ -273,8 +272,7 @@ def extract_patch_tokens(
             root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise VinyError(
-                f"cannot create the embedding cache folder {root} ({e}); pass another cache_dir, set "
-                "VINY_CACHE_DIR, or use_cache=False"
+                f"cannot create the embedding cache folder {root} ({e.strerror or e}); {CACHE_DIR_FIX}"
             ) from None
         base = {
             "version": CACHE_VERSION,
@@ -305,7 +303,12 @@ def extract_patch_tokens(
             if use_cache:
                 path, key_json = files[block]
                 payload = {"key": key_json, "tokens": tokens}
-                atomic_write_bytes(path, lambda f, p=payload: torch.save(p, f))
+                try:
+                    atomic_write_bytes(path, lambda f, p=payload: torch.save(p, f))
+                except OSError as e:  # a full disk is DiskFullError (a VinyError), not caught here
+                    raise VinyError(
+                        f"cannot write the embedding cache file {path} ({e.strerror or e}); {CACHE_DIR_FIX}"
+                    ) from None
             found[block] = tokens
     return {label: found[block] for label, block in wanted}
 

@@ -17,6 +17,7 @@ from .options import (
     INTERRUPTED_PARTIAL,
     RESULT_FILE_HELP,
     Background,
+    check_output,
     device_option,
     interruptible,
     json_option,
@@ -190,6 +191,7 @@ def probe_command(
     Examples: viny probe runs/spatial/final.pt --layer all;
     viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
+    check_output(out, "file")
     from ..analysis.checkpoint_probe import probe_checkpoint
 
     result = probe_checkpoint(
@@ -266,6 +268,7 @@ def similarity_map_command(
     Examples: viny similarity-map final.pt cat.jpg --patch 3,4 -o cat.png;
     viny similarity-map final.pt toy-pets:17
     """
+    check_output(out or Path("similarity-map.png"), "file")  # default: similarity-IMAGE.png, here
     from ..analysis.similarity_image import similarity_map_for_image
 
     result = similarity_map_for_image(
@@ -346,6 +349,7 @@ def reconstruct_command(
     Examples: viny reconstruct runs/simmim/final.pt -o fig2.png;
     viny reconstruct final.pt cat.jpg toy-pets:5 --seed 3 -o cat.png
     """
+    check_output(out, "file")
     from ..analysis.reconstruct import reconstruct_images
 
     result = reconstruct_images(ckpt, images, out, seed, split_seed, test_size, allow_overlap)
@@ -440,6 +444,7 @@ def diagnose_command(
 
     Example: viny diagnose sim/final.pt cls/final.pt spa/final.pt --names Pretrained CLS Spatial -o diag
     """
+    check_output(out, "folder")
     from ..analysis.diagnose import diagnose
 
     summary = diagnose(
@@ -524,6 +529,7 @@ def import_checkpoint_command(
     if out is not None and out_argument is not None and out != out_argument:
         raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
     target = out or out_argument or src.with_suffix(".viny.pt")
+    check_output(target, "file")
     written = import_authors_checkpoint(src, target, heads, force=force)
     encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg

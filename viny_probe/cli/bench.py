@@ -16,6 +16,7 @@ from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
     RESULT_FILE_HELP,
     Model,
+    check_output,
     choices,
     device_option,
     interruptible,
@@ -131,6 +132,7 @@ def bench(
 ) -> None:
     """Training, evaluation and data-pipeline img/s, FLOPs and % of the measured matmul peak, against a
     plain eager fp32 baseline measured in the same run. See docs/performance.md."""
+    check_output(out, "file")
     from ..perf import run_bench
 
     precision, baseline = value(precision), value(baseline)

@@ -13,6 +13,7 @@ from .options import (
     PRECISION_HELP,
     Model,
     Precision,
+    check_output,
     device_option,
     interruptible,
     json_option,
@@ -41,6 +42,7 @@ def demo(
     quiet: bool = quiet_option(),
 ) -> None:
     """SimMIM pre-training -> CLS intermediate stage -> segmentation fine-tuning -> evaluation."""
+    check_output(out, "folder")
     from ..demo import run_demo
     from ..registry import REGIMES
     from ..tables import segmentation_table

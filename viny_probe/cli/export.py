@@ -8,7 +8,16 @@ import typer
 
 from ..progress import console
 from .app import app
-from .options import ExportFormat, interruptible, json_option, out_option, print_json, quiet_option, value
+from .options import (
+    ExportFormat,
+    check_output,
+    interruptible,
+    json_option,
+    out_option,
+    print_json,
+    quiet_option,
+    value,
+)
 
 
 @app.command("export")
@@ -41,6 +50,7 @@ def export_command(
     Examples: viny export runs/seg/final.pt -o seg-export;
     viny export runs/pre/final.pt --format authors -o pre-authors
     """
+    check_output(out, "folder")
     from ..analysis.export import export_encoder
 
     result = export_encoder(ckpt, out, value(format), force=force)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from enum import Enum
 from pathlib import Path
@@ -22,6 +23,7 @@ import typer
 
 from ..checkpoint import jsonable, write_json
 from ..config import PRECISION_CHOICES, SCHEDULE_PRESETS
+from ..errors import VinyError
 from ..model import MODEL_PRESETS
 from ..progress import console
 
@@ -33,6 +35,47 @@ RESULT_FILE_HELP = "also write the result as JSON to this file"
 def out_option(default: Any, help: str) -> Any:
     """``-o/--out``; ``help`` says what is written there (and the default)."""
     return typer.Option(default, "--out", "-o", help=help)
+
+
+def check_output(path: Path | str | None, expect: str, flag: str = "-o/--out") -> None:
+    """Refuse, before a command does any work, an output path it could not write: one VinyError line
+    naming ``flag``, the path and the fix. ``expect`` is "folder" (the command writes files into it)
+    or "file". Every command with an output calls this first, so that `viny probe` does not compute
+    for minutes and then fail to write its result.
+
+    Checked: a file where a folder is expected and the reverse; a file among the missing path's
+    parents; the nearest existing folder not writable (a read-only file system, or permissions; by
+    ``os.access``, which writes nothing, so a full disk is still found, and named, by the write
+    itself)."""
+    if path is None:
+        return
+    if expect not in ("folder", "file"):
+        raise ValueError(f"expect must be 'folder' or 'file', got {expect!r}")
+    path = Path(path).expanduser()
+    if expect == "folder" and path.exists() and not path.is_dir():
+        raise VinyError(
+            f"{flag} {path} is a file, and viny writes a folder there; give a folder path (or remove the file)"
+        )
+    if expect == "file" and path.is_dir():
+        raise VinyError(
+            f"{flag} {path} is a folder, and viny writes a file there; give a file path, e.g. "
+            f"{path / ('result' + (path.suffix or '.json'))}"
+        )
+    existing = path if expect == "folder" else path.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise VinyError(
+            f"{flag} {path}: {existing} is a file, not a folder, so nothing can be written below it; "
+            "give another path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        try:
+            read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+        except OSError:
+            read_only = False
+        why = "is on a read-only file system" if read_only else "is not writable (its permissions forbid it)"
+        raise VinyError(f"{flag} {path}: {existing} {why}; give an output path on a writable disk")
 
 
 def json_option() -> Any:

@@ -19,6 +19,7 @@ from .options import (
     Model,
     Precision,
     Preset,
+    check_output,
     choices,
     device_option,
     interruptible,
@@ -38,7 +39,14 @@ def _plan(plan: str, plan_file: Path | None, **options):
 
     seeds = options.pop("seeds")
     if seeds is not None:
-        seeds = int(seeds) if seeds.isdigit() else [int(s) for s in seeds.split(",") if s]
+        try:
+            seeds = (
+                int(seeds) if seeds.isdigit() else [int(s) for s in seeds.replace(" ", "").split(",") if s]
+            )
+        except ValueError:
+            raise VinyError(
+                f"--seeds {seeds!r}: give a count of seeds (3 = 0,1,2) or a list like 0,1,2"
+            ) from None
     options["seeds"] = seeds
     options["pretrain_sizes"] = parse_sizes(options.pop("pretrain_sizes"), "--pretrain-sizes")
     options["finetune_sizes"] = parse_sizes(options.pop("finetune_sizes"), "--finetune-sizes")
@@ -98,6 +106,8 @@ def sweep(
     quiet: bool = quiet_option(),
 ) -> None:
     """Run every unfinished cell of a plan (resumable; shardable over machines sharing --out)."""
+    if not dry_run:  # a dry run writes nothing: it may look at a sweep folder it cannot write
+        check_output(out, "folder")
     from ..experiments import sweep as sw
 
     p = _plan(
@@ -244,9 +254,11 @@ def report(
     quiet: bool = quiet_option(),
 ) -> None:
     """Tables 1/A2/A3 analogues, Figs 2-4 and A1, saturating fits, Table 2: report.md and a self-contained report.html."""
+    out = out or sweep_dir / "report"
+    check_output(out, "folder")
     from ..experiments.report import write_report
 
-    paths = write_report(sweep_dir, out or sweep_dir / "report")
+    paths = write_report(sweep_dir, out)
     for problem in paths["problems"]:
         console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     if as_json:

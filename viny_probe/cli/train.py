@@ -23,6 +23,7 @@ from .options import (
     Model,
     Precision,
     Preset,
+    check_output,
     choices,
     device_option,
     interruptible,
@@ -55,6 +56,7 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, 
     from ..trainers import train
 
     out = out or Path("viny-runs") / f"{cfg.regime}-seed{cfg.seed}"
+    check_output(out, "folder")
     result = train(cfg, out, resume=resume, progress=not (quiet or as_json))
     if not from_environment().is_main:
         return result  # under torchrun, rank 0 reports

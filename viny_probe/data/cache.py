@@ -82,10 +82,30 @@ class Sample:
     mask: Path | None = None
 
 
+# What to do when viny's cache cannot be written (the same words for the decode and embedding caches).
+CACHE_DIR_FIX = "set VINY_CACHE_DIR to a writable folder (it moves every viny cache there)"
+
+
+def cache_root() -> Path:
+    """The root of viny's caches: ``$VINY_CACHE_DIR``, else ``$HOME/.cache/viny``. Without either (HOME
+    unset or empty, or naming no folder) a VinyError naming VINY_CACHE_DIR, rather than a cache in a
+    folder nobody chose (Python would fall back to the password file's home, or create HOME)."""
+    chosen = os.environ.get("VINY_CACHE_DIR")
+    if chosen:
+        return Path(chosen).expanduser()
+    home = os.environ.get("HOME")
+    if not home:
+        raise VinyError(f"viny's cache goes under $HOME/.cache/viny, but HOME is not set; {CACHE_DIR_FIX}")
+    if not Path(home).is_dir():
+        raise VinyError(
+            f"viny's cache goes under $HOME/.cache/viny, but HOME={home} is not a folder; {CACHE_DIR_FIX}"
+        )
+    return Path(home) / ".cache" / "viny"
+
+
 def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """The cache root: the argument, else ``$VINY_CACHE_DIR``, else ``~/.cache/viny``."""
-    chosen = cache_dir or os.environ.get("VINY_CACHE_DIR") or Path.home() / ".cache" / "viny"
-    return Path(chosen).expanduser().resolve()
+    """The decode cache's folder: the argument, else ``cache_root()`` ($VINY_CACHE_DIR or ~/.cache/viny)."""
+    return Path(cache_dir or cache_root()).expanduser().resolve()
 
 
 def check_on_error(on_error: str) -> None:
@@ -244,7 +264,7 @@ def cached_imageset(
         staging = Path(tempfile.mkdtemp(prefix=f".tmp-{entry.name}-", dir=root))
     except OSError as err:
         raise VinyError(
-            f"cannot write the dataset cache in '{root}' ({err}); pass another cache_dir or set VINY_CACHE_DIR"
+            f"cannot write the dataset cache in '{root}' ({err.strerror or err}); {CACHE_DIR_FIX}"
         ) from err
     try:
         build(staging)

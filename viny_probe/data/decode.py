@@ -6,19 +6,30 @@ resized with nearest-neighbour so that their classes stay exact.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from viny_probe.data.base import BACKGROUND, BOUNDARY, PET
-from viny_probe.errors import VinyError
+from viny_probe.errors import VinyError, VinyWarning
 
 # Bump when decoding changes the pixels it produces, so that caches built by older code are not reused.
 DECODER_VERSION = 1
 
 # Lower-case suffixes treated as images when folders are listed.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+# Pillow's DecompressionBombWarning (an image over Image.MAX_IMAGE_PIXELS, decoded anyway) is a raw
+# Python warning with Pillow's source line; viny says it as one HugeImageWarning naming the file instead.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+class HugeImageWarning(VinyWarning):
+    """An image over Pillow's decompression-bomb limit was decoded (it is not over twice the limit,
+    where Pillow refuses it and the file is left out as unreadable)."""
+
 
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
@@ -91,6 +102,15 @@ def _open_and_load(path: Path) -> Image.Image:
     image = None
     try:
         image = Image.open(path)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and image.width * image.height > limit:
+            warnings.warn(
+                f"{path}: {image.width} x {image.height} pixels, more than Pillow's decompression-bomb limit "
+                f"of {limit:,}; decoded anyway (it takes memory and time). Shrink the file if it is not meant "
+                "to be this large.",
+                HugeImageWarning,
+                stacklevel=2,
+            )
         image.load()  # Image.open is lazy: force the decode here so truncation errors surface now
         return image
     except BaseException:

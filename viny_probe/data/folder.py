@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
@@ -14,7 +16,7 @@ from viny_probe.data.cache import Sample, check_on_error, decode_cached
 from viny_probe.data.decode import IMAGE_EXTENSIONS
 from viny_probe.data.protocol import split_order
 from viny_probe.data.spec import DatasetSpec, register_dataset
-from viny_probe.errors import VinyError
+from viny_probe.errors import VinyError, VinyWarning
 
 _WNID = re.compile(r"n\d{8}")
 _EXTENSIONS = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -24,28 +26,97 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS and not name.startswith(".")
 
 
-def list_images(folder: Path, recursive: bool = True) -> list[str]:
-    """Paths of image files under ``folder``, relative to it, in POSIX form, sorted.
+class LinkedImagesWarning(VinyWarning):
+    """Images or folders reached twice through symbolic links were listed once (or a link loop was cut)."""
 
-    Uses ``os.scandir`` so that file types come from the directory listing, not one stat per file.
-    Hidden files and folders (leading '.') are ignored.
+
+@dataclass
+class ImageListing:
+    """What ``scan_images`` found: ``files`` (relative POSIX paths, sorted, each file once) and
+    ``dropped`` (relative paths left out, each with why: another name of a file or folder already
+    listed, or a link back into a folder above it)."""
+
+    files: list[str]
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def scan_images(folder: Path, recursive: bool = True) -> ImageListing:
+    """The image files under ``folder``, each file once however many names reach it.
+
+    Uses ``os.scandir``, so that file types come from the directory listing, not one stat per file;
+    only symbolic links are resolved. A linked folder whose target lies inside ``folder`` is not
+    entered (its files are listed under their own names, so a link ``b -> a`` does not count ``a``
+    twice, and a link to a folder above it cannot loop); a linked folder outside ``folder`` is entered
+    once, however many links lead to it. A linked file whose target is listed under another name is
+    left out. Hidden files and folders (leading '.') are ignored.
     """
-    found: list[str] = []
-    pending = [""]
+    top = os.path.realpath(folder)
+    inside = top + os.sep
+
+    def reached_plainly(real: str) -> bool:  # the walk reaches it without a link (not hidden, inside)
+        relative = os.path.relpath(real, top)
+        return (real == top or real.startswith(inside)) and not any(
+            part.startswith(".") for part in relative.split(os.sep)
+        )
+
+    candidates: dict[str, list[tuple[bool, str]]] = {}  # real file -> [(through a link, relative path)]
+    dropped: list[tuple[str, str]] = []
+    entered = {top}
+    pending = [("", top, False)]  # (relative path, real path, reached through a link)
     while pending:
-        relative = pending.pop()
-        with os.scandir(folder / relative) as entries:
-            for entry in entries:
-                if entry.name.startswith("."):
+        relative, real_dir, linked = pending.pop()
+        with os.scandir(os.path.join(folder, relative) if relative else folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = f"{relative}/{entry.name}" if relative else entry.name
+            link = entry.is_symlink()
+            real = os.path.realpath(entry.path) if link else os.path.join(real_dir, entry.name)
+            try:
+                is_dir = entry.is_dir()
+            except OSError as err:  # a link to itself, or in a ring of links
+                dropped.append((path, f"a link that leads nowhere ({err.strerror})"))
+                continue
+            if is_dir:
+                if not recursive:
                     continue
-                path = f"{relative}/{entry.name}" if relative else entry.name
-                if entry.is_dir():
-                    if recursive:
-                        pending.append(path)
-                elif is_image_file(entry.name):
-                    found.append(path)
+                if link and reached_plainly(real):
+                    dropped.append((path, f"a link to {os.path.relpath(real, top)}, listed under that name"))
+                elif real in entered:
+                    dropped.append((path, "a link to a folder listed under another name (or a loop)"))
+                else:
+                    entered.add(real)
+                    pending.append((path, real, linked or link))
+            elif is_image_file(entry.name):
+                candidates.setdefault(real, []).append((link or linked, path))
+    found = []
+    for names in candidates.values():
+        names.sort()  # a name reached without a link first, then by path
+        found.append(names[0][1])
+        dropped += [(path, f"another name of {names[0][1]}") for _, path in names[1:]]
     found.sort()
-    return found
+    return ImageListing(found, sorted(dropped))
+
+
+def list_images(folder: Path, recursive: bool = True) -> list[str]:
+    """Paths of image files under ``folder``, relative to it, in POSIX form, sorted, each file once
+    (``scan_images``, which also says what it left out)."""
+    return scan_images(folder, recursive).files
+
+
+def warn_dropped(folder: Path, listing: ImageListing) -> None:
+    """A LinkedImagesWarning naming what ``scan_images`` left out of ``folder``, if anything."""
+    if not listing.dropped:
+        return
+    named = "; ".join(f"{path} ({why})" for path, why in listing.dropped[:3])
+    more = f"; and {len(listing.dropped) - 3} more" if len(listing.dropped) > 3 else ""
+    warnings.warn(
+        f"{folder}: {len(listing.dropped)} symbolic link(s) lead to images or folders listed already, "
+        f"each counted once: {named}{more}",
+        LinkedImagesWarning,
+        stacklevel=3,
+    )
 
 
 def first_by_key(ids: list[str], limit: int | None, seed: int) -> list[int]:
@@ -101,7 +172,9 @@ def load_image_folder(
     """
     check_on_error(on_error)
     tree = find_image_tree(root)
-    files = list_images(tree)
+    listing = scan_images(tree)
+    warn_dropped(tree, listing)
+    files = listing.files
     if not files:
         raise VinyError(
             f"no image files ({_EXTENSIONS}) in '{tree}' or its subfolders. Expected an ImageNet-1K folder "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import Sample, check_on_error, decode_cached
-from viny_probe.data.folder import list_images
+from viny_probe.data.folder import scan_images, warn_dropped
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
 
@@ -76,11 +76,15 @@ def load_intel(
     unknown = sorted(set(class_folders(folder)) - set(classes))
     if unknown:
         raise _layout_error(folder, f"class folders {unknown} are not in seg_train")
+    # One listing of the split, so that an image reached from two class folders (a link) counts once.
+    listing = scan_images(folder)
+    warn_dropped(folder, listing)
+    label_of = {name: label for label, name in enumerate(classes)}
+    in_classes = [(label_of[p.split("/", 1)[0]], p) for p in listing.files if p.split("/", 1)[0] in label_of]
     samples = [
         Sample(image=folder / path, id=path.rsplit(".", 1)[0], label=label)
-        for label, name in enumerate(classes)
-        if (folder / name).is_dir()
-        for path in (f"{name}/{file}" for file in list_images(folder / name))
+        for label, path in sorted(in_classes)  # sorted class, then file order
+        if "/" in path
     ]
     if not samples:
         raise _layout_error(folder, "no images in any class folder")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,71 @@ PLANS: dict[str, Plan] = {
 }
 PLAN_FIELDS = {f.name for f in dataclasses.fields(Plan)}
 
+# What each plan key holds, checked (with_options) before a plan is built: one line per bad value,
+# naming the key and where it came from. "counts": a list of whole numbers; "seeds": a count or a list.
+PLAN_VALUE_KINDS = {
+    "name": "text",
+    "description": "text",
+    "preset": "text",
+    "model": "text",
+    "data": "text",
+    "data_root": "text",
+    "seeds": "seeds",
+    "split_seed": "whole",
+    "pretrain_sizes": "counts",
+    "finetune_sizes": "counts",
+    "plain": "flag",
+    "intermediate": "flag",
+    "intermediate_without_pretrain": "flag",
+    "geometry": "flag",
+    "geometry_pretrain_size": "whole",
+    "test_size": "whole",
+    "epochs_scale": "number",
+    "overrides": "tables",
+}
+assert set(PLAN_VALUE_KINDS) == PLAN_FIELDS, "every Plan field needs its kind of value here"
+_KIND_WORDS = {
+    "text": "a string in quotes",
+    "whole": "a whole number, e.g. 1000",
+    "flag": "true or false",
+    "number": "a number, e.g. 0.5",
+    "counts": "a list of whole numbers, e.g. [250, 500, 1000]",
+    "seeds": "a list of whole numbers, e.g. [0, 1, 2], or a count of seeds, e.g. 3",
+    "tables": "tables of settings per stage kind, e.g. [overrides.finetune] with lr = 0.001",
+}
+# A plan's name goes into file names (DIR/plan-NAME.json): letters, digits, '_' and '-' only.
+_PLAN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _fits(kind: str, value) -> bool:
+    if kind == "text":
+        return isinstance(value, str)
+    if kind == "whole":
+        return _is_whole(value)
+    if kind == "flag":
+        return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "counts":
+        return isinstance(value, list | tuple) and all(_is_whole(v) for v in value)
+    if kind == "seeds":
+        return _is_whole(value) or (isinstance(value, list | tuple) and all(_is_whole(v) for v in value))
+    return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())  # tables
+
+
+def check_plan_values(values: dict, where: str) -> None:
+    """Each value of ``values`` (plan keys) of the kind its key holds; a VinyError naming the key,
+    the value and ``where`` it came from otherwise. A float where a whole number belongs is refused,
+    never truncated."""
+    for key, value in values.items():
+        kind = PLAN_VALUE_KINDS.get(key)
+        if kind is not None and value is not None and not _fits(kind, value):
+            raise VinyError(f"{where}: {key} = {value!r} must be {_KIND_WORDS[kind]}")
+
 
 def get_plan(name: str) -> Plan:
     if name not in PLANS:
@@ -236,13 +302,16 @@ def parse_sizes(text: str | None, what: str) -> tuple[int, ...] | None:
     return tuple(sorted(set(out)))
 
 
-def with_options(plan: Plan, **options) -> Plan:
+def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
     """Narrow or scale a plan. ``seeds`` may be a count (seeds 0..N-1) or a sequence of seeds; every
-    option left as None keeps the plan's value."""
+    option left as None keeps the plan's value. ``where`` names the options' source in errors
+    (default: "plan NAME")."""
+    where = where or f"plan {plan.name}"
     changes = {k: v for k, v in options.items() if v is not None}
     unknown = set(changes) - PLAN_FIELDS
     if unknown:
-        raise VinyError(f"unknown plan options {sorted(unknown)}")
+        raise VinyError(f"{where}: unknown plan options {sorted(unknown)}")
+    check_plan_values(changes, where)
     if "seeds" in changes:
         s = changes["seeds"]
         changes["seeds"] = tuple(range(s)) if isinstance(s, int) else tuple(int(x) for x in s)
@@ -255,7 +324,7 @@ def with_options(plan: Plan, **options) -> Plan:
             merged.setdefault(kind, {}).update(values)
         changes["overrides"] = merged
     new = dataclasses.replace(plan, **changes)
-    validate_plan(new)
+    validate_plan(new, where)
     return new
 
 
@@ -268,26 +337,62 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     else:  # the same parser, as a package (a dependency on Python 3.10)
         import tomli as tomllib
     path = Path(path)
+    where = f"plan file {path}"
     try:
-        doc = tomllib.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
-        raise VinyError(f"plan file {path} does not exist") from None
+        raise VinyError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise VinyError(f"{where} is a folder; give a TOML file (see docs/experiments.md)") from None
+    except OSError as e:
+        raise VinyError(f"cannot read {where} ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise VinyError(
+            f"{where} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8"
+        ) from None
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise VinyError(f"plan file {path} is not valid TOML: {e}") from None
+        raise VinyError(f"{where} is not valid TOML: {e}") from None
+    if not doc:
+        raise VinyError(
+            f'{where} is empty (no keys), so its plan would run nothing; give at least base = "mini" or '
+            "the plan's keys (docs/experiments.md)"
+        )
     base_name = doc.pop("base", None)
+    if base_name is not None and not isinstance(base_name, str):
+        raise VinyError(f"{where}: base = {base_name!r} must be a named plan in quotes: {', '.join(PLANS)}")
     base = get_plan(base_name) if base_name else Plan(name=path.stem, pretrain_sizes=())
     unknown = set(doc) - PLAN_FIELDS
     if unknown:
         raise VinyError(
-            f"plan file {path}: unknown keys {sorted(unknown)}; known: base, {', '.join(sorted(PLAN_FIELDS))}"
+            f"{where}: unknown keys {sorted(unknown)}; known: base, {', '.join(sorted(PLAN_FIELDS))}"
         )
     doc.setdefault("name", path.stem if base_name is None else base.name)
-    plan = with_options(base, **doc)
-    return with_options(plan, **cli_options)
+    plan = with_options(base, where, **doc)
+    plan = with_options(plan, where, **cli_options)
+    if not expand(plan)[1]:
+        raise VinyError(
+            f"{where}: its plan has no cells, so it would run nothing (pretrain_sizes = "
+            f"{list(plan.pretrain_sizes)}, finetune_sizes = {list(plan.finetune_sizes)}, plain = "
+            f"{str(plan.plain).lower()}, intermediate = {str(plan.intermediate).lower()}, geometry = "
+            f"{str(plan.geometry).lower()}); e.g. set pretrain_sizes = [0] for Table 1's cells"
+        )
+    return plan
 
 
-def validate_plan(plan: Plan) -> None:
+def validate_plan(plan: Plan, where: str | None = None) -> None:
+    """Values of the right range (their kinds: ``check_plan_values``); ``where`` names their source in
+    errors (default: "plan NAME")."""
+    repeated = sorted({s for s in plan.seeds if list(plan.seeds).count(s) > 1})
     checks = [
+        (
+            bool(_PLAN_NAME.fullmatch(plan.name)),
+            f"name = {plan.name!r} is not a plan name: use letters, digits, '_' and '-' only (at most 64; "
+            'it names the sweep\'s plan-NAME.json), e.g. name = "small-study"',
+        ),
         (
             plan.preset in SCHEDULE_PRESETS,
             f"unknown preset {plan.preset!r}; choose one of {', '.join(SCHEDULE_PRESETS)}",
@@ -295,24 +400,31 @@ def validate_plan(plan: Plan) -> None:
         (plan.data in DATA_KINDS, f"data must be 'real' or 'embedded', not {plan.data!r}"),
         (len(plan.seeds) >= 1, "a plan needs at least one seed"),
         (all(s >= 0 for s in plan.seeds), "seeds must be >= 0"),
+        (not repeated, f"seeds {list(plan.seeds)} repeat {repeated}; give each seed once"),
         (plan.split_seed >= 0, "--split-seed must be >= 0"),
         (all(n >= 1 for n in plan.finetune_sizes), "fine-tune sizes must be >= 1"),
         (all(n >= 0 for n in plan.pretrain_sizes), "pre-train sizes must be >= 0"),
         (plan.epochs_scale > 0, "--epochs-scale must be > 0"),
         (plan.test_size >= 1, "test_size must be >= 1"),
+        (
+            plan.geometry_pretrain_size is None or plan.geometry_pretrain_size >= 1,
+            f"geometry_pretrain_size = {plan.geometry_pretrain_size} must be >= 1 (the images the diagnosed "
+            "encoders are pre-trained on; leave it out for the plan's largest pre-train size)",
+        ),
     ]
+    where = where or f"plan {plan.name}"
     for ok, message in checks:
         if not ok:
-            raise VinyError(f"plan {plan.name}: {message}")
+            raise VinyError(f"{where}: {message}")
     for kind, values in plan.overrides.items():
         if kind not in STAGE_KINDS:
             raise VinyError(
-                f"plan {plan.name}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}"
+                f"{where}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}"
             )
         bad = set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES)
         if bad:
             raise VinyError(
-                f"plan {plan.name}: overrides.{kind} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, "
+                f"{where}: overrides.{kind} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, "
                 "init, model, preset and data_root)"
             )
 

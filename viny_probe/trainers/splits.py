@@ -8,7 +8,7 @@ pre-training ever training on those test images. The split is keyed by each imag
 from __future__ import annotations
 
 from ..config import TrainConfig
-from ..data import dataset_spec, load_dataset
+from ..data import dataset_spec, load_dataset, resolve_data_root
 from ..data.base import ImageSet
 from ..data.protocol import Split, ids_digest, make_split
 from ..data.spec import HELD_OUT_STREAM
@@ -39,10 +39,25 @@ def held_out_size(dataset: str, test_size: int, num_images: int) -> int:
     return test_size if dataset_spec(dataset).held_out == "fixed" else min(test_size, num_images // 5)
 
 
-def fixed_split(dataset: str, full: ImageSet, test_size: int, split_seed: int) -> Split:
+def _folder(cfg: TrainConfig) -> str | None:
+    """The folder a real dataset is read from (--data-root or VINY_DATA_ROOT), None for an embedded one."""
+    return None if dataset_spec(cfg.dataset).embedded else str(resolve_data_root(cfg.dataset, cfg.data_root))
+
+
+def fixed_split(
+    dataset: str, full: ImageSet, test_size: int, split_seed: int, folder: str | None = None
+) -> Split:
     """The split of the loaded ``full`` set of ``dataset``: ``held_out_size`` test images keyed by image
-    identity under ``split_seed``, the rest the pool (its unreadable images taking their places)."""
-    held = held_out_size(dataset, test_size, len(full) + len(full.skipped))
+    identity under ``split_seed``, the rest the pool (its unreadable images taking their places).
+    A set too small to hold out one test image is a VinyError naming ``folder`` (its data root)."""
+    listed = len(full) + len(full.skipped)
+    held = held_out_size(dataset, test_size, listed)
+    if held == 0 and test_size >= 1:
+        named = f"{dataset} '{folder}'" if folder else dataset
+        raise VinyError(
+            f"{named} has {listed} image(s), too few to hold out a test image: a fifth of them is held "
+            "out, so it needs at least 5; add images"
+        )
     return make_split(full.ids, held, split_seed, full.skipped)
 
 
@@ -92,7 +107,7 @@ def train_test(cfg: TrainConfig, size: int, need_test: bool = True) -> tuple[Ima
         return train, test, info
 
     full = load(cfg, size, "train")
-    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed)
+    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed, _folder(cfg))
     train = full.subset(split.train(cfg.train_size if cfg.train_size is not None else len(split.pool)))
     test = full.subset(split.test)
     return train, test, provenance(cfg, full, split, train, test)
@@ -104,7 +119,7 @@ def test_set(cfg: TrainConfig, size: int) -> ImageSet:
     if dataset_spec(cfg.dataset).held_out == "own":
         return load(cfg, size, "test")
     full = load(cfg, size, "train")
-    return full.subset(fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed).test)
+    return full.subset(fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed, _folder(cfg)).test)
 
 
 def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
@@ -132,7 +147,7 @@ def unlabeled(cfg: TrainConfig, size: int) -> tuple[ImageSet, ImageSet, dict]:
         return train, test, info
     wanted = None if cfg.train_size is None else cfg.test_size + cfg.train_size
     full = load(cfg, size, "train", limit=wanted)
-    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed)
+    split = fixed_split(cfg.dataset, full, cfg.test_size, cfg.split_seed, _folder(cfg))
     n = len(split.pool) if cfg.train_size is None else min(cfg.train_size, len(split.pool))
     if cfg.train_size is not None and n + len(split.skipped_pool) < cfg.train_size:
         raise VinyError(
