@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "reconstruct": (["reconstruct", "{missing}"], "file"),
     "import-checkpoint": (["import-checkpoint", "{missing}"], "file"),
     "export": (["export", "{missing}"], "folder"),
+    "explore": (["explore", "{missing}"], "file"),
 }
 
 

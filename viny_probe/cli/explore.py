@@ -10,6 +10,7 @@ from ..progress import console
 from .app import app
 from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
+    check_output,
     device_option,
     interruptible,
     json_option,
@@ -76,6 +77,7 @@ def explore_command(
     from ..analysis.diagnose import load_models
     from ..analysis.explore import ExploreOptions, build_explorer, dataset_images, file_images
 
+    check_output(out, "file")
     sources, image_items = split_models_and_images(items)
     if not sources:
         raise typer.BadParameter("name at least one model before the images", param_hint="ITEMS")
