@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[list[str], str]] = {
     "import-checkpoint": (["import-checkpoint", "{missing}"], "file"),
     "export": (["export", "{missing}"], "folder"),
     "explore": (["explore", "{missing}"], "file"),
+    "extract": (["extract", "{missing}"], "folder"),
 }
 
 

@@ -261,6 +261,8 @@ def extract_patch_tokens(
     tensor, name, ids = _as_images(images, 3)
     n = tensor.shape[0]
     patches = _check_patches(patches, n, token_model.num_patches)
+    if token_model.stored is not None:
+        return _stored_tokens(token_model, ids, wanted, patches)
     kept = token_model.num_patches if patches is None else patches.shape[1]
     shape = (n, kept, token_model.dim)
 
@@ -311,6 +313,17 @@ def extract_patch_tokens(
                     ) from None
             found[block] = tokens
     return {label: found[block] for label, block in wanted}
+
+
+def _stored_tokens(model: TokenModel, ids: list[str] | None, wanted: list, patches) -> dict:
+    """Tokens of a token folder (``tokens:DIR``), read by image id: no forward pass, no cache."""
+    if ids is None:
+        raise VinyError(f"{model.source}: a token folder serves images by id; pass an ImageSet, not a tensor")
+    out = {}
+    for label, block in wanted:
+        t = model.stored.read(block, ids)
+        out[label] = t if patches is None else t.gather(1, patches[:, :, None].expand(-1, -1, t.shape[-1]))
+    return out
 
 
 def _batch_tokens(model: TokenModel, x: torch.Tensor, blocks: list[int], keep: torch.Tensor | None) -> dict:

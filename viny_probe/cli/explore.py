@@ -105,3 +105,61 @@ def explore_command(
     )
     for line in warnings:
         console.print(f"[yellow]warning:[/] {line}", highlight=False)
+
+
+@app.command("extract")
+@interruptible(
+    "Shards written before the interrupt are kept, but without index.json the folder is unfinished; run the command again (with --force)."
+)
+def extract_command(
+    source: str = typer.Argument(
+        ..., help="the model (viny checkpoint, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION)"
+    ),
+    out: Path = out_option(Path("viny-tokens"), "the folder to write (index.json + .npy shards)"),
+    dataset: str | None = typer.Option(
+        None, help="the images' dataset (default: the checkpoint's, from its lineage; else toy-pets)"
+    ),
+    data_root: str | None = typer.Option(
+        None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
+    ),
+    split_seed: int | None = typer.Option(
+        None, "--split-seed", help="split seed (default: the checkpoint's)"
+    ),
+    test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
+    probe_images: int = typer.Option(2000, help="pool images (those the probe is fitted on)"),
+    test_images: int = typer.Option(1000, help="test images"),
+    layer: str = typer.Option("all", "--layer", help="blocks to write: all | final | 3,6,12"),
+    dtype: str = typer.Option("float16", help="float16 (half the size) | float32"),
+    shard_images: int = typer.Option(256, help="images per shard (memory holds one shard's tokens)"),
+    force: bool = typer.Option(False, "--force", help="write into a folder that already holds tokens"),
+    as_json: bool = json_option(),
+    quiet: bool = quiet_option(),
+    device: str = device_option(),
+    batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
+) -> None:
+    """Write a model's patch tokens to disk, per block, in .npy shards with an index of image ids, for
+    your own tools; viny's diagnostics read the folder back as the model tokens:DIR (docs/any-model.md).
+
+    The images are the ones `viny probe` / `viny diagnose` use: the first --probe-images pool images and
+    the first --test-images test images of the split (dataset, split seed and test size from a viny
+    checkpoint's lineage unless given).
+
+    Example: viny extract timm:vit_small_patch16_224.augreg_in21k --dataset toy-pets -o vits-tokens;
+    viny probe tokens:vits-tokens --dataset toy-pets
+    """
+    from ..analysis.token_store import ExtractOptions, extract_tokens
+
+    check_output(out, "folder")
+    opts = ExtractOptions(
+        dataset, data_root, split_seed, test_size, probe_images, test_images, layer, dtype, shard_images,
+        device, batch_size, not (quiet or as_json), force,
+    )  # fmt: skip
+    summary = extract_tokens(source, out, opts)
+    if as_json:
+        print_json(summary)
+        return
+    rate = summary["images_per_second"]
+    console.print(
+        f"wrote [bold]{summary['out']}[/]: {summary['images']} images x {len(summary['blocks'])} blocks "
+        f"({summary['dtype']}), {summary['bytes'] / 1e6:.1f} MB, {rate:.1f} img/s"
+    )

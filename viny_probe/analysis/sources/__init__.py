@@ -14,7 +14,7 @@ A new source is one file with ``load(spec, options) -> TokenModel`` and one
 """
 
 # Registration, in the order help texts list the sources.
-from . import viny, timm_models, hf_models, py_callable  # noqa: F401, I001
+from . import viny, timm_models, hf_models, py_callable, tokens  # noqa: F401, I001
 from .base import (
     MODEL_SOURCES,
     ModelSource,

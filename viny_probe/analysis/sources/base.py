@@ -75,6 +75,8 @@ class TokenModel:
     notes: list[str] = field(default_factory=list)
     prefix_tokens: int | None = None
     _digest: str | None = field(default=None, repr=False, compare=False)
+    # tokens already on disk (analysis.token_store.TokenFolder): served by image id, no forward pass
+    stored: Any = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         what = self.source or "model"
@@ -384,7 +386,7 @@ def load_model(
         spec = parse_model_spec(model)
         options = SourceOptions(weights, image_size, None, None)
         loaded = MODEL_SOURCES.get(spec.prefix).load(spec, options)
-        if spec.prefix != "viny":
+        if spec.prefix != "viny" and loaded.stored is None:
             check_tokens(loaded)
     else:
         raise VinyError(
