@@ -59,6 +59,7 @@ from ..config import TrainConfig, is_legacy_config
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
+from ..signals import at_forced_exit
 from ..trainers import train
 from ..trainers.fleet import auto_fleet_size, fleet_config_key, train_fleet
 from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
@@ -232,6 +233,9 @@ class StageLock:
         return False
 
     def _start_heartbeat(self) -> None:
+        # A process ended by the signal watchdog (viny_probe.signals) drops its locks on the way out.
+        at_forced_exit(id(self), self._remove_own)
+
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
                 try:
@@ -242,13 +246,17 @@ class StageLock:
         self._thread = threading.Thread(target=beat, daemon=True, name=f"lock-{self.path.parent.name}")
         self._thread.start()
 
+    def _remove_own(self) -> None:
+        info = _read_lock(self.path)
+        if info is not None and info.get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
     def release(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        info = _read_lock(self.path)
-        if info is not None and info.get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+        self._remove_own()
+        at_forced_exit(id(self), None)
 
 
 # ------------------------------------------------------------------------------------------------ sweep
