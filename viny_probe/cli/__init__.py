@@ -14,6 +14,7 @@ from ..progress import console
 from ..signals import exit_now_if_interrupted
 from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
+from . import cache as _cache  # noqa: F401
 from . import demo as _demo  # noqa: F401  (registers commands)
 from . import export as _export  # noqa: F401
 from . import sweep as _sweep  # noqa: F401
