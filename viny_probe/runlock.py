@@ -26,6 +26,7 @@ import uuid
 from pathlib import Path
 
 from .errors import VinyError
+from .signals import at_forced_exit
 
 LOCK_NAME = "lock"
 LAST, FINAL = "checkpoint.pt", "final.pt"  # a run's checkpoint of its last epoch, and of its end
@@ -137,6 +138,8 @@ class StageLock:
     def _start_heartbeat(self) -> None:
         with _held_guard:
             _held[self.path.resolve()] = self
+        # A process ended by the signal watchdog (viny_probe.signals) drops its locks on the way out.
+        at_forced_exit(id(self), self._remove_own)
 
         def beat() -> None:
             while not self._stop.wait(self.heartbeat_s):
@@ -155,6 +158,10 @@ class StageLock:
         with _held_guard:
             if _held.get(self.path.resolve()) is self:
                 del _held[self.path.resolve()]
+        self._remove_own()
+        at_forced_exit(id(self), None)
+
+    def _remove_own(self) -> None:
         info = read_lock(self.path)
         if info is not None and info.get("token") == self.token:
             self.path.unlink(missing_ok=True)

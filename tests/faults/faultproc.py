@@ -27,16 +27,25 @@ TIMING_KEYS = ("seconds", "img_per_s")
 
 # `python -c LAUNCHER ARGS...` is `viny ARGS...`, pausing before training step VINY_FAULTS_PAUSE_AT_STEP
 # (for 600 s, or until the file VINY_FAULTS_CONTINUE_FILE exists).
+# With VINY_FAULTS_PAUSE_BLOCKS=1 the pause is one the main thread cannot leave promptly on a signal:
+# its way out waits for a thread, as the shutdown of a decode pool does (or as one long C call, a
+# backward pass on a CPU, holds off Python's signal handler until it returns).
 LAUNCHER = """
 import os, sys, time
+from concurrent.futures import ThreadPoolExecutor
 from viny_probe.trainers import engine
 real_step, calls = engine.train_step, [0]
 pause_at = int(os.environ.get("VINY_FAULTS_PAUSE_AT_STEP", "0"))
 go = os.environ.get("VINY_FAULTS_CONTINUE_FILE")
+blocks = os.environ.get("VINY_FAULTS_PAUSE_BLOCKS") == "1"
 def step(*args, **kwargs):
     calls[0] += 1
     if calls[0] == pause_at:
         print(f"viny-test: paused before training step {pause_at}", file=sys.stderr, flush=True)
+        if blocks:
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(time.sleep, 600)
+                time.sleep(600)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and not (go and os.path.exists(go)):
             time.sleep(0.05)
@@ -81,6 +90,9 @@ class Proc:
             if marker in line:
                 return line
 
+    def signal(self, signum: int) -> None:
+        self.popen.send_signal(signum)
+
     def kill(self) -> None:
         """SIGKILL: no handler, no cleanup, as the OOM killer or a lost node would end it."""
         self.popen.send_signal(signal.SIGKILL)
@@ -106,11 +118,12 @@ def start(
     *,
     pause_at_step: int = 0,
     continue_file: Path | None = None,
+    pause_blocks: bool = False,
     pause_in_write: str | None = None,
     file_size_limit: int | None = None,
 ) -> Proc:
     """Start `viny ARGS` (through the launcher when ``pause_at_step``; the pause ends once
-    ``continue_file`` exists, if given)."""
+    ``continue_file`` exists, if given; ``pause_blocks``: see LAUNCHER)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     env.pop("VINY_TEST_PAUSE_IN_WRITE", None)
     if pause_in_write:
@@ -119,6 +132,7 @@ def start(
     env.pop("VINY_FAULTS_CONTINUE_FILE", None)
     if continue_file is not None:
         env["VINY_FAULTS_CONTINUE_FILE"] = str(continue_file)
+    env["VINY_FAULTS_PAUSE_BLOCKS"] = "1" if pause_blocks else "0"
     command = [sys.executable, "-c", LAUNCHER] if pause_at_step else [sys.executable, "-m", "viny_probe"]
     out = open(log, "w")  # noqa: SIM115 - closed by the child's end
     popen = subprocess.Popen(

@@ -17,12 +17,25 @@ preserves constants, so resizing before or after the normalisation gives the sam
 
 Cache: one ``.pt`` file per (model, images, layer, patch subsample), holding ``{"key": json, "tokens":
 tensor}`` and read back with ``torch.load(weights_only=True)``; written atomically (temp file +
-rename). The key holds the model's identity (``TokenModel.identity``: its source string, the sha256 of
-its weights, input and patch size, mean/std and description; so a checkpoint file, the same weights
-imported from the authors' file, or the encoder object itself share entries), the dataset name, a
-digest of the image ids, a digest of the image bytes, their shape and dtype, ``split``, the block, the
-patch subsample and ``cache_key_extra``. The folder is ``cache_dir``, else ``$VINY_CACHE_DIR/embeddings``,
-else ``~/.cache/viny/embeddings``. Delete files there freely: a missing or unreadable entry is recomputed.
+rename). The key holds everything that changes the tokens:
+
+* the model (``TokenModel.identity``): its source string, the sha256 of its weights, its description
+  (``config``: a viny ViTConfig, timm's arguments, an hf model's type and sizes) and its fingerprint:
+  the sha256 of a ``py:`` source's file, of an ``hf:`` folder's config.json and
+  preprocessor_config.json, timm's pretrained_cfg, viny's model.py, and the version of the library
+  that builds it (transformers, timm);
+* the viny version and the preprocessing: input size, mean/std, the resize (``RESIZE``);
+* the images: the dataset name, a digest of the image ids, a digest of the image bytes, their shape
+  and dtype, ``split``;
+* the block, the patch subsample and ``cache_key_extra``.
+
+So a checkpoint file, the same weights imported from the authors' file, or the encoder object itself
+share entries, and an edited model never reads another's. What the key cannot see: code that a ``py:``
+file imports from your other files, or a library edited in place without a new version; pass
+``use_cache=False`` (``--no-cache``) then. The folder is ``cache_dir``, else
+``$VINY_CACHE_DIR/embeddings``, else ``~/.cache/viny/embeddings``; ``cache_info`` / ``clear_cache``
+(``viny cache info|clear``) show and empty it. Delete files there freely: a missing or unreadable entry
+is recomputed.
 """
 
 from __future__ import annotations
@@ -38,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from viny_probe import __version__
 from viny_probe.analysis.sources.base import TokenModel, load_model, module_digest
 from viny_probe.analysis.sources.viny import load_encoder
 from viny_probe.checkpoint import atomic_write_bytes
@@ -49,12 +63,22 @@ from viny_probe.progress import track
 from viny_probe.trainers.loop import resolve_device
 
 #: Bump when the extraction itself changes (preprocessing, token selection): old entries stop matching.
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+#: How ``_prepare`` resizes images whose side is not the model's input size (part of the key).
+RESIZE = "bilinear, antialias, align_corners=False"
 
 LayerSpec = str | int | Sequence[int]
 ModelLike = str | Path | nn.Module | TokenModel
 
-__all__ = ["extract_patch_tokens", "load_encoder", "encoder_digest", "parse_layers", "layer_label"]
+__all__ = [
+    "cache_info",
+    "clear_cache",
+    "encoder_digest",
+    "extract_patch_tokens",
+    "layer_label",
+    "load_encoder",
+    "parse_layers",
+]
 
 #: sha256 of a module's weights (kept under its old name).
 encoder_digest = module_digest
@@ -66,6 +90,28 @@ def resolve_cache_dir(cache_dir: str | Path | None = None) -> Path:
     if cache_dir:
         return Path(cache_dir).expanduser()
     return cache_root() / "embeddings"
+
+
+def _entries(root: Path) -> list[Path]:
+    """The cache's entries, and the temp files of writes cut short."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_file() and (p.suffix == ".pt" or p.name.endswith(".tmp")))
+
+
+def cache_info(cache_dir: str | Path | None = None) -> dict:
+    """``{"folder", "entries", "bytes"}`` of the token cache."""
+    root = resolve_cache_dir(cache_dir)
+    entries = _entries(root)
+    return {"folder": str(root), "entries": len(entries), "bytes": sum(p.stat().st_size for p in entries)}
+
+
+def clear_cache(cache_dir: str | Path | None = None) -> dict:
+    """Delete every entry of the token cache (the folder stays); ``cache_info`` of what was removed."""
+    removed = cache_info(cache_dir)
+    for path in _entries(Path(removed["folder"])):
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _tensor_digest(t: torch.Tensor) -> str:
@@ -151,7 +197,9 @@ def _prepare(batch: torch.Tensor, model: TokenModel, device: torch.device) -> to
         x = x.float()
     size = model.image_size
     if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = F.interpolate(
+            x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+        )  # RESIZE
     return x
 
 
@@ -278,6 +326,8 @@ def extract_patch_tokens(
             ) from None
         base = {
             "version": CACHE_VERSION,
+            "viny": __version__,
+            "resize": RESIZE,
             "model": token_model.identity(),
             "dataset": name,
             "ids": None if ids is None else hashlib.sha256("\n".join(ids).encode()).hexdigest(),

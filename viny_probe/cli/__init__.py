@@ -11,8 +11,10 @@ from rich.markup import escape
 
 from ..errors import VinyError, VinyWarning
 from ..progress import console
+from ..signals import exit_now_if_interrupted
 from . import analysis as _analysis  # noqa: F401
 from . import bench as _bench  # noqa: F401
+from . import cache as _cache  # noqa: F401
 from . import demo as _demo  # noqa: F401  (registers commands)
 from . import explore as _explore  # noqa: F401
 from . import export as _export  # noqa: F401
@@ -33,6 +35,9 @@ def main() -> None:
     warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
     try:
         app()
+    except SystemExit:
+        exit_now_if_interrupted()  # a command stopped by a signal has said what it kept
+        raise
     except VinyError as e:
         # escaped: a message may hold brackets (pip install "viny-probe[timm]") that are not markup
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)

@@ -50,6 +50,15 @@ def _norm_option(stat: str, whose: str = "the model's"):
 
 
 BATCH_HELP = "images per forward pass while extracting tokens"
+NO_CACHE_HELP = (
+    "compute the patch tokens again, neither reading nor writing the token cache (`viny cache info`)"
+)
+
+
+def _no_cache_option():
+    return typer.Option(False, "--no-cache", help=NO_CACHE_HELP)
+
+
 DATASET_HELP = (
     "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
     "checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders that saw real data)"
@@ -178,6 +187,7 @@ def probe_command(
     std: str | None = _norm_option("std"),
     device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
+    no_cache: bool = _no_cache_option(),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -205,6 +215,7 @@ def probe_command(
         test_images,
         knn,
         progress=not (quiet or as_json),
+        use_cache=not no_cache,
         allow_overlap=allow_overlap,
         weights=weights,
         img_size=img_size,
@@ -431,6 +442,7 @@ def diagnose_command(
     std: str | None = _norm_option("std", "every model's"),
     device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
+    no_cache: bool = _no_cache_option(),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -464,6 +476,7 @@ def diagnose_command(
         fig6_images=fig6_images,
         knn=knn,
         progress=not (quiet or as_json),
+        use_cache=not no_cache,
         weights=weights,
         img_size=img_size,
         mean=_rgb(mean, "--mean"),

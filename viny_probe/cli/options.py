@@ -26,6 +26,7 @@ from ..config import PRECISION_CHOICES, SCHEDULE_PRESETS
 from ..errors import VinyError
 from ..model import MODEL_PRESETS
 from ..progress import console
+from ..signals import exit_status, headline, stopping_on_signals
 
 JSON_HELP = "print the result as JSON on stdout only (no tables, messages or progress bars)"
 QUIET_HELP = "no progress bars or progress messages (results, warnings and errors still print)"
@@ -148,23 +149,26 @@ def device_option(default: str = "auto", help: str = DEVICE_HELP) -> Any:
 
 
 def interruptible(message: str):
-    """Wrap a command so that Ctrl-C prints ``message`` (what is kept, how to continue) and exits 130."""
+    """Wrap a command so that Ctrl-C (SIGINT) and SIGTERM print ``message`` (what is kept, how to
+    continue) and exit 130 or 143 (128 + the signal), within about a second (``viny_probe.signals``)."""
 
     def wrap(fn):
         @functools.wraps(fn)
         def command(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except KeyboardInterrupt:
-                console.print(f"[yellow]interrupted.[/] {message}", highlight=False)
-                raise typer.Exit(130) from None
+            with stopping_on_signals(message) as stopping:
+                try:
+                    return fn(*args, **kwargs)
+                except KeyboardInterrupt as error:
+                    signum = stopping.end(error)
+                    console.print(f"[yellow]{headline(signum)}[/] {message}", highlight=False)
+                    raise typer.Exit(exit_status(signum)) from None
 
         return command
 
     return wrap
 
 
-# What Ctrl-C leaves behind, per kind of command.
+# What Ctrl-C or SIGTERM leaves behind, per kind of command.
 INTERRUPTED_TRAINING = (
     "Finished epochs are saved in the run folder; continue with the same command and --resume."
 )

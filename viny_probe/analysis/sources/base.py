@@ -58,6 +58,9 @@ class TokenModel:
         for a model from elsewhere (it records no training images).
     notes: where the input size, mean/std and prefix-token count came from, written into the outputs.
     prefix_tokens: how many tokens precede the patches (informational: ``tokens`` drops them).
+    fingerprint: what else decides its tokens, for the cache key only (JSON-ready): the digest of the
+        code that builds it (a ``py:`` file), of its config files (an ``hf:`` folder's config.json), the
+        library version and settings it is built with (timm's pretrained_cfg).
     """
 
     module: nn.Module
@@ -74,6 +77,7 @@ class TokenModel:
     meta: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     prefix_tokens: int | None = None
+    fingerprint: dict = field(default_factory=dict)
     _digest: str | None = field(default=None, repr=False, compare=False)
     # tokens already on disk (analysis.token_store.TokenFolder): served by image id, no forward pass
     stored: Any = field(default=None, repr=False, compare=False)
@@ -119,7 +123,8 @@ class TokenModel:
 
     def identity(self) -> dict:
         """What makes its tokens what they are, for the embedding cache's key: the source, a digest of
-        the weights, the input size, the normalisation and the description."""
+        the weights, the input size, the normalisation, the description and the fingerprint (code,
+        config files, library versions)."""
         return {
             "source": self.source,
             "weights": self.digest(),
@@ -128,6 +133,7 @@ class TokenModel:
             "mean": list(self.mean),
             "std": list(self.std),
             "config": self.config,
+            "fingerprint": self.fingerprint,
         }
 
     def describe(self) -> str:
@@ -238,6 +244,15 @@ def hooked_tokens(
         return out
 
     return tokens
+
+
+def bytes_digest(path: str | Path) -> str | None:
+    """sha256 of a file's bytes (None when there is no such file): a config or code file in a
+    TokenModel's fingerprint."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
 
 
 def module_digest(module: nn.Module) -> str:

@@ -8,6 +8,10 @@ distillation for DeiT, CLS + ``num_register_tokens`` for DINOv2 with registers, 
 a type not in the table is refused rather than guessed. Input size and mean/std come from
 ``preprocessor_config.json`` when the folder has one (its crop size when it centre-crops), else the
 config's ``image_size`` and ImageNet's mean/std; ``--img-size`` interpolates the position embeddings.
+
+The model's fingerprint (the token cache's key) holds the sha256 of config.json and
+preprocessor_config.json, and the transformers version: an edited config (activation, layer-norm eps)
+with the same weights is another key.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from viny_probe.analysis.sources.base import (
     ModelSpec,
     SourceOptions,
     TokenModel,
+    bytes_digest,
     patch_part,
     register_source,
     require,
@@ -212,6 +217,11 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             f"{prefix} prefix token(s) dropped: the {config.model_type} config",
         ],
         prefix_tokens=prefix,
+        fingerprint={
+            "config.json": bytes_digest(folder / "config.json"),
+            "preprocessor_config.json": bytes_digest(folder / "preprocessor_config.json"),
+            "transformers": transformers.__version__,
+        },
     )
 
 

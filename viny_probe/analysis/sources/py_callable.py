@@ -5,6 +5,11 @@
 ``--weights`` are passed as ``image_size=`` / ``weights=`` to a function that takes them. For a ViT-like
 module with a list of blocks, ``TokenModel.from_blocks`` reads the tokens with forward hooks.
 docs/any-model.md has a worked example.
+
+The sha256 of the file that defines FUNCTION is in the model's fingerprint, so that an edit of that file
+is a new token-cache key. A file path is run from the bytes that were digested (no ``__pycache__``
+bytecode, which an edit of the same size within the same second would leave in use). Code that file
+imports from other files of yours is not covered: pass ``--no-cache`` after editing it.
 """
 
 from __future__ import annotations
@@ -21,30 +26,35 @@ from viny_probe.analysis.sources.base import (
     ModelSpec,
     SourceOptions,
     TokenModel,
+    bytes_digest,
     register_source,
 )
 from viny_probe.errors import VinyError
 
 
-def _module(where: str, what: str):
+def _module(where: str, what: str) -> tuple[object, str | None]:
+    """The module ``where`` names and the sha256 of its source file (None for one without a file)."""
     if where.endswith(".py") or "/" in where:
         path = Path(where).expanduser()
         if not path.is_file():
             raise VinyError(f"{what}: file not found: {path}")
+        source = path.read_bytes()
         name = "viny_py_source_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
         spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
         try:
-            spec.loader.exec_module(module)
+            exec(compile(source, str(path), "exec"), module.__dict__)  # noqa: S102 - py: runs the user's file
         except Exception as e:  # the user's code: say where it failed, in one line
             raise VinyError(f"{what}: importing {path} failed ({type(e).__name__}: {e})") from None
-        return module
+        return module, hashlib.sha256(source).hexdigest()
     try:
-        return importlib.import_module(where)
+        module = importlib.import_module(where)
     except ModuleNotFoundError as e:
         raise VinyError(
             f"{what}: no module named {e.name!r} (a module on PYTHONPATH, or a file path ending in .py)"
         ) from None
+    file = getattr(module, "__file__", None)
+    return module, bytes_digest(file) if file else None
 
 
 def _kwargs(fn, spec: ModelSpec, options: SourceOptions, what: str) -> dict:
@@ -68,7 +78,8 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
     where, sep, function = spec.target.rpartition(":")
     if not sep or not where or not function:
         raise VinyError(f"{what}: expected py:MODULE:FUNCTION or py:path/to/file.py:FUNCTION")
-    fn = getattr(_module(where, what), function, None)
+    module, code = _module(where, what)
+    fn = getattr(module, function, None)
     if not callable(fn):
         raise VinyError(f"{what}: {where} has no function {function!r}")
     try:
@@ -83,7 +94,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         )
     if model.source == "python":
         model = replace(model, source=what, name=model.name if model.name != "python" else "", _digest=None)
-    return model
+    return replace(model, fingerprint={**model.fingerprint, "code": code}, _digest=model._digest)
 
 
 register_source(

@@ -6,11 +6,14 @@ the Hugging Face cache (``HF_HUB_CACHE``, honouring ``HF_HUB_OFFLINE``); ``--wei
 ``num_prefix_tokens``; mean/std come from its pretrained config (``timm.data.resolve_data_config``);
 the input size is the one the model is built for (``patch_embed.img_size``). Tokens are read with
 forward hooks on ``model.blocks``; the last block's entry is ``forward_features`` (after the final norm).
+The model's fingerprint (the token cache's key) holds its pretrained_cfg and the timm version; its
+arguments are in ``config["kwargs"]``.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 
 import torch
@@ -197,6 +200,10 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         source=what,
         config=config,
         notes=notes,
+        fingerprint={
+            "pretrained_cfg": json.loads(json.dumps(getattr(model, "pretrained_cfg", None), default=str)),
+            "timm": timm.__version__,
+        },
     )
 
 

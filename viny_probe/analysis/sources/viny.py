@@ -1,11 +1,13 @@
 """``viny:PATH`` (or a bare path): a viny checkpoint, or the study authors' state_dict converted in
 memory (``authors.py``). Its input size is fixed by its position embeddings; mean/std are ImageNet's, as
-in every training stage."""
+in every training stage. The token cache's key holds its ViTConfig (``config``), the digest of its
+weights and, in its fingerprint, the digest of viny's model.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from viny_probe import model as model_code
 from viny_probe.analysis.authors import (
     authors_checkpoint_payload,
     authors_to_viny_state,
@@ -17,6 +19,7 @@ from viny_probe.analysis.sources.base import (
     ModelSpec,
     SourceOptions,
     TokenModel,
+    bytes_digest,
     register_source,
 )
 from viny_probe.checkpoint import FORMAT_VERSION, encoder_from_checkpoint, file_digest, torch_load_safely
@@ -73,6 +76,7 @@ def viny_token_model(encoder: ViNy, ckpt: dict | None = None, name: str = "viny"
         meta=ckpt or {},
         notes=[],
         prefix_tokens=int(cfg.cls_in_sequence),
+        fingerprint={"model.py": bytes_digest(model_code.__file__)},
     )
 
 
