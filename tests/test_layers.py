@@ -18,6 +18,7 @@ LAYERS = {
     "viny_probe.checks": 0,
     "viny_probe.progress": 0,
     "viny_probe.signals": 0,  # SIGINT/SIGTERM: the CLI stops on them, a sweep drops its locks
+    "viny_probe.runlock": 0,  # one process per run folder: the lock a run and a sweep stage share
     "viny_probe.tables": 0,
     "viny_probe.published": 0,  # the study's published numbers, read by analysis and experiments
     "viny_probe.data": 1,

@@ -324,8 +324,12 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON)."""
     from viny_probe.analysis.diagnose import diagnose
 
-    seven = "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
-    twelve = "timm:vit_tiny_patch16_224,img_size=48,patch_size=4,depth=3,embed_dim=32,num_heads=2,pretrained=false"
+    seven = (
+        "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
+    )
+    twelve = (
+        "timm:vit_tiny_patch16_224,img_size=48,patch_size=4,depth=3,embed_dim=32,num_heads=2,pretrained=false"
+    )
     out = tmp_path / "grids"
     summary = diagnose(
         [seven, twelve],
