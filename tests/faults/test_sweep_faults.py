@@ -229,11 +229,13 @@ def test_a_fleet_killed_while_saving_resumes_each_member_to_the_uninterrupted_nu
     elsewhere: auto is fp32 there, the fp32 case). Exact because each epoch of a member runs the same
     vmapped kernels as in the uninterrupted fleet, with the same micro-batches (the fleet's size):
     this CPU's batched kernels give each member's slice the same bits whatever the number of members.
-    A member resumed alone through the plain loop instead (kernels without the member axis) differs
-    in bf16 by ~7e-4 in mIoU, in fp32 by float rounding. Mutants watched failing: never regrouping
-    (``fleet_phases`` giving each start epoch its own fleet to the end: the lagging member trains
-    alone through the plain loop); the fleet not copying its AdamW state back into each member's
-    optimiser (checkpoints without moments)."""
+    The member trained alone through the plain loop instead (its kernels have no member axis and
+    round otherwise; the code before regrouping) ends with weights up to 9e-4 apart in bf16 (the issue
+    saw mIoU 7e-4 apart), 6e-8 in fp32. Mutants watched failing: that (a member catching up alone
+    through ``loop``'s ``train_one_epoch``), both cases, on the numbers; never regrouping
+    (``fleet_phases`` giving each start epoch its own phase to the last epoch), on the log and the
+    fleet sizes of the metrics lines. The earlier fp32 version of this test also failed on the fleet
+    not copying its AdamW state back into each member's optimiser (checkpoints without moments)."""
     import torch
 
     from viny_probe.checkpoint import load_checkpoint
