@@ -246,20 +246,26 @@ def test_a_fleet_killed_while_saving_resumes_each_member_to_the_uninterrupted_nu
     plan = warm / "plan-fleet.toml"
     plan.write_text(PLAN.format(sizes=[8]).replace("seeds = [0]", "seeds = [0, 1]"))
     options = ("--fleet", "2", "--no-wait") + (("--precision", precision) if precision != "auto" else ())
-    rc, output = run(sweep_args(plan, warm / f"fleet-ref-{precision}", *options), warm / "fleet-ref.log")
-    assert rc == 0, output
-    out = warm / f"fleet-killed-{precision}"
-    victim = start(
-        sweep_args(plan, out, *options), warm / "fleet-1.log", pause_in_write="checkpoint.pt:4:600"
-    )
-    victim.wait_for("paused in write 4 of")
-    victim.kill()
-    stages = sorted((out / "stages").iterdir(), key=lambda d: load_checkpoint(d / "checkpoint.pt")["epoch"])
-    assert len(stages) == 2
-    behind, ahead = stages
-    assert [load_checkpoint(d / "checkpoint.pt")["epoch"] for d in stages] == [1, 2]
-    rc, output = run(sweep_args(plan, out, *options), warm / "fleet-2.log")
-    assert rc == 0, output
+    out, logs = warm / f"fleet-killed-{precision}", warm / f"fleet-{precision}"
+    # the uninterrupted sweep runs beside the killed one and its resume, sharing the two cores
+    reference = start(sweep_args(plan, warm / f"fleet-ref-{precision}", *options), logs.with_suffix(".ref"))
+    try:
+        victim = start(
+            sweep_args(plan, out, *options), logs.with_suffix(".1"), pause_in_write="checkpoint.pt:4:600"
+        )
+        victim.wait_for("paused in write 4 of")
+        victim.kill()
+        stages = sorted(
+            (out / "stages").iterdir(), key=lambda d: load_checkpoint(d / "checkpoint.pt")["epoch"]
+        )
+        assert len(stages) == 2
+        behind, ahead = stages
+        assert [load_checkpoint(d / "checkpoint.pt")["epoch"] for d in stages] == [1, 2]
+        rc, output = run(sweep_args(plan, out, *options), logs.with_suffix(".2"))
+        assert rc == 0, output
+        assert reference.finish() == 0, reference.output()
+    finally:
+        reference.stop()
     text = one_line(output)
     assert text.count("took over its stale lock") == 2
     assert (
