@@ -119,13 +119,81 @@ def test_a_member_whose_loss_goes_non_finite_stops_alone(tmp_path, monkeypatch, 
         assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
 
 
-def test_an_interrupted_fleet_resumes_each_member_from_its_own_last_epoch(tmp_path, monkeypatch):
-    """The fleet is interrupted while saving epoch 2 of its second member: the first member holds 2
-    epochs, the others 1. Resumed, the members regroup by their first epoch (1 + 2), and each ends
-    equal to its uninterrupted run alone."""
-    cfgs = [tiny("segment", seed=s, epochs=3) for s in range(3)]
-    for i, cfg in enumerate(cfgs):
-        train(cfg, tmp_path / f"solo{i}", progress=False)
+def assert_identical_run(reference_dir, run_dir):
+    """Every metrics line (but its wall-clock figures and fleet size), results.json, the final weights
+    and the last checkpoint's AdamW state and schedule: bit for bit."""
+
+    def lines(d):
+        records = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k not in SCALE_FREE} for r in records]
+
+    def results(d):
+        found = json.loads((d / "results.json").read_text())
+        return {**found, "final": {k: v for k, v in found["final"].items() if k not in SCALE_FREE}}
+
+    assert lines(run_dir) == lines(reference_dir)
+    assert results(run_dir) == results(reference_dir)
+    fa, fb = load_checkpoint(reference_dir / "final.pt"), load_checkpoint(run_dir / "final.pt")
+    for part in ("encoder", "head"):
+        assert fa[part].keys() == fb[part].keys()
+        for k in fa[part]:
+            assert torch.equal(fb[part][k], fa[part][k]), (part, k)
+    ca, cb = load_checkpoint(reference_dir / "checkpoint.pt"), load_checkpoint(run_dir / "checkpoint.pt")
+    assert ca["optimizer"]["state"].keys() == cb["optimizer"]["state"].keys()
+    for j, state in ca["optimizer"]["state"].items():
+        for k, v in state.items():
+            assert torch.equal(cb["optimizer"]["state"][j][k], v), (j, k)
+    assert cb["scheduler"] == ca["scheduler"]
+
+
+def test_fleet_phases_regroup_members_as_their_epochs_meet():
+    """Members resumed at epochs 3 and 4 of 6 train apart until the one at 3 reaches 4, then as one
+    fleet; the log says so. Mutant watched failing: never regrouping (one phase per start epoch, each
+    to the last epoch)."""
+    phases = fleet.fleet_phases([3, 4], 6)
+    assert phases == [fleet.Phase(3, 4, (0,)), fleet.Phase(4, 6, (0, 1))]
+    assert fleet.fleet_phases([2, 1, 1, 3], 3) == [fleet.Phase(1, 2, (1, 2)), fleet.Phase(2, 3, (0, 1, 2))]
+    assert fleet.fleet_phases([0, 0], 3) == [fleet.Phase(0, 3, (0, 1))]
+    assert fleet.describe_fleet(["a", "b"], [3, 4], 6) == (
+        "2 stages resumed at epochs 3 and 4 train apart until their epochs meet: "
+        "epoch 4: a alone (b waits at epoch 4); epochs 5-6: 2 stages as one fleet"
+    )
+    assert fleet.describe_fleet(["a", "b", "c"], [2, 1, 1], 3) == (
+        "3 stages resumed at epochs 1 and 2 train apart until their epochs meet: "
+        "epoch 2: 2 stages as one fleet (b, c; a waits at epoch 2); epoch 3: 3 stages as one fleet"
+    )
+    assert fleet.describe_fleet(["a", "b"], [0, 0], 3) == "2 stages as one fleet"
+    assert fleet.describe_fleet(["a", "b"], [1, 3], 3) == "a alone; b: every epoch trained already"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_path, monkeypatch, precision):
+    """The fleet of 3 is interrupted while saving epoch 2 of its second member: the first member holds
+    2 epochs, the others 1. Resumed, members 2 and 3 train epoch 2 as a fleet of their own while the
+    first waits, then all three train epoch 3 as one fleet again (each metrics line records how many
+    trained together), and every member equals the uninterrupted fleet's bit for bit, in fp32 and in
+    bf16 (skipped where the CPU emulates bf16). The activation budget is cut so that a fleet of 3 steps
+    in micro-batches of 4 and one of 2 in whole batches of 8: the catching-up pair must step in the
+    whole fleet's. Watched failing: the code before regrouping (the pair apart to the end in its own
+    micro-batches, the first member's epoch 3 through the plain loop), on the numbers in both
+    precisions; never regrouping (``fleet_phases`` giving each start epoch its own phase to the last
+    epoch), on the log; the pair's micro-batches taken from its own size (2) instead of the fleet's (3),
+    on the numbers in both precisions."""
+    from viny_probe.precision import cpu_bf16_native
+    from viny_probe.trainers import engine
+    from viny_probe.trainers.loop import run_model_config
+
+    native, how = cpu_bf16_native()
+    if precision == "bf16" and not native:
+        pytest.skip(f"bf16 is emulated on this CPU ({how})")
+    per_image = run_model_config(tiny("segment")).activation_bytes_per_image()
+    per_image //= 2 if precision == "bf16" else 1
+    monkeypatch.setattr(engine, "ACTIVATION_BUDGET", 2 * 8 * per_image)  # 2 members x 8 images fit, 3 do not
+    cfgs = [tiny("segment", seed=s, epochs=3, precision=precision) for s in range(3)]
+    reference = train_fleet(
+        [(cfg, tmp_path / f"ref{i}", False) for i, cfg in enumerate(cfgs)], progress=False
+    )
+    assert [m.error for m in reference] == [None] * 3
     original = fleet.Run.end_epoch
     saves = {"n": 0}
 
@@ -142,11 +210,20 @@ def test_an_interrupted_fleet_resumes_each_member_from_its_own_last_epoch(tmp_pa
     monkeypatch.setattr(fleet.Run, "end_epoch", original)
     epochs = [load_checkpoint(tmp_path / f"fleet{i}" / "checkpoint.pt")["epoch"] for i in range(3)]
     assert epochs == [2, 1, 1]
-    out = train_fleet([(cfg, d, True) for cfg, d, _ in members], progress=False)
+    said = []
+    out = train_fleet([(cfg, d, True) for cfg, d, _ in members], progress=False, log=said.append)
+    assert said == [
+        "3 stages resumed at epochs 1 and 2 train apart until their epochs meet: "
+        "epoch 2: 2 stages as one fleet (fleet1, fleet2; fleet0 waits at epoch 2); epoch 3: 3 stages as one fleet"
+    ]
     assert [m.error for m in out] == [None] * 3
-    assert [m.fleet_size for m in out] == [1, 2, 2]
+    assert [m.fleet_size for m in out] == [3, 2, 2]
     for i in range(3):
-        assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
+        records = [
+            json.loads(line) for line in (tmp_path / f"fleet{i}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert [r["fleet"] for r in records] == ([3, 3, 3] if i == 0 else [3, 2, 3])
+        assert_identical_run(tmp_path / f"ref{i}", tmp_path / f"fleet{i}")
 
 
 def test_runs_train_together_only_when_their_steps_match(tmp_path):

@@ -445,13 +445,13 @@ def _train_claims(claims: list[Claim], out: Path, execution: Execution, summary,
     """One ``train_fleet`` call over claimed stages; each member settled and recorded as alone."""
     for claim in claims:
         _announce(claim, log)
-    if len(claims) > 1:
-        log(f"  ... {len(claims)} stages as one fleet")
     try:
+        # train_fleet says what trains together when: it knows once the runs are set up (resumed epochs)
         results = train_fleet(
             [(c.cfg, c.dir, c.resume) for c in claims],
             progress=execution.progress,
             cuda_graphs=execution.cuda_graphs,
+            log=lambda message: log(f"  ... {message}"),
         )
     except BaseException as e:
         for claim in claims:

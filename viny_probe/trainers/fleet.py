@@ -16,12 +16,20 @@ its train subset, its parent. A member's numbers equal training it alone, to flo
 (``tests/trainers/test_fleet.py``, every regime).
 
 Grouping: runs train together only when every batch has the same shape and every step the same
-learning rate: the same regime, model, schedule and batch size, the same number of training images
-(so the same steps per epoch and the same short last batch), and the same first epoch (a resumed run
-joins runs resumed at the same epoch). ``fleet_key`` says what must be equal; other runs form other
-fleets, and a run left alone trains exactly as ``loop.train`` does. Grouping by equal step counts,
-rather than masking finished members, keeps every member's learning-rate schedule, Adam step count
-and checkpoint epochs the ones of its run alone.
+learning rate: the same regime, model, schedule and batch size and the same number of training images
+(so the same steps per epoch and the same short last batch). ``fleet_key`` says what must be equal;
+other runs form other fleets, and a run left alone trains exactly as ``loop.train`` does. Grouping by
+equal step counts, rather than masking finished members, keeps every member's learning-rate
+schedule, Adam step count and checkpoint epochs the ones of its run alone.
+
+Regrouping: members of one fleet resumed from different epochs (a fleet killed while its members
+saved one epoch) train in phases (``fleet_phases``): those furthest behind train, as a fleet of
+their own, until they reach the next member's epoch, then go on together with it, and so on. Every
+epoch of a member goes through the fleet's vmapped step, with the micro-batches of the whole fleet,
+as it would have uninterrupted, even an epoch it trains alone: the plain loop's kernels round
+differently (in bf16 visibly), and a resumed fleet equals the uninterrupted one exactly
+(``tests/faults/test_sweep_faults.py``), as long as the device's batched kernels compute each
+member's slice the same whatever the number of members (so on this CPU, in fp32 and bf16).
 
 A member whose loss goes non-finite stops alone, with the message a run alone gives, before its
 update is applied on a CPU (on a GPU, at the next read of the losses: ``loss_check_interval``): it
@@ -103,10 +111,10 @@ def auto_fleet_size(cfg: TrainConfig, cap: int = 64) -> int:
 
 def fleet_key(run: Run) -> tuple:
     """Runs with equal keys can train in one fleet: the same resolved config up to ``MEMBER_FIELDS``,
-    the same number of training images (equal batch shapes and steps per epoch), the same first epoch
-    and the same parameter shapes (a head's classes)."""
+    the same number of training images (equal batch shapes and steps per epoch) and the same parameter
+    shapes (a head's classes). Their first epochs may differ: ``fleet_phases`` regroups them."""
     shapes = tuple(tuple(p.shape) for p in _parameters(run))
-    return (fleet_config_key(run.cfg), len(run.train_set), run.start_epoch, shapes)
+    return (fleet_config_key(run.cfg), len(run.train_set), shapes)
 
 
 def group_runs(runs: list[Run]) -> list[list[Run]]:
@@ -115,6 +123,64 @@ def group_runs(runs: list[Run]) -> list[list[Run]]:
     for run in runs:
         groups.setdefault(fleet_key(run), []).append(run)
     return list(groups.values())
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Epochs ``first`` .. ``stop - 1`` (0-based) trained in lockstep by the fleet's ``members``
+    (positions in the fleet)."""
+
+    first: int
+    stop: int
+    members: tuple[int, ...]
+
+
+def fleet_phases(starts: list[int], epochs: int) -> list[Phase]:
+    """How a fleet whose members start at epochs ``starts`` (their checkpoints' epochs) trains to
+    ``epochs``: the members furthest behind train alone, as a fleet of their own, until they reach the
+    next start, where those members join them, and so on; from the last start on, all together. A
+    member at ``epochs`` already trains in no phase. Members resumed at 3 and 4 of 6: [3, 4) the
+    first, [4, 6) both."""
+    meet = sorted({s for s in starts if s < epochs}) + [epochs]
+    return [
+        Phase(first, stop, tuple(i for i, s in enumerate(starts) if s <= first))
+        for first, stop in zip(meet, meet[1:], strict=False)
+    ]
+
+
+def _epochs(first: int, stop: int) -> str:
+    """0-based epochs [first, stop) as the 1-based words a log uses."""
+    return f"epoch {stop}" if stop == first + 1 else f"epochs {first + 1}-{stop}"
+
+
+def describe_fleet(names: list[str], starts: list[int], epochs: int) -> str:
+    """What of a sweep's fleet (its stages' ``names``, at epochs ``starts``) trains together when, in
+    words: "2 stages as one fleet", or for members resumed at different epochs each phase, e.g. "...:
+    epoch 2: a alone (b waits at epoch 2); epoch 3: 2 stages as one fleet"."""
+    phases = fleet_phases(starts, epochs)
+    parts = []
+    for phase in phases:
+        notes = [
+            f"{n} waits at epoch {s}" for n, s in zip(names, starts, strict=True) if phase.first < s < epochs
+        ]
+        if len(phase.members) == 1:
+            who = f"{names[phase.members[0]]} alone"
+        else:
+            who = f"{len(phase.members)} stages as one fleet"
+            if len(phases) > 1 and len(phase.members) < len(names):
+                notes.insert(0, ", ".join(names[i] for i in phase.members))
+        if len(phases) > 1:
+            who = f"{_epochs(phase.first, phase.stop)}: {who}"
+        parts.append(who + (f" ({'; '.join(notes)})" if notes else ""))
+    text = "; ".join(parts)
+    if len(phases) > 1:
+        at = sorted(set(starts))
+        at_text = f"{', '.join(map(str, at[:-1]))} and {at[-1]}"
+        text = f"{len(names)} stages resumed at epochs {at_text} train apart until their epochs meet: {text}"
+    done = [n for n, s in zip(names, starts, strict=True) if s >= epochs]
+    if done:
+        text += ("; " if text else "") + f"{', '.join(done)}: every epoch trained already"
+    return text
 
 
 def _parameters(run: Run) -> list[nn.Parameter]:
@@ -415,9 +481,13 @@ def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, re
     return True
 
 
-def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: dict) -> dict[int, dict]:
-    """One epoch of every member in lockstep. Returns {id(run): epoch means} for the members that
-    finished it; members that stopped are recorded in ``errors`` (run folder -> exception)."""
+def _fleet_epoch(
+    stack: Stack, epoch: int, fleet: int, check_every: int, bar, task, errors: dict
+) -> dict[int, dict]:
+    """One epoch of every member in lockstep, in the micro-batches of a fleet of ``fleet`` members (the
+    whole fleet's, also while only part of it trains: ``fleet_phases``). Returns {id(run): epoch
+    means} for the members that finished it; members that stopped are recorded in ``errors`` (run
+    folder -> exception)."""
     first = stack.runs[0]
     cfg, device, n = first.cfg, first.device, len(first.train_set)
     gens = [epoch_generator(r.cfg.seed, epoch) for r in stack.runs]
@@ -428,7 +498,7 @@ def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: 
             for g, r in zip(gens, stack.runs, strict=True)
         ],
     )
-    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, len(stack))
+    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
     meter = FleetMeter(device)
     for r in stack.runs:
         r.encoder.train(), r.head.train()
@@ -455,18 +525,21 @@ def _fleet_epoch(stack: Stack, epoch: int, check_every: int, bar, task, errors: 
     return {id(r): meter.means(i) for i, r in enumerate(stack.runs)}
 
 
-def _train_lockstep(runs: list[Run], progress: bool, errors: dict, graphs: bool) -> list[Run]:
-    """Train ``runs`` (one ``fleet_key``) to their last epoch together; returns those that got there."""
+def _train_lockstep(
+    runs: list[Run], phase: Phase, fleet: int, progress: bool, errors: dict, graphs: bool
+) -> list[Run]:
+    """Train ``runs`` (one ``fleet_key``, all at epoch ``phase.first``) together through the phase's
+    epochs, in the micro-batches of a fleet of ``fleet``; returns those that got to its end."""
     stack = Stack(runs, graphs)
     first = runs[0]
     cfg = first.cfg
     check_every = loss_check_interval(first.device)
     description = f"{cfg.regime} x{len(runs)}"
     with epoch_progress(enabled=progress, description=description) as bar:
-        for epoch in range(first.start_epoch, cfg.epochs):
+        for epoch in range(phase.first, phase.stop):
             t0 = time.perf_counter()
             task = bar.start_epoch(epoch, cfg.epochs, len(first.train_set) * len(stack))
-            means = _fleet_epoch(stack, epoch, check_every, bar, task, errors)
+            means = _fleet_epoch(stack, epoch, fleet, check_every, bar, task, errors)
             if not stack.runs:
                 break
             seconds = time.perf_counter() - t0
@@ -502,13 +575,18 @@ def _share_training_sets(runs: list[Run]) -> None:
 
 
 def train_fleet(
-    members: list[tuple[TrainConfig, str | Path, bool]], progress: bool = True, cuda_graphs: bool = True
+    members: list[tuple[TrainConfig, str | Path, bool]],
+    progress: bool = True,
+    cuda_graphs: bool = True,
+    log: Callable[[str], None] | None = None,
 ) -> list[MemberResult]:
     """Train every (config, run folder, resume) in ``members``: runs that can train together
-    (``fleet_key``) do so in lockstep; a run with no partner trains as alone. Each member's failure is
-    its own (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished
-    epochs saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph on a GPU
-    (``Stack``); no effect elsewhere."""
+    (``fleet_key``) do so in lockstep, regrouping as their epochs meet when they resume from different
+    ones (``fleet_phases``); a run with no partner trains as alone. Each member's failure is its own
+    (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished epochs
+    saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph on a GPU
+    (``Stack``); no effect elsewhere. ``log``, given more than one member, is told what trains together
+    when (``describe_fleet``, runs named by their folder's name), before each fleet trains."""
     if distributed.from_environment().enabled:
         raise VinyError("fleets train in one process: run them without torchrun")
     outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
@@ -524,8 +602,17 @@ def train_fleet(
                 outcome[Path(run_dir)].error = e
         _share_training_sets(runs)
         for group in group_runs(runs):
-            for run in group:
-                outcome[run.run_dir].fleet_size = len(group)
+            starts = [run.start_epoch for run in group]
+            if log is not None and len(members) > 1:
+                names = [run.run_dir.name for run in group]
+                log(
+                    describe_fleet(names, starts, group[0].cfg.epochs)
+                    if len(group) > 1
+                    else f"{names[0]} alone"
+                )
+            for phase in reversed(fleet_phases(starts, group[0].cfg.epochs)):
+                for i in phase.members:
+                    outcome[group[i].run_dir].fleet_size = len(phase.members)
             finished = _train_group(group, progress, errors, cuda_graphs)
             for run in finished:
                 try:
@@ -543,6 +630,8 @@ def train_fleet(
 
 
 def _train_group(group: list[Run], progress: bool, errors: dict, graphs: bool) -> list[Run]:
+    """Train one fleet (a run alone as ``loop.train`` does), phase by phase; returns the members that
+    got to their last epoch."""
     if len(group) == 1:
         try:
             train_epochs(group[0], progress)
@@ -552,11 +641,16 @@ def _train_group(group: list[Run], progress: bool, errors: dict, graphs: bool) -
             errors[group[0].run_dir] = e
             return []
         return group
-    try:
-        return _train_lockstep(group, progress, errors, graphs)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:  # noqa: BLE001 - a fault of the fleet itself (memory, say) stops its members
-        for run in group:
-            errors.setdefault(run.run_dir, e)
-        return []
+    for phase in fleet_phases([run.start_epoch for run in group], group[0].cfg.epochs):
+        runs = [group[i] for i in phase.members if group[i].run_dir not in errors]
+        if not runs:
+            continue
+        fleet = sum(run.run_dir not in errors for run in group)  # as many as the uninterrupted fleet has now
+        try:
+            _train_lockstep(runs, phase, fleet, progress, errors, graphs)
+        except KeyboardInterrupt:
+            raise
+        except Exception as e:  # noqa: BLE001 - a fault of the fleet itself (memory, say) stops its members
+            for run in runs:
+                errors.setdefault(run.run_dir, e)
+    return [run for run in group if run.run_dir not in errors]
