@@ -3,15 +3,18 @@ code if loaded, fed to every loader of files in viny. Plus the one-line error of
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from faultproc import ROOT, WAIT_S
 
 from viny_probe import cli
 from viny_probe.analysis import authors, embeddings, export
@@ -174,9 +177,10 @@ def test_no_loader_runs_pickled_code(tmp_path, loader, form):
 
 def test_an_hf_folder_runs_neither_pickled_weights_nor_its_own_code(tmp_path):
     """`hf:FOLDER`: a pytorch_model.bin holding a pickle is refused (transformers loads it with
-    weights_only=True), and a config.json whose auto_map names the folder's own Python file does not
-    run that file (no trust_remote_code): the model is built from transformers' own class. Mutant
-    watched failing: ``trust_remote_code=True`` in ``hf_models._load`` (the marker file appears)."""
+    weights_only=True), and a config.json whose auto_map names the folder's own Python file is refused
+    in one line naming auto_map, even where transformers has a class of its own for its model_type; the
+    file never runs. Mutant watched failing: ``hf_models._refuse_remote_code`` not called and
+    ``trust_remote_code=True`` in ``hf_models._load`` (the marker file appears)."""
     transformers = pytest.importorskip("transformers")
     marker = tmp_path / "ran"
     config = transformers.ViTConfig(
@@ -203,11 +207,13 @@ def test_an_hf_folder_runs_neither_pickled_weights_nor_its_own_code(tmp_path):
     (remote / "evil.py").write_text(
         f"open({str(marker)!r}, 'w')\nfrom transformers import ViTConfig as EvilConfig, ViTModel as EvilModel\n"
     )
-    built = None
-    with contextlib.suppress(VinyError):  # asserted after the marker, which is what matters
-        built = load_model(f"hf:{remote}")
+    with pytest.raises(VinyError) as err:
+        load_model(f"hf:{remote}")
     assert not marker.exists()
-    assert built is not None
+    message = str(err.value)
+    assert (
+        "auto_map" in message and "delete auto_map" in message and "'vit'" in message and "\n" not in message
+    )
 
 
 @pytest.mark.parametrize("form", ["torch zip", "plain pickle"])
@@ -302,3 +308,53 @@ def test_a_full_disk_reported_by_torch_as_a_runtime_error_is_still_a_full_disk(t
     with pytest.raises(DiskFullError, match=f"cannot write {path}: No space left on device"):
         atomic_write_bytes(path, writer)
     assert path.read_bytes() == b"the previous checkpoint" and list(tmp_path.iterdir()) == [path]
+
+
+def test_an_hf_folder_that_needs_its_own_code_is_refused_even_when_stdin_says_yes(tmp_path):
+    """A real `viny diagnose hf:FOLDER` on a folder whose config.json has a model_type transformers does
+    not know and an ``auto_map`` naming the folder's evil.py, with "y" piped to stdin: transformers'
+    question "run the custom code? [y/N]" is never asked (``trust_remote_code=False``), the folder is
+    refused in one line naming auto_map before transformers reads it, evil.py never runs and is not
+    copied into the modules cache. Failed before the fix (transformers read the "y", the marker file
+    appeared and evil.py was copied into HF_MODULES_CACHE). Mutant watched failing: the ``auto_map``
+    refusal in ``hf_models._refuse_remote_code`` dropped (with ``trust_remote_code=False`` kept, the
+    error is transformers' several lines, not the one naming auto_map)."""
+    marker, folder = tmp_path / "ran", tmp_path / "evil-model"
+    folder.mkdir()
+    config = {
+        "model_type": "evil_vit_unknown_to_transformers",
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"},
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w')\n"
+        "from transformers import ViTConfig as EvilConfig, ViTModel as EvilModel\n"
+    )
+    modules = tmp_path / "hf-modules"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_MODULES_CACHE": str(modules),
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "1000",  # rich would wrap the one line at a narrower width
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", "diagnose", f"hf:{folder}", "-o", str(tmp_path / "out"), "-q"]
+        + ["--device", "cpu"],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=WAIT_S,
+    )
+    assert not marker.exists(), proc.stdout + proc.stderr
+    assert not list(modules.rglob("evil*.py")), sorted(modules.rglob("*"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stdout + proc.stderr
+    assert "Traceback" not in message and "[y/N]" not in message
+    (line,) = [x for x in message.splitlines() if x.strip()]
+    assert line.startswith("error:") and "auto_map" in line and str(folder) in line
