@@ -58,6 +58,8 @@ class TokenModel:
         for a model from elsewhere (it records no training images).
     notes: where the input size, mean/std and prefix-token count came from, written into the outputs.
     prefix_tokens: how many tokens precede the patches (informational: ``tokens`` drops them).
+    weights_from: the file or folder its weights were read from (None: built in memory), named in
+        messages about them; not part of ``identity`` (the digest of the weights is).
     """
 
     module: nn.Module
@@ -74,6 +76,7 @@ class TokenModel:
     meta: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     prefix_tokens: int | None = None
+    weights_from: str | None = None
     _digest: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -127,6 +130,12 @@ class TokenModel:
             "std": list(self.std),
             "config": self.config,
         }
+
+    def where(self) -> str:
+        """The model as messages name it: its source string and the file its weights came from."""
+        if self.weights_from and self.weights_from not in self.source:
+            return f"{self.source} (weights {self.weights_from})"
+        return self.source
 
     def describe(self) -> str:
         """One line: grid, depth, width."""
@@ -477,4 +486,4 @@ def load_weights_strict(module: nn.Module, path: str | Path, what: str) -> None:
     """Load ``path`` into ``module``: every key present, none left over, every shape equal; otherwise a
     VinyError naming the missing / unexpected keys (weights of another architecture)."""
     state = read_state_dict(path, what)
-    load_state_strict(module, state, f"{what}: weights file {Path(path).name}")
+    load_state_strict(module, state, f"{what}: weights file {Path(path).expanduser()}")

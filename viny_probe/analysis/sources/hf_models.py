@@ -34,6 +34,7 @@ from viny_probe.analysis.sources.base import (
     require,
     square,
 )
+from viny_probe.checkpoint import check_finite_state
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 
@@ -128,6 +129,7 @@ def _load(transformers, folder: Path, what: str):
         parts = [f"missing keys {missing[:5]}"] if missing else []
         parts += [f"shape mismatch {mismatched[:3]}"] if mismatched else []
         raise VinyError(f"{what}: the weights do not match its config: " + "; ".join(parts))
+    check_finite_state(model.state_dict(), f"{what}: the weights in {folder}")
     return model
 
 
@@ -242,6 +244,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             f"{prefix} prefix token(s) dropped: the {config.model_type} config",
         ],
         prefix_tokens=prefix,
+        weights_from=str(folder),
     )
 
 

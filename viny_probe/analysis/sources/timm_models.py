@@ -132,6 +132,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         source=what,
         config=config,
         notes=notes,
+        weights_from=None if weights is None else str(weights),
     )
 
 

@@ -4,6 +4,7 @@ in every training stage."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from viny_probe.analysis.authors import (
@@ -46,7 +47,7 @@ def load_encoder(path: str | Path, heads: int | None = None) -> tuple[ViNy, dict
             raise VinyError(f"{path} is a damaged viny checkpoint: no 'model_config' or no encoder state")
         ckpt = obj
     elif is_authors_state_dict(obj):
-        cfg, state = authors_to_viny_state(obj, heads)
+        cfg, state = authors_to_viny_state(obj, heads, path)
         ckpt = authors_checkpoint_payload(cfg, state, path, file_digest(path))
     else:
         raise VinyError(describe_foreign(path, obj))
@@ -88,7 +89,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             f"position embeddings; --img-size {options.image_size} cannot apply (for a timm: model, give "
             "img_size=... in its string instead)"
         )
-    return viny_token_model(encoder, ckpt, _run_name(spec.target))
+    return replace(viny_token_model(encoder, ckpt, _run_name(spec.target)), weights_from=spec.target)
 
 
 def _run_name(path: str) -> str:
