@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import all_finite
 from .errors import VinyError
 from .model import ViNy, ViTConfig, model_config
 
@@ -292,6 +293,9 @@ def load_checkpoint(
         raise VinyError(
             f"{path} has checkpoint format {ckpt['format_version']}; this viny reads up to {FORMAT_VERSION}"
         )
+    for part in ("encoder", "head"):
+        if isinstance(ckpt.get(part), Mapping):
+            check_finite_state(ckpt[part], f"{part} in {path}")
     return ckpt
 
 
@@ -311,7 +315,24 @@ def encoder_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint") -> ViNy
     return encoder
 
 
+NON_FINITE_ADVICE = (
+    "give weights saved before training diverged (an earlier checkpoint), or train again with a lower --lr "
+    "or --precision fp32"
+)
+
+
+def check_finite_state(state: Mapping[str, Any], what: str, advice: str = NON_FINITE_ADVICE) -> None:
+    """Every floating tensor of ``state`` finite; else a one-line VinyError naming ``what`` (the file
+    and part it was read from) and the first tensor, in ``state``'s order, holding NaN or infinity."""
+    for name, t in state.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not all_finite(t.detach()):
+            raise VinyError(f"{what}: tensor {name!r} holds NaN or infinite values; {advice}")
+
+
 def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
+    """Load ``state`` into ``module``: the same keys and shapes (else a VinyError naming the missing,
+    unexpected and mismatched ones) and every floating tensor finite (``check_finite_state``). Every
+    file's weights reach a module through here: checkpoints, ``--weights``, exports, the authors' file."""
     own = module.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -329,4 +350,5 @@ def load_state_strict(module: torch.nn.Module, state: dict, what: str) -> None:
             ]
             parts.append(f"shape mismatch {shapes}")
         raise VinyError(f"{what} does not match the model architecture: " + "; ".join(parts))
+    check_finite_state(state, what)
     module.load_state_dict(state)

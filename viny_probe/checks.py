@@ -4,6 +4,7 @@ a wrong shape fails at the boundary with a message that names the argument and t
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import torch
@@ -38,12 +39,12 @@ def as_float(value: ArrayLike, name: str, ndim: int | tuple[int, ...], form: str
         raise VinyError(f"{name} must hold real numbers, got dtype {t.dtype}")
     if t.dtype != torch.float64:
         t = t.float()
-    if not _all_finite(t):
+    if not all_finite(t):
         raise VinyError(f"{name} contains NaN or infinite values")
     return t
 
 
-def _all_finite(t: torch.Tensor) -> bool:
+def all_finite(t: torch.Tensor) -> bool:
     """Whether every value is finite. A finite sum settles it in one pass without a temporary
     (``torch.isfinite`` allocates a full-size copy: 500 MB for 1,000 x 196 x 384 tokens); only a
     non-finite sum (a NaN or infinity, or an overflow) is checked value by value, in chunks."""
@@ -106,6 +107,36 @@ def as_masks(value: ArrayLike, name: str, patch_size: int, ndim: int = 3) -> tor
             f"got {h}x{w} (shape {_shape(t)})"
         )
     return t
+
+
+def max_workers() -> int:
+    """The most decode threads / loader workers a ``--workers`` may ask for: this machine's CPU cores."""
+    return os.cpu_count() or 1
+
+
+def check_range(
+    value: float, flag: str, low: float | None = None, high: float | None = None, low_open: bool = False
+) -> None:
+    """A numeric option within ``[low, high]`` (``(low, ...`` with ``low_open``) and finite; else one line
+    naming the option as typed: ``--workers must be between 0 and 16 (got -1)``. NaN and infinities are
+    out of every range (a float option's message says "a finite number")."""
+    number = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+    ok = (
+        number
+        and math.isfinite(value)
+        and (low is None or (value > low if low_open else value >= low))
+        and (high is None or value <= high)
+    )
+    if ok:
+        return
+    if low is not None and high is not None:
+        want = f"in ({low}, {high}]" if low_open else f"between {low} and {high}"
+    elif low is not None:
+        want = f"{'>' if low_open else '>='} {low}"
+    else:
+        want = f"<= {high}"
+    kind = "a finite number " if isinstance(value, float) else ""
+    raise VinyError(f"{flag} must be {kind}{want} (got {value!r})")
 
 
 def check_positive_int(value: int, name: str) -> int:

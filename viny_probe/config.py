@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, fields
 
+from .checks import check_range, max_workers
 from .data.spec import dataset_spec
 from .errors import VinyError
 from .registry import REGIMES
@@ -146,24 +147,32 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
+        """Every option in its range, each check named by the `viny train` flag that sets it (one home:
+        the CLI, sweeps and plan files all reach it)."""
+        ranges = [
+            ("--epochs", self.epochs, 1, None, False),
+            ("--lr", self.lr, 0, None, True),
+            ("--weight-decay", self.weight_decay, 0, None, False),
+            ("--gamma", self.gamma, 0, 1, True),
+            ("--batch-size", self.batch_size, 1, None, False),
+            ("--micro-batch", self.micro_batch, 0, None, False),
+            ("--test-size", self.test_size, 1, None, False),
+            ("--seed", self.seed, 0, None, False),
+            ("--split-seed", self.split_seed, 0, None, False),
+            ("--mixup", self.mixup, 0, None, False),
+            ("--workers", self.workers, 0, max_workers(), False),
+        ]
+        if self.train_size is not None:
+            ranges.append(("--train-size", self.train_size, 1, None, False))
+        for flag, number, low, high, low_open in ranges:
+            check_range(number, flag, low, high, low_open)
         checks = [
-            (self.epochs >= 1, "--epochs must be >= 1"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.weight_decay >= 0, "--weight-decay must be >= 0"),
-            (0 < self.gamma <= 1, "--gamma must be in (0, 1]"),
-            (self.batch_size >= 1, "--batch-size must be >= 1"),
-            (self.micro_batch >= 0, "--micro-batch must be >= 0 (0 = auto)"),
-            (self.test_size >= 1, "--test-size must be >= 1"),
-            (self.seed >= 0, "--seed must be >= 0"),
-            (self.split_seed >= 0, "--split-seed must be >= 0"),
-            (self.train_size is None or self.train_size >= 1, "--train-size must be >= 1"),
             (self.precision in PRECISION_CHOICES, "--precision must be auto, fp32 or bf16"),
             (
                 self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
                 "--device must be cpu, cuda or auto",
             ),
             (self.targets in SPATIAL_TARGETS, "--targets must be trimap or patch-label"),
-            (self.mixup >= 0, "--mixup must be >= 0"),
             (self.augment in CLASSIFY_AUGMENTS, "--augment must be crop or flip-contrast"),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),
             (list(self.milestones) == sorted(self.milestones), "--milestones must be increasing"),

@@ -1,7 +1,9 @@
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from viny_probe.cli import app
@@ -68,3 +70,40 @@ def test_user_errors_print_a_message_not_a_traceback(tmp_path, tiny_train_args):
         str(tmp_path / "y"),
     )
     assert proc.returncode == 2 and "checkpoint not found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# Each numeric option out of its range, through the real command line: one line naming the flag as typed
+# and the value, exit 2, no traceback. Before the fix --workers -1 / 1000, --lr inf and --weight-decay inf
+# were accepted and --poll -5 ended in a traceback.
+OUT_OF_RANGE = [
+    (["train", "simmim", "--workers", "-1"], "--workers must be between 0 and"),
+    (["train", "simmim", "--workers", "1000"], "--workers must be between 0 and"),
+    (["train", "simmim", "--lr", "inf"], "--lr must be a finite number > 0 (got inf)"),
+    (["train", "simmim", "--lr", "0"], "--lr must be a finite number > 0 (got 0.0)"),
+    (["train", "simmim", "--weight-decay", "inf"], "--weight-decay must be a finite number >= 0 (got inf)"),
+    (["train", "simmim", "--weight-decay", "-0.1"], "--weight-decay must be a finite number >= 0 (got -0.1)"),
+    (["train", "simmim", "--epochs", "0"], "--epochs must be >= 1 (got 0)"),
+    (["train", "simmim", "--batch-size", "0"], "--batch-size must be >= 1 (got 0)"),
+    (["sweep", "mini", "--poll", "-5"], "--poll must be a finite number > 0 (got -5.0)"),
+    (["bench", "--workers", "-1"], "--workers must be between 0 and"),
+]
+
+
+@pytest.mark.parametrize(("args", "says"), OUT_OF_RANGE, ids=[" ".join(a) for a, _ in OUT_OF_RANGE])
+def test_numeric_options_out_of_range_are_one_line_naming_the_flag(tmp_path, args, says):
+    """Every case failed before the fix (accepted, a traceback, or the message without the value).
+    Mutants watched failing: ``checks.check_range`` without its ``math.isfinite`` (--lr inf trained
+    until its loss went non-finite) and ``--workers`` dropped from ``TrainConfig.validate`` (--workers -1
+    went on to train)."""
+    out = ["--out", str(tmp_path / "out")] if args[0] != "bench" else ["--device", "cpu"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", *args, *out],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "1000"},
+    )
+    lines = [x for x in (proc.stdout + proc.stderr).splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stdout + proc.stderr
+    assert lines[0].startswith("error: ") and says in lines[0]
+    assert not (tmp_path / "out").exists() or args[0] == "sweep"

@@ -3,23 +3,26 @@ code if loaded, fed to every loader of files in viny. Plus the one-line error of
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from faultproc import ROOT, WAIT_S
 
 from viny_probe import cli
 from viny_probe.analysis import authors, embeddings, export
 from viny_probe.analysis.sources.base import load_model, read_state_dict
-from viny_probe.checkpoint import DiskFullError, atomic_write_bytes, load_checkpoint
+from viny_probe.checkpoint import DiskFullError, atomic_write_bytes, load_checkpoint, save_checkpoint
 from viny_probe.data import cache, load_dataset
 from viny_probe.errors import VinyError
-from viny_probe.model import model_config
+from viny_probe.model import ViNy, model_config
 
 
 def _load(cache_dir: Path):
@@ -174,9 +177,10 @@ def test_no_loader_runs_pickled_code(tmp_path, loader, form):
 
 def test_an_hf_folder_runs_neither_pickled_weights_nor_its_own_code(tmp_path):
     """`hf:FOLDER`: a pytorch_model.bin holding a pickle is refused (transformers loads it with
-    weights_only=True), and a config.json whose auto_map names the folder's own Python file does not
-    run that file (no trust_remote_code): the model is built from transformers' own class. Mutant
-    watched failing: ``trust_remote_code=True`` in ``hf_models._load`` (the marker file appears)."""
+    weights_only=True), and a config.json whose auto_map names the folder's own Python file is refused
+    in one line naming auto_map, even where transformers has a class of its own for its model_type; the
+    file never runs. Mutant watched failing: ``hf_models._refuse_remote_code`` not called and
+    ``trust_remote_code=True`` in ``hf_models._load`` (the marker file appears)."""
     transformers = pytest.importorskip("transformers")
     marker = tmp_path / "ran"
     config = transformers.ViTConfig(
@@ -203,11 +207,13 @@ def test_an_hf_folder_runs_neither_pickled_weights_nor_its_own_code(tmp_path):
     (remote / "evil.py").write_text(
         f"open({str(marker)!r}, 'w')\nfrom transformers import ViTConfig as EvilConfig, ViTModel as EvilModel\n"
     )
-    built = None
-    with contextlib.suppress(VinyError):  # asserted after the marker, which is what matters
-        built = load_model(f"hf:{remote}")
+    with pytest.raises(VinyError) as err:
+        load_model(f"hf:{remote}")
     assert not marker.exists()
-    assert built is not None
+    message = str(err.value)
+    assert (
+        "auto_map" in message and "delete auto_map" in message and "'vit'" in message and "\n" not in message
+    )
 
 
 @pytest.mark.parametrize("form", ["torch zip", "plain pickle"])
@@ -302,3 +308,236 @@ def test_a_full_disk_reported_by_torch_as_a_runtime_error_is_still_a_full_disk(t
     with pytest.raises(DiskFullError, match=f"cannot write {path}: No space left on device"):
         atomic_write_bytes(path, writer)
     assert path.read_bytes() == b"the previous checkpoint" and list(tmp_path.iterdir()) == [path]
+
+
+def test_an_hf_folder_that_needs_its_own_code_is_refused_even_when_stdin_says_yes(tmp_path):
+    """A real `viny diagnose hf:FOLDER` on a folder whose config.json has a model_type transformers does
+    not know and an ``auto_map`` naming the folder's evil.py, with "y" piped to stdin: transformers'
+    question "run the custom code? [y/N]" is never asked (``trust_remote_code=False``), the folder is
+    refused in one line naming auto_map before transformers reads it, evil.py never runs and is not
+    copied into the modules cache. Failed before the fix (transformers read the "y", the marker file
+    appeared and evil.py was copied into HF_MODULES_CACHE). Mutant watched failing: the ``auto_map``
+    refusal in ``hf_models._refuse_remote_code`` dropped (with ``trust_remote_code=False`` kept, the
+    error is transformers' several lines, not the one naming auto_map)."""
+    marker, folder = tmp_path / "ran", tmp_path / "evil-model"
+    folder.mkdir()
+    config = {
+        "model_type": "evil_vit_unknown_to_transformers",
+        "auto_map": {"AutoConfig": "evil.EvilConfig", "AutoModel": "evil.EvilModel"},
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w')\n"
+        "from transformers import ViTConfig as EvilConfig, ViTModel as EvilModel\n"
+    )
+    modules = tmp_path / "hf-modules"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "HF_MODULES_CACHE": str(modules),
+        "HF_HUB_OFFLINE": "1",
+        "COLUMNS": "1000",  # rich would wrap the one line at a narrower width
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", "diagnose", f"hf:{folder}", "-o", str(tmp_path / "out"), "-q"]
+        + ["--device", "cpu"],
+        input="y\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=WAIT_S,
+    )
+    assert not marker.exists(), proc.stdout + proc.stderr
+    assert not list(modules.rglob("evil*.py")), sorted(modules.rglob("*"))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    message = proc.stdout + proc.stderr
+    assert "Traceback" not in message and "[y/N]" not in message
+    (line,) = [x for x in message.splitlines() if x.strip()]
+    assert line.startswith("error:") and "auto_map" in line and str(folder) in line
+
+
+# ------------------------------------------------------------------------------- non-finite weights
+def _viny_checkpoint(path: Path, poison: str | None = None, value: float = float("nan")) -> Path:
+    """A tiny untrained viny checkpoint; ``poison``: a tensor given one ``value`` (NaN, inf)."""
+    torch.manual_seed(0)
+    encoder = ViNy("tiny")
+    state = encoder.state_dict()
+    if poison:
+        state[poison].view(-1)[3] = value
+    save_checkpoint(path, {"regime": "fresh", "model_config": encoder.cfg.to_dict(), "encoder": state})
+    return path
+
+
+POISONED = "blocks.1.mlp.fc1.weight"  # not the first tensor: the message must name the one that is bad
+
+
+def _viny_cli(*args: str, **env_vars: str) -> tuple[int, str]:
+    env = {
+        **os.environ,
+        **env_vars,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "COLUMNS": "1000",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=WAIT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_viny_export_refuses_non_finite_weights_naming_the_file_and_tensor(tmp_path, value):
+    """A real `viny export` of a checkpoint with one NaN (or inf) weight: exit 2, one line naming the
+    checkpoint and the tensor, nothing exported. Failed before the fix (the export was written without
+    a word). Mutant watched failing: ``check_finite_state`` not called in ``checkpoint.load_state_strict``."""
+    ckpt = _viny_checkpoint(tmp_path / "diverged.pt", POISONED, value)
+    rc, output = _viny_cli("export", str(ckpt), "-o", str(tmp_path / "exported"))
+    assert rc == 2, output
+    (line,) = [x for x in output.splitlines() if x.strip()]
+    assert line.startswith("error:") and str(ckpt) in line and repr(POISONED) in line
+    assert "NaN or infinite" in line and "Traceback" not in output
+    assert not (tmp_path / "exported" / "model.safetensors").exists()
+
+
+def test_train_init_refuses_non_finite_weights_before_loading_data(tmp_path, tiny_train_args):
+    """A real `viny train spatial --init diverged.pt`: exit 2, one line naming the file and the tensor,
+    before any data is read (the dataset cache stays empty). Failed before the fix (training went on
+    from the NaN weights). Mutant watched failing: the encoder/head loop of ``checkpoint.load_checkpoint``
+    dropped (the error came from ``load_state_strict`` only after the dataset was decoded and cached)."""
+    ckpt = _viny_checkpoint(tmp_path / "diverged.pt", POISONED)
+    run, cache_dir = tmp_path / "run", tmp_path / "cache"
+    rc, output = _viny_cli(
+        "train",
+        "spatial",
+        *tiny_train_args(),
+        "--init",
+        str(ckpt),
+        "--out",
+        str(run),
+        VINY_CACHE_DIR=str(cache_dir),
+    )
+    assert rc == 2, output
+    (line,) = [x for x in output.splitlines() if x.strip()]
+    assert line.startswith("error:") and f"encoder in {ckpt}" in line and repr(POISONED) in line
+    assert not cache_dir.exists() or not any(cache_dir.iterdir())
+
+
+def _poison_file(path: Path, name: str) -> None:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(path)
+        state[name].view(-1)[0] = float("inf")
+        save_file(state, path)
+    else:
+        state = torch.load(path, weights_only=True)
+        state[name].view(-1)[0] = float("inf")
+        torch.save(state, path)
+
+
+def _reader_viny_source(tmp_path):
+    ckpt = _viny_checkpoint(tmp_path / "diverged.pt", POISONED)
+    return (lambda: load_model(str(ckpt))), ckpt, POISONED
+
+
+def _reader_load_checkpoint(tmp_path):
+    """train --init / --resume, probe, segment and the demo read checkpoints with load_checkpoint."""
+    ckpt = _viny_checkpoint(tmp_path / "diverged.pt", POISONED)
+    return (lambda: load_checkpoint(ckpt)), ckpt, POISONED
+
+
+def _reader_authors_file(tmp_path):
+    export.export_encoder(_viny_checkpoint(tmp_path / "ok.pt"), tmp_path / "authors", "authors")
+    path = tmp_path / "authors" / "encoder.pth"
+    _poison_file(path, "transformer.layers.0.1.network.1.weight")
+    return (lambda: load_model(str(path))), path, "transformer.layers.0.1.network.1.weight"
+
+
+def _reader_viny_export(tmp_path):
+    export.export_encoder(_viny_checkpoint(tmp_path / "ok.pt"), tmp_path / "exported", "viny")
+    path = tmp_path / "exported" / "model.safetensors"
+    _poison_file(path, POISONED)
+    return (lambda: export.load_export(tmp_path / "exported")), path, POISONED
+
+
+def _reader_timm_weights(tmp_path):
+    timm = pytest.importorskip("timm")
+    spec = "timm:vit_tiny_patch16_224,img_size=32,patch_size=8,depth=1"
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+    path = tmp_path / "weights.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    _poison_file(path, "blocks.0.attn.qkv.weight")
+    return (lambda: load_model(spec, weights=path)), path, "blocks.0.attn.qkv.weight"
+
+
+def _reader_hf_folder(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    transformers.utils.logging.disable_progress_bar()
+    folder = tmp_path / "hf"
+    transformers.ViTModel(config, add_pooling_layer=False).save_pretrained(folder)
+    name = "embeddings.patch_embeddings.projection.weight"  # a name transformers 5 keeps when it loads
+    _poison_file(folder / "model.safetensors", name)
+    return (lambda: load_model(f"hf:{folder}")), folder, name
+
+
+WEIGHT_READERS = {
+    "viny model source (diagnose, probe, export)": _reader_viny_source,
+    "checkpoint.load_checkpoint": _reader_load_checkpoint,
+    "the authors' state_dict as a model source": _reader_authors_file,
+    "export.load_export (viny format)": _reader_viny_export,
+    "--weights of a timm: model": _reader_timm_weights,
+    "hf: folder": _reader_hf_folder,
+}
+
+
+@pytest.mark.parametrize("reader", list(WEIGHT_READERS))
+def test_every_reader_of_weights_names_the_file_and_the_non_finite_tensor(tmp_path, reader):
+    """Each reader refuses weights holding NaN or infinity in one line naming the file (or folder) and
+    the tensor, as the file names it (an hf: folder: as the loaded transformers model does). Failed before the fix (every reader loaded them). Mutants watched
+    failing: ``check_finite_state`` not called in ``load_state_strict`` (viny source, export folder,
+    timm weights), in ``load_checkpoint``, in ``authors_to_viny_state`` (the converted tensor's viny name
+    and no file named) and in ``hf_models._load``."""
+    load, path, tensor = WEIGHT_READERS[reader](tmp_path)
+    with pytest.raises(VinyError) as caught:
+        load()
+    message = str(caught.value)
+    assert str(path) in message and repr(tensor) in message and "NaN or infinite" in message
+    assert "\n" not in message
+
+
+def test_non_finite_tokens_name_the_model_and_its_file(tmp_path):
+    """Finite weights whose forward pass overflows (a patch embedding of 1e38): the tokens are
+    refused where they are extracted, naming the model source and its checkpoint, not as "emb contains
+    NaN" in a diagnostic that cannot name either. Failed before the fix (extract_patch_tokens returned
+    the NaN tokens). Mutant watched failing: the finiteness loop at the end of ``embeddings._run``
+    dropped (no error)."""
+    torch.manual_seed(0)
+    encoder = ViNy("tiny")
+    state = encoder.state_dict()
+    state["patch_embed.proj.weight"].fill_(1e38)
+    ckpt = tmp_path / "overflows.pt"
+    save_checkpoint(ckpt, {"regime": "fresh", "model_config": encoder.cfg.to_dict(), "encoder": state})
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    with pytest.raises(VinyError) as caught:
+        embeddings.extract_patch_tokens(str(ckpt), images, use_cache=False, progress=False, device="cpu")
+    message = str(caught.value)
+    assert str(ckpt) in message and "NaN or infinite" in message and "\n" not in message

@@ -82,11 +82,13 @@ def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(tmp_path, r
 
 
 def _parents(tmp_path):
-    """Two SimMIM parents; a third whose encoder holds an infinite weight (a diverged run)."""
+    """Two SimMIM parents; a third whose final norm's weight is finite but so large (3e38, near float32's
+    largest) that its tokens overflow to infinity: the loss of a run from it goes non-finite at once.
+    (Infinite weights are refused when the checkpoint is read: tests/faults/test_bad_inputs.py.)"""
     a = train(tiny("simmim", seed=0, epochs=1), tmp_path / "pa", progress=False).final_checkpoint
     b = train(tiny("simmim", seed=1, epochs=1), tmp_path / "pb", progress=False).final_checkpoint
     ckpt = load_checkpoint(b)
-    ckpt["encoder"]["norm.weight"] = torch.full_like(ckpt["encoder"]["norm.weight"], float("inf"))
+    ckpt["encoder"]["norm.weight"] = torch.full_like(ckpt["encoder"]["norm.weight"], 3e38)
     bad = tmp_path / "bad.pt"
     save_checkpoint(bad, ckpt)
     return str(a), str(b), str(bad)

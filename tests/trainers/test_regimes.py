@@ -175,9 +175,32 @@ def test_non_finite_loss_stops_names_the_batch_and_keeps_last_good_checkpoint(
         return (loss * float("nan") if calls["n"] > 5 else loss), stats
 
     monkeypatch.setattr(seg, "compute_loss", nan_later)
-    with pytest.raises(VinyError, match="non-finite loss at epoch 2, batch 2;"):
+    with pytest.raises(VinyError, match="non-finite loss at epoch 2, batch 2;") as caught:
         train(tiny("simmim", epochs=2, train_size=32), tmp_path / "n", progress=False)
     assert load_checkpoint(tmp_path / "n" / "checkpoint.pt")["epoch"] == 1
+    assert f"The last good checkpoint is kept in {tmp_path / 'n' / 'checkpoint.pt'}." in str(caught.value)
+
+
+def test_a_non_finite_loss_in_the_first_epoch_says_no_checkpoint_was_saved(tmp_path, monkeypatch):
+    """The loss goes NaN at epoch 1, batch 1: no checkpoint.pt exists, and the message says so instead
+    of pointing to it. Failed before the fix ("The last good checkpoint is kept in .../checkpoint.pt").
+    Mutant watched failing: ``engine.non_finite_error`` without its ``is_file()`` check (this test), and
+    with it inverted (this one and the one above)."""
+    seg = REGISTRY["simmim"]
+    original = seg.compute_loss
+
+    def nan(self, *a, **k):
+        loss, stats = original(self, *a, **k)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(seg, "compute_loss", nan)
+    with pytest.raises(VinyError, match="non-finite loss at epoch 1, batch 1;") as caught:
+        train(tiny("simmim"), tmp_path / "n", progress=False)
+    last = tmp_path / "n" / "checkpoint.pt"
+    assert not last.exists()
+    message = str(caught.value)
+    assert f"No checkpoint was saved yet: {last} does not exist." in message
+    assert "last good checkpoint" not in message and "\n" not in message
 
 
 def test_reading_the_loss_less_often_changes_no_metric(tmp_path, monkeypatch):

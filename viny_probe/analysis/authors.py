@@ -41,7 +41,13 @@ from typing import Any
 
 import torch
 
-from viny_probe.checkpoint import file_digest, load_state_strict, save_checkpoint, torch_load_safely
+from viny_probe.checkpoint import (
+    check_finite_state,
+    file_digest,
+    load_state_strict,
+    save_checkpoint,
+    torch_load_safely,
+)
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy, ViTConfig
 from viny_probe.runlock import hold_run_folder, is_run_folder, refuse_to_overwrite
@@ -160,11 +166,14 @@ def infer_authors_config(state: dict, heads: int | None = None) -> ViTConfig:
     )
 
 
-def authors_to_viny_state(state: dict, heads: int | None = None) -> tuple[ViTConfig, dict[str, torch.Tensor]]:
+def authors_to_viny_state(
+    state: dict, heads: int | None = None, source: str | Path = "the authors' state_dict"
+) -> tuple[ViTConfig, dict[str, torch.Tensor]]:
     """Convert the authors' state_dict to (ViTConfig, viny encoder state_dict), in memory.
 
     Every name is checked: a missing or unexpected key (or a tensor count other than 10 + 11 * depth,
-    i.e. 142 for ViNy) raises VinyError naming the keys; shapes are checked by loading strictly.
+    i.e. 142 for ViNy) raises VinyError naming the keys; shapes are checked by loading strictly; a
+    tensor holding NaN or infinity is named as the file ``source`` names it.
     """
     cfg = infer_authors_config(state, heads)
     names = authors_name_map(cfg.depth)
@@ -177,6 +186,7 @@ def authors_to_viny_state(state: dict, heads: int | None = None) -> tuple[ViTCon
         if unexpected:
             parts.append(f"unexpected keys {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
         raise VinyError("authors' state_dict does not match their ViT: " + "; ".join(parts))
+    check_finite_state({theirs: state[theirs] for theirs in names}, f"authors' state_dict {source}")
     converted = {
         ours: state[theirs].detach().to("cpu", torch.float32).contiguous() for theirs, ours in names.items()
     }
@@ -237,7 +247,7 @@ def import_authors_checkpoint(
     src, out = Path(src), Path(out)
     refuse_to_overwrite([out], force)
     state = load_authors_state_dict(src)
-    cfg, converted = authors_to_viny_state(state, heads)
+    cfg, converted = authors_to_viny_state(state, heads, src)
     payload = authors_checkpoint_payload(cfg, converted, src, file_digest(src))
     lock = hold_run_folder(out.parent, advice="choose another -o") if is_run_folder(out.parent) else None
     try:

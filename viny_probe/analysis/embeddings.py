@@ -55,6 +55,7 @@ from viny_probe import __version__
 from viny_probe.analysis.sources.base import TokenModel, load_model, module_digest
 from viny_probe.analysis.sources.viny import load_encoder
 from viny_probe.checkpoint import atomic_write_bytes
+from viny_probe.checks import all_finite
 from viny_probe.data.augment import to_float
 from viny_probe.data.base import ImageSet
 from viny_probe.data.cache import CACHE_DIR_FIX, cache_root
@@ -422,4 +423,10 @@ def _run(
     finally:
         module.to(home)
         module.train(was_training)
+    for b in blocks:  # before the cache and the diagnostics, whose messages could not name the model
+        if not all_finite(out[b]):
+            raise VinyError(
+                f"{model.where()}: its block-{b} tokens of {name} hold NaN or infinite values (its forward "
+                "pass overflows or divides by zero); check the model's weights, input size and --mean/--std"
+            )
     return out

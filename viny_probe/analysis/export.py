@@ -201,7 +201,9 @@ def load_export(folder: str | Path) -> ViNy:
         state = load_file(weights)
     else:
         _, state = authors_to_viny_state(
-            torch_load_safely(weights, "the authors-format encoder.pth that viny export wrote"), cfg.heads
+            torch_load_safely(weights, "the authors-format encoder.pth that viny export wrote"),
+            cfg.heads,
+            weights,
         )
     encoder = ViNy(cfg)
     load_state_strict(encoder, state, f"encoder in {weights}")

@@ -132,9 +132,12 @@ def bench(
 ) -> None:
     """Training, evaluation and data-pipeline img/s, FLOPs and % of the measured matmul peak, against a
     plain eager fp32 baseline measured in the same run. See docs/performance.md."""
+    from ..checks import check_range, max_workers
+
     check_output(out, "file")
     from ..perf import run_bench
 
+    check_range(workers, "--workers", 0, max_workers())
     precision, baseline = value(precision), value(baseline)
     precisions = PRECISIONS if precision == "both" else (precision,)
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))

@@ -106,10 +106,15 @@ def sweep(
     quiet: bool = quiet_option(),
 ) -> None:
     """Run every unfinished cell of a plan (resumable; shardable over machines sharing --out)."""
+    from ..checks import check_range
+
     if not dry_run:  # a dry run writes nothing: it may look at a sweep folder it cannot write
         check_output(out, "folder")
     from ..experiments import sweep as sw
 
+    check_range(poll, "--poll", 0, low_open=True)
+    if epochs_scale is not None:
+        check_range(epochs_scale, "--epochs-scale", 0, low_open=True)
     p = _plan(
         value(plan),
         plan_file,

@@ -150,8 +150,14 @@ def _accumulate(sums: dict, values: dict, factor, device, dtype: torch.dtype | N
 
 
 def non_finite_error(epoch: int, where: str, last_checkpoint: Path | None) -> VinyError:
-    """What stops a run at a non-finite loss (0-based ``epoch``; ``where``: "batch N")."""
-    kept = f" The last good checkpoint is kept in {last_checkpoint}." if last_checkpoint is not None else ""
+    """What stops a run at a non-finite loss (0-based ``epoch``; ``where``: "batch N"). It names the
+    last good checkpoint only where one was saved (a run that fails in its first epoch has none)."""
+    if last_checkpoint is None:
+        kept = ""
+    elif Path(last_checkpoint).is_file():
+        kept = f" The last good checkpoint is kept in {last_checkpoint}."
+    else:
+        kept = f" No checkpoint was saved yet: {last_checkpoint} does not exist."
     return VinyError(
         f"non-finite loss at epoch {epoch + 1}, {where}; stopped.{kept} Try a lower --lr or --precision fp32."
     )

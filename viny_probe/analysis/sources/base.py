@@ -61,6 +61,8 @@ class TokenModel:
     fingerprint: what else decides its tokens, for the cache key only (JSON-ready): the digest of the
         code that builds it (a ``py:`` file), of its config files (an ``hf:`` folder's config.json), the
         library version and settings it is built with (timm's pretrained_cfg).
+    weights_from: the file or folder its weights were read from (None: built in memory), named in
+        messages about them; not part of ``identity`` (the digest of the weights is).
     """
 
     module: nn.Module
@@ -78,6 +80,7 @@ class TokenModel:
     notes: list[str] = field(default_factory=list)
     prefix_tokens: int | None = None
     fingerprint: dict = field(default_factory=dict)
+    weights_from: str | None = None
     _digest: str | None = field(default=None, repr=False, compare=False)
     # tokens already on disk (analysis.token_store.TokenFolder): served by image id, no forward pass
     stored: Any = field(default=None, repr=False, compare=False)
@@ -135,6 +138,12 @@ class TokenModel:
             "config": self.config,
             "fingerprint": self.fingerprint,
         }
+
+    def where(self) -> str:
+        """The model as messages name it: its source string and the file its weights came from."""
+        if self.weights_from and self.weights_from not in self.source:
+            return f"{self.source} (weights {self.weights_from})"
+        return self.source
 
     def describe(self) -> str:
         """One line: grid, depth, width."""
@@ -494,4 +503,4 @@ def load_weights_strict(module: nn.Module, path: str | Path, what: str) -> None:
     """Load ``path`` into ``module``: every key present, none left over, every shape equal; otherwise a
     VinyError naming the missing / unexpected keys (weights of another architecture)."""
     state = read_state_dict(path, what)
-    load_state_strict(module, state, f"{what}: weights file {Path(path).name}")
+    load_state_strict(module, state, f"{what}: weights file {Path(path).expanduser()}")

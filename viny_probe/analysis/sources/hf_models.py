@@ -1,7 +1,8 @@
 """``hf:FOLDER``: a local Hugging Face model folder in ``save_pretrained`` layout (config.json + weights),
-loaded with ``AutoModel.from_pretrained(folder, local_files_only=True)``; nothing is downloaded. For a
-model with a vision tower (CLIP, SigLIP) the tower is used. Tokens come from ``output_hidden_states=True``:
-block b < depth is ``hidden_states[b]``, block depth is ``last_hidden_state`` (after the final norm).
+loaded with ``AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)``; nothing
+is downloaded. For a model with a vision tower (CLIP, SigLIP) the tower is used. Tokens come from
+``output_hidden_states=True``: block b < depth is ``hidden_states[b]``, block depth is
+``last_hidden_state`` (after the final norm).
 
 Prefix tokens are read off the config by model type (``PREFIX_TOKENS``: 1 CLS for ViT, CLS +
 distillation for DeiT, CLS + ``num_register_tokens`` for DINOv2 with registers, none for SigLIP ...);
@@ -12,6 +13,9 @@ config's ``image_size`` and ImageNet's mean/std; ``--img-size`` interpolates the
 The model's fingerprint (the token cache's key) holds the sha256 of config.json and
 preprocessor_config.json, and the transformers version: an edited config (activation, layer-norm eps)
 with the same weights is another key.
+No code from the folder runs, ever: a config.json with an ``auto_map`` (the folder's own Python classes)
+is refused before transformers reads the folder, and every ``from_pretrained`` passes
+``trust_remote_code=False``, so transformers never asks on standard input whether to run it.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from viny_probe.analysis.sources.base import (
     require,
     square,
 )
+from viny_probe.checkpoint import check_finite_state
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 
@@ -83,11 +88,36 @@ def _folder(spec: ModelSpec, what: str) -> Path:
     return folder
 
 
+def _refuse_remote_code(transformers, folder: Path, what: str) -> None:
+    """A folder whose config.json has an ``auto_map`` names Python classes of its own: refused in one line,
+    before transformers reads it (asked without ``trust_remote_code``, it would offer to run them)."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise VinyError(f"{what}: cannot read {path} ({e})") from None
+    auto_map = config.get("auto_map") if isinstance(config, dict) else None
+    if not auto_map:
+        return
+    model_type = config.get("model_type")
+    known = model_type in transformers.CONFIG_MAPPING
+    fix = (
+        f"delete auto_map from {path} to build transformers' own {model_type!r} class"
+        if known
+        else f"transformers has no {model_type!r} class of its own: wrap the model as a py: source"
+    )
+    raise VinyError(
+        f"{what}: {path} has an auto_map (custom code in {folder}), and viny runs no code from a model "
+        f"folder; {fix}"
+    )
+
+
 def _load(transformers, folder: Path, what: str):
+    _refuse_remote_code(transformers, folder, what)
     try:
         with _quiet(transformers):
             model, info = transformers.AutoModel.from_pretrained(
-                str(folder), local_files_only=True, output_loading_info=True
+                str(folder), local_files_only=True, output_loading_info=True, trust_remote_code=False
             )
     except pickle.UnpicklingError:  # torch's message would advise loading it unsafely: not repeated
         raise VinyError(
@@ -103,6 +133,7 @@ def _load(transformers, folder: Path, what: str):
         parts = [f"missing keys {missing[:5]}"] if missing else []
         parts += [f"shape mismatch {mismatched[:3]}"] if mismatched else []
         raise VinyError(f"{what}: the weights do not match its config: " + "; ".join(parts))
+    check_finite_state(model.state_dict(), f"{what}: the weights in {folder}")
     return model
 
 
@@ -222,6 +253,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             "preprocessor_config.json": bytes_digest(folder / "preprocessor_config.json"),
             "transformers": transformers.__version__,
         },
+        weights_from=str(folder),
     )
 
 

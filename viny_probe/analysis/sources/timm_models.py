@@ -204,6 +204,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             "pretrained_cfg": json.loads(json.dumps(getattr(model, "pretrained_cfg", None), default=str)),
             "timm": timm.__version__,
         },
+        weights_from=None if weights is None else str(weights),
     )
 
 

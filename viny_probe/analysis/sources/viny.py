@@ -5,6 +5,7 @@ weights and, in its fingerprint, the digest of viny's model.py."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from viny_probe import model as model_code
@@ -49,7 +50,7 @@ def load_encoder(path: str | Path, heads: int | None = None) -> tuple[ViNy, dict
             raise VinyError(f"{path} is a damaged viny checkpoint: no 'model_config' or no encoder state")
         ckpt = obj
     elif is_authors_state_dict(obj):
-        cfg, state = authors_to_viny_state(obj, heads)
+        cfg, state = authors_to_viny_state(obj, heads, path)
         ckpt = authors_checkpoint_payload(cfg, state, path, file_digest(path))
     else:
         raise VinyError(describe_foreign(path, obj))
@@ -92,7 +93,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             f"position embeddings; --img-size {options.image_size} cannot apply (for a timm: model, give "
             "img_size=... in its string instead)"
         )
-    return viny_token_model(encoder, ckpt, _run_name(spec.target))
+    return replace(viny_token_model(encoder, ckpt, _run_name(spec.target)), weights_from=spec.target)
 
 
 def _run_name(path: str) -> str:
