@@ -431,8 +431,9 @@ def diagnose_command(
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
     Writes into OUT: table2.md/.json, fig5_similarity_vs_distance.png (+ fig5_by_class.png, split by
-    same-/different-class pairs), fig6_reference_patches.png (rows = reference patches, columns =
-    checkpoints), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
+    same-/different-class pairs), fig6_reference_patches.png (the study's layout: one image, its
+    target mask, rows = reference patches, columns = checkpoints as Spatial, CLS-Intel, Pretrained, others
+    after), fig6_images.png (several images, one row per reference), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
     first vs each and consecutive checkpoints), summary.md + summary.json; a .json beside every PNG.
 
     Models may be viny checkpoints or any vision transformer (timm:NAME, hf:FOLDER, py:MODULE:FUNCTION),
