@@ -213,3 +213,41 @@ def test_pooled_rows_count_run_seeds_not_cells_and_cells_are_holm_adjusted(tmp_p
     assert cells[2] == "4 seeds (6 cells)" and cells[5] == f"{stats.ttest_1samp(everything, 0).pvalue:.3f}"
     assert "over 4 run seeds (each seed the mean of its 3 cells)" in fig4
     assert "significant" not in md
+
+
+def test_fig3_sets_the_published_per_image_miou_beside_viny_per_image_miou(tmp_path):
+    """Fig 3 compares like with like: its left panel draws viny's per-image mIoU (mean and sample std
+    over seeds, numpy) with the published per-image curve (published.lookup) beside it on a comparable
+    run, its right panel the dataset-level mIoU alone with the position prior; fig3.json holds what was
+    drawn. Mutant (applied once, failed, reverted): the left panel reading ``miou`` instead of
+    ``miou_per_image`` -> its means are the dataset-level ones."""
+    from viny_probe import published
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    rng = np.random.default_rng(3)
+    rows, values = [], {}
+    for group, pre in (("baseline", 0), ("pretrain", 45000)):
+        for ft in (250, 500):
+            for seed in range(3):
+                row = _row(seed, group, float(rng.uniform(0.4, 0.6)), pre, ft)
+                row.update(
+                    comparable=True, not_comparable_because="", miou_per_image=float(rng.uniform(0.3, 0.7))
+                )
+                rows.append(row)
+                values.setdefault((pre, ft), []).append(row)
+    (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_report(sweep, tmp_path / "report", geometry=lambda *args: [])
+    drawn = json.loads((tmp_path / "report" / "figures" / "fig3.json").read_text())
+    for pre, label in ((0, "no pre-training"), (45000, "pre-train 45k")):
+        for panel, key in (("per_image", "miou_per_image"), ("dataset", "miou")):
+            got = drawn[panel][label]
+            assert got["finetune_sizes"] == [250, 500]
+            want = [np.array([r[key] * 100 for r in values[pre, ft]]) for ft in (250, 500)]
+            np.testing.assert_allclose(got["mean"], [w.mean() for w in want])
+            np.testing.assert_allclose(got["std"], [w.std(ddof=1) for w in want])
+        assert drawn["published"][label]["miou"] == [published.lookup(pre, ft).miou for ft in (250, 500)]
+    assert set(drawn["dataset"]) == set(drawn["per_image"]) and "published" not in json.dumps(
+        drawn["dataset"]
+    )
+    np.testing.assert_allclose(drawn["position_prior"]["miou"], [30.0, 30.0])

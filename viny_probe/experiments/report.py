@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import shutil
 import time
@@ -320,55 +321,68 @@ def segmentation_table(group: str, rows: list[dict]) -> list[Block]:
 
 
 def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    """Fig 3 analogue, like with like: the left panel is per-image mIoU (the study's definition, the one
+    its figure and tables report) with the published curves beside it when comparable; the right panel
+    is viny's headline, dataset-level mIoU, with the position prior. The data drawn is written beside the
+    PNG (``fig3.json``)."""
     seg = [r for r in rows if r["group"] in ("baseline", "pretrain")]
     if not seg:
         return []
     comparable = all(r["comparable"] in (True, "True") for r in seg)
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
+    per_image_ax, dataset_ax = fig.subplots(1, 2, sharey=True)
+    data: dict = {"per_image": {}, "published": {}, "dataset": {}, "position_prior": {}}
     for (pre,), cell in _by(seg, "pretrain_size").items():
         pts = _by(cell, "finetune_size")
-        ns = [k[0] for k in pts]
-        ms = [mean_std([pct(r["miou"]) for r in v]) for v in pts.values()]
-        line = ax.errorbar(
-            ns,
-            [m[0] for m in ms],
-            yerr=[0 if math.isnan(m[1]) else m[1] for m in ms],
-            marker="o",
-            capsize=3,
-            label=_pre_label(int(pre)),
-        )
-        if comparable:
-            pubs = [published.lookup(int(pre), int(n)) for n in ns]
-            if all(pubs):
-                ax.plot(
-                    ns,
-                    [q.miou for q in pubs],
-                    ls="--",
-                    color=line[0].get_color(),
-                    alpha=0.6,
-                    label=f"{_pre_label(int(pre))} (published, per-image mIoU)",
-                )
+        ns = [int(k[0]) for k in pts]
+        label = _pre_label(int(pre))
+        for ax, key, panel in (
+            (per_image_ax, "miou_per_image", "per_image"),
+            (dataset_ax, "miou", "dataset"),
+        ):
+            ms = [mean_std([pct(r[key]) for r in v if r.get(key) not in ("", None)]) for v in pts.values()]
+            sd = [0 if math.isnan(m[1]) else m[1] for m in ms]
+            line = ax.errorbar(ns, [m[0] for m in ms], yerr=sd, marker="o", capsize=3, label=label)
+            data[panel][label] = {"finetune_sizes": ns, "mean": [m[0] for m in ms], "std": sd}
+            if panel == "per_image" and comparable:
+                pubs = [published.lookup(int(pre), n) for n in ns]
+                if all(pubs):
+                    ax.plot(
+                        ns,
+                        [q.miou for q in pubs],
+                        ls="--",
+                        color=line[0].get_color(),
+                        alpha=0.6,
+                        label=f"{label} (published)",
+                    )
+                    data["published"][label] = {"finetune_sizes": ns, "miou": [q.miou for q in pubs]}
     prior = _by(seg, "finetune_size")
-    ax.plot(
-        [k[0] for k in prior],
-        [np.mean([pct(r["position_prior_miou"]) for r in v]) for v in prior.values()],
-        ls=":",
-        color="gray",
-        label="position prior (trivial)",
-    )
-    size_axis(ax, [r["finetune_size"] for r in seg])
-    ax.set_ylabel("test mIoU (%)")
-    ax.set_title("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    prior_ns = [int(k[0]) for k in prior]
+    prior_y = [float(np.mean([pct(r["position_prior_miou"]) for r in v])) for v in prior.values()]
+    dataset_ax.plot(prior_ns, prior_y, ls=":", color="gray", label="position prior (trivial)")
+    data["position_prior"] = {"finetune_sizes": prior_ns, "miou": prior_y}
+    for ax, name in (
+        (per_image_ax, "per-image mIoU (the study's definition)"),
+        (dataset_ax, "dataset-level mIoU"),
+    ):
+        size_axis(ax, [r["finetune_size"] for r in seg])
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    per_image_ax.set_ylabel("test mIoU (%)")
+    fig.suptitle("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
     path = _save(fig, fig_dir / f"fig3{tag}.png")
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
     return [
         h(3, "Fig 3 analogue"),
         figure(
             path,
-            "mIoU (dataset-level) against fine-tune size, one line per "
-            "pre-training scale; error bars = sample std over seeds.",
+            "Left: per-image mIoU (absent class counted as 0, the study's definition), the published "
+            "per-image curves dashed beside it when the run is comparable. Right: dataset-level "
+            "(confusion-matrix) mIoU, viny's headline, with the position prior. One line per pre-training "
+            "scale; error bars = sample std over seeds. Numbers drawn: "
+            + path.with_suffix(".json").name
+            + ".",
         ),
     ]
 
@@ -564,8 +578,9 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
 GEOMETRY_FIGURES = {  # summary.json "files" key -> caption
     "fig5": "Fig 5 analogue: cosine similarity of patch tokens vs Manhattan distance on the patch grid "
     "(band: 95% t interval across images).",
-    "fig6": "Fig 6 analogue: cosine similarity of a reference patch (red square) to every patch, colour "
-    "range fixed to -0.5..1.",
+    "fig6": "Fig 6 analogue, laid out as the study's: one test image and its target mask, then the cosine "
+    "similarity of each reference patch (red square, one per row) to every patch, one column per encoder "
+    "(Spatial, CLS-Intel, Pretrained, then CLS-Pets); colour range fixed to -0.5..1.",
     "depth_curves": "Diagnostics per block: where in the network each stage acts.",
     "cka": "Linear CKA, block by block, of each encoder against the pretrained one.",
     "pca_rgb": "The first three principal components of each encoder's final-block patch tokens as RGB.",
