@@ -337,7 +337,7 @@ def reconstruct_command(
 ) -> None:
     """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
 
-    Half of each image's patches are masked (greyed out in the middle column), with masks drawn from
+    Half of each image's patches are masked (blacked out in the middle column, as in the study's Fig 2), with masks drawn from
     --seed, so the figure is reproducible and every checkpoint gets the same masks. The reconstruction
     is the decoder's pixels at the masked patches pasted into the visible ones. The JSON beside the
     PNG holds the images, their masks and each image's masked L1 (the training loss, on normalised
