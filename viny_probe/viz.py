@@ -3,18 +3,24 @@ no display needed and pyplot's global state untouched)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import ListedColormap
+from matplotlib.colors import ListedColormap, to_hex
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-# pet, background, boundary
-TRIMAP_CMAP = ListedColormap(["#e4572e", "#2e4057", "#f3d34a"])
+# pet, background, boundary: black / grey / white as the study's Fig A1 draws the trimaps (the trimap
+# values in grey scale); viny's earlier colours stay available as ``colours="viny"``.
+TRIMAP_COLOURS = {
+    "paper": ListedColormap(["#000000", "#808080", "#ffffff"]),
+    "viny": ListedColormap(["#e4572e", "#2e4057", "#f3d34a"]),
+}
+TRIMAP_CMAP = TRIMAP_COLOURS["paper"]
 
 
 def save_prediction_grid(images: torch.Tensor, truth: torch.Tensor, pred: torch.Tensor, path: Path) -> Path:
@@ -30,12 +36,15 @@ def save_prediction_comparison(
     row_labels: Sequence[str] | None = None,
     title: str | None = None,
     show_accuracy: bool = False,
+    colours: str = "paper",
 ) -> Path:
     """Fig A1 for several models: rows = images, columns input | ground truth | one prediction per model.
 
     images (N, 3, S, S) uint8; truth and each of ``predictions`` (``{column title: ...}``) (N, S, S)
     class maps (0 pet, 1 background, 2 boundary). ``show_accuracy`` writes each prediction's pixel
-    accuracy on that image under it."""
+    accuracy on that image under it. ``colours``: a key of TRIMAP_COLOURS (the study's grey scale by
+    default). A JSON beside the PNG names the colour of each class."""
+    cmap = TRIMAP_COLOURS[colours]
     n, cols = images.shape[0], 2 + len(predictions)
     height = 2.0 * n + (0.5 if title else 0.0) + 0.4 + (0.25 * n if show_accuracy else 0.0)
     fig = Figure(figsize=(2.0 * cols, height), layout="constrained")
@@ -48,7 +57,7 @@ def save_prediction_comparison(
         maps = [truth[i], *(p[i].cpu() for p in predictions.values())]
         for j, panel in enumerate(maps, start=1):
             ax = axes[i, j]
-            ax.imshow(panel.numpy(), cmap=TRIMAP_CMAP, vmin=0, vmax=2, interpolation="nearest")
+            ax.imshow(panel.numpy(), cmap=cmap, vmin=0, vmax=2, interpolation="nearest")
             if show_accuracy and j >= 2:
                 accuracy = float((panel == truth[i]).float().mean())
                 ax.set_xlabel(f"pixel acc. {100 * accuracy:.0f}%", fontsize=8)
@@ -59,10 +68,14 @@ def save_prediction_comparison(
         ax.set_title(name.replace(" + ", "\n+ "), fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-    handles = [Rectangle((0, 0), 1, 1, color=TRIMAP_CMAP(k)) for k in range(3)]
+    handles = [Rectangle((0, 0), 1, 1, facecolor=cmap(k), edgecolor="black", linewidth=0.5) for k in range(3)]
     fig.legend(handles, ["pet", "background", "boundary"], loc="outside lower center", ncol=3, frameon=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
     fig.savefig(path, dpi=110)
+    names = ["pet", "background", "boundary"]
+    path.with_suffix(".json").write_text(
+        json.dumps({"colours": colours, "classes": {n: to_hex(cmap(k)) for k, n in enumerate(names)}})
+    )
     return path

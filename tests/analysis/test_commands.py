@@ -179,7 +179,11 @@ def test_diagnose_writes_every_file(tiny_ckpt, fresh_ckpt, tmp_path):
     fig6 = json.loads((out / "fig6_reference_patches.json").read_text())
     assert list(fig6["maps"]) == ["Spatial", "Fresh", "Again"] and len(fig6["refs"]) == 3
     curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
-    assert curves["Fresh"]["distances"] == list(range(1, 15))
+    assert curves["Fresh"]["distances"] == list(range(0, 15))  # from distance 0 (cosine 1), as the study
+    assert curves["Fresh"]["mean"][0] == 1.0
+    several = json.loads((out / "fig6_images.json").read_text())  # viny's several-images layout, kept
+    assert list(several["maps"]) == ["Spatial", "Fresh", "Again"] and len(several["refs"]) == 3
+    assert fig6["encoders"] == ["Spatial", "Fresh", "Again"] and fig6["panels"][1]["shows"] == "target"
 
 
 def test_diagnose_names_must_match_the_checkpoints(tiny_ckpt, tmp_path):

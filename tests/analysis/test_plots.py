@@ -8,6 +8,7 @@ from viny_probe.analysis import (
     plot_cka_heatmap,
     plot_depth_curves,
     plot_reference_grid,
+    plot_reference_panel,
     plot_similarity_overlay,
     plot_similarity_vs_distance,
     similarity_vs_distance,
@@ -29,6 +30,9 @@ def _image(seed: int = 0) -> torch.Tensor:
 
 
 def test_similarity_vs_distance_figure(tmp_path):
+    """Fig 5 as the study draws it: every curve starts at distance 0 with cosine 1 (a patch with itself)
+    and runs to the 4x4 grid's largest distance, 6; the measured points follow unchanged. Mutant
+    (applied once, failed, reverted): ``from_zero`` defaulting to False -> distances start at 1."""
     g = torch.Generator().manual_seed(0)
     curves = {
         "pretrained": similarity_vs_distance(torch.randn(5, 16, 4, generator=g) + 1),
@@ -39,10 +43,15 @@ def test_similarity_vs_distance_figure(tmp_path):
     data = _written(path)
     assert data == returned
     assert list(data["curves"]) == ["pretrained", "spatial"]
-    np.testing.assert_allclose(data["curves"]["pretrained"]["mean"], curves["pretrained"].mean)
-    np.testing.assert_allclose(data["curves"]["pretrained"]["high"], curves["pretrained"].high)
-    assert data["curves"]["spatial"]["low"] == [None] * 6  # NaN is written as null
-    assert data["curves"]["spatial"]["distances"] == [1, 2, 3, 4, 5, 6]
+    drawn = data["curves"]["pretrained"]
+    assert drawn["distances"] == [0, 1, 2, 3, 4, 5, 6]
+    assert drawn["mean"][0] == drawn["low"][0] == drawn["high"][0] == 1.0
+    np.testing.assert_allclose(drawn["mean"][1:], curves["pretrained"].mean)
+    np.testing.assert_allclose(drawn["high"][1:], curves["pretrained"].high)
+    assert data["curves"]["spatial"]["low"] == [1.0] + [None] * 6  # NaN is written as null
+    assert data["curves"]["spatial"]["distances"] == [0, 1, 2, 3, 4, 5, 6]
+    cut = plot_similarity_vs_distance(curves, tmp_path / "fig5-cut.png", from_zero=False, max_distance=4)
+    assert cut["curves"]["pretrained"]["distances"] == [1, 2, 3, 4]
 
 
 def test_reference_grid_figure(tmp_path):
@@ -100,3 +109,33 @@ def test_cka_heatmap_figure(tmp_path):
     assert data["row_labels"] == ["0", "1", "2", "3"] and data["col_labels"] == ["0", "1", "2"]
     with pytest.raises(VinyError, match="must end in .png"):
         plot_cka_heatmap(matrix, ("a", "b"), tmp_path / "cka.pdf")
+
+
+def test_reference_panel_is_laid_out_as_the_study(tmp_path):
+    """Fig 6 in the study's layout: the input (column 0, top, the three references marked), the target
+    mask under it, then one row per reference and one column per encoder in the study's order Spatial,
+    Classification (CLS-Intel), Pretrained, with CLS-Pets (not in the study's figure) after them; each
+    map's red square sits on its reference patch (read back from the drawn square). Mutant (applied once,
+    failed, reverted): ``paper_fig6_order`` returning the given order -> encoders pretrained, cls-intel,
+    cls-pets, spatial."""
+    rng = np.random.default_rng(1)
+    refs = {"background": (0, 0), "foreground": (3, 4), "boundary": (5, 2)}
+    given = ("pretrained", "cls-intel", "cls-pets", "spatial")  # Table 2's order, as diagnose holds them
+    maps = {c: {r: rng.uniform(-1, 1, (8, 8)) for r in refs} for c in given}
+    target = torch.randint(0, 3, (64, 64), generator=torch.Generator().manual_seed(2))
+    path = tmp_path / "fig6.png"
+    plot_reference_panel(_image(3), target, maps, refs, path)
+    data = _written(path)
+    assert data["encoders"] == ["spatial", "cls-intel", "pretrained", "cls-pets"]
+    np.testing.assert_array_equal(data["target"], target.numpy())
+    where = {(p["row"], p["col"]): p for p in data["panels"]}
+    assert where[0, 0]["shows"] == "input" and where[0, 0]["marks"] == [[0, 0], [3, 4], [5, 2]]
+    assert where[1, 0]["shows"] == "target"
+    for i, r in enumerate(refs):
+        for j, c in enumerate(data["encoders"], start=1):
+            panel = where[i, j]
+            assert (panel["encoder"], panel["ref"], panel["marks"]) == (c, r, [list(refs[r])])
+            np.testing.assert_allclose(data["maps"][c][r], maps[c][r])
+    assert len(data["panels"]) == 2 + 3 * 4
+    with pytest.raises(VinyError, match="target must be"):
+        plot_reference_panel(_image(3), target[:32], maps, refs, tmp_path / "bad.png")

@@ -12,6 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from viny_probe.analysis.reconstruct import (
+    MASK_BLACK,
     MASK_GREY,
     load_simmim,
     pixel_mask,
@@ -84,13 +85,20 @@ def test_reconstruction_is_the_input_at_visible_patches_and_the_decoder_at_maske
         assert torch.allclose(r.reconstructions[:, ch][where[:, ch]], torch.tensor(want), atol=1e-6)
 
 
-def test_masked_input_is_grey_exactly_at_masked_patches():
-    """Mutant: the grey drawn over the visible patches (inverted mask in the middle panel)."""
+def test_masked_input_is_black_exactly_at_masked_patches():
+    """Masked patches are black, as the study's Fig 2 draws them; grey stays one argument away.
+    Mutants: the fill drawn over the visible patches (inverted mask in the middle panel); the default
+    fill back to MASK_GREY (applied once, failed, reverted)."""
     encoder, head = tiny_model()
     images, masks = pictures(4), fixed_half_masks(4, 64, seed=2)
+    images = images.clamp(min=1)  # no black input pixel, so black marks exactly the masked ones
     r = reconstruct(encoder, head, images, masks)
-    grey = (r.masked_inputs == MASK_GREY).all(dim=1)  # (N, S, S); k / 255 is never exactly 0.5
-    assert torch.equal(grey, pixel_mask(masks, 4)[:, 0])
+    black = (r.masked_inputs == MASK_BLACK).all(dim=1)  # (N, S, S)
+    assert torch.equal(black, pixel_mask(masks, 4)[:, 0])
+    grey = (reconstruct(encoder, head, images, masks, mask_fill=MASK_GREY).masked_inputs == MASK_GREY).all(
+        dim=1
+    )
+    assert torch.equal(grey, pixel_mask(masks, 4)[:, 0])  # k / 255 is never exactly 0.5
     visible = ~pixel_mask(masks, 4).expand(-1, 3, -1, -1)
     assert torch.equal(r.masked_inputs[visible], r.inputs[visible])
 

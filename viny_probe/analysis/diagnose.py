@@ -40,6 +40,7 @@ from viny_probe.analysis.plots import (
     plot_pca_rgb,
     plot_reference_grid,
     plot_reference_grid_stretched,
+    plot_reference_panel,
     plot_similarity_by_class,
     plot_similarity_vs_distance,
 )
@@ -140,6 +141,7 @@ class _Collected:
     fig6_refs: dict[str, tuple[int, int]] = field(default_factory=dict)
     fig6_map_refs: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     fig6_pictures: dict[str, torch.Tensor] = field(default_factory=dict)
+    fig6_targets: dict[int, torch.Tensor] = field(default_factory=dict)  # test index -> (H, W) trimap
     fig6_maps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     pca: dict[str, tuple[torch.Tensor, torch.Tensor, dict]] = field(default_factory=dict)
     explorer: list[dict] = field(default_factory=list)
@@ -170,6 +172,7 @@ def _choose_fig6(got: _Collected, test_set: ImageSet, test_labels: torch.Tensor,
         got.fig6_info.append(
             {"test_index": index, "id": test_set.ids[index], "refs": {k: list(v) for k, v in refs.items()}}
         )
+        got.fig6_targets[index] = test_set.masks[index]
         for ref, rc in refs.items():
             got.fig6_refs[_row(index, ref)] = rc
             got.fig6_pictures[_row(index, ref)] = test_set.images[index]
@@ -370,15 +373,28 @@ def _write_figures(got: _Collected, matrices: list[dict], out: Path, opts: _Opti
     files["fig5"] = "fig5_similarity_vs_distance.png"
     plot_similarity_by_class(got.curves, out / "fig5_by_class.png")
     files["fig5_by_class"] = "fig5_by_class.png"
+    first = got.fig6_info[0]["test_index"]
+    rows = [r for r in got.fig6_refs if r.startswith(f"#{first} ")]
+    short = {r: r.split(" ", 1)[1] for r in rows}
+    plot_reference_panel(
+        got.fig6_pictures[rows[0]],
+        got.fig6_targets[first],
+        {c: {short[r]: m[r] for r in rows} for c, m in got.fig6_maps.items()},
+        {short[r]: got.fig6_refs[r] for r in rows},
+        out / "fig6_reference_patches.png",
+        title=f"Fig 6: cosine similarity to the reference patch (red), test image {first}, colour range -0.5..1",
+        map_refs={c: {short[r]: m[r] for r in rows} for c, m in got.fig6_map_refs.items()},
+    )
+    files["fig6"] = "fig6_reference_patches.png"
     plot_reference_grid(
         got.fig6_pictures,
         got.fig6_maps,
         got.fig6_refs,
-        out / "fig6_reference_patches.png",
-        title="Fig 6: cosine similarity to the reference patch (red), colour range -0.5..1",
+        out / "fig6_images.png",
+        title="Fig 6 over several images: cosine similarity to the reference patch (red), colour range -0.5..1",
         map_refs=got.fig6_map_refs,
     )
-    files["fig6"] = "fig6_reference_patches.png"
+    files["fig6_images"] = "fig6_images.png"
     low = min(float(np.min(m)) for maps in got.fig6_maps.values() for m in maps.values())
     plot_reference_grid_stretched(
         got.fig6_pictures, got.fig6_maps, got.fig6_refs, out / "fig6_stretched.png", low, got.fig6_map_refs
@@ -509,7 +525,8 @@ def diagnose(
     """Several models side by side; writes into ``out_dir``:
 
     table2.md/.json, fig5_similarity_vs_distance.png/.json (all pairs), fig5_by_class.png/.json
-    (same-/different-class pairs), fig6_reference_patches.png/.json, fig6_stretched.png/.json,
+    (same-/different-class pairs), fig6_reference_patches.png/.json (the study's layout: one image, its target mask, references x
+    encoders in its order), fig6_images.png/.json (several images), fig6_stretched.png/.json,
     depth_curves.png/.json, cka.png/.json, summary.md, summary.json. Returns the summary dict.
 
     ``dataset``, ``split_seed`` and ``test_size`` default to the first checkpoint's lineage (see

@@ -54,10 +54,10 @@ def _as_image(value, name: str) -> np.ndarray:
     return array.transpose(1, 2, 0)
 
 
-def _mark_patch(ax, row: int, col: int, size: float) -> None:
+def _mark_patch(ax, row: int, col: int, size: float) -> Rectangle:
     """Red square around patch (row, col); ``size`` is a patch's side in the axes' data units
     (pixels for an image, 1 for a (g, g) map). imshow puts cell edges at -0.5, hence the offset."""
-    ax.add_patch(
+    return ax.add_patch(
         Rectangle(
             (col * size - 0.5, row * size - 0.5),
             size,
@@ -70,46 +70,55 @@ def _mark_patch(ax, row: int, col: int, size: float) -> None:
     )
 
 
+def _from_zero(curve: SimilarityCurve, from_zero: bool, max_distance: int | None) -> dict:
+    """The points Fig 5 draws: distance 0 (a patch with itself: cosine 1, no band needed) first when
+    ``from_zero``, then the measured distances up to ``max_distance`` (default: all)."""
+    keep = np.ones(len(curve.distances), bool) if max_distance is None else curve.distances <= max_distance
+    arrays = {k: np.asarray(getattr(curve, k), float)[keep] for k in ("distances", "mean", "low", "high")}
+    if from_zero:
+        arrays = {k: np.concatenate([[0.0 if k == "distances" else 1.0], v]) for k, v in arrays.items()}
+    arrays["distances"] = arrays["distances"].astype(int)
+    return arrays
+
+
 def plot_similarity_vs_distance(
     curves: Mapping[str, SimilarityCurve],
     path: str | Path,
     title: str = "Patch similarity vs spatial distance",
+    from_zero: bool = True,
+    max_distance: int | None = None,
 ) -> dict:
     """Fig 5: one line per checkpoint (mean cosine at each Manhattan distance) with its confidence band.
 
+    As the study draws it, the x axis starts at distance 0, where every curve is 1 (a patch's cosine with
+    itself), and runs to the grid's largest distance 2 (g - 1) (``max_distance`` cuts it shorter;
+    ``from_zero=False`` starts at the first measured distance, 1).
     curves: ``{checkpoint name: SimilarityCurve}``. Returns/writes
-    ``{"title", "curves": {name: {"distances", "mean", "low", "high", "pairs", "confidence"}}}``.
+    ``{"title", "from_zero", "curves": {name: {"distances", "mean", "low", "high", "pairs", "confidence"}}}``
+    with the points drawn (distance 0 included when drawn).
     """
     if not curves:
         raise VinyError("curves must hold at least one {name: SimilarityCurve}")
     fig = Figure(figsize=(7, 4.5))
     ax = fig.add_subplot()
-    for name, curve in curves.items():
-        (line,) = ax.plot(curve.distances, curve.mean, marker="o", markersize=3, label=name)
-        ax.fill_between(
-            curve.distances, curve.low, curve.high, color=line.get_color(), alpha=0.2, linewidth=0
-        )
+    drawn = {name: _from_zero(curve, from_zero, max_distance) for name, curve in curves.items()}
+    for name, d in drawn.items():
+        (line,) = ax.plot(d["distances"], d["mean"], marker="o", markersize=3, label=name)
+        ax.fill_between(d["distances"], d["low"], d["high"], color=line.get_color(), alpha=0.2, linewidth=0)
     confidence = next(iter(curves.values())).confidence
     ax.set(
         title=title,
         xlabel="Manhattan distance on the patch grid",
         ylabel=f"mean cosine similarity (band: {confidence:.0%} CI over images)",
     )
-    ax.set_xticks(next(iter(curves.values())).distances)
+    ax.set_xticks(next(iter(drawn.values()))["distances"])
     ax.grid(alpha=0.3)
     ax.legend(title="checkpoint")
     data = {
         "title": title,
+        "from_zero": from_zero,
         "curves": {
-            name: {
-                "distances": c.distances,
-                "mean": c.mean,
-                "low": c.low,
-                "high": c.high,
-                "pairs": c.pairs,
-                "confidence": c.confidence,
-            }
-            for name, c in curves.items()
+            name: {**drawn[name], "pairs": c.pairs, "confidence": c.confidence} for name, c in curves.items()
         },
     }
     return _save(fig, path, data)
@@ -179,6 +188,125 @@ def plot_reference_grid(
         "vmax": vmax,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
+        **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
+    }
+    return _save(fig, path, data)
+
+
+PAPER_FIG6_ORDER = ("spatial", "cls-intel", "pretrained")  # the study's Fig 6 columns, left to right
+
+
+def paper_fig6_order(names: Sequence[str]) -> list[str]:
+    """Encoder names in the study's Fig 6 order: Spatial, Classification (CLS-Intel), Pretrained; any
+    other encoder (e.g. CLS-Pets, which the study's Fig 6 does not show) after them, in the given order."""
+
+    def rank(name: str) -> int:
+        key = name.lower()
+        for k, word in enumerate(PAPER_FIG6_ORDER):
+            if key.startswith(word) or (word == "cls-intel" and key in ("classification", "cls")):
+                return k
+        return len(PAPER_FIG6_ORDER)
+
+    return sorted(names, key=lambda n: (rank(n), list(names).index(n)))
+
+
+def plot_reference_panel(
+    image,
+    target,
+    maps: Mapping[str, Mapping[str, np.ndarray]],
+    refs: Mapping[str, tuple[int, int]],
+    path: str | Path,
+    title: str = "Cosine similarity to the reference patch (red)",
+    order: Sequence[str] | None = None,
+    vmin: float = MAP_VMIN,
+    vmax: float = MAP_VMAX,
+    cmap: str = MAP_CMAP,
+    map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
+) -> dict:
+    """Fig 6 as the study lays it out: one image and its target mask on the left, then a grid with one
+    row per reference patch and one column per encoder, in the study's order (``paper_fig6_order``:
+    Spatial, Classification, Pretrained) unless ``order`` says otherwise. ``plot_reference_grid`` keeps
+    viny's several-images layout.
+
+    image: ``(3, H, W)`` uint8; target: ``(H, W)`` class map (0 pet, 1 background, 2 boundary), drawn in
+    the Fig A1 colours; maps/refs/map_refs as in ``plot_reference_grid``. The JSON beside the PNG also
+    holds ``panels``: each drawn panel's grid position (row, col), what it shows and, where a red square
+    is drawn, the (row, col) patch it marks, read back from the square itself.
+    """
+    from viny_probe.viz import TRIMAP_CMAP
+
+    if not refs or not maps:
+        raise VinyError("refs and maps must be non-empty")
+    picture = _as_image(image, "image")
+    truth = np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
+    if truth.shape != picture.shape[:2]:
+        raise VinyError(f"target must be a {picture.shape[:2]} class map, got shape {truth.shape}")
+    ref_names = list(refs)
+    ckpt_names = list(order) if order is not None else paper_fig6_order(list(maps))
+    grids = {}
+    for ckpt in ckpt_names:
+        for r in ref_names:
+            if r not in maps.get(ckpt, {}):
+                raise VinyError(f"maps[{ckpt!r}] has no map for reference {r!r}")
+            grids[ckpt, r] = _as_map(maps[ckpt][r], f"maps[{ckpt!r}][{r!r}]")
+    g = grids[ckpt_names[0], ref_names[0]].shape[0]
+    nrows, ncols = max(2, len(ref_names)), 1 + len(ckpt_names)
+    fig = Figure(figsize=(2.3 * ncols + 0.8, 2.3 * nrows + 0.6), layout="constrained")
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    panels = []
+
+    def marked(square: Rectangle, size: float) -> list[int]:
+        x, y = square.get_xy()
+        return [round((y + 0.5) / size), round((x + 0.5) / size)]
+
+    axes[0, 0].imshow(picture)
+    axes[0, 0].set_title("input")
+    squares = [
+        marked(_mark_patch(axes[0, 0], *refs[r], picture.shape[0] / g), picture.shape[0] / g)
+        for r in ref_names
+    ]
+    panels.append({"row": 0, "col": 0, "shows": "input", "marks": squares})
+    axes[1, 0].imshow(truth, cmap=TRIMAP_CMAP, vmin=0, vmax=2, interpolation="nearest")
+    axes[1, 0].set_title("target mask")
+    panels.append({"row": 1, "col": 0, "shows": "target"})
+    for ax in axes[2:, 0]:
+        ax.set_visible(False)
+    image_handle = None
+    for i, r in enumerate(ref_names):
+        axes[i, 1].set_ylabel(r, fontsize=8)
+        for j, ckpt in enumerate(ckpt_names, start=1):
+            image_handle = axes[i, j].imshow(grids[ckpt, r], vmin=vmin, vmax=vmax, cmap=cmap)
+            square = _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
+            panels.append(
+                {
+                    "row": i,
+                    "col": j,
+                    "shows": "map",
+                    "encoder": ckpt,
+                    "ref": r,
+                    "marks": [marked(square, 1.0)],
+                }
+            )
+            if i == 0:
+                axes[i, j].set_title(ckpt)
+    for ax in axes[len(ref_names) :, 1:].flat:
+        ax.set_visible(False)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(
+        image_handle, ax=axes[: len(ref_names), 1:].ravel().tolist(), shrink=0.8, label="cosine similarity"
+    )
+    fig.suptitle(title)
+    data = {
+        "title": title,
+        "vmin": vmin,
+        "vmax": vmax,
+        "encoders": ckpt_names,
+        "refs": {r: list(refs[r]) for r in ref_names},
+        "target": truth,
+        "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
+        "panels": panels,
         **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
     }
     return _save(fig, path, data)

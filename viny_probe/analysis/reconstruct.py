@@ -26,7 +26,8 @@ from viny_probe.heads import SimMIMHead
 from viny_probe.model import ViNy, patchify, unpatchify
 from viny_probe.trainers.simmim import fixed_half_masks
 
-MASK_GREY = 0.5  # RGB value of a masked patch in the masked-input panel
+MASK_BLACK = 0.0  # RGB value of a masked patch in the masked-input panel: black, as the study's Fig 2
+MASK_GREY = 0.5  # viny's earlier grey, still one argument away (``mask_fill``)
 DEFAULT_IMAGES = tuple(f"toy-pets:{i}" for i in range(4))
 
 
@@ -75,9 +76,14 @@ def denormalize(images: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct(
-    encoder: nn.Module, head: SimMIMHead, images: torch.Tensor, masks: torch.Tensor
+    encoder: nn.Module,
+    head: SimMIMHead,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    mask_fill: float = MASK_BLACK,
 ) -> Reconstruction:
-    """Reconstruct (N, 3, S, S) uint8 ``images`` with (N, P) bool ``masks`` (True = masked)."""
+    """Reconstruct (N, 3, S, S) uint8 ``images`` with (N, P) bool ``masks`` (True = masked); the masked
+    input shows masked patches filled with ``mask_fill`` (black by default, as the study draws them)."""
     cfg = encoder.cfg
     if (
         images.ndim != 4
@@ -102,7 +108,7 @@ def reconstruct(
     where = pixel_mask(m, cfg.patch_size)
     return Reconstruction(
         inputs=inputs.cpu(),
-        masked_inputs=torch.where(where, torch.full_like(inputs, MASK_GREY), inputs).cpu(),
+        masked_inputs=torch.where(where, torch.full_like(inputs, mask_fill), inputs).cpu(),
         reconstructions=torch.where(where, decoded, inputs).cpu(),
         masks=masks.cpu(),
         masked_l1=masked_l1.cpu(),

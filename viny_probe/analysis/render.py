@@ -116,10 +116,13 @@ def _figures_markdown(summary: dict, info: dict) -> list[str]:
         "- [fig5_similarity_vs_distance.png](fig5_similarity_vs_distance.png): Fig 5, mean cosine between "
         "patch tokens at each Manhattan distance, 95% band over images; "
         "[fig5_by_class.png](fig5_by_class.png): the same split into same-class / different-class pairs.",
-        "- [fig6_reference_patches.png](fig6_reference_patches.png): Fig 6, rows = reference patches "
-        "(background corner, most-foreground interior patch, most-boundary patch) of test images "
+        "- [fig6_reference_patches.png](fig6_reference_patches.png): Fig 6 as the study lays it out: test "
+        f"image #{s['fig6_images'][0]['test_index']} and its target mask, then rows = reference patches "
+        "(background corner, most-foreground interior patch, most-boundary patch), columns = checkpoints "
+        "in the study's order (Spatial, CLS-Intel, Pretrained, others after), colour range -0.5..1; "
+        "[fig6_images.png](fig6_images.png): the references of test images "
         + ", ".join(f"#{f['test_index']}" for f in s["fig6_images"])
-        + ", columns = checkpoints, colour range -0.5..1 as in the study; "
+        + ", one row each, columns = checkpoints; "
         "[fig6_stretched.png](fig6_stretched.png): the same maps with the colour range stretched to the "
         "smallest cosine shown, for when every cosine sits in a narrow band." + reproduce,
         f"- [depth_curves.png](depth_curves.png): {curves} per block (test images; the probe per block "

@@ -351,7 +351,7 @@ def reconstruct_command(
 ) -> None:
     """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
 
-    Half of each image's patches are masked (greyed out in the middle column), with masks drawn from
+    Half of each image's patches are masked (blacked out in the middle column, as in the study's Fig 2), with masks drawn from
     --seed, so the figure is reproducible and every checkpoint gets the same masks. The reconstruction
     is the decoder's pixels at the masked patches pasted into the visible ones. The JSON beside the
     PNG holds the images, their masks and each image's masked L1 (the training loss, on normalised
@@ -447,8 +447,9 @@ def diagnose_command(
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
     Writes into OUT: table2.md/.json, fig5_similarity_vs_distance.png (+ fig5_by_class.png, split by
-    same-/different-class pairs), fig6_reference_patches.png (rows = reference patches, columns =
-    checkpoints), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
+    same-/different-class pairs), fig6_reference_patches.png (the study's layout: one image, its
+    target mask, rows = reference patches, columns = checkpoints as Spatial, CLS-Intel, Pretrained, others
+    after), fig6_images.png (several images, one row per reference), depth_curves.png (every diagnostic per block), cka.png (linear CKA block by block,
     first vs each and consecutive checkpoints), summary.md + summary.json; a .json beside every PNG.
 
     Models may be viny checkpoints or any vision transformer (timm:NAME, hf:FOLDER, py:MODULE:FUNCTION),

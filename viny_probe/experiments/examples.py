@@ -132,7 +132,7 @@ def _fig2_for_model(
             figure(
                 path,
                 f"Fig 2 analogue (model {model}): the first {len(images)} test images of {images.name} "
-                f"(segmentation test split, split seed {split_seed}), half of their patches masked (grey; the "
+                f"(segmentation test split, split seed {split_seed}), half of their patches masked (black, as the study draws them; the "
                 f"same masks for every column, mask seed 0) and each pre-training stage's reconstruction (run "
                 f"seed {seed}): "
                 "its decoder's pixels at the masked patches, the input at the visible ones. Under each: the "

@@ -9,8 +9,11 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
   otherwise the column says "not comparable" and the caption says why.
 * Fig 3: mIoU against fine-tune size (log x), one line per pre-training scale.
 * Fig 4: change in mIoU from the intermediate stage, paired by run seed (every seed on the same split), with 95% t confidence
-  intervals, a paired t-test and a Wilcoxon signed-rank test (scipy), and plain words when the interval
-  contains 0. The same paired analysis for the effect of pre-training.
+  intervals, a paired t-test and a Wilcoxon signed-rank test (scipy), the t-test p Holm-adjusted over the
+  cells, and plain words when the interval contains 0 or the adjusted p does not hold. Pooled rows count
+  run seeds, not cells: the cells of one seed share their upstream runs, so each seed is one unit (the
+  mean of its cells' differences) and the test is a one-sample t over the seeds
+  (:func:`per_seed_means`). The same paired analysis for the effect of pre-training.
 * The saturating fit a + b n^-c of mIoU against fine-tune size per condition, its parameters and the
   marginal gain per doubling of fine-tune data.
 * Fig A1 (per setting) and Fig 2: segmentation examples of every condition and SimMIM reconstructions
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import math
 import shutil
 import time
@@ -127,6 +131,74 @@ def paired(diffs: list[float]) -> PairedStats:
     except ValueError:
         w_p = math.nan
     return PairedStats(n, mean, mean - half, mean + half, t_p, w_p)
+
+
+ALPHA = 0.05
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the input order: the k-th smallest of the m finite p-values
+    becomes max over j <= k of min(1, (m - j + 1) p_(j)). NaN stays NaN and is not counted in m."""
+    finite = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, out, running = len(finite), [math.nan] * len(pvalues), 0.0
+    for rank, (pv, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * pv))
+        out[i] = running
+    return out
+
+
+def per_seed_means(pairs: dict) -> dict:
+    """``{cell: [(seed, difference), ...]}`` -> ``{seed: mean of that seed's differences over the cells}``:
+    the independent units of a sweep, whose cells within one run seed share their upstream runs."""
+    by_seed: dict = defaultdict(list)
+    for items in pairs.values():
+        for seed, d in items:
+            by_seed[seed].append(d)
+    return {seed: float(np.mean(v)) for seed, v in sorted(by_seed.items())}
+
+
+def verdict(s: PairedStats, adjusted_p: float) -> str:
+    """The words for a paired result: within noise unless its 95% CI excludes 0 and its multiplicity-
+    adjusted p is below ALPHA."""
+    if s.n < 2 or s.ci_low <= 0 <= s.ci_high:
+        return s.verdict
+    if not adjusted_p < ALPHA:
+        return f"CI excludes 0, Holm p ≥ {ALPHA}: not established"
+    return s.verdict
+
+
+def _paired_row(pre, ft, count: str, s: PairedStats, adjusted_p: float) -> list:
+    ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+    return [
+        pre,
+        ft,
+        count,
+        f"{s.mean:+.2f}",
+        ci,
+        fmt_p(s.t_p),
+        fmt_p(adjusted_p),
+        fmt_p(s.wilcoxon_p),
+        verdict(s, adjusted_p),
+    ]
+
+
+def _pooled_words(label: str, s: PairedStats, adjusted_p: float, n_cells: int, family: int) -> str:
+    unit = f"over {s.n} run seeds (each seed the mean of its {n_cells} cells)"
+    if s.n < 2:
+        return f"{label}: one run seed only ({s.mean:+.2f} points): cannot be told from noise."
+    ci = f"95% CI [{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
+    adj = f", Holm p = {fmt_p(adjusted_p)} over {family} scales" if family > 1 else ""
+    if s.ci_low <= 0 <= s.ci_high:
+        return f"{label}: mean change {s.mean:+.2f} mIoU points {unit}, {ci} contains 0, so the effect is within noise."
+    if not adjusted_p < ALPHA:
+        return (
+            f"{label}: mean change {s.mean:+.2f} mIoU points {unit}, {ci} excludes 0 (paired t p = "
+            f"{fmt_p(s.t_p)}{adj}), but not after the Holm correction: not established."
+        )
+    return (
+        f"{label}: mean change {s.mean:+.2f} mIoU points {unit}, {ci} excludes 0 (paired t p = "
+        f"{fmt_p(s.t_p)}{adj})."
+    )
 
 
 def fmt_p(x: float) -> str:
@@ -249,55 +321,68 @@ def segmentation_table(group: str, rows: list[dict]) -> list[Block]:
 
 
 def fig3(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    """Fig 3 analogue, like with like: the left panel is per-image mIoU (the study's definition, the one
+    its figure and tables report) with the published curves beside it when comparable; the right panel
+    is viny's headline, dataset-level mIoU, with the position prior. The data drawn is written beside the
+    PNG (``fig3.json``)."""
     seg = [r for r in rows if r["group"] in ("baseline", "pretrain")]
     if not seg:
         return []
     comparable = all(r["comparable"] in (True, "True") for r in seg)
-    fig = Figure(figsize=(6.4, 4.4))
-    ax = fig.add_subplot()
+    fig = Figure(figsize=(11.5, 4.4), layout="constrained")
+    per_image_ax, dataset_ax = fig.subplots(1, 2, sharey=True)
+    data: dict = {"per_image": {}, "published": {}, "dataset": {}, "position_prior": {}}
     for (pre,), cell in _by(seg, "pretrain_size").items():
         pts = _by(cell, "finetune_size")
-        ns = [k[0] for k in pts]
-        ms = [mean_std([pct(r["miou"]) for r in v]) for v in pts.values()]
-        line = ax.errorbar(
-            ns,
-            [m[0] for m in ms],
-            yerr=[0 if math.isnan(m[1]) else m[1] for m in ms],
-            marker="o",
-            capsize=3,
-            label=_pre_label(int(pre)),
-        )
-        if comparable:
-            pubs = [published.lookup(int(pre), int(n)) for n in ns]
-            if all(pubs):
-                ax.plot(
-                    ns,
-                    [q.miou for q in pubs],
-                    ls="--",
-                    color=line[0].get_color(),
-                    alpha=0.6,
-                    label=f"{_pre_label(int(pre))} (published, per-image mIoU)",
-                )
+        ns = [int(k[0]) for k in pts]
+        label = _pre_label(int(pre))
+        for ax, key, panel in (
+            (per_image_ax, "miou_per_image", "per_image"),
+            (dataset_ax, "miou", "dataset"),
+        ):
+            ms = [mean_std([pct(r[key]) for r in v if r.get(key) not in ("", None)]) for v in pts.values()]
+            sd = [0 if math.isnan(m[1]) else m[1] for m in ms]
+            line = ax.errorbar(ns, [m[0] for m in ms], yerr=sd, marker="o", capsize=3, label=label)
+            data[panel][label] = {"finetune_sizes": ns, "mean": [m[0] for m in ms], "std": sd}
+            if panel == "per_image" and comparable:
+                pubs = [published.lookup(int(pre), n) for n in ns]
+                if all(pubs):
+                    ax.plot(
+                        ns,
+                        [q.miou for q in pubs],
+                        ls="--",
+                        color=line[0].get_color(),
+                        alpha=0.6,
+                        label=f"{label} (published)",
+                    )
+                    data["published"][label] = {"finetune_sizes": ns, "miou": [q.miou for q in pubs]}
     prior = _by(seg, "finetune_size")
-    ax.plot(
-        [k[0] for k in prior],
-        [np.mean([pct(r["position_prior_miou"]) for r in v]) for v in prior.values()],
-        ls=":",
-        color="gray",
-        label="position prior (trivial)",
-    )
-    size_axis(ax, [r["finetune_size"] for r in seg])
-    ax.set_ylabel("test mIoU (%)")
-    ax.set_title("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    prior_ns = [int(k[0]) for k in prior]
+    prior_y = [float(np.mean([pct(r["position_prior_miou"]) for r in v])) for v in prior.values()]
+    dataset_ax.plot(prior_ns, prior_y, ls=":", color="gray", label="position prior (trivial)")
+    data["position_prior"] = {"finetune_sizes": prior_ns, "miou": prior_y}
+    for ax, name in (
+        (per_image_ax, "per-image mIoU (the study's definition)"),
+        (dataset_ax, "dataset-level mIoU"),
+    ):
+        size_axis(ax, [r["finetune_size"] for r in seg])
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    per_image_ax.set_ylabel("test mIoU (%)")
+    fig.suptitle("Fig 3 analogue: mIoU vs fine-tune size by pre-training scale")
     path = _save(fig, fig_dir / f"fig3{tag}.png")
+    path.with_suffix(".json").write_text(json.dumps(data, indent=1))
     return [
         h(3, "Fig 3 analogue"),
         figure(
             path,
-            "mIoU (dataset-level) against fine-tune size, one line per "
-            "pre-training scale; error bars = sample std over seeds.",
+            "Left: per-image mIoU (absent class counted as 0, the study's definition), the published "
+            "per-image curves dashed beside it when the run is comparable. Right: dataset-level "
+            "(confusion-matrix) mIoU, viny's headline, with the position prior. One line per pre-training "
+            "scale; error bars = sample std over seeds. Numbers drawn: "
+            + path.with_suffix(".json").name
+            + ".",
         ),
     ]
 
@@ -320,52 +405,63 @@ def _pairs(rows: list[dict], treated_group: str, control_group: str, control_pre
 
 
 def paired_section(pairs: dict, title: str, what: str, fig_dir: Path | None, tag: str) -> list[Block]:
+    """Per cell: the paired differences over run seeds (t interval, t-test, Wilcoxon), with the t-test p
+    Holm-adjusted over the section's cells. Pooled: one unit per run seed (:func:`per_seed_means`), since
+    the cells of one seed share their pre-training (and intermediate, and control) runs; per pre-training
+    scale (Holm over the scales) and over every cell."""
     if not pairs:
         return []
+    cells = {key: paired([x for _, x in sorted(items)]) for key, items in pairs.items()}
+    cell_holm = dict(zip(cells, holm([s.t_p for s in cells.values()]), strict=True))
     rows, words = [], []
-    by_pre: dict[int, list[float]] = defaultdict(list)
-    for (pre, ft), items in pairs.items():
-        d = [x for _, x in sorted(items)]
-        by_pre[pre].extend(d)
-        s = paired(d)
-        ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-        rows.append([pre, ft, s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict])
-    for pre, d in sorted(by_pre.items()):
-        s = paired(d)
-        ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-        rows.append(
-            [pre, "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict]
+    for (pre, ft), s in cells.items():
+        rows.append(_paired_row(pre, ft, str(s.n), s, cell_holm[pre, ft]))
+    pres = sorted({pre for pre, _ in pairs})
+    pooled = {pre: per_seed_means({k: v for k, v in pairs.items() if k[0] == pre}) for pre in pres}
+    pooled_stats = {pre: paired(list(units.values())) for pre, units in pooled.items()}
+    pooled_holm = dict(zip(pres, holm([s.t_p for s in pooled_stats.values()]), strict=True))
+    for pre in pres:
+        s = pooled_stats[pre]
+        n_cells = sum(1 for k in pairs if k[0] == pre)
+        count = f"{s.n} seeds ({n_cells} cells)"
+        rows.append(_paired_row(pre, "all (per seed)", count, s, pooled_holm[pre]))
+        words.append(_pooled_words(_pre_label(pre), s, pooled_holm[pre], n_cells, len(pres)))
+    everything = per_seed_means(pairs)
+    s = paired(list(everything.values()))
+    rows.append(_paired_row("all", "all (per seed)", f"{s.n} seeds ({len(pairs)} cells)", s, s.t_p))
+    if len(pres) > 1:
+        words.append(_pooled_words("All cells", s, s.t_p, len(pairs), 1))
+    tested = [k for k, c in cells.items() if c.n >= 2]
+    excl = [k for k in tested if not (cells[k].ci_low <= 0 <= cells[k].ci_high)]
+    kept = [k for k in excl if cell_holm[k] < ALPHA]
+    if tested:
+        words.append(
+            f"Per cell: {len(excl)} of {len(tested)} cells have a 95% CI that excludes 0; "
+            f"{len(kept)} of them keep Holm-adjusted p < {ALPHA} over the {len(tested)} cells tested."
         )
-        if s.n >= 2:
-            if "within noise" in s.verdict:
-                words.append(
-                    f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
-                    f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] contains 0, so the effect is within noise."
-                )
-            else:
-                words.append(
-                    f"{_pre_label(pre)}: mean change {s.mean:+.2f} mIoU points over {s.n} pairs, 95% CI "
-                    f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}] excludes 0 (paired t p = {fmt_p(s.t_p)})."
-                )
-        else:
-            words.append(
-                f"{_pre_label(pre)}: a single pair ({s.mean:+.2f} points): cannot be told from noise."
-            )
-    all_d = [x for d in by_pre.values() for x in d]
-    s = paired(all_d)
-    ci = "-" if s.n < 2 else f"[{s.ci_low:+.2f}, {s.ci_high:+.2f}]"
-    rows.append(
-        ["all", "all (pooled)", s.n, f"{s.mean:+.2f}", ci, fmt_p(s.t_p), fmt_p(s.wilcoxon_p), s.verdict]
-    )
     min_pairs = min(len(v) for v in pairs.values())
     caption = (
         f"{what}, in mIoU points (dataset-level mIoU), paired by run seed: every seed uses the same split (the "
-        "same test set and nested training subsets), and a pair shares its run seed. 95% CI from the t distribution; p-values: paired t-test and Wilcoxon "
-        f"signed-rank (scipy). With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
-        f"{2.0 ** (1 - min_pairs):.3g}. Pooled rows combine fine-tune sizes, which share pre-training runs "
-        "per seed, so they are not independent: read them as a summary, not a strict test."
+        "same test set and nested training subsets), and a pair shares its run seed. 95% CI from the t "
+        "distribution; p-values: paired t-test and Wilcoxon signed-rank (scipy). Holm p: the t-test p "
+        "Holm-Bonferroni adjusted over the cells of this table (cell rows) or over the pre-training scales "
+        "(per-seed rows); the verdict needs both the CI to exclude 0 and Holm p < "
+        f"{ALPHA}. With {min_pairs} pair(s) per cell the smallest two-sided Wilcoxon p is "
+        f"{2.0 ** (1 - min_pairs):.3g}. Per-seed rows: the cells of one run seed share their pre-training, "
+        "intermediate and control runs, so they are not independent; each seed counts once, as the mean of "
+        "its cells' differences, and the test is a one-sample t over those seed means (n = seeds)."
     )
-    cols = ["# Pre-train", "# Fine-tune", "pairs", "mean Δ", "95% CI", "t-test p", "Wilcoxon p", "verdict"]
+    cols = [
+        "# Pre-train",
+        "# Fine-tune",
+        "n",
+        "mean Δ",
+        "95% CI",
+        "t-test p",
+        "Holm p",
+        "Wilcoxon p",
+        "verdict",
+    ]
     blocks = [h(3, title), table(cols, rows, caption), p(" ".join(words))]
     if fig_dir is not None:
         fig = Figure(figsize=(6.4, 4.2))
@@ -458,7 +554,9 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
     cols = ["condition", "points", "sizes", "a (asymptote, %)", "b", "c", "RMSE", "notes"]
     caption = (
         "Least-squares fit of mIoU (%) = a + b·n^-c to every seed's point (scipy curve_fit; a ≤ 100, "
-        "0.001 ≤ c ≤ 4); ± = standard errors from the fit covariance (b by the delta method)."
+        "0.001 ≤ c ≤ 4); ± = standard errors from the fit covariance (b by the delta method), which treat "
+        "every point as independent although the sizes of one seed share their upstream runs: read them as "
+        "a lower bound on the uncertainty."
     )
     gain_caption = (
         "Marginal gain per doubling of fine-tune data, in mIoU points: by the fit, f(2n) − f(n); "
@@ -480,8 +578,9 @@ def fit_section(rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
 GEOMETRY_FIGURES = {  # summary.json "files" key -> caption
     "fig5": "Fig 5 analogue: cosine similarity of patch tokens vs Manhattan distance on the patch grid "
     "(band: 95% t interval across images).",
-    "fig6": "Fig 6 analogue: cosine similarity of a reference patch (red square) to every patch, colour "
-    "range fixed to -0.5..1.",
+    "fig6": "Fig 6 analogue, laid out as the study's: one test image and its target mask, then the cosine "
+    "similarity of each reference patch (red square, one per row) to every patch, one column per encoder "
+    "(Spatial, CLS-Intel, Pretrained, then CLS-Pets); colour range fixed to -0.5..1.",
     "depth_curves": "Diagnostics per block: where in the network each stage acts.",
     "cka": "Linear CKA, block by block, of each encoder against the pretrained one.",
     "pca_rgb": "The first three principal components of each encoder's final-block patch tokens as RGB.",
