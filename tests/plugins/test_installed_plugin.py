@@ -15,7 +15,7 @@ Mutants applied once each (the named tests failed, then reverted):
 - ``main()`` without ``_load_plugins()`` (cli/__init__.py): test_regime_is_a_train_command and every
   later test fail (no `rotation`, no `example-shapes`).
 - ``load_plugins`` skipping the entry points (``entry_points=False`` by default):
-  test_regime_is_a_train_command fails while test_plugin_file_and_env_var still passes.
+  test_regime_is_a_train_command and test_plugin_file_and_env_var (its "rotation") fail.
 - ``take_plugin_options`` returning no plugins: test_plugin_file_and_env_var fails (--plugin part).
 - the PluginWarning re-raised instead of warned: test_broken_plugin_is_one_line fails.
 """
