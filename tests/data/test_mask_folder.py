@@ -68,7 +68,7 @@ def test_cached_and_read_back_identically(shapes: Path, tmp_path: Path) -> None:
     again = load_dataset("mask-folder", size=32, data_root=shapes, cache_dir=tmp_path / "c")
     assert list((tmp_path / "c").iterdir()) == entries  # a hit, no new entry
     assert np.array_equal(first.masks.numpy(), again.masks.numpy()) and first.ids == again.ids
-    assert again.mask_classes == first.mask_classes
+    assert again.mask_classes == first.mask_classes and again.mask_classes.names == ("square", "sky", "disc")
     # another value map is another entry, never the stale masks of the first
     (shapes / "classes.json").write_text(json.dumps({**CLASSES, "values": {"0": 0, "1": 1, "2": 2}}))
     other = load_dataset("mask-folder", size=32, data_root=shapes, cache_dir=tmp_path / "c")
