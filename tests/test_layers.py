@@ -20,7 +20,8 @@ LAYERS = {
     "viny_probe.signals": 0,  # SIGINT/SIGTERM: the CLI stops on them, a sweep drops its locks
     "viny_probe.runlock": 0,  # one process per run folder: the lock a run and a sweep stage share
     "viny_probe.tables": 0,
-    "viny_probe.published": 0,  # the study's published numbers, read by analysis and experiments
+    "viny_probe.published": 0,
+    "viny_probe.plugins": 0,  # imports plugins by name only (they register into the registries)  # the study's published numbers, read by analysis and experiments
     "viny_probe.data": 1,
     "viny_probe.model": 2,
     "viny_probe.heads": 2,

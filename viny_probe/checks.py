@@ -78,16 +78,23 @@ def grid_side(num_patches: int, name: str = "emb") -> int:
     return g
 
 
+# A patch with no labelled pixel (all its mask pixels are the dataset's ignore value): scored nowhere.
+UNLABELLED = -1
+
+
 def as_labels(value: ArrayLike, name: str, shape: tuple[int, ...], form: str) -> torch.Tensor:
-    """Non-negative integer class labels of exactly ``shape``, as int64."""
+    """Integer class labels >= 0 (or ``UNLABELLED``, left out of fits and scores) of exactly ``shape``,
+    as int64."""
     t = _as_tensor(value, name)
     if tuple(t.shape) != tuple(shape):
         raise VinyError(f"{name} must have shape {form} = {tuple(shape)}, got {_shape(t)}")
     if t.dtype.is_floating_point or t.is_complex() or t.dtype == torch.bool:
         raise VinyError(f"{name} must hold integer class indices, got dtype {t.dtype}")
     t = t.long()
-    if t.numel() and int(t.min()) < 0:
-        raise VinyError(f"{name} must hold class indices >= 0, found {int(t.min())}")
+    if t.numel() and int(t.min()) < UNLABELLED:
+        raise VinyError(
+            f"{name} must hold class indices >= 0 (or {UNLABELLED}: unlabelled), found {int(t.min())}"
+        )
     return t
 
 

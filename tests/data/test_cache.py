@@ -17,18 +17,18 @@ from viny_probe.errors import VinyError
 @pytest.fixture
 def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
-    real_rgb, real_trimap = decode.load_rgb, decode.load_trimap
+    real_rgb, real_mask = decode.load_rgb, decode.load_mask
 
     def rgb(path, size):
         calls.append(str(path))
         return real_rgb(path, size)
 
-    def trimap(path, size):
+    def mask(path, size, classes):
         calls.append(str(path))
-        return real_trimap(path, size)
+        return real_mask(path, size, classes)
 
     monkeypatch.setattr(decode, "load_rgb", rgb)
-    monkeypatch.setattr(decode, "load_trimap", trimap)
+    monkeypatch.setattr(decode, "load_mask", mask)
     return calls
 
 

@@ -129,6 +129,8 @@ def probe_checkpoint(
         test_images,
     )
     info["chosen"] = where["notes"] + outside_note(name, model)
+    names = test_set.mask_classes.names
+    info["classes"] = list(names)
     warnings = guard_evaluation([(name, model.meta)], where["dataset"], test_set.ids, allow_overlap)
     keep = patch_subsample(len(train_set), model.num_patches, model.dim)
     train_labels = patch_labels(train_set, model.patch_size, keep)
@@ -150,7 +152,12 @@ def probe_checkpoint(
             train_set = test_set = None
         for label in train_tokens:
             tokens = LayerTokens(
-                test_tokens[label], test_labels, train_tokens[label], train_labels, PROBE_SEED
+                test_tokens[label],
+                test_labels,
+                train_tokens[label],
+                train_labels,
+                PROBE_SEED,
+                class_names=names,
             )
             results[layer_label(label)] = measure_layer(tokens, off)
         del train_tokens, test_tokens

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
+from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 from viny_probe.metrics import iou_from_confusion
 
@@ -52,6 +52,8 @@ def bank_of(
     d = train_emb.shape[-1]
     bank = torch.nn.functional.normalize(train_emb.reshape(-1, d).float(), dim=-1)
     labels = train_labels.reshape(-1)
+    if (labels == UNLABELLED).any():  # patches without a labelled pixel (ignore values only) are left out
+        bank, labels = bank[labels != UNLABELLED], labels[labels != UNLABELLED]
     if max_bank_patches is not None and len(bank) > check_positive_int(max_bank_patches, "max_bank_patches"):
         keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:max_bank_patches]
         bank, labels = bank[keep], labels[keep]
@@ -110,8 +112,10 @@ def dense_knn_segmentation(
     if num_classes < observed:
         raise VinyError(f"num_classes = {num_classes}, but the labels hold class {observed - 1}")
     queries = torch.nn.functional.normalize(test_emb.reshape(-1, test_emb.shape[-1]).float(), dim=-1)
-    predicted = retrieve_labels(queries, bank, bank_labels, num_classes, k, float(temperature)).argmax(1)
     target = test_labels.reshape(-1).long()
+    if (target == UNLABELLED).any():
+        queries, target = queries[target != UNLABELLED], target[target != UNLABELLED]
+    predicted = retrieve_labels(queries, bank, bank_labels, num_classes, k, float(temperature)).argmax(1)
     cm = torch.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, -1)
     iou = iou_from_confusion(cm)
     return DenseKnnResult(

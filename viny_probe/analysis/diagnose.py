@@ -93,10 +93,10 @@ def default_names(ckpts: Sequence[str | Path]) -> list[str]:
     return names
 
 
-def _fig6_images(labels: torch.Tensor, count: int) -> list[int]:
-    """Test images that show all three classes, the most balanced first (the smallest class's patch
-    count, then the image with the lowest index)."""
-    counts = torch.stack([(labels == c).sum(dim=1) for c in range(3)], dim=1)  # (N, 3)
+def _fig6_images(labels: torch.Tensor, count: int, num_classes: int = 3) -> list[int]:
+    """Test images that show the most classes (trimaps: all three), the most balanced first (the
+    smallest class's patch count, then the image with the lowest index)."""
+    counts = torch.stack([(labels == c).sum(dim=1) for c in range(num_classes)], dim=1)  # (N, K)
     present = (counts > 0).sum(dim=1)
     score = present * 1000 + counts.min(dim=1).values
     order = sorted(range(len(labels)), key=lambda i: (-int(score[i]), i))
@@ -167,8 +167,11 @@ def _row(index: int, ref: str) -> str:
 
 def _choose_fig6(got: _Collected, test_set: ImageSet, test_labels: torch.Tensor, opts: _Options, patch_size):
     """Fig 6's images and reference patches, chosen on the first model's trimaps and grid."""
-    for index in _fig6_images(test_labels, min(opts.fig6_images, len(test_set))):
-        refs = choose_reference_patches(test_set.masks[index], patch_size, background=opts.background)
+    classes = test_set.mask_classes
+    for index in _fig6_images(test_labels, min(opts.fig6_images, len(test_set)), classes.num_classes):
+        refs = choose_reference_patches(
+            test_set.masks[index], patch_size, background=opts.background, classes=classes
+        )
         got.fig6_info.append(
             {"test_index": index, "id": test_set.ids[index], "refs": {k: list(v) for k, v in refs.items()}}
         )
@@ -187,7 +190,10 @@ def _fig6_maps(got: _Collected, name: str, final: torch.Tensor, test_set: ImageS
         chosen = {k: tuple(v) for k, v in entry["refs"].items()}
         if final.shape[1] != entry["patches"]:
             chosen = choose_reference_patches(
-                test_set.masks[index], model.patch_size, background=opts.background
+                test_set.masks[index],
+                model.patch_size,
+                background=opts.background,
+                classes=test_set.mask_classes,
             )
         for ref, rc in chosen.items():
             maps[_row(index, ref)] = similarity_map(final[index], rc)
@@ -207,13 +213,16 @@ def _per_block(model: TokenModel, train_set, test_all, test_labels, final, opts,
     """Every per-block diagnostic at every block (``values[0]`` is None): label-free ones on the test
     tokens; those that fit a classifier on the first ``depth_probe_images`` pool images."""
     n_depth = min(opts.depth_probe_images, len(train_set))
+    names = train_set.mask_classes.names
     train_blocks, train_labels, keep = None, None, None
     if any(d.needs_labels for d in registered() if d.per_block):
         train_blocks, train_labels, keep = _depth_pool(model, train_set, n_depth, tag, opts)
     curves: dict[str, list] = {d.curve: [None] for d in registered() if d.per_block}
     for b in range(1, model.depth + 1):
         train = None if train_blocks is None else train_blocks[b]
-        layer = LayerTokens(test_all[b], test_labels, train, train_labels, PROBE_SEED, final=final)
+        layer = LayerTokens(
+            test_all[b], test_labels, train, train_labels, PROBE_SEED, final=final, class_names=names
+        )
         for curve, value in measure_block(layer, opts.off).items():
             curves[curve].append(value)
     return curves, {"depth_probe_subsample": subsample_note(keep, model.num_patches, DEPTH_PROBE_MAX_VALUES)}
@@ -286,7 +295,14 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str
     train_final = extract_patch_tokens(
         model, train_set, "final", split=f"pool-{tag}", patches=keep, **opts.extract
     )
-    layer = LayerTokens(final, test_labels, train_final["final"], train_labels, PROBE_SEED)
+    layer = LayerTokens(
+        final,
+        test_labels,
+        train_final["final"],
+        train_labels,
+        PROBE_SEED,
+        class_names=test_set.mask_classes.names,
+    )
     got.finals[name] = measure_layer(layer, opts.off)
     del train_final, layer
     got.curves[name] = similarity_vs_distance_by_class(final, test_labels)

@@ -17,7 +17,6 @@ from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.registry import BLOCKS, Column, Diagnostic, LayerTokens, format_value, register
 from viny_probe.analysis.variance import across_image_variance, ratio_of_variances, within_image_variance
-from viny_probe.data.base import SEG_CLASSES
 
 PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
 # kNN: cost is (test patches) x (bank patches) x D, so both are capped (a random bank, the first test images).
@@ -31,8 +30,8 @@ def _pct(fraction: float) -> str:
     return format_value(100 * fraction, ".1f")
 
 
-def _named(per_class: Sequence[float]) -> dict[str, float]:
-    return {name: value for name, value in zip(SEG_CLASSES, per_class, strict=False)}
+def _named(layer: LayerTokens, per_class: Sequence[float]) -> dict[str, float]:
+    return {name: value for name, value in zip(layer.class_names, per_class, strict=False)}
 
 
 def _probe(*args, **kwargs):
@@ -64,9 +63,14 @@ def rank(layer: LayerTokens) -> float:
 def probe(layer: LayerTokens) -> dict:
     """The linear probe: fitted on the pool tokens, C chosen on held-out pool images, scored on test."""
     result = _probe(
-        layer.train, layer.train_labels, layer.test, layer.test_labels, seed=layer.seed, num_classes=3
+        layer.train,
+        layer.train_labels,
+        layer.test,
+        layer.test_labels,
+        seed=layer.seed,
+        num_classes=len(layer.class_names),
     )
-    return {**result.to_dict(), "per_class_accuracy": _named(result.per_class_accuracy)}
+    return {**result.to_dict(), "per_class_accuracy": _named(layer, result.per_class_accuracy)}
 
 
 def probe_per_block(layer: LayerTokens) -> float:
@@ -78,7 +82,7 @@ def probe_per_block(layer: LayerTokens) -> float:
         layer.test,
         layer.test_labels,
         seed=layer.seed,
-        num_classes=3,
+        num_classes=len(layer.class_names),
         Cs=(layer.final["probe"]["chosen_C"],),
         max_iter=DEPTH_PROBE_MAX_ITER,
     )
@@ -103,11 +107,11 @@ def knn(layer: LayerTokens) -> dict:
         layer.test[:KNN_TEST_IMAGES],
         layer.test_labels[:KNN_TEST_IMAGES],
         k=KNN_K,
-        num_classes=3,
+        num_classes=len(layer.class_names),
         max_train_patches=KNN_BANK_PATCHES,
         seed=layer.seed,
     )
-    return {**result.to_dict(), "per_class_accuracy": _named(result.per_class_accuracy)}
+    return {**result.to_dict(), "per_class_accuracy": _named(layer, result.per_class_accuracy)}
 
 
 def knn_rows(result: dict) -> list[tuple[str, str]]:
@@ -125,11 +129,11 @@ def dense_knn(layer: LayerTokens) -> dict:
         layer.train_labels,
         layer.test[:KNN_TEST_IMAGES],
         layer.test_labels[:KNN_TEST_IMAGES],
-        num_classes=3,
+        num_classes=len(layer.class_names),
         max_bank_patches=KNN_BANK_PATCHES,
         seed=layer.seed,
     )
-    return {**result.to_dict(), "per_class_iou": _named(result.per_class_iou)}
+    return {**result.to_dict(), "per_class_iou": _named(layer, result.per_class_iou)}
 
 
 def dense_knn_per_block(layer: LayerTokens) -> float:

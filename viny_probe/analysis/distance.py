@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from viny_probe.checks import ArrayLike, as_embeddings, as_labels, check_positive_int, grid_side
+from viny_probe.checks import UNLABELLED, ArrayLike, as_embeddings, as_labels, check_positive_int, grid_side
 from viny_probe.errors import VinyError
 
 PairKind = Literal["all", "same", "different"]
@@ -102,6 +102,8 @@ def similarity_vs_distance(
         labels = as_labels(labels, "labels", (n, p), "(N, P)")
         same = labels[:, :, None] == labels[:, None, :]
         pair_mask = same if pairs == "same" else ~same
+        labelled = labels != UNLABELLED  # a patch without a class is in neither kind of pair
+        pair_mask &= labelled[:, :, None] & labelled[:, None, :]
     elif labels is not None:
         raise VinyError(
             "labels are only used with pairs='same' or pairs='different'; drop them for pairs='all'"

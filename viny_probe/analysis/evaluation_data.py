@@ -18,9 +18,10 @@ import torch
 from viny_probe.analysis.lineage import evaluation_defaults
 from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
-from viny_probe.data.base import SEG_CLASSES, ImageSet
+from viny_probe.data.base import ImageSet
 from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE
+from viny_probe.data.spec import names_with_masks
 from viny_probe.errors import VinyError
 from viny_probe.trainers.splits import fixed_split
 
@@ -34,18 +35,21 @@ PATCH_SAMPLE_SEED = 0
 LABEL_CHUNK_PIXELS = 1 << 23  # trimap pixels labelled at once (patch_labels)
 DEFAULT_PROBE_IMAGES = 2000
 DEFAULT_TEST_IMAGES = 1000
-_NO_TRIMAPS_HINT = (
-    "has no trimaps, and the patch diagnostics need per-pixel trimaps to label patches "
-    "(pet / background / boundary): use pets (with --data-root) or the embedded toy-pets"
-)
+
+
+def _no_masks(name: str) -> VinyError:
+    return VinyError(
+        f"dataset '{name}' has no masks, and the patch diagnostics need per-pixel masks (trimaps or a "
+        f"declared value map) to label patches: use one of {names_with_masks()}"
+    )
 
 
 def check_dataset_name(dataset: str | None) -> str:
-    """``dataset`` (default toy-pets) if it is registered with trimaps; VinyError otherwise (checked
+    """``dataset`` (default toy-pets) if it is registered with masks; VinyError otherwise (checked
     before anything is loaded; a folder is checked after loading)."""
     name = dataset or DEFAULT_DATASET
     if not dataset_spec(name).has_trimaps:
-        raise VinyError(f"dataset '{name}' {_NO_TRIMAPS_HINT}")
+        raise _no_masks(name)
     return name
 
 
@@ -92,7 +96,7 @@ def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
     else:
         data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
     if data.masks is None:
-        raise VinyError(f"dataset '{name}' {_NO_TRIMAPS_HINT}")
+        raise _no_masks(name)
     return data
 
 
@@ -136,13 +140,15 @@ def load_probe_data(
 
 
 def patch_labels(data: ImageSet, patch_size: int, keep: torch.Tensor | None = None) -> torch.Tensor:
-    """``(N, P)`` class of each patch of ``data``'s images: the majority trimap class of its pixels;
-    with ``keep`` (``(N, k)`` patch indices, ``patch_subsample``) only those, ``(N, k)``."""
+    """``(N, P)`` class of each patch of ``data``'s images: the majority mask class of its pixels (of
+    ``data.mask_classes``; ``UNLABELLED`` for a patch of ignored pixels only); with ``keep`` (``(N, k)`` patch indices, ``patch_subsample``) only those, ``(N, k)``."""
     # in chunks of images: counting a class over (N, P, patch pixels) sums in int64, 8 bytes a pixel
     step = max(1, LABEL_CHUNK_PIXELS // max(1, data.masks[0].numel()))
     labels = torch.cat(
         [
-            patch_majority_labels(data.masks[s : s + step], patch_size, num_classes=len(SEG_CLASSES))
+            patch_majority_labels(
+                data.masks[s : s + step], patch_size, num_classes=data.mask_classes.num_classes
+            )
             for s in range(0, len(data.masks), step)
         ]
     )

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
-from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
+from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 # Similarity entries held at once (float32): 2^25 is 128 MiB, e.g. 256 test patches x 128,000 train patches.
@@ -55,6 +55,8 @@ def knn_patch_accuracy(
     d = train_emb.shape[-1]
     bank = torch.nn.functional.normalize(train_emb.reshape(-1, d).float(), dim=-1)
     bank_labels = train_labels.reshape(-1)
+    if (bank_labels == UNLABELLED).any():  # patches without a labelled pixel vote for nothing
+        bank, bank_labels = bank[bank_labels != UNLABELLED], bank_labels[bank_labels != UNLABELLED]
     if max_train_patches is not None and len(bank) > check_positive_int(
         max_train_patches, "max_train_patches"
     ):
@@ -64,6 +66,8 @@ def knn_patch_accuracy(
         raise VinyError(f"k = {k} exceeds the {len(bank)} train patches available")
     queries = torch.nn.functional.normalize(test_emb.reshape(-1, d).float(), dim=-1)
     target = test_labels.reshape(-1)
+    if (target == UNLABELLED).any():  # and are scored nowhere
+        queries, target = queries[target != UNLABELLED], target[target != UNLABELLED]
     observed = int(max(bank_labels.max(), target.max())) + 1
     num_classes = observed if num_classes is None else check_positive_int(num_classes, "num_classes")
     if num_classes < observed:

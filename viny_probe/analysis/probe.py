@@ -20,7 +20,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
-from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
+from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -58,7 +58,10 @@ class PatchProbeResult:
 
 
 def _flat(emb, labels) -> tuple[np.ndarray, np.ndarray]:
-    return emb.reshape(-1, emb.shape[-1]).numpy().astype(np.float32, copy=False), labels.reshape(-1).numpy()
+    """``(N, P, D)``, ``(N, P)`` -> the labelled patches' rows ``(K, D)`` and labels ``(K,)``."""
+    x, y = emb.reshape(-1, emb.shape[-1]).numpy().astype(np.float32, copy=False), labels.reshape(-1).numpy()
+    labelled = y != UNLABELLED
+    return (x, y) if labelled.all() else (x[labelled], y[labelled])
 
 
 def _predict(classifier: Pipeline, x: np.ndarray, rows: int = 65536) -> np.ndarray:

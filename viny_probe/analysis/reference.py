@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from viny_probe.checks import ArrayLike, as_float, as_masks, check_positive_int, grid_side
-from viny_probe.data.base import BACKGROUND, BOUNDARY, PET
+from viny_probe.data.base import TRIMAP, MaskClasses
 from viny_probe.data.patch_labels import patch_class_fractions
 from viny_probe.errors import VinyError
 
@@ -100,11 +100,19 @@ BACKGROUND_CHOICES = ("study", "most-background-corner")
 
 
 def choose_reference_patches(
-    mask: ArrayLike | None = None, patch_size: int = 16, grid: int | None = None, background: str = "study"
+    mask: ArrayLike | None = None,
+    patch_size: int = 16,
+    grid: int | None = None,
+    background: str = "study",
+    classes: MaskClasses = TRIMAP,
 ) -> dict[str, Patch]:
     """The study's reference patches for one image, as ``{name: (row, col)}``.
 
-    mask: ``(H, W)`` trimap (0 pet, 1 background, 2 boundary), H = W = g * patch_size. Picks
+    mask: ``(H, W)`` mask classes of ``classes`` (default a trimap: 0 pet, 1 background, 2 boundary),
+    H = W = g * patch_size. Another dataset's classes play the parts its ``MaskClasses`` gives them: the
+    foreground is every class but the background and boundary ones; without a boundary class there is
+    no "boundary" reference (and no boundary limit on the foreground's); without a background class the
+    most-background corner is the top-left one. Picks
       - "background": patch (0, 0), as the study's code does (``background="study"``, the default),
         or with ``background="most-background-corner"`` the corner patch with the largest background
         fraction (ties: top-left, top-right, bottom-left, bottom-right, in that order);
@@ -126,17 +134,17 @@ def choose_reference_patches(
         raise VinyError(
             f"grid = {grid} disagrees with the mask: {mask.shape[0]} px / patch_size {patch_size} = {g}"
         )
-    fractions = patch_class_fractions(mask[None], patch_size)[0].numpy()  # (P, 3)
+    fractions = patch_class_fractions(mask[None], patch_size, classes.num_classes)[0].numpy()  # (P, K)
+    roles = {classes.background, classes.boundary}
+    foreground_share = fractions[:, [c for c in range(classes.num_classes) if c not in roles]].sum(axis=1)
+    zero = np.zeros(len(fractions))
+    background_share = zero if classes.background is None else fractions[:, classes.background]
+    boundary_share = zero if classes.boundary is None else fractions[:, classes.boundary]
     corners = [0, g - 1, (g - 1) * g, g * g - 1]
-    most_background = corners[int(np.argmax(fractions[corners, BACKGROUND]))]
-    pet = np.where(fractions[:, BOUNDARY] <= MAX_FOREGROUND_BOUNDARY, fractions[:, PET], -np.inf)
-    foreground = int(np.argmax(pet)) if np.isfinite(pet).any() else int(np.argmax(fractions[:, PET]))
-    boundary = int(np.argmax(fractions[:, BOUNDARY]))
-    return {
-        name: (index // g, index % g)
-        for name, index in (
-            ("background", 0 if background == "study" else most_background),
-            ("foreground", foreground),
-            ("boundary", boundary),
-        )
-    }
+    most_background = corners[int(np.argmax(background_share[corners]))]
+    pet = np.where(boundary_share <= MAX_FOREGROUND_BOUNDARY, foreground_share, -np.inf)
+    foreground = int(np.argmax(pet)) if np.isfinite(pet).any() else int(np.argmax(foreground_share))
+    chosen = [("background", 0 if background == "study" else most_background), ("foreground", foreground)]
+    if classes.boundary is not None:
+        chosen.append(("boundary", int(np.argmax(boundary_share))))
+    return {name: (index // g, index % g) for name, index in chosen}

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from viny_probe.data.base import SEG_CLASSES
 from viny_probe.errors import VinyError
 from viny_probe.registry import Registry
 
@@ -80,6 +81,8 @@ class LayerTokens:
     seed: the classifiers' own randomness (validation split, kNN bank); not the data split.
     final: at a per-block call, the final layer's results ``{key: result}`` (the per-block probe reuses
         the C chosen there); None at the final layer.
+    class_names: the patch classes' names, class index -> name (the dataset's mask classes; Oxford's
+        trimap classes by default).
     """
 
     test: torch.Tensor
@@ -88,6 +91,7 @@ class LayerTokens:
     train_labels: torch.Tensor | None = None
     seed: int = 0
     final: Mapping[str, Any] | None = None
+    class_names: tuple[str, ...] = SEG_CLASSES
     _measured: dict = field(default_factory=dict, repr=False)
 
     def measure(self, fn: Callable[[torch.Tensor], float]) -> float:

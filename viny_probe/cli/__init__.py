@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
+from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -26,13 +28,28 @@ from .app import app
 def _show_warning(previous, message, category, filename, lineno, file=None, line=None) -> None:
     """VinyWarnings as one line on the console; any other warning as before (Python's form)."""
     if issubclass(category, VinyWarning):
-        console.print(f"[yellow]warning:[/] {message}", highlight=False)
+        console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)  # one line
     else:
         previous(message, category, filename, lineno, file, line)
 
 
+def _load_plugins() -> None:
+    """Plugins before the commands are built (viny_probe.plugins): installed entry points, VINY_PLUGINS
+    and the --plugin options, which are taken off the command line here. The --plugin ones join
+    VINY_PLUGINS (files by absolute path), so a process viny starts (torchrun, a sweep's worker) loads
+    them too."""
+    from ..plugins import ENV_VAR, load_plugins, plugin_names_in_env, take_plugin_options
+
+    sys.argv[1:], named = take_plugin_options(sys.argv[1:])
+    named = [str(Path(p).resolve()) if p.endswith(".py") or Path(p).is_file() else p for p in named]
+    if named:
+        os.environ[ENV_VAR] = os.pathsep.join([*plugin_names_in_env(), *named])
+    load_plugins()
+
+
 def main() -> None:
     warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
+    _load_plugins()
     try:
         app()
     except SystemExit:

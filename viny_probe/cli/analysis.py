@@ -59,10 +59,18 @@ def _no_cache_option():
     return typer.Option(False, "--no-cache", help=NO_CACHE_HELP)
 
 
-DATASET_HELP = (
-    "pets (with --data-root) | toy-pets | folder; it must have trimaps (default: the dataset of the "
-    "checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders that saw real data)"
-)
+def _dataset_help() -> str:
+    """The datasets with masks, from the dataset registry (a plugin's are known once it is loaded)."""
+    from ..data.spec import names_with_masks
+
+    return (
+        f"a dataset with per-pixel masks: {names_with_masks()} (a real one with --data-root); default: the "
+        "dataset of the checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders "
+        "that saw real data"
+    )
+
+
+DATASET_HELP = _dataset_help()
 OVERLAP_HELP = (
     "evaluate even on images the checkpoint's lineage trained on (refused by default); the warning is "
     "written into every output"

@@ -21,5 +21,11 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="print viny's version and exit"
     ),
+    plugin: list[str] = typer.Option(
+        None,
+        "--plugin",
+        help="a plugin module or .py file to load first (repeatable; also VINY_PLUGINS and installed "
+        "'viny.plugins' entry points): it may add regimes, datasets, diagnostics, model sources",
+    ),
 ) -> None:
     """Train ViNy through the study's regimes and probe how each reshapes its patch representations."""

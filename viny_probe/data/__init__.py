@@ -10,7 +10,13 @@ import os
 from pathlib import Path
 
 # Registration of the built-in datasets: each module registers its own DatasetSpec.
-from viny_probe.data import embedded, folder, intel, pets  # noqa: E402, F401, I001  (listing order)
+from viny_probe.data import (  # noqa: E402, F401, I001  (listing order)
+    embedded,
+    folder,
+    intel,
+    masks,  # noqa: E402, F401, I001  (listed after the study's sets)
+    pets,
+)
 from viny_probe.data.base import ImageSet
 from viny_probe.data.spec import DatasetSpec, dataset_names, dataset_spec, register_dataset
 from viny_probe.errors import VinyError

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from viny_probe.data import decode
-from viny_probe.data.base import ImageSet
+from viny_probe.data.base import TRIMAP, ImageSet, MaskClasses
 from viny_probe.errors import VinyError, VinyWarning
 
 CACHE_FORMAT = 2  # 2: skipped images are recorded with their ids (the split is keyed by them)
@@ -214,6 +214,7 @@ def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
             class_names=list(meta["class_names"]),
             ids=list(meta["ids"]),
             skipped=[item[2] for item in meta.get("skipped", [])],
+            mask_classes=MaskClasses.from_json(meta["mask_classes"]) if "mask_classes" in meta else TRIMAP,
         )
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # its content, not the disk
         raise DamagedCacheEntry(entry, str(err)) from err
@@ -289,8 +290,10 @@ def write_meta(
     ids: Sequence[str],
     skipped: Sequence[tuple[str, str, str]] = (),
     summary: dict[str, Any] | None = None,
+    mask_classes: MaskClasses | None = None,
 ) -> None:
-    """Write ``meta.json``; ``skipped`` lists (file, reason, id) of images left out."""
+    """Write ``meta.json``; ``skipped`` lists (file, reason, id) of images left out; ``mask_classes``
+    what the values of masks.npy mean (left out for Oxford's trimap classes, the default)."""
     meta = {
         "format": CACHE_FORMAT,
         "name": name,
@@ -299,6 +302,8 @@ def write_meta(
         "skipped": [list(item) for item in skipped],
         "key": summary or {},
     }
+    if mask_classes is not None and mask_classes != TRIMAP:
+        meta["mask_classes"] = mask_classes.to_json()
     (folder / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -308,12 +313,12 @@ def _chunks(items: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
 
 
 def _decode_sample(
-    sample: Sample, size: int
+    sample: Sample, size: int, mask_classes: MaskClasses = TRIMAP
 ) -> tuple[np.ndarray, np.ndarray | None] | decode.ImageDecodeError:
     """(image (3, S, S), mask (S, S) or None), or the error that names the unreadable file."""
     try:
         image = decode.load_rgb(sample.image, size)
-        mask = None if sample.mask is None else decode.load_trimap(sample.mask, size)
+        mask = None if sample.mask is None else decode.load_mask(sample.mask, size, mask_classes)
     except decode.ImageDecodeError as err:  # TrimapError included; other errors are not per-file
         return err
     return image, mask
@@ -337,7 +342,7 @@ def _progress(total: int, description: str):
 
 
 def _decoded(
-    samples: Sequence[Sample], size: int, workers: int, description: str
+    samples: Sequence[Sample], size: int, workers: int, description: str, mask_classes: MaskClasses = TRIMAP
 ) -> Iterator[tuple[Sample, tuple[np.ndarray, np.ndarray | None] | decode.ImageDecodeError]]:
     """(sample, decoded arrays or its error) in input order, decoded by a thread pool chunk by chunk.
 
@@ -349,7 +354,9 @@ def _decoded(
         with progress or contextlib.nullcontext():
             task = progress.add_task(description, total=len(samples)) if progress else None
             for chunk in _chunks(samples, _CHUNK):
-                yield from zip(chunk, pool.map(lambda s: _decode_sample(s, size), chunk), strict=True)
+                yield from zip(
+                    chunk, pool.map(lambda s: _decode_sample(s, size, mask_classes), chunk), strict=True
+                )
                 if progress:
                     progress.advance(task, len(chunk))
 
@@ -378,8 +385,12 @@ def decode_into(
     on_error: str,
     summary: dict[str, Any] | None = None,
     workers: int = 0,
+    mask_classes: MaskClasses = TRIMAP,
 ) -> None:
     """Decode ``samples`` into ``folder`` as images.npy (N, 3, S, S), labels.npy, masks.npy, meta.json.
+
+    Masks are decoded through ``mask_classes``' value map into class indices (``IGNORE`` for an ignore
+    value), stored like Oxford's trimap classes.
 
     Decoded images are written into memory-mapped arrays chunk by chunk, so the whole set never has to fit in RAM. Unreadable
     files are recorded in meta.json (``on_error="skip"``) or raise at once (``on_error="fail"``).
@@ -399,7 +410,8 @@ def decode_into(
     labels: list[int] = []
     ids: list[str] = []
     skipped: list[tuple[str, str, str]] = []
-    for sample, result in _decoded(samples, size, workers, f"decoding {name} ({n} images)"):
+    description = f"decoding {name} ({n} images)"
+    for sample, result in _decoded(samples, size, workers, description, mask_classes):
         if isinstance(result, decode.ImageDecodeError):
             if on_error == "fail":
                 raise result
@@ -427,7 +439,15 @@ def decode_into(
             _shrink(folder / "masks.npy", kept)
     if with_labels:
         np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
-    write_meta(folder, name=name, class_names=class_names, ids=ids, skipped=skipped, summary=summary)
+    write_meta(
+        folder,
+        name=name,
+        class_names=class_names,
+        ids=ids,
+        skipped=skipped,
+        summary=summary,
+        mask_classes=mask_classes if with_masks else None,
+    )
 
 
 def report_skipped(name: str, skipped: Sequence[Sequence[str]], total: int, on_error: str) -> None:
@@ -458,9 +478,12 @@ def decode_cached(
     cache_dir: str | Path | None = None,
     key: dict[str, Any] | None = None,
     workers: int = 0,
+    mask_classes: MaskClasses = TRIMAP,
 ) -> ImageSet:
     """Decode ``samples`` at ``size`` once, cache them, and return the ImageSet (name ``name``).
 
+    Mask files are read through ``mask_classes`` (default: Oxford-IIIT Pet's trimap values); a value
+    map other than ``TRIMAP`` is part of the cache key, so changing it decodes the masks again.
     The cache key covers ``name``, ``size``, ``class_names``, ``key`` (the loader's own choices: root,
     subset, seed) and, per sample, its id, label and the size + mtime of its image and trimap files.
     Images that cannot be read are left out with a SkippedImagesWarning (``on_error="skip"``, also
@@ -476,6 +499,8 @@ def decode_cached(
         "format": CACHE_FORMAT,
         **(key or {}),
     }
+    if mask_classes != TRIMAP:  # the trimap entries keep their keys (and their caches)
+        summary["mask_classes"] = mask_classes.to_json()
     full_key = {
         **summary,
         "class_names": list(class_names),
@@ -495,6 +520,7 @@ def decode_cached(
             on_error=on_error,
             summary=summary,
             workers=workers,
+            mask_classes=mask_classes,
         ),
         cache_dir,
     )

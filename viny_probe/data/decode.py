@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from viny_probe.data.base import BACKGROUND, BOUNDARY, PET
+from viny_probe.data.base import IGNORE, TRIMAP, MaskClasses
 from viny_probe.errors import VinyError, VinyWarning
 
 # Bump when decoding changes the pixels it produces, so that caches built by older code are not reused.
@@ -33,9 +33,16 @@ class HugeImageWarning(VinyWarning):
 
 _HIGH_DEPTH_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
 
-# Oxford-IIIT Pet trimap values 1/2/3 -> viny classes; 255 marks a value the dataset never uses.
-_TRIMAP_LUT = np.full(256, 255, dtype=np.uint8)
-_TRIMAP_LUT[[1, 2, 3]] = [PET, BACKGROUND, BOUNDARY]
+_UNDECLARED = 256  # a file value neither in a mask dataset's value map nor among its ignore values
+
+
+def _lookup_table(classes: MaskClasses) -> np.ndarray:
+    """File value -> class index (IGNORE for an ignore value, _UNDECLARED for any other value)."""
+    table = np.full(257, _UNDECLARED, dtype=np.int64)
+    table[list(classes.ignore)] = IGNORE
+    for value, index in classes.values.items():
+        table[value] = index
+    return table
 
 
 class ImageDecodeError(VinyError):
@@ -51,14 +58,16 @@ class ImageDecodeError(VinyError):
 
 
 class TrimapError(ImageDecodeError):
-    """A trimap holds values other than Oxford-IIIT Pet's 1 (pet), 2 (background), 3 (boundary)."""
+    """A mask file holds values its dataset does not declare (Oxford-IIIT Pet: 1 pet, 2 background,
+    3 boundary), or is not a single-channel map."""
 
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
         VinyError.__init__(
             self,
-            f"invalid trimap '{self.path}': {reason}. Replace the file with the dataset's original.",
+            f"invalid mask file '{self.path}': {reason}. Replace the file with the dataset's original "
+            "(or declare the value in the dataset's MaskClasses).",
         )
 
 
@@ -160,21 +169,28 @@ def _trimap_values(image: Image.Image, path: Path) -> np.ndarray:
     return pixels[..., 0].astype(np.int64)
 
 
-def load_trimap(path: str | Path, size: int) -> np.ndarray:
-    """Decode an Oxford-IIIT Pet trimap to (size, size) uint8 classes 0 pet, 1 background, 2 boundary.
+def load_mask(path: str | Path, size: int, classes: MaskClasses = TRIMAP) -> np.ndarray:
+    """Decode a mask file to (size, size) uint8 class indices through ``classes``' value map: each
+    declared value becomes its class, an ignore value ``IGNORE``; any other value raises TrimapError.
 
-    Nearest-neighbour resize, so no new values appear; any value other than 1/2/3 raises TrimapError.
+    Nearest-neighbour resize, so no new values appear. With ``TRIMAP`` (the default), an Oxford-IIIT
+    Pet trimap's 1/2/3 become classes 0 pet, 1 background, 2 boundary.
     """
     _check_size(size)
     path = Path(path)
     with _open(path) as image:
         values = _trimap_values(image, path)
-    valid = (values >= 1) & (values <= 3)
-    if not valid.all():
-        found = [int(v) for v in np.unique(values[~valid])]
-        raise TrimapError(
-            path, f"found values {found[:10]}, expected only 1 (pet), 2 (background), 3 (boundary)"
-        )
-    classes = _TRIMAP_LUT[values]
+    mapped = _lookup_table(classes)[np.where((values >= 0) & (values <= 255), values, _UNDECLARED)]
+    undeclared = mapped == _UNDECLARED
+    if undeclared.any():
+        found = [int(v) for v in np.unique(values[undeclared])]
+        raise TrimapError(path, f"found values {found[:10]}, expected only {classes.describe()}")
+    classes = mapped.astype(np.uint8)
     resized = Image.fromarray(classes).resize((size, size), Image.Resampling.NEAREST)
     return np.asarray(resized, dtype=np.uint8).copy()
+
+
+def load_trimap(path: str | Path, size: int) -> np.ndarray:
+    """An Oxford-IIIT Pet trimap as (size, size) uint8 classes 0 pet, 1 background, 2 boundary
+    (``load_mask`` with ``TRIMAP``); any value other than 1/2/3 raises TrimapError."""
+    return load_mask(path, size, TRIMAP)

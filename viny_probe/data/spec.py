@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from viny_probe.data.base import ImageSet
+from viny_probe.data.base import ImageSet, MaskClasses
 from viny_probe.registry import DATASETS
 
 # How a dataset's held-out images are chosen (viny_probe.trainers.splits):
@@ -54,8 +54,17 @@ class DatasetSpec:
     # What makes the data on this machine differ from the dataset's usual contents (stand-ins, ...):
     # called when a run loads it; each note goes into the run's data.json.
     notes: Callable[[], list[str]] | None = None
+    # What its mask files' values mean (targets "trimaps"): Oxford's 1/2/3 trimap values by default; a
+    # dataset with other masks declares its own value map (any number of classes, ignore values).
+    # Given, it makes targets "trimaps". A loader that reads the map from its folder (mask-folder)
+    # leaves it None: the loaded ImageSet's ``mask_classes`` is what the diagnostics read either way.
+    masks: MaskClasses | None = None
 
     def __post_init__(self) -> None:
+        if self.masks is not None:
+            if not isinstance(self.masks, MaskClasses):
+                raise ValueError(f"masks must be a MaskClasses, got {type(self.masks).__name__}")
+            object.__setattr__(self, "targets", "trimaps")
         if self.held_out not in HELD_OUT_RULES:
             raise ValueError(f"held_out must be one of {HELD_OUT_RULES}, got {self.held_out!r}")
         if self.targets not in TARGETS:
@@ -63,6 +72,7 @@ class DatasetSpec:
 
     @property
     def has_trimaps(self) -> bool:
+        """Whether it has per-pixel masks of classes (Oxford's trimaps or any declared value map)."""
         return self.targets == "trimaps"
 
     @property
@@ -84,6 +94,11 @@ def has_trimaps(name: str | None) -> bool:
     """Whether ``name`` is a registered dataset with trimaps (False for a name not registered, e.g.
     read off an old checkpoint)."""
     return name in DATASETS and DATASETS.get(name).has_trimaps
+
+
+def names_with_masks() -> str:
+    """``pets, toy-pets, ...``: the registered datasets with masks, for help texts and errors."""
+    return ", ".join(dataset_names(trimaps=True))
 
 
 def dataset_names(*, embedded: bool | None = None, trimaps: bool | None = None) -> tuple[str, ...]:

@@ -55,7 +55,11 @@ class Segment(Regime):
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if train.masks is None:
-            raise VinyError(f"dataset {cfg.dataset!r} has no trimaps; `segment` needs pets or toy-pets")
+            from ..data.spec import names_with_masks
+
+            raise VinyError(
+                f"dataset {cfg.dataset!r} has no masks; `segment` needs one of {names_with_masks()}"
+            )
         return RegimeData(train=train, test=test, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
