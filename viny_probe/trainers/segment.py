@@ -9,24 +9,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import encoder_from_checkpoint, load_checkpoint, load_state_strict, write_json
-from ..data.augment import contrast_jitter, normalize, random_hflip, to_float
+from ..data.augment import contrast_jitter, random_hflip, to_float
 from ..data.base import SEG_CLASSES
 from ..errors import VinyError
 from ..heads import SegmentationHead, class_argmax
 from ..metrics import baseline_scores, segmentation_scores
 from . import splits
-from .base import Regime, RegimeData, batched, register
+from .base import Regime, RegimeData, batched, encoder_input, register
 
 
 @torch.no_grad()
 def predict_masks(
-    encoder: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int = 128
+    encoder: nn.Module,
+    head: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 128,
+    inputs: str = "normalized",
 ) -> torch.Tensor:
-    """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation."""
+    """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation; ``inputs`` as
+    the encoder was trained (``TrainConfig.inputs``)."""
     device = next(encoder.parameters()).device
     out = []
     for sl in batched(images.shape[0], batch_size):
-        x = normalize(to_float(images[sl].to(device)))
+        x = encoder_input(to_float(images[sl].to(device)), inputs)
         out.append(class_argmax(head(encoder(x))).to(torch.uint8).cpu())
     return torch.cat(out)
 
@@ -51,9 +56,12 @@ class Segment(Regime):
     phase = "finetune"
     default_dataset = "toy-pets"
     description = "Trimap segmentation fine-tuning, evaluated on the fixed test set."
+    augments = ("flip-contrast",)
+    inputs = "normalized"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
+        self.inputs = cfg.inputs
         if train.masks is None:
             raise VinyError(f"dataset {cfg.dataset!r} has no trimaps; `segment` needs pets or toy-pets")
         return RegimeData(train=train, test=test, info=info)
@@ -63,7 +71,7 @@ class Segment(Regime):
 
     def prepare(self, batch, gen):
         x, masks = random_hflip(gen, to_float(batch["images"]), batch["masks"])
-        return {"images": normalize(contrast_jitter(x, 0.3, gen)), "masks": masks.long()}
+        return {"images": encoder_input(contrast_jitter(x, 0.3, gen), self.inputs), "masks": masks.long()}
 
     def compute_loss(self, encoder, head, inputs):
         logits = head(encoder(inputs["images"])).float()
@@ -81,7 +89,7 @@ class Segment(Regime):
         return segmentation_table(results)
 
     def evaluate(self, encoder, head, data, batch_size):
-        pred = predict_masks(encoder, head, data.test.images, batch_size)
+        pred = predict_masks(encoder, head, data.test.images, batch_size, self.inputs)
         return {
             "test": segmentation_scores(pred, data.test.masks.cpu()),
             "baselines": baseline_scores(data.train.masks.cpu(), data.test.masks.cpu()),
@@ -89,7 +97,7 @@ class Segment(Regime):
 
     def finish(self, run_dir: Path, encoder, head, data, results) -> None:
         write_json(run_dir / "eval.json", results)
-        pred = predict_masks(encoder, head, data.test.images[:6])
+        pred = predict_masks(encoder, head, data.test.images[:6], inputs=self.inputs)
         from ..viz import save_prediction_grid
 
         save_prediction_grid(data.test.images[:6], data.test.masks[:6], pred, run_dir / "predictions.png")
