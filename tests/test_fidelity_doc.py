@@ -41,7 +41,10 @@ def check(rows) -> list[str]:
     wrong = []
     for preset, stage, key, value in rows:
         actual = getattr(resolved(preset, stage), key)
-        expected = type(actual)(value) if isinstance(actual, (int, float)) else value
+        if isinstance(actual, bool):
+            expected = {"True": True, "False": False}.get(value, value)
+        else:
+            expected = type(actual)(value) if isinstance(actual, (int, float)) else value
         if actual != expected:
             wrong.append(f"{preset} {stage} {key}: doc {value}, config {actual}")
     return wrong

@@ -143,3 +143,30 @@ def test_flip_and_raw_inputs_in_prepare():
     masks = torch.zeros(6, CFG.image_size, CFG.image_size, dtype=torch.uint8)
     out = seg.prepare({"images": images, "masks": masks}, gen)["images"]
     assert out.min() >= 0 and out.max() <= 1
+
+
+class _Fixed(torch.nn.Module):
+    """Stands in for encoder + head: the same (B, 2, 1, 2) logits whatever the images."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits, requires_grad=False)
+
+    def forward(self, x, *args, **kwargs):
+        return self.logits.expand(x.shape[0], -1, -1, -1) if torch.is_tensor(x) and x.ndim == 4 else x
+
+
+def test_position_softmax_is_the_codes_prediction_rule():
+    """Known answer: class 0 scores 5 at both pixels, class 1 scores 4 and 0. The class argmax says
+    class 0 everywhere; the code's rule (log_softmax over each class map's positions first) gives class
+    1 at pixel 0, where class 1's map peaks. `authors` fine-tuning resolves to it, `paper` does not.
+    Mutants applied: predict_masks ignoring position_softmax (fails); the authors finetune recipe
+    without position_softmax (fails)."""
+    from viny_probe.trainers.segment import predict_masks
+
+    model = _Fixed(torch.tensor([[[[5.0, 5.0]], [[4.0, 0.0]]]]))
+    images = torch.zeros(1, 3, 1, 2, dtype=torch.uint8)
+    assert predict_masks(model, torch.nn.Identity(), images).tolist() == [[[0, 0]]]
+    assert predict_masks(model, torch.nn.Identity(), images, position_softmax=True).tolist() == [[[1, 0]]]
+    assert _resolved("authors", "finetune").position_softmax is True
+    assert _resolved("paper", "finetune").position_softmax is False

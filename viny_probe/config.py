@@ -73,7 +73,7 @@ SCHEDULE_PRESETS = {"paper": PAPER, "authors": AUTHORS, "quick": QUICK}
 # code trains each of Table 2's stages with its own optimiser settings. ``augment`` left out here is
 # the regime's first ``Regime.augments``. docs/fidelity.md states every value below in a table that
 # tests/test_fidelity_doc.py checks against these dictionaries.
-RECIPE_DEFAULTS = {"mixup": 0.0, "mask_token_std": 0.02, "inputs": "normalized"}
+RECIPE_DEFAULTS = {"mixup": 0.0, "mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
 RECIPES: dict[str, dict[tuple[str, str | None, str | None], dict]] = {
     "authors": {
         # SimMIM: the mask token drawn from a standard normal (viny: std 0.02).
@@ -86,11 +86,13 @@ RECIPES: dict[str, dict[tuple[str, str | None, str | None], dict]] = {
         ("classify", "pets", None): {"lr": 1e-3, "weight_decay": 0.01, "augment": "flip"},
         # Table 2's Spatial: Adam lr 5e-4, raw [0, 1] inputs, flip + contrast jitter 0.3.
         ("spatial", "pets", None): {"lr": 5e-4, "augment": "flip-contrast", "inputs": "raw"},
-        # Segmentation fine-tuning: raw [0, 1] inputs (flip + contrast jitter 0.3 in every preset).
-        ("segment", "pets", None): {"inputs": "raw"},
+        # Segmentation fine-tuning: raw [0, 1] inputs (flip + contrast jitter 0.3 in every preset), and
+        # the code's scores: log_softmax over each class map's pixel positions, in the loss and the
+        # prediction alike.
+        ("segment", "pets", None): {"inputs": "raw", "position_softmax": True},
     },
 }
-RECIPE_KEYS = ("mixup", "mask_token_std", "inputs", "augment")
+RECIPE_KEYS = ("mixup", "mask_token_std", "inputs", "position_softmax", "augment")
 SCHEDULE_KEYS = ("lr", "weight_decay")  # schedule values a recipe may set
 
 
@@ -106,7 +108,7 @@ def recipe(preset: str, regime: str, dataset: str, phase: str | None = None) -> 
 
 # Fields added after runs were written, with the value those runs trained with: a config.json without
 # them resumes and compares as the run it was.
-ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized"}
+ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
 
 
 def is_legacy_config(fields: dict) -> bool:
@@ -145,6 +147,9 @@ class TrainConfig:
     augment: str | None = None  # the regime's batch augmentation (Regime.augments; None: the preset's)
     mask_token_std: float | None = None  # simmim: std of the mask token's normal init (code: 1; viny 0.02)
     inputs: str | None = None  # normalized (ImageNet) | raw [0, 1] pixels into the encoder (None: preset's)
+    # segment: score each class map by log_softmax over its pixel positions before the class argmax
+    # and the loss, as the study's code (None: the preset's)
+    position_softmax: bool | None = None
     cls_in_sequence: bool = False  # the CLS token in the blocks in every stage (not the study's path)
     on_error: str = "skip"
     # Execution settings: they change speed, not (beyond float noise) results; resume ignores them.
@@ -202,6 +207,7 @@ class TrainConfig:
             ),
             (self.mask_token_std > 0, "--mask-token-std must be > 0"),
             (self.inputs in INPUTS, "--inputs must be normalized or raw"),
+            (isinstance(self.position_softmax, bool), "--position-softmax must be true or false"),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),
             (list(self.milestones) == sorted(self.milestones), "--milestones must be increasing"),
         ]

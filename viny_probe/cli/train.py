@@ -121,6 +121,12 @@ def _make_command(regime: str):
             help="simmim only: std of the mask token's normal init (default: the preset's; 0.02, or 1 "
             "with --preset authors, the study's code)",
         ),
+        position_softmax: bool | None = typer.Option(
+            None,
+            "--position-softmax/--no-position-softmax",
+            help="segment only: log_softmax over each class map's pixel positions before the loss and the "
+            "prediction, as the study's code (default: the preset's; on with --preset authors)",
+        ),
         inputs: Inputs | None = typer.Option(
             None,
             help="normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in Spatial and "
@@ -172,6 +178,7 @@ def _make_command(regime: str):
             augment=value(augment),
             mask_token_std=mask_token_std,
             inputs=value(inputs),
+            position_softmax=position_softmax,
             phase=value(phase),
             cls_in_sequence=cls_in_sequence,
             on_error=value(on_error),
