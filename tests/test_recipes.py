@@ -170,3 +170,17 @@ def test_position_softmax_is_the_codes_prediction_rule():
     assert predict_masks(model, torch.nn.Identity(), images, position_softmax=True).tolist() == [[[1, 0]]]
     assert _resolved("authors", "finetune").position_softmax is True
     assert _resolved("paper", "finetune").position_softmax is False
+
+
+def test_a_raw_input_checkpoint_is_diagnosed_on_raw_pixels():
+    """The diagnostics feed an encoder what its run trained on: no mean/std for `inputs: raw` (the
+    authors' Spatial and segmentation), ImageNet's otherwise. Mutant applied: viny_token_model ignoring
+    the checkpoint's inputs (ImageNet mean for a raw run: fails)."""
+    from viny_probe.analysis.sources.viny import viny_token_model
+    from viny_probe.data.augment import IMAGENET_MEAN
+    from viny_probe.model import ViNy
+
+    encoder = ViNy(CFG)
+    raw = viny_token_model(encoder, {"config": {"inputs": "raw"}})
+    assert (raw.mean, raw.std) == ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    assert viny_token_model(encoder, {"config": {"inputs": "normalized"}}).mean == IMAGENET_MEAN
