@@ -15,7 +15,12 @@ from .registry import REGIMES
 # is the schedule of the intermediate stages trained only to be diagnosed (Table 2, Figs 5-6): plans
 # ask for it by name.
 PHASES = ("pretrain", "intermediate", "geometry", "finetune")
-CLASSIFY_AUGMENTS = ("crop", "flip-contrast")
+# Batch augmentations a regime may offer (each regime lists its own in ``Regime.augments``, its default
+# first): crop = RandomResizedCrop(0.67-1) + flip; flip = horizontal flip only; flip-contrast = flip +
+# contrast jitter 0.3 (the study's code on Intel, Pets segmentation and its Spatial stage).
+AUGMENTS = ("crop", "flip", "flip-contrast")
+CLASSIFY_AUGMENTS = AUGMENTS  # the CLI's --augment choices (kept under its old name)
+INPUTS = ("normalized", "raw")  # ImageNet-normalised pixels, or raw [0, 1] (the code's Pets stages)
 SPATIAL_TARGETS = ("trimap", "patch-label")  # spatial: the trimap class of each patch, or the image's class
 PRECISIONS = ("fp32", "bf16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: resolved by the run for its device (precision.py)
@@ -63,22 +68,48 @@ QUICK = {
 
 SCHEDULE_PRESETS = {"paper": PAPER, "authors": AUTHORS, "quick": QUICK}
 
-# Recipe values beyond the schedule: viny's own by default; a preset may set others per (regime,
-# dataset), a dataset's embedded stand-in (DatasetSpec.stand_in) included. The authors' code trains
-# CLS-Intel with MixUp 0.1 and its Intel transform (resize, horizontal flip, contrast jitter 0.3, no crop).
-RECIPE_DEFAULTS = {"mixup": 0.0, "augment": "crop"}
-RECIPES: dict[str, dict[tuple[str, str], dict]] = {
-    "authors": {("classify", "intel"): {"mixup": 0.1, "augment": "flip-contrast"}},
+# Recipe values beyond the schedule row: viny's own by default; a preset may set others per (regime,
+# dataset, phase), None matching every dataset or phase, and a dataset matching its embedded stand-in
+# (DatasetSpec.stand_in) too. A recipe may also set schedule values (lr, weight_decay): the study's
+# code trains each of Table 2's stages with its own optimiser settings. ``augment`` left out here is
+# the regime's first ``Regime.augments``. docs/fidelity.md states every value below in a table that
+# tests/test_fidelity_doc.py checks against these dictionaries.
+RECIPE_DEFAULTS = {"mixup": 0.0, "mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
+RECIPES: dict[str, dict[tuple[str, str | None, str | None], dict]] = {
+    "authors": {
+        # SimMIM: the mask token drawn from a standard normal (viny: std 0.02).
+        ("simmim", None, None): {"mask_token_std": 1.0},
+        # Table A3's CLS-Intel (main pipeline): MixUp 0.1 and the code's Intel transform, no crop.
+        ("classify", "intel", "intermediate"): {"mixup": 0.1, "augment": "flip-contrast"},
+        # Table 2's CLS-Intel (main_intermediates.py): the same transform, no MixUp, Adam lr 8e-4.
+        ("classify", "intel", "geometry"): {"mixup": 0.0, "augment": "flip-contrast"},
+        # Table 2's CLS-Pets: AdamW lr 1e-3 with torch's default weight decay 0.01, resize + flip.
+        ("classify", "pets", None): {"lr": 1e-3, "weight_decay": 0.01, "augment": "flip"},
+        # Table 2's Spatial: Adam lr 5e-4, raw [0, 1] inputs, flip + contrast jitter 0.3.
+        ("spatial", "pets", None): {"lr": 5e-4, "augment": "flip-contrast", "inputs": "raw"},
+        # Segmentation fine-tuning: raw [0, 1] inputs (flip + contrast jitter 0.3 in every preset), and
+        # the code's scores: log_softmax over each class map's pixel positions, in the loss and the
+        # prediction alike.
+        ("segment", "pets", None): {"inputs": "raw", "position_softmax": True},
+    },
 }
+RECIPE_KEYS = ("mixup", "mask_token_std", "inputs", "position_softmax", "augment")
+SCHEDULE_KEYS = ("lr", "weight_decay")  # schedule values a recipe may set
 
 
-def recipe(preset: str, regime: str, dataset: str) -> dict:
-    """The recipe values of ``preset`` for ``regime`` on ``dataset`` (or on the dataset it stands in for)."""
-    values = dict(RECIPE_DEFAULTS)
-    for (r, d), override in RECIPES.get(preset, {}).items():
-        if r == regime and (d == dataset or dataset_spec(d).stand_in == dataset):
+def recipe(preset: str, regime: str, dataset: str, phase: str | None = None) -> dict:
+    """The recipe values of ``preset`` for ``regime`` on ``dataset`` (or on the dataset it stands in
+    for) in schedule row ``phase``: every RECIPE_KEYS value, plus the schedule values it sets."""
+    values = {**RECIPE_DEFAULTS, "augment": REGIMES.get(regime).augments[0]}
+    for (r, d, p), override in RECIPES.get(preset, {}).items():
+        if r == regime and (d is None or dataset in (d, dataset_spec(d).stand_in)) and p in (None, phase):
             values.update(override)
     return values
+
+
+# Fields added after runs were written, with the value those runs trained with: a config.json without
+# them resumes and compares as the run it was.
+ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
 
 
 def is_legacy_config(fields: dict) -> bool:
@@ -114,7 +145,12 @@ class TrainConfig:
     mixup: float | None = (
         None  # classify: MixUp alpha (None: the preset's; the authors' code used 0.1 on Intel)
     )
-    augment: str | None = None  # classify: crop (viny) | flip-contrast (the authors' Intel transform)
+    augment: str | None = None  # the regime's batch augmentation (Regime.augments; None: the preset's)
+    mask_token_std: float | None = None  # simmim: std of the mask token's normal init (code: 1; viny 0.02)
+    inputs: str | None = None  # normalized (ImageNet) | raw [0, 1] pixels into the encoder (None: preset's)
+    # segment: score each class map by log_softmax over its pixel positions before the class argmax
+    # and the loss, as the study's code (None: the preset's)
+    position_softmax: bool | None = None
     cls_in_sequence: bool = False  # the CLS token in the blocks in every stage (not the study's path)
     on_error: str = "skip"
     # Execution settings: they change speed, not (beyond float noise) results; resume ignores them.
@@ -134,14 +170,15 @@ class TrainConfig:
         phase = self.phase or regime.phase
         if phase not in PHASES:
             raise VinyError(f"unknown phase {phase!r}; choose one of {', '.join(PHASES)}")
-        base = SCHEDULE_PRESETS[self.preset][phase]
-        values = {f.name: getattr(self, f.name) for f in fields(Schedule)}
-        filled = {k: (getattr(base, k) if v is None else v) for k, v in values.items()}
-        filled["milestones"] = tuple(int(m) for m in filled["milestones"])
         dataset = self.dataset or regime.default_dataset
         dataset_spec(dataset)  # an unknown dataset is a VinyError listing the registered ones
-        values = recipe(self.preset, self.regime, dataset)
-        filled.update({k: (values[k] if getattr(self, k) is None else getattr(self, k)) for k in values})
+        values = recipe(self.preset, self.regime, dataset, phase)
+        base = dataclasses.replace(
+            SCHEDULE_PRESETS[self.preset][phase], **{k: values.pop(k) for k in SCHEDULE_KEYS if k in values}
+        )
+        values.update({f.name: getattr(base, f.name) for f in fields(Schedule)})
+        filled = {k: (values[k] if getattr(self, k) is None else getattr(self, k)) for k in values}
+        filled["milestones"] = tuple(int(m) for m in filled["milestones"])
         cfg = dataclasses.replace(self, **filled, dataset=dataset, phase=phase)
         cfg.validate()
         return cfg
@@ -173,7 +210,13 @@ class TrainConfig:
                 "--device must be cpu, cuda or auto",
             ),
             (self.targets in SPATIAL_TARGETS, "--targets must be trimap or patch-label"),
-            (self.augment in CLASSIFY_AUGMENTS, "--augment must be crop or flip-contrast"),
+            (
+                self.augment in REGIMES.get(self.regime).augments,
+                f"--augment must be {' or '.join(REGIMES.get(self.regime).augments)} for {self.regime}",
+            ),
+            (self.mask_token_std > 0, "--mask-token-std must be > 0"),
+            (self.inputs in INPUTS, "--inputs must be normalized or raw"),
+            (isinstance(self.position_softmax, bool), "--position-softmax must be true or false"),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),
             (list(self.milestones) == sorted(self.milestones), "--milestones must be increasing"),
         ]
@@ -194,6 +237,12 @@ class TrainConfig:
         if unknown:
             raise VinyError(f"config has unknown fields {sorted(unknown)}")
         d = dict(d)
+        if d.get("lr") is not None:  # a resolved config.json: fill what an older viny did not record
+            for k, v in ADDED_FIELDS.items():
+                d.setdefault(k, v)
+            regime = REGIMES.get(d["regime"]) if d.get("regime") in REGIMES else None
+            if regime is not None and d.get("augment") not in regime.augments:
+                d["augment"] = regime.augments[0]  # recorded as "crop" by regimes that ignored it
         if d.get("milestones") is not None:
             d["milestones"] = tuple(d["milestones"])
         return cls(**d)

@@ -103,7 +103,7 @@ def test_import_checkpoint_still_takes_out_as_a_second_argument(tmp_path, tiny_t
 CHOICES = [
     (["train", "simmim", "--precision"], "fp16", ["fp32", "bf16"]),
     (["train", "spatial", "--targets"], "mask", ["trimap", "patch-label"]),
-    (["train", "classify", "--augment"], "jitter", ["crop", "flip-contrast"]),
+    (["train", "classify", "--augment"], "jitter", ["crop", "flip", "flip-contrast"]),
     (["train", "segment", "--phase"], "warmup", ["pretrain", "intermediate", "geometry", "finetune"]),
     (["train", "segment", "--on-error"], "ignore", ["skip", "fail"]),
     (["train", "segment", "--preset"], "fast", ["paper", "authors", "quick"]),

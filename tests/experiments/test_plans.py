@@ -182,7 +182,10 @@ def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
     assert len(a3) == 9 and all(s.config.epochs == 200 for s in a3)
     pre = next(s for s in stages if s.kind == "pretrain")
     assert (pre.config.lr, pre.config.gamma) == ((1e-3, 0.5) if preset == "authors" else (1e-4, 0.1))
-    cls = next(s for s in stages if s.kind == "cls-intel")
+    # MixUp only on Table A3's CLS-Intel: the code's Table 2 run (main_intermediates.py) has none
+    cls = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "intermediate")
     assert (cls.config.mixup, cls.config.augment) == (
         (0.1, "flip-contrast") if preset == "authors" else (0.0, "crop")
     )
+    t2 = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "geometry")
+    assert (t2.config.mixup, t2.config.augment) == (0.0, "flip-contrast" if preset == "authors" else "crop")

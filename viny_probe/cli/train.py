@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from ..config import CLASSIFY_AUGMENTS, PHASES, SPATIAL_TARGETS, TrainConfig
+from ..config import AUGMENTS, INPUTS, PHASES, SPATIAL_TARGETS, TrainConfig
 from ..data.cache import ON_ERROR_CHOICES
 from ..data.spec import dataset_names
 from ..distributed import from_environment
@@ -35,7 +35,8 @@ from .options import (
 )
 
 Targets = choices("Targets", SPATIAL_TARGETS)
-Augment = choices("Augment", CLASSIFY_AUGMENTS)
+Augment = choices("Augment", AUGMENTS)
+Inputs = choices("Inputs", INPUTS)
 Phase = choices("Phase", PHASES)
 OnError = choices("OnError", ON_ERROR_CHOICES)
 
@@ -114,8 +115,24 @@ def _make_command(regime: str):
         ),
         augment: Augment | None = typer.Option(
             None,
-            help="classify only: crop = RandomResizedCrop 0.67-1 + flip; flip-contrast = the authors' Intel "
-            "transform (flip + contrast jitter 0.3); default: the preset's",
+            help="crop = RandomResizedCrop 0.67-1 + flip (classify, simmim); flip (classify, spatial); "
+            "flip-contrast = flip + contrast jitter 0.3 (classify, spatial, segment); default: the preset's",
+        ),
+        mask_token_std: float | None = typer.Option(
+            None,
+            help="simmim only: std of the mask token's normal init (default: the preset's; 0.02, or 1 "
+            "with --preset authors, the study's code)",
+        ),
+        position_softmax: bool | None = typer.Option(
+            None,
+            "--position-softmax/--no-position-softmax",
+            help="segment only: log_softmax over each class map's pixel positions before the loss and the "
+            "prediction, as the study's code (default: the preset's; on with --preset authors)",
+        ),
+        inputs: Inputs | None = typer.Option(
+            None,
+            help="normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in Spatial and "
+            "segmentation); default: the preset's",
         ),
         phase: Phase | None = typer.Option(
             None,
@@ -161,6 +178,9 @@ def _make_command(regime: str):
             targets=value(targets),
             mixup=mixup,
             augment=value(augment),
+            mask_token_std=mask_token_std,
+            inputs=value(inputs),
+            position_softmax=position_softmax,
             phase=value(phase),
             cls_in_sequence=cls_in_sequence,
             on_error=value(on_error),

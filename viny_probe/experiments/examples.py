@@ -196,7 +196,10 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
             encoder, head = segmenter_from_checkpoint(ckpt)
             if images is None:
                 images = fixed_test_images(stage_config(row), encoder.cfg.image_size, FIGA1_IMAGES)
-            predictions[label] = predict_masks(encoder, head, images.images)
+            cfg = stage_config(row)
+            predictions[label] = predict_masks(
+                encoder, head, images.images, inputs=cfg.inputs, position_softmax=cfg.position_softmax
+            )
         except VinyError as e:
             notes.append(f"{label} (stage {row['stage']}): {e}")
     if predictions:

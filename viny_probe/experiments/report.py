@@ -5,7 +5,8 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
 
 * Table 1 / A2 / A3 analogues: mean +- std over seeds (sample std, ddof=1), n shown, the trivial
   baselines (all-background, position prior) and the published value beside each cell only when the
-  run is comparable (real datasets, paper preset = Table A1 schedules, the viny model, 1000 test images);
+  run is comparable (real datasets, the paper or authors preset with its own schedules, the viny model,
+  1000 test images);
   otherwise the column says "not comparable" and the caption says why.
 * Fig 3: mIoU against fine-tune size (log x), one line per pre-training scale.
 * Fig 4: change in mIoU from the intermediate stage, paired by run seed (every seed on the same split), with 95% t confidence
@@ -780,8 +781,8 @@ def build_blocks(
         reasons = sorted({x for r in srows for x in str(r["not_comparable_because"]).split("; ") if x})
         blocks.append(
             p(
-                "Comparable with the paper: yes (real datasets, paper preset, viny model, Table A1 "
-                "schedules, 1000 test images)."
+                "Comparable with the paper: yes (real datasets, paper or authors preset with its own "
+                "schedules, viny model, 1000 test images)."
                 if not reasons
                 else f"Comparable with the paper: no ({' / '.join(reasons)}); published values are not set "
                 "beside these numbers."

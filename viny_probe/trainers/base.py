@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..config import TrainConfig
+from ..data.augment import normalize
 from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViTConfig
@@ -42,6 +43,8 @@ class Regime:
     # Whether the regime's head reads the CLS token. Only then is it prepended to the patch tokens
     # (the study's token path); elsewhere it is frozen, as it gets no gradient.
     uses_cls: bool = False
+    # The batch augmentations it offers (config.AUGMENTS), its default first: ``TrainConfig.augment``.
+    augments: tuple[str, ...] = ("flip",)
 
     def load_data(self, cfg: TrainConfig, model_cfg: ViTConfig) -> RegimeData:
         raise NotImplementedError
@@ -102,6 +105,12 @@ REGISTRY = REGIMES
 def register(cls: type[Regime]) -> type[Regime]:
     """Class decorator: register a Regime subclass under its ``name``."""
     return REGIMES.register(cls.name, cls)
+
+
+def encoder_input(images: torch.Tensor, inputs: str) -> torch.Tensor:
+    """Float [0, 1] images (B, 3, S, S) -> what the encoder reads: ImageNet-normalised (``normalized``)
+    or as they are (``raw``, the study's code in its Pets stages)."""
+    return normalize(images) if inputs == "normalized" else images
 
 
 def batched(n: int, batch_size: int):

@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import contrast_jitter, mixup, normalize, random_hflip, random_resized_crop, to_float
+from ..data.augment import contrast_jitter, mixup, random_hflip, random_resized_crop, to_float
 from ..errors import VinyError
 from ..heads import ClassificationHead
 from . import splits
-from .base import Regime, RegimeData, batched, device_batch, register
+from .base import Regime, RegimeData, batched, device_batch, encoder_input, register
 
 
 @register
@@ -20,14 +20,16 @@ class Classify(Regime):
     default_dataset = "toy-scenes"
     description = "Global classification on the CLS token (CLS-Intel / CLS-Pets intermediate stage)."
     uses_cls = True
+    augments = ("crop", "flip", "flip-contrast")
     mixup_alpha = 0.0
     augment = "crop"
+    inputs = "normalized"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if train.labels is None:
             raise VinyError(f"dataset {cfg.dataset!r} has no image labels, so it cannot train `classify`")
-        self.mixup_alpha, self.augment = cfg.mixup, cfg.augment
+        self.mixup_alpha, self.augment, self.inputs = cfg.mixup, cfg.augment, cfg.inputs
         return RegimeData(train=train, test=test, info={**info, "classes": train.class_names})
 
     def make_head(self, model_cfg, data) -> nn.Module:
@@ -36,10 +38,12 @@ class Classify(Regime):
 
     def prepare(self, batch, gen):
         x = to_float(batch["images"])
+        if self.augment == "crop":
+            x = random_resized_crop(x, gen, scale=(0.67, 1.0))
+        x = random_hflip(gen, x)[0]
         if self.augment == "flip-contrast":  # the authors' Intel transform: no crop
-            x = normalize(contrast_jitter(random_hflip(gen, x)[0], 0.3, gen))
-        else:
-            x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
+            x = contrast_jitter(x, 0.3, gen)
+        x = encoder_input(x, self.inputs)
         labels = batch["labels"]
         soft = F.one_hot(labels, self.num_classes).float()
         if self.mixup_alpha > 0:
@@ -59,7 +63,7 @@ class Classify(Regime):
         correct = 0
         for sl in batched(len(data.test), batch_size):
             b = device_batch(data.test, sl, device)
-            logits = head(encoder(normalize(to_float(b["images"])), cls=True))
+            logits = head(encoder(encoder_input(to_float(b["images"]), self.inputs), cls=True))
             correct += int((logits.argmax(-1) == b["labels"]).sum())
         return {"test_accuracy": correct / len(data.test)}
 

@@ -9,25 +9,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import encoder_from_checkpoint, load_checkpoint, load_state_strict, write_json
-from ..data.augment import contrast_jitter, normalize, random_hflip, to_float
+from ..data.augment import contrast_jitter, random_hflip, to_float
 from ..data.base import SEG_CLASSES
 from ..errors import VinyError
 from ..heads import SegmentationHead, class_argmax
 from ..metrics import baseline_scores, segmentation_scores
 from . import splits
-from .base import Regime, RegimeData, batched, register
+from .base import Regime, RegimeData, batched, encoder_input, register
+
+
+def position_log_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """The study's code's segmentation scores: (B, C, H, W) logits -> log_softmax over the H x W pixel
+    positions of each class map (same shape). It shifts each class's logits by an image-dependent
+    constant, so the class argmax of these scores can differ from that of the logits."""
+    return F.log_softmax(logits.flatten(2), dim=-1).view_as(logits)
 
 
 @torch.no_grad()
 def predict_masks(
-    encoder: nn.Module, head: nn.Module, images: torch.Tensor, batch_size: int = 128
+    encoder: nn.Module,
+    head: nn.Module,
+    images: torch.Tensor,
+    batch_size: int = 128,
+    inputs: str = "normalized",
+    position_softmax: bool = False,
 ) -> torch.Tensor:
-    """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation."""
+    """(N, 3, S, S) uint8 -> (N, S, S) predicted class maps (uint8), no augmentation; ``inputs`` and
+    ``position_softmax`` as the model was trained (``TrainConfig``)."""
     device = next(encoder.parameters()).device
     out = []
     for sl in batched(images.shape[0], batch_size):
-        x = normalize(to_float(images[sl].to(device)))
-        out.append(class_argmax(head(encoder(x))).to(torch.uint8).cpu())
+        x = encoder_input(to_float(images[sl].to(device)), inputs)
+        scores = head(encoder(x))
+        scores = position_log_softmax(scores.float()) if position_softmax else scores
+        out.append(class_argmax(scores).to(torch.uint8).cpu())
     return torch.cat(out)
 
 
@@ -51,9 +66,13 @@ class Segment(Regime):
     phase = "finetune"
     default_dataset = "toy-pets"
     description = "Trimap segmentation fine-tuning, evaluated on the fixed test set."
+    augments = ("flip-contrast",)
+    inputs = "normalized"
+    position_softmax = False
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
+        self.inputs, self.position_softmax = cfg.inputs, cfg.position_softmax
         if train.masks is None:
             from ..data.spec import names_with_masks
 
@@ -67,10 +86,12 @@ class Segment(Regime):
 
     def prepare(self, batch, gen):
         x, masks = random_hflip(gen, to_float(batch["images"]), batch["masks"])
-        return {"images": normalize(contrast_jitter(x, 0.3, gen)), "masks": masks.long()}
+        return {"images": encoder_input(contrast_jitter(x, 0.3, gen), self.inputs), "masks": masks.long()}
 
     def compute_loss(self, encoder, head, inputs):
         logits = head(encoder(inputs["images"])).float()
+        if self.position_softmax:
+            logits = position_log_softmax(logits)
         target = inputs["masks"]
         loss = F.cross_entropy(logits, target)
         return loss, {"train_pixel_accuracy": (class_argmax(logits.detach()) == target).float().mean()}
@@ -85,7 +106,7 @@ class Segment(Regime):
         return segmentation_table(results)
 
     def evaluate(self, encoder, head, data, batch_size):
-        pred = predict_masks(encoder, head, data.test.images, batch_size)
+        pred = predict_masks(encoder, head, data.test.images, batch_size, self.inputs, self.position_softmax)
         return {
             "test": segmentation_scores(pred, data.test.masks.cpu()),
             "baselines": baseline_scores(data.train.masks.cpu(), data.test.masks.cpu()),
@@ -93,7 +114,9 @@ class Segment(Regime):
 
     def finish(self, run_dir: Path, encoder, head, data, results) -> None:
         write_json(run_dir / "eval.json", results)
-        pred = predict_masks(encoder, head, data.test.images[:6])
+        pred = predict_masks(
+            encoder, head, data.test.images[:6], inputs=self.inputs, position_softmax=self.position_softmax
+        )
         from ..viz import save_prediction_grid
 
         save_prediction_grid(data.test.images[:6], data.test.masks[:6], pred, run_dir / "predictions.png")

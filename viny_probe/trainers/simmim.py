@@ -68,14 +68,17 @@ class SimMIM(Regime):
     phase = "pretrain"
     default_dataset = "toy-unlabeled"
     description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."
+    augments = ("crop",)
+    mask_token_std = 0.02
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
+        self.mask_token_std = cfg.mask_token_std
         return RegimeData(train=train, test=test, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
         self.patch_size = model_cfg.patch_size
-        return SimMIMHead(model_cfg)
+        return SimMIMHead(model_cfg, mask_token_std=self.mask_token_std)
 
     def prepare(self, batch, gen):
         x = to_float(batch["images"])

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.augment import normalize, random_hflip, to_float
+from ..data.augment import contrast_jitter, random_hflip, to_float
 from ..data.patch_labels import patch_majority_labels
 from ..errors import VinyError
 from ..heads import SpatialHead
 from . import splits
-from .base import Regime, RegimeData, batched, device_batch, register
+from .base import Regime, RegimeData, batched, device_batch, encoder_input, register
 
 
 @register
@@ -24,10 +24,13 @@ class Spatial(Regime):
     phase = "intermediate"
     default_dataset = "toy-pets"
     description = "Patch-aligned supervision: a linear classifier on every patch token."
+    augments = ("flip", "flip-contrast")
     targets = "trimap"
+    augment = "flip"
+    inputs = "normalized"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
-        self.targets = cfg.targets
+        self.targets, self.augment, self.inputs = cfg.targets, cfg.augment, cfg.inputs
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if self.targets == "trimap" and train.masks is None:
             raise VinyError(
@@ -56,8 +59,13 @@ class Spatial(Regime):
         flipped = random_hflip(gen, *tensors)
         batch = {**batch, "masks": flipped[1]} if len(flipped) > 1 else batch
         x = flipped[0]
+        if self.augment == "flip-contrast":  # the study's code: flip + contrast jitter 0.3
+            x = contrast_jitter(x, 0.3, gen)
         num_patches = (x.shape[-1] // self.patch_size) ** 2
-        return {"images": normalize(x), "targets": self._targets(batch, self.patch_size, num_patches)}
+        return {
+            "images": encoder_input(x, self.inputs),
+            "targets": self._targets(batch, self.patch_size, num_patches),
+        }
 
     def compute_loss(self, encoder, head, inputs):
         logits = head(encoder(inputs["images"])).float()
@@ -75,7 +83,7 @@ class Spatial(Regime):
         for sl in batched(len(data.test), batch_size):
             b = device_batch(data.test, sl, device)
             target = self._targets(b, cfg.patch_size, cfg.num_patches)
-            pred = head(encoder(normalize(to_float(b["images"])))).argmax(-1)
+            pred = head(encoder(encoder_input(to_float(b["images"]), self.inputs))).argmax(-1)
             correct += int((pred == target).sum())
             total += target.numel()
         return {"test_patch_accuracy": correct / total}

@@ -1,7 +1,8 @@
 """``viny:PATH`` (or a bare path): a viny checkpoint, or the study authors' state_dict converted in
-memory (``authors.py``). Its input size is fixed by its position embeddings; mean/std are ImageNet's, as
-in every training stage. The token cache's key holds its ViTConfig (``config``), the digest of its
-weights and, in its fingerprint, the digest of viny's model.py."""
+memory (``authors.py``). Its input size is fixed by its position embeddings; mean/std are ImageNet's,
+or none (raw [0, 1] pixels) for a checkpoint that trained on raw inputs (``TrainConfig.inputs``). The
+token cache's key holds its ViTConfig (``config``), the digest of its weights and, in its fingerprint,
+the digest of viny's model.py."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from viny_probe.analysis.sources.base import (
     register_source,
 )
 from viny_probe.checkpoint import FORMAT_VERSION, encoder_from_checkpoint, file_digest, torch_load_safely
+from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
 
@@ -60,10 +62,12 @@ def load_encoder(path: str | Path, heads: int | None = None) -> tuple[ViNy, dict
 
 def viny_token_model(encoder: ViNy, ckpt: dict | None = None, name: str = "viny") -> TokenModel:
     """A ViNy encoder as a TokenModel: its ``patch_tokens_per_block`` (block ``depth`` after the final
-    LayerNorm), ImageNet normalisation, the CLS token never in the output."""
+    LayerNorm), ImageNet normalisation (raw [0, 1] pixels when the checkpoint's run trained on them,
+    ``--inputs raw``), the CLS token never in the output."""
     if not hasattr(encoder, "patch_tokens_per_block") or not hasattr(encoder, "cfg"):
         raise VinyError(f"expected a ViNy encoder, got {type(encoder).__name__}")
     cfg = encoder.cfg
+    raw = ((ckpt or {}).get("config") or {}).get("inputs") == "raw"
     return TokenModel(
         encoder,
         encoder.patch_tokens_per_block,
@@ -75,7 +79,9 @@ def viny_token_model(encoder: ViNy, ckpt: dict | None = None, name: str = "viny"
         name=name,
         config=cfg.to_dict(),
         meta=ckpt or {},
-        notes=[],
+        mean=(0.0, 0.0, 0.0) if raw else IMAGENET_MEAN,
+        std=(1.0, 1.0, 1.0) if raw else IMAGENET_STD,
+        notes=["mean/std: none, raw [0, 1] pixels, as its run trained (inputs raw)"] if raw else [],
         prefix_tokens=int(cfg.cls_in_sequence),
         fingerprint={"model.py": bytes_digest(model_code.__file__)},
     )
