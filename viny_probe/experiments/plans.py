@@ -21,9 +21,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import SCHEDULE_PRESETS, TrainConfig
+from ..config import ADDED_FIELDS, SCHEDULE_PRESETS, TrainConfig
 from ..data.spec import dataset_spec
 from ..errors import VinyError
+from ..registry import REGIMES
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
 PAPER_PRETRAIN_SIZES = (45_000, 100_000, 200_000)
@@ -440,9 +441,16 @@ def geometry_pretrain_size(plan: Plan) -> int:
 
 def stage_id(cfg: TrainConfig, parent: str | None) -> str:
     identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED}
-    # TrainConfig once had an always-empty ``extra`` field; hashing it still keeps every stage id (and
-    # so every sweep folder planned before its removal) the same.
+    # Every stage id stays what it was when the field did not exist (and so every sweep folder planned
+    # before): TrainConfig once had an always-empty ``extra`` field, hashed still; fields added later
+    # are left out while they hold the value runs trained with before them (config.ADDED_FIELDS); and
+    # a regime's own default augmentation is hashed as the "crop" every config recorded then.
     identity["extra"] = {}
+    for key, before in ADDED_FIELDS.items():
+        if identity.get(key) == before:
+            del identity[key]
+    if identity.get("augment") == REGIMES.get(cfg.regime).augments[0]:
+        identity["augment"] = "crop"
     blob = json.dumps({"config": identity, "parent": parent}, sort_keys=True, default=str)
     return f"{cfg.regime}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
