@@ -131,3 +131,75 @@ def test_a_timm_tag_without_weights_is_refused_not_random(tmp_path):
 
     with pytest.raises(VinyError, match="no pretrained weights named.*augreg_in21k"):
         load_model(f"timm:vit_tiny_patch16_224.no_such_tag,{SMALL}")
+
+
+def _tiny_vit_folder(folder: Path) -> Path:
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ViTConfig(
+        image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    torch.manual_seed(11)
+    transformers.utils.logging.disable_progress_bar()
+    transformers.ViTModel(cfg, add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+def test_an_hf_hub_id_loads_from_the_hub_cache_offline_at_its_revision(tmp_path):
+    """``hf:ORG/NAME`` and ``hf:ORG/NAME@REV`` resolve through huggingface_hub to the cached snapshot and
+    give exactly the tokens of the same folder given by path; the config names repo@revision. Mutant
+    watched failing: the hub id treated as a local path (folder not found)."""
+    cache = tmp_path / "hub"
+    snapshot = hub_repo(cache, "someone/tiny-vit")
+    _tiny_vit_folder(snapshot)
+    other = "fedcba9876543210fedcba9876543210fedcba98"
+    _tiny_vit_folder(hub_repo(cache, "someone/tiny-vit", other))  # same weights, another revision
+    (cache / "models--someone--tiny-vit" / "refs" / "main").write_text(REV)
+    got = run_tokens(
+        tmp_path,
+        cache,
+        [
+            ["hub", "hf:someone/tiny-vit", None],
+            ["rev", f"hf:someone/tiny-vit@{other}", None],
+            ["folder", f"hf:{snapshot}", None],
+        ],
+    )
+    hub, rev, folder = (torch.load(tmp_path / f"{k}.pt") for k in ("hub", "rev", "folder"))
+    for block in hub:
+        assert torch.equal(hub[block], folder[block]) and torch.equal(rev[block], folder[block])
+    assert got["hub"]["config"]["weights"] == f"hf hub someone/tiny-vit@{REV}"
+    assert got["rev"]["config"]["weights"] == f"hf hub someone/tiny-vit@{other}"
+    assert got["folder"]["config"]["weights"].startswith("local folder ")
+
+
+def test_an_hf_hub_id_missing_from_the_cache_offline_is_one_line(tmp_path):
+    """The real `viny probe` with an uncached hub id offline: exit 2, one line naming the repo, the cache
+    and HF_HUB_OFFLINE. Mutant watched failing: snapshot_download's error not caught (a traceback)."""
+    cache = tmp_path / "empty-hub"
+    cache.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", "probe", "hf:facebook/dinov2-small", "-q"],
+        env=offline_env(cache), capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 2, text
+    assert "Traceback" not in text
+    assert "facebook/dinov2-small" in text and str(cache) in text and "HF_HUB_OFFLINE" in text
+
+
+def test_a_hub_snapshot_with_custom_code_is_refused_and_its_code_never_fetched(tmp_path):
+    """A cached snapshot whose config.json has an auto_map is refused like a local folder with one
+    (viny runs no code from a model), and its .py file is not among the files viny asks the hub for."""
+    from viny_probe.analysis.sources.hf_models import _HUB_FILES
+
+    assert not any(pattern.endswith(".py") or pattern == "*" for pattern in _HUB_FILES)
+    cache = tmp_path / "hub"
+    snapshot = _tiny_vit_folder(hub_repo(cache, "someone/custom"))
+    meta = json.loads((snapshot / "config.json").read_text())
+    meta["auto_map"] = {"AutoModel": "evil.EvilModel"}
+    (snapshot / "config.json").write_text(json.dumps(meta))
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", "probe", "hf:someone/custom", "-q"],
+        env=offline_env(cache), capture_output=True, text=True, timeout=300, cwd=tmp_path, input="y\n",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "auto_map" in proc.stdout + proc.stderr

@@ -1,6 +1,9 @@
-"""``hf:FOLDER``: a local Hugging Face model folder in ``save_pretrained`` layout (config.json + weights),
-loaded with ``AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)``; nothing
-is downloaded. For a model with a vision tower (CLIP, SigLIP) the tower is used. Tokens come from
+"""``hf:ORG/NAME[@REVISION]`` or ``hf:FOLDER``: a Hugging Face model by its hub id, read from the hub
+cache (``HF_HUB_CACHE``; downloaded into it, configs and safetensors weights only, where the hub is
+reachable and ``HF_HUB_OFFLINE`` is not set: ``huggingface_hub.snapshot_download``), or a local folder
+in ``save_pretrained`` layout (config.json + weights). Either way the folder is then loaded with
+``AutoModel.from_pretrained(folder, local_files_only=True, trust_remote_code=False)``; the outputs name
+the repo and the revision (the snapshot's commit), or the folder. For a model with a vision tower (CLIP, SigLIP) the tower is used. Tokens come from
 ``output_hidden_states=True``: block b < depth is ``hidden_states[b]``, block depth is
 ``last_hidden_state`` (after the final norm).
 
@@ -24,6 +27,7 @@ import contextlib
 import inspect
 import json
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,8 +78,44 @@ def _quiet(transformers):
             logging.enable_progress_bar()
 
 
+_REPO_ID = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)(?:@([\w./-]+))?$")
+# What a snapshot of a hub repo needs for viny: the configs and the weights, never the repo's code.
+_HUB_FILES = ["config.json", "preprocessor_config.json", "*.safetensors", "*.safetensors.index.json"]
+
+
+def _hub_cache() -> str:
+    import os
+
+    return os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME", os.path.expanduser("~/.cache/huggingface")), "hub"
+    )
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, what: str) -> Path:
+    """The local snapshot folder of ``repo_id`` at ``revision`` (default main) in the Hugging Face cache,
+    downloaded into it (configs and safetensors weights only) where the hub is reachable and
+    ``HF_HUB_OFFLINE`` is not set; one line naming the cache to fill otherwise."""
+    import os
+
+    hub = require("huggingface_hub", "hf", "hf")
+    try:
+        return Path(hub.snapshot_download(repo_id, revision=revision, allow_patterns=_HUB_FILES))
+    except (OSError, ValueError) as e:  # not cached offline, no network, no such repo: OSErrors all
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") else ""
+        at = f"@{revision}" if revision else ""
+        raise VinyError(
+            f"{what}: no local folder of that name, and the Hugging Face cache {_hub_cache()} holds no "
+            f"snapshot of {repo_id}{at} that could be read{offline} ({type(e).__name__}); fill the cache on a "
+            f"machine with network access (huggingface-cli download {repo_id}"
+            f"{' --revision ' + revision if revision else ''}) and copy it here, or give a local folder"
+        ) from None
+
+
 def _folder(spec: ModelSpec, what: str) -> Path:
     folder = Path(spec.target).expanduser()
+    hub_id = _REPO_ID.match(spec.target)
+    if not folder.exists() and hub_id:
+        folder = _hub_snapshot(hub_id[1], hub_id[2], what)
     if not folder.exists():
         raise VinyError(f"{what}: folder not found: {folder}")
     if not folder.is_dir():
@@ -233,6 +273,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         config={
             "source": "hf",
             "folder": str(folder),
+            "weights": _weights_record(spec.target, folder),
             "model_type": config.model_type,
             "class": type(module).__name__,
             "depth": depth,
@@ -242,6 +283,7 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
             "prefix_tokens": prefix,
         },
         notes=[
+            f"weights: {_weights_record(spec.target, folder)}",
             f"input {image_size} px: {size_note}"
             + (" (position embeddings interpolated)" if image_size != native else ""),
             norm_note,
@@ -257,12 +299,21 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
     )
 
 
+def _weights_record(target: str, folder: Path) -> str:
+    """Which weights: a hub repo at the revision its snapshot folder is named by, or the local folder."""
+    if Path(target).expanduser().exists():
+        return f"local folder {folder}"
+    repo = _REPO_ID.match(target)[1]
+    return f"hf hub {repo}@{folder.name}"
+
+
 register_source(
     ModelSource(
         "hf",
         load,
-        "a local Hugging Face folder (save_pretrained layout: ViT, DeiT, DINOv2, CLIP vision, ...)",
-        "hf:models/dinov2-small",
+        "a Hugging Face model: a hub id ORG/NAME[@REVISION] from the hub cache, or a local "
+        "save_pretrained folder (ViT, DeiT, DINOv2, CLIP vision, ...)",
+        "hf:facebook/dinov2-small",
         extra="hf",
     )
 )
