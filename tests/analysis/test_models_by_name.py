@@ -203,3 +203,27 @@ def test_a_hub_snapshot_with_custom_code_is_refused_and_its_code_never_fetched(t
         env=offline_env(cache), capture_output=True, text=True, timeout=300, cwd=tmp_path, input="y\n",
     )  # fmt: skip
     assert proc.returncode == 2 and "auto_map" in proc.stdout + proc.stderr
+
+
+def test_random_weights_are_named_as_such_in_json_markdown_and_the_explorer(tmp_path):
+    """A model built at random (``pretrained=false``) says so wherever its results go: `viny probe
+    --json`'s model record, diagnose's summary.md checkpoint table, and the explorer page's model
+    line. Mutant watched failing: ``TokenModel.weights`` ignoring the source's weights note."""
+    from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.explore import ExploreOptions, build_explorer, dataset_images, read_page_data
+    from viny_probe.analysis.sources import load_model
+
+    text = f"timm:{TIMM_NAME},{SMALL},pretrained=false"
+    proc = subprocess.run(
+        [sys.executable, "-m", "viny_probe", "probe", text, "--probe-images", "16", "--test-images", "8", "--json"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM INIT" in json.loads(proc.stdout)["model"]["weights"]
+    model = load_model(text)
+    diagnose([model], ["random"], tmp_path / "diag", probe_images=16, test_images=8, depth_probe_images=8,
+             cka_images=8, fig6_images=1, progress=False)  # fmt: skip
+    assert "RANDOM INIT" in (tmp_path / "diag" / "summary.md").read_text()
+    images, _ = dataset_images([model], "toy-pets", 2)
+    build_explorer([model], images, tmp_path / "e.html", ExploreOptions(progress=False))
+    assert "RANDOM INIT" in read_page_data(tmp_path / "e.html")["models"][0]["weights"]

@@ -43,6 +43,7 @@ def model_summary(model: TokenModel) -> dict:
     return {
         "source": model.source,
         "name": model.name,
+        "weights": model.weights(),
         "image_size": model.image_size,
         "patch_size": model.patch_size,
         "grid": [model.grid, model.grid],

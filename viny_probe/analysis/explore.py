@@ -128,9 +128,8 @@ def explorer_size(models: Sequence[TokenModel], num_images: int, blocks: str) ->
 
 
 def weights_line(model: TokenModel) -> str:
-    """Which weights the page shows: source, name and the sha256 of the weights."""
-    what = f"viny checkpoint {model.name}" if model.source == "viny" else model.source
-    return f"{what} (weights sha256 {model.digest()[:16]})"
+    """Which weights the page shows (``TokenModel.weights``)."""
+    return model.weights()
 
 
 def model_entry(

@@ -82,12 +82,20 @@ def _convergence(summary: dict) -> str:
 
 
 def _checkpoints_markdown(summary: dict) -> list[str]:
-    lines = ["## Checkpoints", "", "| name | model | regime | lineage | grid |", "|---|---|---|---|---|"]
+    lines = [
+        "## Checkpoints",
+        "",
+        "| name | model | weights | regime | lineage | grid |",
+        "|---|---|---|---|---|---|",
+    ]
     for c in summary["checkpoints"]:
         lineage = " -> ".join(str(step.get("regime", "?")) for step in c["lineage"]) or "-"
         m = c.get("model") or {}
         grid = f"{m['grid'][0]} x {m['grid'][1]}, {m['depth']} blocks, D {m['dim']}" if m else "-"
-        lines.append(f"| {c['name']} | `{c['path']}` | {c['regime'] or '-'} | {lineage} | {grid} |")
+        weights = m.get("weights", "-")
+        lines.append(
+            f"| {c['name']} | `{c['path']}` | {weights} | {c['regime'] or '-'} | {lineage} | {grid} |"
+        )
     return lines
 
 

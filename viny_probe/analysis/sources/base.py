@@ -145,6 +145,14 @@ class TokenModel:
             return f"{self.source} (weights {self.weights_from})"
         return self.source
 
+    def weights(self) -> str:
+        """Which weights these are, for every output: the source's own account (a ``weights:`` note:
+        a hub repo at its revision, a file, RANDOM INIT) and the sha256 of the weights."""
+        said = next((n.removeprefix("weights: ") for n in self.notes if n.startswith("weights: ")), None)
+        if said is None and self.source == "viny":
+            said = f"viny checkpoint {self.name}"
+        return f"{said or self.source} (sha256 {self.digest()[:16]})"
+
     def describe(self) -> str:
         """One line: grid, depth, width."""
         return (
