@@ -117,8 +117,9 @@ def as_masks(value: ArrayLike, name: str, patch_size: int, ndim: int = 3) -> tor
 
 
 def max_workers() -> int:
-    """The most decode threads / loader workers a ``--workers`` may ask for: this machine's CPU cores."""
-    return os.cpu_count() or 1
+    """The most decode threads / loader workers a ``--workers`` may ask for: four per CPU core, at least
+    32 (decoding waits on the disk too, so a few more threads than cores can help; 1000 cannot)."""
+    return max(32, 4 * (os.cpu_count() or 1))
 
 
 def check_range(

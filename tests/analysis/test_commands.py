@@ -247,8 +247,8 @@ def test_layer_out_of_range_is_a_clear_error(tiny_ckpt, monkeypatch, capsys):
 
 def test_dataset_without_trimaps_is_a_clear_error(tiny_ckpt, tmp_path, monkeypatch, capsys):
     code, err = run_main(monkeypatch, capsys, "probe", tiny_ckpt, "--dataset", "toy-scenes", "-q")
-    assert code == 2 and "toy-scenes" in err and "no trimaps" in err
-    with pytest.raises(VinyError, match="no trimaps"):
+    assert code == 2 and "toy-scenes" in err and "has no masks" in err
+    with pytest.raises(VinyError, match="has no masks"):
         from viny_probe.analysis.diagnose import diagnose
 
         diagnose([tiny_ckpt], out_dir=tmp_path, dataset="intel")

@@ -314,7 +314,7 @@ def test_diagnose_timm_hf_and_viny_together_on_one_grid(hf_folder, viny64, tmp_p
     assert "| vit_tiny_patch16_224 |" in (out / "table2.md").read_text()
     assert json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]["fresh64"][
         "distances"
-    ] == list(range(1, 15))
+    ] == list(range(0, 15))
 
 
 def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
@@ -345,8 +345,8 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
         device="cpu",
     )
     curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
-    assert curves["seven"]["distances"] == list(range(1, 13)) and curves["twelve"]["distances"] == list(
-        range(1, 23)
+    assert curves["seven"]["distances"] == list(range(0, 13)) and curves["twelve"]["distances"] == list(
+        range(0, 23)
     )
     assert summary["data"][56]["test_patches"] == 8 * 49 and summary["data"][48]["test_patches"] == 8 * 144
     assert (

@@ -71,9 +71,9 @@ def test_workers_reach_the_decoder(tmp_path, make_intel, monkeypatch):
     seen = []
     real = cache._decoded
 
-    def recording(samples, size, workers, description):
+    def recording(samples, size, workers, *rest):
         seen.append(workers)
-        return real(samples, size, workers, description)
+        return real(samples, size, workers, *rest)
 
     monkeypatch.setattr(cache, "_decoded", recording)
     run(tmp_path, "classify", "intel", make_intel(nested=True), workers=3)

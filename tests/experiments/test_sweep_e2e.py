@@ -160,7 +160,7 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
         assert f"figures/{fig}" in md
     assert page.count("data:image/png;base64,") == 6
     log_axes = [ax for fig in drawn for ax in fig.axes if ax.get_xscale() == "log"]
-    assert len(log_axes) == 4  # Fig 3, Fig 4, pre-training effect, fits
+    assert len(log_axes) == 5  # Fig 3 (per-image and dataset-level panels), Fig 4, pre-training effect, fits
     for ax in log_axes:
         assert [t.get_text() for t in ax.get_xticklabels()] == ["8", "12", "16"]
         assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
