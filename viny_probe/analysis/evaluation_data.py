@@ -20,10 +20,10 @@ from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import ImageSet
 from viny_probe.data.patch_labels import patch_majority_labels
-from viny_probe.data.protocol import DEFAULT_TEST_SIZE
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.data.spec import names_with_masks
 from viny_probe.errors import VinyError
-from viny_probe.trainers.splits import fixed_split
+from viny_probe.trainers.splits import fixed_split, held_out_size
 
 DEFAULT_DATASET = "toy-pets"
 # Memory bounds, each the size of what ViNy needs at the defaults (so ViNy is never subsampled): the
@@ -116,14 +116,27 @@ def load_probe_data(
     probe_images = check_positive_int(probe_images, "probe_images")
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
-    full = _load_full(name, size, data_root, split_seed)
-    split = fixed_split(name, full, test_size, split_seed)
+    spec = dataset_spec(name)
+    if spec.ids is not None and spec.fixed_size is not None:
+        # ids known without loading: split on them, then load only the images scored or fitted on
+        ids = spec.ids(spec.fixed_size, 0)
+        split, full = make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None
+    else:
+        full = _load_full(name, size, data_root, split_seed)
+        split = fixed_split(name, full, test_size, split_seed)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
         raise VinyError(f"the probe needs at least 2 pool images to fit on; the pool holds {len(split.pool)}")
     if len(test_idx) < 2:
         raise VinyError(f"the diagnostics need at least 2 test images, got {len(test_idx)}")
+    if full is None:
+        wanted = torch.cat([train_idx, test_idx])
+        both = spec.load(None, size=size, limit=spec.fixed_size, seed=0, indices=wanted.tolist())
+        if both.masks is None:
+            raise _no_masks(name)
+        train_idx, test_idx = torch.arange(len(train_idx)), torch.arange(len(train_idx), len(wanted))
+        full = both
     info = {
         "dataset": name,
         "image_size": size,
