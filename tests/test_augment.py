@@ -5,13 +5,25 @@ from viny_probe.trainers.simmim import masked_l1, random_half_mask
 
 
 def test_flip_is_joint_and_seeded():
-    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).view(2, 3, 4, 4)
-    m = x[:, 0].clone()
+    """16 images whose pixels are 100 * index + column, their masks the column: each image is either
+    as it was with its mask, or both are mirrored; both happen; the same seed flips the same ones.
+    Mutants: masks flipped on the other axis (``t.flip(-1)`` -> ``t.flip(-2)``) -> a mirrored image
+    with an upside-down mask; nothing flipped (``< 0.5`` -> ``< 0.0``) -> no image is mirrored."""
+    column = torch.arange(4.0).expand(4, 4)
+    x = (100 * torch.arange(16.0).view(16, 1, 1, 1) + column).expand(16, 3, 4, 4).clone()
+    m = column.expand(16, 4, 4).clone() + torch.arange(4.0).view(4, 1) * 10  # rows differ too
     a = random_hflip(torch.Generator().manual_seed(1), x, m)
     b = random_hflip(torch.Generator().manual_seed(1), x, m)
     torch.testing.assert_close(a[0], b[0])
-    for i in range(2):
-        torch.testing.assert_close(a[0][i, 0], a[1][i])  # image and mask flipped together
+    mirrored = []
+    for i in range(16):
+        if torch.equal(a[0][i], x[i]):
+            assert torch.equal(a[1][i], m[i]), i
+            mirrored.append(False)
+        else:
+            assert torch.equal(a[0][i], x[i].flip(-1)) and torch.equal(a[1][i], m[i].flip(-1)), i
+            mirrored.append(True)
+    assert any(mirrored) and not all(mirrored)
 
 
 def test_random_resized_crop_full_scale_is_identity():
@@ -28,11 +40,25 @@ def test_contrast_jitter_keeps_range():
     assert y.min() >= 0 and y.max() <= 1 and not torch.allclose(x, y)
 
 
-def test_mixup_soft_targets_sum_to_one():
-    x, t = torch.rand(6, 3, 4, 4), torch.eye(3)[torch.tensor([0, 1, 2, 0, 1, 2])]
-    xm, tm = mixup(x, t, 0.1, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(tm.sum(-1), torch.ones(6))
-    assert xm.shape == x.shape
+def test_mixup_mixes_each_image_with_the_target_of_the_same_partner():
+    """Image i is filled with the value i, its target is one-hot i: after MixUp, image i is
+    lam * i + (1 - lam) * j for one partner j, and its soft target puts exactly lam on i and 1 - lam
+    on that same j (the pairing of images and targets survives). Mutant: targets mixed with another
+    permutation (``targets[perm]`` -> ``targets[perm.flip(0)]``) -> the target's partner is not the
+    image's."""
+    n = 8
+    x = torch.arange(n, dtype=torch.float64).view(n, 1, 1, 1).expand(n, 3, 2, 2).clone()
+    t = torch.eye(n, dtype=torch.float64)
+    xm, tm = mixup(x, t, 0.4, torch.Generator().manual_seed(3))
+    moved = 0
+    for i in range(n):
+        partners = [j for j in range(n) if j != i and tm[i, j] > 0]
+        j = partners[0] if partners else i
+        lam = tm[i, i].item() if partners else 1.0
+        assert len(partners) <= 1
+        torch.testing.assert_close(xm[i], lam * x[i] + (1 - lam) * x[j])
+        moved += bool(partners)
+    assert moved >= n // 2  # most images got a partner (a permutation leaves few in place)
 
 
 def test_simmim_masks_exactly_half():

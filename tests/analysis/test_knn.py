@@ -72,3 +72,39 @@ def test_bad_input_raises(change, message):
     }
     with pytest.raises(VinyError, match=message):
         knn_patch_accuracy(**{**kwargs, **change})
+
+
+def test_a_subsampled_bank_keeps_each_patch_with_its_own_label():
+    """Train patch j points along axis j and is labelled j % 3; test patch j is train patch j, labelled
+    the same, so with k = 1 a test patch in the bank finds itself (cosine 1) and is right. Of 24
+    patches the bank keeps 12: exactly the 12 kept test patches are scored right, through their own
+    labels. Mutant: labels not subsampled with the bank (``bank_labels[keep]`` -> ``bank_labels[:
+    max_train_patches]``) -> kept patches carry other patches' labels."""
+    n, p = 4, 6
+    train = torch.eye(n * p).view(n, p, n * p)
+    labels = (torch.arange(n * p) % 3).view(n, p)
+    res = knn_patch_accuracy(train, labels, train, labels, k=1, max_train_patches=12)
+    assert res.num_train_patches == 12
+    kept = torch.randperm(n * p, generator=torch.Generator().manual_seed(0))[:12]
+    per_patch = []
+    for j in range(n * p):
+        one = knn_patch_accuracy(
+            train, labels, train.view(-1, n * p)[j].view(1, 1, -1), labels.view(-1)[j].view(1, 1), k=1,
+            num_classes=3, max_train_patches=12,
+        )  # fmt: skip
+        per_patch.append(one.accuracy)
+    for j in kept.tolist():
+        assert per_patch[j] == 1.0, j
+
+
+def test_test_patches_never_join_the_bank():
+    """Every train patch sits at direction a with label 0; every test patch sits at direction a too but
+    is labelled 1: the only neighbours are train patches, so accuracy is exactly 0. Mutant: the bank's
+    labels read off the queries (``bank_labels = train_labels.reshape(-1)`` -> ``test_labels``
+    repeated, i.e. queries leaking their labels into the bank) -> 1."""
+    a = torch.tensor([1.0, 0.0, 0.0])
+    train, test = a.expand(2, 4, 3).clone(), a.expand(1, 4, 3).clone()
+    res = knn_patch_accuracy(
+        train, torch.zeros(2, 4, dtype=torch.long), test, torch.ones(1, 4, dtype=torch.long), k=3
+    )
+    assert res.accuracy == 0.0 and res.num_train_patches == 8

@@ -497,3 +497,33 @@ def test_sources_registry_and_parsing():
     assert spec.options == {"img_size": 64, "dynamic_img_size": True, "weights": "a.pt"}
     assert parse_model_spec("runs/spatial/final.pt").prefix == "viny"
     assert parse_model_spec("py:pkg.mod:build").target == "pkg.mod:build"
+
+
+def test_hf_input_size_is_the_preprocessors_crop_not_the_configs_image_size(tmp_path):
+    """A DINOv2-like folder in miniature: config image_size 64 (DINOv2: 518), preprocessor resizing the
+    shortest edge to 40 then centre-cropping 32 (DINOv2: 256 then 224). The model takes 32 px inputs,
+    a 4 x 4 grid of its 8 px patches, and says the size came from preprocessor_config.json. Mutant:
+    ``_preprocessor_size`` reading ``size`` whatever the crop (``key = "size"``) -> 40 px."""
+    cfg = transformers.ViTConfig(
+        image_size=64, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    transformers.ViTModel(cfg, add_pooling_layer=False).save_pretrained(tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "BitImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": 40},
+                "do_center_crop": True,
+                "crop_size": {"height": 32, "width": 32},
+                "image_mean": [0.5] * 3,
+                "image_std": [0.25] * 3,
+            }
+        )
+    )
+    model = load_model(f"hf:{tmp_path}")
+    assert model.image_size == 32
+    tokens = model.tokens(torch.zeros(1, 3, 32, 32), [2])
+    assert tokens[2].shape[:2] == (1, 16)

@@ -29,3 +29,23 @@ def test_to_moves_every_tensor_and_keeps_the_rest():
     assert moved.images.shape == data.images.shape and moved.images.dtype == torch.uint8
     assert moved.ids == data.ids and moved.class_names == data.class_names and moved.name == "t"
     assert _set(4, masks=False).to("meta").masks is None
+
+
+def test_subset_keeps_masks_labels_and_ids_with_their_images_under_an_unsorted_index():
+    """Image i is filled with i, its mask with i, its label is i and its id img{i}: the subset at the
+    unsorted index [3, 0, 2] holds 3, 0, 2 in every field. Mutant: masks taken at the sorted index
+    (``self.masks[index]`` -> ``self.masks[index.sort().values]``) -> mask 0 sits with image 3."""
+    n = 5
+    data = ImageSet(
+        name="t",
+        images=torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).expand(n, 3, 4, 4).clone(),
+        labels=torch.arange(n),
+        masks=torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 4, 4).clone(),
+        class_names=[str(i) for i in range(n)],
+        ids=[f"img{i}" for i in range(n)],
+    )
+    sub = data.subset(torch.tensor([3, 0, 2]))
+    assert sub.images[:, 0, 0, 0].tolist() == [3, 0, 2]
+    assert sub.masks[:, 0, 0].tolist() == [3, 0, 2]
+    assert sub.labels.tolist() == [3, 0, 2]
+    assert sub.ids == ["img3", "img0", "img2"]

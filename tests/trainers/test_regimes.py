@@ -315,3 +315,18 @@ def test_format_1_checkpoints_are_read_as_they_ran_and_refused_for_resume(tmp_pa
     config.write_text(json.dumps(old))
     with pytest.raises(VinyError, match="older viny"):
         train(tiny("simmim", epochs=2), tmp_path / "a", resume=True, progress=False)
+
+
+def test_each_epoch_draws_its_own_order_and_the_same_epoch_draws_it_again():
+    """``epoch_generator(seed, epoch)``: epochs 0, 1 and 2 of seed 5 give three different batch orders
+    (randperm of 32), epoch 1 asked twice the same one, seed 6's epoch 1 another. Mutant: the epoch
+    ignored (``seed * 1_000_003 + epoch`` -> ``seed * 1_000_003``) -> every epoch the same order,
+    augmentation and masks."""
+    from viny_probe.trainers.engine import epoch_generator
+
+    def order(seed: int, epoch: int) -> list[int]:
+        return torch.randperm(32, generator=epoch_generator(seed, epoch)).tolist()
+
+    orders = [order(5, e) for e in range(3)]
+    assert len({tuple(o) for o in orders}) == 3
+    assert order(5, 1) == orders[1] and order(6, 1) != orders[1]

@@ -545,8 +545,8 @@ def diagnose(
     encoders in its order), fig6_images.png/.json (several images), fig6_stretched.png/.json,
     depth_curves.png/.json, cka.png/.json, summary.md, summary.json. Returns the summary dict.
 
-    ``dataset``, ``split_seed`` and ``test_size`` default to the first checkpoint's lineage (see
-    ``probe_checkpoint``); an evaluation set any checkpoint's lineage trained on is refused unless
+    ``dataset``, ``split_seed`` and ``test_size`` default to a split read off all the checkpoints'
+    lineages that none of them trained on, whatever their order (``resolve_evaluation``); an evaluation set any checkpoint's lineage trained on is refused unless
     ``allow_overlap``, which writes the warning into every output file.
 
     ``ckpts``: viny checkpoints, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` strings or

@@ -15,15 +15,15 @@ from collections.abc import Sequence
 
 import torch
 
-from viny_probe.analysis.lineage import evaluation_defaults
+from viny_probe.analysis.lineage import evaluation_defaults, trained_clear
 from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import ImageSet
 from viny_probe.data.patch_labels import patch_majority_labels
-from viny_probe.data.protocol import DEFAULT_TEST_SIZE
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.data.spec import names_with_masks
 from viny_probe.errors import VinyError
-from viny_probe.trainers.splits import fixed_split
+from viny_probe.trainers.splits import fixed_split, held_out_size
 
 DEFAULT_DATASET = "toy-pets"
 # Memory bounds, each the size of what ViNy needs at the defaults (so ViNy is never subsampled): the
@@ -53,36 +53,55 @@ def check_dataset_name(dataset: str | None) -> str:
     return name
 
 
+_KEYS = ("dataset", "split_seed", "test_size")
+
+
 def resolve_evaluation(
     metas: Sequence[tuple[str, dict]],
     dataset: str | None = None,
     split_seed: int | None = None,
     test_size: int | None = None,
 ) -> dict:
-    """Dataset, split seed and test size to evaluate on: each given value wins; the rest come from
-    the first checkpoint's lineage (``lineage.evaluation_defaults``: its own trimap stage's split).
-    ``notes`` says where each value came from and which other checkpoints' lineages point elsewhere."""
-    defaults = evaluation_defaults(metas[0][1])
-    chosen = {
-        "dataset": dataset or defaults["dataset"],
-        "split_seed": defaults["split_seed"] if split_seed is None else split_seed,
-        "test_size": defaults["test_size"] if test_size is None else test_size,
-    }
-    given = [
-        k
-        for k, v in (("dataset", dataset), ("split_seed", split_seed), ("test_size", test_size))
-        if v is not None
-    ]
+    """Dataset, split seed and test size to evaluate on: each given value wins; the rest are read off
+    every checkpoint's lineage (``lineage.evaluation_defaults``: its own trimap stage's split). Of the
+    splits the lineages point to, the one none of them trained on is chosen (``lineage.trained_clear``;
+    among several, the one most lineages point to, then the smallest), so the choice does not depend on
+    the order the checkpoints are given in. ``notes`` says which split, from whose lineage and why."""
+    given = {k: v for k, v in zip(_KEYS, (dataset, split_seed, test_size), strict=True) if v is not None}
+    points: dict[tuple, list[tuple[str, str]]] = {}
+    for name, meta in metas:
+        defaults = evaluation_defaults(meta)
+        split = tuple(given.get(k, defaults[k]) for k in _KEYS)
+        points.setdefault(split, []).append((name, defaults["from"]))
+    splits = sorted(points, key=lambda s: (-len(points[s]), str(s[0]), s[1], s[2]))
+    clear = [s for s in splits if all(trained_clear(meta, *s) for _, meta in metas)]
+    split = (clear or splits)[0]
+    chosen = dict(zip(_KEYS, split, strict=True))
+    read = [k for k in _KEYS if k not in given]
+    whose = "; ".join(f"{name}'s lineage ({why})" for name, why in points[split])
     notes = [
-        f"{', '.join(k for k in chosen if k not in given) or 'nothing'} from {metas[0][0]}'s lineage ({defaults['from']})"
+        f"evaluation split: {chosen['dataset']}, split seed {chosen['split_seed']}, test size "
+        f"{chosen['test_size']}: {', '.join(read) or 'nothing'} from {whose}"
         + (f"; {', '.join(given)} as given" if given else "")
     ]
-    for name, meta in metas[1:]:
-        other = evaluation_defaults(meta)
-        differs = [k for k in chosen if k not in given and other[k] != chosen[k]]
-        if differs:
+    if len(splits) > 1:
+        if clear:
+            why = "the split none of the checkpoints trained on" + (
+                " (several were; the one most lineages point to)" if len(clear) > 1 else ""
+            )
+        else:
+            why = "every split the lineages point to holds images one of them trained on"
+        notes[0] += f"; {why}"
+        for other in splits:
+            if other == split:
+                continue
+            names = ", ".join(name for name, _ in points[other])
+            trained = [name for name, meta in metas if not trained_clear(meta, *other)]
             notes.append(
-                f"{name}'s lineage points to " + ", ".join(f"{k} {other[k]}" for k in differs) + " (not used)"
+                f"{names}'s lineage points to "
+                + ", ".join(f"{k} {v}" for k, v in zip(_KEYS, other, strict=True) if chosen[k] != v)
+                + " (not used"
+                + (f": {', '.join(trained)} trained on its test images)" if trained else ")")
             )
     check_dataset_name(chosen["dataset"])
     check_positive_int(chosen["test_size"], "test_size")
@@ -116,14 +135,27 @@ def load_probe_data(
     probe_images = check_positive_int(probe_images, "probe_images")
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
-    full = _load_full(name, size, data_root, split_seed)
-    split = fixed_split(name, full, test_size, split_seed)
+    spec = dataset_spec(name)
+    if spec.ids is not None and spec.fixed_size is not None:
+        # ids known without loading: split on them, then load only the images scored or fitted on
+        ids = spec.ids(spec.fixed_size, 0)
+        split, full = make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None
+    else:
+        full = _load_full(name, size, data_root, split_seed)
+        split = fixed_split(name, full, test_size, split_seed)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
         raise VinyError(f"the probe needs at least 2 pool images to fit on; the pool holds {len(split.pool)}")
     if len(test_idx) < 2:
         raise VinyError(f"the diagnostics need at least 2 test images, got {len(test_idx)}")
+    if full is None:
+        wanted = torch.cat([train_idx, test_idx])
+        both = spec.load(None, size=size, limit=spec.fixed_size, seed=0, indices=wanted.tolist())
+        if both.masks is None:
+            raise _no_masks(name)
+        train_idx, test_idx = torch.arange(len(train_idx)), torch.arange(len(train_idx), len(wanted))
+        full = both
     info = {
         "dataset": name,
         "image_size": size,

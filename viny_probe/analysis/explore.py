@@ -289,7 +289,7 @@ def dataset_images(
     allow_overlap: bool = False,
 ) -> tuple[ExploreImages, list[str]]:
     """The first ``count`` images of the evaluation split the diagnostics use (dataset, split seed and
-    test size from the first viny checkpoint's lineage unless given), refused where a checkpoint's
+    test size read off all the viny checkpoints' lineages unless given), refused where a checkpoint's
     lineage trained on them (``allow_overlap``: warnings instead, returned)."""
     from viny_probe.analysis.evaluation_data import load_probe_data, resolve_evaluation
     from viny_probe.analysis.lineage import guard_evaluation

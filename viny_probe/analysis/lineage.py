@@ -83,6 +83,29 @@ def evaluation_defaults(ckpt: dict) -> dict:
     }
 
 
+def trained_clear(ckpt: dict, dataset: str, split_seed: int, test_size: int) -> bool:
+    """Whether no stage of ``ckpt``'s lineage trained on the test set of ``dataset`` under
+    ``split_seed`` and ``test_size``, read off the splits the stages recorded: a stage on that dataset
+    trained only on the pool of its own split, which misses this test set when the split seed is the
+    same and its test set is at least as big (the first ``test_size`` images of one order). A stage
+    that recorded no split counts as clear here (``overlap`` says it could not be checked)."""
+    for stage in lineage_stages(ckpt):
+        if stage.dataset != dataset or stage.split_seed is None or stage.test_size is None:
+            continue
+        if stage.split_seed != split_seed or stage.test_size < test_size:
+            return False
+    return True
+
+
+def _overlap_stages(ckpt: dict, dataset: str, eval_ids: Sequence[str]) -> list[tuple[TrainedOn, int]]:
+    wanted = set(eval_ids)
+    return [
+        (stage, len(wanted & stage.ids))
+        for stage in lineage_stages(ckpt)
+        if stage.dataset == dataset and stage.ids is not None and wanted & stage.ids
+    ]
+
+
 def overlap(ckpt: dict, dataset: str, eval_ids: Sequence[str]) -> tuple[int, list[str]]:
     """How many of ``eval_ids`` (images of ``dataset``) any stage of ``ckpt``'s lineage trained on,
     and a note for each stage on that dataset whose training images were not recorded."""
@@ -117,9 +140,14 @@ def guard_evaluation(
         count, unchecked = overlap(ckpt, dataset, eval_ids)
         warnings += [f"{name}: overlap not checked: {note}" for note in unchecked]
         if count:
+            stages = "; ".join(
+                f"its {stage.regime} stage (split seed {stage.split_seed}, test size {stage.test_size}) "
+                f"trained on {shared}"
+                for stage, shared in _overlap_stages(ckpt, dataset, eval_ids)
+            )
             line = (
                 f"{name}: {count} of the {len(eval_ids)} evaluation images of {dataset} are images its "
-                "lineage trained on"
+                f"lineage trained on ({stages})"
             )
             (warnings if allow_overlap else refused).append(line)
     if refused:
@@ -127,8 +155,8 @@ def guard_evaluation(
             "refused: the evaluation set overlaps training images, so the scores would be measured on "
             "images the encoder was trained on:\n  "
             + "\n  ".join(refused)
-            + "\nUse the split the checkpoint was trained with (leave out --split-seed / --test-size to "
-            "read them from its lineage), or pass --allow-overlap to proceed with a warning written into "
-            "every output."
+            + "\nEvaluate on a split none of them trained on (without --split-seed / --test-size one is "
+            "chosen from all the checkpoints' lineages where there is one), evaluate those checkpoints "
+            "apart, or pass --allow-overlap to proceed with a warning written into every output."
         )
     return warnings

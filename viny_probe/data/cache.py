@@ -241,6 +241,12 @@ def _remove_stale_staging(root: Path, entry_name: str, max_age_s: float = 24 * 3
                 shutil.rmtree(stale, ignore_errors=True)
 
 
+def cached_entry(key: dict[str, Any], cache_dir: str | Path | None = None) -> Path | None:
+    """The folder of the finished cache entry for ``key``, or None where there is none yet."""
+    entry = resolve_cache_dir(cache_dir) / _entry_name(key, cache_key(key))
+    return entry if (entry / "meta.json").exists() else None
+
+
 def cached_imageset(
     key: dict[str, Any], build: Callable[[Path], None], cache_dir: str | Path | None = None
 ) -> tuple[ImageSet, dict[str, Any]]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from viny_probe.data import synthetic
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import cached_imageset, write_meta
+from viny_probe.data.cache import cached_entry, cached_imageset, write_meta
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyWarning
 
@@ -59,33 +59,54 @@ def load_embedded(
     limit: int | None = None,
     seed: int = 0,
     cache_dir=None,
+    indices=None,
     **_ignored,
 ) -> ImageSet:
-    """``limit`` images (default DEFAULT_SYNTHETIC_SIZE) of embedded set ``name`` at data seed ``seed``."""
+    """``limit`` images (default DEFAULT_SYNTHETIC_SIZE) of embedded set ``name`` at data seed ``seed``;
+    with ``indices``, only those images of the ``limit`` (in that order): generated alone, each is the
+    same image as in the whole set, and a cached whole set is read instead of generating anything."""
     n = limit or DEFAULT_SYNTHETIC_SIZE
     key = {"name": name, "size": size, "n": n, "seed": seed, "generator": _generator_digest()}
     notes = data_notes()
     if notes:  # different images: a different cache entry, and said
         key["stand_in_photos"] = stand_in_photos()
         warnings.warn(f"embedded {name}: {notes[0]}", VinyWarning, stacklevel=2)
-
-    def build(folder: Path) -> None:
-        data = generate(n, size, seed)
-        np.save(folder / "images.npy", data.images.numpy())
-        if data.labels is not None:
-            np.save(folder / "labels.npy", data.labels.numpy())
-        if data.masks is not None:
-            np.save(folder / "masks.npy", data.masks.numpy())
-        write_meta(folder, name=data.name, class_names=data.class_names, ids=data.ids)
-
-    dataset, _ = cached_imageset(key, build, cache_dir)
+    if indices is not None:
+        index = [int(i) for i in indices]
+        if cached_entry(key, cache_dir) is None:  # generate only these: minutes saved on a fresh cache
+            wanted = hashlib.sha256(",".join(map(str, index)).encode()).hexdigest()[:16]
+            dataset, _ = cached_imageset(
+                {**key, "indices": wanted},
+                partial(_build, partial(generate, n, size, seed, indices=index), name),
+                cache_dir,
+            )
+            return dataset
+        return load_embedded(generate, name, size=size, limit=n, seed=seed, cache_dir=cache_dir).subset(index)
+    dataset, _ = cached_imageset(key, partial(_build, partial(generate, n, size, seed), name), cache_dir)
     return dataset
+
+
+def _build(generate: Callable[[], ImageSet], name: str, folder: Path) -> None:
+    data = generate()
+    np.save(folder / "images.npy", data.images.numpy())
+    if data.labels is not None:
+        np.save(folder / "labels.npy", data.labels.numpy())
+    if data.masks is not None:
+        np.save(folder / "masks.npy", data.masks.numpy())
+    write_meta(folder, name=data.name, class_names=data.class_names, ids=data.ids)
+
+
+def embedded_ids(name: str, n: int, seed: int = 0) -> list[str]:
+    """The ids of the ``n`` images of embedded set ``name`` at data seed ``seed``, without generating
+    them (the split protocol is keyed by them)."""
+    return synthetic.image_ids(name, seed, range(n))
 
 
 register_dataset(
     DatasetSpec(
         name="toy-pets",
         load=partial(load_embedded, synthetic.synthetic_pets, "toy-pets"),
+        ids=partial(embedded_ids, "toy-pets"),
         description="embedded pet-like images with trimaps and 9 type labels (stands in for pets)",
         targets="trimaps",
         held_out="fixed",
@@ -98,6 +119,7 @@ register_dataset(
     DatasetSpec(
         name="toy-scenes",
         load=partial(load_embedded, synthetic.synthetic_scenes, "toy-scenes"),
+        ids=partial(embedded_ids, "toy-scenes"),
         description="embedded scenes in Intel's 6 classes (stands in for intel)",
         targets="classes",
         held_out="fifth",
@@ -110,6 +132,7 @@ register_dataset(
     DatasetSpec(
         name="toy-unlabeled",
         load=partial(load_embedded, synthetic.synthetic_unlabeled, "toy-unlabeled"),
+        ids=partial(embedded_ids, "toy-unlabeled"),
         description="embedded unlabeled stream of pet, scene and photo images (stands in for imagenet)",
         held_out="stream",
         size=3000,

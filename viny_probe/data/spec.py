@@ -59,6 +59,10 @@ class DatasetSpec:
     # Given, it makes targets "trimaps". A loader that reads the map from its folder (mask-folder)
     # leaves it None: the loaded ImageSet's ``mask_classes`` is what the diagnostics read either way.
     masks: MaskClasses | None = None
+    # ids(n, seed): the ids of its n images at data seed ``seed``, known without loading any. Given, its
+    # loader also takes ``indices=`` and loads only those images (the embedded sets: the diagnostics
+    # then generate the few images they score on, not the whole set).
+    ids: Callable[[int, int], list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.masks is not None:

@@ -11,10 +11,12 @@ Three generators, each ``f(n, size=128, seed=0) -> ImageSet``:
   no labels, for SimMIM pre-training.
 
 Images are rendered analytically at the requested size (never resized), in float64, and rounded to
-uint8 once. Randomness comes from ``numpy.random.SeedSequence([seed, stream, chunk])`` for each block
-of ``CHUNK`` images, so: the same seed gives identical bytes on any machine; the first k images of a
-set of n are the first k of any longer set with that seed (prefix-stable); and the three generators
-draw from disjoint streams. Textures are scikit-image's bundled sample photos (CC0 / public domain,
+uint8 once. Each image draws from its own ``numpy.random.SeedSequence([seed, stream, IMAGE, i])``;
+only the labels (balanced within each block of ``CHUNK`` images) and the unlabeled set's mix come from
+the block's ``SeedSequence([seed, stream, BLOCK, chunk])``. So: the same seed gives identical bytes on
+any machine; image i is the same whether it is generated alone, among the first 20 or among 3,000
+(``indices=`` generates only the images asked for); and the three generators draw from disjoint
+streams. Textures are scikit-image's bundled sample photos (CC0 / public domain,
 see docs/data.md); a photo that cannot be loaded is replaced by a procedural tile.
 """
 
@@ -60,14 +62,39 @@ def _check_args(n, size, seed) -> None:
         raise VinyError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def _chunk_rngs(n: int, seed: int, stream: int):
-    """One SeedSequence per CHUNK-sized block needed to cover n images."""
-    for c in range((n + CHUNK - 1) // CHUNK):
-        yield np.random.SeedSequence([int(seed), stream, c])
+_BLOCK, _IMAGE = 0, 1  # the two kinds of random stream: a block's labels, one image's pixels
+
+
+def _block_seq(seed: int, stream: int, chunk: int) -> np.random.SeedSequence:
+    """The labels (and the unlabeled mix) of images ``chunk * CHUNK`` .. ``chunk * CHUNK + CHUNK - 1``."""
+    return np.random.SeedSequence([int(seed), stream, _BLOCK, int(chunk)])
+
+
+def _image_seq(seed: int, stream: int, index: int) -> np.random.SeedSequence:
+    """Everything image ``index`` draws (its pixels and mask): its own stream, whatever else is made."""
+    return np.random.SeedSequence([int(seed), stream, _IMAGE, int(index)])
 
 
 def _gen(ss: np.random.SeedSequence) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(ss))
+
+
+def _block_values(
+    draw: Callable[[np.random.Generator], np.ndarray], indices: np.ndarray, seed: int, stream: int
+):
+    """``draw(block generator)`` (CHUNK values) read at each of ``indices``: one draw per block touched."""
+    blocks = {c: draw(_gen(_block_seq(seed, stream, c))) for c in np.unique(indices // CHUNK).tolist()}
+    return np.array([blocks[i // CHUNK][i % CHUNK] for i in indices.tolist()], dtype=np.int64)
+
+
+def _indices(n: int, indices) -> np.ndarray:
+    """The image indices to generate: ``indices`` (each in [0, n)) or all n."""
+    if indices is None:
+        return np.arange(n, dtype=np.int64)
+    out = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if out.size == 0 or out.min() < 0 or out.max() >= n:
+        raise VinyError(f"indices must be image indices in [0, {n}) (at least one), got {list(indices)[:8]}")
+    return out
 
 
 def _one_blas_thread():
@@ -80,21 +107,21 @@ def _one_blas_thread():
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _map_chunks(render: Callable, n: int, size: int, seed: int, stream: int) -> list:
-    """render(SeedSequence) for every chunk, in order; chunks run on a few threads (numpy releases the GIL).
+def _map_images(render: Callable, items: list, size: int) -> list:
+    """render(item) for every image, in order; images run on a few threads (numpy releases the GIL).
 
-    Each chunk depends only on its own SeedSequence, so the result does not depend on the thread count.
+    Each image depends only on its own SeedSequence, so the result does not depend on the thread count
+    nor on which other images are made.
     """
-    seqs = list(_chunk_rngs(n, seed, stream))
-    workers = min(len(seqs), os.cpu_count() or 1, 4)
+    workers = min(len(items), os.cpu_count() or 1, 4)
     with _one_blas_thread():
         tx.atlas(2 * size)  # build shared caches once, before any thread needs them
         tx._atlas_rows(2 * size)
         _template_stats()
         if workers <= 1:
-            return [render(ss) for ss in seqs]
+            return [render(item) for item in items]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(render, seqs))
+            return list(pool.map(render, items))
 
 
 def _b(a, ndim: int = 3) -> np.ndarray:
@@ -469,24 +496,34 @@ def _render_pets(rng: np.random.Generator, labels: np.ndarray, size: int) -> tup
     return np.clip(img, 0.0, 1.0), mask
 
 
-def synthetic_pets(n: int, size: int = 128, seed: int = 0) -> ImageSet:
-    """``n`` pet-like images with trimaps and 9 balanced type labels ("toy-pets"); see docs/data.md."""
+def image_ids(name: str, seed: int, indices) -> list[str]:
+    """The ids of images ``indices`` of embedded set ``name`` at data seed ``seed`` (known without
+    generating them: the split protocol is keyed by them)."""
+    return [f"{name}-s{seed}-{int(i):06d}" for i in indices]
+
+
+def synthetic_pets(n: int, size: int = 128, seed: int = 0, *, indices=None) -> ImageSet:
+    """``n`` pet-like images with trimaps and 9 balanced type labels ("toy-pets"); see docs/data.md.
+    ``indices``: only those images of the n (in that order), each the same as in the whole set."""
     _check_args(n, size, seed)
+    index = _indices(n, indices)
+    labels = _block_values(lambda g: tx.balanced_labels(g, CHUNK, len(PET_TYPES)), index, seed, _STREAM_PETS)
 
-    def render(ss):
-        rng = _gen(ss)
-        lab = tx.balanced_labels(rng, CHUNK, len(PET_TYPES))
-        img, mask = _render_pets(rng, lab, size)
-        return tx.to_uint8(img), mask, lab
+    def render(item):
+        i, lab = item
+        img, mask = _render_pets(_gen(_image_seq(seed, _STREAM_PETS, i)), np.array([lab]), size)
+        return tx.to_uint8(img), mask
 
-    images, masks, labels = zip(*_map_chunks(render, n, size, seed, _STREAM_PETS), strict=True)
+    images, masks = zip(
+        *_map_images(render, list(zip(index.tolist(), labels.tolist(), strict=True)), size), strict=True
+    )
     return ImageSet(
         name="toy-pets",
-        images=torch.from_numpy(np.concatenate(images)[:n].copy()),
-        labels=torch.from_numpy(np.concatenate(labels)[:n].copy()),
-        masks=torch.from_numpy(np.concatenate(masks)[:n].copy()),
+        images=torch.from_numpy(np.concatenate(images)),
+        labels=torch.from_numpy(labels),
+        masks=torch.from_numpy(np.concatenate(masks)),
         class_names=list(PET_TYPES),
-        ids=[f"toy-pets-s{seed}-{i:06d}" for i in range(n)],
+        ids=image_ids("toy-pets", seed, index),
     )
 
 
@@ -775,22 +812,26 @@ def _render_scenes(rng: np.random.Generator, labels: np.ndarray, size: int) -> n
     return np.clip(out + 0.012 * tx.grain(rng, len(labels), size), 0.0, 1.0)
 
 
-def synthetic_scenes(n: int, size: int = 128, seed: int = 0) -> ImageSet:
-    """``n`` scene images in 6 balanced classes named like Intel Image Classification ("toy-scenes")."""
+def synthetic_scenes(n: int, size: int = 128, seed: int = 0, *, indices=None) -> ImageSet:
+    """``n`` scene images in 6 balanced classes named like Intel Image Classification ("toy-scenes").
+    ``indices``: only those images of the n (in that order), each the same as in the whole set."""
     _check_args(n, size, seed)
+    index = _indices(n, indices)
+    labels = _block_values(
+        lambda g: tx.balanced_labels(g, CHUNK, len(SCENE_CLASSES)), index, seed, _STREAM_SCENES
+    )
 
-    def render(ss):
-        rng = _gen(ss)
-        lab = tx.balanced_labels(rng, CHUNK, len(SCENE_CLASSES))
-        return tx.to_uint8(_render_scenes(rng, lab, size)), lab
+    def render(item):
+        i, lab = item
+        return tx.to_uint8(_render_scenes(_gen(_image_seq(seed, _STREAM_SCENES, i)), np.array([lab]), size))
 
-    images, labels = zip(*_map_chunks(render, n, size, seed, _STREAM_SCENES), strict=True)
+    images = _map_images(render, list(zip(index.tolist(), labels.tolist(), strict=True)), size)
     return ImageSet(
         name="toy-scenes",
-        images=torch.from_numpy(np.concatenate(images)[:n].copy()),
-        labels=torch.from_numpy(np.concatenate(labels)[:n].copy()),
+        images=torch.from_numpy(np.concatenate(images)),
+        labels=torch.from_numpy(labels),
         class_names=list(SCENE_CLASSES),
-        ids=[f"toy-scenes-s{seed}-{i:06d}" for i in range(n)],
+        ids=image_ids("toy-scenes", seed, index),
     )
 
 
@@ -810,30 +851,31 @@ def _render_photos(rng: np.random.Generator, b: int, size: int) -> np.ndarray:
     return np.clip(img, 0.0, 1.0)
 
 
-def synthetic_unlabeled(n: int, size: int = 128, seed: int = 0) -> ImageSet:
-    """``n`` unlabeled images ("toy-unlabeled"): pets-like, scene and photo-crop images, mixed."""
+def synthetic_unlabeled(n: int, size: int = 128, seed: int = 0, *, indices=None) -> ImageSet:
+    """``n`` unlabeled images ("toy-unlabeled"): pets-like, scene and photo-crop images, mixed.
+    ``indices``: only those images of the n (in that order), each the same as in the whole set."""
     _check_args(n, size, seed)
+    index = _indices(n, indices)
+    kinds = _block_values(
+        lambda g: tx.choice_p(g, list(UNLABELED_MIX.values()), CHUNK), index, seed, _STREAM_UNLABELED
+    )
 
-    def render(ss):
-        rng_mix, rng_pets, rng_scenes, rng_photos = (_gen(s) for s in ss.spawn(4))
-        kind = tx.choice_p(rng_mix, list(UNLABELED_MIX.values()), CHUNK)
-        out = np.zeros((CHUNK, 3, size, size))
-        idx = [np.flatnonzero(kind == k) for k in range(3)]
-        if len(idx[0]):
-            out[idx[0]] = _render_pets(rng_pets, tx.randint(rng_pets, len(PET_TYPES), len(idx[0])), size)[0]
-        if len(idx[1]):
-            out[idx[1]] = _render_scenes(
-                rng_scenes, tx.randint(rng_scenes, len(SCENE_CLASSES), len(idx[1])), size
-            )
-        if len(idx[2]):
-            out[idx[2]] = _render_photos(rng_photos, len(idx[2]), size)
-        return tx.to_uint8(out)
+    def render(item):
+        i, kind = item
+        rng = _gen(_image_seq(seed, _STREAM_UNLABELED, i))
+        if kind == 0:
+            img = _render_pets(rng, tx.randint(rng, len(PET_TYPES), 1), size)[0]
+        elif kind == 1:
+            img = _render_scenes(rng, tx.randint(rng, len(SCENE_CLASSES), 1), size)
+        else:
+            img = _render_photos(rng, 1, size)
+        return tx.to_uint8(img)
 
-    images = _map_chunks(render, n, size, seed, _STREAM_UNLABELED)
+    images = _map_images(render, list(zip(index.tolist(), kinds.tolist(), strict=True)), size)
     return ImageSet(
         name="toy-unlabeled",
-        images=torch.from_numpy(np.concatenate(images)[:n].copy()),
-        ids=[f"toy-unlabeled-s{seed}-{i:06d}" for i in range(n)],
+        images=torch.from_numpy(np.concatenate(images)),
+        ids=image_ids("toy-unlabeled", seed, index),
     )
 
 
