@@ -64,7 +64,7 @@ def sweep(
     plan: PlanName = typer.Argument(
         "mini", help="a named plan (docs/experiments.md); ignored with --plan-file"
     ),
-    out: Path = out_option(..., "sweep folder (shared by every shard)"),
+    out: Path = out_option(..., "folder", "sweep folder (shared by every shard)"),
     preset: Preset | None = typer.Option(None, help=PRESET_HELP + " (default: the plan's)"),
     seeds: str | None = typer.Option(
         None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
@@ -254,7 +254,7 @@ def sweep_result(summary) -> dict:
 @interruptible(INTERRUPTED_PARTIAL)
 def report(
     sweep_dir: Path = typer.Argument(..., help="the sweep folder (--out of `viny sweep`)"),
-    out: Path | None = out_option(None, "report folder (default SWEEP_DIR/report)"),
+    out: Path | None = out_option(None, "folder", "report folder (default SWEEP_DIR/report)"),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:
