@@ -159,7 +159,7 @@ def test_shell_completion_is_installed_and_completes_commands_regimes_and_choice
         }
         return invoke([], env=env).stdout.split()
 
-    assert complete("viny ex") == ["export"]
+    assert complete("viny expo") == ["export"]
     assert set(complete("viny train s")) == {"simmim", "spatial", "segment"}
     assert set(complete("viny demo --precision b")) == {"bf16"}
 

@@ -16,8 +16,8 @@ from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
     INTERRUPTED_PARTIAL,
     RESULT_FILE_HELP,
-    batch_size_option,
     Background,
+    batch_size_option,
     check_output,
     dataset_option,
     device_option,
@@ -343,8 +343,12 @@ def reconstruct_command(
         "toy-pets test images",
     ),
     out: Path = out_option(Path("reconstruct.png"), "file", "output PNG; a .json goes beside it"),
-    mask_seed: int = typer.Option(0, "--mask-seed", help="seed of the masks (half the patches of each image)"),
-    split_seed: int | None = split_seed_option(None, "for DATASET:INDEX; default: the checkpoint's, from its lineage"),
+    mask_seed: int = typer.Option(
+        0, "--mask-seed", help="seed of the masks (half the patches of each image)"
+    ),
+    split_seed: int | None = split_seed_option(
+        None, "for DATASET:INDEX; default: the checkpoint's, from its lineage"
+    ),
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
     ),

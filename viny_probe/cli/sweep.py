@@ -27,6 +27,7 @@ from .options import (
     out_option,
     print_json,
     quiet_option,
+    split_seed_option,
     value,
 )
 
@@ -69,8 +70,8 @@ def sweep(
     seeds: str | None = typer.Option(
         None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
     ),
-    split_seed: int | None = typer.Option(
-        None, help="the one data split every run seed uses (default 0, the study's fixed splits)"
+    split_seed: int | None = split_seed_option(
+        None, "the one split every run seed uses; default 0, the study's fixed splits"
     ),
     pretrain_sizes: str | None = typer.Option(
         None, help="e.g. 0,500,3000 or 0,45k,100k (0 = no pre-training)"

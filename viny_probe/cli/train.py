@@ -21,10 +21,10 @@ from .options import (
     PRECISION_HELP,
     PRESET_HELP,
     SEED_HELP,
-    batch_size_option,
     Model,
     Precision,
     Preset,
+    batch_size_option,
     check_output,
     choices,
     device_option,
@@ -156,10 +156,12 @@ def _make_command(regime: str):
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
         targets: Targets | None = typer.Option(
-            None, **only("targets", "trimap = the trimap class of each patch; patch-label = the image's class")
+            None,
+            **only("targets", "trimap = the trimap class of each patch; patch-label = the image's class"),
         ),
         mixup: float | None = typer.Option(
-            None, **only("mixup", "MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)")
+            None,
+            **only("mixup", "MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)"),
         ),
         augment: Augment | None = typer.Option(
             None,
