@@ -170,6 +170,7 @@ def test_a_regime_refuses_an_option_it_does_not_take_and_says_which_do(option, m
     """`train simmim --mixup 0.5` said nothing and trained without MixUp; now every regime option is
     refused by the regimes without it, naming those with it, and hidden from their --help. Mutant
     applied once, failing this test: refuse_options_not_taken returning at once."""
+
     def trained(*_a, **_k):
         raise AssertionError("the command went on to train")
 
@@ -193,10 +194,12 @@ def test_a_regime_refuses_an_option_it_does_not_take_and_says_which_do(option, m
 def test_usage_errors_are_one_line_naming_the_option_as_typed():
     """Mutant applied once, failing this test: the rich_format_error replacement left out of app.py
     (typer's usage line, hint and box)."""
-    res = invoke(["probe", "x.pt", "--batch-size", "0"])
+    res = invoke(["probe", "x.pt", "--batch-size", "many"])
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "'--batch-size'" in lines[0], res.output
+    res = invoke(["probe", "x.pt", "--batch-size", "0"])  # a range check: viny's own wording, as typed
+    assert isinstance(res.exception, VinyError) and str(res.exception) == "--batch-size must be >= 1 (got 0)"
     res = invoke(["probe", "x.pt", "--seed", "3"])  # the old alias: the parser points at --split-seed
     assert res.exit_code == 2 and "--split-seed" in res.output and len(res.output.strip().splitlines()) == 1
 

@@ -17,6 +17,7 @@ from .options import (
     INTERRUPTED_PARTIAL,
     RESULT_FILE_HELP,
     Background,
+    at_least,
     batch_size_option,
     check_output,
     dataset_option,
@@ -56,6 +57,35 @@ BATCH_HELP = "images per forward pass while extracting tokens"
 NO_CACHE_HELP = (
     "compute the patch tokens again, neither reading nor writing the token cache (`viny cache info`)"
 )
+
+
+HEADS_HELP = (
+    "attention heads of a study authors' state_dict (.pth), which records none: needed unless `viny export` "
+    "wrote its config.json beside it or it has the study's 8 x 64 width"
+)
+
+
+def heads_option():
+    return typer.Option(None, "--heads", callback=at_least("--heads", 1), help=HEADS_HELP)
+
+
+def with_heads(models: list[str], heads: int | None) -> list[str]:
+    """``--heads N``: each viny model string as ``PATH,heads=N`` (how the viny source takes a head
+    count); a timm:/hf:/py:/tokens: model is refused (its head count is its own)."""
+    if heads is None:
+        return models
+    from ..analysis.sources import parse_model_spec
+    from ..errors import VinyError
+
+    out = []
+    for model in models:
+        spec = parse_model_spec(model)
+        if spec.prefix != "viny":
+            raise VinyError(
+                f"--heads is for the study authors' state_dict; {model} is a {spec.prefix}: model"
+            )
+        out.append(f"{model},heads={heads}")
+    return out
 
 
 def _no_cache_option():
@@ -190,6 +220,7 @@ def probe_command(
     device: str = device_option(),
     batch_size: int = batch_size_option(64, BATCH_HELP),
     no_cache: bool = _no_cache_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -206,6 +237,7 @@ def probe_command(
     check_output(out, "file")
     from ..analysis.checkpoint_probe import probe_checkpoint
 
+    (ckpt,) = with_heads([ckpt], heads)
     result = probe_checkpoint(
         ckpt,
         dataset,
@@ -272,6 +304,7 @@ def similarity_map_command(
     mean: str | None = _norm_option("mean"),
     std: str | None = _norm_option("std"),
     device: str = device_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
@@ -287,6 +320,7 @@ def similarity_map_command(
     check_output(out or Path("similarity-map.png"), "file")  # default: similarity-IMAGE.png, here
     from ..analysis.similarity_image import similarity_map_for_image
 
+    (ckpt,) = with_heads([ckpt], heads)
     result = similarity_map_for_image(
         ckpt,
         image,
@@ -451,6 +485,7 @@ def diagnose_command(
     device: str = device_option(),
     batch_size: int = batch_size_option(64, BATCH_HELP),
     no_cache: bool = _no_cache_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -468,9 +503,10 @@ def diagnose_command(
     check_output(out, "folder")
     from ..analysis.diagnose import diagnose
 
+    names = _split_names(names, len(ckpts)) or None
     summary = diagnose(
-        ckpts,
-        _split_names(names, len(ckpts)),
+        with_heads(ckpts, heads),
+        names,
         out,
         dataset=dataset,
         data_root=data_root,
@@ -525,9 +561,7 @@ def import_checkpoint_command(
     out: Path | None = out_option(
         None, "file", "the viny checkpoint to write (default: SRC with the suffix .viny.pt)"
     ),
-    heads: int | None = typer.Option(
-        None, help="attention heads of the authors' model (default 8, the study's)"
-    ),
+    heads: int | None = heads_option(),
     force: bool = typer.Option(
         False, "--force", help="write into a run folder or over a file already there (refused otherwise)"
     ),
@@ -552,6 +586,11 @@ def import_checkpoint_command(
         raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
     target = out or out_argument or src.with_suffix(".viny.pt")
     check_output(target, "file")
+    if heads is None:
+        from ..analysis.sources.viny import export_beside
+
+        beside = export_beside(src)  # `viny export --format authors` recorded the head count
+        heads = beside["model_config"].get("heads") if beside else None
     written = import_authors_checkpoint(src, target, heads, force=force)
     encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg

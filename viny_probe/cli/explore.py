@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from ..progress import console
+from .analysis import heads_option, with_heads
 from .app import app
 from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
@@ -67,6 +68,7 @@ def explore_command(
     quiet: bool = quiet_option(),
     device: str = device_option(),
     batch_size: int = batch_size_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """One self-contained HTML page to look at patch tokens: click a patch to see its cosine similarity
     to every patch of every image, per block (slider) and per model (rows); a PCA-RGB view per block;
@@ -85,7 +87,7 @@ def explore_command(
     if image_items and (dataset or images != 16):
         raise typer.BadParameter("give image files, or --dataset/--images, not both", param_hint="--dataset")
     progress = not (quiet or as_json)
-    models = load_models(sources)
+    models = load_models(with_heads(sources, heads))
     warnings: list[str] = []
     if image_items:
         shown = file_images(image_items)
@@ -135,6 +137,7 @@ def extract_command(
     quiet: bool = quiet_option(),
     device: str = device_option(),
     batch_size: int = batch_size_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Write a model's patch tokens to disk, per block, in .npy shards with an index of image ids, for
     your own tools; viny's diagnostics read the folder back as the model tokens:DIR (docs/any-model.md).
@@ -153,6 +156,7 @@ def extract_command(
         dataset, data_root, split_seed, test_size, probe_images, test_images, layer, dtype, shard_images,
         device, batch_size, not (quiet or as_json), force,
     )  # fmt: skip
+    (source,) = with_heads([source], heads)
     summary = extract_tokens(source, out, opts)
     if as_json:
         print_json(summary)

@@ -69,9 +69,23 @@ def split_seed_option(default: Any = None, help: str = "default: the checkpoint'
     return typer.Option(default, "--split-seed", help=f"{SPLIT_SEED_HELP} ({help})")
 
 
+def at_least(flag: str, low: int):
+    """A parser callback: None or a number >= ``low``, else viny's one-line error naming ``flag``
+    (``--batch-size must be >= 1 (got 0)``), the wording of every range check (``checks.check_range``)."""
+
+    def check(value):
+        if value is not None:
+            from ..checks import check_range
+
+            check_range(value, flag, low)
+        return value
+
+    return check
+
+
 def batch_size_option(default: Any = 64, help: str = "images per forward pass") -> Any:
-    """``--batch-size N`` (at least 1, checked by the parser)."""
-    return typer.Option(default, "--batch-size", min=1, help=help)
+    """``--batch-size N`` (at least 1, checked as the command line is read)."""
+    return typer.Option(default, "--batch-size", callback=at_least("--batch-size", 1), help=help)
 
 
 def check_output(path: Path | str | None, expect: str, flag: str = "-o/--out") -> None:
