@@ -97,8 +97,8 @@ def test_similarity_map_on_an_embedded_image_writes_all_references(tiny_ckpt, tm
     grid = json.loads(out.with_suffix(".json").read_text())
     assert set(grid["refs"]) == set(names) and grid["vmin"] == -0.5 and grid["vmax"] == 1.0
     overlay = json.loads((tmp_path / "map-boundary.json").read_text())
-    row, col = overlay["ref"]
-    assert overlay["map"][row][col] == pytest.approx(1.0, abs=1e-5)
+    row, col = overlay["refs"]["boundary"]  # the shape of every similarity-map JSON: refs and maps by name
+    assert overlay["maps"]["boundary"][row][col] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_similarity_map_on_any_image_file_with_patch_or_pixel(tiny_ckpt, tmp_path):
@@ -111,8 +111,8 @@ def test_similarity_map_on_any_image_file_with_patch_or_pixel(tiny_ckpt, tmp_pat
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
-    assert data["ref"] == [2, 5] and np.array(data["map"]).shape == (8, 8)
-    assert data["map"][2][5] == pytest.approx(1.0, abs=1e-5)
+    assert data["refs"] == {"patch": [2, 5]} and np.array(data["maps"]["patch"]).shape == (8, 8)
+    assert data["maps"]["patch"][2][5] == pytest.approx(1.0, abs=1e-5)
     # Pixel (69, 49) of the 70 x 50 original is the bottom-right patch of the resized input.
     res = similarity_map_for_image(tiny_ckpt, picture, pixel="69,49", out=tmp_path / "px.png")
     assert res["refs"] == {"pixel": [7, 7]}

@@ -1,4 +1,4 @@
-"""`viny export`: the encoder as model.safetensors (viny's names) or encoder.pth (the study authors'
+"""`viny export`: the encoder as encoder.safetensors (viny's names) or encoder.pth (the study authors'
 names) plus config.json, and both round trips back into viny."""
 
 import json
@@ -30,7 +30,7 @@ def test_viny_format_loads_back_with_identical_outputs(tiny_ckpt, tmp_path):
     source = ViNy(load_checkpoint(tiny_ckpt)["model_config"])
     source.load_state_dict(load_checkpoint(tiny_ckpt)["encoder"])
     source.eval()
-    saved = load_file(tmp_path / "exp" / "model.safetensors")
+    saved = load_file(tmp_path / "exp" / "encoder.safetensors")
     assert set(saved) == set(source.state_dict())
     assert all(torch.equal(saved[k], v) for k, v in source.state_dict().items())
     loaded = load_export(tmp_path / "exp")
@@ -40,7 +40,7 @@ def test_viny_format_loads_back_with_identical_outputs(tiny_ckpt, tmp_path):
         ours, theirs = loaded.patch_tokens_per_block(x), source.patch_tokens_per_block(x)
         assert ours.keys() == theirs.keys() and all(torch.equal(ours[b], theirs[b]) for b in ours)
     assert result["files"] == [
-        str(tmp_path / "exp" / "model.safetensors"),
+        str(tmp_path / "exp" / "encoder.safetensors"),
         str(tmp_path / "exp" / "config.json"),
     ]
 
@@ -49,7 +49,7 @@ def test_config_json_names_the_model_version_source_and_lineage(tiny_ckpt, tmp_p
     export_encoder(tiny_ckpt, tmp_path / "exp")
     config = json.loads((tmp_path / "exp" / "config.json").read_text())
     ckpt = load_checkpoint(tiny_ckpt)
-    assert config["format"] == "viny" and config["weights"] == "model.safetensors"
+    assert config["viny_format"] == "viny" and config["weights"] == "encoder.safetensors"
     assert config["model_config"] == ckpt["model_config"]
     assert config["viny_version"] == __import__("viny_probe").__version__
     assert config["source"]["sha256"] == file_digest(tiny_ckpt) and config["source"]["regime"] == "spatial"
@@ -113,7 +113,7 @@ def test_authors_format_of_a_viny_checkpoint_loads_back(tiny_ckpt, tmp_path):
     with torch.no_grad():
         assert torch.equal(load_export(tmp_path / "exp")(x), source.eval()(x))
     config = json.loads((tmp_path / "exp" / "config.json").read_text())
-    assert config["format"] == "authors" and config["weights"] == "encoder.pth" and config["warnings"]
+    assert config["viny_format"] == "authors" and config["weights"] == "encoder.pth" and config["warnings"]
 
 
 def test_unknown_format_and_incomplete_folder_are_clear_errors(tiny_ckpt, tmp_path):
@@ -129,7 +129,7 @@ def test_cli_export_json_prints_only_the_result(tiny_ckpt, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["format"] == "viny" and data["parameters"] > 0
-    assert (tmp_path / "exp" / "model.safetensors").is_file() and (tmp_path / "exp" / "config.json").is_file()
+    assert (tmp_path / "exp" / "encoder.safetensors").is_file() and (tmp_path / "exp" / "config.json").is_file()
     res = CliRunner().invoke(
         app, ["export", str(tiny_ckpt), "-o", str(tmp_path / "a"), "--format", "authors"]
     )

@@ -76,8 +76,8 @@ def test_similarity_overlay_figure(tmp_path):
     path = tmp_path / "overlay.png"
     plot_similarity_overlay(_image().numpy(), grid, (2, 1), path)
     data = _written(path)
-    assert data["ref"] == [2, 1] and data["image_shape"] == [64, 64, 3]
-    np.testing.assert_allclose(data["map"], grid)
+    assert data["refs"] == {"patch": [2, 1]} and data["image_shape"] == [64, 64, 3]
+    np.testing.assert_allclose(data["maps"]["patch"], grid)
     with pytest.raises(VinyError, match=r"\(3, H, W\) uint8"):
         plot_similarity_overlay(np.zeros((64, 64, 3)), grid, (0, 0), tmp_path / "x.png")
     with pytest.raises(VinyError, match="outside the 4x4 grid"):

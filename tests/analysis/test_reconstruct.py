@@ -189,7 +189,7 @@ def test_cli_takes_image_files_and_embedded_images(simmim_ckpt, tmp_path):
     )
     out = tmp_path / "two.png"
     result = CliRunner().invoke(
-        app, ["reconstruct", str(simmim_ckpt), str(picture), "toy-pets:2", "--seed", "7", "-o", str(out)]
+        app, ["reconstruct", str(simmim_ckpt), str(picture), "toy-pets:2", "--mask-seed", "7", "-o", str(out)]
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())

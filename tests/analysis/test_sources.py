@@ -399,7 +399,7 @@ def test_similarity_map_for_an_hf_model(hf_folder, tmp_path):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(out.with_suffix(".json").read_text())
-    assert len(data["map"]) == 8 and data["map"][7][7] == pytest.approx(1.0, abs=1e-5)
+    assert len(data["maps"]["patch"]) == 8 and data["maps"]["patch"][7][7] == pytest.approx(1.0, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------- bad input

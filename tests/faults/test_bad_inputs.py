@@ -405,7 +405,7 @@ def test_viny_export_refuses_non_finite_weights_naming_the_file_and_tensor(tmp_p
     (line,) = [x for x in output.splitlines() if x.strip()]
     assert line.startswith("error:") and str(ckpt) in line and repr(POISONED) in line
     assert "NaN or infinite" in line and "Traceback" not in output
-    assert not (tmp_path / "exported" / "model.safetensors").exists()
+    assert not (tmp_path / "exported" / "encoder.safetensors").exists()
 
 
 def test_train_init_refuses_non_finite_weights_before_loading_data(tmp_path, tiny_train_args):
@@ -464,7 +464,7 @@ def _reader_authors_file(tmp_path):
 
 def _reader_viny_export(tmp_path):
     export.export_encoder(_viny_checkpoint(tmp_path / "ok.pt"), tmp_path / "exported", "viny")
-    path = tmp_path / "exported" / "model.safetensors"
+    path = tmp_path / "exported" / "encoder.safetensors"
     _poison_file(path, POISONED)
     return (lambda: export.load_export(tmp_path / "exported")), path, POISONED
 

@@ -56,6 +56,8 @@ from viny_probe.runlock import hold_run_folder, is_run_folder, refuse_to_overwri
 AUTHORS_TENSOR_COUNT = 142
 #: The study's head count (reference-notes.md: 8 heads of dim_head 64).
 AUTHORS_HEADS = 8
+#: The study's width per head (the published files: 8 x 64 = 512).
+AUTHORS_DIM_HEAD = 64
 CHANNELS = 3
 
 _TOP = {
@@ -118,7 +120,9 @@ def _shape(state: dict, key: str, ndim: int) -> tuple[int, ...]:
 def infer_authors_config(state: dict, heads: int | None = None) -> ViTConfig:
     """The ViTConfig an authors' state_dict was built with, read off its tensor shapes.
 
-    ``heads`` (not recoverable from shapes) defaults to the study's 8; dim_head = inner width / heads.
+    ``heads`` is in no tensor's shape: without it, the study's 8 is taken only for the study's attention
+    width (8 heads x 64 = 512, the published files); any other width is refused, naming --heads, rather
+    than guessed (a 4-head export read as 8 heads gives other tokens). dim_head = inner width / heads.
     """
     if not is_authors_state_dict(state):
         raise VinyError(
@@ -149,6 +153,12 @@ def infer_authors_config(state: dict, heads: int | None = None) -> ViTConfig:
             raise VinyError(f"authors' state_dict: missing keys ['{key}']")
     inner = _shape(state, qkv, 2)[0] // 3
     mlp_dim = _shape(state, fc1, 2)[0]
+    if heads is None and inner != AUTHORS_HEADS * AUTHORS_DIM_HEAD:
+        raise VinyError(
+            f"authors' state_dict: its head count is in no tensor, and its attention width {inner} is not "
+            f"the study's {AUTHORS_HEADS} x {AUTHORS_DIM_HEAD}, so it cannot be taken as {AUTHORS_HEADS}: give "
+            "--heads N (the count the model was built with), or keep the config.json `viny export` wrote beside it"
+        )
     heads = AUTHORS_HEADS if heads is None else int(heads)
     if heads < 1 or inner % heads:
         raise VinyError(

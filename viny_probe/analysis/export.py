@@ -2,45 +2,45 @@
 
 Two formats (``EXPORT_FORMATS``):
 
-- ``viny``: ``model.safetensors`` with viny's tensor names (``ViNy.state_dict()``), loadable with
+- ``viny``: ``encoder.safetensors`` with viny's tensor names (``ViNy.state_dict()``), loadable with
   ``safetensors.torch.load_file`` into ``ViNy(ViTConfig(**config["model_config"]))`` (or with
-  :func:`load_export`).
+  :func:`load_export`). Not ``model.safetensors``: that is the name Hugging Face's ``from_pretrained``
+  loads, and it would build its default ViT-B/16 from the config.json beside it, fill it with
+  nothing it recognises and return it randomly initialised (a "load report" its only sign); with
+  another name it refuses the folder.
 - ``authors``: ``encoder.pth``, the study authors' state_dict naming (142 tensors for ViNy), written with
   ``torch.save`` as their published ``encoder_vit_4M_pretrain_200K.pth`` is, so their code loads it with
   ``model.load_state_dict(torch.load(path))``. It is the exact reverse of ``viny import-checkpoint``
   (``authors.authors_name_map``): a renaming, no tensor reshaped or transposed.
 
-``config.json`` holds, for both: the format and weights file, the ViTConfig, the viny version, the
-parameter count, the source checkpoint (path, sha256, regime, epoch) and a summary of its lineage (every
-stage the encoder went through: regime, dataset, images, checkpoint digest).
+``config.json`` holds, for both: the format (``viny_format``; no ``model_type``, so that no tool takes it
+for a Hugging Face config) and weights file, the ViTConfig, the viny version, the parameter count, the
+source checkpoint (path, sha256, regime, epoch), a summary of its lineage (every stage the encoder went
+through: regime, dataset, images, checkpoint digest) and the checkpoint's ``provenance`` (regime, training
+config, what it trained on, full lineage): every viny command reads an export folder as a model, with
+the defaults and overlap checks of the checkpoint it came from (``sources/viny.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 from pathlib import Path
 
 import torch
 
 from viny_probe import __version__
-from viny_probe.analysis.authors import AUTHORS_HEADS, CHANNELS, authors_name_map, authors_to_viny_state
+from viny_probe.analysis.authors import AUTHORS_HEADS, CHANNELS, authors_name_map
 from viny_probe.analysis.embeddings import load_encoder
-from viny_probe.checkpoint import (
-    atomic_write_bytes,
-    file_digest,
-    load_state_strict,
-    torch_load_safely,
-    write_json,
-)
+from viny_probe.analysis.sources.viny import EXPORT_FORMATS, load_export_folder
+from viny_probe.checkpoint import atomic_write_bytes, file_digest, jsonable, write_json
 from viny_probe.errors import VinyError
-from viny_probe.model import ViNy, count_parameters, model_config
+from viny_probe.model import ViNy, count_parameters
 from viny_probe.runlock import hold_run_folder, is_run_folder, refuse_to_overwrite
 
-EXPORT_FORMATS = ("viny", "authors")
-WEIGHTS_FILE = {"viny": "model.safetensors", "authors": "encoder.pth"}
+WEIGHTS_FILE = {"viny": "encoder.safetensors", "authors": "encoder.pth"}
 CONFIG_FILE = "config.json"
+PROVENANCE_KEYS = ("regime", "epoch", "config", "trained_on", "lineage")
 
 
 def viny_to_authors_state(state: dict[str, torch.Tensor], depth: int) -> dict[str, torch.Tensor]:
@@ -110,9 +110,9 @@ def _authors_warnings(encoder: ViNy) -> list[str]:
         )
     if cfg.heads != AUTHORS_HEADS:
         out.append(
-            f"the encoder has {cfg.heads} heads; the authors' state_dict does not record the head count "
-            f"(their code and `viny import-checkpoint` assume {AUTHORS_HEADS}): build their ViT with "
-            f"heads={cfg.heads} and import with --heads {cfg.heads}"
+            f"the encoder has {cfg.heads} heads, which the authors' state_dict does not record (their code "
+            f"assumes {AUTHORS_HEADS}): build their ViT with heads={cfg.heads}; viny reads the count from the "
+            f"config.json beside encoder.pth, and needs --heads {cfg.heads} for the file without it"
         )
     if cfg.cls_in_sequence:
         out.append(
@@ -153,7 +153,8 @@ def export_encoder(ckpt: str | Path, out: str | Path, fmt: str = "viny", force: 
     return {
         "out": str(out),
         "files": [str(weights), str(out / CONFIG_FILE)],
-        **{k: config[k] for k in ("format", "model_config", "parameters", "tensors", "source", "lineage")},
+        "format": config["viny_format"],
+        **{k: config[k] for k in ("model_config", "parameters", "tensors", "source", "lineage")},
         "warnings": warnings,
     }
 
@@ -168,7 +169,7 @@ def _write_export(out, weights, data, fmt, encoder, ckpt, loaded, digest, warnin
         "epoch": loaded.get("epoch"),
     }
     config = {
-        "format": fmt,
+        "viny_format": fmt,
         "weights": weights.name,
         "weights_sha256": hashlib.sha256(data).hexdigest(),
         "model_config": encoder.cfg.to_dict(),
@@ -177,6 +178,7 @@ def _write_export(out, weights, data, fmt, encoder, ckpt, loaded, digest, warnin
         "tensors": len(encoder.state_dict()),
         "source": source,
         "lineage": lineage_summary(loaded, ckpt, digest),
+        "provenance": jsonable({k: loaded[k] for k in PROVENANCE_KEYS if loaded.get(k) is not None}),
     }
     if warnings:
         config["warnings"] = warnings
@@ -186,25 +188,4 @@ def _write_export(out, weights, data, fmt, encoder, ckpt, loaded, digest, warnin
 
 def load_export(folder: str | Path) -> ViNy:
     """The encoder an ``export_encoder`` folder holds (either format), built strictly, in eval mode."""
-    folder = Path(folder)
-    config_path = folder / CONFIG_FILE
-    if not config_path.is_file():
-        raise VinyError(f"{folder} is not a viny export: no {CONFIG_FILE} (written by `viny export`)")
-    config = json.loads(config_path.read_text())
-    fmt, weights = config.get("format"), folder / str(config.get("weights"))
-    if fmt not in EXPORT_FORMATS or not weights.is_file():
-        raise VinyError(f"{config_path}: format {fmt!r} with weights {weights} is not a complete viny export")
-    cfg = model_config(config["model_config"])
-    if fmt == "viny":
-        from safetensors.torch import load_file
-
-        state = load_file(weights)
-    else:
-        _, state = authors_to_viny_state(
-            torch_load_safely(weights, "the authors-format encoder.pth that viny export wrote"),
-            cfg.heads,
-            weights,
-        )
-    encoder = ViNy(cfg)
-    load_state_strict(encoder, state, f"encoder in {weights}")
-    return encoder.eval()
+    return load_export_folder(folder)[0]

@@ -331,9 +331,12 @@ def plot_similarity_overlay(
     path: str | Path,
     title: str | None = None,
     alpha: float = 0.55,
+    ref_name: str = "patch",
 ) -> dict:
     """Three panels: the input with the reference patch marked, the (g, g) map, and the map upsampled
-    (nearest, one block per patch) and overlaid on the input. image: ``(3, H, W)`` uint8."""
+    (nearest, one block per patch) and overlaid on the input. image: ``(3, H, W)`` uint8. The JSON has
+    the shape of every similarity-map JSON, whatever the number of references: ``refs`` ({ref_name:
+    [row, col]}) and ``maps`` ({ref_name: the (g, g) map})."""
     picture = _as_image(image, "image")
     grid = _as_map(similarity, "similarity")
     g, size = grid.shape[0], picture.shape[0] / grid.shape[0]
@@ -366,10 +369,10 @@ def plot_similarity_overlay(
     fig.suptitle(title)
     data = {
         "title": title,
-        "ref": [int(row), int(col)],
+        "refs": {ref_name: [int(row), int(col)]},
         "vmin": MAP_VMIN,
         "vmax": MAP_VMAX,
-        "map": grid,
+        "maps": {ref_name: grid},
         "image_shape": list(picture.shape),
     }
     return _save(fig, path, data)

@@ -144,6 +144,7 @@ def reconstruct_images(
     split_seed: int | None = None,
     test_size: int | None = None,
     allow_overlap: bool = False,
+    device: str = "cpu",
 ) -> dict:
     """Fig 2 for one SimMIM checkpoint: one row per image (input | masked input | reconstruction),
     written to ``out`` (.png) with a JSON beside it (images, masks, per-image masked L1).
@@ -151,14 +152,18 @@ def reconstruct_images(
     images: image files or ``DATASET:INDEX`` (see ``load_named_image``; ``split_seed`` / ``test_size``
     pick the test split, by default the checkpoint's, from its lineage; an embedded image the lineage
     trained on is refused unless ``allow_overlap``); default the first 4 toy-pets test images.
-    ``seed`` draws the masks.
+    ``seed`` draws the masks (`--mask-seed`); ``device``: where the model runs (auto | cpu | cuda[:N]).
     """
     from viny_probe.analysis.plots import plot_reconstructions
 
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise VinyError(f"-o must name a .png file, got {str(out)!r}")
+    from viny_probe.trainers.loop import resolve_device
+
     encoder, head, meta = load_simmim(ckpt)
+    where = resolve_device(device)
+    encoder, head = encoder.to(where), head.to(where)
     cfg = encoder.cfg
     named, warnings = load_images_for(
         str(ckpt), meta, images or DEFAULT_IMAGES, cfg.image_size, split_seed, test_size, allow_overlap

@@ -120,7 +120,7 @@ def similarity_map_for_image(
     if len(refs) == 1:
         ((name, ref),) = refs.items()
         plot_similarity_overlay(
-            picture, maps[name], ref, out, title=f"{source}: cosine to patch {ref} ({where})"
+            picture, maps[name], ref, out, title=f"{source}: cosine to patch {ref} ({where})", ref_name=name
         )
         files.append(out)
     else:
@@ -129,7 +129,12 @@ def similarity_map_for_image(
         for name, ref in refs.items():
             target = out.with_name(f"{out.stem}-{name}.png")
             plot_similarity_overlay(
-                picture, maps[name], ref, target, title=f"{source}: {name} patch {ref} ({where})"
+                picture,
+                maps[name],
+                ref,
+                target,
+                title=f"{source}: {name} patch {ref} ({where})",
+                ref_name=name,
             )
             files.append(target)
     stamp_warnings([*files, *(f.with_suffix(".json") for f in files)], warnings)

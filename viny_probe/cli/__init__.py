@@ -45,9 +45,24 @@ def _load_plugins() -> None:
     if named:
         os.environ[ENV_VAR] = os.pathsep.join([*plugin_names_in_env(), *named])
     load_plugins()
+    from .options import refresh_dataset_options
+
+    refresh_dataset_options()  # the --dataset choices, with the plugins' datasets
+
+
+# Rich lays tables out for an 80-column terminal when the output is not a terminal (a pipe, a file,
+# a CI log), cutting cells to "..." and wrapping words: piped, viny's output gets this width instead
+# (COLUMNS, where set, still wins).
+PIPED_WIDTH = 200
+
+
+def wide_when_piped() -> None:
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = PIPED_WIDTH
 
 
 def main() -> None:
+    wide_when_piped()
     warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
     _load_plugins()
     try:
@@ -57,7 +72,7 @@ def main() -> None:
         raise
     except VinyError as e:
         # escaped: a message may hold brackets (pip install "viny-probe[timm]") that are not markup
-        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)  # one line
         sys.exit(2)
     except KeyboardInterrupt:  # outside a command (each command says what it kept: options.interruptible)
         console.print("[yellow]interrupted.[/]")

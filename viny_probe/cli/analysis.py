@@ -17,13 +17,17 @@ from .options import (
     INTERRUPTED_PARTIAL,
     RESULT_FILE_HELP,
     Background,
+    at_least,
+    batch_size_option,
     check_output,
+    dataset_option,
     device_option,
     interruptible,
     json_option,
     out_option,
     print_json,
     quiet_option,
+    split_seed_option,
     value,
     write_result,
 )
@@ -55,22 +59,44 @@ NO_CACHE_HELP = (
 )
 
 
+HEADS_HELP = (
+    "attention heads of a study authors' state_dict (.pth), which records none: needed unless `viny export` "
+    "wrote its config.json beside it or it has the study's 8 x 64 width"
+)
+
+
+def heads_option():
+    return typer.Option(None, "--heads", callback=at_least("--heads", 1), help=HEADS_HELP)
+
+
+def with_heads(models: list[str], heads: int | None) -> list[str]:
+    """``--heads N``: each viny model string as ``PATH,heads=N`` (how the viny source takes a head
+    count); a timm:/hf:/py:/tokens: model is refused (its head count is its own)."""
+    if heads is None:
+        return models
+    from ..analysis.sources import parse_model_spec
+    from ..errors import VinyError
+
+    out = []
+    for model in models:
+        spec = parse_model_spec(model)
+        if spec.prefix != "viny":
+            raise VinyError(
+                f"--heads is for the study authors' state_dict; {model} is a {spec.prefix}: model"
+            )
+        out.append(f"{model},heads={heads}")
+    return out
+
+
 def _no_cache_option():
     return typer.Option(False, "--no-cache", help=NO_CACHE_HELP)
 
 
-def _dataset_help() -> str:
-    """The datasets with masks, from the dataset registry (a plugin's are known once it is loaded)."""
-    from ..data.spec import names_with_masks
+DATASET_HELP = (
+    "a dataset with per-pixel masks (a real one with --data-root); default: the dataset of the "
+    "checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders that saw real data"
+)
 
-    return (
-        f"a dataset with per-pixel masks: {names_with_masks()} (a real one with --data-root); default: the "
-        "dataset of the checkpoint's trimap stage, from its lineage; else toy-pets, or pets for encoders "
-        "that saw real data"
-    )
-
-
-DATASET_HELP = _dataset_help()
 OVERLAP_HELP = (
     "evaluate even on images the checkpoint's lineage trained on (refused by default); the warning is "
     "written into every output"
@@ -167,16 +193,14 @@ def diagnose_table(summary: dict, out: Path) -> Table:
 @interruptible(INTERRUPTED_NOTHING_WRITTEN)
 def probe_command(
     ckpt: str = typer.Argument(..., help=CKPT_HELP),
-    dataset: str | None = typer.Option(None, help=DATASET_HELP),
+    dataset: str | None = dataset_option(DATASET_HELP, masks=True),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
     layer: str = typer.Option(
         "final", help="final (last block after the final LayerNorm) | all | a block number | 3,6,12"
     ),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", "--seed", help="split seed (default: the checkpoint's, from its lineage)"
-    ),
+    split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(
         None, help="the fixed test set's size (default: the checkpoint's, from its lineage)"
     ),
@@ -186,7 +210,7 @@ def probe_command(
     ),
     test_images: int = typer.Option(1000, help="test images the probe is scored on"),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
-    out: Path | None = out_option(None, RESULT_FILE_HELP),
+    out: Path | None = out_option(None, "file", RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
@@ -194,8 +218,9 @@ def probe_command(
     mean: str | None = _norm_option("mean"),
     std: str | None = _norm_option("std"),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
+    batch_size: int = batch_size_option(64, BATCH_HELP),
     no_cache: bool = _no_cache_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -212,6 +237,7 @@ def probe_command(
     check_output(out, "file")
     from ..analysis.checkpoint_probe import probe_checkpoint
 
+    (ckpt,) = with_heads([ckpt], heads)
     result = probe_checkpoint(
         ckpt,
         dataset,
@@ -255,11 +281,14 @@ def similarity_map_command(
     ),
     patch: str | None = typer.Option(None, help="reference patch ROW,COL on the patch grid (0-based)"),
     pixel: str | None = typer.Option(None, help="reference pixel Y,X in the original image's pixels"),
-    out: Path | None = out_option(None, "output PNG (default similarity-IMAGE.png); a .json goes beside it"),
-    layer: str = typer.Option("final", help="final | a block number"),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", "--seed", help="split seed for DATASET:INDEX (default: the checkpoint's)"
+    out: Path | None = out_option(
+        None,
+        "file",
+        "output PNG (default similarity-IMAGE.png); a .json goes beside it, and with several references "
+        "OUT-REFERENCE.png (+ .json) for each",
     ),
+    layer: str = typer.Option("final", help="final | a block number"),
+    split_seed: int | None = split_seed_option(None, "for DATASET:INDEX; default: the checkpoint's"),
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's)"
     ),
@@ -275,6 +304,7 @@ def similarity_map_command(
     mean: str | None = _norm_option("mean"),
     std: str | None = _norm_option("std"),
     device: str = device_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Fig 6 for any image: cosine similarity between a reference patch and every patch.
 
@@ -290,6 +320,7 @@ def similarity_map_command(
     check_output(out or Path("similarity-map.png"), "file")  # default: similarity-IMAGE.png, here
     from ..analysis.similarity_image import similarity_map_for_image
 
+    (ckpt,) = with_heads([ckpt], heads)
     result = similarity_map_for_image(
         ckpt,
         image,
@@ -345,10 +376,12 @@ def reconstruct_command(
         "embedded test image (toy-pets:17 = image 17 of the toy-pets test split); default the first 4 "
         "toy-pets test images",
     ),
-    out: Path = out_option(Path("reconstruct.png"), "output PNG; a .json goes beside it"),
-    seed: int = typer.Option(0, help="seed of the masks (half the patches of each image)"),
-    split_seed: int | None = typer.Option(
-        None, help="split seed for DATASET:INDEX (default: the checkpoint's, from its lineage)"
+    out: Path = out_option(Path("reconstruct.png"), "file", "output PNG; a .json goes beside it"),
+    mask_seed: int = typer.Option(
+        0, "--mask-seed", help="seed of the masks (half the patches of each image)"
+    ),
+    split_seed: int | None = split_seed_option(
+        None, "for DATASET:INDEX; default: the checkpoint's, from its lineage"
     ),
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
@@ -356,27 +389,30 @@ def reconstruct_command(
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
+    device: str = device_option(),
 ) -> None:
     """Fig 2 for a SimMIM checkpoint: input | masked input | reconstruction, one row per image.
 
     Half of each image's patches are masked (blacked out in the middle column, as in the study's Fig 2), with masks drawn from
-    --seed, so the figure is reproducible and every checkpoint gets the same masks. The reconstruction
+    --mask-seed, so the figure is reproducible and every checkpoint gets the same masks. The reconstruction
     is the decoder's pixels at the masked patches pasted into the visible ones. The JSON beside the
     PNG holds the images, their masks and each image's masked L1 (the training loss, on normalised
     pixels).
 
     Examples: viny reconstruct runs/simmim/final.pt -o fig2.png;
-    viny reconstruct final.pt cat.jpg toy-pets:5 --seed 3 -o cat.png
+    viny reconstruct final.pt cat.jpg toy-pets:5 --mask-seed 3 -o cat.png
     """
     check_output(out, "file")
     from ..analysis.reconstruct import reconstruct_images
 
-    result = reconstruct_images(ckpt, images, out, seed, split_seed, test_size, allow_overlap)
+    result = reconstruct_images(
+        ckpt, images, out, mask_seed, split_seed, test_size, allow_overlap, device=device
+    )
     if as_json:
         print_json(result)
         _print_warnings(result["warnings"])
         return
-    t = Table(title=f"SimMIM reconstructions: {ckpt} (mask seed {seed})")
+    t = Table(title=f"SimMIM reconstructions: {ckpt} (mask seed {mask_seed})")
     t.add_column("image")
     t.add_column("masked L1", justify="right")
     for row in result["images"]:
@@ -416,14 +452,12 @@ def diagnose_command(
         help="one display name per checkpoint, after the checkpoints: --names A B C (or A,B,C); "
         "default: each checkpoint's run-folder name",
     ),
-    out: Path = out_option(Path("viny-diagnose"), "output folder"),
-    dataset: str | None = typer.Option(None, help=DATASET_HELP),
+    out: Path = out_option(Path("viny-diagnose"), "folder", "output folder (the files are listed above)"),
+    dataset: str | None = dataset_option(DATASET_HELP, masks=True),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", "--seed", help="split seed (default: the first checkpoint's, from its lineage)"
-    ),
+    split_seed: int | None = split_seed_option(None, "default: the first checkpoint's, from its lineage"),
     test_size: int | None = typer.Option(
         None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
     ),
@@ -449,8 +483,9 @@ def diagnose_command(
     mean: str | None = _norm_option("mean", "every model's"),
     std: str | None = _norm_option("std", "every model's"),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
+    batch_size: int = batch_size_option(64, BATCH_HELP),
     no_cache: bool = _no_cache_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -468,9 +503,10 @@ def diagnose_command(
     check_output(out, "folder")
     from ..analysis.diagnose import diagnose
 
+    names = _split_names(names, len(ckpts)) or None
     summary = diagnose(
-        ckpts,
-        _split_names(names, len(ckpts)),
+        with_heads(ckpts, heads),
+        names,
         out,
         dataset=dataset,
         data_root=data_root,
@@ -523,11 +559,9 @@ def import_checkpoint_command(
     # `viny import-checkpoint SRC OUT`, the spelling before -o, still works (not shown in --help).
     out_argument: Path | None = typer.Argument(None, metavar="OUT", hidden=True),
     out: Path | None = out_option(
-        None, "the viny checkpoint to write (default: SRC with the suffix .viny.pt)"
+        None, "file", "the viny checkpoint to write (default: SRC with the suffix .viny.pt)"
     ),
-    heads: int | None = typer.Option(
-        None, help="attention heads of the authors' model (default 8, the study's)"
-    ),
+    heads: int | None = heads_option(),
     force: bool = typer.Option(
         False, "--force", help="write into a run folder or over a file already there (refused otherwise)"
     ),
@@ -552,6 +586,11 @@ def import_checkpoint_command(
         raise VinyError(f"two outputs given ({out_argument} and -o {out}); give one")
     target = out or out_argument or src.with_suffix(".viny.pt")
     check_output(target, "file")
+    if heads is None:
+        from ..analysis.sources.viny import export_beside
+
+        beside = export_beside(src)  # `viny export --format authors` recorded the head count
+        heads = beside["model_config"].get("heads") if beside else None
     written = import_authors_checkpoint(src, target, heads, force=force)
     encoder, ckpt = load_encoder(written)
     cfg = encoder.cfg

@@ -16,8 +16,10 @@ from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
     RESULT_FILE_HELP,
     Model,
+    batch_size_option,
     check_output,
     choices,
+    dataset_option,
     device_option,
     interruptible,
     json_option,
@@ -102,7 +104,7 @@ def render(result: dict) -> list:
 def bench(
     device: str = device_option(),
     precision: BenchPrecision = typer.Option("both", help="both = each regime in fp32 and in bf16"),
-    batch: int = typer.Option(64, help="images per step"),
+    batch_size: int = batch_size_option(64, "images per step"),
     model: Model = typer.Option("viny", help="viny = the study's 4.8M model; demo; tiny"),
     regimes: str | None = typer.Option(
         None, help="comma-separated regimes (default: every registered regime)"
@@ -112,7 +114,13 @@ def bench(
     warmup: int = typer.Option(1, help="untimed runs first"),
     epoch_batches: int = typer.Option(4, help="batches in the whole-epoch measurement (data included)"),
     baseline: Baseline = typer.Option("simmim", help="regime of the plain fp32 baseline (none: no baseline)"),
-    dataset: str = typer.Option("toy-pets", help="toy-pets (embedded) | random"),
+    dataset: str = dataset_option(
+        "an embedded dataset with masks, or random uint8 tensors",
+        "toy-pets",
+        masks=True,
+        embedded=True,
+        extra=("random",),
+    ),
     threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
     workers: int = typer.Option(0, help="DataLoader workers of the plain baseline"),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
@@ -126,7 +134,7 @@ def bench(
         "--cuda-graphs/--no-cuda-graphs",
         help="with --fleet: replay each fleet step from a CUDA graph (GPU)",
     ),
-    out: Path | None = out_option(None, RESULT_FILE_HELP),
+    out: Path | None = out_option(None, "file", RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:
@@ -144,7 +152,7 @@ def bench(
     shared = dict(
         device=device,
         precisions=precisions,
-        batch=batch,
+        batch=batch_size,
         model=value(model),
         regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
         steps=steps,

@@ -11,6 +11,7 @@ from ..progress import console
 from .app import app
 from .options import (
     PRECISION_HELP,
+    SEED_HELP,
     Model,
     Precision,
     check_output,
@@ -29,11 +30,11 @@ from .options import (
     "Finished stages and epochs are saved in the output folder; continue with the same command and --resume."
 )
 def demo(
-    out: Path = out_option(Path("viny-demo"), "output folder for the three run folders"),
+    out: Path = out_option(Path("viny-demo"), "folder", "output folder for the three run folders"),
     model: Model = typer.Option(
         "demo", help="demo = 64 px, width 64, depth 6; viny = the study's model; tiny"
     ),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help=SEED_HELP),
     device: str = device_option(),
     precision: Precision = typer.Option("auto", help=PRECISION_HELP),
     epochs_scale: float = typer.Option(1.0, help="multiply every stage's epochs (e.g. 0.2 for a smoke run)"),

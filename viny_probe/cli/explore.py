@@ -7,16 +7,20 @@ from pathlib import Path
 import typer
 
 from ..progress import console
+from .analysis import heads_option, with_heads
 from .app import app
 from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
+    batch_size_option,
     check_output,
+    dataset_option,
     device_option,
     interruptible,
     json_option,
     out_option,
     print_json,
     quiet_option,
+    split_seed_option,
 )
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -45,17 +49,15 @@ def explore_command(
         help="models (viny checkpoints, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION), then optionally image "
         "files or embedded DATASET:INDEX images; without images, --images test images of --dataset",
     ),
-    out: Path = out_option(Path("explorer.html"), "the HTML file to write (default explorer.html)"),
-    dataset: str | None = typer.Option(
-        None, help="images from this dataset's test split (default: the first checkpoint's, else toy-pets)"
+    out: Path = out_option(Path("explorer.html"), "file", "the HTML file to write (default explorer.html)"),
+    dataset: str | None = dataset_option(
+        "images from this dataset's test split (default: the first checkpoint's, else toy-pets)"
     ),
     images: int = typer.Option(16, "--images", help="how many test images to show"),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", help="split seed (default: the checkpoint's)"
-    ),
+    split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
     layer: str = typer.Option("all", "--layer", help="blocks in the page: all | final | 3,6,12"),
     max_mb: float = typer.Option(64.0, "--max-mb", help="refuse a page larger than this (MB)"),
@@ -65,7 +67,8 @@ def explore_command(
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
+    batch_size: int = batch_size_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """One self-contained HTML page to look at patch tokens: click a patch to see its cosine similarity
     to every patch of every image, per block (slider) and per model (rows); a PCA-RGB view per block;
@@ -84,7 +87,7 @@ def explore_command(
     if image_items and (dataset or images != 16):
         raise typer.BadParameter("give image files, or --dataset/--images, not both", param_hint="--dataset")
     progress = not (quiet or as_json)
-    models = load_models(sources)
+    models = load_models(with_heads(sources, heads))
     warnings: list[str] = []
     if image_items:
         shown = file_images(image_items)
@@ -115,16 +118,14 @@ def extract_command(
     source: str = typer.Argument(
         ..., help="the model (viny checkpoint, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION)"
     ),
-    out: Path = out_option(Path("viny-tokens"), "the folder to write (index.json + .npy shards)"),
-    dataset: str | None = typer.Option(
-        None, help="the images' dataset (default: the checkpoint's, from its lineage; else toy-pets)"
+    out: Path = out_option(Path("viny-tokens"), "folder", "the folder to write (index.json + .npy shards)"),
+    dataset: str | None = dataset_option(
+        "the images' dataset (default: the checkpoint's, from its lineage; else toy-pets)"
     ),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
-    split_seed: int | None = typer.Option(
-        None, "--split-seed", help="split seed (default: the checkpoint's)"
-    ),
+    split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
     probe_images: int = typer.Option(2000, help="pool images (those the probe is fitted on)"),
     test_images: int = typer.Option(1000, help="test images"),
@@ -135,7 +136,8 @@ def extract_command(
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     device: str = device_option(),
-    batch_size: int = typer.Option(64, "--batch-size", help="images per forward pass"),
+    batch_size: int = batch_size_option(),
+    heads: int | None = heads_option(),
 ) -> None:
     """Write a model's patch tokens to disk, per block, in .npy shards with an index of image ids, for
     your own tools; viny's diagnostics read the folder back as the model tokens:DIR (docs/any-model.md).
@@ -154,6 +156,7 @@ def extract_command(
         dataset, data_root, split_seed, test_size, probe_images, test_images, layer, dtype, shard_images,
         device, batch_size, not (quiet or as_json), force,
     )  # fmt: skip
+    (source,) = with_heads([source], heads)
     summary = extract_tokens(source, out, opts)
     if as_json:
         print_json(summary)

@@ -29,7 +29,7 @@ def export_command(
     ckpt: Path = typer.Argument(
         ..., help="a viny checkpoint (run folder's final.pt) or the study authors' state_dict (.pth)"
     ),
-    out: Path = out_option(..., "output folder: the weights file and config.json"),
+    out: Path = out_option(..., "folder", "output folder: the weights file and config.json"),
     format: ExportFormat = typer.Option(
         "viny",
         "--format",

@@ -1,12 +1,28 @@
 """What every `viny` command shares, spelled and worded once: the result options (-o/--out, --json,
--q/--quiet), enumerated choices (listed by --help, checked by the parser) and what Ctrl-C says.
+-q/--quiet), the seeds, --batch-size and --device, enumerated choices (listed by --help, checked by
+the parser) and what Ctrl-C says.
 
-Every command that writes or prints results takes
+The grammar every command follows (tests/cli/test_grammar.py walks every command's --help and checks it):
 
-- ``-o/--out``: where its files go (a command that only prints also writes its result there as JSON);
+- ``-o/--out FILE`` or ``-o/--out FOLDER``, one rule: a command whose result is one file takes a FILE
+  (``probe`` and ``bench`` write their result as JSON there; ``similarity-map``, ``reconstruct`` and
+  ``explore`` a figure or page, companion files named after it going beside it: ``OUT.json``,
+  ``OUT-REFERENCE.png``; ``import-checkpoint`` a checkpoint); a command that writes a set of files
+  takes a FOLDER and names the files in it (``train``, ``demo``, ``sweep``, ``report``, ``diagnose``,
+  ``export``, ``extract``). The metavar in --help says which, and ``check_output`` refuses the other;
 - ``--json``: the result as JSON on stdout, and nothing else on stdout (no tables, messages or bars;
   warnings and errors go to stderr as always);
-- ``-q/--quiet``: no progress bars or progress messages; results, warnings and errors still print.
+- ``-q/--quiet``: no progress bars or progress messages; results, warnings and errors still print;
+- ``--seed`` is the run seed (initialisation, batch order, masking, augmentation) wherever it exists,
+  ``--split-seed`` which images form the test set and the pools; any other seed is named for what it
+  draws (``reconstruct --mask-seed``); no command takes ``--seed`` for anything else;
+- ``--batch-size N``: images per step or forward pass, on every command that batches images;
+- ``--device``: on every command that runs a model;
+- ``-h`` is ``--help`` everywhere;
+- an error is one line, ``error: ...``, naming an option as it is typed (``--batch-size``, not
+  ``batch_size``): viny's own errors (VinyError) and the parser's usage errors alike (``app.py``);
+- an option that does not apply (``train simmim --mixup``) is refused with the reason, not ignored;
+- ``--dataset`` is a choice from the dataset registry of the datasets that fit the command.
 """
 
 from __future__ import annotations
@@ -33,9 +49,43 @@ QUIET_HELP = "no progress bars or progress messages (results, warnings and error
 RESULT_FILE_HELP = "also write the result as JSON to this file"
 
 
-def out_option(default: Any, help: str) -> Any:
-    """``-o/--out``; ``help`` says what is written there (and the default)."""
-    return typer.Option(default, "--out", "-o", help=help)
+OUT_KINDS = ("file", "folder")
+
+
+def out_option(default: Any, kind: str, help: str) -> Any:
+    """``-o/--out FILE`` or ``-o/--out FOLDER`` (the module's rule); ``help`` says what is written
+    there (and the default). Pass the same ``kind`` to ``check_output``."""
+    if kind not in OUT_KINDS:
+        raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
+    return typer.Option(default, "--out", "-o", metavar=kind.upper(), help=help)
+
+
+SEED_HELP = "run seed: initialisation, batch order, masking and augmentation"
+SPLIT_SEED_HELP = "split seed: which images form the fixed test set and the pools"
+
+
+def split_seed_option(default: Any = None, help: str = "default: the checkpoint's, from its lineage") -> Any:
+    """``--split-seed`` (never ``--seed``, which is always the run seed)."""
+    return typer.Option(default, "--split-seed", help=f"{SPLIT_SEED_HELP} ({help})")
+
+
+def at_least(flag: str, low: int):
+    """A parser callback: None or a number >= ``low``, else viny's one-line error naming ``flag``
+    (``--batch-size must be >= 1 (got 0)``), the wording of every range check (``checks.check_range``)."""
+
+    def check(value):
+        if value is not None:
+            from ..checks import check_range
+
+            check_range(value, flag, low)
+        return value
+
+    return check
+
+
+def batch_size_option(default: Any = 64, help: str = "images per forward pass") -> Any:
+    """``--batch-size N`` (at least 1, checked as the command line is read)."""
+    return typer.Option(default, "--batch-size", callback=at_least("--batch-size", 1), help=help)
 
 
 def check_output(path: Path | str | None, expect: str, flag: str = "-o/--out") -> None:
@@ -126,6 +176,49 @@ PRECISION_HELP = (
 # included); tests/cli/test_conventions.py checks that they agree.
 Background = choices("Background", ("study", "most-background-corner"))
 ExportFormat = choices("ExportFormat", ("viny", "authors"))
+
+# Every --dataset option made by dataset_option, with what fits its command: refresh_dataset_options
+# lists the registry again once plugins are loaded (the commands are defined before that).
+_DATASET_OPTIONS: list[tuple[Any, dict, str]] = []
+
+
+def datasets_that_fit(masks: bool = False, embedded: bool | None = None, extra: tuple[str, ...] = ()):
+    """The registered datasets (only those with per-pixel masks for ``masks``), then ``extra`` names."""
+    from ..data.spec import dataset_names
+
+    return (*dataset_names(trimaps=True if masks else None, embedded=embedded), *extra)
+
+
+def dataset_option(help: str, default: Any = None, **fits: Any) -> Any:
+    """``--dataset``: a choice of the registered datasets that fit the command (``fits``: the
+    arguments of ``datasets_that_fit``), listed in --help and checked by the parser against the
+    registry as it is when the command line is read (plugins included)."""
+
+    def parse(text: str) -> str:
+        names = datasets_that_fit(**fits)
+        if text in names:
+            return text
+        raise typer.BadParameter(f"{text!r} is not one of {', '.join(repr(n) for n in names)}.")
+
+    option = typer.Option(
+        default,
+        "--dataset",
+        parser=parse,
+        autocompletion=lambda: list(datasets_that_fit(**fits)),
+        help=help,
+    )
+    _DATASET_OPTIONS.append((option, fits, help))
+    refresh_dataset_options()
+    return option
+
+
+def refresh_dataset_options() -> None:
+    """Every --dataset option's metavar and help listing the datasets registered now."""
+    for option, fits, help in _DATASET_OPTIONS:
+        names = datasets_that_fit(**fits)
+        option.metavar = "[" + "|".join(names) + "]"
+        option.help = f"{help} (one of: {', '.join(names)})"
+
 
 DEVICES = ("auto", "cpu", "cuda")
 DEVICE_HELP = "auto (cuda when torch sees a GPU, else cpu) | cpu | cuda | cuda:N"

@@ -27,6 +27,7 @@ from .options import (
     out_option,
     print_json,
     quiet_option,
+    split_seed_option,
     value,
 )
 
@@ -64,13 +65,13 @@ def sweep(
     plan: PlanName = typer.Argument(
         "mini", help="a named plan (docs/experiments.md); ignored with --plan-file"
     ),
-    out: Path = out_option(..., "sweep folder (shared by every shard)"),
+    out: Path = out_option(..., "folder", "sweep folder (shared by every shard)"),
     preset: Preset | None = typer.Option(None, help=PRESET_HELP + " (default: the plan's)"),
     seeds: str | None = typer.Option(
         None, help="run seeds: a count (0..N-1) or a list like 0,1,2 (init, order, masking, augmentation)"
     ),
-    split_seed: int | None = typer.Option(
-        None, help="the one data split every run seed uses (default 0, the study's fixed splits)"
+    split_seed: int | None = split_seed_option(
+        None, "the one split every run seed uses; default 0, the study's fixed splits"
     ),
     pretrain_sizes: str | None = typer.Option(
         None, help="e.g. 0,500,3000 or 0,45k,100k (0 = no pre-training)"
@@ -254,7 +255,7 @@ def sweep_result(summary) -> dict:
 @interruptible(INTERRUPTED_PARTIAL)
 def report(
     sweep_dir: Path = typer.Argument(..., help="the sweep folder (--out of `viny sweep`)"),
-    out: Path | None = out_option(None, "report folder (default SWEEP_DIR/report)"),
+    out: Path | None = out_option(None, "folder", "report folder (default SWEEP_DIR/report)"),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
 ) -> None:

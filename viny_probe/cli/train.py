@@ -20,9 +20,11 @@ from .options import (
     INTERRUPTED_TRAINING,
     PRECISION_HELP,
     PRESET_HELP,
+    SEED_HELP,
     Model,
     Precision,
     Preset,
+    batch_size_option,
     check_output,
     choices,
     device_option,
@@ -31,6 +33,7 @@ from .options import (
     out_option,
     print_json,
     quiet_option,
+    split_seed_option,
     value,
 )
 
@@ -48,6 +51,43 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         return tuple(int(x) for x in text.replace(" ", "").split(",") if x)
     except ValueError:
         raise VinyError(f"--milestones must be comma-separated epochs like 50,85; got {text!r}") from None
+
+
+# Options only some regimes take: option name -> (flag, the Regime attribute that says it takes it,
+# what it is). A regime declares the option by having the attribute (a plugin's regime too); `viny
+# train` hides the others from its --help and refuses them with the reason.
+REGIME_OPTIONS = {
+    "targets": ("--targets", "targets", "the spatial targets (trimap or patch-label)"),
+    "mixup": ("--mixup", "mixup_alpha", "MixUp of the image labels"),
+    "mask_token_std": ("--mask-token-std", "mask_token_std", "the init of SimMIM's mask token"),
+    "position_softmax": ("--position-softmax", "position_softmax", "a softmax over segmentation maps"),
+    "inputs": ("--inputs", "inputs", "the encoder's input normalisation"),
+}
+
+
+def regimes_taking(option: str) -> list[str]:
+    """The registered regimes that take ``option`` (a key of REGIME_OPTIONS)."""
+    attribute = REGIME_OPTIONS[option][1]
+    return [name for name in REGIMES.names() if hasattr(REGIMES.get(name), attribute)]
+
+
+def refuse_options_not_taken(regime: str, given: dict) -> None:
+    """A VinyError naming the first option in ``given`` (name -> value, None = not given) that
+    ``regime`` does not take, and which regimes do."""
+    for name, value_given in given.items():
+        flag, attribute, what = REGIME_OPTIONS[name]
+        if value_given is not None and not hasattr(REGIMES.get(regime), attribute):
+            takers = regimes_taking(name)
+            listed = " and ".join([", ".join(takers[:-1]), takers[-1]] if len(takers) > 1 else takers)
+            raise VinyError(
+                f"{flag} does not apply to `viny train {regime}`: it sets {what}, which only "
+                f"{listed or 'no regime'} {'takes' if len(takers) == 1 else 'take'}; leave it out"
+            )
+
+
+def _summary_line(summary: dict) -> str:
+    """``{'test_accuracy': 0.125}`` -> ``held-out: test accuracy 0.125``."""
+    return "held-out: " + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in summary.items())
 
 
 def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, as_json: bool = False):
@@ -75,7 +115,9 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, 
     if result.history:
         console.print(history_table(result.history, f"{cfg.regime}: last epoch"))
     summary = REGIMES.get(cfg.regime)().summary(result.results) if result.results else None
-    if summary is not None:
+    if isinstance(summary, dict):  # a regime's scalars: one line, not a Python dict
+        console.print(_summary_line(summary), highlight=False)
+    elif summary is not None:
         console.print(summary)
     console.print(f"run folder: [bold]{result.run_dir}[/]  final checkpoint: {result.final_checkpoint}")
     return result
@@ -84,6 +126,13 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, 
 def _make_command(regime: str):
     default_dataset = REGIMES.get(regime).default_dataset
 
+    def only(option: str, help: str) -> dict:
+        """``help`` after the regimes that take ``option``; hidden where this regime does not."""
+        return {
+            "help": f"{', '.join(regimes_taking(option))} only: {help}",
+            "hidden": not hasattr(REGIMES.get(regime), REGIME_OPTIONS[option][1]),
+        }
+
     def command(
         dataset: str | None = typer.Option(None, help=f"default: embedded {default_dataset}"),
         data_root: str | None = typer.Option(
@@ -91,7 +140,7 @@ def _make_command(regime: str):
         ),
         preset: Preset = typer.Option("quick", help=PRESET_HELP),
         model: Model = typer.Option("viny", help="viny = the study's 4.8M model; demo; tiny"),
-        out: Path | None = out_option(None, "run folder (default viny-runs/REGIME-seedN)"),
+        out: Path | None = out_option(None, "folder", "run folder (default viny-runs/REGIME-seedN)"),
         init: Path | None = typer.Option(None, help="start the encoder from this checkpoint"),
         resume: bool = typer.Option(False, help="continue the interrupted run in --out"),
         epochs: int | None = typer.Option(None),
@@ -99,19 +148,20 @@ def _make_command(regime: str):
         weight_decay: float | None = typer.Option(None),
         milestones: str | None = typer.Option(None, help="comma-separated epochs, e.g. 50,85"),
         gamma: float | None = typer.Option(None),
-        batch_size: int | None = typer.Option(None),
-        seed: int = typer.Option(0, help="run seed: init, batch order, masking and augmentation"),
-        split_seed: int = typer.Option(
-            0,
-            help="which images form the fixed test set and the training subsets; the same for every "
-            "--seed by default, as the study's fixed splits",
+        batch_size: int | None = batch_size_option(None, "images per training step (default: the preset's)"),
+        seed: int = typer.Option(0, help=SEED_HELP),
+        split_seed: int = split_seed_option(
+            0, "and the training subsets; the same for every --seed by default, as the study's fixed splits"
         ),
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
-        targets: Targets = typer.Option("trimap", help="spatial only"),
+        targets: Targets | None = typer.Option(
+            None,
+            **only("targets", "trimap = the trimap class of each patch; patch-label = the image's class"),
+        ),
         mixup: float | None = typer.Option(
             None,
-            help="classify only: MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)",
+            **only("mixup", "MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)"),
         ),
         augment: Augment | None = typer.Option(
             None,
@@ -120,19 +170,28 @@ def _make_command(regime: str):
         ),
         mask_token_std: float | None = typer.Option(
             None,
-            help="simmim only: std of the mask token's normal init (default: the preset's; 0.02, or 1 "
-            "with --preset authors, the study's code)",
+            **only(
+                "mask_token_std",
+                "std of the mask token's normal init (default: the preset's; 0.02, or 1 with --preset "
+                "authors, the study's code)",
+            ),
         ),
         position_softmax: bool | None = typer.Option(
             None,
             "--position-softmax/--no-position-softmax",
-            help="segment only: log_softmax over each class map's pixel positions before the loss and the "
-            "prediction, as the study's code (default: the preset's; on with --preset authors)",
+            **only(
+                "position_softmax",
+                "log_softmax over each class map's pixel positions before the loss and the prediction, as "
+                "the study's code (default: the preset's; on with --preset authors)",
+            ),
         ),
         inputs: Inputs | None = typer.Option(
             None,
-            help="normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in Spatial and "
-            "segmentation); default: the preset's",
+            **only(
+                "inputs",
+                "normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in Spatial and "
+                "segmentation); default: the preset's",
+            ),
         ),
         phase: Phase | None = typer.Option(
             None,
@@ -158,6 +217,16 @@ def _make_command(regime: str):
         as_json: bool = json_option(),
         quiet: bool = quiet_option(),
     ) -> None:
+        refuse_options_not_taken(
+            regime,
+            {
+                "targets": targets,
+                "mixup": mixup,
+                "mask_token_std": mask_token_std,
+                "position_softmax": position_softmax,
+                "inputs": inputs,
+            },
+        )
         cfg = TrainConfig(
             regime=regime,
             preset=value(preset),
@@ -175,7 +244,7 @@ def _make_command(regime: str):
             train_size=train_size,
             test_size=test_size,
             init=str(init) if init else None,
-            targets=value(targets),
+            **({} if targets is None else {"targets": value(targets)}),
             mixup=mixup,
             augment=value(augment),
             mask_token_std=mask_token_std,

@@ -377,7 +377,8 @@ def parse_model_spec(text: str | Path, check: bool = True) -> ModelSpec:
     if match and match[1] in MODEL_SOURCES and not (match[1] == "viny" and Path(text).exists()):
         prefix, target = match[1], match[2]
         if prefix == "viny":
-            return ModelSpec("viny", target, {}, text)
+            target, options = _split_options(target, text)
+            return ModelSpec("viny", target, options, text)
         target, options = _split_options(target, text)
         if not target:
             raise VinyError(
@@ -390,7 +391,8 @@ def parse_model_spec(text: str | Path, check: bool = True) -> ModelSpec:
             f"choose one of {', '.join(p + ':' for p in MODEL_SOURCES.names() if p != 'viny')} or a viny "
             "checkpoint path"
         )
-    return ModelSpec("viny", text, {}, text)
+    target, options = _split_options(text, text)  # PATH,heads=N (an authors' state_dict's head count)
+    return ModelSpec("viny", target, options, text)
 
 
 def load_model(

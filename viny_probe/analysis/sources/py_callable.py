@@ -1,4 +1,5 @@
 """``py:MODULE:FUNCTION[,KEY=VALUE...]`` or ``py:path/to/file.py:FUNCTION``: your own code builds the model.
+MODULE is looked up in the current folder first, then on ``sys.path``.
 
 ``FUNCTION(**options)`` returns a :class:`~viny_probe.analysis.sources.TokenModel` (the module, its
 ``tokens(images, blocks)`` function, depth, width, patch and input size, mean/std); ``--img-size`` and
@@ -18,6 +19,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,12 +49,22 @@ def _module(where: str, what: str) -> tuple[object, str | None]:
         except Exception as e:  # the user's code: say where it failed, in one line
             raise VinyError(f"{what}: importing {path} failed ({type(e).__name__}: {e})") from None
         return module, hashlib.sha256(source).hexdigest()
+    # The current folder first, as `python -m` would have it: the installed `viny` script does not put
+    # it on sys.path, so `py:my_models:build` beside my_models.py would not be found.
+    here = str(Path.cwd())
+    added = here not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, here)
     try:
         module = importlib.import_module(where)
     except ModuleNotFoundError as e:
         raise VinyError(
-            f"{what}: no module named {e.name!r} (a module on PYTHONPATH, or a file path ending in .py)"
+            f"{what}: no module named {e.name!r} in the current folder or on PYTHONPATH (or give a file "
+            "path ending in .py)"
         ) from None
+    finally:
+        if added:
+            sys.path.remove(here)
     file = getattr(module, "__file__", None)
     return module, bytes_digest(file) if file else None
 
