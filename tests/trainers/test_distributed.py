@@ -78,7 +78,10 @@ def test_three_gloo_ranks_uneven_and_empty_slices_match_one_process(tmp_path):
         assert abs(a["train_pixel_accuracy"] - b["train_pixel_accuracy"]) < 1e-5, (a, b)
     for part in ("encoder", "head"):
         for k, v in one[part].items():
-            torch.testing.assert_close(ddp[part][k], v, atol=1e-5, rtol=1e-4, msg=f"{part}.{k}")
+            # the two-process test's tolerance: the ranks' all-reduce sums gradients in another order, and
+            # Adam turns that into up to 2e-5 on a weight (measured on the per-image embedded data); the
+            # mutants this test kills differ by far more
+            torch.testing.assert_close(ddp[part][k], v, atol=1e-4, rtol=1e-3, msg=f"{part}.{k}")
 
 
 def test_shard_scales_each_rank_so_the_average_is_the_global_mean():
