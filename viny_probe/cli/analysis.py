@@ -196,6 +196,9 @@ def probe_command(
     device: str = device_option(),
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
     no_cache: bool = _no_cache_option(),
+    probe_backend: str = typer.Option(
+        "torch", help="linear probe solver: torch (batched over C, on the tokens' device) or sklearn"
+    ),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -210,8 +213,13 @@ def probe_command(
     viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
     check_output(out, "file")
-    from ..analysis.checkpoint_probe import probe_checkpoint
+    import os
 
+    from ..analysis.checkpoint_probe import probe_checkpoint
+    from ..analysis.probe import BACKEND_ENV, chosen_backend
+
+    os.environ[BACKEND_ENV] = probe_backend
+    chosen_backend()  # an unknown name: one line now, before any model or data is loaded
     result = probe_checkpoint(
         ckpt,
         dataset,
