@@ -97,7 +97,7 @@ def test_metrics_on_a_hand_made_case():
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"Cs": ()}, "Cs"),
         ({"train_labels": torch.zeros(6, 4, dtype=torch.long)}, "single patch class"),
-        ({"backend": "jax"}, "backend must be one of torch, sklearn"),
+        ({"backend": "jax"}, "backend must be one of auto, torch, sklearn"),
     ],
 )
 def test_bad_input_raises(change, message):
@@ -167,7 +167,7 @@ def test_bf16_tokens_are_fitted_in_float32():
     train_emb, train_labels = _overlapping(100, 16, 32, seed=0)
     test_emb, test_labels = _overlapping(50, 16, 32, seed=1)
     train_emb, test_emb = train_emb.bfloat16(), test_emb.bfloat16()
-    half = linear_patch_probe(train_emb, train_labels, test_emb, test_labels)
-    full = linear_patch_probe(train_emb.float(), train_labels, test_emb.float(), test_labels)
+    half = linear_patch_probe(train_emb, train_labels, test_emb, test_labels, backend="torch")
+    full = linear_patch_probe(train_emb.float(), train_labels, test_emb.float(), test_labels, backend="torch")
     assert half.chosen_C == full.chosen_C
     assert abs(half.test_accuracy - full.test_accuracy) <= 0.003

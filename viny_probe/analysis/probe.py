@@ -3,11 +3,11 @@
 Two backends fit the same model, a standardised multinomial logistic regression with C the usual
 inverse regularisation strength (cross-entropy summed over patches + ||W||^2 / (2 C), intercept free):
 
-* ``"torch"`` (default): ``analysis.logistic.fit_logistic`` on the tokens' own device, every C of the
+* ``"torch"`` (``"auto"`` where the tokens are on a GPU): ``analysis.logistic.fit_logistic`` on the tokens' own device, every C of the
   sweep in one batched L-BFGS (one read of the tokens per iteration for all of them), then the chosen C
   refitted on all train images warm-started from its sweep solution. The tokens are read in place:
   no standardised, labelled-only or float64 copy is made (unlabelled patches get weight 0).
-* ``"sklearn"``: ``StandardScaler`` + ``LogisticRegression(solver="lbfgs")``, a warm-started sweep over C;
+* ``"sklearn"`` (``"auto"`` on a CPU, where it measured faster): ``StandardScaler`` + ``LogisticRegression(solver="lbfgs")``, a warm-started sweep over C;
   the reference the torch backend is tested against (tests/analysis/test_probe.py).
 
 Both stop on the same criterion (largest gradient entry of the 1/n-scaled objective below 1e-4, or
@@ -30,8 +30,10 @@ from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_
 from viny_probe.errors import VinyError
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-BACKENDS = ("torch", "sklearn")
-DEFAULT_BACKEND = "torch"
+BACKENDS = ("auto", "torch", "sklearn")
+# auto: torch where the tokens are on a GPU, sklearn on a CPU, where it was the faster of the two as
+# measured (docs/performance.md: ViT-S/16, 600 images, 2 loaded cores: the probe's share 70 s vs 92 s).
+DEFAULT_BACKEND = "auto"
 #: Picks the backend of the registered probe diagnostics (``viny probe --probe-backend`` sets it, so a
 #: process viny starts inherits it).
 BACKEND_ENV = "VINY_PROBE_BACKEND"
@@ -96,7 +98,7 @@ class StandardisedLinear:
 
 def _flat(emb, labels) -> tuple[np.ndarray, np.ndarray]:
     """``(N, P, D)``, ``(N, P)`` -> the labelled patches' rows ``(K, D)`` and labels ``(K,)``."""
-    x, y = emb.reshape(-1, emb.shape[-1]).numpy().astype(np.float32, copy=False), labels.reshape(-1).numpy()
+    x, y = emb.reshape(-1, emb.shape[-1]).float().cpu().numpy(), labels.reshape(-1).cpu().numpy()
     labelled = y != UNLABELLED
     return (x, y) if labelled.all() else (x[labelled], y[labelled])
 
@@ -153,6 +155,8 @@ def linear_patch_probe(
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if backend == "auto":
+        backend = "torch" if train_emb.device.type != "cpu" else "sklearn"
     if backend == "torch":
         return _torch_probe(
             train_emb, train_labels, test_emb, test_labels, val_idx, Cs, num_classes, max_iter

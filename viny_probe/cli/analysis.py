@@ -197,7 +197,9 @@ def probe_command(
     batch_size: int = typer.Option(64, "--batch-size", help=BATCH_HELP),
     no_cache: bool = _no_cache_option(),
     probe_backend: str = typer.Option(
-        "torch", help="linear probe solver: torch (batched over C, on the tokens' device) or sklearn"
+        "auto",
+        help="linear probe solver: torch (batched over C, on the tokens' device), sklearn, or auto "
+        "(torch on a GPU, sklearn on a CPU)",
     ),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
