@@ -129,7 +129,9 @@ def test_cli_export_json_prints_only_the_result(tiny_ckpt, tmp_path):
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["format"] == "viny" and data["parameters"] > 0
-    assert (tmp_path / "exp" / "encoder.safetensors").is_file() and (tmp_path / "exp" / "config.json").is_file()
+    assert (tmp_path / "exp" / "encoder.safetensors").is_file() and (
+        tmp_path / "exp" / "config.json"
+    ).is_file()
     res = CliRunner().invoke(
         app, ["export", str(tiny_ckpt), "-o", str(tmp_path / "a"), "--format", "authors"]
     )

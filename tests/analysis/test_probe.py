@@ -4,6 +4,8 @@ import torch
 
 from viny_probe.analysis import linear_patch_probe
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
+from viny_probe.analysis.logistic import fit_logistic
+from viny_probe.analysis.probe import BACKENDS
 from viny_probe.errors import VinyError
 
 
@@ -15,10 +17,17 @@ def _clusters(n: int, p: int, d: int, seed: int, spread: float = 5.0):
     return centres[labels] + torch.randn(n, p, d, generator=g), labels
 
 
-def test_separable_clusters_are_probed_near_perfectly():
+def _coef(classifier) -> np.ndarray:
+    return classifier.coef_ if hasattr(classifier, "coef_") else classifier[-1].coef_
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_separable_clusters_are_probed_near_perfectly(backend):
     train_emb, train_labels = _clusters(40, 16, 8, seed=0)
     test_emb, test_labels = _clusters(20, 16, 8, seed=1)
-    result = linear_patch_probe(train_emb, train_labels, test_emb, test_labels, Cs=(0.01, 1.0))
+    result = linear_patch_probe(
+        train_emb, train_labels, test_emb, test_labels, Cs=(0.01, 1.0), backend=backend
+    )
     assert result.test_accuracy > 0.98
     assert result.train_accuracy > 0.98
     assert result.balanced_accuracy > 0.98
@@ -40,18 +49,20 @@ def test_random_labels_give_chance_accuracy():
     assert 0.25 < result.test_accuracy < 0.42  # chance is 1/3; 640 test patches -> sd ~0.02
 
 
-def test_test_images_never_influence_the_fit():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_test_images_never_influence_the_fit(backend):
     train_emb, train_labels = _clusters(30, 16, 8, seed=0, spread=0.5)
     test_emb, test_labels = _clusters(10, 16, 8, seed=1, spread=0.5)
-    a = linear_patch_probe(train_emb, train_labels, test_emb, test_labels)
-    b = linear_patch_probe(train_emb, train_labels, test_emb * 10 + 3, (test_labels + 1) % 3)
+    a = linear_patch_probe(train_emb, train_labels, test_emb, test_labels, backend=backend)
+    b = linear_patch_probe(train_emb, train_labels, test_emb * 10 + 3, (test_labels + 1) % 3, backend=backend)
     assert a.chosen_C == b.chosen_C
     assert a.validation_accuracy == b.validation_accuracy
-    np.testing.assert_array_equal(a.classifier[-1].coef_, b.classifier[-1].coef_)
+    np.testing.assert_array_equal(_coef(a.classifier), _coef(b.classifier))
     assert a.train_accuracy == b.train_accuracy
 
 
-def test_validation_holds_out_whole_images():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_validation_holds_out_whole_images(backend):
     # Every patch of an image shares the image's random code and the image's random label: a linear model
     # with D > number of images memorises the fitting images but cannot generalise to new ones. Held-out
     # validation IMAGES therefore score near chance; a split by patch would put each validation patch's
@@ -60,7 +71,9 @@ def test_validation_holds_out_whole_images():
     codes = torch.randn(120, 1, 128, generator=g)
     emb = codes + 0.01 * torch.randn(120, 4, 128, generator=g)
     labels = torch.randint(0, 3, (120, 1), generator=g).expand(120, 4)
-    result = linear_patch_probe(emb, labels, emb[:5], labels[:5], Cs=(100.0,), val_fraction=0.25)
+    result = linear_patch_probe(
+        emb, labels, emb[:5], labels[:5], Cs=(100.0,), val_fraction=0.25, backend=backend
+    )
     assert result.train_accuracy > 0.95
     assert result.validation_accuracy[100.0] < 0.7
 
@@ -84,6 +97,7 @@ def test_metrics_on_a_hand_made_case():
         ({"val_fraction": 1.0}, "val_fraction"),
         ({"Cs": ()}, "Cs"),
         ({"train_labels": torch.zeros(6, 4, dtype=torch.long)}, "single patch class"),
+        ({"backend": "jax"}, "backend must be one of auto, torch, sklearn"),
     ],
 )
 def test_bad_input_raises(change, message):
@@ -96,3 +110,64 @@ def test_bad_input_raises(change, message):
     }
     with pytest.raises(VinyError, match=message):
         linear_patch_probe(**{**kwargs, **change})
+
+
+def _overlapping(n: int, p: int, d: int, seed: int):
+    """Three overlapping classes in correlated, shifted, unevenly scaled channels, some patches
+    unlabelled: the regularisation matters and the chosen C is not at the edge of the grid."""
+    g = torch.Generator().manual_seed(seed)
+    fixed = torch.Generator().manual_seed(99)
+    centres = torch.randn(3, d, generator=fixed) * 0.12
+    mix = torch.randn(d, d, generator=fixed) / d**0.5
+    scales = torch.rand(d, generator=fixed) * 5 + 0.1
+    labels = torch.randint(0, 3, (n, p), generator=g)
+    emb = ((centres[labels] + torch.randn(n, p, d, generator=g)) @ mix) * scales + 7
+    labels[:, 0] = -1  # unlabelled patches: in no fit, no score
+    return emb, labels
+
+
+def test_torch_backend_matches_scikit_learn():
+    # Same objective, split, selection and stopping rule: the same C is chosen and the scores agree to
+    # within a fraction of a point (not bit for bit: the solvers take different steps to the optimum).
+    train_emb, train_labels = _overlapping(150, 24, 48, seed=0)
+    test_emb, test_labels = _overlapping(80, 24, 48, seed=1)
+    torch_fit, sklearn_fit = (
+        linear_patch_probe(train_emb, train_labels, test_emb, test_labels, num_classes=3, backend=b)
+        for b in ("torch", "sklearn")
+    )
+    assert torch_fit.chosen_C == sklearn_fit.chosen_C
+    assert 1e-3 < sklearn_fit.chosen_C < 10.0  # the choice is a real one, not an edge of the grid
+    assert abs(torch_fit.test_accuracy - sklearn_fit.test_accuracy) <= 0.005
+    assert abs(torch_fit.train_accuracy - sklearn_fit.train_accuracy) <= 0.005
+    for c, accuracy in sklearn_fit.validation_accuracy.items():
+        assert abs(torch_fit.validation_accuracy[c] - accuracy) <= 0.005
+    assert torch_fit.num_train_patches == sklearn_fit.num_train_patches == 150 * 23
+    assert torch_fit.converged and sklearn_fit.converged
+    np.testing.assert_allclose(
+        _coef(torch_fit.classifier),
+        _coef(sklearn_fit.classifier),
+        atol=1e-2 * np.abs(_coef(sklearn_fit.classifier)).max(),
+    )
+
+
+def test_batched_fits_are_the_fits_one_by_one():
+    # Problems sharing the token matrix do not influence each other: two Cs together = each alone.
+    x, labels = _overlapping(40, 16, 12, seed=3)
+    x, y = x.reshape(-1, 12), labels.reshape(-1)
+    rows = (y >= 0)[None].expand(2, -1)
+    together = fit_logistic(x, y, rows, torch.tensor([0.01, 1.0]), 3)
+    for j, c in enumerate((0.01, 1.0)):
+        alone = fit_logistic(x, y, rows[:1], torch.tensor([c]), 3)
+        torch.testing.assert_close(together.weight[j], alone.weight[0], atol=1e-4, rtol=1e-3)
+
+
+def test_bf16_tokens_are_fitted_in_float32():
+    # bf16 storage rounds the tokens (that can move a close choice of C on hard data); what the solver
+    # does with them is float32: the same result as the float32 copy of the rounded tokens.
+    train_emb, train_labels = _overlapping(100, 16, 32, seed=0)
+    test_emb, test_labels = _overlapping(50, 16, 32, seed=1)
+    train_emb, test_emb = train_emb.bfloat16(), test_emb.bfloat16()
+    half = linear_patch_probe(train_emb, train_labels, test_emb, test_labels, backend="torch")
+    full = linear_patch_probe(train_emb.float(), train_labels, test_emb.float(), test_labels, backend="torch")
+    assert half.chosen_C == full.chosen_C
+    assert abs(half.test_accuracy - full.test_accuracy) <= 0.003

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from viny_probe.analysis import dense_knn as _dense
 from viny_probe.analysis.knn import knn_patch_accuracy
-from viny_probe.analysis.probe import linear_patch_probe
+from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.registry import BLOCKS, Column, Diagnostic, LayerTokens, format_value, register
 from viny_probe.analysis.variance import across_image_variance, ratio_of_variances, within_image_variance
@@ -35,11 +35,12 @@ def _named(layer: LayerTokens, per_class: Sequence[float]) -> dict[str, float]:
 
 
 def _probe(*args, **kwargs):
-    """``linear_patch_probe`` with BLAS/OpenMP pools at one thread: on a 2-core CPU after a torch pass,
-    lbfgs's many small BLAS calls ran 2-5x slower with the pools at 2 threads (measured: the 128k-patch
-    probe 16.8 s -> 9.2 s, a 16k-patch per-block fit 2-4 s -> 0.4-1 s)."""
+    """``linear_patch_probe`` (backend: ``probe.chosen_backend()``) with BLAS/OpenMP pools at one thread
+    on a CPU: on a 2-core CPU after a torch pass, sklearn's lbfgs ran 2-5x slower with the pools at 2
+    threads (the 128k-patch probe 16.8 s -> 9.2 s, a 16k-patch per-block fit 2-4 s -> 0.4-1 s), and the
+    torch probe of 42k ViT-S/16 tokens 20 s at 1 thread vs 27 s at 2 on the loaded machine."""
     with threadpool_limits(limits=1):
-        return linear_patch_probe(*args, **kwargs)
+        return linear_patch_probe(*args, backend=chosen_backend(), **kwargs)
 
 
 # ------------------------------------------------------------------------------------- label-free

@@ -1,29 +1,50 @@
 """Linear patch probe: how linearly separable the patch classes are in frozen patch embeddings (Table 2).
 
-Why scikit-learn's ``LogisticRegression(solver="lbfgs")``: measured on 128,000 x 128 float32 patches with
-3 classes on 2 CPU cores, one fit takes about 1 s, and a warm-started sweep over five values of C about
-1.2 s; a torch full-batch LBFGS of the same multinomial model took 1-3 s per fit. The sklearn solver
-converges on the projected gradient, works in float32 without copying to float64, and its C is the
-usual inverse regularisation strength (loss summed over patches + ||W||^2 / (2 C)).
+Two backends fit the same model, a standardised multinomial logistic regression with C the usual
+inverse regularisation strength (cross-entropy summed over patches + ||W||^2 / (2 C), intercept free):
+
+* ``"torch"`` (``"auto"`` where the tokens are on a GPU): ``analysis.logistic.fit_logistic`` on the tokens' own device, every C of the
+  sweep in one batched L-BFGS (one read of the tokens per iteration for all of them), then the chosen C
+  refitted on all train images warm-started from its sweep solution. The tokens are read in place:
+  no standardised, labelled-only or float64 copy is made (unlabelled patches get weight 0).
+* ``"sklearn"`` (``"auto"`` on a CPU, where it measured faster): ``StandardScaler`` + ``LogisticRegression(solver="lbfgs")``, a warm-started sweep over C;
+  the reference the torch backend is tested against (tests/analysis/test_probe.py).
+
+Both stop on the same criterion (largest gradient entry of the 1/n-scaled objective below 1e-4, or
+``max_iter``) and split, select and refit identically. Measured on ViT-S/16 tokens (42,506 x 384, 3
+classes, 2 loaded CPU cores): docs/performance.md.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import StandardScaler
+import torch
 
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
 from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+BACKENDS = ("auto", "torch", "sklearn")
+# auto: torch where the tokens are on a GPU, sklearn on a CPU, where it was the faster of the two as
+# measured (docs/performance.md: ViT-S/16, 600 images, 2 loaded cores: the probe's share 70 s vs 92 s).
+DEFAULT_BACKEND = "auto"
+#: Picks the backend of the registered probe diagnostics (``viny probe --probe-backend`` sets it, so a
+#: process viny starts inherits it).
+BACKEND_ENV = "VINY_PROBE_BACKEND"
+
+
+def chosen_backend() -> str:
+    """The probe backend of the registered diagnostics: ``$VINY_PROBE_BACKEND``, else ``DEFAULT_BACKEND``."""
+    backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
+    if backend not in BACKENDS:
+        raise VinyError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    return backend
 
 
 @dataclass
@@ -39,8 +60,10 @@ class PatchProbeResult:
     num_train_patches: int
     num_test_patches: int
     converged: bool  # False if any fit stopped at max_iter
-    # StandardScaler + LogisticRegression refitted on all train images, to predict other patches.
-    classifier: Pipeline | None = field(repr=False, default=None)
+    # The model refitted on all train images, to predict other patches (``.predict(x)`` on ``(K, D)``
+    # rows): sklearn's StandardScaler + LogisticRegression pipeline, or a ``StandardisedLinear``.
+    classifier: object | None = field(repr=False, default=None)
+    backend: str = DEFAULT_BACKEND
 
     def to_dict(self) -> dict:
         """JSON-ready summary (without the fitted classifier)."""
@@ -54,17 +77,33 @@ class PatchProbeResult:
             "num_train_patches": self.num_train_patches,
             "num_test_patches": self.num_test_patches,
             "converged": self.converged,
+            "backend": self.backend,
         }
+
+
+@dataclass
+class StandardisedLinear:
+    """The torch backend's refitted model: ``argmax(((x - mean) / scale) @ coef_.T + intercept_)``."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    coef_: np.ndarray  # (K, D), sklearn's layout
+    intercept_: np.ndarray  # (K,)
+    classes_: np.ndarray  # (K,) the class of each row of coef_
+
+    def predict(self, x) -> np.ndarray:
+        z = (np.asarray(x, dtype=np.float32) - self.mean) / self.scale
+        return self.classes_[np.argmax(z @ self.coef_.T + self.intercept_, axis=1)]
 
 
 def _flat(emb, labels) -> tuple[np.ndarray, np.ndarray]:
     """``(N, P, D)``, ``(N, P)`` -> the labelled patches' rows ``(K, D)`` and labels ``(K,)``."""
-    x, y = emb.reshape(-1, emb.shape[-1]).numpy().astype(np.float32, copy=False), labels.reshape(-1).numpy()
+    x, y = emb.reshape(-1, emb.shape[-1]).float().cpu().numpy(), labels.reshape(-1).cpu().numpy()
     labelled = y != UNLABELLED
     return (x, y) if labelled.all() else (x[labelled], y[labelled])
 
 
-def _predict(classifier: Pipeline, x: np.ndarray, rows: int = 65536) -> np.ndarray:
+def _predict(classifier, x: np.ndarray, rows: int = 65536) -> np.ndarray:
     """``classifier.predict`` in row blocks: the scaler's standardised copy is one block, not all of x."""
     return np.concatenate([classifier.predict(x[s : s + rows]) for s in range(0, len(x), rows)])
 
@@ -84,6 +123,7 @@ def linear_patch_probe(
     seed: int = 0,
     num_classes: int | None = None,
     max_iter: int = 1000,
+    backend: str = DEFAULT_BACKEND,
 ) -> PatchProbeResult:
     """Fit a standardised multinomial logistic regression from patch embedding to patch class.
 
@@ -92,8 +132,10 @@ def linear_patch_probe(
     The train IMAGES (not patches) are split with ``seed`` into a fitting part and ``val_fraction`` of
     them for validation; each C in ``Cs`` is fitted on the first and scored on the second (accuracy;
     ties go to the smaller C); the chosen C is refitted on all train images. Test images are used only
-    for the reported scores.
+    for the reported scores. ``backend``: ``"torch"`` or ``"sklearn"`` (module docstring).
     """
+    if backend not in BACKENDS:
+        raise VinyError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     train_emb, train_labels, test_emb, test_labels = as_labelled_patches(
         train_emb, train_labels, test_emb, test_labels
     )
@@ -113,6 +155,25 @@ def linear_patch_probe(
     order = np.random.default_rng(seed).permutation(n)
     n_val = min(n - 1, max(1, round(val_fraction * n)))
     val_idx, fit_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    if backend == "auto":
+        backend = "torch" if train_emb.device.type != "cpu" else "sklearn"
+    if backend == "torch":
+        return _torch_probe(
+            train_emb, train_labels, test_emb, test_labels, val_idx, Cs, num_classes, max_iter
+        )
+    return _sklearn_probe(
+        train_emb, train_labels, test_emb, test_labels, val_idx, fit_idx, Cs, num_classes, max_iter
+    )
+
+
+def _sklearn_probe(
+    train_emb, train_labels, test_emb, test_labels, val_idx, fit_idx, Cs, num_classes, max_iter
+):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     x_fit, y_fit = _flat(train_emb[fit_idx], train_labels[fit_idx])
     x_val, y_val = _flat(train_emb[val_idx], train_labels[val_idx])
     x_train, y_train = _flat(train_emb, train_labels)
@@ -152,4 +213,93 @@ def linear_patch_probe(
         num_test_patches=len(y_test),
         converged=converged,
         classifier=classifier,
+        backend="sklearn",
+    )
+
+
+def _torch_probe(train_emb, train_labels, test_emb, test_labels, val_idx, Cs, num_classes, max_iter):
+    """The torch backend of ``linear_patch_probe`` (the module docstring): the sweep over ``Cs`` in one
+    batched fit on the fitting images' patches, then the chosen C on all train patches, warm-started."""
+    from viny_probe.analysis.logistic import fit_logistic, standardiser
+
+    n, p, d = train_emb.shape
+    x = train_emb.reshape(-1, d)  # a view: the tokens are never copied
+    dev = x.device
+    y = train_labels.reshape(-1).to(dev)
+    labelled = y != UNLABELLED
+    is_val = torch.zeros(n, dtype=torch.bool, device=dev)
+    is_val[torch.as_tensor(val_idx, device=dev)] = True
+    is_val = is_val.repeat_interleave(p)
+    fit_rows = labelled & ~is_val
+    _check_two_classes(
+        y[fit_rows].cpu().numpy(), "train_labels (on the fitting images left after the validation split)"
+    )
+    # sklearn fits only the classes its rows hold (an absent class would drive its free intercept to
+    # -inf): the same here, with the labels renumbered over the present classes
+    sweep_classes, all_classes = torch.unique(y[fit_rows]), torch.unique(y[labelled])
+
+    def renumbered(classes: torch.Tensor) -> torch.Tensor:
+        lookup = torch.zeros(num_classes, dtype=torch.long, device=dev)
+        lookup[classes] = torch.arange(len(classes), device=dev)
+        return lookup[y.clamp_min(0)]
+
+    sweep = fit_logistic(
+        x,
+        renumbered(sweep_classes),
+        fit_rows.expand(len(Cs), -1),
+        torch.tensor(Cs, device=dev),
+        len(sweep_classes),
+        max_iter,
+    )
+    val_rows = labelled & is_val
+    val_pred = sweep_classes[sweep.predict(x)][:, val_rows]  # (J, validation patches)
+    val_acc = (val_pred == y[val_rows]).float().mean(1).tolist()
+    validation = dict(zip(Cs, val_acc, strict=True))
+    chosen = max(Cs, key=lambda c: (validation[c], -c))
+    j = Cs.index(chosen)
+
+    # warm start: the chosen sweep model as the same logits in the refit's standardised space
+    scaler = standardiser(x, labelled[None])
+    a, c = sweep.raw()
+    at = torch.searchsorted(all_classes, sweep_classes)
+    weight = torch.zeros(1, d, len(all_classes), device=dev)
+    bias = torch.zeros(1, len(all_classes), device=dev)
+    weight[0][:, at] = a[j] * scaler.scale[0][:, None]
+    bias[0][at] = c[j] + scaler.mean[0] @ a[j]
+    final = fit_logistic(
+        x,
+        renumbered(all_classes),
+        labelled[None],
+        torch.tensor([chosen], device=dev),
+        len(all_classes),
+        max_iter,
+        scaler=scaler,
+        init=(weight, bias),
+    )
+    y_train = y[labelled].cpu().numpy()
+    train_pred = all_classes[final.predict(x)[0]][labelled].cpu().numpy()
+    y_test_all = test_labels.reshape(-1).to(dev)
+    test_rows = y_test_all != UNLABELLED
+    predicted = all_classes[final.predict(test_emb.reshape(-1, d))[0]][test_rows].cpu().numpy()
+    y_test = y_test_all[test_rows].cpu().numpy()
+    per_class = per_class_accuracy(predicted, y_test, num_classes)
+    classifier = StandardisedLinear(
+        scaler.mean[0].cpu().numpy(),
+        scaler.scale[0].cpu().numpy(),
+        final.weight[0].T.cpu().numpy(),
+        final.bias[0].cpu().numpy(),
+        all_classes.cpu().numpy(),
+    )
+    return PatchProbeResult(
+        test_accuracy=float(np.mean(predicted == y_test)),
+        train_accuracy=float(np.mean(train_pred == y_train)),
+        balanced_accuracy=balanced_accuracy(per_class),
+        per_class_accuracy=per_class.tolist(),
+        chosen_C=chosen,
+        validation_accuracy=validation,
+        num_train_patches=len(y_train),
+        num_test_patches=len(y_test),
+        converged=bool(sweep.converged.all() and final.converged.all()),
+        classifier=classifier,
+        backend="torch",
     )

@@ -221,6 +221,11 @@ def probe_command(
     batch_size: int = batch_size_option(64, BATCH_HELP),
     no_cache: bool = _no_cache_option(),
     heads: int | None = heads_option(),
+    probe_backend: str = typer.Option(
+        "auto",
+        help="linear probe solver: torch (batched over C, on the tokens' device), sklearn, or auto "
+        "(torch on a GPU, sklearn on a CPU)",
+    ),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -235,9 +240,14 @@ def probe_command(
     viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
     check_output(out, "file")
-    from ..analysis.checkpoint_probe import probe_checkpoint
+    import os
 
     (ckpt,) = with_heads([ckpt], heads)
+    from ..analysis.checkpoint_probe import probe_checkpoint
+    from ..analysis.probe import BACKEND_ENV, chosen_backend
+
+    os.environ[BACKEND_ENV] = probe_backend
+    chosen_backend()  # an unknown name: one line now, before any model or data is loaded
     result = probe_checkpoint(
         ckpt,
         dataset,
