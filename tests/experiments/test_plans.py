@@ -189,3 +189,26 @@ def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
     )
     t2 = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "geometry")
     assert (t2.config.mixup, t2.config.augment) == (0.0, "flip-contrast" if preset == "authors" else "crop")
+
+
+def test_a_plugin_registers_a_stage_kind_that_plans_accept(tmp_path):
+    """A stage kind is one registration (kinds.register_stage_kind), from a plugin file like any other:
+    ``[overrides.KIND]`` refused it before, and accepts it once the plugin is loaded."""
+    from viny_probe import plugins
+    from viny_probe.experiments.kinds import STAGE_KINDS
+
+    plan = tmp_path / "rot.toml"
+    plan.write_text('base = "mini"\n[overrides.rotation]\nlr = 0.001\n')
+    with pytest.raises(VinyError, match="unknown stage kind 'rotation'"):
+        load_plan_file(plan)
+    plugin = tmp_path / "rotation_kind.py"
+    plugin.write_text(
+        "from viny_probe.experiments.kinds import StageKind, register_stage_kind\n"
+        'register_stage_kind(StageKind("rotation", regime="spatial", dataset="pets"))\n'
+    )
+    try:
+        plugins.load_plugins([str(plugin)], entry_points=False, environ={})
+        assert STAGE_KINDS.get("rotation").dataset_for("embedded") == "toy-pets"
+        assert load_plan_file(plan).overrides == {"rotation": {"lr": 0.001}}
+    finally:
+        STAGE_KINDS.unregister("rotation")

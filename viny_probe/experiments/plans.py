@@ -25,44 +25,12 @@ from ..config import ADDED_FIELDS, SCHEDULE_PRESETS, TrainConfig
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
+from .kinds import STAGE_KINDS, STUDY_GEOMETRY, STUDY_INTERMEDIATE, first_of_role
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
 PAPER_PRETRAIN_SIZES = (45_000, 100_000, 200_000)
 
 
-@dataclass(frozen=True)
-class StageKind:
-    """A stage of the study's chains: the regime it trains and the study's dataset for it. On
-    embedded data the dataset's registered stand-in (``DatasetSpec.stand_in``) takes its place."""
-
-    regime: str
-    dataset: str
-
-    def dataset_for(self, data: str) -> str:
-        return self.dataset if data == "real" else (dataset_spec(self.dataset).stand_in or self.dataset)
-
-
-# The study's stage kinds, in chain order.
-STAGE_KINDS = {
-    "pretrain": StageKind("simmim", "imagenet"),
-    "cls-intel": StageKind("classify", "intel"),
-    "cls-pets": StageKind("classify", "pets"),
-    "spatial": StageKind("spatial", "pets"),
-    "finetune": StageKind("segment", "pets"),
-}
-# Geometry regimes (Table 2 rows) -> the stage kind whose final encoder is diagnosed.
-GEOMETRY_REGIMES = {
-    "pretrained": "pretrain",
-    "cls-intel": "cls-intel",
-    "cls-pets": "cls-pets",
-    "spatial": "spatial",
-}
-GEOMETRY_LABELS = {
-    "pretrained": "Pretrained (SimMIM)",
-    "cls-intel": "CLS-Intermediate (Intel)",
-    "cls-pets": "CLS-Intermediate (Pets)",
-    "spatial": "Spatial Intermediate",
-}
 # Fields a plan's per-stage overrides may not set: the plan itself decides them.
 FORBIDDEN_OVERRIDES = {
     "regime",
@@ -84,7 +52,7 @@ class Stage:
     """One training run. ``id`` = regime + hash of (resolved config without paths/execution, parent id)."""
 
     id: str
-    kind: str  # pretrain | cls-intel | cls-pets | spatial | finetune
+    kind: str  # a registered stage kind (kinds.STAGE_KINDS)
     config: TrainConfig  # resolved; ``init`` is filled at run time from the parent's final.pt
     parent: str | None
     labels: dict = field(default_factory=dict, compare=False, hash=False)
@@ -120,8 +88,8 @@ class Cell:
     seed: int
     stage: str
     finetune_size: int | None = None  # segmentation cells
-    intermediate: str | None = None  # "cls-intel" or None
-    regime: str | None = None  # geometry cells: pretrained | cls-intel | cls-pets | spatial
+    intermediate: str | None = None  # the intermediate stage kind, or None
+    regime: str | None = None  # geometry cells: the diagnosed stage kind's key (StageKind.key)
 
     @property
     def condition(self) -> str:
@@ -475,8 +443,12 @@ def make_stage(
     labels: dict,
     phase: str | None = None,
 ) -> Stage:
-    stage_kind = STAGE_KINDS[kind]
-    values = {"dataset": stage_kind.dataset_for(plan.data), "phase": phase, **plan.overrides.get(kind, {})}
+    stage_kind = STAGE_KINDS.get(kind)
+    values = {
+        "dataset": stage_kind.dataset_for(plan.data),
+        "phase": phase or stage_kind.phase,
+        **plan.overrides.get(kind, {}),
+    }
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(
@@ -497,8 +469,8 @@ def make_stage(
 
 
 def _check_embedded_sizes(plan: Plan) -> None:
-    stream = dataset_spec(STAGE_KINDS["pretrain"].dataset_for("embedded"))
-    pets_name = STAGE_KINDS["finetune"].dataset_for("embedded")
+    stream = dataset_spec(STAGE_KINDS.get(first_of_role("pretrain")).dataset_for("embedded"))
+    pets_name = STAGE_KINDS.get(first_of_role("final")).dataset_for("embedded")
     unlabeled, pets = stream.max_size - plan.test_size, dataset_spec(pets_name).fixed_size
     too_big = [n for n in plan.pretrain_sizes if n > unlabeled]
     if plan.geometry and geometry_pretrain_size(plan) > unlabeled:
@@ -523,40 +495,29 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
         _check_embedded_sizes(plan)
     stages: dict[str, Stage] = {}
     cells: list[Cell] = []
+    pretrain_kind, final_kind = first_of_role("pretrain"), first_of_role("final")
+    intermediates = STUDY_INTERMEDIATE if plan.intermediate else ()
+    geometry = STUDY_GEOMETRY if plan.geometry else ()
 
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.id, stage)
 
-    def chain(seed: int, pretrain_size: int, intermediate: bool) -> Stage | None:
+    def chain(seed: int, pretrain_size: int, intermediate: str | None) -> Stage | None:
         parent = None
+        labels = {"pretrain_size": pretrain_size, "seed": seed}
         if pretrain_size > 0:
-            parent = add(
-                make_stage(
-                    plan,
-                    "pretrain",
-                    seed,
-                    None,
-                    pretrain_size,
-                    {"pretrain_size": pretrain_size, "seed": seed},
-                )
-            )
+            parent = add(make_stage(plan, pretrain_kind, seed, None, pretrain_size, dict(labels)))
         if intermediate:
-            parent = add(
-                make_stage(
-                    plan, "cls-intel", seed, parent, None, {"pretrain_size": pretrain_size, "seed": seed}
-                )
-            )
+            parent = add(make_stage(plan, intermediate, seed, parent, None, dict(labels)))
         return parent
 
     for seed in plan.seeds:
         for pretrain_size in plan.pretrain_sizes:
-            variants = []
-            if plan.plain:
-                variants.append(None)
-            if plan.intermediate and (pretrain_size > 0 or plan.intermediate_without_pretrain):
-                variants.append("cls-intel")
+            variants: list[str | None] = [None] if plan.plain else []
+            if pretrain_size > 0 or plan.intermediate_without_pretrain:
+                variants += intermediates
             for intermediate in variants:
-                parent = chain(seed, pretrain_size, intermediate is not None)
+                parent = chain(seed, pretrain_size, intermediate)
                 group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
                 for n in plan.finetune_sizes:
                     labels = {
@@ -565,20 +526,22 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
                         "intermediate": intermediate,
                         "finetune_size": n,
                     }
-                    stage = add(make_stage(plan, "finetune", seed, parent, n, labels))
+                    stage = add(make_stage(plan, final_kind, seed, parent, n, labels))
                     cells.append(Cell(plan.name, group, pretrain_size, seed, stage.id, n, intermediate))
-        if plan.geometry:
+        if geometry:
             size = geometry_pretrain_size(plan)
-            pre = chain(seed, size, False)
-            cells.append(Cell(plan.name, "geometry", size, seed, pre.id, regime="pretrained"))
-            for regime, kind in GEOMETRY_REGIMES.items():
-                if kind == "pretrain":
-                    continue
+            pre = chain(seed, size, None)
+            cells.append(
+                Cell(plan.name, "geometry", size, seed, pre.id, regime=STAGE_KINDS.get(pretrain_kind).key)
+            )
+            for kind in geometry:
                 # The stages trained to be diagnosed run the geometry schedule (config.GEOMETRY: the
                 # study's code trains them 20 epochs without a scheduler), apart from Table A3's CLS-Intel.
                 labels = {"pretrain_size": size, "seed": seed, "geometry": True}
                 stage = add(make_stage(plan, kind, seed, pre, None, labels, phase="geometry"))
-                cells.append(Cell(plan.name, "geometry", size, seed, stage.id, regime=regime))
+                cells.append(
+                    Cell(plan.name, "geometry", size, seed, stage.id, regime=STAGE_KINDS.get(kind).key)
+                )
     return list(stages.values()), cells
 
 

@@ -55,7 +55,8 @@ from .blocks import Block, figure, h, p, table
 from .blocks import pre_label as _pre_label
 from .examples import fig2_section, figA1_section
 from .fit import fit_saturating, observed_gain_per_doubling
-from .geometry import PUBLISHED_KEY, geometry_seeds, read_summary
+from .geometry import geometry_pretrain_size, geometry_seeds, published_key, read_summary
+from .kinds import role_of
 from .sweep import load_results
 
 TABLES = {
@@ -227,7 +228,7 @@ def size_axis(ax, sizes, label: str = "fine-tune images (log scale)") -> None:
 
 
 def _seg_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["kind"] == "finetune" and r.get("miou") not in ("", None)]
+    return [r for r in rows if role_of(r["kind"]) == "final" and r.get("miou") not in ("", None)]
 
 
 def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -632,7 +633,7 @@ def _geometry_table(summaries: dict[int, dict]) -> Block:
     published_rows = {row["key"]: row for row in published.table2()}
     table_rows = []
     for name, vals in results.items():
-        pub = published_rows.get(PUBLISHED_KEY.get(name, ""), {})
+        pub = published_rows.get(published_key(name), {})
         table_rows.append(
             [
                 name,
@@ -683,7 +684,7 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
     seeds = geometry_seeds(rows)
     if not seeds:
         return []
-    pre_size = max(int(r["pretrain_size"]) for r in rows if r["kind"] in ("cls-pets", "spatial"))
+    pre_size = geometry_pretrain_size(rows)
     blocks = [
         h(2, "Table 2 and Figs 5-6: representation geometry"),
         p(

@@ -57,9 +57,8 @@ from ..registry import REGIMES
 from ..runlock import FINAL, StageLock, clear_finished_lock, lock_is_stale
 from ..trainers import train
 from ..trainers.fleet import auto_fleet_size, fleet_config_key, train_fleet
-from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
-
-KIND_ORDER = {kind: i for i, kind in enumerate(STAGE_KINDS)}
+from .kinds import STAGE_KINDS, kind_of, role_of
+from .plans import Cell, Plan, Stage, expand
 
 CSV_COLUMNS = [
     "stage",
@@ -623,7 +622,7 @@ def comparability(chain: list[dict]) -> list[str]:
     for info in chain:
         cfg = TrainConfig.from_dict(info["config"])
         kind = info["kind"]
-        study = STAGE_KINDS[kind].dataset if kind in STAGE_KINDS else cfg.dataset
+        study = kind_of(kind).dataset if kind_of(kind) else cfg.dataset
         if dataset_spec(cfg.dataset).embedded:
             reasons.append("embedded data")
         elif cfg.dataset != study:
@@ -677,11 +676,13 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
     cfg = info["config"]
     labels = info.get("labels", {})
     kind = info["kind"]
-    by_kind = {c["kind"]: c["config"] for c in chain}
-    intermediate = "cls-intel" if "cls-intel" in by_kind else None
+    by_role: dict[str, dict] = {}  # the chain's first stage of each role (kinds.ROLES)
+    for c in chain:
+        by_role.setdefault(role_of(c["kind"]) or "", c)
+    intermediate = by_role["intermediate"]["kind"] if "intermediate" in by_role else None
     pretrain_size = labels.get("pretrain_size", 0) or 0
     group = ""
-    if kind == "finetune":
+    if role_of(kind) == "final":
         group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
     reasons = comparability(chain)
     history = (
@@ -694,7 +695,7 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "stage": stage_id,
         "kind": kind,
         "group": group,
-        "condition": f"pretrain={pretrain_size}" + ("+cls-intel" if intermediate else ""),
+        "condition": f"pretrain={pretrain_size}" + (f"+{intermediate}" if intermediate else ""),
         "pretrain_size": pretrain_size,
         "intermediate": intermediate or "",
         "finetune_size": labels.get("finetune_size", ""),
@@ -703,8 +704,8 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "model": cfg["model"],
         "preset": cfg["preset"],
         "phase": cfg.get("phase") or "",
-        "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
-        "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""),
+        "pretrain_dataset": by_role.get("pretrain", {}).get("config", {}).get("dataset", ""),
+        "intermediate_dataset": by_role.get("intermediate", {}).get("config", {}).get("dataset", ""),
         "dataset": cfg["dataset"],
         "train_images": data_info.get("train", ""),
         "test_size": cfg["test_size"],
@@ -817,10 +818,12 @@ def collect_rows(out: str | Path) -> list[dict]:
         if row is not None:
             rows.append(row)
 
+    order = {kind: i for i, kind in enumerate(STAGE_KINDS)}
+
     def key(r):
         ft = r["finetune_size"] if r["finetune_size"] != "" else -1
         return (
-            KIND_ORDER.get(r["kind"], 9),
+            order.get(r["kind"], len(order)),
             r["pretrain_size"],
             r["intermediate"],
             ft,
