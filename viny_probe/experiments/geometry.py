@@ -23,7 +23,7 @@ from pathlib import Path
 from ..data.spec import dataset_spec
 from ..runlock import FINAL, StageLock
 from .kinds import STAGE_KINDS, kind_of
-from .sweep import stage_dir
+from .layout import stage_dir
 
 
 def published_key(name: str) -> str:

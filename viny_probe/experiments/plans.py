@@ -398,6 +398,10 @@ def validate_plan(plan: Plan, where: str | None = None) -> None:
             )
 
 
+def describe_labels(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items() if v is not None)
+
+
 def geometry_pretrain_size(plan: Plan) -> int:
     if plan.geometry_pretrain_size is not None:
         return plan.geometry_pretrain_size

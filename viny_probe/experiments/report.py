@@ -57,7 +57,7 @@ from .examples import fig2_section, figA1_section
 from .fit import fit_saturating, observed_gain_per_doubling
 from .geometry import geometry_pretrain_size, geometry_seeds, published_key, read_summary
 from .kinds import role_of
-from .sweep import load_results
+from .results import load_results
 
 TABLES = {
     "baseline": ("Table 1", "table1", "No pre-training: segmentation by number of fine-tuning images"),
