@@ -27,7 +27,9 @@ from ..runlock import FINAL
 from .kinds import STAGE_KINDS, kind_of, role_of
 from .layout import is_legacy_stage, read_chain, stage_dir
 
-CSV_COLUMNS = [
+# Every row's own columns; then the columns the registered regimes declare (Regime.result_columns);
+# then TAIL_COLUMNS.
+STAGE_COLUMNS = [
     "stage",
     "kind",
     "group",
@@ -48,25 +50,18 @@ CSV_COLUMNS = [
     "epochs",
     "comparable",
     "not_comparable_because",
-    "pixel_accuracy",
-    "miou",
-    "miou_per_image",
-    "iou_pet",
-    "iou_background",
-    "iou_boundary",
-    "all_background_pixel_accuracy",
-    "all_background_miou",
-    "all_background_miou_per_image",
-    "position_prior_pixel_accuracy",
-    "position_prior_miou",
-    "position_prior_miou_per_image",
-    "test_accuracy",
-    "test_reconstruction_l1",
-    "final_loss",
-    "train_seconds",
-    "finished_at",
-    "parent",
 ]
+TAIL_COLUMNS = ["final_loss", "train_seconds", "finished_at", "parent"]
+
+
+def regime_columns() -> list[str]:
+    """The result columns of every registered regime, in registration order, each once."""
+    return list(dict.fromkeys(c for regime in REGIMES.values() for c in regime.result_columns))
+
+
+def csv_columns() -> list[str]:
+    """results.csv's header: a stage's columns, its regime's results (any registered regime's), the tail."""
+    return [*STAGE_COLUMNS, *regime_columns(), *TAIL_COLUMNS]
 
 
 COMPARABLE_PRESETS = ("paper", "authors")
@@ -166,16 +161,10 @@ def stage_row(out: Path, stage_id: str) -> dict | None:
         "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / FINAL).stat().st_mtime)),
         "parent": info.get("parent") or "",
-        "test_accuracy": results.get("test_accuracy", ""),
-        "test_reconstruction_l1": results.get("test_reconstruction_l1", ""),
     }
-    test = results.get("test")
-    if test:
-        row.update({k: test[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
-        row.update({f"iou_{k}": v for k, v in test.get("iou", {}).items()})
-        for name, scores in results.get("baselines", {}).items():
-            row.update({f"{name}_{k}": scores[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
-    row = {k: row.get(k, "") for k in CSV_COLUMNS}
+    if cfg["regime"] in REGIMES:  # a plugin's regime that is not loaded now: its results stay in jsonl
+        row.update(REGIMES.get(cfg["regime"]).result_row(results))
+    row = {k: row.get(k, "") for k in csv_columns()}
     full = {
         **row,
         "labels": labels,
@@ -199,7 +188,7 @@ def _provenance(info: dict) -> dict:
 
 def _csv_line(row: dict, header: bool = False) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=csv_columns(), extrasaction="ignore", lineterminator="\n")
     if header:
         writer.writeheader()
     writer.writerow(row)
@@ -222,7 +211,7 @@ def _write_results(out: Path, rows: list[dict]) -> None:
     text = (
         "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows))
         if rows
-        else ",".join(CSV_COLUMNS) + "\n"
+        else ",".join(csv_columns()) + "\n"
     )
     atomic_write_text(out / "results.csv", text)
     atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
