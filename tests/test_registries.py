@@ -165,6 +165,7 @@ def test_report_shows_the_toy_diagnostic_of_a_sweep_folder(toy_registrations, tm
                 "intermediate": "",
                 "seed": 0,
                 "model": "tiny",
+                "labels": {"pretrain_size": 16, "seed": 0, "geometry": kind != "pretrain"},
             }
         )
     (sweep / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -1,4 +1,4 @@
-"""Plugins: code outside viny that registers regimes, datasets, diagnostics or model sources.
+"""Plugins: code outside viny that registers regimes, datasets, diagnostics, model sources or stage kinds.
 
 A plugin is a Python module that registers its entries when it is imported (``@register`` for a
 regime, ``register_dataset``, ``analysis.registry.register``, ``register_source``), exactly as viny's
@@ -13,7 +13,9 @@ this order, each module once:
 3. ``viny --plugin MODULE_OR_FILE`` (repeatable; anywhere on the command line).
 
 A plugin that fails to load is one ``PluginWarning`` line naming it and the error, and viny goes on
-without it. Stage kinds for plans are not a registry yet: a plugin cannot add one until plans are data.
+without it. A plugin adds a stage kind for `viny sweep` plans the same way
+(``experiments.kinds.register_stage_kind(StageKind(name, regime, dataset, role))``); a plan then
+names it and ``[overrides.NAME]`` sets its fields.
 
 From Python (a notebook, a script): ``load_plugins()`` does the same (entry points and VINY_PLUGINS).
 """

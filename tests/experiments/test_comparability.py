@@ -3,7 +3,7 @@
 import pytest
 
 from viny_probe.experiments.plans import PLANS, expand, with_options
-from viny_probe.experiments.sweep import comparability
+from viny_probe.experiments.results import comparability
 
 
 def _chains(preset: str) -> list[list[dict]]:

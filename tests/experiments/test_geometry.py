@@ -37,6 +37,7 @@ def row(kind: str, seed: int) -> dict:
         "intermediate": "cls-intel" if kind == "cls-intel" else "",
         "phase": "geometry" if kind != "pretrain" else "pretrain",
         "seed": seed,
+        "labels": {"pretrain_size": 16, "seed": seed, **({"geometry": True} if kind != "pretrain" else {})},
     }
 
 
@@ -174,7 +175,12 @@ def test_geometry_seeds_take_the_geometry_cls_intel_stage():
     """Where a plan trained CLS-Intel twice at the geometry pre-training size (the intermediate stage of
     the segmentation chain and the geometry-schedule stage), Table 2 takes the geometry one, whatever the
     order of the rows."""
-    intermediate = {**row("cls-intel", 0), "stage": "cls-intel-intermediate", "phase": "intermediate"}
+    intermediate = {
+        **row("cls-intel", 0),
+        "stage": "cls-intel-intermediate",
+        "phase": "intermediate",
+        "labels": {"pretrain_size": 16, "seed": 0},  # the plan labels only the geometry stages
+    }
     for order in (1, -1):
         found = geometry_seeds([row(k, 0) for k, _ in KINDS] + [intermediate])
         assert dict(found[0].stages)["CLS-Intel"] == "cls-intel-s0"

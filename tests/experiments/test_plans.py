@@ -189,3 +189,64 @@ def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
     )
     t2 = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "geometry")
     assert (t2.config.mixup, t2.config.augment) == (0.0, "flip-contrast" if preset == "authors" else "crop")
+
+
+def test_a_plugin_registers_a_stage_kind_that_plans_accept(tmp_path):
+    """A stage kind is one registration (kinds.register_stage_kind), from a plugin file like any other:
+    ``[overrides.KIND]`` refused it before, and accepts it once the plugin is loaded."""
+    from viny_probe import plugins
+    from viny_probe.experiments.kinds import STAGE_KINDS
+
+    plan = tmp_path / "rot.toml"
+    plan.write_text('base = "mini"\n[overrides.rotation]\nlr = 0.001\n')
+    with pytest.raises(VinyError, match="unknown stage kind 'rotation'"):
+        load_plan_file(plan)
+    plugin = tmp_path / "rotation_kind.py"
+    plugin.write_text(
+        "from viny_probe.experiments.kinds import StageKind, register_stage_kind\n"
+        'register_stage_kind(StageKind("rotation", regime="spatial", dataset="pets"))\n'
+    )
+    try:
+        plugins.load_plugins([str(plugin)], entry_points=False, environ={})
+        assert STAGE_KINDS.get("rotation").dataset_for("embedded") == "toy-pets"
+        assert load_plan_file(plan).overrides == {"rotation": {"lr": 0.001}}
+        # a plan file places it: as the intermediate stage of a fine-tuning grid, and beside Table 2's
+        plan.write_text(
+            'base = "mini"\nplain = false\nintermediate = "rotation"\npretrain_sizes = [3000]\n'
+            'finetune_sizes = [250]\ngeometry = ["rotation", "spatial"]\n[overrides.rotation]\nlr = 0.001\n'
+        )
+        stages, cells = expand(load_plan_file(plan))
+        by_id = {s.id: s for s in stages}
+        final = [by_id[c.stage] for c in cells if c.group == "intermediate"]
+        assert {by_id[s.parent].kind for s in final} == {"rotation"}
+        assert {c.condition for c in cells if c.group == "intermediate"} == {"pretrain=3000+rotation"}
+        assert (
+            sorted(c.regime for c in cells if c.group == "geometry")
+            == ["pretrained"] * 2 + ["rotation"] * 2 + ["spatial"] * 2
+        )
+        assert all(s.config.lr == 0.001 for s in stages if s.kind == "rotation")
+        # a registered kind changes no plan that does not name it
+        assert len(expand(PLANS["paper"])[0]) == 153
+    finally:
+        STAGE_KINDS.unregister("rotation")
+    with pytest.raises(VinyError, match="unknown stage kind 'rotation'"):
+        load_plan_file(plan)
+
+
+def test_a_plan_places_kinds_by_their_role(tmp_path):
+    path = tmp_path / "p.toml"
+    path.write_text('base = "mini"\nintermediate = ["finetune"]\n')
+    with pytest.raises(VinyError, match="intermediate names 'finetune', a stage kind of role final"):
+        load_plan_file(path)
+    path.write_text('base = "mini"\nintermediate = true\ngeometry = true\n')  # a file of before
+    plan = load_plan_file(path)
+    assert plan.intermediate == ("cls-intel",) and plan.geometry == ("cls-intel", "cls-pets", "spatial")
+
+
+def test_the_study_plans_are_files_shipped_in_the_package():
+    from viny_probe.experiments.plans import PLAN_FOLDER
+
+    assert sorted(PLANS) == ["baseline", "geometry", "intermediate", "mini", "paper", "pretrain"]
+    assert all((PLAN_FOLDER / f"{name}.toml").is_file() for name in PLANS)
+    assert PLANS["paper"].geometry == ("cls-intel", "cls-pets", "spatial")
+    assert PLANS["intermediate"].intermediate == ("cls-intel",) and not PLANS["intermediate"].plain

@@ -23,6 +23,7 @@ from ..data.spec import has_trimaps
 from ..errors import VinyError
 from ..trainers import splits
 from .blocks import Block, condition_label, figure, h, p, pre_label, table
+from .kinds import role_of
 
 FIG2_IMAGES = 4
 FIGA1_IMAGES = 3
@@ -63,7 +64,7 @@ def _mean_std(values: list[float], spec: str = ".4f") -> str:
 def fig2_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[Block]:
     """Fig 2 analogue, one figure per model of the sweep's pre-training stages."""
     blocks = [h(2, "Fig 2 analogue: SimMIM reconstructions")]
-    pretrain = [r for r in rows if r["kind"] == "pretrain"]
+    pretrain = [r for r in rows if role_of(r["kind"]) == "pretrain"]
     if not pretrain:
         return blocks + [p("This sweep has no pre-training stage, so there are no reconstructions to show.")]
     by_model: dict[str, list[dict]] = defaultdict(list)
@@ -171,7 +172,7 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
     from ..trainers.segment import predict_masks, segmenter_from_checkpoint
     from ..viz import save_prediction_comparison
 
-    seg = [r for r in rows if r["kind"] == "finetune"]
+    seg = [r for r in rows if role_of(r["kind"]) == "final"]
     if not seg:
         return []
     conditions: dict[tuple, list[dict]] = defaultdict(list)

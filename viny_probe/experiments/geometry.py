@@ -20,16 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.spec import dataset_spec
 from ..runlock import FINAL, StageLock
-from .sweep import stage_dir
+from .kinds import STAGE_KINDS, kind_of
+from .layout import stage_dir
 
-GEOMETRY = (  # stage kind, name in Table 2, key of the study's Table 2 (viny_probe.published)
-    ("pretrain", "Pretrained", "pretrained"),
-    ("cls-intel", "CLS-Intel", "cls-intel"),
-    ("cls-pets", "CLS-Pets", "cls-pets"),
-    ("spatial", "Spatial", "spatial"),
-)
-PUBLISHED_KEY = {name: key for _, name, key in GEOMETRY}
+
+def published_key(name: str) -> str:
+    """The published Table 2's key of the encoder named ``name`` in a sweep's Table 2 ("" if none)."""
+    return next((kind.key for kind in STAGE_KINDS.values() if kind.title == name), "")
 
 
 @dataclass
@@ -78,31 +77,39 @@ class SeedGeometry:
         return shlex.join([*words, "-q", "-o", str(self.out_dir(sweep_dir))])
 
 
+def _is_geometry(row: dict) -> bool:
+    """A stage trained on the geometry pre-training to be diagnosed (its plan labels it so)."""
+    return bool((row.get("labels") or {}).get("geometry"))
+
+
+def geometry_pretrain_size(rows: list[dict]) -> int:
+    """The pre-training size the sweep's geometry stages were trained on (the largest, if several)."""
+    return max(int(r["pretrain_size"]) for r in rows if _is_geometry(r))
+
+
 def geometry_seeds(rows: list[dict]) -> dict[int, SeedGeometry]:
-    """Run seed -> its geometry encoders, from the sweep's results rows (finished stages); seeds with
-    fewer than two of them are left out."""
-    kinds = {kind: name for kind, name, _ in GEOMETRY}
-    geo = [r for r in rows if r["kind"] in ("cls-pets", "spatial")]
-    if not geo:
+    """Run seed -> its geometry encoders, from the sweep's results rows (finished stages): the
+    pre-training at the geometry pre-training size and every stage labelled ``geometry`` on it, in the
+    order of the stage kinds' registry; seeds with fewer than two of them are left out."""
+    if not any(_is_geometry(r) for r in rows):
         return {}
-    pre_size = max(int(r["pretrain_size"]) for r in geo)
+    pre_size = geometry_pretrain_size(rows)
     by_seed: dict[int, dict[str, dict]] = {}
     for r in rows:
-        if r["kind"] not in kinds or int(r["pretrain_size"]) != pre_size:
+        kind = kind_of(r["kind"])
+        if kind is None or int(r["pretrain_size"]) != pre_size:
             continue
-        if r["kind"] == "cls-intel" and r.get("intermediate", "") == "":
-            continue
-        chosen = by_seed.setdefault(int(r["seed"]), {})
-        # Table 2's CLS-Intel is the geometry-schedule stage where the plan trained one
-        if r["kind"] in chosen and chosen[r["kind"]].get("phase") == "geometry":
-            continue
-        chosen[r["kind"]] = r
+        if _is_geometry(r) or kind.role == "pretrain":
+            by_seed.setdefault(int(r["seed"]), {})[kind.name] = r
     seeds = {}
     for seed, chosen in sorted(by_seed.items()):
-        stages = [(name, chosen[kind]["stage"]) for kind, name, _ in GEOMETRY if kind in chosen]
+        kinds = [kind for kind in STAGE_KINDS.values() if kind.name in chosen]
+        stages = [(kind.title, chosen[kind.name]["stage"]) for kind in kinds]
+        # measured on the test split of the first diagnosed stage whose dataset has masks (CLS-Pets)
+        masked = [k for k in kinds if _is_geometry(chosen[k.name]) and dataset_spec(k.dataset).has_trimaps]
+        evaluation = chosen[masked[0].name]["stage"] if masked else stages[-1][1]
         if len(stages) >= 2:
-            evaluation = chosen.get("cls-pets", chosen.get("spatial"))
-            seeds[seed] = SeedGeometry(seed, stages, evaluation["stage"] if evaluation else stages[-1][1])
+            seeds[seed] = SeedGeometry(seed, stages, evaluation)
     return seeds
 
 

@@ -5,10 +5,13 @@ A chain is pre-training (SimMIM, optional) -> intermediate stage (optional) -> f
 identified by a hash of their resolved config and their parent's id, so the same pre-training (pre-train
 size, seed) feeds every fine-tune size, every plan and every re-run, and is trained once.
 
-Named plans (``PLANS``): ``baseline`` (Table 1), ``pretrain`` (Table A2), ``intermediate`` (Table A3),
-``geometry`` (Table 2 / Figs 5-6 regimes), ``paper`` (all of them) and ``mini`` (a miniature study on the
-embedded data with the demo model and the quick preset). A plan can be narrowed or scaled with
-:func:`with_options` (the CLI flags) or written as a TOML file (:func:`load_plan_file`).
+A plan is data: which stage kinds (``kinds.STAGE_KINDS``: a registered regime on a registered dataset
+with a schedule row and a role) form its chains, on which sizes and seeds, written as a TOML file
+(:func:`load_plan_file`). The study's plans (``PLANS``) are such files, shipped in
+``viny_probe/resources/plans/``: ``baseline`` (Table 1), ``pretrain`` (Table A2), ``intermediate``
+(Table A3), ``geometry`` (Table 2 / Figs 5-6), ``paper`` (all of them) and ``mini`` (a miniature study on
+the embedded data with the demo model and the quick preset). A plan can be narrowed or scaled with
+:func:`with_options` (the CLI flags).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import hashlib
 import json
 import re
 import sys
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,44 +29,11 @@ from ..config import ADDED_FIELDS, SCHEDULE_PRESETS, TrainConfig
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
+from .kinds import STAGE_KINDS, STUDY_GEOMETRY, STUDY_INTERMEDIATE, first_of_role
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
-PAPER_PRETRAIN_SIZES = (45_000, 100_000, 200_000)
 
 
-@dataclass(frozen=True)
-class StageKind:
-    """A stage of the study's chains: the regime it trains and the study's dataset for it. On
-    embedded data the dataset's registered stand-in (``DatasetSpec.stand_in``) takes its place."""
-
-    regime: str
-    dataset: str
-
-    def dataset_for(self, data: str) -> str:
-        return self.dataset if data == "real" else (dataset_spec(self.dataset).stand_in or self.dataset)
-
-
-# The study's stage kinds, in chain order.
-STAGE_KINDS = {
-    "pretrain": StageKind("simmim", "imagenet"),
-    "cls-intel": StageKind("classify", "intel"),
-    "cls-pets": StageKind("classify", "pets"),
-    "spatial": StageKind("spatial", "pets"),
-    "finetune": StageKind("segment", "pets"),
-}
-# Geometry regimes (Table 2 rows) -> the stage kind whose final encoder is diagnosed.
-GEOMETRY_REGIMES = {
-    "pretrained": "pretrain",
-    "cls-intel": "cls-intel",
-    "cls-pets": "cls-pets",
-    "spatial": "spatial",
-}
-GEOMETRY_LABELS = {
-    "pretrained": "Pretrained (SimMIM)",
-    "cls-intel": "CLS-Intermediate (Intel)",
-    "cls-pets": "CLS-Intermediate (Pets)",
-    "spatial": "Spatial Intermediate",
-}
 # Fields a plan's per-stage overrides may not set: the plan itself decides them.
 FORBIDDEN_OVERRIDES = {
     "regime",
@@ -84,7 +55,7 @@ class Stage:
     """One training run. ``id`` = regime + hash of (resolved config without paths/execution, parent id)."""
 
     id: str
-    kind: str  # pretrain | cls-intel | cls-pets | spatial | finetune
+    kind: str  # a registered stage kind (kinds.STAGE_KINDS)
     config: TrainConfig  # resolved; ``init`` is filled at run time from the parent's final.pt
     parent: str | None
     labels: dict = field(default_factory=dict, compare=False, hash=False)
@@ -120,8 +91,8 @@ class Cell:
     seed: int
     stage: str
     finetune_size: int | None = None  # segmentation cells
-    intermediate: str | None = None  # "cls-intel" or None
-    regime: str | None = None  # geometry cells: pretrained | cls-intel | cls-pets | spatial
+    intermediate: str | None = None  # the intermediate stage kind, or None
+    regime: str | None = None  # geometry cells: the diagnosed stage kind's key (StageKind.key)
 
     @property
     def condition(self) -> str:
@@ -143,10 +114,14 @@ class Plan:
     split_seed: int = 0  # one fixed split for every run seed (the study's "fixed data splits")
     pretrain_sizes: tuple[int, ...] = (0,)  # 0 = no pre-training (Table 1)
     finetune_sizes: tuple[int, ...] = FINETUNE_SIZES
-    plain: bool = True  # segmentation cells without an intermediate stage (Tables 1 / A2)
-    intermediate: bool = False  # segmentation cells with CLS-Intel between (Table A3)
-    intermediate_without_pretrain: bool = False  # also CLS-Intel -> segment from scratch (not in the paper)
-    geometry: bool = False  # Pretrained / CLS-Intel / CLS-Pets / Spatial stages (Table 2, Figs 5-6)
+    plain: bool = True  # final-stage cells without an intermediate stage (Tables 1 / A2)
+    # Stage kinds between pre-training and the final stage: one set of cells per kind (Table A3: cls-intel)
+    intermediate: tuple[str, ...] = ()
+    intermediate_without_pretrain: bool = False  # also intermediate -> final from scratch (not in the paper)
+    # Stage kinds trained on the geometry pre-training to be diagnosed beside it (Table 2, Figs 5-6)
+    geometry: tuple[str, ...] = ()
+    pretrain_kind: str | None = None  # the pre-training stage's kind (None: the first of role pretrain)
+    final_kind: str | None = None  # every cell's final stage's kind (None: the first of role final)
     geometry_pretrain_size: int | None = (
         None  # None: the largest pre-train size of the plan (else 200k / 3000)
     )
@@ -159,56 +134,19 @@ class Plan:
             f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds {list(self.seeds)} "
             f"(split seed {self.split_seed}), "
             f"pre-train sizes {list(self.pretrain_sizes)}, fine-tune sizes {list(self.finetune_sizes)}, "
-            f"plain={self.plain}, intermediate={self.intermediate}, geometry={self.geometry}"
+            f"plain={self.plain}, intermediate={_kinds_text(self.intermediate)}, "
+            f"geometry={_kinds_text(self.geometry)}"
             + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
         )
+
+
+def _kinds_text(kinds: tuple[str, ...]) -> str:
+    return "/".join(kinds) or "none"
 
 
 # A plan's datasets: the real ones (imagenet / intel / pets) or their embedded stand-ins (toy-*).
 DATA_KINDS = ("real", "embedded")
 
-PLANS: dict[str, Plan] = {
-    "baseline": Plan("baseline", "Table 1: no pre-training, fine-tune sizes 250..6000", pretrain_sizes=(0,)),
-    "pretrain": Plan(
-        "pretrain",
-        "Table A2 / Fig 3: SimMIM pre-training 45k/100k/200k x fine-tune sizes",
-        pretrain_sizes=PAPER_PRETRAIN_SIZES,
-    ),
-    "intermediate": Plan(
-        "intermediate",
-        "Table A3 / Fig 4: the same with CLS-Intel between (pair with `pretrain`)",
-        pretrain_sizes=PAPER_PRETRAIN_SIZES,
-        plain=False,
-        intermediate=True,
-    ),
-    "geometry": Plan(
-        "geometry",
-        "Table 2 / Figs 5-6: Pretrained, CLS-Intel, CLS-Pets and Spatial encoders",
-        pretrain_sizes=(),
-        plain=False,
-        geometry=True,
-    ),
-    "paper": Plan(
-        "paper",
-        "every grid of the study: Tables 1, A2, A3, 2",
-        pretrain_sizes=(0, *PAPER_PRETRAIN_SIZES),
-        intermediate=True,
-        geometry=True,
-    ),
-    "mini": Plan(
-        "mini",
-        "miniature study: embedded data, demo model, quick preset, with and without CLS-Intel",
-        preset="quick",
-        model="demo",
-        data="embedded",
-        seeds=(0, 1),
-        pretrain_sizes=(0, 3000),
-        finetune_sizes=(250, 500, 1000),
-        intermediate=True,
-        test_size=500,
-        epochs_scale=0.67,
-    ),
-}
 PLAN_FIELDS = {f.name for f in dataclasses.fields(Plan)}
 
 # What each plan key holds, checked (with_options) before a plan is built: one line per bad value,
@@ -225,9 +163,11 @@ PLAN_VALUE_KINDS = {
     "pretrain_sizes": "counts",
     "finetune_sizes": "counts",
     "plain": "flag",
-    "intermediate": "flag",
+    "intermediate": "kinds",
     "intermediate_without_pretrain": "flag",
-    "geometry": "flag",
+    "geometry": "kind list",
+    "pretrain_kind": "text",
+    "final_kind": "text",
     "geometry_pretrain_size": "whole",
     "test_size": "whole",
     "epochs_scale": "number",
@@ -242,7 +182,11 @@ _KIND_WORDS = {
     "counts": "a list of whole numbers, e.g. [250, 500, 1000]",
     "seeds": "a list of whole numbers, e.g. [0, 1, 2], or a count of seeds, e.g. 3",
     "tables": "tables of settings per stage kind, e.g. [overrides.finetune] with lr = 0.001",
+    "kinds": 'true or false, or a stage kind or a list of them, e.g. ["cls-intel"]',
+    "kind list": 'true or false, or a list of stage kinds, e.g. ["cls-intel", "cls-pets", "spatial"]',
 }
+# What ``true`` means for these keys in a plan file written before plans listed their stage kinds.
+_STUDY_KINDS = {"intermediate": STUDY_INTERMEDIATE, "geometry": STUDY_GEOMETRY}
 # A plan's name goes into file names (DIR/plan-NAME.json): letters, digits, '_' and '-' only.
 _PLAN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
@@ -264,6 +208,9 @@ def _fits(kind: str, value) -> bool:
         return isinstance(value, list | tuple) and all(_is_whole(v) for v in value)
     if kind == "seeds":
         return _is_whole(value) or (isinstance(value, list | tuple) and all(_is_whole(v) for v in value))
+    if kind in ("kinds", "kind list"):
+        names = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        return isinstance(value, bool) or names or (kind == "kinds" and isinstance(value, str))
     return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())  # tables
 
 
@@ -281,6 +228,38 @@ def get_plan(name: str) -> Plan:
     if name not in PLANS:
         raise VinyError(f"unknown plan {name!r}; choose one of {', '.join(PLANS)} or pass --plan-file x.toml")
     return PLANS[name]
+
+
+class ShippedPlans(Mapping):
+    """The plan files of a folder by name (the file's stem), each read when first asked for."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._plans: dict[str, Plan] = {}
+
+    def _names(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.toml"))
+
+    def __getitem__(self, name: str) -> Plan:
+        if name not in self._plans:
+            if name not in self._names():
+                raise KeyError(name)
+            self._plans[name] = load_plan_file(self.folder / f"{name}.toml", check_cells=False)
+        return self._plans[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (self.folder / f"{name}.toml").is_file()
+
+
+# The study's plans, one TOML file each: a new file there is a new named plan.
+PLAN_FOLDER = Path(__file__).resolve().parent.parent / "resources" / "plans"
+PLANS = ShippedPlans(PLAN_FOLDER)
 
 
 def parse_sizes(text: str | None, what: str) -> tuple[int, ...] | None:
@@ -319,6 +298,11 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
     for key in ("pretrain_sizes", "finetune_sizes"):
         if key in changes:
             changes[key] = tuple(sorted({int(v) for v in changes[key]}))
+    for key, study in _STUDY_KINDS.items():
+        if key in changes:
+            value = changes[key]
+            value = (study if value else ()) if isinstance(value, bool) else value
+            changes[key] = (value,) if isinstance(value, str) else tuple(value)
     if "overrides" in changes:
         merged = {k: dict(v) for k, v in plan.overrides.items()}
         for kind, values in changes["overrides"].items():
@@ -329,10 +313,12 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
     return new
 
 
-def load_plan_file(path: str | Path, **cli_options) -> Plan:
+def load_plan_file(path: str | Path, *, check_cells: bool = True, **cli_options) -> Plan:
     """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
-    an empty plan named after the file); ``[overrides.finetune]`` etc. set TrainConfig fields per stage
-    kind. CLI options given beside ``--plan-file`` win over the file."""
+    an empty plan named after the file); ``intermediate`` and ``geometry`` list stage kinds;
+    ``[overrides.KIND]`` sets TrainConfig fields of a stage kind. CLI options given beside
+    ``--plan-file`` win over the file. ``check_cells``: refuse a plan without cells (it would run
+    nothing)."""
     if sys.version_info >= (3, 11):
         import tomllib
     else:  # the same parser, as a package (a dependency on Python 3.10)
@@ -374,12 +360,12 @@ def load_plan_file(path: str | Path, **cli_options) -> Plan:
     doc.setdefault("name", path.stem if base_name is None else base.name)
     plan = with_options(base, where, **doc)
     plan = with_options(plan, where, **cli_options)
-    if not expand(plan)[1]:
+    if check_cells and not expand(plan)[1]:
         raise VinyError(
             f"{where}: its plan has no cells, so it would run nothing (pretrain_sizes = "
             f"{list(plan.pretrain_sizes)}, finetune_sizes = {list(plan.finetune_sizes)}, plain = "
-            f"{str(plan.plain).lower()}, intermediate = {str(plan.intermediate).lower()}, geometry = "
-            f"{str(plan.geometry).lower()}); e.g. set pretrain_sizes = [0] for Table 1's cells"
+            f"{str(plan.plain).lower()}, intermediate = {list(plan.intermediate)}, geometry = "
+            f"{list(plan.geometry)}); e.g. set pretrain_sizes = [0] for Table 1's cells"
         )
     return plan
 
@@ -417,6 +403,22 @@ def validate_plan(plan: Plan, where: str | None = None) -> None:
     for ok, message in checks:
         if not ok:
             raise VinyError(f"{where}: {message}")
+    placed = [(k, "intermediate", "intermediate") for k in plan.intermediate]
+    placed += [(k, "geometry", "intermediate") for k in plan.geometry]
+    placed += [(plan.pretrain_kind, "pretrain_kind", "pretrain"), (plan.final_kind, "final_kind", "final")]
+    for kind, key, role in placed:
+        if kind is None:
+            continue
+        if kind not in STAGE_KINDS:
+            raise VinyError(
+                f"{where}: {key} names the unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)} "
+                "(a plugin registers its own: kinds.register_stage_kind)"
+            )
+        if STAGE_KINDS.get(kind).role != role:
+            raise VinyError(
+                f"{where}: {key} names {kind!r}, a stage kind of role {STAGE_KINDS.get(kind).role}; "
+                f"{key} takes kinds of role {role}"
+            )
     for kind, values in plan.overrides.items():
         if kind not in STAGE_KINDS:
             raise VinyError(
@@ -428,6 +430,10 @@ def validate_plan(plan: Plan, where: str | None = None) -> None:
                 f"{where}: overrides.{kind} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, "
                 "init, model, preset and data_root)"
             )
+
+
+def describe_labels(labels: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in labels.items() if v is not None)
 
 
 def geometry_pretrain_size(plan: Plan) -> int:
@@ -475,8 +481,12 @@ def make_stage(
     labels: dict,
     phase: str | None = None,
 ) -> Stage:
-    stage_kind = STAGE_KINDS[kind]
-    values = {"dataset": stage_kind.dataset_for(plan.data), "phase": phase, **plan.overrides.get(kind, {})}
+    stage_kind = STAGE_KINDS.get(kind)
+    values = {
+        "dataset": stage_kind.dataset_for(plan.data),
+        "phase": phase or stage_kind.phase,
+        **plan.overrides.get(kind, {}),
+    }
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
     cfg = TrainConfig(
@@ -497,8 +507,10 @@ def make_stage(
 
 
 def _check_embedded_sizes(plan: Plan) -> None:
-    stream = dataset_spec(STAGE_KINDS["pretrain"].dataset_for("embedded"))
-    pets_name = STAGE_KINDS["finetune"].dataset_for("embedded")
+    stream = dataset_spec(
+        STAGE_KINDS.get(plan.pretrain_kind or first_of_role("pretrain")).dataset_for("embedded")
+    )
+    pets_name = STAGE_KINDS.get(plan.final_kind or first_of_role("final")).dataset_for("embedded")
     unlabeled, pets = stream.max_size - plan.test_size, dataset_spec(pets_name).fixed_size
     too_big = [n for n in plan.pretrain_sizes if n > unlabeled]
     if plan.geometry and geometry_pretrain_size(plan) > unlabeled:
@@ -523,40 +535,28 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
         _check_embedded_sizes(plan)
     stages: dict[str, Stage] = {}
     cells: list[Cell] = []
+    pretrain_kind = plan.pretrain_kind or first_of_role("pretrain")
+    final_kind = plan.final_kind or first_of_role("final")
 
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.id, stage)
 
-    def chain(seed: int, pretrain_size: int, intermediate: bool) -> Stage | None:
+    def chain(seed: int, pretrain_size: int, intermediate: str | None) -> Stage | None:
         parent = None
+        labels = {"pretrain_size": pretrain_size, "seed": seed}
         if pretrain_size > 0:
-            parent = add(
-                make_stage(
-                    plan,
-                    "pretrain",
-                    seed,
-                    None,
-                    pretrain_size,
-                    {"pretrain_size": pretrain_size, "seed": seed},
-                )
-            )
+            parent = add(make_stage(plan, pretrain_kind, seed, None, pretrain_size, dict(labels)))
         if intermediate:
-            parent = add(
-                make_stage(
-                    plan, "cls-intel", seed, parent, None, {"pretrain_size": pretrain_size, "seed": seed}
-                )
-            )
+            parent = add(make_stage(plan, intermediate, seed, parent, None, dict(labels)))
         return parent
 
     for seed in plan.seeds:
         for pretrain_size in plan.pretrain_sizes:
-            variants = []
-            if plan.plain:
-                variants.append(None)
-            if plan.intermediate and (pretrain_size > 0 or plan.intermediate_without_pretrain):
-                variants.append("cls-intel")
+            variants: list[str | None] = [None] if plan.plain else []
+            if pretrain_size > 0 or plan.intermediate_without_pretrain:
+                variants += plan.intermediate
             for intermediate in variants:
-                parent = chain(seed, pretrain_size, intermediate is not None)
+                parent = chain(seed, pretrain_size, intermediate)
                 group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
                 for n in plan.finetune_sizes:
                     labels = {
@@ -565,20 +565,22 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
                         "intermediate": intermediate,
                         "finetune_size": n,
                     }
-                    stage = add(make_stage(plan, "finetune", seed, parent, n, labels))
+                    stage = add(make_stage(plan, final_kind, seed, parent, n, labels))
                     cells.append(Cell(plan.name, group, pretrain_size, seed, stage.id, n, intermediate))
         if plan.geometry:
             size = geometry_pretrain_size(plan)
-            pre = chain(seed, size, False)
-            cells.append(Cell(plan.name, "geometry", size, seed, pre.id, regime="pretrained"))
-            for regime, kind in GEOMETRY_REGIMES.items():
-                if kind == "pretrain":
-                    continue
+            pre = chain(seed, size, None)
+            cells.append(
+                Cell(plan.name, "geometry", size, seed, pre.id, regime=STAGE_KINDS.get(pretrain_kind).key)
+            )
+            for kind in plan.geometry:
                 # The stages trained to be diagnosed run the geometry schedule (config.GEOMETRY: the
                 # study's code trains them 20 epochs without a scheduler), apart from Table A3's CLS-Intel.
                 labels = {"pretrain_size": size, "seed": seed, "geometry": True}
                 stage = add(make_stage(plan, kind, seed, pre, None, labels, phase="geometry"))
-                cells.append(Cell(plan.name, "geometry", size, seed, stage.id, regime=regime))
+                cells.append(
+                    Cell(plan.name, "geometry", size, seed, stage.id, regime=STAGE_KINDS.get(kind).key)
+                )
     return list(stages.values()), cells
 
 

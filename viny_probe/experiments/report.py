@@ -51,12 +51,14 @@ from scipy import stats
 from .. import __version__, published
 from ..analysis.registry import report_columns
 from ..errors import VinyError
+from ..registry import REGIMES
 from .blocks import Block, figure, h, p, table
 from .blocks import pre_label as _pre_label
 from .examples import fig2_section, figA1_section
 from .fit import fit_saturating, observed_gain_per_doubling
-from .geometry import PUBLISHED_KEY, geometry_seeds, read_summary
-from .sweep import load_results
+from .geometry import geometry_pretrain_size, geometry_seeds, published_key, read_summary
+from .kinds import kind_of, role_of
+from .results import load_results
 
 TABLES = {
     "baseline": ("Table 1", "table1", "No pre-training: segmentation by number of fine-tuning images"),
@@ -227,7 +229,7 @@ def size_axis(ax, sizes, label: str = "fine-tune images (log scale)") -> None:
 
 
 def _seg_rows(rows: list[dict]) -> list[dict]:
-    return [r for r in rows if r["kind"] == "finetune" and r.get("miou") not in ("", None)]
+    return [r for r in rows if role_of(r["kind"]) == "final" and r.get("miou") not in ("", None)]
 
 
 def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
@@ -632,7 +634,7 @@ def _geometry_table(summaries: dict[int, dict]) -> Block:
     published_rows = {row["key"]: row for row in published.table2()}
     table_rows = []
     for name, vals in results.items():
-        pub = published_rows.get(PUBLISHED_KEY.get(name, ""), {})
+        pub = published_rows.get(published_key(name), {})
         table_rows.append(
             [
                 name,
@@ -683,7 +685,7 @@ def geometry_section(sweep_dir: Path, rows: list[dict], fig_dir: Path) -> list[B
     seeds = geometry_seeds(rows)
     if not seeds:
         return []
-    pre_size = max(int(r["pretrain_size"]) for r in rows if r["kind"] in ("cls-pets", "spatial"))
+    pre_size = geometry_pretrain_size(rows)
     blocks = [
         h(2, "Table 2 and Figs 5-6: representation geometry"),
         p(
@@ -818,7 +820,55 @@ def build_blocks(
     if not seg:
         blocks.append(p("No finished segmentation cells yet."))
     blocks += fig2_section(sweep_dir, rows, fig_dir)
+    blocks += stage_results_section(rows)
     blocks += (geometry or geometry_section)(sweep_dir, rows, fig_dir)
+    return blocks
+
+
+def _regime_name(row: dict) -> str | None:
+    configs = row.get("configs") or []
+    if configs:
+        return configs[-1]["config"].get("regime")
+    kind = kind_of(row["kind"])
+    return kind.regime if kind else None
+
+
+def stage_results_section(rows: list[dict]) -> list[Block]:
+    """One table per stage kind other than the final one (the segmentation tables hold those): mean ±
+    std over run seeds of the columns its regime declares (``Regime.result_columns``), by pre-training
+    size and schedule row. A regime's own metric reaches it with no edit here."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for r in rows:
+        name = _regime_name(r)
+        if role_of(r["kind"]) != "final" and name in REGIMES and REGIMES.get(name).result_columns:
+            groups[(r["kind"], name)].append(r)
+    if not groups:
+        return []
+    blocks = [h(2, "Held-out results of the other stages")]
+    for (kind, name), krows in groups.items():
+        columns = list(REGIMES.get(name).result_columns)
+        by_condition: dict[tuple, list[dict]] = defaultdict(list)
+        for r in krows:
+            by_condition[(int(r["pretrain_size"] or 0), r.get("phase") or "")].append(r)
+        table_rows = [
+            [
+                pre,
+                phase or "-",
+                len(cell),
+                *(
+                    _mean_std_text([None if r.get(c) in ("", None) else float(r[c]) for r in cell], ".4f")
+                    for c in columns
+                ),
+            ]
+            for (pre, phase), cell in sorted(by_condition.items())
+        ]
+        blocks.append(
+            table(
+                ["pre-train images", "schedule row", "n", *columns],
+                table_rows,
+                f"{kind} ({name}): mean ± std over run seeds of the results its regime declares.",
+            )
+        )
     return blocks
 
 

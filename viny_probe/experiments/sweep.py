@@ -1,14 +1,6 @@
-"""Run a plan: every stage not yet finished, each in its own folder, resumable, shardable.
-
-Layout of a sweep folder ``DIR``::
-
-    DIR/stages/<id>/          one training run (config.json, metrics.jsonl, checkpoint.pt, final.pt, ...)
-    DIR/stages/<id>/stage.json  the stage definition: kind, parent id, labels, resolved config
-    DIR/stages/<id>/lock      present while a worker trains the stage (pid, host, time, token)
-    DIR/stages/<id>/error.txt the last failure of the stage, if any (removed when it succeeds)
-    DIR/results.csv           one row per finished stage (segmentation metrics for fine-tuning stages)
-    DIR/results.jsonl         the same rows with full metrics, configs and provenance
-    DIR/results.lock          taken (flock) while the two files above are rewritten
+"""The runner: every unfinished stage of a plan, each in its own folder (``experiments.layout``),
+resumable, shardable (``experiments.shards``), its results row recorded as it finishes
+(``experiments.results``).
 
 Rules:
 
@@ -17,30 +9,22 @@ Rules:
 * A worker takes a stage by its lock (``runlock.StageLock``: an O_EXCL file refreshed by a heartbeat,
   taken over when stale, said so and why), which is also the run folder's lock: the run the worker then
   trains borrows it (``runlock.hold_run_folder``), and any other `viny` writing there is refused.
-* ``--shard I/N`` (1 <= I <= N): the plan's stages are partitioned into N shares by a deterministic greedy
-  balance of estimated cost (largest first, to the least loaded share; ties by id), identical on every
-  machine that expands the same plan. A worker trains only the stages of its share. When a stage's parent
+* ``--shard I/N`` (1 <= I <= N): a worker trains only the stages of its share. When a stage's parent
   belongs to another share and is not finished yet, the worker *defers* it and goes on with its other
   stages; when only deferred stages are left it *waits*, polling every ``poll_s`` seconds, and trains
   each as soon as its parent's ``final.pt`` appears (``wait=False``: it returns instead and reports the
   deferred stages; run the same command again later). A stage whose parent failed is skipped.
 * ``results.csv``/``results.jsonl`` get a stage's row as it finishes, and are rebuilt from all
-  finished stage folders at the end of every sweep. Both are only ever rewritten whole (temp file +
-  rename) under ``DIR/results.lock`` (flock), so workers sharing ``DIR`` never leave a torn line or a
-  row twice in them.
+  finished stage folders at the end of every sweep.
 * A full disk stops the sweep (every later stage would fail the same way); the next sweep resumes.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import fcntl
-import io
 import json
 import os
-import platform
 import socket
 import time
 import traceback
@@ -48,87 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import __version__
 from ..checkpoint import DiskFullError, atomic_write_text, damage, write_json
-from ..config import TrainConfig, is_legacy_config
-from ..data.spec import dataset_spec
-from ..errors import VinyError
-from ..registry import REGIMES
-from ..runlock import FINAL, StageLock, clear_finished_lock, lock_is_stale
+from ..config import TrainConfig
+from ..runlock import FINAL, StageLock, clear_finished_lock
 from ..trainers import train
 from ..trainers.fleet import auto_fleet_size, fleet_config_key, train_fleet
-from .plans import STAGE_KINDS, Cell, Plan, Stage, expand
-
-KIND_ORDER = {kind: i for i, kind in enumerate(STAGE_KINDS)}
-
-CSV_COLUMNS = [
-    "stage",
-    "kind",
-    "group",
-    "condition",
-    "pretrain_size",
-    "intermediate",
-    "finetune_size",
-    "seed",
-    "split_seed",
-    "model",
-    "preset",
-    "phase",
-    "pretrain_dataset",
-    "intermediate_dataset",
-    "dataset",
-    "train_images",
-    "test_size",
-    "epochs",
-    "comparable",
-    "not_comparable_because",
-    "pixel_accuracy",
-    "miou",
-    "miou_per_image",
-    "iou_pet",
-    "iou_background",
-    "iou_boundary",
-    "all_background_pixel_accuracy",
-    "all_background_miou",
-    "all_background_miou_per_image",
-    "position_prior_pixel_accuracy",
-    "position_prior_miou",
-    "position_prior_miou_per_image",
-    "test_accuracy",
-    "test_reconstruction_l1",
-    "final_loss",
-    "train_seconds",
-    "finished_at",
-    "parent",
-]
+from .dryrun import DryRun, dry_run
+from .layout import is_failed, is_finished, legacy_stages, stage_dir
+from .plans import Cell, Plan, Stage, describe_labels, expand
+from .results import append_row, collect_rows, load_results, rebuild_results
+from .shards import assign_shards, parse_shard
 
 
-# ----------------------------------------------------------------------------------------------- shards
-def parse_shard(text: str | None) -> tuple[int, int]:
-    """'2/4' -> (2, 4); None -> (1, 1)."""
-    if text is None:
-        return 1, 1
-    try:
-        i, n = (int(x) for x in text.split("/"))
-    except ValueError:
-        raise VinyError(f"--shard must look like I/N, e.g. 1/4; got {text!r}") from None
-    if not (n >= 1 and 1 <= i <= n):
-        raise VinyError(f"--shard {text}: need 1 <= I <= N")
-    return i, n
-
-
-def assign_shards(stages: list[Stage], n: int) -> dict[str, int]:
-    """Stage id -> share 1..n: greedy balance of estimated cost, deterministic for a given plan."""
-    load = [0] * n
-    owner: dict[str, int] = {}
-    for stage in sorted(stages, key=lambda s: (-s.cost(), s.id)):
-        k = min(range(n), key=lambda j: (load[j], j))
-        owner[stage.id] = k + 1
-        load[k] += max(stage.cost(), 1)
-    return owner
-
-
-# ------------------------------------------------------------------------------------------------ sweep
 @dataclass
 class Execution:
     """How to run (never part of a stage's identity)."""
@@ -161,20 +76,6 @@ class SweepSummary:
     @property
     def complete(self) -> bool:
         return self.cells_done == self.cells_total
-
-
-def stage_dir(out: Path, stage_id: str) -> Path:
-    return Path(out) / "stages" / stage_id
-
-
-def is_finished(out: Path, stage_id: str) -> bool:
-    return (stage_dir(out, stage_id) / FINAL).exists()
-
-
-def _failed(out: Path, stage_id: str) -> bool:
-    d = stage_dir(out, stage_id)
-    held = (d / "lock").exists() and not lock_is_stale(d / "lock")
-    return (d / "error.txt").exists() and not held and not (d / FINAL).exists()
 
 
 def _reconcile_paths(run_dir: Path, cfg: TrainConfig, log: Callable[[str], None]) -> None:
@@ -282,10 +183,6 @@ def run_stage(stage: Stage, out: Path, execution: Execution, log: Callable[[str]
     return "ran"
 
 
-def describe_labels(labels: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in labels.items() if v is not None)
-
-
 def _depth(stage: Stage, by_id: dict[str, Stage]) -> int:
     depth = 0
     while stage.parent is not None and stage.parent in by_id:
@@ -363,7 +260,7 @@ def _parent_state(stage: Stage, out: Path, owner: dict, shard: tuple[int, int], 
     ):
         summary.skipped[stage.id] = f"parent {parent} failed"
         return "skipped"
-    if owner.get(parent) != shard[0] and _failed(out, parent):
+    if owner.get(parent) != shard[0] and is_failed(out, parent):
         summary.skipped[stage.id] = f"parent {parent} failed (shard {owner.get(parent)})"
         return "skipped"
     return "deferred"
@@ -400,7 +297,7 @@ def _record_failure(stage_id: str, error: BaseException, summary, log) -> None:
 
 def _record_ran(out: Path, stage_id: str, summary) -> None:
     summary.ran.append(stage_id)
-    _append_row(out, stage_id)
+    append_row(out, stage_id)
 
 
 def fleet_groups(stages: list[Stage], size: int) -> list[list[Stage]]:
@@ -530,132 +427,6 @@ def plan_to_dict(plan: Plan) -> dict:
 
 
 # -------------------------------------------------------------------------------------------- dry run
-@dataclass
-class DryRun:
-    stages: list[dict]
-    cells: list[dict]
-    total_image_steps: int
-    remaining_image_steps: int
-    shard_image_steps: dict[int, int]
-
-
-def dry_run(plan: Plan, out: str | Path | None = None, shard: tuple[int, int] = (1, 1)) -> DryRun:
-    """What a sweep would do: cells, the stages they need, status and estimated image-steps."""
-    stages, cells = expand(plan)
-    owner = assign_shards(stages, shard[1])
-
-    def status(stage_id: str) -> str:
-        if out is None:
-            return "todo"
-        d = stage_dir(Path(out), stage_id)
-        if (d / FINAL).exists():
-            return "done"
-        if (d / "lock").exists() and not lock_is_stale(d / "lock"):
-            return "running"
-        if (d / "error.txt").exists():
-            return "failed"
-        if (d / "config.json").exists():
-            return "partial"
-        return "todo"
-
-    stage_rows = [
-        {
-            "id": s.id,
-            "kind": s.kind,
-            "dataset": s.config.dataset,
-            "train_images": s.train_images(),
-            "epochs": s.config.epochs,
-            "image_steps": s.cost(),
-            "parent": s.parent or "",
-            "shard": owner[s.id],
-            "status": status(s.id),
-            "labels": describe_labels(s.labels),
-        }
-        for s in stages
-    ]
-    cell_rows = [
-        {
-            "group": c.group,
-            "condition": c.condition,
-            "pretrain_size": c.pretrain_size,
-            "finetune_size": c.finetune_size,
-            "intermediate": c.intermediate or "",
-            "regime": c.regime or "",
-            "seed": c.seed,
-            "stage": c.stage,
-            "status": status(c.stage),
-        }
-        for c in cells
-    ]
-    shard_cost: dict[int, int] = {}
-    for s in stages:
-        shard_cost[owner[s.id]] = shard_cost.get(owner[s.id], 0) + s.cost()
-    remaining = sum(r["image_steps"] for r in stage_rows if r["status"] != "done")
-    return DryRun(stage_rows, cell_rows, sum(s.cost() for s in stages), remaining, shard_cost)
-
-
-# -------------------------------------------------------------------------------------------- results
-def _chain(out: Path, stage_id: str) -> list[dict]:
-    """stage.json of the stage and its ancestors, root first."""
-    chain = []
-    current: str | None = stage_id
-    while current:
-        path = stage_dir(out, current) / "stage.json"
-        if not path.exists():
-            break
-        info = json.loads(path.read_text())
-        chain.append(info)
-        current = info.get("parent")
-    return chain[::-1]
-
-
-# Presets whose runs may sit beside the published numbers: Table A1's text, and the study's own code.
-COMPARABLE_PRESETS = ("paper", "authors")
-
-
-def comparability(chain: list[dict]) -> list[str]:
-    """Why a fine-tuning result can not be set beside the paper's (empty list = comparable). Both full
-    presets are comparable when each stage ran its preset's own schedule: `paper` is Table A1's text,
-    `authors` the study's own code, which produced the published numbers (docs/fidelity.md)."""
-    from ..config import PAPER, TrainConfig
-
-    reasons: list[str] = []
-    for info in chain:
-        cfg = TrainConfig.from_dict(info["config"])
-        kind = info["kind"]
-        study = STAGE_KINDS[kind].dataset if kind in STAGE_KINDS else cfg.dataset
-        if dataset_spec(cfg.dataset).embedded:
-            reasons.append("embedded data")
-        elif cfg.dataset != study:
-            reasons.append(f"{kind} on {cfg.dataset}")
-        if cfg.preset not in COMPARABLE_PRESETS:
-            reasons.append(f"{cfg.preset} preset")
-        if cfg.model != "viny":
-            reasons.append(f"{cfg.model} model")
-        phase = cfg.phase or REGIMES.get(cfg.regime).phase
-        if cfg.preset in COMPARABLE_PRESETS:  # the preset's own schedule for this stage, recipe included
-            sched = TrainConfig(
-                regime=cfg.regime, preset=cfg.preset, dataset=cfg.dataset, phase=phase
-            ).resolved()
-        else:
-            sched = PAPER[phase]
-        if (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.gamma, tuple(cfg.milestones)) != (
-            sched.epochs,
-            sched.lr,
-            sched.weight_decay,
-            sched.gamma,
-            tuple(sched.milestones),
-        ):
-            reasons.append(
-                "schedule differs from the study's code"
-                if cfg.preset == "authors"
-                else "schedule differs from Table A1"
-            )
-        if cfg.regime == "segment" and cfg.test_size != 1000:
-            reasons.append(f"test set of {cfg.test_size}")
-    return list(dict.fromkeys(reasons))
-
-
 def _set_aside_damaged(d: Path, log: Callable[[str], None]) -> None:
     """An interrupted stage whose checkpoint.pt is damaged (empty, zeroed, cut short) trains again from
     its first epoch: the file is moved to checkpoint.pt.damaged, so no rerun fails on it forever."""
@@ -664,211 +435,6 @@ def _set_aside_damaged(d: Path, log: Callable[[str], None]) -> None:
     if broken:
         last.replace(d / "checkpoint.pt.damaged")
         log(f"  {broken}; set aside as checkpoint.pt.damaged, the stage trains again from its first epoch")
-
-
-def stage_row(out: Path, stage_id: str) -> dict | None:
-    """One results row (flat ``csv`` part plus full ``results``/``configs``) of a finished stage."""
-    d = stage_dir(out, stage_id)
-    if not (d / FINAL).exists() or not (d / "results.json").exists() or not (d / "stage.json").exists():
-        return None
-    chain = _chain(out, stage_id)
-    info = chain[-1]
-    results = json.loads((d / "results.json").read_text())
-    cfg = info["config"]
-    labels = info.get("labels", {})
-    kind = info["kind"]
-    by_kind = {c["kind"]: c["config"] for c in chain}
-    intermediate = "cls-intel" if "cls-intel" in by_kind else None
-    pretrain_size = labels.get("pretrain_size", 0) or 0
-    group = ""
-    if kind == "finetune":
-        group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
-    reasons = comparability(chain)
-    history = (
-        [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        if (d / "metrics.jsonl").exists()
-        else []
-    )
-    data_info = json.loads((d / "data.json").read_text()) if (d / "data.json").exists() else {}
-    row = {
-        "stage": stage_id,
-        "kind": kind,
-        "group": group,
-        "condition": f"pretrain={pretrain_size}" + ("+cls-intel" if intermediate else ""),
-        "pretrain_size": pretrain_size,
-        "intermediate": intermediate or "",
-        "finetune_size": labels.get("finetune_size", ""),
-        "seed": cfg["seed"],
-        "split_seed": cfg.get("split_seed", ""),
-        "model": cfg["model"],
-        "preset": cfg["preset"],
-        "phase": cfg.get("phase") or "",
-        "pretrain_dataset": by_kind.get("pretrain", {}).get("dataset", ""),
-        "intermediate_dataset": by_kind.get("cls-intel", {}).get("dataset", ""),
-        "dataset": cfg["dataset"],
-        "train_images": data_info.get("train", ""),
-        "test_size": cfg["test_size"],
-        "epochs": cfg["epochs"],
-        "comparable": not reasons,
-        "not_comparable_because": "; ".join(reasons),
-        "final_loss": results.get("final", {}).get("loss", ""),
-        "train_seconds": round(sum(h.get("seconds", 0.0) for h in history), 3),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime((d / FINAL).stat().st_mtime)),
-        "parent": info.get("parent") or "",
-        "test_accuracy": results.get("test_accuracy", ""),
-        "test_reconstruction_l1": results.get("test_reconstruction_l1", ""),
-    }
-    test = results.get("test")
-    if test:
-        row.update({k: test[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
-        row.update({f"iou_{k}": v for k, v in test.get("iou", {}).items()})
-        for name, scores in results.get("baselines", {}).items():
-            row.update({f"{name}_{k}": scores[k] for k in ("pixel_accuracy", "miou", "miou_per_image")})
-    row = {k: row.get(k, "") for k in CSV_COLUMNS}
-    full = {
-        **row,
-        "labels": labels,
-        "results": results,
-        "configs": [{"stage": c["id"], "kind": c["kind"], "config": c["config"]} for c in chain],
-        "provenance": _provenance(info),
-    }
-    return full
-
-
-def _provenance(info: dict) -> dict:
-    import torch
-
-    return {
-        "viny_version": __version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        **info.get("worker", {}),
-    }
-
-
-def _csv_line(row: dict, header: bool = False) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    if header:
-        writer.writeheader()
-    writer.writerow(row)
-    return buf.getvalue()
-
-
-@contextlib.contextmanager
-def _results_lock(out: Path):
-    """Hold ``DIR/results.lock`` (flock) while results.csv/jsonl are read and rewritten, so that workers
-    sharing ``DIR`` never lose or repeat each other's rows."""
-    with open(out / "results.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _write_results(out: Path, rows: list[dict]) -> None:
-    text = (
-        "".join(_csv_line(r, header=(i == 0)) for i, r in enumerate(rows))
-        if rows
-        else ",".join(CSV_COLUMNS) + "\n"
-    )
-    atomic_write_text(out / "results.csv", text)
-    atomic_write_text(out / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
-
-
-def _append_row(out: Path, stage_id: str) -> None:
-    """Add a finished stage's row to results.csv/jsonl unless it is there already. Both files are
-    rewritten whole (temp file + rename) under the results lock: never a torn line or a row twice."""
-    row = stage_row(out, stage_id)
-    if row is None:
-        return
-    with _results_lock(out):
-        rows = load_results(out) if (out / "results.jsonl").exists() else []
-        if any(r["stage"] == stage_id for r in rows):
-            return
-        _write_results(out, [*rows, json.loads(json.dumps(row, default=str))])
-
-
-def is_legacy_stage(d: Path) -> bool:
-    """A stage trained by viny before checkpoint format 2 (CLS token in every stage, the split drawn
-    from the run seed): its config.json has no split_seed. Such results are not comparable with the
-    current ones and are left out of results.csv (``legacy_stages`` lists them)."""
-    config = d / "config.json"
-    return config.exists() and is_legacy_config(json.loads(config.read_text()))
-
-
-def legacy_stages(out: str | Path) -> list[str]:
-    """Finished stages in ``out`` written before checkpoint format 2 (left out of the results)."""
-    stages = Path(out) / "stages"
-    found = sorted(stages.glob("*")) if stages.exists() else []
-    return [d.name for d in found if (d / FINAL).exists() and is_legacy_stage(d)]
-
-
-def collect_rows(out: str | Path) -> list[dict]:
-    """Rows of every finished stage in ``out`` (whatever plan ran it), in a stable order; stages from
-    before checkpoint format 2 are left out (see ``legacy_stages``)."""
-    out = Path(out)
-    rows = []
-    for d in sorted((out / "stages").glob("*")) if (out / "stages").exists() else []:
-        if is_legacy_stage(d):
-            continue
-        row = stage_row(out, d.name)
-        if row is not None:
-            rows.append(row)
-
-    def key(r):
-        ft = r["finetune_size"] if r["finetune_size"] != "" else -1
-        return (
-            KIND_ORDER.get(r["kind"], 9),
-            r["pretrain_size"],
-            r["intermediate"],
-            ft,
-            r["seed"],
-            r["stage"],
-        )
-
-    return sorted(rows, key=key)
-
-
-def rebuild_results(out: str | Path) -> list[dict]:
-    """Rewrite results.csv and results.jsonl from all finished stages (atomic replace)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with _results_lock(out):
-        rows = collect_rows(out)
-        _write_results(out, rows)
-    return rows
-
-
-def load_results(out: str | Path, problems: list[str] | None = None) -> list[dict]:
-    """The rows of ``DIR/results.jsonl`` (rebuilt from the stage folders when missing). A line that
-    is not a whole row (torn by a crash mid-write) is skipped, and said so in ``problems``."""
-    path = Path(out) / "results.jsonl"
-    if not path.exists():
-        if not (Path(out) / "stages").exists():
-            raise VinyError(
-                f"{out} holds no sweep (no results.jsonl and no stages/); run `viny sweep PLAN --out {out}`"
-            )
-        return rebuild_results(out)
-    seen, rows = set(), []
-    for number, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                row = None
-            if not isinstance(row, dict) or "stage" not in row:
-                if problems is not None:
-                    problems.append(
-                        f"{path} line {number} is not a whole results row (cut short by a crash?) and was "
-                        f"skipped; `viny sweep PLAN --out {out}` rebuilds the file from the stage folders"
-                    )
-                continue
-            if row["stage"] not in seen:
-                seen.add(row["stage"])
-                rows.append(row)
-    return rows
 
 
 __all__ = [

@@ -76,6 +76,16 @@ class Regime:
     ) -> None:
         """Write regime-specific outputs (tables, pictures) into the run folder."""
 
+    # The columns its held-out results give a sweep's results.csv and the report's table of stages
+    # (``result_row`` fills them from results.json): by default none of its own.
+    result_columns: tuple[str, ...] = ()
+
+    @classmethod
+    def result_row(cls, results: dict) -> dict:
+        """Its ``result_columns`` from a run's results.json (``{"test_accuracy": 0.9, ...}``): by default
+        the top-level values of those names."""
+        return {c: results[c] for c in cls.result_columns if c in results}
+
     def headline(self, results: dict) -> dict[str, float]:
         """The few held-out numbers a one-line summary shows (the demo's table): by default every
         scalar result."""

@@ -16,6 +16,7 @@ from .base import Regime, RegimeData, batched, device_batch, encoder_input, regi
 @register
 class Classify(Regime):
     name = "classify"
+    result_columns = ("test_accuracy",)
     phase = "intermediate"
     default_dataset = "toy-scenes"
     description = "Global classification on the CLS token (CLS-Intel / CLS-Pets intermediate stage)."

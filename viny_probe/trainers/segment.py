@@ -96,6 +96,33 @@ class Segment(Regime):
         loss = F.cross_entropy(logits, target)
         return loss, {"train_pixel_accuracy": (class_argmax(logits.detach()) == target).float().mean()}
 
+    # results.csv: the scores, each class's IoU and the trivial baselines beside them (the study's three
+    # trimap classes; another dataset's classes stay in results.jsonl)
+    SCORES = ("pixel_accuracy", "miou", "miou_per_image")
+    result_columns = (
+        *SCORES,
+        "iou_pet",
+        "iou_background",
+        "iou_boundary",
+        "all_background_pixel_accuracy",
+        "all_background_miou",
+        "all_background_miou_per_image",
+        "position_prior_pixel_accuracy",
+        "position_prior_miou",
+        "position_prior_miou_per_image",
+    )
+
+    @classmethod
+    def result_row(cls, results: dict) -> dict:
+        test = results.get("test")
+        if not test:
+            return {}
+        row = {k: test[k] for k in cls.SCORES}
+        row.update({f"iou_{k}": v for k, v in test.get("iou", {}).items()})
+        for name, scores in results.get("baselines", {}).items():
+            row.update({f"{name}_{k}": scores[k] for k in cls.SCORES})
+        return {k: v for k, v in row.items() if k in cls.result_columns}
+
     @torch.no_grad()
     def headline(self, results: dict) -> dict[str, float]:
         return {"mIoU": results["test"]["miou"]}

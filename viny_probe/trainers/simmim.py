@@ -65,6 +65,7 @@ def reconstruction_loss(
 @register
 class SimMIM(Regime):
     name = "simmim"
+    result_columns = ("test_reconstruction_l1",)
     phase = "pretrain"
     default_dataset = "toy-unlabeled"
     description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."

@@ -21,6 +21,7 @@ from .base import Regime, RegimeData, batched, device_batch, encoder_input, regi
 @register
 class Spatial(Regime):
     name = "spatial"
+    result_columns = ("test_patch_accuracy",)
     phase = "intermediate"
     default_dataset = "toy-pets"
     description = "Patch-aligned supervision: a linear classifier on every patch token."
