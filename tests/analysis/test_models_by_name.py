@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,7 +209,8 @@ def test_a_hub_snapshot_with_custom_code_is_refused_and_its_code_never_fetched(t
 def test_random_weights_are_named_as_such_in_json_markdown_and_the_explorer(tmp_path):
     """A model built at random (``pretrained=false``) says so wherever its results go: `viny probe
     --json`'s model record, diagnose's summary.md checkpoint table, and the explorer page's model
-    line. Mutant watched failing: ``TokenModel.weights`` ignoring the source's weights note."""
+    line, and a footer under every figure of diagnose. Mutants watched failing: ``TokenModel.weights``
+    ignoring the source's weights note; diagnose without ``stamp_footer``."""
     from viny_probe.analysis.diagnose import diagnose
     from viny_probe.analysis.explore import ExploreOptions, build_explorer, dataset_images, read_page_data
     from viny_probe.analysis.sources import load_model
@@ -224,6 +226,11 @@ def test_random_weights_are_named_as_such_in_json_markdown_and_the_explorer(tmp_
     diagnose([model], ["random"], tmp_path / "diag", probe_images=16, test_images=8, depth_probe_images=8,
              cka_images=8, fig6_images=1, progress=False)  # fmt: skip
     assert "RANDOM INIT" in (tmp_path / "diag" / "summary.md").read_text()
+    from PIL import Image
+
+    with Image.open(tmp_path / "diag" / "fig5_similarity_vs_distance.png") as png:
+        strip = np.asarray(png.convert("RGB"))[-12:]  # the footer naming the weights, under the figure
+    assert (strip == 235).all(axis=-1).mean() > 0.5 and (strip < 120).all(axis=-1).any()
     images, _ = dataset_images([model], "toy-pets", 2)
     build_explorer([model], images, tmp_path / "e.html", ExploreOptions(progress=False))
     assert "RANDOM INIT" in read_page_data(tmp_path / "e.html")["models"][0]["weights"]

@@ -55,7 +55,7 @@ from viny_probe.analysis.registry import (
 )
 from viny_probe.analysis.render import summary_markdown, table2_json, table2_markdown, table2_rows
 from viny_probe.analysis.sources import TokenModel, load_model, parse_model_spec
-from viny_probe.analysis.stamp import stamp_warnings
+from viny_probe.analysis.stamp import stamp_footer, stamp_warnings
 from viny_probe.checkpoint import jsonable, write_json
 from viny_probe.checks import check_positive_int
 from viny_probe.data.base import ImageSet
@@ -620,5 +620,6 @@ def diagnose(
     for name in files.values():
         written += [out / name, (out / name).with_suffix(".json")]
     stamp_warnings(written, got.warnings)
+    stamp_footer(written, [f"{c['name']}: {c['model']['weights']}" for c in got.checkpoints])
     summary["out_dir"] = str(out)
     return summary

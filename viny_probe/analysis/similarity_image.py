@@ -21,7 +21,7 @@ from viny_probe.analysis.reference import (
     similarity_map,
 )
 from viny_probe.analysis.sources import TokenModel, load_model
-from viny_probe.analysis.stamp import stamp_warnings
+from viny_probe.analysis.stamp import stamp_footer, stamp_warnings
 from viny_probe.errors import VinyError
 
 
@@ -138,6 +138,7 @@ def similarity_map_for_image(
             )
             files.append(target)
     stamp_warnings([*files, *(f.with_suffix(".json") for f in files)], warnings)
+    stamp_footer(files, [f"{cfg.name}: {cfg.weights()}"])
     return {
         "checkpoint": name,
         "grid": [cfg.grid, cfg.grid],

@@ -46,3 +46,28 @@ def _banner_png(path: Path, warnings: Sequence[str]) -> None:
     for i, text in enumerate(warnings):
         draw.text((6, 4 + i * line_height), f"{BANNER}: {text}", fill=(255, 255, 255), font=font)
     out.save(path)
+
+
+FOOTER_LINE_PX = 12
+
+
+def stamp_footer(paths: Sequence[Path], lines: Sequence[str]) -> None:
+    """Add ``lines`` in a grey strip under each existing PNG (which weights a figure shows: every figure
+    carries it, wherever it is copied). Other files and missing paths are left alone."""
+    if not lines:
+        return
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    for path in dict.fromkeys(Path(p) for p in paths):
+        if not path.is_file() or path.suffix != ".png":
+            continue
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        height = FOOTER_LINE_PX * len(lines) + 6
+        out = Image.new("RGB", (image.width, image.height + height), (235, 235, 235))
+        out.paste(image, (0, 0))
+        draw = ImageDraw.Draw(out)
+        for i, text in enumerate(lines):
+            draw.text((6, image.height + 3 + i * FOOTER_LINE_PX), text, fill=(60, 60, 60), font=font)
+        out.save(path)
