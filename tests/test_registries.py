@@ -7,6 +7,7 @@ dataset or diagnostic is one file plus one registration."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -126,7 +127,8 @@ def test_toy_regime_trains_through_the_cli_on_the_toy_dataset(
     assert data["train"] == 16 and data["test"] == 8  # the "fixed" rule: --test-size images held out
     results = json.loads((out / "results.json").read_text())
     assert results["regime"] == "toy-mean" and results["test_mse"] >= 0
-    assert "test_mse" in result.output  # the regime's summary (the default: its scalar results)
+    shown = re.search(r"held-out: test mse ([0-9.e-]+)", result.output)  # the regime's summary, one line
+    assert shown and abs(float(shown[1]) - results["test_mse"]) < 1e-4
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
     diag = tmp_path / "diag"

@@ -161,13 +161,13 @@ def test_export_into_a_run_folder_or_over_a_file_needs_force(raced, work):
     rc, output = run(["export", str(run_dir / "final.pt"), "-o", str(run_dir)], work / "export-run.log")
     text = one_line(output)
     assert rc == 2 and f"{run_dir} is a viny run folder" in text and "--force" in text, text
-    assert (run_dir / "config.json").read_bytes() == config and not (run_dir / "model.safetensors").exists()
+    assert (run_dir / "config.json").read_bytes() == config and not (run_dir / "encoder.safetensors").exists()
 
     out = work / "exported"
     assert run(["export", str(run_dir / "final.pt"), "-o", str(out)], work / "export-1.log")[0] == 0
     rc, output = run(["export", str(run_dir / "final.pt"), "-o", str(out)], work / "export-2.log")
     text = one_line(output)
-    assert rc == 2 and f"{out / 'model.safetensors'} exists already" in text and "--force" in text, text
+    assert rc == 2 and f"{out / 'encoder.safetensors'} exists already" in text and "--force" in text, text
     rc, output = run(["export", str(run_dir / "final.pt"), "-o", str(out), "--force"], work / "export-3.log")
     assert rc == 0, output
 

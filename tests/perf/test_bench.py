@@ -159,7 +159,9 @@ def test_cli_bench_json(monkeypatch, capsys):
     monkeypatch.setattr(perf, "run_bench", lambda **kw: {"called": kw["model"], "batch": kw["batch"]})
     from typer.testing import CliRunner
 
-    res = CliRunner().invoke(app, ["bench", "--model", "tiny", "--batch", "4", "--json", "--device", "cpu"])
+    res = CliRunner().invoke(
+        app, ["bench", "--model", "tiny", "--batch-size", "4", "--json", "--device", "cpu"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"called": "tiny", "batch": 4}
 

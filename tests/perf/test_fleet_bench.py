@@ -89,7 +89,19 @@ def test_cli_fleet_bench_projects_the_paper_plan_for_its_model_only():
     """With the study's model and every regime measured, the JSON carries the `paper` plan's projected
     time at the measured fleet rates; with another model there is none (its rates say nothing about
     ViNy's plan)."""
-    args = ["bench", "--fleet", "1", "--precision", "fp32", "--batch", "2", "--steps", "1", "--repeats", "1"]
+    args = [
+        "bench",
+        "--fleet",
+        "1",
+        "--precision",
+        "fp32",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--repeats",
+        "1",
+    ]
     out = CliRunner().invoke(app, [*args, "--model", "viny", "--json"])
     assert out.exit_code == 0, out.output
     plan = json.loads(out.output)["paper_plan"]["fp32"]
