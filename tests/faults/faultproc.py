@@ -112,6 +112,13 @@ class Proc:
         return self.stdout_path.read_text() + "".join(self.stderr)
 
 
+def tiny_train_args(epochs: int = 3) -> list[str]:
+    """`viny train segment` on the tiny model, 16 training images in batches of 8 (2 steps an epoch),
+    8 test images, on the CPU, quiet: the run every fault test kills, races or signals."""
+    return ["train", "segment", "--model", "tiny", "--epochs", str(epochs), "--batch-size", "8",
+            "--train-size", "16", "--test-size", "8", "--device", "cpu", "-q"]  # fmt: skip
+
+
 def start(
     args: list[str],
     log: Path,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultproc import one_line, read_jsonl, run, start, without_timing
+from faultproc import one_line, read_jsonl, run, start, tiny_train_args, without_timing
 
 from viny_probe import runlock
 from viny_probe.checkpoint import file_digest, load_checkpoint
@@ -22,23 +22,7 @@ from viny_probe.data.spec import dataset_spec
 from viny_probe.model import model_config
 
 EPOCHS = 3  # 16 training images in batches of 8: 2 steps an epoch
-ARGS = [
-    "train",
-    "segment",
-    "--model",
-    "tiny",
-    "--epochs",
-    str(EPOCHS),
-    "--batch-size",
-    "8",
-    "--train-size",
-    "16",
-    "--test-size",
-    "8",
-    "--device",
-    "cpu",
-    "-q",
-]
+ARGS = tiny_train_args(EPOCHS)
 
 
 @pytest.fixture(scope="module")

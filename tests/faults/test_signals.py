@@ -11,30 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from faultproc import one_line, read_jsonl, run, start
+from faultproc import one_line, read_jsonl, run, start, tiny_train_args
 
 from viny_probe.checkpoint import load_checkpoint
 from viny_probe.data import load_dataset
 from viny_probe.data.spec import dataset_spec
 from viny_probe.model import model_config
 
-TRAIN = [
-    "train",
-    "segment",
-    "--model",
-    "tiny",
-    "--epochs",
-    "3",
-    "--batch-size",
-    "8",
-    "--train-size",
-    "16",
-    "--test-size",
-    "8",
-    "--device",
-    "cpu",
-    "-q",
-]
+TRAIN = tiny_train_args(3)
 STEPS_PER_EPOCH = 2  # 16 training images in batches of 8
 PLAN = """
 base = "mini"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from faultproc import one_line, read_jsonl, run, start, without_timing
+from faultproc import one_line, read_jsonl, run, start, tiny_train_args, without_timing
 
 from viny_probe.checkpoint import DiskFullError, file_digest, load_checkpoint
 from viny_probe.data import load_dataset
@@ -27,23 +27,7 @@ from viny_probe.model import model_config
 from viny_probe.trainers import loop
 
 EPOCHS, STEPS_PER_EPOCH = 3, 2  # 16 training images in batches of 8
-ARGS = [
-    "train",
-    "segment",
-    "--model",
-    "tiny",
-    "--epochs",
-    str(EPOCHS),
-    "--batch-size",
-    "8",
-    "--train-size",
-    "16",
-    "--test-size",
-    "8",
-    "--device",
-    "cpu",
-    "-q",
-]
+ARGS = tiny_train_args(EPOCHS)
 CHECKPOINT_LIMIT = 200_000  # bytes: the tiny model's checkpoint.pt (~300 kB) does not fit, the rest does
 
 
