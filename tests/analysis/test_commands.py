@@ -362,3 +362,20 @@ def test_diagnose_draws_pca_rgb_and_embeds_the_explorer_from_the_tokens_it_measu
         colours, _ = pca_rgb(tokens[2])
         drawn = torch.tensor(pca["colours"][name])  # (4, g, g, 3)
         assert torch.allclose(drawn.reshape(4, -1, 3), colours[:4], atol=1e-6)
+
+
+def test_a_pixel_of_a_non_square_image_maps_to_its_own_patch():
+    """`similarity-map --pixel Y,X` on a 70 x 50 (H x W) original, input 32 px on an 8 x 8 grid: y scales
+    by 32/70 and x by 32/50, each into its own axis. Replaces a check at the corner pixel (69, 49), whose
+    patch (7, 7) is the same with y and x swapped. Mutants watched failing: y and x swapped; both
+    scaled by the height."""
+    from types import SimpleNamespace
+
+    from viny_probe.analysis.similarity_image import _pixel_patch
+
+    cfg = SimpleNamespace(image_size=32, patch_size=4)
+    cases = {(69, 0): (7, 0), (0, 49): (0, 7), (35, 40): (4, 6), (10, 30): (1, 4)}
+    for pixel, patch in cases.items():
+        assert tuple(_pixel_patch(pixel, (70, 50), cfg)) == patch, pixel
+    with pytest.raises(VinyError, match="outside the 70x50 image"):
+        _pixel_patch((10, 50), (70, 50), cfg)
