@@ -105,6 +105,33 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
     assert len((tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()) == 3
 
 
+def test_resume_restores_the_schedule_when_the_cut_comes_before_a_milestone(tmp_path, monkeypatch):
+    """Milestone 3 of 4 epochs, cut in epoch 3 (checkpoint at 2): only a restored scheduler knows that
+    two of its three steps before the decay are done, so epoch 4 trains at the decayed rate as in the
+    uninterrupted run. Mutant watched failing: ``scheduler.load_state_dict`` dropped from the resume
+    (a fresh scheduler decays one epoch late: epoch 4's loss differs). The cut after a milestone, as in
+    test_resume_equals_uninterrupted, cannot tell, since the optimizer's saved lr is decayed already."""
+    cfg = tiny("segment", epochs=4, milestones=(3,), gamma=0.1)
+    whole = train(cfg, tmp_path / "whole", progress=False)
+    seg = REGISTRY["segment"]
+    original = seg.compute_loss
+    calls = {"n": 0}
+
+    def cut(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # the first batch of epoch 3 (2 batches an epoch)
+            raise Interrupt
+        return original(self, *a, **k)
+
+    monkeypatch.setattr(seg, "compute_loss", cut)
+    with pytest.raises(Interrupt):
+        train(cfg, tmp_path / "cut", progress=False)
+    monkeypatch.setattr(seg, "compute_loss", original)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
+
+
 def test_resume_from_a_damaged_checkpoint_says_the_way_forward(tmp_path):
     """An empty checkpoint.pt under --resume: one line naming it and what to do; doing it works.
     Mutant: load_checkpoint without if_damaged -> the generic advice, no --resume in the message."""
