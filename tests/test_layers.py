@@ -51,14 +51,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imported(path: Path) -> set[str]:
-    """viny_probe modules imported anywhere in ``path`` (relative imports resolved)."""
+def _imports(path: Path):
+    """``(target, names)`` for every import of a viny_probe module anywhere in ``path`` (relative
+    imports resolved): ``import viny_probe.x`` -> ``("viny_probe.x", [])``, ``from .x import y, z`` ->
+    ``("viny_probe...x", ["y", "z"])``."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("viny_probe")}
+            yield from ((a.name, []) for a in node.names if a.name.startswith("viny_probe"))
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -67,13 +68,21 @@ def imported(path: Path) -> set[str]:
             else:
                 target = node.module or ""
             if target.startswith("viny_probe"):
-                found.add(target)
-                found |= {
-                    f"{target}.{a.name}"
-                    for a in node.names
-                    if (PACKAGE.parent / f"{target}.{a.name}".replace(".", "/")).exists()
-                    or (PACKAGE.parent / (f"{target}.{a.name}".replace(".", "/") + ".py")).exists()
-                }
+                yield target, [a.name for a in node.names]
+
+
+def imported(path: Path) -> set[str]:
+    """viny_probe modules imported anywhere in ``path``: each import's target, and any name it takes
+    from it that is itself a module (a file or a package folder)."""
+    found = set()
+    for target, names in _imports(path):
+        found.add(target)
+        found |= {
+            f"{target}.{n}"
+            for n in names
+            if (PACKAGE.parent / f"{target}.{n}".replace(".", "/")).exists()
+            or (PACKAGE.parent / (f"{target}.{n}".replace(".", "/") + ".py")).exists()
+        }
     return found
 
 
@@ -111,25 +120,10 @@ def edges(path: Path) -> set[str]:
     """The viny_probe modules ``path`` imports, anywhere in it: ``from .x import y`` is an edge to the
     module ``x.y`` where that is a module, else to ``x`` (a package's __init__ only where a name is
     taken from it)."""
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("viny_probe.")}
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            if not target.startswith("viny_probe"):
-                continue
-            for alias in node.names:
-                sub = f"{target}.{alias.name}"
-                found.add(sub if _is_module(sub) else target)
-    return {m for m in found if m != "viny_probe" and m != name}
+    for target, names in _imports(path):
+        found |= {f"{target}.{n}" if _is_module(f"{target}.{n}") else target for n in names} or {target}
+    return {m for m in found if m != "viny_probe" and m != module_name(path)}
 
 
 def cycles() -> list[list[str]]:
