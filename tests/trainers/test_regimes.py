@@ -78,25 +78,31 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
-    cfg = tiny("segment", epochs=3, milestones=(2,))
-    whole = train(cfg, tmp_path / "whole", progress=False)
-
+def _cut_in_epoch_3(cfg: TrainConfig, run_dir, monkeypatch) -> None:
+    """Train a segment run into ``run_dir`` and interrupt it at the first batch of epoch 3 (2 batches
+    an epoch), so its checkpoint.pt holds epoch 2."""
     seg = REGISTRY["segment"]
     original = seg.compute_loss
     calls = {"n": 0}
 
-    def flaky(self, *a, **k):
+    def cut(self, *a, **k):
         calls["n"] += 1
-        if calls["n"] == 5:  # second batch of epoch 3 (2 batches per epoch)... interrupt mid-run
+        if calls["n"] == 5:
             raise Interrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(seg, "compute_loss", flaky)
+    monkeypatch.setattr(seg, "compute_loss", cut)
     with pytest.raises(Interrupt):
-        train(cfg, tmp_path / "cut", progress=False)
+        train(cfg, run_dir, progress=False)
     monkeypatch.setattr(seg, "compute_loss", original)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
+
+
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    cfg = tiny("segment", epochs=3, milestones=(2,))
+    whole = train(cfg, tmp_path / "whole", progress=False)
+
+    _cut_in_epoch_3(cfg, tmp_path / "cut", monkeypatch)
     with pytest.raises(VinyError, match="--resume"):
         train(cfg, tmp_path / "cut", progress=False)
     resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
@@ -113,21 +119,7 @@ def test_resume_restores_the_schedule_when_the_cut_comes_before_a_milestone(tmp_
     test_resume_equals_uninterrupted, cannot tell, since the optimizer's saved lr is decayed already."""
     cfg = tiny("segment", epochs=4, milestones=(3,), gamma=0.1)
     whole = train(cfg, tmp_path / "whole", progress=False)
-    seg = REGISTRY["segment"]
-    original = seg.compute_loss
-    calls = {"n": 0}
-
-    def cut(self, *a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # the first batch of epoch 3 (2 batches an epoch)
-            raise Interrupt
-        return original(self, *a, **k)
-
-    monkeypatch.setattr(seg, "compute_loss", cut)
-    with pytest.raises(Interrupt):
-        train(cfg, tmp_path / "cut", progress=False)
-    monkeypatch.setattr(seg, "compute_loss", original)
-    assert load_checkpoint(tmp_path / "cut" / "checkpoint.pt")["epoch"] == 2
+    _cut_in_epoch_3(cfg, tmp_path / "cut", monkeypatch)
     resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in whole.history]
 
