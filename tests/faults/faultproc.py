@@ -119,6 +119,21 @@ def tiny_train_args(epochs: int = 3) -> list[str]:
             "--train-size", "16", "--test-size", "8", "--device", "cpu", "-q"]  # fmt: skip
 
 
+def tiny_plan(name: str) -> str:
+    """A plan file of one fine-tuning stage of 3 epochs of one step each (8 toy-pets images, tiny model)."""
+    return f"""
+base = "mini"
+name = "{name}"
+model = "tiny"
+seeds = [0]
+pretrain_sizes = [0]
+finetune_sizes = [8]
+intermediate = false
+test_size = 8
+epochs_scale = 0.1
+"""
+
+
 def start(
     args: list[str],
     log: Path,

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from faultproc import one_line, read_jsonl, run, start, tiny_train_args, without_timing
+from faultproc import one_line, read_jsonl, run, start, tiny_plan, tiny_train_args, without_timing
 
 from viny_probe import runlock
 from viny_probe.checkpoint import file_digest, load_checkpoint
@@ -201,17 +201,7 @@ def test_a_finished_lock_is_ignored_by_the_sweep_and_cleared(tmp_path):
     assert runlock.read_lock(lock) is None
 
 
-SWEEP_PLAN = """
-base = "mini"
-name = "borrow"
-model = "tiny"
-seeds = [0]
-pretrain_sizes = [0]
-finetune_sizes = [8]
-intermediate = false
-test_size = 8
-epochs_scale = 0.1
-"""
+SWEEP_PLAN = tiny_plan("borrow")
 
 
 def test_a_sweep_stage_and_its_run_hold_one_lock(work, tmp_path, monkeypatch):

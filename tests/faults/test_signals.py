@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faultproc import one_line, read_jsonl, run, start, tiny_train_args
+from faultproc import one_line, read_jsonl, run, start, tiny_plan, tiny_train_args
 
 from viny_probe.checkpoint import load_checkpoint
 from viny_probe.data import load_dataset
@@ -20,17 +20,7 @@ from viny_probe.model import model_config
 
 TRAIN = tiny_train_args(3)
 STEPS_PER_EPOCH = 2  # 16 training images in batches of 8
-PLAN = """
-base = "mini"
-name = "signals"
-model = "tiny"
-seeds = [0]
-pretrain_sizes = [0]
-finetune_sizes = [8]
-intermediate = false
-test_size = 8
-epochs_scale = 0.1
-"""  # one fine-tuning stage of 3 epochs of one step each (8 toy-pets images)
+PLAN = tiny_plan("signals")  # one fine-tuning stage of 3 epochs of one step each (8 toy-pets images)
 STOP_BOUND_S = 5.0  # generous on two shared cores; measured 1.0-1.3 s (GRACE_S = 1 s plus the exit)
 KEPT_TRAINING = "Finished epochs are saved in the run folder; continue with the same command and --resume."
 KEPT_SWEEP = "Finished stages and epochs are saved in the sweep folder"
