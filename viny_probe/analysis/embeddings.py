@@ -166,6 +166,16 @@ def parse_layers(layer: LayerSpec, depth: int) -> str | list[int]:
     return list(dict.fromkeys(blocks))
 
 
+def model_blocks(model: TokenModel, blocks: str) -> list[int]:
+    """The block numbers of ``model`` a ``--layer``-style argument names (``final`` = its last)."""
+    chosen = parse_layers(blocks, model.depth)
+    if chosen == "all":
+        return list(range(1, model.depth + 1))
+    if chosen == "final":
+        return [model.depth]
+    return sorted(chosen)
+
+
 def layer_label(label: str | int) -> str:
     """How results name a layer: ``"final"`` or ``"block B"``."""
     return "final" if label == "final" else f"block {label}"

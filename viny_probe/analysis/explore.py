@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viny_probe.analysis.embeddings import extract_patch_tokens, parse_layers
+from viny_probe.analysis.embeddings import extract_patch_tokens, model_blocks
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.sources import TokenModel
 from viny_probe.data.base import SEG_CLASSES
@@ -105,16 +105,6 @@ def _png(pixels: torch.Tensor) -> str:
     buffer = io.BytesIO()
     Image.fromarray(pixels.permute(1, 2, 0).numpy()).save(buffer, format="PNG", optimize=True)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def model_blocks(model: TokenModel, blocks: str) -> list[int]:
-    """The block numbers of ``model`` a ``--layer``-style argument names (``final`` = its last)."""
-    chosen = parse_layers(blocks, model.depth)
-    if chosen == "all":
-        return list(range(1, model.depth + 1))
-    if chosen == "final":
-        return [model.depth]
-    return sorted(chosen)
 
 
 def explorer_size(models: Sequence[TokenModel], num_images: int, blocks: str) -> int:

@@ -237,9 +237,9 @@ def extract_tokens(
     """Write the patch tokens of ``source`` on the diagnostics' pool and test images into the folder
     ``out`` (see the module docstring); returns what was written and how fast."""
     from viny_probe import __version__
+    from viny_probe.analysis.embeddings import model_blocks
     from viny_probe.analysis.evaluation_data import load_probe_data, resolve_evaluation
-    from viny_probe.analysis.explore import model_blocks
-    from viny_probe.analysis.sources import load_model
+    from viny_probe.analysis.sources.base import load_model
     from viny_probe.checks import check_positive_int
 
     out = Path(out)

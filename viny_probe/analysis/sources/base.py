@@ -308,13 +308,17 @@ class ModelSpec:
 @dataclass(frozen=True)
 class ModelSource:
     """Where models come from. ``load(spec, options) -> TokenModel``; ``extra`` is the pip extra its
-    packages come with (named in the error when they are missing)."""
+    packages come with (named in the error when they are missing); ``wrap(module) -> TokenModel``, when
+    given, turns an encoder object already in memory into a TokenModel (``load_model`` asks the sources
+    in turn; the first whose ``accepts(module)`` is true wraps it)."""
 
     prefix: str
     load: Callable[[ModelSpec, SourceOptions], TokenModel]
     description: str
     example: str
     extra: str | None = None
+    wrap: Callable[[nn.Module], TokenModel] | None = None
+    accepts: Callable[[nn.Module], bool] | None = None
 
 
 MODEL_SOURCES: Registry = Registry("model source", builtins="viny_probe.analysis.sources")
@@ -322,6 +326,18 @@ MODEL_SOURCES: Registry = Registry("model source", builtins="viny_probe.analysis
 
 def register_source(source: ModelSource) -> ModelSource:
     return MODEL_SOURCES.register(source.prefix, source)
+
+
+def wrap_module(module: nn.Module) -> TokenModel:
+    """A TokenModel around an encoder object, by the first registered source that accepts it."""
+    for prefix in MODEL_SOURCES.names():
+        source = MODEL_SOURCES.get(prefix)
+        if source.wrap is not None and (source.accepts is None or source.accepts(module)):
+            return source.wrap(module)
+    raise VinyError(
+        f"no model source wraps a {type(module).__name__} object; pass a model string "
+        "(a checkpoint, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION) or a TokenModel"
+    )
 
 
 def require(package: str, extra: str, prefix: str):
@@ -413,9 +429,7 @@ def load_model(
             raise VinyError("weights / image_size apply to a model string, not to a TokenModel already built")
         loaded = model
     elif isinstance(model, nn.Module):
-        from viny_probe.analysis.sources.viny import viny_token_model
-
-        loaded = viny_token_model(model)
+        loaded = wrap_module(model)
     elif isinstance(model, str | Path):
         spec = parse_model_spec(model)
         options = SourceOptions(weights, image_size, None, None)

@@ -219,5 +219,6 @@ register_source(
         "a viny checkpoint (run folder's final.pt), a `viny export` folder or the study authors' state_dict "
         "(.pth; PATH,heads=N when no config.json of `viny export` is beside it)",
         "runs/spatial/final.pt",
+        wrap=viny_token_model,
     )
 )
