@@ -42,6 +42,8 @@ class Rotation(Regime):
     description = (
         "Rotation prediction: which of 0/90/180/270 degrees an image was turned by (example plugin)."
     )
+    # Its held-out number, as a column of a sweep's results.csv and of the report's table of stages.
+    result_columns = ("test_rotation_accuracy",)
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
