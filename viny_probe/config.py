@@ -4,6 +4,7 @@ own code where they differ from Table A1, `quick` a short CPU schedule (docs/fid
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import asdict, dataclass, fields
 
 from .checks import check_range, max_workers
@@ -109,7 +110,7 @@ def recipe(preset: str, regime: str, dataset: str, phase: str | None = None) -> 
 
 # Fields added after runs were written, with the value those runs trained with: a config.json without
 # them resumes and compares as the run it was.
-ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
+ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False, "draw": 0}
 
 
 def is_legacy_config(fields: dict) -> bool:
@@ -135,6 +136,10 @@ class TrainConfig:
     batch_size: int | None = None
     seed: int = 0  # the run seed: initialisation, batch order, masking, augmentation
     split_seed: int = 0  # which images are the test set and the training subsets (fixed by default)
+    # Which independent draw of a stage this is: 0 = the run seed as is. A plan that does not share a
+    # stage across its cells (Plan.shared) gives each cell's copy its own draw: a run of its own, with
+    # its own initialisation, order, masking and augmentation (``random_seed``).
+    draw: int = 0
     train_size: int | None = None
     test_size: int = 1000
     init: str | None = None
@@ -161,6 +166,16 @@ class TrainConfig:
     micro_batch: int = 0  # images per forward/backward inside a batch (gradients accumulate); 0 = auto
 
     EXECUTION = ("device", "precision", "workers", "compile", "micro_batch")
+
+    @property
+    def random_seed(self) -> int:
+        """The seed of the run's randomness: the run seed, or for a later draw of the same stage a seed
+        in [2^30, 2^31) hashed from (seed, draw), above any run seed in use. (torch's CPU generator keeps
+        only a seed's low 32 bits, so a draw must change those.)"""
+        if self.draw == 0:
+            return self.seed
+        digest = hashlib.sha256(f"viny-draw:{self.seed}:{self.draw}".encode()).digest()
+        return (1 << 30) + int.from_bytes(digest[:4], "big") % (1 << 30)
 
     def resolved(self) -> TrainConfig:
         """Fill every schedule value left as None from the preset and validate."""
@@ -196,6 +211,7 @@ class TrainConfig:
             ("--test-size", self.test_size, 1, None, False),
             ("--seed", self.seed, 0, None, False),
             ("--split-seed", self.split_seed, 0, None, False),
+            ("draw", self.draw, 0, None, False),
             ("--mixup", self.mixup, 0, None, False),
             ("--workers", self.workers, 0, max_workers(), False),
         ]

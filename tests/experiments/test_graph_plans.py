@@ -174,3 +174,40 @@ def test_the_documented_graph_plan_loads_and_chains(tmp_path) -> None:
     for cell in cells:
         cls = by_id[by_id[cell.stage].parent]
         assert cls.kind == "cls-intel" and cls.config.lr == 5e-4 and by_id[cls.parent].kind == "pretrain"
+
+
+def test_unshared_intermediate_stages_are_one_draw_per_cell(tmp_path) -> None:
+    """``shared = ["pretrain"]`` (the authors' code: CLS-Intel trained inside every fine-tune run): each
+    fine-tune size gets its own CLS-Intel stage, a distinct draw on the one shared pre-training; nothing
+    else changes. Mutants killed: the draw left out of the unshared stage (one id again), the shared
+    pre-training given a draw too (three pre-trainings), shared ignored entirely."""
+    text = 'base = "mini"\nshared = ["pretrain"]\n'
+    plan = load_plan_file(_write(tmp_path, text))
+    stages, cells = expand(plan)
+    grid_stages, grid_cells = expand(get_plan("mini"))
+    by_id = {s.id: s for s in stages}
+    cls = [s for s in stages if s.kind == "cls-intel"]
+    pre = [s for s in stages if s.kind == "pretrain"]
+    assert len(cls) == 2 * 3 and len(pre) == 2  # seeds x fine-tune sizes; one pre-training per seed
+    assert sorted(s.config.draw for s in cls) == sorted([250, 500, 1000] * 2)
+    assert {s.id for s in pre} <= {s.id for s in grid_stages}
+    for cell in cells:
+        if cell.intermediate:
+            assert by_id[by_id[cell.stage].parent].config.draw == cell.finetune_size
+    # cells without an intermediate stage are the grid's own runs
+    plain = {c.stage for c in cells if not c.intermediate}
+    assert plain == {c.stage for c in grid_cells if not c.intermediate}
+    assert len(stages) == len(grid_stages) + 4  # 6 CLS stages for 2; their 6 fine-tunes replace the grid's 6
+    chained = {c.stage for c in cells if c.intermediate}
+    assert len(chained) == 6 and not chained & {c.stage for c in grid_cells}
+
+
+def test_a_draw_is_its_own_randomness_and_draw_0_is_the_run_seed() -> None:
+    """Mutant killed: random_seed ignoring the draw (every draw the same run)."""
+    from viny_probe.config import TrainConfig
+
+    seeds = [TrainConfig(regime="segment", seed=s, draw=d).random_seed for s in (0, 1) for d in (0, 250, 500)]
+    assert len(set(seeds)) == 6 and seeds[0] == 0 and seeds[3] == 1
+    # torch's CPU generator keeps a seed's low 32 bits: the draws must differ there, above the run seeds
+    low = [s % 2**32 for s in seeds]
+    assert len(set(low)) == 6 and all(s >= 2**30 for i, s in enumerate(low) if i not in (0, 3))

@@ -32,11 +32,13 @@ from ..registry import REGIMES
 from .kinds import STAGE_KINDS, STUDY_GEOMETRY, STUDY_INTERMEDIATE, first_of_role
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
+SHARED_ROLES = ("pretrain", "intermediate")  # the roles a grid's cells may share (Plan.shared)
 
 
 # Fields a plan's per-stage overrides may not set: the plan itself decides them.
 FORBIDDEN_OVERRIDES = {
     "regime",
+    "draw",
     "seed",
     "split_seed",
     "train_size",
@@ -128,6 +130,11 @@ class Plan:
     test_size: int = 1000
     epochs_scale: float = 1.0
     overrides: dict = field(default_factory=dict, hash=False)  # stage kind -> {TrainConfig field: value}
+    # The roles whose stages a chain's cells share: the study's grid trains one pre-training and one
+    # intermediate stage per (size, seed) for all fine-tune sizes; without "intermediate" each cell gets
+    # its own intermediate stage, an independent draw (TrainConfig.draw), as the authors' code trained
+    # CLS-Intel inside every fine-tune run; without "pretrain" its own pre-training too.
+    shared: tuple[str, ...] = SHARED_ROLES
     # A free stage graph ([[stages]] tables, see GraphStage); when given, the grid keys above are unused.
     stages: tuple = field(default=(), hash=False)
 
@@ -148,6 +155,7 @@ class Plan:
             f"plain={self.plain}, intermediate={_kinds_text(self.intermediate)}, "
             f"geometry={_kinds_text(self.geometry)}"
             + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
+            + (f", shared={list(self.shared)}" if tuple(self.shared) != SHARED_ROLES else "")
         )
 
 
@@ -184,6 +192,7 @@ PLAN_VALUE_KINDS = {
     "epochs_scale": "number",
     "overrides": "tables",
     "stages": "stage tables",
+    "shared": "roles",
 }
 assert set(PLAN_VALUE_KINDS) == PLAN_FIELDS, "every Plan field needs its kind of value here"
 _KIND_WORDS = {
@@ -194,6 +203,7 @@ _KIND_WORDS = {
     "counts": "a list of whole numbers, e.g. [250, 500, 1000]",
     "seeds": "a list of whole numbers, e.g. [0, 1, 2], or a count of seeds, e.g. 3",
     "tables": "tables of settings per stage kind, e.g. [overrides.finetune] with lr = 0.001",
+    "roles": 'a list of the roles whose stages the cells share: [], ["pretrain"] or ["pretrain", "intermediate"]',
     "stage tables": '[[stages]] tables, each with name = "..." and kind = "...", e.g. [[stages]] name = "pre" '
     'kind = "pretrain" sizes = [3000]',
     "kinds": 'true or false, or a stage kind or a list of them, e.g. ["cls-intel"]',
@@ -225,6 +235,8 @@ def _fits(kind: str, value) -> bool:
     if kind in ("kinds", "kind list"):
         names = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         return isinstance(value, bool) or names or (kind == "kinds" and isinstance(value, str))
+    if kind == "roles":
+        return isinstance(value, list | tuple) and all(v in SHARED_ROLES for v in value)
     if kind == "stage tables":
         return isinstance(value, list | tuple) and all(isinstance(v, dict | GraphStage) for v in value)
     return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())  # tables
@@ -319,6 +331,8 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
             value = changes[key]
             value = (study if value else ()) if isinstance(value, bool) else value
             changes[key] = (value,) if isinstance(value, str) else tuple(value)
+    if "shared" in changes:
+        changes["shared"] = tuple(r for r in SHARED_ROLES if r in changes["shared"])
     if "stages" in changes:
         changes["stages"] = tuple(graph_stage(s, where) for s in changes["stages"])
     grid = sorted(set(changes) & GRID_KEYS)
@@ -581,13 +595,25 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.id, stage)
 
-    def chain(seed: int, pretrain_size: int, intermediate: str | None) -> Stage | None:
+    def chain(seed: int, pretrain_size: int, intermediate: str | None, cell: int = 0) -> Stage | None:
+        """The upstream stages of a chain; ``cell`` (a fine-tune size) draws its own copy of each stage
+        of a role the plan does not share (``Plan.shared``)."""
         parent = None
         labels = {"pretrain_size": pretrain_size, "seed": seed}
+
+        def draw(role: str) -> dict | None:
+            return None if role in plan.shared or not cell else {"draw": cell}
+
         if pretrain_size > 0:
-            parent = add(make_stage(plan, pretrain_kind, seed, None, pretrain_size, dict(labels)))
+            parent = add(
+                make_stage(
+                    plan, pretrain_kind, seed, None, pretrain_size, dict(labels), config=draw("pretrain")
+                )
+            )
         if intermediate:
-            parent = add(make_stage(plan, intermediate, seed, parent, None, dict(labels)))
+            parent = add(
+                make_stage(plan, intermediate, seed, parent, None, dict(labels), config=draw("intermediate"))
+            )
         return parent
 
     for seed in plan.seeds:
@@ -596,9 +622,9 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
             if pretrain_size > 0 or plan.intermediate_without_pretrain:
                 variants += plan.intermediate
             for intermediate in variants:
-                parent = chain(seed, pretrain_size, intermediate)
                 group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
                 for n in plan.finetune_sizes:
+                    parent = chain(seed, pretrain_size, intermediate, cell=n)  # shared stages: one id
                     labels = {
                         "pretrain_size": pretrain_size,
                         "seed": seed,
@@ -635,6 +661,7 @@ GRID_KEYS = {
     "pretrain_kind",
     "final_kind",
     "geometry_pretrain_size",
+    "shared",
 }
 
 
