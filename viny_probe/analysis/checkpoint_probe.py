@@ -20,16 +20,15 @@ from viny_probe.analysis.embeddings import (
     layer_label,
     parse_layers,
 )
+from viny_probe.analysis.eval_protocol import evaluation_sets, protocol_inputs, protocol_knn
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
-    load_probe_data,
     patch_labels,
     patch_subsample,
     resolve_evaluation,
     subsample_note,
 )
-from viny_probe.analysis.lineage import guard_evaluation
 from viny_probe.analysis.registry import LayerTokens, measure_layer, settings, switched_off
 from viny_probe.analysis.sources import TokenModel, load_model
 
@@ -94,6 +93,7 @@ def probe_checkpoint(
     std=None,
     device: str | None = None,
     batch_size: int = 64,
+    eval_protocol: str = "viny",
 ) -> dict:
     """Table 2 for one model, at one or several blocks.
 
@@ -107,6 +107,10 @@ def probe_checkpoint(
     split seed 0); an evaluation set that shares images with any stage's training images is refused
     unless ``allow_overlap`` (then ``warnings`` says so).
 
+    ``eval_protocol``: ``viny`` (the above) or ``authors``, the study's code's protocol
+    (``eval_protocol``: its first 2,048 training images, raw and augmented, probe scored on the images
+    it was fitted on; labelled in ``warnings``).
+
     Returns ``{"checkpoint", "regime", "model", "model_config", "data": {...}, "layers": {name:
     metrics}, "warnings": [...]}`` where the layer names are ``"final"`` or ``"block B"`` and
     ``metrics`` holds every registered diagnostic's result (``registry.measure_layer``); ``data``
@@ -116,23 +120,24 @@ def probe_checkpoint(
     none).
     """
     check_device(device)  # before any model or data is loaded
+    mean, std = protocol_inputs(eval_protocol, mean, std)
     model = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
     name = model.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, model.depth)
     where = resolve_evaluation([(name, model.meta)], dataset, split_seed, test_size)
-    train_set, test_set, info = load_probe_data(
-        where["dataset"],
+    train_set, test_set, info, warnings = evaluation_sets(
+        eval_protocol,
+        [(name, model.meta)],
+        where,
         model.image_size,
         data_root,
-        where["split_seed"],
-        where["test_size"],
         probe_images,
         test_images,
+        allow_overlap,
     )
     info["chosen"] = where["notes"] + outside_note(name, model)
     names = test_set.mask_classes.names
     info["classes"] = list(names)
-    warnings = guard_evaluation([(name, model.meta)], where["dataset"], test_set.ids, allow_overlap)
     keep = patch_subsample(len(train_set), model.num_patches, model.dim)
     train_labels = patch_labels(train_set, model.patch_size, keep)
     test_labels = patch_labels(test_set, model.patch_size)
@@ -141,8 +146,8 @@ def probe_checkpoint(
     groups = layer_groups(layers, model.depth, test_labels.numel() * model.dim)
     info["layers_at_once"] = "all" if len(groups) == 1 else 1
     extract = dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size)
-    tag = f"seed{where['split_seed']}-t{where['test_size']}"
-    off = switched_off(knn=knn)
+    tag = f"seed{where['split_seed']}-t{where['test_size']}" + ("" if eval_protocol == "viny" else "-authors")
+    off = switched_off(knn=protocol_knn(eval_protocol, knn))
     results = {}
     for i, group in enumerate(groups):
         train_tokens = extract_patch_tokens(

@@ -22,17 +22,16 @@ from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import check_device, extract_patch_tokens
+from viny_probe.analysis.eval_protocol import AUTHORS_LABEL, evaluation_sets, protocol_inputs, protocol_knn
 from viny_probe.analysis.evaluation_data import (
     DEFAULT_PROBE_IMAGES,
     DEFAULT_TEST_IMAGES,
-    load_probe_data,
     patch_labels,
     patch_subsample,
     resolve_evaluation,
     subsample_note,
 )
 from viny_probe.analysis.explore import explorer_size, model_entry, page_data, write_page
-from viny_probe.analysis.lineage import guard_evaluation
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.plots import (
     plot_cka_panels,
@@ -537,6 +536,7 @@ def diagnose(
     std=None,
     device: str | None = None,
     batch_size: int = 64,
+    eval_protocol: str = "viny",
 ) -> dict:
     """Several models side by side; writes into ``out_dir``:
 
@@ -563,6 +563,10 @@ def diagnose(
     Every registered diagnostic is measured at the final block, and each per-block one at every block.
     On big models memory stays bounded by seeded subsamples (``DEPTH_MAX_VALUES`` and the others
     above), listed in ``memory`` and ``notes``.
+
+    ``eval_protocol="authors"`` measures everything on the study's code's images instead (``eval_protocol``:
+    the first 2,048 images the models trained on, raw and augmented; "pool" and "test" images are then
+    the same images) and writes ``eval_protocol.AUTHORS_LABEL`` into every output.
     """
     names = _check_names(ckpts, names)
     for value, what in (
@@ -577,13 +581,14 @@ def diagnose(
         depth_probe_images,
         cka_images,
         fig6_images,
-        switched_off(knn=knn),
+        switched_off(knn=protocol_knn(eval_protocol, knn)),
         background,
         dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size),
     )
     out = Path(out_dir)
     started = time.perf_counter()
     check_device(device)  # before any model or data is loaded
+    mean, std = protocol_inputs(eval_protocol, mean, std)
     models = load_models(ckpts, weights, img_size, mean, std)  # every model checked before any work
     metas = [(name, model.meta) for name, model in zip(names, models, strict=True)]
     where = resolve_evaluation(metas, dataset, split_seed, test_size)
@@ -592,19 +597,14 @@ def diagnose(
     for model, name, given in zip(models, names, ckpts, strict=True):
         size = model.image_size
         if size not in got.data:
-            got.data[size] = load_probe_data(
-                where["dataset"],
-                size,
-                data_root,
-                where["split_seed"],
-                where["test_size"],
-                probe_images,
-                test_images,
+            *sets, warnings = evaluation_sets(
+                eval_protocol, metas, where, size, data_root, probe_images, test_images, allow_overlap
             )
+            got.data[size] = tuple(sets)
             got.data[size][2]["chosen"] = where["notes"] + [
                 line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)
             ]
-            got.warnings += guard_evaluation(metas, where["dataset"], got.data[size][1].ids, allow_overlap)
+            got.warnings += [w for w in warnings if w not in got.warnings]
         path = given.source if isinstance(given, TokenModel) else str(given)
         _measure_checkpoint(got, model, name, path, where, opts)
 
@@ -612,6 +612,7 @@ def diagnose(
     matrices = _cka(got, names)
     files = _write_figures(got, matrices, out, opts)
     summary = _summary(got, matrices, files, opts, started)
+    summary["eval_protocol"] = eval_protocol
     (out / "table2.md").write_text(table2_markdown(summary["table2"]))
     write_json(out / "table2.json", jsonable(table2_json(summary["table2"])))
     write_json(out / "summary.json", jsonable(summary))
@@ -620,6 +621,7 @@ def diagnose(
     for name in files.values():
         written += [out / name, (out / name).with_suffix(".json")]
     stamp_warnings(written, got.warnings)
-    stamp_footer(written, [f"{c['name']}: {c['model']['weights']}" for c in got.checkpoints])
+    protocol = [AUTHORS_LABEL] if eval_protocol == "authors" else []
+    stamp_footer(written, [f"{c['name']}: {c['model']['weights']}" for c in got.checkpoints] + protocol)
     summary["out_dir"] = str(out)
     return summary

@@ -20,6 +20,7 @@ from .options import (
     at_least,
     batch_size_option,
     check_output,
+    choices,
     dataset_option,
     device_option,
     interruptible,
@@ -102,6 +103,19 @@ OVERLAP_HELP = (
     "written into every output"
 )
 
+# analysis.eval_protocol.PROTOCOLS (not imported here: it loads torch; tests check the two agree)
+EvalProtocol = choices("EvalProtocol", ("viny", "authors"))
+EVAL_PROTOCOL_HELP = (
+    "viny = probe fitted on pool images, everything scored on held-out test images (default, every "
+    "preset); authors = the study's code: its first 2,048 training images, raw [0, 1] and augmented "
+    "(flip, contrast 0.3), probe scored on the images it was fitted on (training accuracy), no kNN, "
+    "no overlap refusal; every output is labelled (docs/fidelity.md)"
+)
+
+
+def _eval_protocol_option():
+    return typer.Option("viny", "--eval-protocol", help=EVAL_PROTOCOL_HELP)
+
 
 def _rgb(text: str | None, name: str) -> tuple[float, float, float] | None:
     """``--mean 0.5,0.5,0.5`` -> (0.5, 0.5, 0.5)."""
@@ -148,6 +162,12 @@ def probe_tables(result: dict) -> list[Table]:
         f"pool images ({d['probe_patches']:,} patches), scored on {d['test_images']} test images "
         f"({d['test_patches']:,} patches); variances and rank on the test images"
     )
+    if d.get("eval_protocol") == "authors":
+        caption = (
+            f"{d['protocol_label']}: {d['dataset']} at {d['image_size']} px, split seed {d['split_seed']}: "
+            f"{d['images_from']}, {d['augmentation']}, {d['inputs']}; probe fitted and scored on those "
+            f"{d['test_images']} images ({d['test_patches']:,} patches): a training accuracy"
+        )
     if d.get("probe_subsample"):
         caption += f"\nmemory bound: {d['probe_subsample']['why']}"
     layers = result["layers"]
@@ -205,6 +225,7 @@ def probe_command(
         None, help="the fixed test set's size (default: the checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    eval_protocol: EvalProtocol = _eval_protocol_option(),
     probe_images: int = typer.Option(
         2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"
     ),
@@ -267,6 +288,7 @@ def probe_command(
         std=_rgb(std, "--std"),
         device=device,
         batch_size=batch_size,
+        eval_protocol=value(eval_protocol),
     )
     write_result(out, result)
     if as_json:
@@ -472,6 +494,7 @@ def diagnose_command(
         None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
     ),
     allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    eval_protocol: EvalProtocol = _eval_protocol_option(),
     background: Background = typer.Option(
         "study",
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
@@ -538,6 +561,7 @@ def diagnose_command(
         std=_rgb(std, "--std"),
         device=device,
         batch_size=batch_size,
+        eval_protocol=value(eval_protocol),
     )
     if as_json:
         print_json(summary)
