@@ -8,6 +8,7 @@ import hashlib
 from dataclasses import asdict, dataclass, fields
 
 from .checks import check_range, max_workers
+from .data.decode import RESIZE_FILTERS
 from .data.spec import dataset_spec
 from .errors import VinyError
 from .registry import REGIMES
@@ -23,6 +24,10 @@ AUGMENTS = ("crop", "flip", "flip-contrast")
 CLASSIFY_AUGMENTS = AUGMENTS  # the CLI's --augment choices (kept under its old name)
 INPUTS = ("normalized", "raw")  # ImageNet-normalised pixels, or raw [0, 1] (the code's Pets stages)
 SPATIAL_TARGETS = ("trimap", "patch-label")  # spatial: the trimap class of each patch, or the image's class
+# SimMIM's crops: from the cached square (the image squashed to the model's size, viny's) or from the
+# image with its aspect ratio kept at up to SOURCE_SIDE px (the study's code crops the original JPEG).
+CROP_SOURCES = ("square", "original")
+SOURCE_SIDE = 192
 PRECISIONS = ("fp32", "bf16")
 PRECISION_CHOICES = ("auto", *PRECISIONS)  # auto: resolved by the run for its device (precision.py)
 
@@ -75,26 +80,52 @@ SCHEDULE_PRESETS = {"paper": PAPER, "authors": AUTHORS, "quick": QUICK}
 # code trains each of Table 2's stages with its own optimiser settings. ``augment`` left out here is
 # the regime's first ``Regime.augments``. docs/fidelity.md states every value below in a table that
 # tests/test_fidelity_doc.py checks against these dictionaries.
-RECIPE_DEFAULTS = {"mixup": 0.0, "mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False}
+RECIPE_DEFAULTS = {
+    "mixup": 0.0,
+    "mask_token_std": 0.02,
+    "inputs": "normalized",
+    "position_softmax": False,
+    "resize": "bilinear",
+    "crop_source": "square",
+}
 RECIPES: dict[str, dict[tuple[str, str | None, str | None], dict]] = {
     "authors": {
-        # SimMIM: the mask token drawn from a standard normal (viny: std 0.02).
-        ("simmim", None, None): {"mask_token_std": 1.0},
-        # Table A3's CLS-Intel (main pipeline): MixUp 0.1 and the code's Intel transform, no crop.
-        ("classify", "intel", "intermediate"): {"mixup": 0.1, "augment": "flip-contrast"},
-        # Table 2's CLS-Intel (main_intermediates.py): the same transform, no MixUp, Adam lr 8e-4.
-        ("classify", "intel", "geometry"): {"mixup": 0.0, "augment": "flip-contrast"},
-        # Table 2's CLS-Pets: AdamW lr 1e-3 with torch's default weight decay 0.01, resize + flip.
-        ("classify", "pets", None): {"lr": 1e-3, "weight_decay": 0.01, "augment": "flip"},
-        # Table 2's Spatial: Adam lr 5e-4, raw [0, 1] inputs, flip + contrast jitter 0.3.
-        ("spatial", "pets", None): {"lr": 5e-4, "augment": "flip-contrast", "inputs": "raw"},
-        # Segmentation fine-tuning: raw [0, 1] inputs (flip + contrast jitter 0.3 in every preset), and
-        # the code's scores: log_softmax over each class map's pixel positions, in the loss and the
-        # prediction alike.
-        ("segment", "pets", None): {"inputs": "raw", "position_softmax": True},
+        # SimMIM: the mask token drawn from a standard normal (viny: std 0.02); the crop cut from the
+        # original's aspect ratio (the code's RandomResizedCrop on the decoded JPEG; torchvision's
+        # default bilinear filter resizes it, so the filter stays bilinear).
+        ("simmim", None, None): {"mask_token_std": 1.0, "crop_source": "original"},
+        # Table A3's CLS-Intel (main pipeline): MixUp 0.1 and the code's Intel transform (nearest
+        # resize, issue 21), no crop.
+        ("classify", "intel", "intermediate"): {
+            "mixup": 0.1,
+            "augment": "flip-contrast",
+            "resize": "nearest",
+        },
+        # Table 2's CLS-Intel (main_intermediates.py): the same transform but torchvision's default
+        # bilinear Resize, no MixUp, Adam lr 8e-4.
+        ("classify", "intel", "geometry"): {"mixup": 0.0, "augment": "flip-contrast", "resize": "bilinear"},
+        # Table 2's CLS-Pets: AdamW lr 1e-3 with torch's default weight decay 0.01, (bilinear) resize + flip.
+        ("classify", "pets", None): {
+            "lr": 1e-3,
+            "weight_decay": 0.01,
+            "augment": "flip",
+            "resize": "bilinear",
+        },
+        # Table 2's Spatial: Adam lr 5e-4, raw [0, 1] inputs, flip + contrast jitter 0.3, images and
+        # trimaps resized together with nearest.
+        ("spatial", "pets", None): {
+            "lr": 5e-4,
+            "augment": "flip-contrast",
+            "inputs": "raw",
+            "resize": "nearest",
+        },
+        # Segmentation fine-tuning: raw [0, 1] inputs (flip + contrast jitter 0.3 in every preset),
+        # images and trimaps resized together with nearest, and the code's scores: log_softmax over each
+        # class map's pixel positions, in the loss and the prediction alike.
+        ("segment", "pets", None): {"inputs": "raw", "position_softmax": True, "resize": "nearest"},
     },
 }
-RECIPE_KEYS = ("mixup", "mask_token_std", "inputs", "position_softmax", "augment")
+RECIPE_KEYS = ("mixup", "mask_token_std", "inputs", "position_softmax", "augment", "resize", "crop_source")
 SCHEDULE_KEYS = ("lr", "weight_decay")  # schedule values a recipe may set
 
 
@@ -110,7 +141,14 @@ def recipe(preset: str, regime: str, dataset: str, phase: str | None = None) -> 
 
 # Fields added after runs were written, with the value those runs trained with: a config.json without
 # them resumes and compares as the run it was.
-ADDED_FIELDS = {"mask_token_std": 0.02, "inputs": "normalized", "position_softmax": False, "draw": 0}
+ADDED_FIELDS = {
+    "mask_token_std": 0.02,
+    "inputs": "normalized",
+    "position_softmax": False,
+    "resize": "bilinear",
+    "crop_source": "square",
+    "draw": 0,
+}
 
 
 def is_legacy_config(fields: dict) -> bool:
@@ -156,6 +194,10 @@ class TrainConfig:
     # segment: score each class map by log_softmax over its pixel positions before the class argmax
     # and the loss, as the study's code (None: the preset's)
     position_softmax: bool | None = None
+    # the decode's image filter: bilinear (antialiased) | nearest (the code on Pets, joint with the
+    # trimaps, and Intel); and SimMIM's crop source: square | original (None: the preset's)
+    resize: str | None = None
+    crop_source: str | None = None
     cls_in_sequence: bool = False  # the CLS token in the blocks in every stage (not the study's path)
     on_error: str = "skip"
     # Execution settings: they change speed, not (beyond float noise) results; resume ignores them.
@@ -233,6 +275,12 @@ class TrainConfig:
             (self.mask_token_std > 0, "--mask-token-std must be > 0"),
             (self.inputs in INPUTS, "--inputs must be normalized or raw"),
             (isinstance(self.position_softmax, bool), "--position-softmax must be true or false"),
+            (self.resize in RESIZE_FILTERS, f"--resize must be {' or '.join(RESIZE_FILTERS)}"),
+            (self.crop_source in CROP_SOURCES, f"--crop-source must be {' or '.join(CROP_SOURCES)}"),
+            (
+                self.crop_source == "square" or hasattr(REGIMES.get(self.regime), "crop_source"),
+                f"--crop-source original applies to simmim only, not {self.regime}",
+            ),
             (self.on_error in ("skip", "fail"), "--on-error must be skip or fail"),
             (list(self.milestones) == sorted(self.milestones), "--milestones must be increasing"),
         ]

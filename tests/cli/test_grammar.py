@@ -178,7 +178,13 @@ def test_a_regime_refuses_an_option_it_does_not_take_and_says_which_do(option, m
     flag = REGIME_OPTIONS[option][0]
     takers = regimes_taking(option)
     assert takers, option
-    sample = {"targets": "patch-label", "mixup": "0.5", "mask_token_std": "1", "inputs": "raw"}
+    sample = {
+        "targets": "patch-label",
+        "mixup": "0.5",
+        "mask_token_std": "1",
+        "inputs": "raw",
+        "crop_source": "original",
+    }
     for regime in REGIMES.names():
         args = ["train", regime, flag] + ([sample[option]] if option in sample else [])
         shown = f" {flag}" in invoke(["train", regime, "-h"], env=WIDE).output

@@ -8,8 +8,9 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from ..config import AUGMENTS, INPUTS, PHASES, SPATIAL_TARGETS, TrainConfig
+from ..config import AUGMENTS, CROP_SOURCES, INPUTS, PHASES, SOURCE_SIDE, SPATIAL_TARGETS, TrainConfig
 from ..data.cache import ON_ERROR_CHOICES
+from ..data.decode import RESIZE_FILTERS
 from ..data.spec import dataset_names
 from ..distributed import from_environment
 from ..errors import VinyError
@@ -42,6 +43,8 @@ Augment = choices("Augment", AUGMENTS)
 Inputs = choices("Inputs", INPUTS)
 Phase = choices("Phase", PHASES)
 OnError = choices("OnError", ON_ERROR_CHOICES)
+Resize = choices("Resize", RESIZE_FILTERS)
+CropSource = choices("CropSource", CROP_SOURCES)
 
 
 def parse_milestones(text: str | None) -> tuple[int, ...] | None:
@@ -62,6 +65,7 @@ REGIME_OPTIONS = {
     "mask_token_std": ("--mask-token-std", "mask_token_std", "the init of SimMIM's mask token"),
     "position_softmax": ("--position-softmax", "position_softmax", "a softmax over segmentation maps"),
     "inputs": ("--inputs", "inputs", "the encoder's input normalisation"),
+    "crop_source": ("--crop-source", "crop_source", "where SimMIM's RandomResizedCrop is cut from"),
 }
 
 
@@ -193,6 +197,22 @@ def _make_command(regime: str):
                 "segmentation); default: the preset's",
             ),
         ),
+        resize: Resize | None = typer.Option(
+            None,
+            help="the image filter of the decode: bilinear (antialiased, viny's) or nearest (the study's "
+            "code on Pets, jointly with the trimaps, and Intel); trimaps are always nearest; each filter "
+            "has its own cache entry; default: the preset's (nearest for those stages with --preset authors)",
+        ),
+        crop_source: CropSource | None = typer.Option(
+            None,
+            **only(
+                "crop_source",
+                "square = crop the cached model-size image (squashed to a square); original = crop the "
+                f"image with its aspect ratio kept (longer side at most {SOURCE_SIDE} px, its own cache "
+                "entry), then resize to the model's size, as the study's code; default: the preset's "
+                "(original with --preset authors)",
+            ),
+        ),
         phase: Phase | None = typer.Option(
             None,
             help="which schedule row of the preset (geometry: 20 epochs, no scheduler, the study's Table 2 "
@@ -225,6 +245,7 @@ def _make_command(regime: str):
                 "mask_token_std": mask_token_std,
                 "position_softmax": position_softmax,
                 "inputs": inputs,
+                "crop_source": crop_source,
             },
         )
         cfg = TrainConfig(
@@ -250,6 +271,8 @@ def _make_command(regime: str):
             mask_token_std=mask_token_std,
             inputs=value(inputs),
             position_softmax=position_softmax,
+            resize=value(resize),
+            crop_source=value(crop_source),
             phase=value(phase),
             cls_in_sequence=cls_in_sequence,
             on_error=value(on_error),

@@ -137,4 +137,6 @@ def device_batch(
         batch["labels"] = data.labels[index].to(device, non_blocking=True)
     if data.masks is not None:
         batch["masks"] = data.masks[index].to(device, non_blocking=True)
+    if data.extents is not None:
+        batch["extents"] = data.extents[index].to(device, non_blocking=True)
     return batch

@@ -568,7 +568,7 @@ def _share_training_sets(runs: list[Run]) -> None:
     """Runs that train on the same images share one copy of them, placed on the device once."""
     shared: dict[tuple, object] = {}
     for run in runs:
-        key = (run.cfg.dataset, run.cfg.data_root, run.used["ids_sha256"], run.train_set.size)
+        key = (run.cfg.dataset, run.cfg.data_root, run.used["ids_sha256"], run.train_set.size, run.cfg.resize)
         if key not in shared:
             shared[key] = _resident(run.train_set, run.device)
         run.train_set = run.data.train = shared[key]
