@@ -199,7 +199,11 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
                 images = fixed_test_images(stage_config(row), encoder.cfg.image_size, FIGA1_IMAGES)
             cfg = stage_config(row)
             predictions[label] = predict_masks(
-                encoder, head, images.images, inputs=cfg.inputs, position_softmax=cfg.position_softmax
+                encoder,
+                head,
+                images.images,
+                inputs=cfg.options.inputs,
+                position_softmax=cfg.options.position_softmax,
             )
         except VinyError as e:
             notes.append(f"{label} (stage {row['stage']}): {e}")

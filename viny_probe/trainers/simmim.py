@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 
@@ -62,6 +64,17 @@ def reconstruction_loss(
     return total / max(count, 1)
 
 
+@dataclass(frozen=True)
+class SimMIMOptions:
+    mask_token_std: float = field(
+        default=0.02,
+        metadata={
+            "help": "std of the mask token's normal init (viny 0.02; the study's code 1: --preset authors)",
+            "range": (0, None, True),
+        },
+    )
+
+
 @register
 class SimMIM(Regime):
     name = "simmim"
@@ -70,11 +83,12 @@ class SimMIM(Regime):
     default_dataset = "toy-unlabeled"
     description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."
     augments = ("crop",)
+    Options = SimMIMOptions
     mask_token_std = 0.02
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
-        self.mask_token_std = cfg.mask_token_std
+        self.mask_token_std = cfg.options.mask_token_std
         return RegimeData(train=train, test=test, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
