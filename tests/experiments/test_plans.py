@@ -188,7 +188,10 @@ def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
         (0.1, "flip-contrast") if preset == "authors" else (0.0, "crop")
     )
     t2 = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "geometry")
-    assert (t2.config.options.mixup, t2.config.augment) == (0.0, "flip-contrast" if preset == "authors" else "crop")
+    assert (t2.config.options.mixup, t2.config.augment) == (
+        0.0,
+        "flip-contrast" if preset == "authors" else "crop",
+    )
 
 
 def test_a_plugin_registers_a_stage_kind_that_plans_accept(tmp_path):

@@ -69,7 +69,12 @@ class Plain(Regime):
 def flags(regime: str) -> dict[str, object]:
     """Every spelling of every option of `viny train REGIME` -> the option."""
     built = RegimeCommands(name="train").get_command(None, regime)
-    return {name: p for p in built.params if p.param_type_name == "option" for name in [*p.opts, *p.secondary_opts]}
+    return {
+        name: p
+        for p in built.params
+        if p.param_type_name == "option"
+        for name in [*p.opts, *p.secondary_opts]
+    }
 
 
 def captured(monkeypatch) -> list[TrainConfig]:
@@ -119,7 +124,9 @@ def test_a_regime_option_out_of_its_range_or_choices_is_one_line_naming_its_flag
     """The dataclass's metadata range and Literal choices are checked where every config is: the CLI,
     plans and the Python API alike."""
     with REGIMES.registered("knobs", Knobs):
-        with pytest.raises(VinyError, match=r"^--strength must be a finite number between 0 and 1 \(got 2\.0\)$"):
+        with pytest.raises(
+            VinyError, match=r"^--strength must be a finite number between 0 and 1 \(got 2\.0\)$"
+        ):
             TrainConfig(regime="knobs", strength=2.0).resolved()
         with pytest.raises(VinyError, match=r"^--steps must be 2 or 4$"):
             TrainConfig(regime="knobs", steps=3).resolved()
