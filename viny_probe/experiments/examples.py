@@ -207,7 +207,11 @@ def _predict_conditions(sweep_dir: Path, conditions: dict, size: int, seed: int,
                 images = fixed_test_images(cfg, encoder.cfg.image_size, count)
                 split_seed = cfg.split_seed
             predictions[label] = predict_masks(
-                encoder, head, images.images, inputs=cfg.inputs, position_softmax=cfg.position_softmax
+                encoder,
+                head,
+                images.images,
+                inputs=cfg.options.inputs,
+                position_softmax=cfg.options.position_softmax,
             )
         except VinyError as e:
             notes.append(f"{label} (stage {row['stage']}): {e}")

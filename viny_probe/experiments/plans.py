@@ -22,10 +22,19 @@ import json
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
-from ..config import ADDED_FIELDS, PHASES, SCHEDULE_PRESETS, TrainConfig
+from ..config import (
+    ADDED_FIELDS,
+    HASHED_BEFORE,
+    PHASES,
+    SCHEDULE_PRESETS,
+    TrainConfig,
+    check_regime_options,
+    not_an_option,
+    option_defaults,
+)
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
@@ -129,7 +138,8 @@ class Plan:
     )
     test_size: int = 1000
     epochs_scale: float = 1.0
-    overrides: dict = field(default_factory=dict, hash=False)  # stage kind -> {TrainConfig field: value}
+    # stage kind -> {TrainConfig field or option of the kind's regime (Regime.Options): value}
+    overrides: dict = field(default_factory=dict, hash=False)
     # The roles whose stages a chain's cells share: the study's grid trains one pre-training and one
     # intermediate stage per (size, seed) for all fine-tune sizes; without "intermediate" each cell gets
     # its own intermediate stage, an independent draw (TrainConfig.draw), as the authors' code trained
@@ -354,7 +364,7 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
 def load_plan_file(path: str | Path, *, check_cells: bool = True, **cli_options) -> Plan:
     """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
     an empty plan named after the file); ``intermediate`` and ``geometry`` list stage kinds;
-    ``[overrides.KIND]`` sets TrainConfig fields of a stage kind. CLI options given beside
+    ``[overrides.KIND]`` sets TrainConfig fields and the regime's options (by name) of a stage kind. CLI options given beside
     ``--plan-file`` win over the file. ``check_cells``: refuse a plan without cells (it would run
     nothing)."""
     if sys.version_info >= (3, 11):
@@ -468,16 +478,26 @@ def validate_plan(plan: Plan, where: str | None = None) -> None:
             raise VinyError(
                 f"{where}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}"
             )
-        _check_override_keys(values, f"{where}: overrides.{kind}")
+        _check_override_keys(values, STAGE_KINDS.get(kind).regime, f"{where}: overrides.{kind}")
 
 
-def _check_override_keys(values: dict, what: str) -> None:
-    bad = set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES)
+def _check_override_keys(values: dict, regime: str, what: str) -> None:
+    """Settings a plan may give a stage of ``regime``: TrainConfig fields it does not decide itself, and
+    the regime's options by their own names, each of the right kind."""
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES - {"regime_options"}
+    options = set(option_defaults(regime))
+    bad = set(values) & (FORBIDDEN_OVERRIDES | {"regime_options"})
     if bad:
         raise VinyError(
             f"{what} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, init, model, preset and "
-            "data_root)"
+            "data_root; a regime option is set by its own name, e.g. mixup = 0.1)"
         )
+    for name in sorted(set(values) - settable - options):
+        raise VinyError(f"{what}: {not_an_option(regime, name)}")
+    try:
+        check_regime_options(regime, {k: v for k, v in values.items() if k in options})
+    except VinyError as e:
+        raise VinyError(f"{what}: {e}") from None
 
 
 def describe_labels(labels: dict) -> str:
@@ -494,15 +514,23 @@ def geometry_pretrain_size(plan: Plan) -> int:
 
 
 def stage_id(cfg: TrainConfig, parent: str | None) -> str:
-    identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED}
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED and k != "regime_options"}
     # Every stage id stays what it was when the field did not exist (and so every sweep folder planned
-    # before): TrainConfig once had an always-empty ``extra`` field, hashed still; fields added later
-    # are left out while they hold the value runs trained with before them (config.ADDED_FIELDS); and
-    # a regime's own default augmentation is hashed as the "crop" every config recorded then.
+    # before): TrainConfig once had an always-empty ``extra`` field, hashed still; the regime's options
+    # are hashed flat, as when they were fields of every config: the two every config held then
+    # (config.HASHED_BEFORE) always, at their old value for a regime without them; every other option
+    # only where it is not its default (the value runs trained with before it existed, so a regime that
+    # gains an option keeps its ids); and a regime's own default augmentation is hashed as the "crop"
+    # every config recorded then.
     identity["extra"] = {}
-    for key, before in ADDED_FIELDS.items():
+    for key, before in ADDED_FIELDS.items():  # TrainConfig fields added later, at their old value
         if identity.get(key) == before:
             del identity[key]
+    defaults = option_defaults(cfg.regime)
+    identity.update(HASHED_BEFORE)
+    identity.update(
+        {k: v for k, v in cfg.regime_options.items() if k in HASHED_BEFORE or v != defaults.get(k, MISSING)}
+    )
     if identity.get("augment") == REGIMES.get(cfg.regime).augments[0]:
         identity["augment"] = "crop"
     blob = json.dumps({"config": identity, "parent": parent}, sort_keys=True, default=str)
@@ -735,7 +763,7 @@ def _validate_graph(stages: tuple, where: str) -> None:
             )
         if g.phase is not None and g.phase not in PHASES:
             raise VinyError(f"{what}: phase {g.phase!r} is not one of {', '.join(PHASES)}")
-        _check_override_keys(g.config, what)
+        _check_override_keys(g.config, STAGE_KINDS.get(g.kind).regime, what)
         seen.add(g.name)
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 from torch import nn
 
@@ -70,6 +73,25 @@ def reconstruction_loss(
     return total / max(count, 1)
 
 
+@dataclass(frozen=True)
+class SimMIMOptions:
+    mask_token_std: float = field(
+        default=0.02,
+        metadata={
+            "help": "std of the mask token's normal init (viny 0.02; the study's code 1: --preset authors)",
+            "range": (0, None, True),
+        },
+    )
+    crop_source: Literal["square", "original"] = field(
+        default="square",
+        metadata={
+            "help": "where the RandomResizedCrop is cut from: square = the cached image at the model's size "
+            "(viny's); original = the image with its aspect ratio kept at up to 192 px (the study's code: "
+            "--preset authors)"
+        },
+    )
+
+
 @register
 class SimMIM(Regime):
     name = "simmim"
@@ -78,18 +100,15 @@ class SimMIM(Regime):
     default_dataset = "toy-unlabeled"
     description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."
     augments = ("crop",)
+    Options = SimMIMOptions
     mask_token_std = 0.02
-    # Where the RandomResizedCrop is cut from: "square" = the cached image at the model's size (squashed
-    # to a square, viny's); "original" = the image with its aspect ratio kept at up to SOURCE_SIDE px
-    # (the study's code cuts it from the decoded JPEG), resized to the model's size with ``resize``.
-    crop_source = "square"
-    resize = "bilinear"
+    resize = "bilinear"  # the filter that resizes an "original" crop to the model's size (the run's)
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
-        self.mask_token_std = cfg.mask_token_std
+        self.mask_token_std = cfg.options.mask_token_std
         self.image_size, self.resize = model_cfg.image_size, cfg.resize or "bilinear"
-        if cfg.crop_source == "original":
+        if cfg.options.crop_source == "original":
             train = splits.crop_sources(cfg, train, SOURCE_SIDE)
             info["crop_source"] = (
                 f"original: aspect ratio kept, longer side at most {SOURCE_SIDE} px, crops resized "
