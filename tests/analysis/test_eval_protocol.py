@@ -12,13 +12,22 @@ from typer.testing import CliRunner
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.eval_protocol import AUTHORS_LABEL, PROTOCOLS, authors_images
 from viny_probe.analysis.lineage import lineage_stages
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.checkpoint import load_checkpoint
 from viny_probe.cli import app
 from viny_probe.cli.analysis import EvalProtocol
 from viny_probe.config import TrainConfig
 from viny_probe.data import load_dataset
 
-SMALL = dict(probe_images=12, test_images=8, knn=False, progress=False, use_cache=False)
+
+def small(protocol: str = "viny", knn: bool = False) -> dict:
+    """The library's options for a few images, no token cache, under ``protocol``."""
+    return dict(
+        model=ModelOptions(use_cache=False),
+        data=EvalSet(probe_images=12, test_images=8, protocol=protocol),
+        probe=ProbeOptions(knn=knn),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +52,7 @@ def test_authors_protocol_measures_on_the_images_the_model_trained_on(seg):
     """Under ``authors`` the probe is fitted and scored on the 16 images SEG trained on (not its 8
     held-out test images), with raw inputs, no refusal, and the label as the first warning. Mutant:
     ``evaluation_sets`` ignoring the protocol (always ``load_probe_data``) -> 8 test images, no label."""
-    result = probe_checkpoint(seg, eval_protocol="authors", **{**SMALL, "knn": True})
+    result = probe_checkpoint(seg, **small("authors", knn=True))
     d = result["data"]
     assert d["eval_protocol"] == "authors" and d["protocol_label"] == AUTHORS_LABEL
     assert d["test_images"] == d["probe_images"] == 16
@@ -59,8 +68,8 @@ def test_default_protocol_is_unchanged(seg):
     """The default is ``viny``: held-out test images (none trained on), the model's own normalisation,
     no label; the numbers equal an explicit ``eval_protocol="viny"``. Mutant: default ``"authors"``
     -> training images and the label."""
-    default = probe_checkpoint(seg, **SMALL)
-    explicit = probe_checkpoint(seg, eval_protocol="viny", **SMALL)
+    default = probe_checkpoint(seg, **{**small(), "data": EvalSet(probe_images=12, test_images=8)})
+    explicit = probe_checkpoint(seg, **small("viny"))
     d = default["data"]
     assert d["eval_protocol"] == "viny" and d["test_images"] == 8 and d["probe_images"] == 12
     assert AUTHORS_LABEL not in default["warnings"] and default["warnings"] == []
@@ -96,8 +105,8 @@ def test_diagnose_labels_every_output(seg, tmp_path):
     from viny_probe.analysis.diagnose import diagnose
 
     out = tmp_path / "diag"
-    small = dict(SMALL, depth_probe_images=6, cka_images=6, fig6_images=1)
-    summary = diagnose([seg], ["SEG"], out, eval_protocol="authors", **small)
+    figures = DiagnoseOptions(depth_probe_images=6, cka_images=6, fig6_images=1)
+    summary = diagnose([seg], ["SEG"], out, figures=figures, **small("authors"))
     assert summary["eval_protocol"] == "authors"
     assert summary["data"][32]["test_images"] == 16
     for name in ("table2.md", "summary.md"):

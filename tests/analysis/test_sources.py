@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.sources import MODEL_SOURCES, TokenModel, load_model, parse_model_spec
 from viny_probe.checkpoint import save_checkpoint
 from viny_probe.cli import app, main
@@ -335,14 +336,10 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
         [seven, twelve],
         ["seven", "twelve"],
         out,
-        dataset="toy-pets",
-        probe_images=16,
-        test_images=8,
-        depth_probe_images=8,
-        cka_images=4,
-        fig6_images=1,
+        model=ModelOptions(device="cpu"),
+        data=EvalSet(dataset="toy-pets", probe_images=16, test_images=8),
+        figures=DiagnoseOptions(depth_probe_images=8, cka_images=4, fig6_images=1),
         progress=False,
-        device="cpu",
     )
     curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
     assert curves["seven"]["distances"] == list(range(0, 13)) and curves["twelve"]["distances"] == list(
@@ -370,7 +367,8 @@ def test_memory_bounds_are_seeded_subsamples_and_say_so(monkeypatch):
     failing once: checkpoint_probe labelling the pool's full grid (patch_labels without keep)."""
     from viny_probe.analysis import checkpoint_probe, evaluation_data
 
-    kw = dict(dataset="toy-pets", layer="all", probe_images=16, test_images=8, knn=False, progress=False)
+    data = EvalSet(dataset="toy-pets", probe_images=16, test_images=8)
+    kw = dict(data=data, probe=ProbeOptions(knn=False), layer="all", progress=False)
     whole = probe_checkpoint(TIMM_CLS, **kw)
     monkeypatch.setattr(checkpoint_probe, "LAYERS_MAX_VALUES", 1)
     one_at_a_time = probe_checkpoint(TIMM_CLS, **kw)

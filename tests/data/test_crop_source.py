@@ -147,7 +147,9 @@ def test_authors_simmim_crops_the_original_and_paper_the_square(wide_imagenet: P
 
 
 def test_the_crop_source_is_simmims_only():
-    with pytest.raises(VinyError, match="--crop-source does not apply to `viny train classify`: only simmim takes it"):
+    with pytest.raises(
+        VinyError, match="--crop-source does not apply to `viny train classify`: only simmim takes it"
+    ):
         TrainConfig(regime="classify", crop_source="original").resolved()
     assert TrainConfig(regime="simmim", preset="paper").resolved().options.crop_source == "square"
     assert TrainConfig(regime="simmim", preset="authors").resolved().options.crop_source == "original"

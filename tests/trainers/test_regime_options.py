@@ -142,9 +142,15 @@ def test_an_old_config_json_reads_as_the_run_it_was(tmp_path):
     softmax read as the defaults: differences listed)."""
     old = TrainConfig.from_dict(OLD_SEGMENT)
     assert old.regime_options == {"inputs": "raw", "position_softmax": True}
-    today = TrainConfig(regime="segment", **{k: OLD_SEGMENT[k] for k in ("preset", "model", "epochs")},
-                        batch_size=8, train_size=16, test_size=8, device="cpu",
-                        resize="bilinear").resolved()  # fmt: skip  (authors resizes nearest since; the old run did not)
+    today = TrainConfig(
+        regime="segment",
+        **{k: OLD_SEGMENT[k] for k in ("preset", "model", "epochs")},
+        batch_size=8,
+        train_size=16,
+        test_size=8,
+        device="cpu",
+        resize="bilinear",
+    ).resolved()  # fmt: skip  (authors resizes nearest since; the old run did not)
     assert old.differences(today) == [] and old == today
     assert today.to_dict()["regime_options"] == {"inputs": "raw", "position_softmax": True}
     assert "mixup" not in today.to_dict() and TrainConfig.from_dict(today.to_dict()) == today

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from viny_probe import __version__
+from viny_probe.analysis.options import ModelOptions
 from viny_probe.analysis.sources.base import TokenModel, load_model, module_digest
 from viny_probe.analysis.sources.viny import load_encoder
 from viny_probe.checkpoint import atomic_write_bytes
@@ -280,7 +281,7 @@ def extract_patch_tokens(
     model: ModelLike,
     images: ImageSet | torch.Tensor,
     layers: LayerSpec = "final",
-    batch_size: int = 64,  # on this 2-core CPU 64 ran at 130 img/s (ViNy), 256 at 84: activations outgrow the cache
+    batch_size: int = ModelOptions.batch_size,
     cache_dir: str | Path | None = None,
     cache_key_extra: Any = None,
     *,

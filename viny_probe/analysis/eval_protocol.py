@@ -55,6 +55,14 @@ def protocol_inputs(protocol: str, mean, std) -> tuple:
     return mean, std
 
 
+def protocol_model(protocol: str, model):
+    """``model`` (an ``options.ModelOptions``) with the mean / std of ``protocol_inputs``."""
+    import dataclasses
+
+    mean, std = protocol_inputs(protocol, model.mean, model.std)
+    return dataclasses.replace(model, mean=mean, std=std)
+
+
 def protocol_knn(protocol: str, knn: bool) -> bool:
     """kNN runs only under ``viny``: under ``authors`` its bank would hold the patches it classifies."""
     return knn and check_protocol(protocol) == "viny"
@@ -137,19 +145,15 @@ def authors_images(
 
 
 def evaluation_sets(
-    protocol: str,
-    metas: Sequence[tuple[str, dict]],
-    where: dict,
-    size: int,
-    data_root,
-    probe_images: int,
-    test_images: int,
-    allow_overlap: bool,
+    data, metas: Sequence[tuple[str, dict]], where: dict, size: int
 ) -> tuple[ImageSet, ImageSet, dict, list[str]]:
     """(images the probe is fitted on, images everything is scored on, data info, warnings) under
-    ``protocol``; ``where`` is ``resolve_evaluation``'s choice of dataset, split seed and test size.
-    ``viny``: ``load_probe_data`` and the overlap guard, as before. ``authors``: ``authors_images``
-    twice (the same images), no guard, ``AUTHORS_LABEL`` as the first warning."""
+    ``data.protocol`` (``data``: an ``options.EvalSet``); ``where`` is ``resolve_evaluation``'s choice of
+    dataset, split seed and test size. ``viny``: ``load_probe_data`` and the overlap guard, as before.
+    ``authors``: ``authors_images`` twice (the same images), no guard, ``AUTHORS_LABEL`` as the first
+    warning."""
+    protocol, data_root = data.protocol, data.data_root
+    probe_images, test_images, allow_overlap = data.probe_images, data.test_images, data.allow_overlap
     dataset, split_seed, test_size = where["dataset"], where["split_seed"], where["test_size"]
     if check_protocol(protocol) == "viny":
         fit, scored, info = load_probe_data(

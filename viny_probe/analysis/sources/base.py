@@ -411,6 +411,32 @@ def parse_model_spec(text: str | Path, check: bool = True) -> ModelSpec:
     return ModelSpec("viny", target, options, text)
 
 
+def with_heads(model, heads: int | None):
+    """``model`` with a head count (``ModelOptions.heads``, ``--heads N``): a viny model string as
+    ``PATH,heads=N`` (how the viny source takes one); ``model`` as it is when ``heads`` is None; a
+    timm:/hf:/py:/tokens: model or a built one refused (its head count is its own)."""
+    if heads is None:
+        return model
+    if not isinstance(model, str | Path):
+        raise VinyError("heads applies to a model string (a study authors' .pth), not a built model")
+    spec = parse_model_spec(model)
+    if spec.prefix != "viny":
+        raise VinyError(f"--heads is for the study authors' state_dict; {model} is a {spec.prefix}: model")
+    return f"{model},heads={heads}"
+
+
+def load_with(model, options, own_size: bool = False) -> TokenModel:
+    """``load_model`` of ``model`` with a ``ModelOptions``' weights, input size (none when ``own_size``:
+    the model keeps its own) and mean / std; its ``heads`` are applied by ``with_heads`` beforehand."""
+    return load_model(
+        model,
+        weights=options.weights,
+        image_size=None if own_size else options.img_size,
+        mean=options.mean,
+        std=options.std,
+    )
+
+
 def load_model(
     model: str | Path | TokenModel | nn.Module,
     *,
