@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -257,6 +258,69 @@ def test_mean_std_overrides_and_the_cache_key_holds_the_weights(tmp_path):
     assert shifted.mean == (0.2, 0.2, 0.2) and any("as given" in n for n in shifted.notes)
     random_init = extract_patch_tokens(load_model(TIMM_CLS), images, **kw)["final"]
     assert not torch.allclose(extract_patch_tokens(shifted, images, **kw)["final"], random_init)
+
+
+def test_weights_saved_at_another_grid_get_their_position_embeddings_resampled(tmp_path):
+    """A --weights file saved for a 64-px model (8 x 8 grid, CLS + 2 registers) loads at its own size
+    unchanged and at --img-size 32 (4 x 4) with pos_embed resampled over the grid: the prefix rows kept,
+    the grid rows equal to a bicubic resize of the saved 8 x 8 grid, a row-index ramp still constant
+    along each row, and a note plus a warning saying so. Mutants: no resample (the strict load refuses
+    the 67-row pos_embed); the grid transposed before or after resizing (the row ramp runs along the
+    columns)."""
+    from safetensors.torch import save_file
+
+    spec = "timm:vit_tiny_patch16_224,patch_size=8,depth=2,embed_dim=32,num_heads=2,reg_tokens=2"
+    torch.manual_seed(3)
+    saved_model = timm.create_model(
+        spec[5:].split(",")[0],
+        pretrained=False,
+        img_size=64,
+        **{"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "reg_tokens": 2},
+    )
+    state = {k: v.clone().contiguous() for k, v in saved_model.state_dict().items()}
+    prefix = saved_model.num_prefix_tokens  # 3: CLS + 2 registers, each with a position
+    assert state["pos_embed"].shape == (1, prefix + 64, 32)
+    grid = state["pos_embed"][0, prefix:].reshape(8, 8, 32)
+    grid[:, :, 0] = torch.arange(8.0)[:, None]  # channel 0: the row index; channel 1: the column
+    grid[:, :, 1] = torch.arange(8.0)[None, :]
+    path = tmp_path / "w64.safetensors"
+    save_file(state, path)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        same = load_model(spec, weights=path, image_size=64)  # the weights' own size: nothing resampled
+    assert not [w for w in caught if "resampled" in str(w.message)]
+    assert not any("resampled" in n for n in same.notes)
+    torch.testing.assert_close(same.module.pos_embed, state["pos_embed"], rtol=0, atol=0)
+    images = pixels(2, seed=4)
+    saved_model.load_state_dict(state)
+    own = saved_model.eval().forward_features(normalised(images, same.mean, same.std))[:, prefix:]
+    torch.testing.assert_close(extract_patch_tokens(same, images, progress=False)["final"], own)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = load_model(spec, weights=path, image_size=32)
+    said = "pos_embed resampled from the weights' 8 x 8 grid to 4 x 4"
+    assert any(said in str(w.message) for w in caught) and any(said in n for n in small.notes)
+    pos = small.module.pos_embed.detach()
+    assert small.grid == 4 and pos.shape == (1, prefix + 16, 32)
+    torch.testing.assert_close(pos[0, :prefix], state["pos_embed"][0, :prefix], rtol=0, atol=0)
+    want = (
+        torch.nn.functional.interpolate(
+            state["pos_embed"][0, prefix:].reshape(1, 8, 8, 32).permute(0, 3, 1, 2),
+            size=(4, 4),
+            mode="bicubic",
+            antialias=True,
+            align_corners=False,
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(16, 32)
+    )
+    torch.testing.assert_close(pos[0, prefix:], want)
+    rows, cols = pos[0, prefix:, 0].reshape(4, 4), pos[0, prefix:, 1].reshape(4, 4)
+    assert torch.allclose(rows, rows[:, :1].expand(4, 4)) and (rows[1:, 0] > rows[:-1, 0]).all()
+    assert torch.allclose(cols, cols[:1].expand(4, 4)) and (cols[0, 1:] > cols[0, :-1]).all()
+    assert extract_patch_tokens(small, pixels(2, size=32), progress=False)["final"].shape == (2, 16, 32)
 
 
 # ---------------------------------------------------------------------------------------- commands

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from viny_probe.checkpoint import load_state_strict, torch_load_safely
+from viny_probe.checkpoint import torch_load_safely
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 from viny_probe.registry import Registry
@@ -547,10 +547,3 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VinyError(f"{what}: {path} holds a {type(obj).__name__}, not a state_dict of tensors")
     return obj
-
-
-def load_weights_strict(module: nn.Module, path: str | Path, what: str) -> None:
-    """Load ``path`` into ``module``: every key present, none left over, every shape equal; otherwise a
-    VinyError naming the missing / unexpected keys (weights of another architecture)."""
-    state = read_state_dict(path, what)
-    load_state_strict(module, state, f"{what}: weights file {Path(path).expanduser()}")
