@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -246,6 +246,20 @@ def train_step(
     return loss, shown
 
 
+def epoch_order(gen: torch.Generator, train_set: ImageSet) -> torch.Tensor:
+    """The order an epoch visits ``train_set`` in: the epoch generator's permutation (a lone run and
+    every fleet member draw it the same way, so a member equals its run alone)."""
+    return torch.randperm(len(train_set), generator=gen).to(train_set.images.device)
+
+
+def epoch_batches(n: int, batch_size: int, check_every: int) -> Iterator[tuple[int, bool]]:
+    """``(start, check)`` of every batch of an epoch over ``n`` images, for a lone run and a fleet alike:
+    the batch is ``order[start : start + batch_size]``; ``check``: read the loss on the host after its
+    step (every ``check_every`` steps and after the last, ``loss_check_interval``)."""
+    for i, start in enumerate(range(0, n, batch_size)):
+        yield start, (i + 1) % check_every == 0 or start + batch_size >= n
+
+
 def train_one_epoch(
     step: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -270,12 +284,10 @@ def train_one_epoch(
     (``loss_check_interval``). ``progress(images, loss or None, img_per_s)`` is called after every
     step. Returns the epoch's mean loss and statistics over all ranks' images."""
     step.train()
-    n = len(train_set)
-    order = torch.randperm(n, generator=gen).to(train_set.images.device)
+    order = epoch_order(gen, train_set)
     t0 = time.perf_counter()
-    for i, start in enumerate(range(0, n, batch_size)):
+    for start, check in epoch_batches(len(train_set), batch_size, check_every):
         batch = device_batch(train_set, order[start : start + batch_size], device)
-        check = (i + 1) % check_every == 0 or start + batch_size >= n
         _, shown = train_step(
             step,
             optimizer,

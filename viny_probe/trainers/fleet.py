@@ -60,7 +60,9 @@ from .base import device_batch
 from .engine import (
     TrainStep,
     _accumulate,
+    epoch_batches,
     epoch_generator,
+    epoch_order,
     forward_backward,
     loss_check_interval,
     make_optimizer,
@@ -491,25 +493,18 @@ def _fleet_epoch(
     first = stack.runs[0]
     cfg, device, n = first.cfg, first.device, len(first.train_set)
     gens = [epoch_generator(r.cfg.random_seed, epoch) for r in stack.runs]
-    ep = _Epoch(
-        gens,
-        [
-            torch.randperm(n, generator=g).to(r.train_set.images.device)
-            for g, r in zip(gens, stack.runs, strict=True)
-        ],
-    )
+    ep = _Epoch(gens, [epoch_order(g, r.train_set) for g, r in zip(gens, stack.runs, strict=True)])
     micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
     meter = FleetMeter(device)
     for r in stack.runs:
         r.encoder.train(), r.head.train()
     t0 = time.perf_counter()
-    for i, start in enumerate(range(0, n, cfg.batch_size)):
+    for start, read in epoch_batches(n, cfg.batch_size, check_every):
         batches = [
             device_batch(run.train_set, order[start : start + cfg.batch_size], device)
             for run, order in zip(stack.runs, ep.orders, strict=True)
         ]
         images = batches[0]["images"].shape[0]
-        read = (i + 1) % check_every == 0 or start + cfg.batch_size >= n
         fleet_step(
             stack,
             batches,
