@@ -1,0 +1,181 @@
+"""Wiring tests with known answers (issue #22): fake TokenModels whose tokens reveal what they were fed
+(the input statistics, the image and patch they came from, the block that made them), so a mutant that
+skips or swaps the normalisation, mispairs a subsample with its batch, or reads the wrong block gives a
+wrong number here. Each test names the mutants it was watched failing on (applied once, reverted)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.sources import TokenModel
+
+PATCH, SIZE = 4, 32  # toy-pets at 32 px: an 8 x 8 grid, like the tiny ViNy
+GRID = SIZE // PATCH
+OWN_MEAN, OWN_STD = (0.2, 0.4, 0.6), (0.3, 0.2, 0.1)  # every channel its own, none of them ImageNet's
+GIVEN_MEAN, GIVEN_STD = (0.6, 0.5, 0.1), (0.15, 0.35, 0.25)  # what --mean / --std replace them with
+
+
+class _Weights(nn.Module):
+    """The module of a fake model: one parameter (a device and a digest), no computation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.zeros(1))
+
+
+def patches_of(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, S, S)`` -> ``(B, P, C, PATCH * PATCH)``, patches in row-major order."""
+    b, c, s, _ = x.shape
+    g = s // PATCH
+    return x.reshape(b, c, g, PATCH, g, PATCH).permute(0, 2, 4, 1, 3, 5).reshape(b, g * g, c, PATCH * PATCH)
+
+
+def fake_model(block_tokens, depth: int, dim: int, mean=(0.0,) * 3, std=(1.0,) * 3, seen=None, name="fake"):
+    """A TokenModel whose block ``b`` tokens are ``block_tokens(b, x)`` of the (normalised) input ``x``;
+    every input it is fed is appended to ``seen``."""
+
+    def tokens(x, blocks):
+        if seen is not None:
+            seen.append(x.detach().cpu().clone())
+        return {b: block_tokens(b, x) for b in blocks}
+
+    return TokenModel(
+        _Weights(), tokens, depth=depth, dim=dim, patch_size=PATCH, image_size=SIZE, mean=mean, std=std,
+        source=f"py:{name}", name=name,
+    )  # fmt: skip
+
+
+def channel_means(b, x):
+    """Each patch's mean of each input channel: ``(B, P, 3)``."""
+    return patches_of(x).mean(dim=-1)
+
+
+def pixels(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, SIZE, SIZE), dtype=torch.uint8, generator=g)
+
+
+def normalised(images: torch.Tensor, mean, std) -> torch.Tensor:
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    return (images.float() / 255 - m) / s
+
+
+def assert_fed_uint8_through(seen: list[torch.Tensor], mean, std) -> None:
+    """Every input the model saw is some uint8 image normalised with exactly ``mean`` / ``std``: undone
+    with them, each value is k / 255 for an integer k in 0..255 (another mean/std, none, or ImageNet's
+    leaves values off that lattice or outside [0, 1])."""
+    assert seen, "the model was never run"
+    m, s = torch.tensor(mean).view(1, 3, 1, 1), torch.tensor(std).view(1, 3, 1, 1)
+    for x in seen:
+        k = (x.double() * s + m) * 255
+        assert (k - k.round()).abs().max() < 1e-3, "not a uint8 image normalised with this mean/std"
+        assert k.min() > -1e-3 and k.max() < 255 + 1e-3
+        assert k.std() > 1, "a blank input proves nothing"
+
+
+# -------------------------------------------------------------------------------- 1. normalisation
+@pytest.mark.parametrize(("mean", "std"), [(OWN_MEAN, OWN_STD), ((0.0,) * 3, (1.0,) * 3)], ids=["own", "raw"])
+def test_extraction_normalises_uint8_with_the_models_own_mean_and_std_per_channel(mean, std):
+    """A model whose tokens are its input's per-patch channel means: the extracted tokens equal those of
+    (images / 255 - mean) / std with the model's own per-channel values, and of images / 255 where the
+    model declares raw [0, 1] pixels (mean 0, std 1). Mutants killed (embeddings._prepare): the
+    normalisation dropped (``x = to_float(x)``); mean and std swapped; ImageNet's mean/std instead of the
+    model's (either of them); the model's mean read in reversed channel order (``model.mean[::-1]``)."""
+    model = fake_model(channel_means, depth=1, dim=3, mean=mean, std=std)
+    images = pixels(5)
+    got = extract_patch_tokens(model, images, use_cache=False, progress=False, batch_size=2)["final"]
+    want = patches_of(normalised(images, mean, std)).mean(dim=-1)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_viny_raw_checkpoint_is_extracted_on_raw_pixels():
+    """A ViNy whose run trained on raw [0, 1] pixels (``inputs: raw``): its extracted tokens are its
+    forward of images / 255, not of ImageNet-normalised ones (test_recipes checks the declared mean/std;
+    this checks the extraction reads them). Mutant killed: viny_token_model ignoring the checkpoint's
+    inputs (``raw = False``)."""
+    from viny_probe.analysis.sources.viny import viny_token_model
+    from viny_probe.model import ViNy
+
+    torch.manual_seed(0)
+    encoder = ViNy("tiny").eval()
+    model = viny_token_model(encoder, {"config": {"inputs": "raw"}})
+    images = pixels(3, seed=1)
+    got = extract_patch_tokens(model, images, use_cache=False, progress=False)["final"]
+    with torch.no_grad():
+        want = encoder(images.float() / 255)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_probe_similarity_map_and_diagnose_feed_the_model_its_own_normalisation(tmp_path):
+    """Through the three commands (library entry points, a TokenModel given directly), every image the
+    model is fed is a uint8 image normalised with the model's own mean/std, or with --mean / --std when
+    given. Mutants killed: similarity_image passing the picture as float [0, 1] (``to_float(picture)``:
+    taken as already normalised); checkpoint_probe, similarity_image and diagnose.load_models each
+    dropping ``mean=mean, std=std`` in its load_model call (the model's own values used instead of the
+    given ones)."""
+    from viny_probe.analysis.checkpoint_probe import probe_checkpoint
+    from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.similarity_image import similarity_map_for_image
+
+    seen: list[torch.Tensor] = []
+    model = fake_model(channel_means, depth=2, dim=3, mean=OWN_MEAN, std=OWN_STD, seen=seen)
+    small = dict(probe_images=8, test_images=4, knn=False, progress=False, use_cache=False)
+
+    probe_checkpoint(model, **small)
+    assert_fed_uint8_through(seen, OWN_MEAN, OWN_STD)
+    seen.clear()
+    probe_checkpoint(model, mean=GIVEN_MEAN, std=GIVEN_STD, **small)
+    assert_fed_uint8_through(seen, GIVEN_MEAN, GIVEN_STD)
+
+    for given in ({}, {"mean": GIVEN_MEAN, "std": GIVEN_STD}):
+        seen.clear()
+        similarity_map_for_image(model, "toy-pets:3", patch="2,5", out=tmp_path / "map.png", **given)
+        assert_fed_uint8_through(seen, given.get("mean", OWN_MEAN), given.get("std", OWN_STD))
+
+    seen.clear()
+    diagnose(
+        [model], ["fake"], tmp_path / "diag", depth_probe_images=4, cka_images=4, fig6_images=1,
+        mean=GIVEN_MEAN, std=GIVEN_STD, **small,
+    )  # fmt: skip
+    assert_fed_uint8_through(seen, GIVEN_MEAN, GIVEN_STD)
+
+
+# --------------------------------------------------------------- 2. the patch subsample across batches
+def indexed_images(n: int) -> torch.Tensor:
+    """Image i: channel 0 holds 10 * i everywhere, channel 1 holds each pixel's patch index (0..63)."""
+    images = torch.zeros(n, 3, SIZE, SIZE, dtype=torch.uint8)
+    images[:, 0] = (10 * torch.arange(n, dtype=torch.uint8))[:, None, None]
+    patch = torch.arange(GRID * GRID, dtype=torch.uint8).reshape(GRID, GRID)
+    images[:, 1] = patch.repeat_interleave(PATCH, 0).repeat_interleave(PATCH, 1)
+    return images
+
+
+def own_index(b, x):
+    """A raw-pixel model's token of a patch: (its image's channel 0 / 10, its patch index) as floats."""
+    means = patches_of(x).mean(dim=-1) * 255
+    return torch.stack([means[..., 0] / 10, means[..., 1]], dim=-1)
+
+
+def test_the_patch_subsample_keeps_each_images_own_patches_across_batches():
+    """10 images in batches of 3 (the last holds one), 5 different patches kept per image: the token at
+    [i, j] is image i's patch keep[i, j], read off the token itself. Mutants killed (embeddings._run):
+    the batch's rows of ``patches`` taken by the batch-local index (``patches[: stop - start]``: every
+    batch keeps the first images' patches); shifted by one at the batch boundary
+    (``patches[start + 1 : stop + 1]``, the last batch's short slice refused); every image's first k
+    patches kept instead of its own (_batch_tokens: ``t[:, : keep.shape[1]]``); the kept tokens copied
+    in reversed order (``tokens[b].flip(1)``)."""
+    n, k = 10, 5
+    model = fake_model(own_index, depth=2, dim=2)
+    g = torch.Generator().manual_seed(3)
+    keep = torch.rand(n, GRID * GRID, generator=g).argsort(dim=1)[:, :k].sort(dim=1).values
+    assert len({tuple(row) for row in keep.tolist()}) == n  # every image keeps other patches
+    got = extract_patch_tokens(
+        model, indexed_images(n), "all", batch_size=3, patches=keep, use_cache=False, progress=False
+    )
+    for block in (1, 2):
+        assert got[block].shape == (n, k, 2)
+        torch.testing.assert_close(got[block][..., 0].round(), torch.arange(n).float()[:, None].expand(n, k))
+        torch.testing.assert_close(got[block][..., 1].round(), keep.float())
