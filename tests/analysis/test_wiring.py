@@ -179,3 +179,104 @@ def test_the_patch_subsample_keeps_each_images_own_patches_across_batches():
         assert got[block].shape == (n, k, 2)
         torch.testing.assert_close(got[block][..., 0].round(), torch.arange(n).float()[:, None].expand(n, k))
         torch.testing.assert_close(got[block][..., 1].round(), keep.float())
+
+
+# ------------------------------------------------------------------ 3. the block a per-block number reads
+DIM = 6
+WHERE = dict(dataset="toy-pets", split_seed=0, test_size=40)
+
+
+@pytest.fixture(scope="module")
+def toy_sets():
+    """The probe's pool and test images at the sizes the tests below ask for, with their patch labels."""
+    from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
+
+    train, test, _ = load_probe_data("toy-pets", SIZE, None, 0, 40, probe_images=24, test_images=12)
+    return {
+        "train": train,
+        "test": test,
+        "labels": {k: patch_labels(s, PATCH) for k, s in (("train", train), ("test", test))},
+    }
+
+
+def _label_table(toy_sets) -> dict[bytes, torch.Tensor]:
+    return {
+        img.numpy().tobytes(): lab
+        for key in ("train", "test")
+        for img, lab in zip(toy_sets[key].images, toy_sets["labels"][key], strict=True)
+    }
+
+
+def one_hot_labels(x: torch.Tensor, table: dict[bytes, torch.Tensor]) -> torch.Tensor:
+    """A raw-pixel model's token of a patch: the one-hot of its trimap class (looked up by the image's
+    own pixels), zero for an unlabelled patch or an image not in ``table``."""
+    out = torch.zeros(len(x), GRID * GRID, DIM)
+    for i, img in enumerate((x * 255).round().to(torch.uint8)):
+        labels = table.get(img.cpu().numpy().tobytes())
+        if labels is not None:
+            rows = torch.nonzero(labels >= 0).squeeze(1)
+            out[i, rows, labels[rows]] = 1.0
+    return out
+
+
+def noise(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """A fixed pseudo-random function of each patch's pixels, in [-1, 1], unrelated to its class."""
+    w = torch.randn(3 * PATCH * PATCH, DIM, generator=torch.Generator().manual_seed(seed))
+    return torch.sin(13.0 * patches_of(x).flatten(2) @ w)
+
+
+def model_a(table, **kw) -> TokenModel:
+    """Depth 3: block 2 is the patch class one-hot, block b != 2 is b x noise seeded b (so block 3's
+    within-image variance is 9 x that of a seed-3 noise)."""
+    fn = lambda b, x: one_hot_labels(x, table) if b == 2 else b * noise(x, b)  # noqa: E731
+    return fake_model(fn, depth=3, dim=DIM, name="A", **kw)
+
+
+def model_b(**kw) -> TokenModel:
+    """Depth 3: block b is noise seeded b + 2, so its block 1 is model A's block 3 (over 3): CKA 1."""
+    return fake_model(lambda b, x: noise(x, b + 2), depth=3, dim=DIM, name="B", **kw)
+
+
+def blocks_of(model_fn, images: torch.Tensor) -> dict[int, torch.Tensor]:
+    x = images.float() / 255
+    return {b: model_fn(b, x) for b in (1, 2, 3)}
+
+
+def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
+    """``layer="all"`` on model A: "block B"'s within-image variance is that of block B's tokens computed
+    here from the images (block 2: of the one-hot patch classes; block 3: 9 x the seed-3 noise's) and only
+    block 2 (the one-hot classes) is probed perfectly, train and test, with the pool tokens cut to a
+    seeded half of each image's patches (the memory bound, lowered here): the labels follow the same
+    patches. Mutants killed: embeddings._resolve_layers mapping block B to B + 1 (``min(b + 1, depth)``)
+    and to B - 1 (``max(b - 1, 1)``); extract_patch_tokens returning the deepest block for every label
+    (``found[wanted[-1][1]]``); probe_checkpoint measuring every label on the last layer's test tokens
+    (``test_tokens[list(test_tokens)[-1]]``) or pool tokens (``train_tokens[list(train_tokens)[-1]]``);
+    probe_checkpoint labelling other pool patches than it keeps (``patch_labels(..., keep.flip(1))``)."""
+    from viny_probe.analysis import evaluation_data
+    from viny_probe.analysis.checkpoint_probe import probe_checkpoint
+    from viny_probe.analysis.variance import within_image_variance
+
+    monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 24 * 32 * DIM)  # 32 of 64 patches kept
+
+    table = _label_table(toy_sets)
+    result = probe_checkpoint(
+        model_a(table), layer="all", probe_images=24, test_images=12, knn=False, progress=False,
+        use_cache=False, **WHERE,
+    )  # fmt: skip
+    layers = result["layers"]
+    assert list(layers) == ["block 1", "block 2", "block 3"]
+    assert result["data"]["probe_subsample"]["patches_per_image"] == 32
+    test = toy_sets["test"].images
+    x = test.float() / 255
+    want = {
+        1: within_image_variance(noise(x, 1)),
+        2: within_image_variance(one_hot_labels(x, table)),
+        3: 9 * within_image_variance(noise(x, 3)),
+    }
+    for b, value in want.items():
+        assert layers[f"block {b}"]["within_image_variance"] == pytest.approx(value, rel=1e-4), b
+    assert len({round(v, 3) for v in want.values()}) == 3  # three different answers
+    assert layers["block 2"]["probe"]["test_accuracy"] == 1.0
+    assert layers["block 2"]["probe"]["train_accuracy"] == 1.0
+    for b in (1, 3):
+        assert layers[f"block {b}"]["probe"]["test_accuracy"] < 0.9
