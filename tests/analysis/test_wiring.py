@@ -5,6 +5,7 @@ wrong number here. Each test names the mutants it was watched failing on (applie
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -232,14 +233,11 @@ def model_a(table, **kw) -> TokenModel:
     return fake_model(fn, depth=3, dim=DIM, name="A", **kw)
 
 
-def model_b(**kw) -> TokenModel:
-    """Depth 3: block b is noise seeded b + 2, so its block 1 is model A's block 3 (over 3): CKA 1."""
-    return fake_model(lambda b, x: noise(x, b + 2), depth=3, dim=DIM, name="B", **kw)
-
-
-def blocks_of(model_fn, images: torch.Tensor) -> dict[int, torch.Tensor]:
-    x = images.float() / 255
-    return {b: model_fn(b, x) for b in (1, 2, 3)}
+def model_b(table, **kw) -> TokenModel:
+    """Depth 3: block b < 3 is noise seeded b + 2 (so its block 1 is model A's block 3 over 3: CKA 1),
+    block 3 the patch class one-hot (model A's block 2: CKA 1)."""
+    fn = lambda b, x: one_hot_labels(x, table) if b == 3 else noise(x, b + 2)  # noqa: E731
+    return fake_model(fn, depth=3, dim=DIM, name="B", **kw)
 
 
 def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
@@ -280,3 +278,81 @@ def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
     assert layers["block 2"]["probe"]["train_accuracy"] == 1.0
     for b in (1, 3):
         assert layers[f"block {b}"]["probe"]["test_accuracy"] < 0.9
+
+
+def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, tmp_path, monkeypatch):
+    """``diagnose`` on models A and B (depth 3 each), with every memory bound lowered so the per-block
+    probe, the final probe and CKA all run on seeded patch subsamples. Known answers: A's per-block
+    within-image variance at block b is that of A's block-b tokens computed here (block 3: 9 x the seed-3
+    noise); the per-block probe is perfect at A's block 2 only (the one-hot classes), the final probe
+    perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals linear_cka of
+    those two blocks on the first 10 test images at the CKA subsample, 1 where A's block 3 meets B's
+    block 1 and A's block 2 meets B's block 3. Mutants killed: diagnose._per_block reading block b - 1's
+    test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for every block
+    (``train_blocks[model.depth]``); _cka_features taking the last block for every block
+    (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1, model.depth)]``); _test_tokens
+    handing block 1 on as the final block (``test_all[1]``); _depth_pool labelling other patches than
+    it keeps (``keep.flip(1)``); _measure_checkpoint likewise for the final probe; _cka_features taking
+    each image's first patches instead of the CKA subsample (``x[:, : keep.shape[1]]``); _cka computing
+    B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``: the matrix transposed)."""
+    from viny_probe.analysis import diagnose as diagnose_module
+    from viny_probe.analysis import evaluation_data
+    from viny_probe.analysis.cka import linear_cka
+    from viny_probe.analysis.diagnostics import DEPTH_PROBE_MAX_ITER, PROBE_SEED
+    from viny_probe.analysis.evaluation_data import patch_labels, patch_subsample
+    from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+    from viny_probe.analysis.variance import within_image_variance
+
+    monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 24 * 32 * DIM)  # final probe: 32 of 64
+    monkeypatch.setattr(diagnose_module, "DEPTH_PROBE_MAX_VALUES", 16 * 32 * DIM)  # per-block: 32 of 64
+    monkeypatch.setattr(diagnose_module, "CKA_MAX_VALUES", 10 * 40 * 3 * DIM)  # CKA: 40 of 64
+    table = _label_table(toy_sets)
+    a, b = model_a(table), model_b(table)
+    summary = diagnose_module.diagnose(
+        [a, b], ["A", "B"], tmp_path / "diag", probe_images=24, test_images=12, depth_probe_images=16,
+        cka_images=10, fig6_images=1, knn=False, progress=False, use_cache=False, **WHERE,
+    )  # fmt: skip
+    memory = summary["memory"]
+    assert memory["A"]["probe_subsample"]["patches_per_image"] == 32
+    assert memory["A"]["depth_probe_subsample"]["patches_per_image"] == 32
+    assert memory["A"]["cka_patches_per_image"] == 40
+
+    x = toy_sets["test"].images.float() / 255
+    tokens = {name: {k: m.tokens(x, [k])[k] for k in (1, 2, 3)} for name, m in (("A", a), ("B", b))}
+    within = summary["per_block"]["A"]["within_image_variance"]
+    assert within[0] is None
+    for k in (1, 2, 3):
+        assert within[k] == pytest.approx(within_image_variance(tokens["A"][k]), rel=1e-4), k
+    assert within[3] == pytest.approx(9 * within_image_variance(noise(x, 3)), rel=1e-4)
+    assert summary["final_layer"]["A"]["within_image_variance"] == pytest.approx(within[3], rel=1e-6)
+
+    # the per-block probe: fitted on the first 16 pool images at the per-block subsample, with the C
+    # the final probe chose; at block b it equals that fit computed here on A's block b
+    probe_a = summary["per_block"]["A"]["probe_accuracy"]
+    pool = toy_sets["train"].subset(list(range(16)))
+    keep = patch_subsample(16, GRID * GRID, DIM, 16 * 32 * DIM)
+    pool_x, labels = pool.images.float() / 255, patch_labels(pool, PATCH, keep)
+    for k in (1, 2, 3):
+        fit = linear_patch_probe(
+            a.tokens(pool_x, [k])[k].gather(1, keep[:, :, None].expand(-1, -1, DIM)), labels,
+            tokens["A"][k], toy_sets["labels"]["test"], Cs=(summary["final_layer"]["A"]["probe"]["chosen_C"],),
+            seed=PROBE_SEED, num_classes=3, max_iter=DEPTH_PROBE_MAX_ITER, backend=chosen_backend(),
+        )  # fmt: skip
+        assert probe_a[k] == pytest.approx(fit.test_accuracy, abs=1e-9), k
+    assert probe_a[2] > 0.9 > max(probe_a[1], probe_a[3])  # the one-hot block is the one read well
+    assert summary["final_layer"]["B"]["probe"]["test_accuracy"] == 1.0
+    assert summary["final_layer"]["B"]["probe"]["train_accuracy"] == 1.0
+    assert summary["final_layer"]["A"]["probe"]["test_accuracy"] < 0.9
+
+    (pair,) = summary["cka"]
+    assert pair["names"] == ["A", "B"]
+    keep = patch_subsample(10, GRID * GRID, 3 * DIM, 10 * 40 * 3 * DIM)
+    cut = {
+        name: {k: t[:10].gather(1, keep[:, :, None].expand(-1, -1, DIM)) for k, t in per.items()}
+        for name, per in tokens.items()
+    }
+    want = [[linear_cka(cut["A"][i], cut["B"][j]) for j in (1, 2, 3)] for i in (1, 2, 3)]
+    np.testing.assert_allclose(pair["matrix"], want, rtol=1e-6, atol=1e-9)
+    assert pair["matrix"][2][0] == pytest.approx(1.0) and pair["matrix"][1][2] == pytest.approx(1.0)
+    others = [pair["matrix"][i][j] for i in range(3) for j in range(3) if (i, j) not in ((2, 0), (1, 2))]
+    assert max(others) < 0.9
