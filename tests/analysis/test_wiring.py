@@ -356,3 +356,94 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
     assert pair["matrix"][2][0] == pytest.approx(1.0) and pair["matrix"][1][2] == pytest.approx(1.0)
     others = [pair["matrix"][i][j] for i in range(3) for j in range(3) if (i, j) not in ((2, 0), (1, 2))]
     assert max(others) < 0.9
+
+
+# ------------------------------------------------------------------- 5. where the figures draw things
+@pytest.fixture
+def figures(monkeypatch):
+    """Every matplotlib Figure the plot functions save, in order (read back through their artists)."""
+    from viny_probe.analysis import plots
+
+    saved = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, data: saved.append(fig) or save(fig, path, data))
+    return saved
+
+
+def red_squares(ax) -> list[tuple[float, float, float]]:
+    """(x, y, side) of each red square on ``ax``, in data coordinates."""
+    from matplotlib.patches import Rectangle
+
+    return [
+        (*p.get_xy(), p.get_width())
+        for p in ax.patches
+        if isinstance(p, Rectangle) and p.get_edgecolor()[:3] == (1.0, 0.0, 0.0)
+    ]
+
+
+def test_the_reference_square_is_drawn_on_its_patch(figures, tmp_path):
+    """Reference patch (row 2, col 1) of a 4 x 4 map over a 64 px image (16 px patches): the red square's
+    corner is at x = 1 * 16 - 0.5, y = 2 * 16 - 0.5 on the input and the overlay, at (0.5, 1.5) on the map
+    (imshow's cell edges sit at -0.5); the several-images grid marks its input the same way. Mutants
+    killed: plot_similarity_overlay marking (col, row) on the input (``_mark_patch(axes[0], col, row,
+    size)``); _mark_patch placing the square at (row, col) (``Rectangle((row * size - 0.5, col * size -
+    0.5), ...)``); plot_reference_grid marking its input at (col, row)."""
+    from viny_probe.analysis import plot_reference_grid, plot_similarity_overlay
+
+    image = pixels(1)[0].repeat_interleave(2, 1).repeat_interleave(2, 2)  # (3, 64, 64)
+    grid = np.linspace(-1, 1, 16).reshape(4, 4)
+    plot_similarity_overlay(image, grid, (2, 1), tmp_path / "overlay.png")
+    (fig,) = figures
+    picture, cells, overlay = fig.axes[:3]
+    assert red_squares(picture) == [(15.5, 31.5, 16.0)]
+    assert red_squares(cells) == [(0.5, 1.5, 1.0)]
+    assert red_squares(overlay) == [(15.5, 31.5, 16.0)]
+
+    plot_reference_grid(image, {"m": {"r": grid}}, {"r": (2, 1)}, tmp_path / "grid.png")
+    picture, cells = figures[1].axes[:2]
+    assert red_squares(picture) == [(15.5, 31.5, 16.0)]
+    assert red_squares(cells) == [(0.5, 1.5, 1.0)]
+
+
+def test_fig5_draws_each_mean_at_its_distance(figures, tmp_path):
+    """Fig 5's line holds the curve's (distance, mean) points and its band spans low..high; without the
+    distance-0 point the x values start at 1. The by-class figure draws same-class pairs solid and
+    different-class pairs dashed, each at its own distances; the depth curves draw block b's value at
+    x = b. Mutants killed: plot_similarity_vs_distance plotting the means against their position
+    (``np.arange(len(d["mean"]))``) or against distance + 1; the band drawn from low to the mean;
+    plot_similarity_by_class with the line styles swapped; plot_depth_curves plotting block b at b + 1
+    (``np.arange(1, len(ys) + 1)``)."""
+    from viny_probe.analysis import plot_depth_curves, similarity_vs_distance
+    from viny_probe.analysis.distance import similarity_vs_distance_by_class
+    from viny_probe.analysis.plots import plot_similarity_by_class, plot_similarity_vs_distance
+
+    g = torch.Generator().manual_seed(0)
+    emb = torch.randn(5, 16, 4, generator=g) + torch.linspace(0, 3, 16)[None, :, None]
+    curve = similarity_vs_distance(emb)
+    for from_zero in (False, True):
+        plot_similarity_vs_distance({"m": curve}, tmp_path / f"fig5-{from_zero}.png", from_zero=from_zero)
+        ax = figures[-1].axes[0]
+        (line,) = ax.lines
+        head = [0] if from_zero else []
+        np.testing.assert_array_equal(line.get_xdata(), head + list(curve.distances))
+        np.testing.assert_allclose(line.get_ydata(), [1.0] * len(head) + list(curve.mean))
+        (band,) = ax.collections
+        corners = np.concatenate([p.vertices for p in band.get_paths()])
+        assert set(np.round(corners[:, 0], 6)) == set(head + list(curve.distances))
+        assert corners[:, 1].min() == pytest.approx(min(curve.low)) and corners[:, 1].max() == pytest.approx(
+            max(curve.high.max(), 1.0 if from_zero else -np.inf)
+        )
+
+    labels = torch.randint(0, 3, (5, 16), generator=g)
+    by_class = similarity_vs_distance_by_class(emb, labels)
+    plot_similarity_by_class({"m": by_class}, tmp_path / "by-class.png")
+    same, different = figures[-1].axes[0].lines
+    assert same.get_linestyle() == "-" and different.get_linestyle() == "--"
+    for line, kind in ((same, "same"), (different, "different")):
+        np.testing.assert_array_equal(line.get_xdata(), by_class[kind].distances)
+        np.testing.assert_allclose(line.get_ydata(), by_class[kind].mean)
+
+    plot_depth_curves({"m": {"probe_accuracy": [None, 0.5, 0.7, 0.9]}}, tmp_path / "depth.png")
+    (line,) = figures[-1].axes[0].lines
+    np.testing.assert_array_equal(line.get_xdata(), [0, 1, 2, 3])
+    np.testing.assert_allclose(line.get_ydata(), [np.nan, 0.5, 0.7, 0.9])
