@@ -260,6 +260,14 @@ def test_mean_std_overrides_and_the_cache_key_holds_the_weights(tmp_path):
 
 # ---------------------------------------------------------------------------------------- commands
 def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path):
+    """Each model's probe test accuracy is the one fitted here on its own tokens of the same images,
+    labelled on its 8 x 8 grid (replacing ``0 <= accuracy <= 1``). Mutants killed: checkpoint_probe
+    pairing each test image with the previous image's patch labels (``patch_labels(...).roll(1, 0)``);
+    diagnostics.probe splitting off other validation images (``seed=layer.seed + 1``)."""
+    from viny_probe.analysis.diagnostics import PROBE_SEED
+    from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
+    from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+
     for spec in (TIMM_REG, f"hf:{hf_folder}", f"py:{py_file}:build"):
         result = CliRunner().invoke(
             app, ["probe", spec, "--json", "--device", "cpu", "--batch-size", "7", *SMALL]
@@ -268,7 +276,16 @@ def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path)
         data = json.loads(result.stdout)
         assert data["model"]["grid"] == [8, 8] and data["data"]["image_size"] == 64
         assert data["data"]["probe_patches"] == 24 * 64 and data["data"]["probe_subsample"] is None
-        assert 0.0 <= data["layers"]["final"]["probe"]["test_accuracy"] <= 1.0
+        where = data["data"]
+        train, test, _ = load_probe_data(
+            where["dataset"], 64, None, where["split_seed"], where["test_size"], 24, 12
+        )
+        emb = [extract_all(load_model(spec), s, batch_size=7)[2] for s in (train, test)]
+        fit = linear_patch_probe(
+            emb[0], patch_labels(train, 8), emb[1], patch_labels(test, 8), seed=PROBE_SEED, num_classes=3,
+            backend=chosen_backend(),
+        )  # fmt: skip
+        assert data["layers"]["final"]["probe"]["test_accuracy"] == pytest.approx(fit.test_accuracy, abs=1e-9)
         assert any("not checked" in line for line in data["data"]["chosen"])
     table = CliRunner().invoke(app, ["probe", TIMM_CLS, "--layer", "all", "--no-knn", *SMALL])
     assert (
