@@ -5,6 +5,8 @@ wrong number here. Each test names the mutants it was watched failing on (applie
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -280,21 +282,30 @@ def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
         assert layers[f"block {b}"]["probe"]["test_accuracy"] < 0.9
 
 
-def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, tmp_path, monkeypatch):
+def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
+    toy_sets, tmp_path, monkeypatch, figures
+):
     """``diagnose`` on models A and B (depth 3 each), with every memory bound lowered so the per-block
-    probe, the final probe and CKA all run on seeded patch subsamples. Known answers: A's per-block
-    within-image variance at block b is that of A's block-b tokens computed here (block 3: 9 x the seed-3
-    noise); the per-block probe is perfect at A's block 2 only (the one-hot classes), the final probe
-    perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals linear_cka of
-    those two blocks on the first 10 test images at the CKA subsample, 1 where A's block 3 meets B's
-    block 1 and A's block 2 meets B's block 3. Mutants killed: diagnose._per_block reading block b - 1's
+    curves run on the first 6 of the 12 test images, and the per-block probe, the final probe and CKA on
+    seeded patch subsamples. Known answers: A's per-block within-image variance at block b is that of
+    A's block-b tokens of those 6 images computed here (block 3: 9 x the seed-3 noise), its final-layer
+    one that of all 12; the per-block probe is perfect at A's block 2 only (the one-hot classes), the
+    final probe perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals
+    linear_cka of those two blocks on the first 6 test images at the CKA subsample, 1 where A's block 3
+    meets B's block 1 and A's block 2 meets B's block 3; Fig 6 draws the chosen test image, its trimap
+    and, for B, the map of its one-hot tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block reading block b - 1's
     test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for every block
     (``train_blocks[model.depth]``); _cka_features taking the last block for every block
     (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1, model.depth)]``); _test_tokens
     handing block 1 on as the final block (``test_all[1]``); _depth_pool labelling other patches than
     it keeps (``keep.flip(1)``); _measure_checkpoint likewise for the final probe; _cka_features taking
     each image's first patches instead of the CKA subsample (``x[:, : keep.shape[1]]``); _cka computing
-    B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``: the matrix transposed)."""
+    B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``: the matrix transposed);
+    _test_tokens embedding the last 6 test images for the per-block pass (``range(n - depth_images,
+    n)``) and _measure_checkpoint pairing them with the last 6 images' labels
+    (``test_labels[-depth_images:]``); _choose_fig6 drawing the previous test image or its trimap
+    (``test_set.images[index - 1]``, ``test_set.masks[index - 1]``); _fig6_maps mapping the previous
+    image's tokens (``final[index - 1]``)."""
     from viny_probe.analysis import diagnose as diagnose_module
     from viny_probe.analysis import evaluation_data
     from viny_probe.analysis.cka import linear_cka
@@ -305,7 +316,8 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
 
     monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 24 * 32 * DIM)  # final probe: 32 of 64
     monkeypatch.setattr(diagnose_module, "DEPTH_PROBE_MAX_VALUES", 16 * 32 * DIM)  # per-block: 32 of 64
-    monkeypatch.setattr(diagnose_module, "CKA_MAX_VALUES", 10 * 40 * 3 * DIM)  # CKA: 40 of 64
+    monkeypatch.setattr(diagnose_module, "CKA_MAX_VALUES", 6 * 40 * 3 * DIM)  # CKA: 40 of 64
+    monkeypatch.setattr(diagnose_module, "DEPTH_MAX_VALUES", 6 * GRID * GRID * DIM * 3)  # 6 test images
     table = _label_table(toy_sets)
     a, b = model_a(table), model_b(table)
     summary = diagnose_module.diagnose(
@@ -313,18 +325,21 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
         cka_images=10, fig6_images=1, knn=False, progress=False, use_cache=False, **WHERE,
     )  # fmt: skip
     memory = summary["memory"]
+    assert memory["A"]["depth_test_images"] == 6 and memory["A"]["test_images"] == 12
     assert memory["A"]["probe_subsample"]["patches_per_image"] == 32
     assert memory["A"]["depth_probe_subsample"]["patches_per_image"] == 32
     assert memory["A"]["cka_patches_per_image"] == 40
 
     x = toy_sets["test"].images.float() / 255
-    tokens = {name: {k: m.tokens(x, [k])[k] for k in (1, 2, 3)} for name, m in (("A", a), ("B", b))}
+    tokens = {name: {k: m.tokens(x[:6], [k])[k] for k in (1, 2, 3)} for name, m in (("A", a), ("B", b))}
     within = summary["per_block"]["A"]["within_image_variance"]
     assert within[0] is None
     for k in (1, 2, 3):
         assert within[k] == pytest.approx(within_image_variance(tokens["A"][k]), rel=1e-4), k
-    assert within[3] == pytest.approx(9 * within_image_variance(noise(x, 3)), rel=1e-4)
-    assert summary["final_layer"]["A"]["within_image_variance"] == pytest.approx(within[3], rel=1e-6)
+    assert within[3] == pytest.approx(9 * within_image_variance(noise(x[:6], 3)), rel=1e-4)
+    final_within = summary["final_layer"]["A"]["within_image_variance"]
+    assert final_within == pytest.approx(9 * within_image_variance(noise(x, 3)), rel=1e-4)
+    assert final_within != pytest.approx(within[3], rel=1e-3)  # 12 images, not the per-block 6
 
     # the per-block probe: fitted on the first 16 pool images at the per-block subsample, with the C
     # the final probe chose; at block b it equals that fit computed here on A's block b
@@ -335,7 +350,7 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
     for k in (1, 2, 3):
         fit = linear_patch_probe(
             a.tokens(pool_x, [k])[k].gather(1, keep[:, :, None].expand(-1, -1, DIM)), labels,
-            tokens["A"][k], toy_sets["labels"]["test"], Cs=(summary["final_layer"]["A"]["probe"]["chosen_C"],),
+            tokens["A"][k], toy_sets["labels"]["test"][:6], Cs=(summary["final_layer"]["A"]["probe"]["chosen_C"],),
             seed=PROBE_SEED, num_classes=3, max_iter=DEPTH_PROBE_MAX_ITER, backend=chosen_backend(),
         )  # fmt: skip
         assert probe_a[k] == pytest.approx(fit.test_accuracy, abs=1e-9), k
@@ -346,9 +361,9 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
 
     (pair,) = summary["cka"]
     assert pair["names"] == ["A", "B"]
-    keep = patch_subsample(10, GRID * GRID, 3 * DIM, 10 * 40 * 3 * DIM)
+    keep = patch_subsample(6, GRID * GRID, 3 * DIM, 6 * 40 * 3 * DIM)
     cut = {
-        name: {k: t[:10].gather(1, keep[:, :, None].expand(-1, -1, DIM)) for k, t in per.items()}
+        name: {k: t[:6].gather(1, keep[:, :, None].expand(-1, -1, DIM)) for k, t in per.items()}
         for name, per in tokens.items()
     }
     want = [[linear_cka(cut["A"][i], cut["B"][j]) for j in (1, 2, 3)] for i in (1, 2, 3)]
@@ -356,6 +371,21 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(toy_sets, t
     assert pair["matrix"][2][0] == pytest.approx(1.0) and pair["matrix"][1][2] == pytest.approx(1.0)
     others = [pair["matrix"][i][j] for i in range(3) for j in range(3) if (i, j) not in ((2, 0), (1, 2))]
     assert max(others) < 0.9
+
+    # Fig 6: the chosen test image, its trimap, and B's map of its one-hot tokens (1 on the reference's
+    # class, 0 elsewhere, unlabelled patches 0)
+    (chosen,) = summary["settings"]["fig6_images"]
+    index = chosen["test_index"]
+    panel = json.loads((tmp_path / "diag" / "fig6_reference_patches.json").read_text())
+    np.testing.assert_array_equal(panel["target"], toy_sets["test"].masks[index].numpy())
+    labels = toy_sets["labels"]["test"][index].reshape(GRID, GRID)
+    for name, (row, col) in panel["refs"].items():
+        want = ((labels == labels[row, col]) & (labels >= 0)).float().numpy()
+        np.testing.assert_allclose(panel["maps"]["B"][name], want, atol=1e-6)
+    drawn = [f for f in figures if f.axes and f.axes[0].get_title() == "input"][0]
+    np.testing.assert_array_equal(
+        drawn.axes[0].images[0].get_array(), toy_sets["test"].images[index].permute(1, 2, 0).numpy()
+    )
 
 
 # ------------------------------------------------------------------- 5. where the figures draw things
