@@ -75,8 +75,8 @@ def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
     assert m["probe"]["train_accuracy"] == pytest.approx(fit.train_accuracy, abs=1e-9)
     assert m["probe"]["chosen_C"] == fit.chosen_C
     near = knn_patch_accuracy(
-        emb["train"], labels["train"], emb["test"][:KNN_TEST_IMAGES], labels["test"][:KNN_TEST_IMAGES], k=KNN_K,
-        num_classes=3, max_train_patches=KNN_BANK_PATCHES, seed=PROBE_SEED,
+        emb["train"], labels["train"], emb["test"][:KNN_TEST_IMAGES], labels["test"][:KNN_TEST_IMAGES],
+        k=KNN_K, num_classes=3, max_train_patches=KNN_BANK_PATCHES, seed=PROBE_SEED,
     )  # fmt: skip
     assert m["knn"]["accuracy"] == pytest.approx(near.accuracy, abs=1e-9)
     assert m["effective_rank"] == pytest.approx(effective_rank(emb["test"]), rel=1e-6)

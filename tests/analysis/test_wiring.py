@@ -118,13 +118,17 @@ def test_probe_similarity_map_and_diagnose_feed_the_model_its_own_normalisation(
     given. Mutants killed: similarity_image passing the picture as float [0, 1] (``to_float(picture)``:
     taken as already normalised); checkpoint_probe, similarity_image and diagnose.load_models each
     dropping ``mean=mean, std=std`` in its load_model call (the model's own values used instead of the
-    given ones)."""
+    given ones). And diagnose's final-block numbers are the last block's (block b here is b x the channel
+    means): mutant killed, _test_tokens handing block 1 on as the final block (``test_all[1]``)."""
     from viny_probe.analysis.checkpoint_probe import probe_checkpoint
     from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.evaluation_data import load_probe_data
     from viny_probe.analysis.similarity_image import similarity_map_for_image
+    from viny_probe.analysis.variance import within_image_variance
 
     seen: list[torch.Tensor] = []
-    model = fake_model(channel_means, depth=2, dim=3, mean=OWN_MEAN, std=OWN_STD, seen=seen)
+    scaled = lambda b, x: b * channel_means(b, x)  # noqa: E731
+    model = fake_model(scaled, depth=2, dim=3, mean=OWN_MEAN, std=OWN_STD, seen=seen)
     small = dict(probe_images=8, test_images=4, knn=False, progress=False, use_cache=False)
 
     probe_checkpoint(model, **small)
@@ -139,11 +143,17 @@ def test_probe_similarity_map_and_diagnose_feed_the_model_its_own_normalisation(
         assert_fed_uint8_through(seen, given.get("mean", OWN_MEAN), given.get("std", OWN_STD))
 
     seen.clear()
-    diagnose(
+    summary = diagnose(
         [model], ["fake"], tmp_path / "diag", depth_probe_images=4, cka_images=4, fig6_images=1,
         mean=GIVEN_MEAN, std=GIVEN_STD, **small,
     )  # fmt: skip
     assert_fed_uint8_through(seen, GIVEN_MEAN, GIVEN_STD)
+    where = summary["data"][SIZE]
+    _, test, _ = load_probe_data(where["dataset"], SIZE, None, where["split_seed"], where["test_size"], 8, 4)
+    final = 2 * channel_means(2, normalised(test.images, GIVEN_MEAN, GIVEN_STD))
+    assert summary["final_layer"]["fake"]["within_image_variance"] == pytest.approx(
+        within_image_variance(final), rel=1e-4
+    )
 
 
 # --------------------------------------------------------------- 2. the patch subsample across batches
@@ -285,24 +295,24 @@ def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
 def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     toy_sets, tmp_path, monkeypatch, figures
 ):
-    """``diagnose`` on models A and B (depth 3 each), with every memory bound lowered so the per-block
-    curves run on the first 6 of the 12 test images, and the per-block probe, the final probe and CKA on
-    seeded patch subsamples. Known answers: A's per-block within-image variance at block b is that of
-    A's block-b tokens of those 6 images computed here (block 3: 9 x the seed-3 noise), its final-layer
-    one that of all 12; the per-block probe is perfect at A's block 2 only (the one-hot classes), the
-    final probe perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals
-    linear_cka of those two blocks on the first 6 test images at the CKA subsample, 1 where A's block 3
-    meets B's block 1 and A's block 2 meets B's block 3; Fig 6 draws the chosen test image, its trimap
-    and, for B, the map of its one-hot tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block reading block b - 1's
-    test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for every block
-    (``train_blocks[model.depth]``); _cka_features taking the last block for every block
+    """``diagnose`` on models A and B (depth 3 each), with every memory bound lowered so the per-block curves
+    run on the first 6 of the 12 test images, and the per-block probe, the final probe and CKA on seeded
+    patch subsamples. Known answers: A's per-block within-image variance at block b is that of A's block-b
+    tokens of those 6 images computed here (block 3: 9 x the seed-3 noise), its final-layer one that of
+    all 12; the per-block probe is perfect at A's block 2 only (the one-hot classes), the final probe
+    perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals linear_cka of
+    those two blocks on the first 6 test images at the CKA subsample, 1 where A's block 3 meets B's block
+    1 and A's block 2 meets B's block 3; Fig 6 draws the chosen test image, its trimap and, for B, the map
+    of its one-hot tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block
+    reading block b - 1's test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for
+    every block (``train_blocks[model.depth]``); _cka_features taking the last block for every block
     (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1, model.depth)]``); _test_tokens
-    handing block 1 on as the final block (``test_all[1]``); _depth_pool labelling other patches than
-    it keeps (``keep.flip(1)``); _measure_checkpoint likewise for the final probe; _cka_features taking
-    each image's first patches instead of the CKA subsample (``x[:, : keep.shape[1]]``); _cka computing
-    B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``: the matrix transposed);
-    _test_tokens embedding the last 6 test images for the per-block pass (``range(n - depth_images,
-    n)``) and _measure_checkpoint pairing them with the last 6 images' labels
+    extracting block 1 as the final block of all 12 images (``extract_patch_tokens(..., 1, ...)``);
+    _depth_pool labelling other patches than it keeps (``keep.flip(1)``); _measure_checkpoint likewise for
+    the final probe; _cka_features taking each image's first patches instead of the CKA subsample (``x[:,
+    : keep.shape[1]]``); _cka computing B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``:
+    the matrix transposed); _test_tokens embedding the last 6 test images for the per-block pass
+    (``range(n - depth_images, n)``) and _measure_checkpoint pairing them with the last 6 images' labels
     (``test_labels[-depth_images:]``); _choose_fig6 drawing the previous test image or its trimap
     (``test_set.images[index - 1]``, ``test_set.masks[index - 1]``); _fig6_maps mapping the previous
     image's tokens (``final[index - 1]``)."""
@@ -347,11 +357,12 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     pool = toy_sets["train"].subset(list(range(16)))
     keep = patch_subsample(16, GRID * GRID, DIM, 16 * 32 * DIM)
     pool_x, labels = pool.images.float() / 255, patch_labels(pool, PATCH, keep)
+    chosen_c = summary["final_layer"]["A"]["probe"]["chosen_C"]
     for k in (1, 2, 3):
         fit = linear_patch_probe(
             a.tokens(pool_x, [k])[k].gather(1, keep[:, :, None].expand(-1, -1, DIM)), labels,
-            tokens["A"][k], toy_sets["labels"]["test"][:6], Cs=(summary["final_layer"]["A"]["probe"]["chosen_C"],),
-            seed=PROBE_SEED, num_classes=3, max_iter=DEPTH_PROBE_MAX_ITER, backend=chosen_backend(),
+            tokens["A"][k], toy_sets["labels"]["test"][:6], Cs=(chosen_c,), seed=PROBE_SEED, num_classes=3,
+            max_iter=DEPTH_PROBE_MAX_ITER, backend=chosen_backend(),
         )  # fmt: skip
         assert probe_a[k] == pytest.approx(fit.test_accuracy, abs=1e-9), k
     assert probe_a[2] > 0.9 > max(probe_a[1], probe_a[3])  # the one-hot block is the one read well
