@@ -315,7 +315,9 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     (``range(n - depth_images, n)``) and _measure_checkpoint pairing them with the last 6 images' labels
     (``test_labels[-depth_images:]``); _choose_fig6 drawing the previous test image or its trimap
     (``test_set.images[index - 1]``, ``test_set.masks[index - 1]``); _fig6_maps mapping the previous
-    image's tokens (``final[index - 1]``)."""
+    image's tokens (``final[index - 1]``); the by-class Fig 5 curves fed the previous image's labels
+    (``test_labels.roll(1, 0)``); evaluation_data.patch_labels keeping each image's first k labels instead
+    of keep's (``labels[:, : keep.shape[1]]``)."""
     from viny_probe.analysis import diagnose as diagnose_module
     from viny_probe.analysis import evaluation_data
     from viny_probe.analysis.cka import linear_cka
@@ -382,6 +384,15 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     assert pair["matrix"][2][0] == pytest.approx(1.0) and pair["matrix"][1][2] == pytest.approx(1.0)
     others = [pair["matrix"][i][j] for i in range(3) for j in range(3) if (i, j) not in ((2, 0), (1, 2))]
     assert max(others) < 0.9
+
+    # Fig 5 by class: B's final tokens are the one-hot classes, so a same-class pair has cosine 1 at every
+    # distance and a different-class pair 0 (unlabelled patches: none in these trimaps)
+    assert (toy_sets["labels"]["test"] >= 0).all()
+    by_class = summary["similarity_vs_distance"]["B"]
+    assert by_class["same"]["mean"] == pytest.approx([1.0] * len(by_class["same"]["mean"]))
+    assert by_class["different"]["mean"] == pytest.approx(
+        [0.0] * len(by_class["different"]["mean"]), abs=1e-6
+    )
 
     # Fig 6: the chosen test image, its trimap, and B's map of its one-hot tokens (1 on the reference's
     # class, 0 elsewhere, unlabelled patches 0)
