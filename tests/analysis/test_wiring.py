@@ -302,10 +302,11 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     all 12; the per-block probe is perfect at A's block 2 only (the one-hot classes), the final probe
     perfect for B only (its last block is the one-hot); CKA(A block i, B block j) equals linear_cka of
     those two blocks on the first 6 test images at the CKA subsample, 1 where A's block 3 meets B's block
-    1 and A's block 2 meets B's block 3; Fig 6 draws the chosen test image, its trimap and, for B, the map
-    of its one-hot tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block
-    reading block b - 1's test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for
-    every block (``train_blocks[model.depth]``); _cka_features taking the last block for every block
+    1 and A's block 2 meets B's block 3; B's same-class pairs have cosine 1 and its different-class pairs
+    0 at every distance; Fig 6 draws the chosen test image, its trimap and, for B, the map of its one-hot
+    tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block reading block b -
+    1's test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for every block
+    (``train_blocks[model.depth]``); _cka_features taking the last block for every block
     (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1, model.depth)]``); _test_tokens
     extracting block 1 as the final block of all 12 images (``extract_patch_tokens(..., 1, ...)``);
     _depth_pool labelling other patches than it keeps (``keep.flip(1)``); _measure_checkpoint likewise for
