@@ -304,21 +304,23 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     those two blocks on the first 6 test images at the CKA subsample, 1 where A's block 3 meets B's block
     1 and A's block 2 meets B's block 3; B's same-class pairs have cosine 1 and its different-class pairs
     0 at every distance; Fig 6 draws the chosen test image, its trimap and, for B, the map of its one-hot
-    tokens: 1 on the reference's class, 0 elsewhere. Mutants killed: diagnose._per_block reading block b -
-    1's test tokens (``test_all[max(b - 1, 1)]``) or the last block's pool tokens for every block
-    (``train_blocks[model.depth]``); _cka_features taking the last block for every block
-    (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1, model.depth)]``); _test_tokens
-    extracting block 1 as the final block of all 12 images (``extract_patch_tokens(..., 1, ...)``);
-    _depth_pool labelling other patches than it keeps (``keep.flip(1)``); _measure_checkpoint likewise for
-    the final probe; _cka_features taking each image's first patches instead of the CKA subsample (``x[:,
-    : keep.shape[1]]``); _cka computing B against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``:
-    the matrix transposed); _test_tokens embedding the last 6 test images for the per-block pass
-    (``range(n - depth_images, n)``) and _measure_checkpoint pairing them with the last 6 images' labels
-    (``test_labels[-depth_images:]``); _choose_fig6 drawing the previous test image or its trimap
-    (``test_set.images[index - 1]``, ``test_set.masks[index - 1]``); _fig6_maps mapping the previous
-    image's tokens (``final[index - 1]``); the by-class Fig 5 curves fed the previous image's labels
-    (``test_labels.roll(1, 0)``); evaluation_data.patch_labels keeping each image's first k labels instead
-    of keep's (``labels[:, : keep.shape[1]]``)."""
+    tokens: 1 on the reference's class, 0 elsewhere; pca_rgb.png's top row shows the first 4 test images.
+    Mutants killed: diagnose._per_block reading block b - 1's test tokens (``test_all[max(b - 1, 1)]``) or
+    the last block's pool tokens for every block (``train_blocks[model.depth]``); _cka_features taking the
+    last block for every block (``test_all[model.depth]``) or block b + 1 (``test_all[min(b + 1,
+    model.depth)]``); _test_tokens extracting block 1 as the final block of all 12 images
+    (``extract_patch_tokens(..., 1, ...)``); _depth_pool labelling other patches than it keeps
+    (``keep.flip(1)``); _measure_checkpoint likewise for the final probe; _cka_features taking each
+    image's first patches instead of the CKA subsample (``x[:, : keep.shape[1]]``); _cka computing B
+    against A (``cka_matrix(got.cka_feats[b], got.cka_feats[a])``: the matrix transposed); _test_tokens
+    embedding the last 6 test images for the per-block pass (``range(n - depth_images, n)``) and
+    _measure_checkpoint pairing them with the last 6 images' labels (``test_labels[-depth_images:]``);
+    _choose_fig6 drawing the previous test image or its trimap (``test_set.images[index - 1]``,
+    ``test_set.masks[index - 1]``); _fig6_maps mapping the previous image's tokens (``final[index - 1]``);
+    the by-class Fig 5 curves fed the previous image's labels (``test_labels.roll(1, 0)``);
+    evaluation_data.patch_labels keeping each image's first k labels instead of keep's (``labels[:, :
+    keep.shape[1]]``); the PCA figure drawn over the next 4 images (``test_set.images[1 : shown + 1]``) or
+    in reversed order (plot_pca_rgb: ``enumerate(shown[::-1])``)."""
     from viny_probe.analysis import diagnose as diagnose_module
     from viny_probe.analysis import evaluation_data
     from viny_probe.analysis.cka import linear_cka
@@ -409,6 +411,11 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     np.testing.assert_array_equal(
         drawn.axes[0].images[0].get_array(), toy_sets["test"].images[index].permute(1, 2, 0).numpy()
     )
+    # pca_rgb.png: its top row shows the first 4 test images, the ones whose colours fill the rows below
+    (pca,) = [f for f in figures if f._suptitle is not None and "PCA" in f._suptitle.get_text()]
+    for j in range(4):
+        shown = pca.axes[j].images[0].get_array()
+        np.testing.assert_array_equal(shown, toy_sets["test"].images[j].permute(1, 2, 0).numpy())
 
 
 # ------------------------------------------------------------------- 5. where the figures draw things
