@@ -418,6 +418,29 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
         np.testing.assert_array_equal(shown, toy_sets["test"].images[j].permute(1, 2, 0).numpy())
 
 
+def test_similarity_map_of_an_embedded_image_pairs_its_picture_trimap_and_tokens(toy_sets, tmp_path):
+    """``similarity-map toy-pets:3`` (split seed 0, 40 held out) on a model whose tokens are the patch
+    classes' one-hot: the model is fed test image 3 of the same split the probe scores on; the study's
+    references sit on a background, a pet and a boundary patch of that image's own trimap; each map is 1
+    on the reference's class and 0 elsewhere. Mutants killed: images.embedded_image taking the next
+    image's trimap (``full.masks[i + 1]``) or the next test image (``int(test[index + 1])``)."""
+    from viny_probe.analysis.similarity_image import similarity_map_for_image
+
+    seen: list[torch.Tensor] = []
+    table = _label_table(toy_sets)
+    model = fake_model(lambda b, x: one_hot_labels(x, table), depth=1, dim=DIM, seen=seen, name="onehot")
+    res = similarity_map_for_image(model, "toy-pets:3", split_seed=0, test_size=40, out=tmp_path / "m.png")
+    (fed,) = seen
+    assert torch.equal((fed[0] * 255).round().to(torch.uint8), toy_sets["test"].images[3])
+    labels = toy_sets["labels"]["test"][3].reshape(GRID, GRID)
+    classes = {"foreground": 0, "background": 1, "boundary": 2}  # pet, background, boundary
+    assert set(res["refs"]) == set(classes)
+    for name, (row, col) in res["refs"].items():
+        assert int(labels[row, col]) == classes[name], name
+        want = (labels == classes[name]).float().numpy()
+        np.testing.assert_allclose(res["maps"][name], want, atol=1e-6)
+
+
 # ------------------------------------------------------------------- 5. where the figures draw things
 @pytest.fixture
 def figures(monkeypatch):
