@@ -338,8 +338,12 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     """Labels, distances 1..2(g-1), reference patches, maps and per-block curves on each model's own
     grid; CKA across the two grids is skipped with a note; the Fig 6 references of the second grid are
     chosen on that grid. Mutant watched failing once: _fig6_maps reusing the first grid's references
-    (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON)."""
+    (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON). Mutant killed
+    (#22, replacing ``0 <= v < 12``): _fig6_maps choosing the second grid's references on the previous
+    test image's trimap (``test_set.masks[index - 1]``)."""
     from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.evaluation_data import load_probe_data
+    from viny_probe.analysis.reference import choose_reference_patches
 
     seven = (
         "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
@@ -373,7 +377,12 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     fig6 = json.loads((out / "fig6_reference_patches.json").read_text())
     row = next(iter(fig6["refs"]))
     assert len(fig6["maps"]["seven"][row]) == 7 and len(fig6["maps"]["twelve"][row]) == 12
-    assert "map_refs" in fig6 and all(0 <= v < 12 for ref in fig6["map_refs"]["twelve"].values() for v in ref)
+    # the second grid's references: the study's choice on the same test image's trimap at 48 px, 4 px patches
+    index = summary["settings"]["fig6_images"][0]["test_index"]
+    where = summary["data"][48]
+    _, test48, _ = load_probe_data("toy-pets", 48, None, where["split_seed"], where["test_size"], 16, 8)
+    chosen = choose_reference_patches(test48.masks[index], 4)
+    assert fig6["map_refs"]["twelve"] == {k: list(v) for k, v in chosen.items()}
     assert summary["cka"] == [] and "cka" not in summary["files"]
     assert any(
         "CKA seven vs twelve skipped" in n and "7 x 7" in n and "12 x 12" in n for n in summary["notes"]
