@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from viny_probe.analysis import embeddings
     from viny_probe.analysis.embeddings import _prepare
     from viny_probe.analysis.evaluation_data import load_probe_data
-    from viny_probe.analysis.probe import BACKEND_ENV
+    from viny_probe.analysis.options import EvalSet, ModelOptions, ProbeOptions
     from viny_probe.analysis.sources import load_model
 
     startup = _startup_seconds()
@@ -85,18 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in range(args.repeat):
         rows.append({"what": "bare forward", "repeat": r, "seconds": bare_forward()})
         for backend in args.backends.split(","):
-            os.environ[BACKEND_ENV] = backend
             extraction[0] = 0.0
             t = time.perf_counter()
             result = cp.probe_checkpoint(
                 model,
-                args.dataset,
-                probe_images=args.probe_images,
-                test_images=args.test_images,
-                knn=not args.no_knn,
+                ModelOptions(use_cache=False, batch_size=args.batch_size),
+                EvalSet(args.dataset, probe_images=args.probe_images, test_images=args.test_images),
+                ProbeOptions(backend=backend, knn=not args.no_knn),
                 progress=False,
-                use_cache=False,
-                batch_size=args.batch_size,
             )
             seconds = time.perf_counter() - t
             probe = result["layers"]["final"]["probe"]

@@ -88,9 +88,9 @@ def test_authors_preset_trains_cls_intel_with_the_codes_transform_and_mixup():
     from viny_probe.trainers.classify import Classify
 
     cfg = TrainConfig(regime="classify", preset="authors").resolved()
-    assert (cfg.mixup, cfg.augment, cfg.epochs, cfg.lr) == (0.1, "flip-contrast", 200, 8e-4)
+    assert (cfg.options.mixup, cfg.augment, cfg.epochs, cfg.lr) == (0.1, "flip-contrast", 200, 8e-4)
     assert TrainConfig(regime="classify", preset="paper").resolved().augment == "crop"
-    assert TrainConfig(regime="classify", preset="authors", dataset="pets").resolved().mixup == 0.0
+    assert TrainConfig(regime="classify", preset="authors", dataset="pets").resolved().options.mixup == 0.0
     assert TrainConfig(regime="simmim", preset="authors").resolved().lr == 1e-3
 
     g = torch.Generator().manual_seed(0)

@@ -4,8 +4,10 @@ Every `viny ...` line of a ```bash block is read through the real command line p
 command, so each option it uses exists, each choice is valid and each value converts (a renamed flag,
 such as `--seed` on `viny probe` or `bench --batch`, fails here). Lines that cannot be parsed as
 written are skipped with the reason, listed by test_report_the_skipped_examples. Those that run
-offline in seconds are run for real with tiny settings (RUN below); the rest need a GPU, real
-datasets, downloaded weights or earlier runs.
+offline in seconds are run for real (RUN below), as written plus tiny settings appended, in a folder
+holding the files they name (a tiny viny checkpoint at runs/spatial/final.pt, random 224-px ViT-S
+weights as vit_s.safetensors, docs/any-model.md's my_models.py and its mine.pt); the rest need a GPU,
+real datasets, downloaded weights or earlier runs.
 """
 
 from __future__ import annotations
@@ -138,3 +140,98 @@ def test_py_sources_are_found_in_the_current_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
     model = load_model("py:my_models_doc_example:build")
     assert model.depth == 2 and str(tmp_path) not in sys.path
+
+
+# ------------------------------------------------------------------------------------------ RUN
+# The examples run for real: `viny ARGS` (as words(), comments dropped) -> the tiny settings appended.
+TINY_PROBE = ["--probe-images", "8", "--test-images", "4", "--test-size", "8", "--no-knn", "-q"]
+RUN: dict[str, list[str]] = {
+    "probe runs/spatial/final.pt": TINY_PROBE,
+    "probe viny:runs/spatial/final.pt": TINY_PROBE,
+    "probe runs/spatial/final.pt --layer all": TINY_PROBE,
+    "similarity-map runs/spatial/final.pt toy-pets:17": ["--test-size", "20", "-q"],
+    "export runs/spatial/final.pt --format authors -o spatial-authors": ["-q"],
+    "cache info": [],
+    "cache clear": [],
+    "probe timm:vit_small_patch16_224,pretrained=false --dataset toy-pets": TINY_PROBE,
+    "probe timm:vit_small_patch16_224 --img-size 112 --weights vit_s.safetensors": TINY_PROBE,
+    "probe timm:vit_tiny_patch16_224,img_size=64,patch_size=8,depth=2,embed_dim=32,num_heads=2,reg_tokens=4,"
+    "pretrained=false": TINY_PROBE,
+    "probe py:my_models.py:build --weights mine.pt": TINY_PROBE,
+    "probe py:my_models:build,image_size=112": TINY_PROBE,
+}
+# What a run must print (stderr), beyond exiting 0.
+RUN_SAYS = {
+    "probe timm:vit_small_patch16_224 --img-size 112 --weights vit_s.safetensors": (
+        "pos_embed resampled from the weights' 14 x 14 grid to 7 x 7"
+    ),
+}
+
+
+def _python_block(doc: Path, first_line: str) -> str:
+    """The ```python block of ``doc`` whose first line is ``first_line``."""
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S)
+    found = [b for b in blocks if b.splitlines()[0].strip() == first_line]
+    assert len(found) == 1, f"{doc.name}: no single python block starting {first_line!r}"
+    return found[0]
+
+
+@pytest.fixture(scope="module")
+def example_folder(tmp_path_factory):
+    """A folder holding what the RUN examples name, and a cache folder of their own."""
+    import torch
+
+    from viny_probe.checkpoint import save_checkpoint
+    from viny_probe.model import ViNy
+
+    folder = tmp_path_factory.mktemp("docs-examples")
+    torch.manual_seed(1)
+    encoder = ViNy("tiny")
+    (folder / "runs" / "spatial").mkdir(parents=True)
+    save_checkpoint(
+        folder / "runs" / "spatial" / "final.pt",
+        {"regime": "fresh", "model_config": encoder.cfg.to_dict(), "encoder": encoder.state_dict()},
+    )
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        vit_s = timm.create_model("vit_small_patch16_224", pretrained=False)  # 224 px: a 14 x 14 grid
+    save_file({k: v.contiguous() for k, v in vit_s.state_dict().items()}, folder / "vit_s.safetensors")
+    code = _python_block(ROOT / "docs" / "any-model.md", "# my_models.py")
+    (folder / "my_models.py").write_text(code)
+    namespace: dict = {}
+    exec(compile(code, "my_models.py", "exec"), namespace)  # noqa: S102 - the doc's own example
+    torch.save(namespace["MyViT"](224).state_dict(), folder / "mine.pt")
+    return folder
+
+
+def test_every_run_example_is_in_the_docs():
+    """RUN names lines of the docs as they are: an edited example leaves its RUN entry behind here."""
+    written = {" ".join(words(c)) for _, c in EXAMPLES if not why_skipped(c)}
+    assert not sorted(set(RUN) - written)
+
+
+@pytest.mark.parametrize("args", sorted(RUN), ids=sorted(RUN))
+def test_the_offline_examples_run(args, example_folder, monkeypatch, capsys):
+    """`viny ARGS` + RUN's tiny settings, run from the folder holding the files the line names, exits 0
+    (and prints RUN_SAYS where given). Mutants: py_callable._module without the current folder (the
+    py:my_models line fails); timm --weights without the pos_embed resample (the --img-size 112
+    --weights line fails, naming pos_embed)."""
+    from viny_probe.cli import main
+
+    monkeypatch.chdir(example_folder)
+    monkeypatch.setenv("VINY_CACHE_DIR", str(example_folder / "cache"))
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(example_folder))])
+    sys.modules.pop("my_models", None)
+    monkeypatch.setattr(sys, "argv", ["viny", *shlex.split(args), *RUN[args]])
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    err = capsys.readouterr().err
+    assert code == 0, f"`viny {args}` exited {code}: {err[-600:]}"
+    if args in RUN_SAYS:
+        assert RUN_SAYS[args] in " ".join(err.split()), err[-600:]

@@ -40,7 +40,8 @@ def check(rows) -> list[str]:
     """One line per row whose value differs from the resolved config."""
     wrong = []
     for preset, stage, key, value in rows:
-        actual = getattr(resolved(preset, stage), key)
+        cfg = resolved(preset, stage)
+        actual = cfg.regime_options[key] if key in cfg.regime_options else getattr(cfg, key)
         if isinstance(actual, bool):
             expected = {"True": True, "False": False}.get(value, value)
         else:

@@ -14,7 +14,8 @@ from viny_probe.trainers.segment import Segment
 from viny_probe.trainers.simmim import SimMIM
 from viny_probe.trainers.spatial import Spatial
 
-# (regime, dataset, phase) -> (lr, weight_decay, batch, mixup, augment, mask_token_std, inputs)
+# (regime, dataset, phase) -> (lr, weight_decay, batch, mixup, augment, mask_token_std, inputs); None:
+# an option the regime does not take (Regime.Options)
 STAGES = {
     "pretrain": ("simmim", "imagenet", None),
     "cls-intel A3": ("classify", "intel", None),
@@ -25,20 +26,20 @@ STAGES = {
 }
 EXPECTED = {
     "authors": {
-        "pretrain": (1e-3, 0.05, 64, 0.0, "crop", 1.0, "normalized"),
-        "cls-intel A3": (8e-4, 0.0, 64, 0.1, "flip-contrast", 0.02, "normalized"),
-        "cls-intel T2": (8e-4, 0.0, 64, 0.0, "flip-contrast", 0.02, "normalized"),
-        "cls-pets T2": (1e-3, 0.01, 64, 0.0, "flip", 0.02, "normalized"),
-        "spatial T2": (5e-4, 0.0, 64, 0.0, "flip-contrast", 0.02, "raw"),
-        "finetune": (2e-3, 1e-4, 64, 0.0, "flip-contrast", 0.02, "raw"),
+        "pretrain": (1e-3, 0.05, 64, None, "crop", 1.0, None),
+        "cls-intel A3": (8e-4, 0.0, 64, 0.1, "flip-contrast", None, "normalized"),
+        "cls-intel T2": (8e-4, 0.0, 64, 0.0, "flip-contrast", None, "normalized"),
+        "cls-pets T2": (1e-3, 0.01, 64, 0.0, "flip", None, "normalized"),
+        "spatial T2": (5e-4, 0.0, 64, None, "flip-contrast", None, "raw"),
+        "finetune": (2e-3, 1e-4, 64, None, "flip-contrast", None, "raw"),
     },
     "paper": {
-        "pretrain": (1e-4, 0.05, 64, 0.0, "crop", 0.02, "normalized"),
-        "cls-intel A3": (8e-4, 0.0, 64, 0.0, "crop", 0.02, "normalized"),
-        "cls-intel T2": (8e-4, 0.0, 64, 0.0, "crop", 0.02, "normalized"),
-        "cls-pets T2": (8e-4, 0.0, 64, 0.0, "crop", 0.02, "normalized"),
-        "spatial T2": (8e-4, 0.0, 64, 0.0, "flip", 0.02, "normalized"),
-        "finetune": (2e-3, 1e-4, 64, 0.0, "flip-contrast", 0.02, "normalized"),
+        "pretrain": (1e-4, 0.05, 64, None, "crop", 0.02, None),
+        "cls-intel A3": (8e-4, 0.0, 64, 0.0, "crop", None, "normalized"),
+        "cls-intel T2": (8e-4, 0.0, 64, 0.0, "crop", None, "normalized"),
+        "cls-pets T2": (8e-4, 0.0, 64, 0.0, "crop", None, "normalized"),
+        "spatial T2": (8e-4, 0.0, 64, None, "flip", None, "normalized"),
+        "finetune": (2e-3, 1e-4, 64, None, "flip-contrast", None, "normalized"),
     },
 }
 
@@ -60,15 +61,15 @@ def test_each_stage_resolves_to_its_recipe(preset):
             cfg.lr,
             cfg.weight_decay,
             cfg.batch_size,
-            cfg.mixup,
+            cfg.regime_options.get("mixup"),
             cfg.augment,
-            cfg.mask_token_std,
-            cfg.inputs,
+            cfg.regime_options.get("mask_token_std"),
+            cfg.regime_options.get("inputs"),
         )
         assert got == want, stage
     toy = TrainConfig(regime="spatial", preset=preset, dataset="toy-pets", phase="geometry").resolved()
     lr, _, _, _, augment, _, inputs = EXPECTED[preset]["spatial T2"]
-    assert (toy.lr, toy.augment, toy.inputs) == (lr, augment, inputs)
+    assert (toy.lr, toy.augment, toy.options.inputs) == (lr, augment, inputs)
 
 
 def test_options_beat_the_recipe_and_bad_values_name_their_flag():
@@ -76,7 +77,7 @@ def test_options_beat_the_recipe_and_bad_values_name_their_flag():
     does not offer is one line naming the flag. Mutant applied: resolved() filling recipe values over
     explicit ones (fails)."""
     cfg = _resolved("authors", "spatial T2", lr=1e-2, augment="flip", inputs="normalized")
-    assert (cfg.lr, cfg.augment, cfg.inputs) == (1e-2, "flip", "normalized")
+    assert (cfg.lr, cfg.augment, cfg.options.inputs) == (1e-2, "flip", "normalized")
     with pytest.raises(VinyError, match="--augment must be flip or flip-contrast for spatial"):
         _resolved("paper", "spatial T2", augment="crop")
     with pytest.raises(VinyError, match="--inputs must be normalized or raw"):
@@ -103,7 +104,7 @@ def test_mask_token_init_follows_the_config():
     (fails)."""
     for std in (1.0, 0.02):
         regime = SimMIM()
-        regime.mask_token_std = std  # what load_data takes from cfg.mask_token_std
+        regime.mask_token_std = std  # what load_data takes from cfg.options.mask_token_std
         torch.manual_seed(0)
         head = regime.make_head(MODEL_PRESETS["viny"], None)
         assert abs(float(head.mask_token.detach().std()) - std) < 0.25 * std
@@ -168,8 +169,8 @@ def test_position_softmax_is_the_codes_prediction_rule():
     images = torch.zeros(1, 3, 1, 2, dtype=torch.uint8)
     assert predict_masks(model, torch.nn.Identity(), images).tolist() == [[[0, 0]]]
     assert predict_masks(model, torch.nn.Identity(), images, position_softmax=True).tolist() == [[[1, 0]]]
-    assert _resolved("authors", "finetune").position_softmax is True
-    assert _resolved("paper", "finetune").position_softmax is False
+    assert _resolved("authors", "finetune").options.position_softmax is True
+    assert _resolved("paper", "finetune").options.position_softmax is False
 
 
 def test_a_raw_input_checkpoint_is_diagnosed_on_raw_pixels():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from viny_probe.analysis.diagnostics import KNN_BANK_PATCHES, KNN_K, KNN_TEST_IM
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
 from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
 from viny_probe.analysis.knn import knn_patch_accuracy
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.similarity_image import similarity_map_for_image
@@ -29,6 +31,7 @@ from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
 
 SMALL = ["--probe-images", "48", "--test-images", "24", "-q"]
+NO_KNN = ProbeOptions(knn=False)
 
 
 def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
@@ -94,7 +97,9 @@ def test_probe_uses_the_training_protocol_and_never_fits_on_test_images(tiny_ckp
 
     # The variance in the result is the one of the test images' final tokens (the lineage's split:
     # split seed 0, test size 8).
-    result = probe_checkpoint(tiny_ckpt, probe_images=20, test_images=10, knn=False, progress=False)
+    result = probe_checkpoint(
+        tiny_ckpt, data=EvalSet(probe_images=20, test_images=10), probe=NO_KNN, progress=False
+    )
     _, test10, _ = load_probe_data("toy-pets", 32, test_size=8, probe_images=20, test_images=10)
     tokens = extract_patch_tokens(tiny_ckpt, test10, progress=False)["final"]
     assert result["layers"]["final"]["within_image_variance"] == pytest.approx(within_image_variance(tokens))
@@ -106,9 +111,41 @@ def test_probe_every_block_prints_a_row_per_block(tiny_ckpt):
     assert result.exit_code == 0, result.output
     assert "block 1" in result.output and "block 2" in result.output
     data = probe_checkpoint(
-        tiny_ckpt, layer="all", probe_images=20, test_images=10, knn=False, progress=False
+        tiny_ckpt, data=EvalSet(probe_images=20, test_images=10), probe=NO_KNN, layer="all", progress=False
     )
     assert list(data["layers"]) == ["block 1", "block 2"]
+
+
+def test_the_probe_backend_is_a_parameter_down_to_the_probe(tiny_ckpt, monkeypatch, capsys):
+    """ProbeOptions.backend reaches linear_patch_probe through LayerTokens.probe_backend, from the library
+    and from `viny probe --probe-backend` (no environment variable); an unknown name is one line before
+    any work. Mutant applied once, failing this test: diagnostics._probe ignoring layer.probe_backend
+    (auto: sklearn on this CPU)."""
+    from viny_probe.analysis.diagnostics import probe_per_block
+    from viny_probe.analysis.registry import LayerTokens
+
+    small = EvalSet(probe_images=20, test_images=10)
+    for backend in ("torch", "sklearn"):
+        result = probe_checkpoint(
+            tiny_ckpt, data=small, probe=ProbeOptions(backend, knn=False), progress=False
+        )
+        assert result["layers"]["final"]["probe"]["backend"] == backend
+    seen = []
+    monkeypatch.setattr(
+        "viny_probe.analysis.diagnostics.linear_patch_probe",
+        lambda *a, backend, **k: seen.append(backend) or type("R", (), {"test_accuracy": 0.5})(),
+    )
+    layer = LayerTokens(torch.zeros(2, 4, 3), final={"probe": {"chosen_C": 1.0}}, probe_backend="torch")
+    probe_per_block(layer)
+    assert seen == ["torch"]  # the per-block probe too
+    monkeypatch.undo()
+    result = CliRunner().invoke(
+        app, ["probe", str(tiny_ckpt), "--no-knn", "--probe-backend", "torch", "--json", *SMALL]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["layers"]["final"]["probe"]["backend"] == "torch"
+    code, err = run_main(monkeypatch, capsys, "probe", tiny_ckpt, "--probe-backend", "jax", "-q")
+    assert code == 2 and "--probe-backend must be one of auto, torch, sklearn, got 'jax'" in err
 
 
 # ------------------------------------------------------------------------------------ similarity-map
@@ -278,7 +315,7 @@ def test_dataset_without_trimaps_is_a_clear_error(tiny_ckpt, tmp_path, monkeypat
     with pytest.raises(VinyError, match="has no masks"):
         from viny_probe.analysis.diagnose import diagnose
 
-        diagnose([tiny_ckpt], out_dir=tmp_path, dataset="intel")
+        diagnose([tiny_ckpt], out_dir=tmp_path, data=EvalSet(dataset="intel"))
     with pytest.raises(VinyError, match="test split .* holds"):
         similarity_map_for_image(tiny_ckpt, "toy-pets:5000", out=tmp_path / "y.png")
 
@@ -291,35 +328,30 @@ def test_an_evaluation_set_the_lineage_trained_on_is_refused_and_allow_overlap_s
     1000-image test set of the same split seed contains them. Refused, naming the count; with
     --allow-overlap every output carries the warning. Mutant: the guard comparing against the test
     ids of the training split (no overlap found), or dropping the stamp."""
+    overlapping = EvalSet(test_size=1000, probe_images=20, test_images=1000)
     with pytest.raises(VinyError, match="16 of the 1000 evaluation images"):
-        probe_checkpoint(
-            tiny_ckpt, test_size=1000, probe_images=20, test_images=1000, knn=False, progress=False
-        )
+        probe_checkpoint(tiny_ckpt, data=overlapping, probe=NO_KNN, progress=False)
     result = probe_checkpoint(
-        tiny_ckpt,
-        test_size=1000,
-        probe_images=20,
-        test_images=1000,
-        knn=False,
-        progress=False,
-        allow_overlap=True,
+        tiny_ckpt, data=replace(overlapping, allow_overlap=True), probe=NO_KNN, progress=False
     )
     assert len(result["warnings"]) == 1 and "16 of the 1000" in result["warnings"][0]
     # another split seed puts the 16 training images anywhere: the overlap is then what it is, and
     # the default (the lineage's own split) never overlaps
     assert (
-        probe_checkpoint(tiny_ckpt, probe_images=20, test_images=8, knn=False, progress=False)["warnings"]
+        probe_checkpoint(
+            tiny_ckpt, data=EvalSet(probe_images=20, test_images=8), probe=NO_KNN, progress=False
+        )["warnings"]
         == []
     )
 
     from viny_probe.analysis.diagnose import diagnose
 
     out = tmp_path / "diag"
-    small = dict(out_dir=out, test_size=1000, probe_images=20, test_images=1000, depth_probe_images=8)
-    small.update(cka_images=8, fig6_images=1, knn=False, progress=False)
+    small = dict(out_dir=out, probe=NO_KNN, progress=False)
+    small.update(figures=DiagnoseOptions(depth_probe_images=8, cka_images=8, fig6_images=1))
     with pytest.raises(VinyError, match="--allow-overlap"):
-        diagnose([tiny_ckpt], **small)
-    summary = diagnose([tiny_ckpt], **small, allow_overlap=True)
+        diagnose([tiny_ckpt], data=overlapping, **small)
+    summary = diagnose([tiny_ckpt], data=replace(overlapping, allow_overlap=True), **small)
     assert summary["warnings"]
     for md in out.glob("*.md"):
         assert md.read_text().startswith("> **WARNING:**"), md
@@ -342,9 +374,14 @@ def test_similarity_map_refuses_an_embedded_image_the_lineage_trained_on(tiny_ck
     test = make_split(full.ids, 1000, 0).test.tolist()
     index = next(k for k, i in enumerate(test) if full.ids[i] in trained)
     with pytest.raises(VinyError, match="1 of the 1 evaluation images"):
-        similarity_map_for_image(tiny_ckpt, f"toy-pets:{index}", test_size=1000, out=tmp_path / "m.png")
+        similarity_map_for_image(
+            tiny_ckpt, f"toy-pets:{index}", out=tmp_path / "m.png", data=EvalSet(test_size=1000)
+        )
     res = similarity_map_for_image(
-        tiny_ckpt, f"toy-pets:{index}", test_size=1000, out=tmp_path / "m.png", allow_overlap=True
+        tiny_ckpt,
+        f"toy-pets:{index}",
+        out=tmp_path / "m.png",
+        data=EvalSet(test_size=1000, allow_overlap=True),
     )
     assert len(res["warnings"]) == 1
     assert json.loads((tmp_path / "m.json").read_text())["warnings"] == res["warnings"]
@@ -367,8 +404,9 @@ def test_diagnose_draws_pca_rgb_and_embeds_the_explorer_from_the_tokens_it_measu
 
     out = tmp_path / "diag"
     summary = diagnose(
-        [tiny_ckpt, fresh_ckpt], ["Spatial", "Fresh"], out, probe_images=48, test_images=24,
-        depth_probe_images=16, cka_images=12, fig6_images=1, progress=False, use_cache=False,
+        [tiny_ckpt, fresh_ckpt], ["Spatial", "Fresh"], out, model=ModelOptions(use_cache=False),
+        data=EvalSet(probe_images=48, test_images=24),
+        figures=DiagnoseOptions(depth_probe_images=16, cka_images=12, fig6_images=1), progress=False,
     )  # fmt: skip
     assert summary["files"]["pca_rgb"] == "pca_rgb.png" and summary["files"]["explorer"] == "explorer.html"
     assert "(explorer.html)" in (out / "summary.md").read_text()

@@ -7,6 +7,7 @@ import torch
 
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.evaluation_data import load_probe_data
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.config import TrainConfig
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.protocol import make_split
@@ -60,8 +61,9 @@ def test_diagnose_in_either_order_evaluates_on_the_split_neither_trained_on(pre_
     from viny_probe.analysis.diagnose import diagnose
 
     pre, seg = pre_and_seg
-    small = dict(probe_images=12, test_images=8, depth_probe_images=6, cka_images=6, fig6_images=1)
-    small.update(knn=False, progress=False, use_cache=False)
+    small = dict(data=EvalSet(probe_images=12, test_images=8), probe=ProbeOptions(knn=False))
+    small.update(figures=DiagnoseOptions(depth_probe_images=6, cka_images=6, fig6_images=1))
+    small.update(model=ModelOptions(use_cache=False), progress=False)
     a = diagnose([pre, seg], ["PRE", "SEG"], tmp_path / "a", **small)
     b = diagnose([seg, pre], ["SEG", "PRE"], tmp_path / "b", **small)
     for summary in (a, b):
@@ -83,8 +85,9 @@ def test_a_refusal_names_the_checkpoint_and_stage_that_trained_on_the_images(pre
     """Asked for PRE's 16 test images, the refusal names SEG and its segment stage (8 shared), not PRE.
     Mutant: ``_overlap_stages`` returning [] -> the stage is not named."""
     pre, seg = pre_and_seg
+    data = EvalSet(test_size=16, probe_images=4, test_images=16)
     with pytest.raises(VinyError) as err:
-        probe_checkpoint(seg, test_size=16, probe_images=4, test_images=16, knn=False, progress=False)
+        probe_checkpoint(seg, data=data, probe=ProbeOptions(knn=False), progress=False)
     assert "8 of the 16 evaluation images" in str(err.value)
     assert "its segment stage (split seed 0, test size 8) trained on 8" in str(err.value)
-    probe_checkpoint(pre, test_size=16, probe_images=4, test_images=16, knn=False, progress=False)
+    probe_checkpoint(pre, data=data, probe=ProbeOptions(knn=False), progress=False)

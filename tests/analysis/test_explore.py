@@ -25,6 +25,7 @@ from viny_probe.analysis.explore import (
     quantised_similarity,
     read_page_data,
 )
+from viny_probe.analysis.options import EvalSet, ModelOptions
 from viny_probe.analysis.pca import pca_rgb, principal_components
 from viny_probe.analysis.sources import load_model
 from viny_probe.checkpoint import save_checkpoint
@@ -53,9 +54,11 @@ def page(tmp_path_factory):
         2,
     )
     models = [load_model(a), load_model(b)]
-    images, _ = dataset_images(models, "toy-pets", 5)
+    images, _ = dataset_images(models, EvalSet(dataset="toy-pets"), 5)
     out = root / "explorer.html"
-    summary = build_explorer(models, images, out, ExploreOptions(progress=False, use_cache=False))
+    summary = build_explorer(
+        models, images, out, ExploreOptions(progress=False), ModelOptions(use_cache=False)
+    )
     return {"file": out, "summary": summary, "models": models, "images": images}
 
 

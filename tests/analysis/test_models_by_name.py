@@ -213,6 +213,7 @@ def test_random_weights_are_named_as_such_in_json_markdown_and_the_explorer(tmp_
     ignoring the source's weights note; diagnose without ``stamp_footer``."""
     from viny_probe.analysis.diagnose import diagnose
     from viny_probe.analysis.explore import ExploreOptions, build_explorer, dataset_images, read_page_data
+    from viny_probe.analysis.options import DiagnoseOptions, EvalSet
     from viny_probe.analysis.sources import load_model
 
     text = f"timm:{TIMM_NAME},{SMALL},pretrained=false"
@@ -223,14 +224,14 @@ def test_random_weights_are_named_as_such_in_json_markdown_and_the_explorer(tmp_
     assert proc.returncode == 0, proc.stderr
     assert "RANDOM INIT" in json.loads(proc.stdout)["model"]["weights"]
     model = load_model(text)
-    diagnose([model], ["random"], tmp_path / "diag", probe_images=16, test_images=8, depth_probe_images=8,
-             cka_images=8, fig6_images=1, progress=False)  # fmt: skip
+    diagnose([model], ["random"], tmp_path / "diag", data=EvalSet(probe_images=16, test_images=8),
+             figures=DiagnoseOptions(depth_probe_images=8, cka_images=8, fig6_images=1), progress=False)  # fmt: skip
     assert "RANDOM INIT" in (tmp_path / "diag" / "summary.md").read_text()
     from PIL import Image
 
     with Image.open(tmp_path / "diag" / "fig5_similarity_vs_distance.png") as png:
         strip = np.asarray(png.convert("RGB"))[-12:]  # the footer naming the weights, under the figure
     assert (strip == 235).all(axis=-1).mean() > 0.5 and (strip < 120).all(axis=-1).any()
-    images, _ = dataset_images([model], "toy-pets", 2)
+    images, _ = dataset_images([model], EvalSet(dataset="toy-pets"), 2)
     build_explorer([model], images, tmp_path / "e.html", ExploreOptions(progress=False))
     assert "RANDOM INIT" in read_page_data(tmp_path / "e.html")["models"][0]["weights"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.sources import MODEL_SOURCES, TokenModel, load_model, parse_model_spec
 from viny_probe.checkpoint import save_checkpoint
 from viny_probe.cli import app, main
@@ -258,6 +260,69 @@ def test_mean_std_overrides_and_the_cache_key_holds_the_weights(tmp_path):
     assert not torch.allclose(extract_patch_tokens(shifted, images, **kw)["final"], random_init)
 
 
+def test_weights_saved_at_another_grid_get_their_position_embeddings_resampled(tmp_path):
+    """A --weights file saved for a 64-px model (8 x 8 grid, CLS + 2 registers) loads at its own size
+    unchanged and at --img-size 32 (4 x 4) with pos_embed resampled over the grid: the prefix rows kept,
+    the grid rows equal to a bicubic resize of the saved 8 x 8 grid, a row-index ramp still constant
+    along each row, and a note plus a warning saying so. Mutants: no resample (the strict load refuses
+    the 67-row pos_embed); the grid transposed before or after resizing (the row ramp runs along the
+    columns)."""
+    from safetensors.torch import save_file
+
+    spec = "timm:vit_tiny_patch16_224,patch_size=8,depth=2,embed_dim=32,num_heads=2,reg_tokens=2"
+    torch.manual_seed(3)
+    saved_model = timm.create_model(
+        spec[5:].split(",")[0],
+        pretrained=False,
+        img_size=64,
+        **{"patch_size": 8, "depth": 2, "embed_dim": 32, "num_heads": 2, "reg_tokens": 2},
+    )
+    state = {k: v.clone().contiguous() for k, v in saved_model.state_dict().items()}
+    prefix = saved_model.num_prefix_tokens  # 3: CLS + 2 registers, each with a position
+    assert state["pos_embed"].shape == (1, prefix + 64, 32)
+    grid = state["pos_embed"][0, prefix:].reshape(8, 8, 32)
+    grid[:, :, 0] = torch.arange(8.0)[:, None]  # channel 0: the row index; channel 1: the column
+    grid[:, :, 1] = torch.arange(8.0)[None, :]
+    path = tmp_path / "w64.safetensors"
+    save_file(state, path)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        same = load_model(spec, weights=path, image_size=64)  # the weights' own size: nothing resampled
+    assert not [w for w in caught if "resampled" in str(w.message)]
+    assert not any("resampled" in n for n in same.notes)
+    torch.testing.assert_close(same.module.pos_embed, state["pos_embed"], rtol=0, atol=0)
+    images = pixels(2, seed=4)
+    saved_model.load_state_dict(state)
+    own = saved_model.eval().forward_features(normalised(images, same.mean, same.std))[:, prefix:]
+    torch.testing.assert_close(extract_patch_tokens(same, images, progress=False)["final"], own)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        small = load_model(spec, weights=path, image_size=32)
+    said = "pos_embed resampled from the weights' 8 x 8 grid to 4 x 4"
+    assert any(said in str(w.message) for w in caught) and any(said in n for n in small.notes)
+    pos = small.module.pos_embed.detach()
+    assert small.grid == 4 and pos.shape == (1, prefix + 16, 32)
+    torch.testing.assert_close(pos[0, :prefix], state["pos_embed"][0, :prefix], rtol=0, atol=0)
+    want = (
+        torch.nn.functional.interpolate(
+            state["pos_embed"][0, prefix:].reshape(1, 8, 8, 32).permute(0, 3, 1, 2),
+            size=(4, 4),
+            mode="bicubic",
+            antialias=True,
+            align_corners=False,
+        )
+        .permute(0, 2, 3, 1)
+        .reshape(16, 32)
+    )
+    torch.testing.assert_close(pos[0, prefix:], want)
+    rows, cols = pos[0, prefix:, 0].reshape(4, 4), pos[0, prefix:, 1].reshape(4, 4)
+    assert torch.allclose(rows, rows[:, :1].expand(4, 4)) and (rows[1:, 0] > rows[:-1, 0]).all()
+    assert torch.allclose(cols, cols[:1].expand(4, 4)) and (cols[0, 1:] > cols[0, :-1]).all()
+    assert extract_patch_tokens(small, pixels(2, size=32), progress=False)["final"].shape == (2, 16, 32)
+
+
 # ---------------------------------------------------------------------------------------- commands
 def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path):
     """Each model's probe test accuracy is the one fitted here on its own tokens of the same images,
@@ -356,14 +421,10 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
         [seven, twelve],
         ["seven", "twelve"],
         out,
-        dataset="toy-pets",
-        probe_images=16,
-        test_images=8,
-        depth_probe_images=8,
-        cka_images=4,
-        fig6_images=1,
+        model=ModelOptions(device="cpu"),
+        data=EvalSet(dataset="toy-pets", probe_images=16, test_images=8),
+        figures=DiagnoseOptions(depth_probe_images=8, cka_images=4, fig6_images=1),
         progress=False,
-        device="cpu",
     )
     curves = json.loads((out / "fig5_similarity_vs_distance.json").read_text())["curves"]
     assert curves["seven"]["distances"] == list(range(0, 13)) and curves["twelve"]["distances"] == list(
@@ -396,7 +457,8 @@ def test_memory_bounds_are_seeded_subsamples_and_say_so(monkeypatch):
     failing once: checkpoint_probe labelling the pool's full grid (patch_labels without keep)."""
     from viny_probe.analysis import checkpoint_probe, evaluation_data
 
-    kw = dict(dataset="toy-pets", layer="all", probe_images=16, test_images=8, knn=False, progress=False)
+    data = EvalSet(dataset="toy-pets", probe_images=16, test_images=8)
+    kw = dict(data=data, probe=ProbeOptions(knn=False), layer="all", progress=False)
     whole = probe_checkpoint(TIMM_CLS, **kw)
     monkeypatch.setattr(checkpoint_probe, "LAYERS_MAX_VALUES", 1)
     one_at_a_time = probe_checkpoint(TIMM_CLS, **kw)

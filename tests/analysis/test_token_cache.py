@@ -5,6 +5,7 @@ it. Every model is a tiny random-init one written into a temp folder."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,11 +13,17 @@ from typer.testing import CliRunner
 
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
 from viny_probe.analysis.embeddings import resolve_cache_dir
+from viny_probe.analysis.options import EvalSet, ModelOptions, ProbeOptions
 from viny_probe.cli import app
 
 transformers = pytest.importorskip("transformers")
 
-SMALL = dict(dataset="toy-pets", probe_images=16, test_images=8, knn=False, progress=False, device="cpu")
+SMALL = dict(
+    data=EvalSet(dataset="toy-pets", probe_images=16, test_images=8),
+    probe=ProbeOptions(knn=False),
+    progress=False,
+)
+CPU = ModelOptions(device="cpu")
 SMALL_CLI = [
     "--dataset",
     "toy-pets",
@@ -79,10 +86,10 @@ def test_an_edited_py_model_file_is_not_served_from_the_cache(tmp_path, cache):
     path = tmp_path / "model.py"
     path.write_text(PY_MODEL)
     spec = f"py:{path}:build"
-    before = within(probe_checkpoint(spec, **SMALL))
+    before = within(probe_checkpoint(spec, model=CPU, **SMALL))
     path.write_text(PY_MODEL.replace("SCALE = 1.0", "SCALE = 3.0"))
-    after = within(probe_checkpoint(spec, **SMALL))
-    fresh = within(probe_checkpoint(spec, use_cache=False, **SMALL))
+    after = within(probe_checkpoint(spec, model=CPU, **SMALL))
+    fresh = within(probe_checkpoint(spec, model=replace(CPU, use_cache=False), **SMALL))
     assert after == pytest.approx(fresh) and after == pytest.approx(9 * before, rel=1e-4), (before, after)
 
 
@@ -108,12 +115,12 @@ def test_an_edited_hf_config_is_not_served_from_the_cache(hf_folder, cache):
     one gives the new numbers, equal to a run without the cache. Before the fix the second run printed
     the first run's numbers. Mutant watched failing: the hf source's fingerprint without config.json."""
     spec = f"hf:{hf_folder}"
-    before = within(probe_checkpoint(spec, **SMALL))
+    before = within(probe_checkpoint(spec, model=CPU, **SMALL))
     config = json.loads((hf_folder / "config.json").read_text())
     config.update(hidden_act="relu", layer_norm_eps=0.5)
     (hf_folder / "config.json").write_text(json.dumps(config))
-    after = within(probe_checkpoint(spec, **SMALL))
-    fresh = within(probe_checkpoint(spec, use_cache=False, **SMALL))
+    after = within(probe_checkpoint(spec, model=CPU, **SMALL))
+    fresh = within(probe_checkpoint(spec, model=replace(CPU, use_cache=False), **SMALL))
     assert after == pytest.approx(fresh) and after != pytest.approx(before), (before, after)
 
 

@@ -13,18 +13,19 @@ import torch
 
 from viny_probe.analysis.embeddings import extract_patch_tokens
 from viny_probe.analysis.evaluation_data import load_probe_data
+from viny_probe.analysis.options import EvalSet
 from viny_probe.analysis.sources import load_model
 from viny_probe.analysis.token_store import ExtractOptions, TokenFolder, extract_tokens
 from viny_probe.errors import VinyError
 
-SMALL = dict(probe_images=24, test_images=10, progress=False)
+SMALL = dict(data=EvalSet(probe_images=24, test_images=10), progress=False)
 
 
 @pytest.fixture(scope="module")
 def folder(fresh_ckpt, tmp_path_factory):
     out = tmp_path_factory.mktemp("tokens") / "tok"
     # shards of 4 images: every split spans several shards, so the shard arithmetic is exercised
-    summary = extract_tokens(str(fresh_ckpt), out, ExtractOptions(dtype="float32", shard_images=4, **SMALL))
+    summary = extract_tokens(str(fresh_ckpt), out, ExtractOptions(dtype="float32", shard_images=4), **SMALL)
     return out, summary
 
 
@@ -101,8 +102,8 @@ def test_images_a_folder_does_not_hold_are_one_line(folder):
 def test_extract_refuses_to_overwrite_and_float16_halves_the_size(fresh_ckpt, folder, tmp_path):
     out, summary = folder
     with pytest.raises(VinyError, match="already holds extracted tokens"):
-        extract_tokens(str(fresh_ckpt), out, ExtractOptions(**SMALL))
-    half = extract_tokens(str(fresh_ckpt), tmp_path / "half", ExtractOptions(dtype="float16", **SMALL))
+        extract_tokens(str(fresh_ckpt), out, **SMALL)
+    half = extract_tokens(str(fresh_ckpt), tmp_path / "half", ExtractOptions(dtype="float16"), **SMALL)
     assert half["bytes"] < 0.6 * summary["bytes"]
     a = TokenFolder.open(out).read(2, TokenFolder.open(out).index["splits"]["test"]["ids"])
     b = TokenFolder.open(tmp_path / "half").read(2, TokenFolder.open(out).index["splits"]["test"]["ids"])

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from viny_probe.cli import app
 from viny_probe.cli.options import SEED_HELP, SPLIT_SEED_HELP, datasets_that_fit
-from viny_probe.cli.train import REGIME_OPTIONS, regimes_taking
+from viny_probe.config import option_specs, options_class, regimes_taking
 from viny_probe.data.spec import dataset_names
 from viny_probe.errors import VinyError
 from viny_probe.registry import REGIMES
@@ -165,20 +165,31 @@ def test_dataset_lists_the_registered_datasets_that_fit(path, command):
         assert all(repr(n) in res.output for n in fits), res.output
 
 
-@pytest.mark.parametrize("option", sorted(REGIME_OPTIONS))
+# Every option some regime declares (Regime.Options), by name.
+REGIME_OPTIONS = sorted({s.name for r in REGIMES.names() for s in option_specs(options_class(r))})
+
+
+@pytest.mark.parametrize("option", REGIME_OPTIONS)
 def test_a_regime_refuses_an_option_it_does_not_take_and_says_which_do(option, monkeypatch):
     """`train simmim --mixup 0.5` said nothing and trained without MixUp; now every regime option is
-    refused by the regimes without it, naming those with it, and hidden from their --help. Mutant
-    applied once, failing this test: refuse_options_not_taken returning at once."""
+    refused by the regimes without it, naming those with it, and absent from their --help. Mutants
+    applied once, each failing this test: RegimeCommand.parse_args re-raising the parser's NoSuchOption
+    (typer's "No such option", no regime named); every regime's flags built from classify's Options."""
 
     def trained(*_a, **_k):
         raise AssertionError("the command went on to train")
 
     monkeypatch.setattr("viny_probe.cli.train.run_training", trained)
-    flag = REGIME_OPTIONS[option][0]
+    flag = "--" + option.replace("_", "-")
     takers = regimes_taking(option)
     assert takers, option
-    sample = {"targets": "patch-label", "mixup": "0.5", "mask_token_std": "1", "inputs": "raw"}
+    sample = {
+        "targets": "patch-label",
+        "mixup": "0.5",
+        "mask_token_std": "1",
+        "inputs": "raw",
+        "crop_source": "original",
+    }
     for regime in REGIMES.names():
         args = ["train", regime, flag] + ([sample[option]] if option in sample else [])
         shown = f" {flag}" in invoke(["train", regime, "-h"], env=WIDE).output

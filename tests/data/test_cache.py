@@ -19,9 +19,9 @@ def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
     real_rgb, real_mask = decode.load_rgb, decode.load_mask
 
-    def rgb(path, size):
+    def rgb(path, size, *args):
         calls.append(str(path))
-        return real_rgb(path, size)
+        return real_rgb(path, size, *args)
 
     def mask(path, size, classes):
         calls.append(str(path))

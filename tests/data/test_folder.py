@@ -16,9 +16,9 @@ def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     calls: list[Path] = []
     real = decode.load_rgb
 
-    def counting(path, size):
+    def counting(path, size, *args):
         calls.append(Path(path))
-        return real(path, size)
+        return real(path, size, *args)
 
     monkeypatch.setattr(decode, "load_rgb", counting)
     return calls

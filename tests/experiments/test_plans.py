@@ -78,7 +78,7 @@ def test_paper_plan_uses_real_data_and_table_a1():
     assert kinds["cls-intel"].dataset == "intel" and kinds["cls-intel"].epochs == 200
     assert kinds["finetune"].dataset == "pets" and kinds["finetune"].milestones == (70, 90, 95)
     assert kinds["cls-pets"].regime == "classify" and kinds["cls-pets"].dataset == "pets"
-    assert kinds["spatial"].regime == "spatial" and kinds["spatial"].targets == "trimap"
+    assert kinds["spatial"].regime == "spatial" and kinds["spatial"].options.targets == "trimap"
 
 
 def test_narrowing_and_scaling():
@@ -184,11 +184,14 @@ def test_geometry_stages_run_the_codes_diagnostics_schedule(preset):
     assert (pre.config.lr, pre.config.gamma) == ((1e-3, 0.5) if preset == "authors" else (1e-4, 0.1))
     # MixUp only on Table A3's CLS-Intel: the code's Table 2 run (main_intermediates.py) has none
     cls = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "intermediate")
-    assert (cls.config.mixup, cls.config.augment) == (
+    assert (cls.config.options.mixup, cls.config.augment) == (
         (0.1, "flip-contrast") if preset == "authors" else (0.0, "crop")
     )
     t2 = next(s for s in stages if s.kind == "cls-intel" and s.config.phase == "geometry")
-    assert (t2.config.mixup, t2.config.augment) == (0.0, "flip-contrast" if preset == "authors" else "crop")
+    assert (t2.config.options.mixup, t2.config.augment) == (
+        0.0,
+        "flip-contrast" if preset == "authors" else "crop",
+    )
 
 
 def test_a_plugin_registers_a_stage_kind_that_plans_accept(tmp_path):

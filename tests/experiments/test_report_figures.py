@@ -6,7 +6,7 @@ from __future__ import annotations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from viny_probe.experiments.examples import fig2_section, figA1_section
+from viny_probe.experiments.examples import fig2_section, figA1_section, figA2_section
 from viny_probe.experiments.report import size_axis
 
 PAPER_SIZES = [250, 500, 1000, 2000, 4000, 6000]
@@ -69,3 +69,19 @@ def test_held_out_reconstruction_loss_is_tabled_when_stages_report_it(tmp_path):
     ]
     tables = [b for b in fig2_section(tmp_path, rows, tmp_path) if b.kind == "table"]
     assert len(tables) == 1 and tables[0].rows == [["tiny", "16", "0.6000 ± 0.1414 (n=2)"]]
+
+
+def test_fig_a2_needs_a_classification_intermediate_and_names_missing_checkpoints(tmp_path):
+    """Without a classification intermediate there is no Fig A2; with one whose checkpoints are missing,
+    the section says so and names each (the pre-trained-only condition at the same pre-training size
+    included, the one at another size not drawn)."""
+    plain = row("finetune", "segment-a", finetune_size=8, pretrain_size=16, dataset="toy-pets")
+    other = row("finetune", "segment-c", finetune_size=8, pretrain_size=0, dataset="toy-pets")
+    assert figA2_section(tmp_path, [plain, other], tmp_path, "") == []
+    cls = row("finetune", "segment-b", finetune_size=8, pretrain_size=16, intermediate="cls-intel")
+    blocks = figA2_section(tmp_path, [plain, other, cls], tmp_path, "")
+    text = " ".join(b.text for b in blocks)
+    assert "No classification-intermediate checkpoint could be read" in text
+    assert "pre-train 16 (stage segment-a): no final.pt" in text
+    assert "pre-train 16 + cls-intel (stage segment-b): no final.pt" in text
+    assert "segment-c" not in text and not any(b.kind == "figure" for b in blocks)

@@ -155,10 +155,19 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
         "(seeds 0,1)",
     ):
         assert text in md and text in page, text
-    for fig in ("fig3.png", "fig4.png", "pretraining-effect.png", "fits.png", "figA1.png", "fig2.png"):
+    figs = (
+        "fig3.png",
+        "fig4.png",
+        "pretraining-effect.png",
+        "fits.png",
+        "figA1.png",
+        "figA2.png",
+        "fig2.png",
+    )
+    for fig in figs:
         assert (tmp_path / "report" / "figures" / fig).stat().st_size > 1000
         assert f"figures/{fig}" in md
-    assert page.count("data:image/png;base64,") == 6
+    assert page.count("data:image/png;base64,") == 7
     log_axes = [ax for fig in drawn for ax in fig.axes if ax.get_xscale() == "log"]
     assert len(log_axes) == 5  # Fig 3 (per-image and dataset-level panels), Fig 4, pre-training effect, fits
     for ax in log_axes:
@@ -166,6 +175,12 @@ def test_sweep_rerun_interrupt_report(tmp_path, small_data, calls, monkeypatch):
         assert [t.get_text() for t in ax.get_xticklabels(minor=True)] == []
     # Fig A1: every condition at the largest fine-tune size, seed 0; Fig 2: the pre-training stage, seed 0
     assert "Fig A1 analogue" in md and "after fine-tuning on 16 images (run seed 0)" in md
+    # Fig A2: the CLS-Intel condition's error maps beside the pre-trained-only one, on its worst images
+    a2 = json.loads((tmp_path / "report" / "figures" / "figA2.json").read_text())
+    assert "Fig A2 analogue" in md and a2["chosen_by"].endswith("+ cls-intel") and len(a2["ids"]) == 3
+    assert len(a2["wrong_share"]) == 2 and not any(
+        k.endswith("+ cls-intel") for k in list(a2["wrong_share"])[:1]
+    )
     assert "Fig 2 analogue" in md and "Left out" not in md
     fig2 = json.loads((tmp_path / "report" / "figures" / "fig2.json").read_text())
     assert list(fig2["mean_masked_l1"]) == ["pre-train 16"] and len(fig2["images"]) == 4

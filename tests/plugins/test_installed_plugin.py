@@ -18,10 +18,15 @@ Mutants applied once each (the named tests failed, then reverted):
   test_regime_is_a_train_command and test_plugin_file_and_env_var (its "rotation") fail.
 - ``take_plugin_options`` returning no plugins: test_plugin_file_and_env_var fails (--plugin part).
 - the PluginWarning re-raised instead of warned: test_broken_plugin_is_one_line fails.
+- the example's ``result_columns`` line dropped (rotation.py): test_plugin_stage_runs_in_a_sweep_and_report
+  fails (no test_rotation_accuracy column in results.csv).
+- the example's stage kind left unregistered (stages.py not imported by its __init__):
+  test_plugin_stage_runs_in_a_sweep_and_report fails (the plan file names an unknown stage kind).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -181,3 +186,39 @@ def test_broken_plugin_is_one_line(venv: Path, tmp_path: Path) -> None:
         "No module named 'no_such_package_for_viny'"
     ]
     assert "rotation" in shown.stdout  # viny, and the installed plugin, still run
+
+
+PLAN = """
+base = "mini"
+name = "rotation-study"
+model = "tiny"
+seeds = [0]
+pretrain_sizes = [64]
+finetune_sizes = [32]
+intermediate = ["rotation"]
+test_size = 16
+epochs_scale = 0.05
+"""
+
+
+def test_plugin_stage_runs_in_a_sweep_and_report(venv: Path, tmp_path: Path) -> None:
+    """A plan file names the plugin's stage kind; `viny sweep` trains it between pre-training and
+    segmentation, its regime's declared result reaches results.csv, and `viny report` tables it."""
+    (tmp_path / "rotation.toml").write_text(PLAN)
+    sweep = viny(venv, "sweep", "--plan-file", "rotation.toml", "-o", "sw", cwd=tmp_path)
+    assert sweep.returncode == 0, sweep.stdout + sweep.stderr
+    with open(tmp_path / "sw" / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_kind = {row["kind"]: row for row in rows}
+    assert set(by_kind) == {"pretrain", "rotation", "finetune"}
+    rotation = by_kind["rotation"]
+    accuracy = float(rotation["test_rotation_accuracy"])  # the plugin regime's own column
+    assert rotation["parent"] == by_kind["pretrain"]["stage"]
+    chained = [r for r in rows if r["kind"] == "finetune" and r["intermediate"] == "rotation"]
+    assert len(chained) == 1 and chained[0]["parent"] == rotation["stage"]
+
+    report = viny(venv, "report", "sw", "-o", "rep", cwd=tmp_path)
+    assert report.returncode == 0, report.stdout + report.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    table = text[text.index("| test_rotation_accuracy |") :].splitlines()
+    assert f"| {accuracy:.4f} |" in table[2], table[:3]

@@ -81,6 +81,26 @@ def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(tmp_path, r
     assert record["fleet"] == 3
 
 
+def test_a_draw_is_its_own_run_alone_and_in_a_fleet(tmp_path):
+    """A stage's later draw (config.draw, a plan's unshared stage) trains as the run whose seed is its
+    random_seed, alone and as a member beside draw 0 of the same seed. Mutants killed: the run's
+    initialisation seeded with cfg.seed (loop.py), its epoch generator from cfg.seed (loop.py), the
+    fleet's generators from cfg.seed (fleet.py: the draw-7 member differs from its run alone)."""
+    drawn = tiny("segment", seed=1, draw=7)
+    same = tiny("segment", seed=drawn.random_seed)
+    train(drawn, tmp_path / "drawn", progress=False)
+    train(same, tmp_path / "same", progress=False)
+    a, b = load_checkpoint(tmp_path / "drawn" / "final.pt"), load_checkpoint(tmp_path / "same" / "final.pt")
+    for k in a["encoder"]:
+        torch.testing.assert_close(a["encoder"][k], b["encoder"][k], rtol=0, atol=0)
+    plain = tiny("segment", seed=1)
+    out = train_fleet([(plain, tmp_path / "f0", False), (drawn, tmp_path / "f7", False)], progress=False)
+    assert [m.error for m in out] == [None, None] and out[0].fleet_size == 2
+    assert_same_run(tmp_path / "drawn", tmp_path / "f7")
+    c = load_checkpoint(tmp_path / "f0" / "final.pt")
+    assert not torch.equal(c["encoder"]["pos_embed"], a["encoder"]["pos_embed"])
+
+
 def _parents(tmp_path):
     """Two SimMIM parents; a third whose final norm's weight is finite but so large (3e38, near float32's
     largest) that its tokens overflow to infinity: the loss of a run from it goes non-finite at once.

@@ -20,18 +20,16 @@ from viny_probe.analysis.embeddings import (
     layer_label,
     parse_layers,
 )
+from viny_probe.analysis.eval_protocol import evaluation_sets, protocol_knn, protocol_model
 from viny_probe.analysis.evaluation_data import (
-    DEFAULT_PROBE_IMAGES,
-    DEFAULT_TEST_IMAGES,
-    load_probe_data,
     patch_labels,
     patch_subsample,
     resolve_evaluation,
     subsample_note,
 )
-from viny_probe.analysis.lineage import guard_evaluation
+from viny_probe.analysis.options import EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.registry import LayerTokens, measure_layer, settings, switched_off
-from viny_probe.analysis.sources import TokenModel, load_model
+from viny_probe.analysis.sources import TokenModel, load_with, with_heads
 
 # Test tokens of several layers held at once: at most ViNy's `--layer all` at the defaults
 # (1,000 images x 64 patches x 128 channels x 12 blocks = 98M values, 393 MB float32).
@@ -76,36 +74,24 @@ def layer_groups(layers: str | list[int], depth: int, test_values: int) -> list[
 
 def probe_checkpoint(
     ckpt: str | Path | TokenModel,
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
+    model: ModelOptions = ModelOptions(),
+    data: EvalSet = EvalSet(),
+    probe: ProbeOptions = ProbeOptions(),
     layer: LayerSpec = "final",
-    split_seed: int | None = None,
-    test_size: int | None = None,
-    probe_images: int = DEFAULT_PROBE_IMAGES,
-    test_images: int = DEFAULT_TEST_IMAGES,
-    knn: bool = True,
     progress: bool = True,
-    use_cache: bool = True,
-    allow_overlap: bool = False,
-    *,
-    weights: str | Path | None = None,
-    img_size: int | None = None,
-    mean=None,
-    std=None,
-    device: str | None = None,
-    batch_size: int = 64,
 ) -> dict:
     """Table 2 for one model, at one or several blocks.
 
-    ``ckpt``: a viny checkpoint, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` or a TokenModel;
-    ``weights`` / ``img_size`` / ``mean`` / ``std`` as in ``sources.load_model``; ``device``
-    (cpu | cuda | auto) and ``batch_size`` for the extraction. Images and trimaps are loaded at the
-    model's input size and labelled on its patch grid.
+    ``ckpt``: a viny checkpoint, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` or a TokenModel,
+    loaded and run with ``model`` (``ModelOptions``: weights, input size, normalisation, heads, device,
+    batch size, token cache). Images and trimaps are loaded at the model's input size and labelled on
+    its patch grid.
 
-    ``dataset``, ``split_seed`` and ``test_size`` default to the checkpoint's lineage (its own trimap
-    stage's split, so it is scored on that stage's held-out test set; a model from elsewhere: toy-pets,
-    split seed 0); an evaluation set that shares images with any stage's training images is refused
-    unless ``allow_overlap`` (then ``warnings`` says so).
+    ``data`` (``EvalSet``): ``dataset``, ``split_seed`` and ``test_size`` default to the checkpoint's
+    lineage (its own trimap stage's split, so it is scored on that stage's held-out test set; a model
+    from elsewhere: toy-pets, split seed 0); an evaluation set that shares images with any stage's
+    training images is refused unless ``allow_overlap`` (then ``warnings`` says so). ``probe``
+    (``ProbeOptions``): the linear probe's backend and whether kNN runs.
 
     Returns ``{"checkpoint", "regime", "model", "model_config", "data": {...}, "layers": {name:
     metrics}, "warnings": [...]}`` where the layer names are ``"final"`` or ``"block B"`` and
@@ -115,40 +101,35 @@ def probe_checkpoint(
     without trimaps (all checked before the data is loaded, except a ``folder`` that turns out to have
     none).
     """
-    check_device(device)  # before any model or data is loaded
-    model = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
-    name = model.source if isinstance(ckpt, TokenModel) else str(ckpt)
-    layers = parse_layers(layer, model.depth)
-    where = resolve_evaluation([(name, model.meta)], dataset, split_seed, test_size)
-    train_set, test_set, info = load_probe_data(
-        where["dataset"],
-        model.image_size,
-        data_root,
-        where["split_seed"],
-        where["test_size"],
-        probe_images,
-        test_images,
+    check_device(model.device)  # before any model or data is loaded
+    model = protocol_model(data.protocol, model)
+    ckpt = with_heads(ckpt, model.heads)
+    loaded = load_with(ckpt, model)
+    name = loaded.source if isinstance(ckpt, TokenModel) else str(ckpt)
+    layers = parse_layers(layer, loaded.depth)
+    where = resolve_evaluation([(name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
+    train_set, test_set, info, warnings = evaluation_sets(
+        data, [(name, loaded.meta)], where, loaded.image_size
     )
-    info["chosen"] = where["notes"] + outside_note(name, model)
+    info["chosen"] = where["notes"] + outside_note(name, loaded)
     names = test_set.mask_classes.names
     info["classes"] = list(names)
-    warnings = guard_evaluation([(name, model.meta)], where["dataset"], test_set.ids, allow_overlap)
-    keep = patch_subsample(len(train_set), model.num_patches, model.dim)
-    train_labels = patch_labels(train_set, model.patch_size, keep)
-    test_labels = patch_labels(test_set, model.patch_size)
+    keep = patch_subsample(len(train_set), loaded.num_patches, loaded.dim)
+    train_labels = patch_labels(train_set, loaded.patch_size, keep)
+    test_labels = patch_labels(test_set, loaded.patch_size)
     info["probe_patches"], info["test_patches"] = train_labels.numel(), test_labels.numel()
-    info["probe_subsample"] = subsample_note(keep, model.num_patches)
-    groups = layer_groups(layers, model.depth, test_labels.numel() * model.dim)
+    info["probe_subsample"] = subsample_note(keep, loaded.num_patches)
+    groups = layer_groups(layers, loaded.depth, test_labels.numel() * loaded.dim)
     info["layers_at_once"] = "all" if len(groups) == 1 else 1
-    extract = dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size)
-    tag = f"seed{where['split_seed']}-t{where['test_size']}"
-    off = switched_off(knn=knn)
+    extract = model.extraction(progress)
+    tag = f"seed{where['split_seed']}-t{where['test_size']}" + ("" if data.protocol == "viny" else "-authors")
+    off = switched_off(knn=protocol_knn(data.protocol, probe.knn))
     results = {}
     for i, group in enumerate(groups):
         train_tokens = extract_patch_tokens(
-            model, train_set, group, split=f"pool-{tag}", patches=keep, **extract
+            loaded, train_set, group, split=f"pool-{tag}", patches=keep, **extract
         )
-        test_tokens = extract_patch_tokens(model, test_set, group, split=f"test-{tag}", **extract)
+        test_tokens = extract_patch_tokens(loaded, test_set, group, split=f"test-{tag}", **extract)
         if i == len(groups) - 1:  # the pixels are done with: free them before the diagnostics' copies
             train_set = test_set = None
         for label in train_tokens:
@@ -159,14 +140,15 @@ def probe_checkpoint(
                 train_labels,
                 PROBE_SEED,
                 class_names=names,
+                probe_backend=probe.backend,
             )
             results[layer_label(label)] = measure_layer(tokens, off)
         del train_tokens, test_tokens
     return {
         "checkpoint": name,
-        "regime": model.meta.get("regime"),
-        "model": model_summary(model),
-        "model_config": model.config,
+        "regime": loaded.meta.get("regime"),
+        "model": model_summary(loaded),
+        "model_config": loaded.config,
         "data": info,
         "knn_settings": settings(off).get("knn"),
         "layers": results,

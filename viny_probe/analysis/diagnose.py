@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +22,15 @@ from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
 from viny_probe.analysis.embeddings import check_device, extract_patch_tokens
+from viny_probe.analysis.eval_protocol import AUTHORS_LABEL, evaluation_sets, protocol_knn, protocol_model
 from viny_probe.analysis.evaluation_data import (
-    DEFAULT_PROBE_IMAGES,
-    DEFAULT_TEST_IMAGES,
-    load_probe_data,
     patch_labels,
     patch_subsample,
     resolve_evaluation,
     subsample_note,
 )
 from viny_probe.analysis.explore import explorer_size, model_entry, page_data, write_page
-from viny_probe.analysis.lineage import guard_evaluation
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.plots import (
     plot_cka_panels,
@@ -54,20 +52,21 @@ from viny_probe.analysis.registry import (
     switched_off,
 )
 from viny_probe.analysis.render import summary_markdown, table2_json, table2_markdown, table2_rows
-from viny_probe.analysis.sources import TokenModel, load_model, parse_model_spec
+from viny_probe.analysis.sources import TokenModel, load_with, parse_model_spec, with_heads
 from viny_probe.analysis.stamp import stamp_footer, stamp_warnings
 from viny_probe.checkpoint import jsonable, write_json
 from viny_probe.checks import check_positive_int
 from viny_probe.data.base import ImageSet
 from viny_probe.errors import VinyError
 
-# The per-block probe is fitted on fewer pool images; CKA uses the first test images only.
-DEPTH_PROBE_IMAGES = 250
+# The per-block probe is fitted on fewer pool images; CKA uses the first test images only (the
+# defaults' one home: analysis.options.DiagnoseOptions).
+DEPTH_PROBE_IMAGES = DiagnoseOptions.depth_probe_images
 PCA_IMAGES = 4  # test images in pca_rgb.png (the components are fitted over all test images)
 EXPLORER_IMAGES = 8  # test images in explorer.html (every block of every model)
 EXPLORER_MAX_BYTES = 32_000_000  # a larger page is left out, with a note naming `viny explore`
-CKA_IMAGES = 250
-FIG6_IMAGES = 2
+CKA_IMAGES = DiagnoseOptions.cka_images
+FIG6_IMAGES = DiagnoseOptions.fig6_images
 # Memory bounds of the per-block pass, each what ViNy needs at the defaults (so ViNy is never cut):
 # the test tokens of every block (1,000 images x 64 patches x 128 channels x 12 blocks = 98M values,
 # 393 MB float32; a bigger model measures its per-block curves on fewer test images), the per-block
@@ -121,6 +120,7 @@ class _Options:
     off: tuple[str, ...]
     background: str
     extract: dict
+    probe_backend: str
     cka_keep: dict = field(default_factory=dict)  # patches -> (CKA test images, patch subsample or None)
 
 
@@ -221,7 +221,14 @@ def _per_block(model: TokenModel, train_set, test_all, test_labels, final, opts,
     for b in range(1, model.depth + 1):
         train = None if train_blocks is None else train_blocks[b]
         layer = LayerTokens(
-            test_all[b], test_labels, train, train_labels, PROBE_SEED, final=final, class_names=names
+            test_all[b],
+            test_labels,
+            train,
+            train_labels,
+            PROBE_SEED,
+            final=final,
+            class_names=names,
+            probe_backend=opts.probe_backend,
         )
         for curve, value in measure_block(layer, opts.off).items():
             curves[curve].append(value)
@@ -302,6 +309,7 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str
         train_labels,
         PROBE_SEED,
         class_names=test_set.mask_classes.names,
+        probe_backend=opts.probe_backend,
     )
     got.finals[name] = measure_layer(layer, opts.off)
     del train_final, layer
@@ -487,12 +495,13 @@ def _summary(got: _Collected, matrices: list[dict], files: dict, opts: _Options,
     }
 
 
-def load_models(ckpts: Sequence, weights=None, img_size=None, mean=None, std=None) -> list[TokenModel]:
-    """Every model of ``ckpts`` loaded (``sources.load_model``): ``weights`` goes to the one timm:
-    model, ``img_size`` to every model not from viny, ``mean`` / ``std`` to all."""
+def load_models(ckpts: Sequence, model: ModelOptions = ModelOptions()) -> list[TokenModel]:
+    """Every model of ``ckpts`` loaded (``sources.load_with``; ``model.heads`` already applied):
+    ``model.weights`` goes to the one timm: model, ``img_size`` to every model not from viny,
+    ``mean`` / ``std`` to all."""
     specs = [None if isinstance(c, TokenModel) else parse_model_spec(c) for c in ckpts]
     timm = [i for i, spec in enumerate(specs) if spec is not None and spec.prefix == "timm"]
-    if weights is not None and len(timm) != 1:
+    if model.weights is not None and len(timm) != 1:
         raise VinyError(
             f"--weights names the weights of one timm: model, but {len(timm)} are given; put weights=FILE "
             "inside each timm: string instead (timm:NAME,weights=FILE)"
@@ -500,15 +509,8 @@ def load_models(ckpts: Sequence, weights=None, img_size=None, mean=None, std=Non
     models = []
     for i, (c, spec) in enumerate(zip(ckpts, specs, strict=True)):
         own_size = spec is None or spec.prefix == "viny"
-        models.append(
-            load_model(
-                c,
-                weights=weights if i in timm else None,
-                image_size=None if own_size else img_size,
-                mean=mean,
-                std=std,
-            )
-        )
+        options = model if i in timm else replace(model, weights=None)
+        models.append(load_with(c, options, own_size))
     return models
 
 
@@ -516,27 +518,11 @@ def diagnose(
     ckpts: Sequence[str | Path | TokenModel],
     names: Sequence[str] | None = None,
     out_dir: str | Path = "viny-diagnose",
-    dataset: str | None = None,
-    data_root: str | Path | None = None,
-    split_seed: int | None = None,
-    test_size: int | None = None,
-    probe_images: int = DEFAULT_PROBE_IMAGES,
-    test_images: int = DEFAULT_TEST_IMAGES,
-    depth_probe_images: int = DEPTH_PROBE_IMAGES,
-    cka_images: int = CKA_IMAGES,
-    fig6_images: int = FIG6_IMAGES,
-    knn: bool = True,
+    model: ModelOptions = ModelOptions(),
+    data: EvalSet = EvalSet(),
+    probe: ProbeOptions = ProbeOptions(),
+    figures: DiagnoseOptions = DiagnoseOptions(),
     progress: bool = True,
-    use_cache: bool = True,
-    allow_overlap: bool = False,
-    background: str = "study",
-    *,
-    weights: str | Path | None = None,
-    img_size: int | None = None,
-    mean=None,
-    std=None,
-    device: str | None = None,
-    batch_size: int = 64,
 ) -> dict:
     """Several models side by side; writes into ``out_dir``:
 
@@ -545,15 +531,19 @@ def diagnose(
     encoders in its order), fig6_images.png/.json (several images), fig6_stretched.png/.json,
     depth_curves.png/.json, cka.png/.json, summary.md, summary.json. Returns the summary dict.
 
-    ``dataset``, ``split_seed`` and ``test_size`` default to a split read off all the checkpoints'
-    lineages that none of them trained on, whatever their order (``resolve_evaluation``); an evaluation set any checkpoint's lineage trained on is refused unless
-    ``allow_overlap``, which writes the warning into every output file.
+    ``data`` (``EvalSet``): ``dataset``, ``split_seed`` and ``test_size`` default to a split read off
+    all the checkpoints' lineages that none of them trained on, whatever their order
+    (``resolve_evaluation``); an evaluation set any checkpoint's lineage trained on is refused unless
+    ``allow_overlap``, which writes the warning into every output file. ``probe`` (``ProbeOptions``):
+    the linear probe's backend and whether kNN runs; ``figures`` (``DiagnoseOptions``): the per-block
+    probe's pool images, CKA's and Fig 6's test images and Fig 6's background reference.
 
     ``ckpts``: viny checkpoints, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` strings or
-    TokenModels, each on its own grid and depth; ``weights`` is the weights file of the one ``timm:``
-    model (several: ``weights=FILE`` inside each string), ``img_size`` the input size of every model
-    not from viny (a viny checkpoint's is fixed), ``mean`` / ``std`` replace every model's own;
-    ``device`` (cpu | cuda | auto) and ``batch_size`` for the extraction. Models on different grids
+    TokenModels, each on its own grid and depth, loaded and run with ``model`` (``ModelOptions``):
+    ``weights`` is the weights file of the one ``timm:`` model (several: ``weights=FILE`` inside each
+    string), ``img_size`` the input size of every model not from viny (a viny checkpoint's is fixed),
+    ``mean`` / ``std`` replace every model's own, ``heads`` applies to every model string; ``device``
+    (cpu | cuda | auto), ``batch_size`` and ``use_cache`` for the extraction. Models on different grids
     get their own images (loaded at each input size), labels and reference patches; CKA compares only
     models on one grid and says which pairs it skipped (``notes``).
 
@@ -563,55 +553,56 @@ def diagnose(
     Every registered diagnostic is measured at the final block, and each per-block one at every block.
     On big models memory stays bounded by seeded subsamples (``DEPTH_MAX_VALUES`` and the others
     above), listed in ``memory`` and ``notes``.
+
+    ``data.protocol="authors"`` measures everything on the study's code's images instead
+    (``eval_protocol``: the first 2,048 images the models trained on, raw and augmented; "pool" and
+    "test" images are then the same images) and writes ``eval_protocol.AUTHORS_LABEL`` into every output.
     """
+    ckpts = [with_heads(c, model.heads) for c in ckpts]
     names = _check_names(ckpts, names)
     for value, what in (
-        (depth_probe_images, "depth_probe_images"),
-        (cka_images, "cka_images"),
-        (fig6_images, "fig6_images"),
+        (figures.depth_probe_images, "depth_probe_images"),
+        (figures.cka_images, "cka_images"),
+        (figures.fig6_images, "fig6_images"),
     ):
         check_positive_int(value, what)
     opts = _Options(
-        probe_images,
-        test_images,
-        depth_probe_images,
-        cka_images,
-        fig6_images,
-        switched_off(knn=knn),
-        background,
-        dict(progress=progress, use_cache=use_cache, device=device, batch_size=batch_size),
+        data.probe_images,
+        data.test_images,
+        figures.depth_probe_images,
+        figures.cka_images,
+        figures.fig6_images,
+        switched_off(knn=protocol_knn(data.protocol, probe.knn)),
+        figures.background,
+        model.extraction(progress),
+        probe.backend,
     )
     out = Path(out_dir)
     started = time.perf_counter()
-    check_device(device)  # before any model or data is loaded
-    models = load_models(ckpts, weights, img_size, mean, std)  # every model checked before any work
-    metas = [(name, model.meta) for name, model in zip(names, models, strict=True)]
-    where = resolve_evaluation(metas, dataset, split_seed, test_size)
+    check_device(model.device)  # before any model or data is loaded
+    model = protocol_model(data.protocol, model)
+    models = load_models(ckpts, model)  # every model checked before any work
+    metas = [(name, m.meta) for name, m in zip(names, models, strict=True)]
+    where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
     _plan_cka(models, opts)
     got = _Collected()
-    for model, name, given in zip(models, names, ckpts, strict=True):
-        size = model.image_size
+    for loaded, name, given in zip(models, names, ckpts, strict=True):
+        size = loaded.image_size
         if size not in got.data:
-            got.data[size] = load_probe_data(
-                where["dataset"],
-                size,
-                data_root,
-                where["split_seed"],
-                where["test_size"],
-                probe_images,
-                test_images,
-            )
+            *sets, warnings = evaluation_sets(data, metas, where, size)
+            got.data[size] = tuple(sets)
             got.data[size][2]["chosen"] = where["notes"] + [
                 line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)
             ]
-            got.warnings += guard_evaluation(metas, where["dataset"], got.data[size][1].ids, allow_overlap)
+            got.warnings += [w for w in warnings if w not in got.warnings]
         path = given.source if isinstance(given, TokenModel) else str(given)
-        _measure_checkpoint(got, model, name, path, where, opts)
+        _measure_checkpoint(got, loaded, name, path, where, opts)
 
     out.mkdir(parents=True, exist_ok=True)
     matrices = _cka(got, names)
     files = _write_figures(got, matrices, out, opts)
     summary = _summary(got, matrices, files, opts, started)
+    summary["eval_protocol"] = data.protocol
     (out / "table2.md").write_text(table2_markdown(summary["table2"]))
     write_json(out / "table2.json", jsonable(table2_json(summary["table2"])))
     write_json(out / "summary.json", jsonable(summary))
@@ -620,6 +611,7 @@ def diagnose(
     for name in files.values():
         written += [out / name, (out / name).with_suffix(".json")]
     stamp_warnings(written, got.warnings)
-    stamp_footer(written, [f"{c['name']}: {c['model']['weights']}" for c in got.checkpoints])
+    protocol = [AUTHORS_LABEL] if data.protocol == "authors" else []
+    stamp_footer(written, [f"{c['name']}: {c['model']['weights']}" for c in got.checkpoints] + protocol)
     summary["out_dir"] = str(out)
     return summary

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 
 from viny_probe.analysis import dense_knn as _dense
 from viny_probe.analysis.knn import knn_patch_accuracy
-from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.registry import BLOCKS, Column, Diagnostic, LayerTokens, format_value, register
 from viny_probe.analysis.variance import across_image_variance, ratio_of_variances, within_image_variance
@@ -34,13 +34,23 @@ def _named(layer: LayerTokens, per_class: Sequence[float]) -> dict[str, float]:
     return {name: value for name, value in zip(layer.class_names, per_class, strict=False)}
 
 
-def _probe(*args, **kwargs):
-    """``linear_patch_probe`` (backend: ``probe.chosen_backend()``) with BLAS/OpenMP pools at one thread
+def _probe(layer: LayerTokens, **kwargs):
+    """``linear_patch_probe`` of ``layer`` (its pool tokens fitted, its test tokens scored, with its seed,
+    classes and ``probe_backend``) with BLAS/OpenMP pools at one thread
     on a CPU: on a 2-core CPU after a torch pass, sklearn's lbfgs ran 2-5x slower with the pools at 2
     threads (the 128k-patch probe 16.8 s -> 9.2 s, a 16k-patch per-block fit 2-4 s -> 0.4-1 s), and the
     torch probe of 42k ViT-S/16 tokens 20 s at 1 thread vs 27 s at 2 on the loaded machine."""
     with threadpool_limits(limits=1):
-        return linear_patch_probe(*args, backend=chosen_backend(), **kwargs)
+        return linear_patch_probe(
+            layer.train,
+            layer.train_labels,
+            layer.test,
+            layer.test_labels,
+            seed=layer.seed,
+            num_classes=len(layer.class_names),
+            backend=layer.probe_backend,
+            **kwargs,
+        )
 
 
 # ------------------------------------------------------------------------------------- label-free
@@ -63,14 +73,7 @@ def rank(layer: LayerTokens) -> float:
 # ------------------------------------------------------------------------------------- classifiers
 def probe(layer: LayerTokens) -> dict:
     """The linear probe: fitted on the pool tokens, C chosen on held-out pool images, scored on test."""
-    result = _probe(
-        layer.train,
-        layer.train_labels,
-        layer.test,
-        layer.test_labels,
-        seed=layer.seed,
-        num_classes=len(layer.class_names),
-    )
+    result = _probe(layer)
     return {**result.to_dict(), "per_class_accuracy": _named(layer, result.per_class_accuracy)}
 
 
@@ -78,12 +81,7 @@ def probe_per_block(layer: LayerTokens) -> float:
     """The cheaper per-block probe: one C, the one the final-block probe chose (the sweep over C was 80%
     of the run time), at most ``DEPTH_PROBE_MAX_ITER`` solver iterations; its test accuracy."""
     result = _probe(
-        layer.train,
-        layer.train_labels,
-        layer.test,
-        layer.test_labels,
-        seed=layer.seed,
-        num_classes=len(layer.class_names),
+        layer,
         Cs=(layer.final["probe"]["chosen_C"],),
         max_iter=DEPTH_PROBE_MAX_ITER,
     )

@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from viny_probe import __version__
+from viny_probe.analysis.options import ModelOptions
 from viny_probe.analysis.sources.base import TokenModel, load_model, module_digest
 from viny_probe.analysis.sources.viny import load_encoder
 from viny_probe.checkpoint import atomic_write_bytes
@@ -166,6 +167,16 @@ def parse_layers(layer: LayerSpec, depth: int) -> str | list[int]:
     return list(dict.fromkeys(blocks))
 
 
+def model_blocks(model: TokenModel, blocks: str) -> list[int]:
+    """The block numbers of ``model`` a ``--layer``-style argument names (``final`` = its last)."""
+    chosen = parse_layers(blocks, model.depth)
+    if chosen == "all":
+        return list(range(1, model.depth + 1))
+    if chosen == "final":
+        return [model.depth]
+    return sorted(chosen)
+
+
 def layer_label(label: str | int) -> str:
     """How results name a layer: ``"final"`` or ``"block B"``."""
     return "final" if label == "final" else f"block {label}"
@@ -270,7 +281,7 @@ def extract_patch_tokens(
     model: ModelLike,
     images: ImageSet | torch.Tensor,
     layers: LayerSpec = "final",
-    batch_size: int = 64,  # on this 2-core CPU 64 ran at 130 img/s (ViNy), 256 at 84: activations outgrow the cache
+    batch_size: int = ModelOptions.batch_size,
     cache_dir: str | Path | None = None,
     cache_key_extra: Any = None,
     *,

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from viny_probe.analysis.lineage import evaluation_defaults, trained_clear
+from viny_probe.analysis.options import EvalSet
 from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import ImageSet
@@ -33,8 +34,8 @@ DEFAULT_DATASET = "toy-pets"
 PROBE_MAX_VALUES = 2000 * 64 * 128
 PATCH_SAMPLE_SEED = 0
 LABEL_CHUNK_PIXELS = 1 << 23  # trimap pixels labelled at once (patch_labels)
-DEFAULT_PROBE_IMAGES = 2000
-DEFAULT_TEST_IMAGES = 1000
+DEFAULT_PROBE_IMAGES = EvalSet.probe_images  # the defaults' one home: analysis.options.EvalSet
+DEFAULT_TEST_IMAGES = EvalSet.test_images
 
 
 def _no_masks(name: str) -> VinyError:

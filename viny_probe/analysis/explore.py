@@ -27,31 +27,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viny_probe.analysis.embeddings import extract_patch_tokens, parse_layers
+from viny_probe.analysis.embeddings import extract_patch_tokens, model_blocks
+from viny_probe.analysis.options import EvalSet, ExploreOptions, ModelOptions
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.sources import TokenModel
 from viny_probe.data.base import SEG_CLASSES
 from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.errors import VinyError
 
-DEFAULT_IMAGES = 16
-DEFAULT_MAX_MB = 64.0
+DEFAULT_IMAGES = ExploreOptions.images  # the defaults' one home: analysis.options.ExploreOptions
+DEFAULT_MAX_MB = ExploreOptions.max_mb
 DISPLAY_PX = 160  # each image is drawn this wide in the page
 SIMILARITY_RANGE = (-0.5, 1.0)  # the colour scale, as `viny similarity-map` draws it
 QUANT = 127
-
-
-@dataclass(frozen=True)
-class ExploreOptions:
-    """How the page is made: ``blocks`` (``"all"`` or a ``--layer`` list, per model), the extraction
-    ``device`` and ``batch_size``, ``max_mb`` (refuse a larger page), ``use_cache`` (the token cache)."""
-
-    blocks: str = "all"
-    device: str | None = None
-    batch_size: int = 64
-    max_mb: float = DEFAULT_MAX_MB
-    use_cache: bool = True
-    progress: bool = True
 
 
 @dataclass
@@ -107,16 +95,6 @@ def _png(pixels: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def model_blocks(model: TokenModel, blocks: str) -> list[int]:
-    """The block numbers of ``model`` a ``--layer``-style argument names (``final`` = its last)."""
-    chosen = parse_layers(blocks, model.depth)
-    if chosen == "all":
-        return list(range(1, model.depth + 1))
-    if chosen == "final":
-        return [model.depth]
-    return sorted(chosen)
-
-
 def explorer_size(models: Sequence[TokenModel], num_images: int, blocks: str) -> int:
     """Bytes of the page's token and colour data (base64), before any is computed."""
     raw = 0
@@ -169,17 +147,10 @@ def model_entry(
     return entry
 
 
-def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions) -> dict:
+def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions, run: ModelOptions) -> dict:
     pixels, masks = images.at(model.image_size)
     tokens = extract_patch_tokens(
-        model,
-        pixels,
-        model_blocks(model, opts.blocks),
-        batch_size=opts.batch_size,
-        split="explore",
-        device=opts.device,
-        use_cache=opts.use_cache,
-        progress=opts.progress,
+        model, pixels, model_blocks(model, opts.blocks), split="explore", **run.extraction(opts.progress)
     )
     return model_entry(model, tokens, masks)
 
@@ -207,10 +178,17 @@ def page_data(
     }
 
 
-def explorer_data(models: Sequence[TokenModel], images: ExploreImages, opts: ExploreOptions) -> dict:
-    """Everything the page shows, as JSON-ready data (tokens and colours base64)."""
+def explorer_data(
+    models: Sequence[TokenModel],
+    images: ExploreImages,
+    opts: ExploreOptions = ExploreOptions(),
+    model: ModelOptions = ModelOptions(),
+) -> dict:
+    """Everything the page shows, as JSON-ready data (tokens and colours base64); the tokens extracted
+    with ``model``'s device, batch size and cache."""
     pixels, _ = images.at(max(m.image_size for m in models))
-    return page_data([_model_entry(m, images, opts) for m in models], pixels, images.names, images.where)
+    entries = [_model_entry(m, images, opts, model) for m in models]
+    return page_data(entries, pixels, images.names, images.where)
 
 
 def write_page(data: dict, out: str | Path) -> int:
@@ -246,10 +224,16 @@ def decode_tokens(entry: dict, block: int, num_images: int) -> torch.Tensor:
 
 
 def build_explorer(
-    models: Sequence[TokenModel], images: ExploreImages, out: str | Path, opts: ExploreOptions, say=None
+    models: Sequence[TokenModel],
+    images: ExploreImages,
+    out: str | Path,
+    opts: ExploreOptions = ExploreOptions(),
+    model: ModelOptions = ModelOptions(),
+    say=None,
 ) -> dict:
     """Write the page to ``out`` (checked before any token is computed); returns a summary (file,
-    bytes, models, images, blocks). ``say``: where the size estimate is announced (a callable)."""
+    bytes, models, images, blocks). ``model``: the extraction's device, batch size and token cache
+    (``ModelOptions``). ``say``: where the size estimate is announced (a callable)."""
     if not models:
         raise VinyError("viny explore needs at least one model")
     if len(images.names) < 1:
@@ -268,7 +252,7 @@ def build_explorer(
             f"the explorer page would be about {estimate / 1e6:.0f} MB, over --max-mb {opts.max_mb:g}: "
             "show fewer images (--images), fewer blocks (--layer 4,8,12) or fewer models, or raise --max-mb"
         )
-    size = write_page(explorer_data(models, images, opts), out)
+    size = write_page(explorer_data(models, images, opts, model), out)
     return {
         "file": str(out),
         "bytes": size,
@@ -280,24 +264,19 @@ def build_explorer(
 
 
 def dataset_images(
-    models: Sequence[TokenModel],
-    dataset: str | None,
-    count: int = DEFAULT_IMAGES,
-    data_root=None,
-    split_seed: int | None = None,
-    test_size: int | None = None,
-    allow_overlap: bool = False,
+    models: Sequence[TokenModel], data: EvalSet = EvalSet(), count: int = DEFAULT_IMAGES
 ) -> tuple[ExploreImages, list[str]]:
-    """The first ``count`` images of the evaluation split the diagnostics use (dataset, split seed and
-    test size read off all the viny checkpoints' lineages unless given), refused where a checkpoint's
-    lineage trained on them (``allow_overlap``: warnings instead, returned)."""
+    """The first ``count`` images of the evaluation split the diagnostics use (``data``: dataset, split
+    seed and test size read off all the viny checkpoints' lineages unless given; its probe and test
+    image counts are not read), refused where a checkpoint's lineage trained on them
+    (``data.allow_overlap``: warnings instead, returned)."""
     from viny_probe.analysis.evaluation_data import load_probe_data, resolve_evaluation
     from viny_probe.analysis.lineage import guard_evaluation
     from viny_probe.checks import check_positive_int
 
     count = check_positive_int(count, "--images")
     metas = [(m.name, m.meta) for m in models]
-    chosen = resolve_evaluation(metas, dataset, split_seed, test_size)
+    chosen = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
     sets: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     ids: list[str] = []
 
@@ -306,7 +285,7 @@ def dataset_images(
             _, test, _ = load_probe_data(
                 chosen["dataset"],
                 size,
-                data_root,
+                data.data_root,
                 chosen["split_seed"],
                 chosen["test_size"],
                 probe_images=2,
@@ -319,7 +298,7 @@ def dataset_images(
     first = max(m.image_size for m in models)
     at(first)
     warnings = guard_evaluation(
-        [(m.name, m.meta) for m in models if m.meta], chosen["dataset"], ids, allow_overlap
+        [(m.name, m.meta) for m in models if m.meta], chosen["dataset"], ids, data.allow_overlap
     )
     where = (
         f"{len(ids)} test images of {chosen['dataset']} (split seed {chosen['split_seed']}, test size "

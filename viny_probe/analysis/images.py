@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from viny_probe.data import dataset_names, dataset_spec, load_dataset
-from viny_probe.data.protocol import DEFAULT_TEST_SIZE
+from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.errors import VinyError
 from viny_probe.trainers import splits
 
@@ -46,23 +46,31 @@ def embedded_image(
             f"'{name}:{index}': no embedded labelled dataset '{name}'; choose one of "
             f"{', '.join(_fixed_embedded())}"
         )
-    full = load_dataset(name, size=size, limit=dataset_spec(name).fixed_size, seed=0)
-    test = splits.fixed_split(name, full, test_size, split_seed).test
+    spec = dataset_spec(name)
+    if spec.ids is not None:  # ids known without generating anything: only the one image is made
+        ids, full = spec.ids(spec.fixed_size, 0), None
+        test = make_split(ids, splits.held_out_size(name, test_size, len(ids)), split_seed).test
+    else:
+        full = load_dataset(name, size=size, limit=spec.fixed_size, seed=0)
+        ids, test = full.ids, splits.fixed_split(name, full, test_size, split_seed).test
     if not 0 <= index < len(test):
         raise VinyError(
             f"'{name}:{index}': the {name} test split (split seed {split_seed}) holds {len(test)} images, "
             f"index 0..{len(test) - 1}"
         )
     i = int(test[index])
-    masks = None if full.masks is None else full.masks[i]
+    if full is None:
+        one = spec.load(None, size=size, limit=spec.fixed_size, seed=0, indices=[i])
+    else:
+        one = full.subset(torch.tensor([i]))
     return NamedImage(
-        full.images[i],
-        masks,
-        f"{name} test image {index} (dataset id {full.ids[i]})",
+        one.images[0],
+        None if one.masks is None else one.masks[0],
+        f"{name} test image {index} (dataset id {ids[i]})",
         f"{name}-{index}",
         (size, size),
         dataset=name,
-        id=full.ids[i],
+        id=ids[i],
     )
 
 

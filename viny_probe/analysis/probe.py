@@ -17,7 +17,6 @@ classes, 2 loaded CPU cores): docs/performance.md.
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,25 +25,13 @@ import numpy as np
 import torch
 
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
+from viny_probe.analysis.options import BACKENDS, DEFAULT_BACKEND
 from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 
 DEFAULT_CS: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
-BACKENDS = ("auto", "torch", "sklearn")
-# auto: torch where the tokens are on a GPU, sklearn on a CPU, where it was the faster of the two as
-# measured (docs/performance.md: ViT-S/16, 600 images, 2 loaded cores: the probe's share 70 s vs 92 s).
-DEFAULT_BACKEND = "auto"
-#: Picks the backend of the registered probe diagnostics (``viny probe --probe-backend`` sets it, so a
-#: process viny starts inherits it).
-BACKEND_ENV = "VINY_PROBE_BACKEND"
-
-
-def chosen_backend() -> str:
-    """The probe backend of the registered diagnostics: ``$VINY_PROBE_BACKEND``, else ``DEFAULT_BACKEND``."""
-    backend = os.environ.get(BACKEND_ENV) or DEFAULT_BACKEND
-    if backend not in BACKENDS:
-        raise VinyError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    return backend
+# BACKENDS, DEFAULT_BACKEND (analysis.options): auto is torch where the tokens are on a GPU, sklearn on a CPU.
+# The registered probe diagnostics run ``LayerTokens.probe_backend`` (``ProbeOptions.backend``).
 
 
 @dataclass

@@ -18,6 +18,7 @@ from torch import nn
 
 from viny_probe.analysis.embeddings import load_encoder
 from viny_probe.analysis.images import load_images_for
+from viny_probe.analysis.options import EvalSet
 from viny_probe.analysis.stamp import stamp_warnings
 from viny_probe.checkpoint import load_state_strict
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD, normalize, to_float
@@ -141,17 +142,17 @@ def reconstruct_images(
     images: Sequence[str | Path] | None = None,
     out: str | Path = "reconstruct.png",
     seed: int = 0,
-    split_seed: int | None = None,
-    test_size: int | None = None,
-    allow_overlap: bool = False,
+    *,
+    data: EvalSet = EvalSet(),
     device: str = "cpu",
 ) -> dict:
     """Fig 2 for one SimMIM checkpoint: one row per image (input | masked input | reconstruction),
     written to ``out`` (.png) with a JSON beside it (images, masks, per-image masked L1).
 
-    images: image files or ``DATASET:INDEX`` (see ``load_named_image``; ``split_seed`` / ``test_size``
-    pick the test split, by default the checkpoint's, from its lineage; an embedded image the lineage
-    trained on is refused unless ``allow_overlap``); default the first 4 toy-pets test images.
+    images: image files or ``DATASET:INDEX`` (see ``load_named_image``; ``data.split_seed`` /
+    ``data.test_size`` pick the test split, by default the checkpoint's, from its lineage; an embedded
+    image the lineage trained on is refused unless ``data.allow_overlap``; the other ``EvalSet`` fields
+    are not read); default the first 4 toy-pets test images.
     ``seed`` draws the masks (`--mask-seed`); ``device``: where the model runs (auto | cpu | cuda[:N]).
     """
     from viny_probe.analysis.plots import plot_reconstructions
@@ -166,7 +167,13 @@ def reconstruct_images(
     encoder, head = encoder.to(where), head.to(where)
     cfg = encoder.cfg
     named, warnings = load_images_for(
-        str(ckpt), meta, images or DEFAULT_IMAGES, cfg.image_size, split_seed, test_size, allow_overlap
+        str(ckpt),
+        meta,
+        images or DEFAULT_IMAGES,
+        cfg.image_size,
+        data.split_seed,
+        data.test_size,
+        data.allow_overlap,
     )
     pixels = torch.stack([n.pixels for n in named])
     masks = fixed_half_masks(len(named), cfg.num_patches, seed)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from viny_probe.analysis.options import DEFAULT_BACKEND
 from viny_probe.data.base import SEG_CLASSES
 from viny_probe.errors import VinyError
 from viny_probe.registry import Registry
@@ -83,6 +84,8 @@ class LayerTokens:
         the C chosen there); None at the final layer.
     class_names: the patch classes' names, class index -> name (the dataset's mask classes; Oxford's
         trimap classes by default).
+    probe_backend: the linear probe's solver (``ProbeOptions.backend``: ``"auto"``, ``"torch"`` or
+        ``"sklearn"``; ``analysis.probe``).
     """
 
     test: torch.Tensor
@@ -92,6 +95,7 @@ class LayerTokens:
     seed: int = 0
     final: Mapping[str, Any] | None = None
     class_names: tuple[str, ...] = SEG_CLASSES
+    probe_backend: str = DEFAULT_BACKEND
     _measured: dict = field(default_factory=dict, repr=False)
 
     def measure(self, fn: Callable[[torch.Tensor], float]) -> float:

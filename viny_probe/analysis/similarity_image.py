@@ -13,6 +13,7 @@ from viny_probe.analysis.embeddings import (
     parse_layers,
 )
 from viny_probe.analysis.images import load_images_for
+from viny_probe.analysis.options import DEFAULT_BACKGROUND, EvalSet, ModelOptions
 from viny_probe.analysis.plots import plot_reference_grid, plot_similarity_overlay
 from viny_probe.analysis.reference import (
     choose_reference_patches,
@@ -20,7 +21,7 @@ from viny_probe.analysis.reference import (
     pixel_to_patch,
     similarity_map,
 )
-from viny_probe.analysis.sources import TokenModel, load_model
+from viny_probe.analysis.sources import TokenModel, load_with, with_heads
 from viny_probe.analysis.stamp import stamp_footer, stamp_warnings
 from viny_probe.errors import VinyError
 
@@ -55,27 +56,22 @@ def similarity_map_for_image(
     pixel: str | tuple[int, int] | None = None,
     out: str | Path | None = None,
     layer: LayerSpec = "final",
-    split_seed: int | None = None,
-    test_size: int | None = None,
-    allow_overlap: bool = False,
-    background: str = "study",
     *,
-    weights: str | Path | None = None,
-    img_size: int | None = None,
-    mean=None,
-    std=None,
-    device: str | None = None,
+    model: ModelOptions = ModelOptions(),
+    data: EvalSet = EvalSet(),
+    background: str = DEFAULT_BACKGROUND,
 ) -> dict:
     """Cosine-similarity maps of reference patches of one image, drawn next to the input.
 
-    ckpt: a viny checkpoint, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` or a TokenModel
-        (``weights`` / ``img_size`` / ``mean`` / ``std`` as in ``sources.load_model``); the map has the
-        model's own g x g grid. ``device``: where the model runs (cpu | cuda | auto).
+    ckpt: a viny checkpoint, ``timm:NAME``, ``hf:FOLDER``, ``py:MODULE:FUNCTION`` or a TokenModel,
+        loaded and run with ``model`` (``ModelOptions``: weights, input size, normalisation, heads,
+        device; the tokens are not cached); the map has the model's own g x g grid.
 
     image: an image file of any mode/size (resized to the model's input, aspect ratio not kept), or
-        ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split (split seed and test size from
-        the checkpoint's lineage unless given; any labelled ``toy-*`` set works; an existing file of
-        that name wins). An embedded image the lineage trained on is refused unless ``allow_overlap``.
+        ``"toy-pets:17"`` = image 17 of the embedded toy-pets test split (``data.split_seed`` and
+        ``data.test_size``, from the checkpoint's lineage unless given; any labelled ``toy-*`` set
+        works; an existing file of that name wins). An embedded image the lineage trained on is
+        refused unless ``data.allow_overlap``.
     patch: ``"ROW,COL"`` on the patch grid; pixel: ``"Y,X"`` in the original image's pixels. Neither:
         the study's three references when the image has a trimap (background patch (0, 0), or the
         most-background corner with ``background="most-background-corner"``; the most-foreground
@@ -86,14 +82,15 @@ def similarity_map_for_image(
     """
     if patch is not None and pixel is not None:
         raise VinyError("give either --patch ROW,COL or --pixel Y,X, not both")
-    check_device(device)  # before any model or data is loaded
-    cfg = load_model(ckpt, weights=weights, image_size=img_size, mean=mean, std=std)
+    check_device(model.device)  # before any model or data is loaded
+    ckpt = with_heads(ckpt, model.heads)
+    cfg = load_with(ckpt, model)
     name = cfg.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, cfg.depth)
     if isinstance(layers, str) and layers == "all" or isinstance(layers, list) and len(layers) != 1:
         raise VinyError("similarity-map draws one layer: give 'final' or one block number")
     (named,), warnings = load_images_for(
-        name, cfg.meta, [image], cfg.image_size, split_seed, test_size, allow_overlap
+        name, cfg.meta, [image], cfg.image_size, data.split_seed, data.test_size, data.allow_overlap
     )
     picture, mask, source, stem = named.pixels, named.mask, named.source, named.stem
     if patch is not None:
@@ -108,7 +105,9 @@ def similarity_map_for_image(
         refs = choose_reference_patches(mask, cfg.patch_size, background=background)
     else:
         refs = choose_reference_patches(None, grid=cfg.grid)
-    tokens = extract_patch_tokens(cfg, picture[None], layers, use_cache=False, progress=False, device=device)
+    tokens = extract_patch_tokens(
+        cfg, picture[None], layers, use_cache=False, progress=False, device=model.device
+    )
     label, emb = next(iter(tokens.items()))
     maps = {name: similarity_map(emb[0], ref) for name, ref in refs.items()}
 

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from viny_probe.analysis.options import EvalSet, ExtractOptions, ModelOptions
 from viny_probe.analysis.sources.base import TokenModel
 from viny_probe.checkpoint import atomic_write_bytes, write_json
 from viny_probe.data.base import SEG_CLASSES, ImageSet
@@ -36,7 +37,7 @@ from viny_probe.errors import VinyError
 
 FORMAT = "viny-tokens/1"
 DTYPES = {"float16": np.float16, "float32": np.float32}
-DEFAULT_SHARD_IMAGES = 256
+DEFAULT_SHARD_IMAGES = ExtractOptions.shard_images  # the defaults' one home: analysis.options
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
@@ -210,36 +211,25 @@ class TokenFolder:
         return model
 
 
-@dataclass(frozen=True)
-class ExtractOptions:
-    """What `viny extract` reads and writes: the evaluation data (as `viny probe` / `viny diagnose` choose
-    it: dataset, split seed and test size from a viny checkpoint's lineage unless given), the blocks
-    (``"all"``, ``"final"`` or ``"3,6,12"``), the token dtype, images per shard, device and batch size."""
-
-    dataset: str | None = None
-    data_root: str | None = None
-    split_seed: int | None = None
-    test_size: int | None = None
-    probe_images: int = 2000
-    test_images: int = 1000
-    blocks: str = "all"
-    dtype: str = "float16"
-    shard_images: int = DEFAULT_SHARD_IMAGES
-    device: str | None = None
-    batch_size: int = 64
-    progress: bool = True
-    force: bool = False
-
-
 def extract_tokens(
-    source: str | TokenModel, out: str | Path, opts: ExtractOptions = ExtractOptions()
+    source: str | TokenModel,
+    out: str | Path,
+    opts: ExtractOptions = ExtractOptions(),
+    model: ModelOptions = ModelOptions(),
+    data: EvalSet = EvalSet(),
+    progress: bool = True,
 ) -> dict:
     """Write the patch tokens of ``source`` on the diagnostics' pool and test images into the folder
-    ``out`` (see the module docstring); returns what was written and how fast."""
+    ``out`` (see the module docstring); returns what was written and how fast.
+
+    ``opts``: the blocks, dtype, images per shard and ``force``; ``model``: how the model is loaded and
+    run (its token cache is not used: the shards are the tokens); ``data``: the evaluation data, as
+    `viny probe` / `viny diagnose` choose it (dataset, split seed and test size from a viny checkpoint's
+    lineage unless given; ``allow_overlap`` is not read: extracting is not evaluating)."""
     from viny_probe import __version__
+    from viny_probe.analysis.embeddings import model_blocks
     from viny_probe.analysis.evaluation_data import load_probe_data, resolve_evaluation
-    from viny_probe.analysis.explore import model_blocks
-    from viny_probe.analysis.sources import load_model
+    from viny_probe.analysis.sources.base import load_with, with_heads
     from viny_probe.checks import check_positive_int
 
     out = Path(out)
@@ -248,31 +238,31 @@ def extract_tokens(
     if opts.dtype not in DTYPES:
         raise VinyError(f"--dtype must be one of {', '.join(DTYPES)}, got {opts.dtype!r}")
     shard_images = check_positive_int(opts.shard_images, "--shard-images")
-    model = source if isinstance(source, TokenModel) else load_model(source)
-    blocks = model_blocks(model, opts.blocks)
-    where = resolve_evaluation([(model.name, model.meta)], opts.dataset, opts.split_seed, opts.test_size)
+    loaded = source if isinstance(source, TokenModel) else load_with(with_heads(source, model.heads), model)
+    blocks = model_blocks(loaded, opts.blocks)
+    where = resolve_evaluation([(loaded.name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
     pool, test, info = load_probe_data(
         where["dataset"],
-        model.image_size,
-        opts.data_root,
+        loaded.image_size,
+        data.data_root,
         where["split_seed"],
         where["test_size"],
-        opts.probe_images,
-        opts.test_images,
+        data.probe_images,
+        data.test_images,
     )
-    options = {"device": opts.device, "batch_size": opts.batch_size, "progress": opts.progress}
+    options = {"device": model.device, "batch_size": model.batch_size, "progress": progress}
     splits = {
-        name: extract_split(model, images, out, name, blocks, opts.dtype, shard_images, options)
+        name: extract_split(loaded, images, out, name, blocks, opts.dtype, shard_images, options)
         for name, images in (("test", test), ("pool", pool))
     }
     index = {
         "format": FORMAT,
         "viny_version": __version__,
-        "model": model_record(model),
+        "model": model_record(loaded),
         "dataset": where["dataset"],
         "split_seed": where["split_seed"],
         "test_size": where["test_size"],
-        "image_size": model.image_size,
+        "image_size": loaded.image_size,
         "splits": splits,
         "notes": where["notes"],
     }
@@ -281,12 +271,12 @@ def extract_tokens(
     seconds = sum(s["seconds"] for s in splits.values())
     return {
         "out": str(out),
-        "model": model.source,
+        "model": loaded.source,
         "images": images,
         "blocks": blocks,
         "dtype": opts.dtype,
         "bytes": sum(f.stat().st_size for f in out.rglob("*.npy")),
         "seconds": seconds,
         "images_per_second": images / seconds if seconds > 0 else None,
-        "peak_shard_bytes": shard_images * model.num_patches * model.dim * 4 * len(blocks),
+        "peak_shard_bytes": shard_images * loaded.num_patches * loaded.dim * 4 * len(blocks),
     }

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
+from ..analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from ..progress import console
 from .app import app
 from .options import (
@@ -20,6 +21,7 @@ from .options import (
     at_least,
     batch_size_option,
     check_output,
+    choices,
     dataset_option,
     device_option,
     interruptible,
@@ -69,27 +71,41 @@ def heads_option():
     return typer.Option(None, "--heads", callback=at_least("--heads", 1), help=HEADS_HELP)
 
 
-def with_heads(models: list[str], heads: int | None) -> list[str]:
-    """``--heads N``: each viny model string as ``PATH,heads=N`` (how the viny source takes a head
-    count); a timm:/hf:/py:/tokens: model is refused (its head count is its own)."""
-    if heads is None:
-        return models
-    from ..analysis.sources import parse_model_spec
-    from ..errors import VinyError
-
-    out = []
-    for model in models:
-        spec = parse_model_spec(model)
-        if spec.prefix != "viny":
-            raise VinyError(
-                f"--heads is for the study authors' state_dict; {model} is a {spec.prefix}: model"
-            )
-        out.append(f"{model},heads={heads}")
-    return out
-
-
 def _no_cache_option():
-    return typer.Option(False, "--no-cache", help=NO_CACHE_HELP)
+    return typer.Option(not ModelOptions.use_cache, "--no-cache", help=NO_CACHE_HELP)
+
+
+def _batch_size_option():
+    return batch_size_option(ModelOptions.batch_size, BATCH_HELP)
+
+
+def _knn_option():
+    return typer.Option(ProbeOptions.knn, "--knn/--no-knn", help="also run the kNN patch classifier")
+
+
+PROBE_BACKEND_HELP = (
+    "linear probe solver: torch (batched over C, on the tokens' device), sklearn, or auto "
+    "(torch on a GPU, sklearn on a CPU)"
+)
+
+
+def _probe_backend_option():
+    return typer.Option(ProbeOptions.backend, "--probe-backend", help=PROBE_BACKEND_HELP)
+
+
+def _model_options(weights, img_size, mean, std, heads, device, batch_size=None, no_cache=False):
+    """The ModelOptions of a command's model options (``--mean`` / ``--std`` parsed; a command without
+    --batch-size keeps the default)."""
+    return ModelOptions(
+        weights=weights,
+        img_size=img_size,
+        mean=_rgb(mean, "--mean"),
+        std=_rgb(std, "--std"),
+        heads=heads,
+        device=device,
+        batch_size=ModelOptions.batch_size if batch_size is None else batch_size,
+        use_cache=not no_cache,
+    )
 
 
 DATASET_HELP = (
@@ -101,6 +117,23 @@ OVERLAP_HELP = (
     "evaluate even on images the checkpoint's lineage trained on (refused by default); the warning is "
     "written into every output"
 )
+
+# analysis.eval_protocol.PROTOCOLS (not imported here: it loads torch; tests check the two agree)
+EvalProtocol = choices("EvalProtocol", ("viny", "authors"))
+EVAL_PROTOCOL_HELP = (
+    "viny = probe fitted on pool images, everything scored on held-out test images (default, every "
+    "preset); authors = the study's code: its first 2,048 training images, raw [0, 1] and augmented "
+    "(flip, contrast 0.3), probe scored on the images it was fitted on (training accuracy), no kNN, "
+    "no overlap refusal; every output is labelled (docs/fidelity.md)"
+)
+
+
+def _eval_protocol_option():
+    return typer.Option("viny", "--eval-protocol", help=EVAL_PROTOCOL_HELP)
+
+
+def _overlap_option(help: str = OVERLAP_HELP):
+    return typer.Option(EvalSet.allow_overlap, "--allow-overlap", help=help)
 
 
 def _rgb(text: str | None, name: str) -> tuple[float, float, float] | None:
@@ -148,6 +181,12 @@ def probe_tables(result: dict) -> list[Table]:
         f"pool images ({d['probe_patches']:,} patches), scored on {d['test_images']} test images "
         f"({d['test_patches']:,} patches); variances and rank on the test images"
     )
+    if d.get("eval_protocol") == "authors":
+        caption = (
+            f"{d['protocol_label']}: {d['dataset']} at {d['image_size']} px, split seed {d['split_seed']}: "
+            f"{d['images_from']}, {d['augmentation']}, {d['inputs']}; probe fitted and scored on those "
+            f"{d['test_images']} images ({d['test_patches']:,} patches): a training accuracy"
+        )
     if d.get("probe_subsample"):
         caption += f"\nmemory bound: {d['probe_subsample']['why']}"
     layers = result["layers"]
@@ -204,12 +243,15 @@ def probe_command(
     test_size: int | None = typer.Option(
         None, help="the fixed test set's size (default: the checkpoint's, from its lineage)"
     ),
-    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    allow_overlap: bool = _overlap_option(),
+    eval_protocol: EvalProtocol = _eval_protocol_option(),
     probe_images: int = typer.Option(
-        2000, help="pool images the probe is fitted on (2000 = 128,000 patches)"
+        EvalSet.probe_images,
+        help=f"pool images the probe is fitted on ({EvalSet.probe_images} ViNy images = "
+        f"{EvalSet.probe_images * 64:,} patches)",
     ),
-    test_images: int = typer.Option(1000, help="test images the probe is scored on"),
-    knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
+    test_images: int = typer.Option(EvalSet.test_images, help="test images the probe is scored on"),
+    knn: bool = _knn_option(),
     out: Path | None = out_option(None, "file", RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
@@ -218,14 +260,10 @@ def probe_command(
     mean: str | None = _norm_option("mean"),
     std: str | None = _norm_option("std"),
     device: str = device_option(),
-    batch_size: int = batch_size_option(64, BATCH_HELP),
+    batch_size: int = _batch_size_option(),
     no_cache: bool = _no_cache_option(),
     heads: int | None = heads_option(),
-    probe_backend: str = typer.Option(
-        "auto",
-        help="linear probe solver: torch (batched over C, on the tokens' device), sklearn, or auto "
-        "(torch on a GPU, sklearn on a CPU)",
-    ),
+    probe_backend: str = _probe_backend_option(),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -240,33 +278,25 @@ def probe_command(
     viny probe timm:vit_small_patch16_224 --weights vit_s.safetensors
     """
     check_output(out, "file")
-    import os
-
-    (ckpt,) = with_heads([ckpt], heads)
+    probe = ProbeOptions(probe_backend, knn)  # an unknown backend: one line now, before any work
     from ..analysis.checkpoint_probe import probe_checkpoint
-    from ..analysis.probe import BACKEND_ENV, chosen_backend
 
-    os.environ[BACKEND_ENV] = probe_backend
-    chosen_backend()  # an unknown name: one line now, before any model or data is loaded
     result = probe_checkpoint(
         ckpt,
-        dataset,
-        data_root,
-        layer,
-        split_seed,
-        test_size,
-        probe_images,
-        test_images,
-        knn,
+        _model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache),
+        EvalSet(
+            dataset,
+            data_root,
+            split_seed,
+            test_size,
+            probe_images,
+            test_images,
+            allow_overlap,
+            value(eval_protocol),
+        ),
+        probe,
+        layer=layer,
         progress=not (quiet or as_json),
-        use_cache=not no_cache,
-        allow_overlap=allow_overlap,
-        weights=weights,
-        img_size=img_size,
-        mean=_rgb(mean, "--mean"),
-        std=_rgb(std, "--std"),
-        device=device,
-        batch_size=batch_size,
     )
     write_result(out, result)
     if as_json:
@@ -303,10 +333,10 @@ def similarity_map_command(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's)"
     ),
     background: Background = typer.Option(
-        "study",
+        DiagnoseOptions.background,
         help="background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
-    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    allow_overlap: bool = _overlap_option(),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(None, help=WEIGHTS_HELP),
@@ -330,7 +360,6 @@ def similarity_map_command(
     check_output(out or Path("similarity-map.png"), "file")  # default: similarity-IMAGE.png, here
     from ..analysis.similarity_image import similarity_map_for_image
 
-    (ckpt,) = with_heads([ckpt], heads)
     result = similarity_map_for_image(
         ckpt,
         image,
@@ -338,15 +367,9 @@ def similarity_map_command(
         pixel,
         out,
         layer,
-        split_seed,
-        test_size,
-        allow_overlap,
-        value(background),
-        weights=weights,
-        img_size=img_size,
-        mean=_rgb(mean, "--mean"),
-        std=_rgb(std, "--std"),
-        device=device,
+        model=_model_options(weights, img_size, mean, std, heads, device),
+        data=EvalSet(split_seed=split_seed, test_size=test_size, allow_overlap=allow_overlap),
+        background=value(background),
     )
     if as_json:
         print_json(result)
@@ -396,7 +419,7 @@ def reconstruct_command(
     test_size: int | None = typer.Option(
         None, help="test-set size for DATASET:INDEX (default: the checkpoint's, from its lineage)"
     ),
-    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    allow_overlap: bool = _overlap_option(),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     device: str = device_option(),
@@ -415,9 +438,8 @@ def reconstruct_command(
     check_output(out, "file")
     from ..analysis.reconstruct import reconstruct_images
 
-    result = reconstruct_images(
-        ckpt, images, out, mask_seed, split_seed, test_size, allow_overlap, device=device
-    )
+    data = EvalSet(split_seed=split_seed, test_size=test_size, allow_overlap=allow_overlap)
+    result = reconstruct_images(ckpt, images, out, mask_seed, data=data, device=device)
     if as_json:
         print_json(result)
         _print_warnings(result["warnings"])
@@ -471,19 +493,26 @@ def diagnose_command(
     test_size: int | None = typer.Option(
         None, help="the fixed test set's size (default: the first checkpoint's, from its lineage)"
     ),
-    allow_overlap: bool = typer.Option(False, "--allow-overlap", help=OVERLAP_HELP),
+    allow_overlap: bool = _overlap_option(),
+    eval_protocol: EvalProtocol = _eval_protocol_option(),
     background: Background = typer.Option(
-        "study",
+        DiagnoseOptions.background,
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
-    probe_images: int = typer.Option(2000, help="pool images the final-block probe and kNN are fitted on"),
-    test_images: int = typer.Option(1000, help="test images everything is measured on"),
-    depth_probe_images: int = typer.Option(
-        250, help="pool images the per-block probe is fitted on (cheaper)"
+    probe_images: int = typer.Option(
+        EvalSet.probe_images, help="pool images the final-block probe and kNN are fitted on"
     ),
-    cka_images: int = typer.Option(250, help="test images whose patch tokens CKA compares"),
-    fig6_images: int = typer.Option(2, help="test images shown in Fig 6 (3 reference patches each)"),
-    knn: bool = typer.Option(True, "--knn/--no-knn", help="also run the kNN patch classifier"),
+    test_images: int = typer.Option(EvalSet.test_images, help="test images everything is measured on"),
+    depth_probe_images: int = typer.Option(
+        DiagnoseOptions.depth_probe_images, help="pool images the per-block probe is fitted on (cheaper)"
+    ),
+    cka_images: int = typer.Option(
+        DiagnoseOptions.cka_images, help="test images whose patch tokens CKA compares"
+    ),
+    fig6_images: int = typer.Option(
+        DiagnoseOptions.fig6_images, help="test images shown in Fig 6 (3 reference patches each)"
+    ),
+    knn: bool = _knn_option(),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     weights: Path | None = typer.Option(
@@ -493,9 +522,10 @@ def diagnose_command(
     mean: str | None = _norm_option("mean", "every model's"),
     std: str | None = _norm_option("std", "every model's"),
     device: str = device_option(),
-    batch_size: int = batch_size_option(64, BATCH_HELP),
+    batch_size: int = _batch_size_option(),
     no_cache: bool = _no_cache_option(),
     heads: int | None = heads_option(),
+    probe_backend: str = _probe_backend_option(),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -513,31 +543,26 @@ def diagnose_command(
     check_output(out, "folder")
     from ..analysis.diagnose import diagnose
 
+    probe = ProbeOptions(probe_backend, knn)  # an unknown backend: one line now, before any work
     names = _split_names(names, len(ckpts)) or None
     summary = diagnose(
-        with_heads(ckpts, heads),
+        ckpts,
         names,
         out,
-        dataset=dataset,
-        data_root=data_root,
-        split_seed=split_seed,
-        test_size=test_size,
-        allow_overlap=allow_overlap,
-        background=value(background),
-        probe_images=probe_images,
-        test_images=test_images,
-        depth_probe_images=depth_probe_images,
-        cka_images=cka_images,
-        fig6_images=fig6_images,
-        knn=knn,
+        model=_model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache),
+        data=EvalSet(
+            dataset,
+            data_root,
+            split_seed,
+            test_size,
+            probe_images,
+            test_images,
+            allow_overlap,
+            value(eval_protocol),
+        ),
+        probe=probe,
+        figures=DiagnoseOptions(depth_probe_images, cka_images, fig6_images, value(background)),
         progress=not (quiet or as_json),
-        use_cache=not no_cache,
-        weights=weights,
-        img_size=img_size,
-        mean=_rgb(mean, "--mean"),
-        std=_rgb(std, "--std"),
-        device=device,
-        batch_size=batch_size,
     )
     if as_json:
         print_json(summary)

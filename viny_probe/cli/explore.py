@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
+from ..analysis.options import EvalSet, ExploreOptions, ExtractOptions, ModelOptions
 from ..progress import console
-from .analysis import heads_option, with_heads
+from .analysis import heads_option
 from .app import app
 from .options import (
     INTERRUPTED_NOTHING_WRITTEN,
@@ -53,21 +54,27 @@ def explore_command(
     dataset: str | None = dataset_option(
         "images from this dataset's test split (default: the first checkpoint's, else toy-pets)"
     ),
-    images: int = typer.Option(16, "--images", help="how many test images to show"),
+    images: int = typer.Option(ExploreOptions.images, "--images", help="how many test images to show"),
     data_root: str | None = typer.Option(
         None, envvar="VINY_DATA_ROOT", help="folder of the real dataset, or its parent"
     ),
     split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
-    layer: str = typer.Option("all", "--layer", help="blocks in the page: all | final | 3,6,12"),
-    max_mb: float = typer.Option(64.0, "--max-mb", help="refuse a page larger than this (MB)"),
+    layer: str = typer.Option(
+        ExploreOptions.blocks, "--layer", help="blocks in the page: all | final | 3,6,12"
+    ),
+    max_mb: float = typer.Option(
+        ExploreOptions.max_mb, "--max-mb", help="refuse a page larger than this (MB)"
+    ),
     allow_overlap: bool = typer.Option(
-        False, "--allow-overlap", help="show images the checkpoint's lineage trained on (refused by default)"
+        EvalSet.allow_overlap,
+        "--allow-overlap",
+        help="show images the checkpoint's lineage trained on (refused by default)",
     ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     device: str = device_option(),
-    batch_size: int = batch_size_option(),
+    batch_size: int = batch_size_option(ModelOptions.batch_size),
     heads: int | None = heads_option(),
 ) -> None:
     """One self-contained HTML page to look at patch tokens: click a patch to see its cosine similarity
@@ -78,27 +85,26 @@ def explore_command(
     viny explore timm:vit_small_patch16_224 cat.jpg dog.jpg --layer 4,8,12
     """
     from ..analysis.diagnose import load_models
-    from ..analysis.explore import ExploreOptions, build_explorer, dataset_images, file_images
+    from ..analysis.explore import build_explorer, dataset_images, file_images
+    from ..analysis.sources import with_heads
 
     check_output(out, "file")
     sources, image_items = split_models_and_images(items)
     if not sources:
         raise typer.BadParameter("name at least one model before the images", param_hint="ITEMS")
-    if image_items and (dataset or images != 16):
+    if image_items and (dataset or images != ExploreOptions.images):
         raise typer.BadParameter("give image files, or --dataset/--images, not both", param_hint="--dataset")
     progress = not (quiet or as_json)
-    models = load_models(with_heads(sources, heads))
+    model = ModelOptions(heads=heads, device=device, batch_size=batch_size)
+    models = load_models([with_heads(s, heads) for s in sources], model)
     warnings: list[str] = []
     if image_items:
         shown = file_images(image_items)
     else:
-        shown, warnings = dataset_images(
-            models, dataset, images, data_root, split_seed, test_size, allow_overlap
-        )
-    opts = ExploreOptions(
-        blocks=layer, device=device, batch_size=batch_size, max_mb=max_mb, progress=progress
-    )
-    summary = build_explorer(models, shown, out, opts, say=console.print if progress else None)
+        data = EvalSet(dataset, data_root, split_seed, test_size, allow_overlap=allow_overlap)
+        shown, warnings = dataset_images(models, data, images)
+    opts = ExploreOptions(blocks=layer, max_mb=max_mb, progress=progress)
+    summary = build_explorer(models, shown, out, opts, model, say=console.print if progress else None)
     summary["warnings"] = warnings
     if as_json:
         print_json(summary)
@@ -127,16 +133,20 @@ def extract_command(
     ),
     split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
-    probe_images: int = typer.Option(2000, help="pool images (those the probe is fitted on)"),
-    test_images: int = typer.Option(1000, help="test images"),
-    layer: str = typer.Option("all", "--layer", help="blocks to write: all | final | 3,6,12"),
-    dtype: str = typer.Option("float16", help="float16 (half the size) | float32"),
-    shard_images: int = typer.Option(256, help="images per shard (memory holds one shard's tokens)"),
-    force: bool = typer.Option(False, "--force", help="write into a folder that already holds tokens"),
+    probe_images: int = typer.Option(EvalSet.probe_images, help="pool images (those the probe is fitted on)"),
+    test_images: int = typer.Option(EvalSet.test_images, help="test images"),
+    layer: str = typer.Option(ExtractOptions.blocks, "--layer", help="blocks to write: all | final | 3,6,12"),
+    dtype: str = typer.Option(ExtractOptions.dtype, help="float16 (half the size) | float32"),
+    shard_images: int = typer.Option(
+        ExtractOptions.shard_images, help="images per shard (memory holds one shard's tokens)"
+    ),
+    force: bool = typer.Option(
+        ExtractOptions.force, "--force", help="write into a folder that already holds tokens"
+    ),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
     device: str = device_option(),
-    batch_size: int = batch_size_option(),
+    batch_size: int = batch_size_option(ModelOptions.batch_size),
     heads: int | None = heads_option(),
 ) -> None:
     """Write a model's patch tokens to disk, per block, in .npy shards with an index of image ids, for
@@ -149,15 +159,17 @@ def extract_command(
     Example: viny extract timm:vit_small_patch16_224.augreg_in21k --dataset toy-pets -o vits-tokens;
     viny probe tokens:vits-tokens --dataset toy-pets
     """
-    from ..analysis.token_store import ExtractOptions, extract_tokens
+    from ..analysis.token_store import extract_tokens
 
     check_output(out, "folder")
-    opts = ExtractOptions(
-        dataset, data_root, split_seed, test_size, probe_images, test_images, layer, dtype, shard_images,
-        device, batch_size, not (quiet or as_json), force,
-    )  # fmt: skip
-    (source,) = with_heads([source], heads)
-    summary = extract_tokens(source, out, opts)
+    summary = extract_tokens(
+        source,
+        out,
+        ExtractOptions(blocks=layer, dtype=dtype, shard_images=shard_images, force=force),
+        ModelOptions(heads=heads, device=device, batch_size=batch_size),
+        EvalSet(dataset, data_root, split_seed, test_size, probe_images, test_images),
+        progress=not (quiet or as_json),
+    )
     if as_json:
         print_json(summary)
         return

@@ -83,8 +83,9 @@ def at_least(flag: str, low: int):
     return check
 
 
-def batch_size_option(default: Any = 64, help: str = "images per forward pass") -> Any:
-    """``--batch-size N`` (at least 1, checked as the command line is read)."""
+def batch_size_option(default: Any, help: str = "images per forward pass") -> Any:
+    """``--batch-size N`` (at least 1, checked as the command line is read); ``default`` from the
+    library's parameter object (``analysis.options.ModelOptions.batch_size``, ...), not written here."""
     return typer.Option(default, "--batch-size", callback=at_least("--batch-size", 1), help=help)
 
 

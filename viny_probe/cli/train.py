@@ -3,13 +3,25 @@ generated when the command line is read, so a regime registered by any module ge
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
-from ..config import AUGMENTS, INPUTS, PHASES, SPATIAL_TARGETS, TrainConfig
+from ..config import (
+    AUGMENTS,
+    PHASES,
+    RECIPES,
+    OptionSpec,
+    TrainConfig,
+    not_an_option,
+    option_specs,
+    options_class,
+    regimes_taking,
+)
 from ..data.cache import ON_ERROR_CHOICES
+from ..data.decode import RESIZE_FILTERS
 from ..data.spec import dataset_names
 from ..distributed import from_environment
 from ..errors import VinyError
@@ -37,11 +49,10 @@ from .options import (
     value,
 )
 
-Targets = choices("Targets", SPATIAL_TARGETS)
 Augment = choices("Augment", AUGMENTS)
-Inputs = choices("Inputs", INPUTS)
 Phase = choices("Phase", PHASES)
 OnError = choices("OnError", ON_ERROR_CHOICES)
+Resize = choices("Resize", RESIZE_FILTERS)
 
 
 def parse_milestones(text: str | None) -> tuple[int, ...] | None:
@@ -53,36 +64,47 @@ def parse_milestones(text: str | None) -> tuple[int, ...] | None:
         raise VinyError(f"--milestones must be comma-separated epochs like 50,85; got {text!r}") from None
 
 
-# Options only some regimes take: option name -> (flag, the Regime attribute that says it takes it,
-# what it is). A regime declares the option by having the attribute (a plugin's regime too); `viny
-# train` hides the others from its --help and refuses them with the reason.
-REGIME_OPTIONS = {
-    "targets": ("--targets", "targets", "the spatial targets (trimap or patch-label)"),
-    "mixup": ("--mixup", "mixup_alpha", "MixUp of the image labels"),
-    "mask_token_std": ("--mask-token-std", "mask_token_std", "the init of SimMIM's mask token"),
-    "position_softmax": ("--position-softmax", "position_softmax", "a softmax over segmentation maps"),
-    "inputs": ("--inputs", "inputs", "the encoder's input normalisation"),
-}
+def option_parameter(regime: str, spec: OptionSpec) -> inspect.Parameter:
+    """The `viny train REGIME` parameter of one field of the regime's options dataclass: a bool is
+    ``--flag/--no-flag``, a Literal a choice, every value None (the preset's) unless given."""
+    if spec.name in _COMMAND_ONLY:
+        raise VinyError(f"option {spec.name!r} of regime {regime!r} has the name of a `viny train` option")
+    recipes = any(r == regime and spec.name in v for p in RECIPES.values() for (r, _, _), v in p.items())
+    shown = str(spec.default).lower() if spec.kind is bool else str(spec.default)
+    help_text = f"{spec.help} (default: {shown}" + (", or the preset's recipe)" if recipes else ")")
+    names = (f"{spec.flag}/--no-{spec.flag[2:]}",) if spec.kind is bool else ()
+    if spec.choices is not None:
+        kind = choices(f"{regime.title()}{spec.name.title()}", [str(c) for c in spec.choices])
+    else:
+        kind = spec.kind
+    return inspect.Parameter(
+        spec.name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=typer.Option(None, *names, help=help_text),
+        annotation=kind | None,
+    )
 
 
-def regimes_taking(option: str) -> list[str]:
-    """The registered regimes that take ``option`` (a key of REGIME_OPTIONS)."""
-    attribute = REGIME_OPTIONS[option][1]
-    return [name for name in REGIMES.names() if hasattr(REGIMES.get(name), attribute)]
+def option_value(spec: OptionSpec, given):
+    """The option's value from what the parser gave (a choice's Enum member back to its Literal value)."""
+    if given is None or spec.choices is None:
+        return given
+    return {str(c): c for c in spec.choices}[value(given)]
 
 
-def refuse_options_not_taken(regime: str, given: dict) -> None:
-    """A VinyError naming the first option in ``given`` (name -> value, None = not given) that
-    ``regime`` does not take, and which regimes do."""
-    for name, value_given in given.items():
-        flag, attribute, what = REGIME_OPTIONS[name]
-        if value_given is not None and not hasattr(REGIMES.get(regime), attribute):
-            takers = regimes_taking(name)
-            listed = " and ".join([", ".join(takers[:-1]), takers[-1]] if len(takers) > 1 else takers)
-            raise VinyError(
-                f"{flag} does not apply to `viny train {regime}`: it sets {what}, which only "
-                f"{listed or 'no regime'} {'takes' if len(takers) == 1 else 'take'}; leave it out"
-            )
+class RegimeCommand(TyperCommand):
+    """A `viny train REGIME` command: an option of another regime is refused in one line naming the
+    regimes that take it (the parser would only say it does not exist)."""
+
+    def parse_args(self, ctx, args):
+        try:
+            return super().parse_args(ctx, args)
+        except Exception as error:  # the parser's NoSuchOption (of the click typer vendors: by its name)
+            typed = str(getattr(error, "option_name", "")).split("=")[0]
+            name = (typed[5:] if typed.startswith("--no-") else typed[2:]).replace("-", "_")
+            if type(error).__name__ == "NoSuchOption" and typed.startswith("--") and regimes_taking(name):
+                raise VinyError(not_an_option(self.name, name)) from None
+            raise
 
 
 def _summary_line(summary: dict) -> str:
@@ -123,15 +145,13 @@ def run_training(cfg: TrainConfig, out: Path | None, resume: bool, quiet: bool, 
     return result
 
 
+# `viny train` options that are no TrainConfig field: a regime option may not take their names.
+_COMMAND_ONLY = {"out", "resume", "as_json", "quiet", "options"}
+
+
 def _make_command(regime: str):
     default_dataset = REGIMES.get(regime).default_dataset
-
-    def only(option: str, help: str) -> dict:
-        """``help`` after the regimes that take ``option``; hidden where this regime does not."""
-        return {
-            "help": f"{', '.join(regimes_taking(option))} only: {help}",
-            "hidden": not hasattr(REGIMES.get(regime), REGIME_OPTIONS[option][1]),
-        }
+    specs = option_specs(options_class(regime))
 
     def command(
         dataset: str | None = typer.Option(None, help=f"default: embedded {default_dataset}"),
@@ -155,43 +175,16 @@ def _make_command(regime: str):
         ),
         train_size: int | None = typer.Option(None, help="training images (default: all available)"),
         test_size: int = typer.Option(1000, help="fixed held-out test images"),
-        targets: Targets | None = typer.Option(
-            None,
-            **only("targets", "trimap = the trimap class of each patch; patch-label = the image's class"),
-        ),
-        mixup: float | None = typer.Option(
-            None,
-            **only("mixup", "MixUp alpha (default: the preset's; 0, or 0.1 on Intel with --preset authors)"),
-        ),
         augment: Augment | None = typer.Option(
             None,
             help="crop = RandomResizedCrop 0.67-1 + flip (classify, simmim); flip (classify, spatial); "
             "flip-contrast = flip + contrast jitter 0.3 (classify, spatial, segment); default: the preset's",
         ),
-        mask_token_std: float | None = typer.Option(
+        resize: Resize | None = typer.Option(
             None,
-            **only(
-                "mask_token_std",
-                "std of the mask token's normal init (default: the preset's; 0.02, or 1 with --preset "
-                "authors, the study's code)",
-            ),
-        ),
-        position_softmax: bool | None = typer.Option(
-            None,
-            "--position-softmax/--no-position-softmax",
-            **only(
-                "position_softmax",
-                "log_softmax over each class map's pixel positions before the loss and the prediction, as "
-                "the study's code (default: the preset's; on with --preset authors)",
-            ),
-        ),
-        inputs: Inputs | None = typer.Option(
-            None,
-            **only(
-                "inputs",
-                "normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in Spatial and "
-                "segmentation); default: the preset's",
-            ),
+            help="the image filter of the decode: bilinear (antialiased, viny's) or nearest (the study's "
+            "code on Pets, jointly with the trimaps, and Intel); trimaps are always nearest; each filter "
+            "has its own cache entry; default: the preset's (nearest for those stages with --preset authors)",
         ),
         phase: Phase | None = typer.Option(
             None,
@@ -216,17 +209,9 @@ def _make_command(regime: str):
         ),
         as_json: bool = json_option(),
         quiet: bool = quiet_option(),
+        **options,
     ) -> None:
-        refuse_options_not_taken(
-            regime,
-            {
-                "targets": targets,
-                "mixup": mixup,
-                "mask_token_std": mask_token_std,
-                "position_softmax": position_softmax,
-                "inputs": inputs,
-            },
-        )
+        given = {s.name: option_value(s, options[s.name]) for s in specs}
         cfg = TrainConfig(
             regime=regime,
             preset=value(preset),
@@ -244,12 +229,9 @@ def _make_command(regime: str):
             train_size=train_size,
             test_size=test_size,
             init=str(init) if init else None,
-            **({} if targets is None else {"targets": value(targets)}),
-            mixup=mixup,
             augment=value(augment),
-            mask_token_std=mask_token_std,
-            inputs=value(inputs),
-            position_softmax=position_softmax,
+            regime_options={k: v for k, v in given.items() if v is not None},
+            resize=value(resize),
             phase=value(phase),
             cls_in_sequence=cls_in_sequence,
             on_error=value(on_error),
@@ -265,6 +247,17 @@ def _make_command(regime: str):
     # The datasets registered when the command is built (this module's annotations are strings, read
     # in its globals: the local Enum goes in as the type itself).
     command.__annotations__["dataset"] = choices("Dataset", dataset_names()) | None
+    # The regime's own options, one flag per field of its options dataclass (Regime.Options), after
+    # --augment: typer reads the parameters from the signature, which **options stands in for.
+    common = [
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in inspect.signature(command, eval_str=True).parameters.values()
+        if p.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
+    at = [p.name for p in common].index("augment") + 1
+    own = [option_parameter(regime, s) for s in specs]
+    command.__signature__ = inspect.Signature([*common[:at], *own, *common[at:]])
+    command.__annotations__.update({p.name: p.annotation for p in own})
     return interruptible(INTERRUPTED_TRAINING)(command)
 
 
@@ -278,7 +271,7 @@ class RegimeCommands(TyperGroup):
         if name not in REGIMES:
             return None
         single = typer.Typer(add_completion=False)
-        single.command(name)(_make_command(name))
+        single.command(name, cls=RegimeCommand)(_make_command(name))
         return typer.main.get_command(single)
 
 

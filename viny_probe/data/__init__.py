@@ -18,6 +18,8 @@ from viny_probe.data import (  # noqa: E402, F401, I001  (listing order)
     pets,
 )
 from viny_probe.data.base import ImageSet
+from viny_probe.data.cache import DECODING_DEFAULTS
+from viny_probe.data.decode import check_resize
 from viny_probe.data.spec import DatasetSpec, dataset_names, dataset_spec, register_dataset
 from viny_probe.errors import VinyError
 from viny_probe.registry import DATASETS
@@ -67,6 +69,8 @@ def load_dataset(
     on_error: str = "skip",
     cache_dir: str | Path | None = None,
     workers: int = 0,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> ImageSet:
     """Dataset ``name`` (registered in ``viny_probe.registry.DATASETS``) at ``size`` x ``size``: images (N, 3, S, S) uint8.
 
@@ -76,6 +80,12 @@ def load_dataset(
     decoded); for the embedded sets it is the number generated. Real datasets are decoded once and
     cached under ``cache_dir`` (else $VINY_CACHE_DIR, else ~/.cache/viny); ``on_error`` says whether an
     unreadable image is skipped with a warning or stops the load.
+
+    ``resize`` is the image filter of the decode (``decode.RESIZE_FILTERS``: bilinear, or nearest as the
+    study's code; trimaps always nearest). ``keep_aspect``: images keep their aspect ratio, the longer
+    side at most ``size``, stored padded with each one's (h, w) in ``ImageSet.extents`` (no masks).
+    Both reach the loader of a real dataset only when they differ from the defaults; the embedded sets
+    are generated at ``size`` and ignore them (nothing is resized).
     """
     spec = dataset_spec(name)
     if split not in _SPLITS or (split == "test" and spec.held_out != "own"):
@@ -84,6 +94,8 @@ def load_dataset(
             f"{', '.join(s.name for s in DATASETS.values() if s.held_out == 'own')} has a 'test' split. "
             "Other held-out sets come from the split protocol (viny_probe.data.protocol.make_split)."
         )
+    decoding = {"resize": resize, "keep_aspect": keep_aspect}
+    check_resize(resize)
     root = None if spec.embedded else resolve_data_root(name, data_root)
     dataset = spec.load(
         root,
@@ -94,6 +106,7 @@ def load_dataset(
         on_error=on_error,
         cache_dir=cache_dir,
         workers=workers,
+        **{k: v for k, v in decoding.items() if v != DECODING_DEFAULTS[k]},
     )
     if spec.embedded or spec.limits_itself:
         return dataset

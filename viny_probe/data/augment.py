@@ -70,6 +70,52 @@ def random_resized_crop(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def random_resized_crop_boxes(
+    extents: torch.Tensor,
+    gen: torch.Generator,
+    scale: tuple[float, float] = (0.67, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+) -> torch.Tensor:
+    """Per-image RandomResizedCrop boxes in each image's own pixels: extents (B, 2) (h, w) -> (B, 4)
+    int64 (top, left, height, width).
+
+    Area ~ U(scale) of h * w, log aspect (width / height, in pixels of the image as it is) ~ U(log
+    ratio), both sides rounded and clipped to the image, the box placed uniformly: torchvision's box
+    (without its retry loop), drawn from ``gen`` in the same order as ``random_resized_crop``.
+    """
+    b = extents.shape[0]
+    cpu = torch.device("cpu")
+    area = _uniform(b, *scale, gen, cpu).double()
+    aspect = torch.exp(_uniform(b, math.log(ratio[0]), math.log(ratio[1]), gen, cpu).double())
+    u_x, u_y = torch.rand(b, generator=gen).double(), torch.rand(b, generator=gen).double()
+    h, w = extents.to(cpu, torch.float64).unbind(1)
+    target = area * h * w
+    width = torch.minimum(torch.sqrt(target * aspect).round().clamp(min=1), w)
+    height = torch.minimum(torch.sqrt(target / aspect).round().clamp(min=1), h)
+    left = (u_x * (w - width + 1)).floor().clamp(max=w - width)
+    top = (u_y * (h - height + 1)).floor().clamp(max=h - height)
+    return torch.stack([top, left, height, width], dim=1).long()
+
+
+def resized_crops(
+    images: torch.Tensor, boxes: torch.Tensor, size: int, resize: str = "bilinear"
+) -> torch.Tensor:
+    """Each image's box (top, left, height, width) resized to ``size`` x ``size``: (B, C, H, W) uint8 or
+    float -> (B, C, size, size) float in the input's scale (uint8 input -> float [0, 1]).
+
+    ``bilinear`` is antialiased (torch's approximation of Pillow's filter, as torchvision's resize of a
+    tensor with ``antialias=True``); ``nearest`` is ``nearest-exact``, the pixel Pillow's NEAREST picks.
+    """
+    scale = 255.0 if images.dtype == torch.uint8 else 1.0
+    out = torch.empty(images.shape[0], images.shape[1], size, size, device=images.device)
+    mode = {"bilinear": "bilinear", "nearest": "nearest-exact"}[resize]
+    options = {"antialias": True, "align_corners": False} if mode == "bilinear" else {}
+    for i, (top, left, height, width) in enumerate(boxes.tolist()):
+        crop = images[i : i + 1, :, top : top + height, left : left + width].float()
+        out[i] = F.interpolate(crop, size=(size, size), mode=mode, **options)[0]
+    return out.div_(scale).clamp_(0, 1) if scale != 1.0 else out
+
+
 def contrast_jitter(images: torch.Tensor, strength: float, gen: torch.Generator) -> torch.Tensor:
     """Per-image contrast factor ~ U(1 - s, 1 + s), blended with the image's grey mean, as
     torchvision's adjust_contrast: (B, 3, H, W) float in [0, 1] -> same."""

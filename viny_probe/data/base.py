@@ -109,6 +109,8 @@ class ImageSet:
         declares its own on its ``DatasetSpec``).
     ids:    one identifier per image (file stem or synthetic index): the split is keyed by it.
     skipped: ids of images the dataset lists but that could not be read (left out, see data.protocol).
+    extents: (N, 2) int64 (h, w) of each image inside its square, or None (each fills it): a set whose
+        images keep their aspect ratio, stored padded in the top-left corner (``decode.load_source``).
     The tensors may be views of a memory-mapped cache: treat them as read-only.
     """
 
@@ -120,6 +122,7 @@ class ImageSet:
     ids: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     mask_classes: MaskClasses = TRIMAP
+    extents: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = self.images.shape[0]
@@ -131,6 +134,8 @@ class ImageSet:
             raise ValueError(f"labels must be ({n},), got {tuple(self.labels.shape)}")
         if self.masks is not None and self.masks.shape != (n, *self.images.shape[2:]):
             raise ValueError(f"masks must be ({n}, S, S), got {tuple(self.masks.shape)}")
+        if self.extents is not None and self.extents.shape != (n, 2):
+            raise ValueError(f"extents must be ({n}, 2), got {tuple(self.extents.shape)}")
         if not self.ids:
             self.ids = [str(i) for i in range(n)]
 
@@ -148,7 +153,7 @@ class ImageSet:
     @property
     def nbytes(self) -> int:
         """Bytes held by the images, labels and masks together."""
-        tensors = [t for t in (self.images, self.labels, self.masks) if t is not None]
+        tensors = [t for t in (self.images, self.labels, self.masks, self.extents) if t is not None]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def to(self, device: torch.device | str) -> ImageSet:
@@ -166,6 +171,7 @@ class ImageSet:
             ids=list(self.ids),
             skipped=list(self.skipped),
             mask_classes=self.mask_classes,
+            extents=None if self.extents is None else self.extents.to(device),
         )
 
     def subset(self, index: torch.Tensor | list[int]) -> ImageSet:
@@ -180,4 +186,5 @@ class ImageSet:
             class_names=list(self.class_names),
             ids=[self.ids[i] for i in index.tolist()],
             mask_classes=self.mask_classes,
+            extents=None if self.extents is None else self.extents[index],
         )

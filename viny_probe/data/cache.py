@@ -1,7 +1,8 @@
 """Decode a dataset once, keep it as ``.npy`` arrays on disk, and load it back memory-mapped.
 
 One cache entry is a folder ``<cache_dir>/<name>-<size>px-<hash>/`` holding ``images.npy`` (N, 3, S, S)
-uint8, optionally ``labels.npy`` (N,) int64 and ``masks.npy`` (N, S, S) uint8, and ``meta.json``
+uint8, optionally ``labels.npy`` (N,) int64, ``masks.npy`` (N, S, S) uint8 and ``extents.npy`` (N, 2)
+int64 (the (h, w) of each image of an aspect-kept entry, ``keep_aspect``), and ``meta.json``
 (name, class_names, ids, the files left out, and a readable summary of the key). The hash covers
 everything that changes the content, including every source file's size and mtime, so an edited or
 added file gives a new entry instead of stale pixels. Entries are written to a temporary folder
@@ -113,6 +114,16 @@ def check_on_error(on_error: str) -> None:
         raise VinyError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
 
 
+# How a loader's files are decoded, beyond the size: the keyword arguments ``load_dataset`` passes a
+# DatasetSpec's loader only when they differ from these defaults (``decode_cached`` documents them).
+DECODING_DEFAULTS = {"resize": "bilinear", "keep_aspect": False}
+
+
+def decoding_options(given: dict[str, Any]) -> dict[str, Any]:
+    """The decoding keywords (``DECODING_DEFAULTS``) among a loader's other keyword arguments."""
+    return {k: v for k, v in given.items() if k in DECODING_DEFAULTS}
+
+
 def cache_key(key: dict[str, Any]) -> str:
     """A stable hex digest of ``key`` (any JSON-serialisable dict; order of dict keys does not matter)."""
     text = json.dumps(key, sort_keys=True, separators=(",", ":"), default=str)
@@ -206,6 +217,7 @@ def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
         images = _as_tensor(entry / "images.npy")
         labels = _as_tensor(entry / "labels.npy") if (entry / "labels.npy").exists() else None
         masks = _as_tensor(entry / "masks.npy") if (entry / "masks.npy").exists() else None
+        extents = _as_tensor(entry / "extents.npy") if (entry / "extents.npy").exists() else None
         dataset = ImageSet(
             name=meta["name"],
             images=images,
@@ -215,6 +227,7 @@ def read_entry(entry: Path) -> tuple[ImageSet, dict[str, Any]]:
             ids=list(meta["ids"]),
             skipped=[item[2] for item in meta.get("skipped", [])],
             mask_classes=MaskClasses.from_json(meta["mask_classes"]) if "mask_classes" in meta else TRIMAP,
+            extents=extents,
         )
     except (FileNotFoundError, ValueError, KeyError, TypeError) as err:  # its content, not the disk
         raise DamagedCacheEntry(entry, str(err)) from err
@@ -318,16 +331,31 @@ def _chunks(items: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
         yield items[start : start + size]
 
 
-def _decode_sample(
-    sample: Sample, size: int, mask_classes: MaskClasses = TRIMAP
-) -> tuple[np.ndarray, np.ndarray | None] | decode.ImageDecodeError:
-    """(image (3, S, S), mask (S, S) or None), or the error that names the unreadable file."""
+@dataclass(frozen=True)
+class _Decoding:
+    """How a cache entry's files are decoded: the side, the image filter, and whether the aspect ratio
+    is kept (``decode.load_source``: the longer side at most ``size``, padded, no masks)."""
+
+    size: int
+    mask_classes: MaskClasses = TRIMAP
+    resize: str = "bilinear"
+    keep_aspect: bool = False
+
+
+Decoded = tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]
+
+
+def _decode_sample(sample: Sample, how: _Decoding) -> Decoded | decode.ImageDecodeError:
+    """(image (3, S, S), mask (S, S) or None, (h, w) or None), or the error naming the unreadable file."""
     try:
-        image = decode.load_rgb(sample.image, size)
-        mask = None if sample.mask is None else decode.load_mask(sample.mask, size, mask_classes)
+        if how.keep_aspect:
+            image, extent = decode.load_source(sample.image, how.size, how.resize)
+            return image, None, extent
+        image = decode.load_rgb(sample.image, how.size, how.resize)
+        mask = None if sample.mask is None else decode.load_mask(sample.mask, how.size, how.mask_classes)
     except decode.ImageDecodeError as err:  # TrimapError included; other errors are not per-file
         return err
-    return image, mask
+    return image, mask, None
 
 
 def _progress(total: int, description: str):
@@ -348,8 +376,8 @@ def _progress(total: int, description: str):
 
 
 def _decoded(
-    samples: Sequence[Sample], size: int, workers: int, description: str, mask_classes: MaskClasses = TRIMAP
-) -> Iterator[tuple[Sample, tuple[np.ndarray, np.ndarray | None] | decode.ImageDecodeError]]:
+    samples: Sequence[Sample], how: _Decoding, workers: int, description: str
+) -> Iterator[tuple[Sample, Decoded | decode.ImageDecodeError]]:
     """(sample, decoded arrays or its error) in input order, decoded by a thread pool chunk by chunk.
 
     Pillow releases the GIL while decoding and resizing, so threads use every core without the cost
@@ -360,9 +388,7 @@ def _decoded(
         with progress or contextlib.nullcontext():
             task = progress.add_task(description, total=len(samples)) if progress else None
             for chunk in _chunks(samples, _CHUNK):
-                yield from zip(
-                    chunk, pool.map(lambda s: _decode_sample(s, size, mask_classes), chunk), strict=True
-                )
+                yield from zip(chunk, pool.map(lambda s: _decode_sample(s, how), chunk), strict=True)
                 if progress:
                     progress.advance(task, len(chunk))
 
@@ -392,18 +418,23 @@ def decode_into(
     summary: dict[str, Any] | None = None,
     workers: int = 0,
     mask_classes: MaskClasses = TRIMAP,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> None:
     """Decode ``samples`` into ``folder`` as images.npy (N, 3, S, S), labels.npy, masks.npy, meta.json.
 
     Masks are decoded through ``mask_classes``' value map into class indices (``IGNORE`` for an ignore
-    value), stored like Oxford's trimap classes.
+    value), stored like Oxford's trimap classes. Images are resized with ``resize``; with
+    ``keep_aspect`` they keep their aspect ratio (longer side at most S, padded; ``extents.npy`` holds
+    each one's (h, w)) and masks are not decoded.
 
     Decoded images are written into memory-mapped arrays chunk by chunk, so the whole set never has to fit in RAM. Unreadable
     files are recorded in meta.json (``on_error="skip"``) or raise at once (``on_error="fail"``).
     ``workers`` decoding threads; 0 means one per CPU core (at most 16).
     """
     with_labels = any(s.label is not None for s in samples)
-    with_masks = any(s.mask is not None for s in samples)
+    with_masks = not keep_aspect and any(s.mask is not None for s in samples)
+    how = _Decoding(size, mask_classes, resize, keep_aspect)
     n = len(samples)
     images = np.lib.format.open_memmap(
         folder / "images.npy", mode="w+", dtype=np.uint8, shape=(n, 3, size, size)
@@ -413,11 +444,12 @@ def decode_into(
         if with_masks
         else None
     )
+    extents: list[tuple[int, int]] = []
     labels: list[int] = []
     ids: list[str] = []
     skipped: list[tuple[str, str, str]] = []
     description = f"decoding {name} ({n} images)"
-    for sample, result in _decoded(samples, size, workers, description, mask_classes):
+    for sample, result in _decoded(samples, how, workers, description):
         if isinstance(result, decode.ImageDecodeError):
             if on_error == "fail":
                 raise result
@@ -427,6 +459,8 @@ def decode_into(
         images[row] = result[0]
         if masks is not None:
             masks[row] = result[1]
+        if keep_aspect:
+            extents.append(result[2])
         labels.append(-1 if sample.label is None else sample.label)
         ids.append(sample.id)
     images.flush()
@@ -445,6 +479,8 @@ def decode_into(
             _shrink(folder / "masks.npy", kept)
     if with_labels:
         np.save(folder / "labels.npy", np.asarray(labels, dtype=np.int64))
+    if keep_aspect:
+        np.save(folder / "extents.npy", np.asarray(extents, dtype=np.int64).reshape(kept, 2))
     write_meta(
         folder,
         name=name,
@@ -485,17 +521,24 @@ def decode_cached(
     key: dict[str, Any] | None = None,
     workers: int = 0,
     mask_classes: MaskClasses = TRIMAP,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> ImageSet:
     """Decode ``samples`` at ``size`` once, cache them, and return the ImageSet (name ``name``).
 
     Mask files are read through ``mask_classes`` (default: Oxford-IIIT Pet's trimap values); a value
     map other than ``TRIMAP`` is part of the cache key, so changing it decodes the masks again.
+    Images are resized with ``resize`` (``decode.RESIZE_FILTERS``; trimaps always nearest); a filter
+    other than bilinear is part of the key, so the filters never share an entry and the bilinear
+    entries keep theirs. ``keep_aspect``: the images keep their aspect ratio, the longer side at most
+    ``size``, padded, with ``extents`` (``decode.load_source``); no masks (a key of its own too).
     The cache key covers ``name``, ``size``, ``class_names``, ``key`` (the loader's own choices: root,
     subset, seed) and, per sample, its id, label and the size + mtime of its image and trimap files.
     Images that cannot be read are left out with a SkippedImagesWarning (``on_error="skip"``, also
     on a cache hit) or raise ImageDecodeError naming the file (``on_error="fail"``).
     """
     check_on_error(on_error)
+    decode.check_resize(resize)
     if not samples:
         raise VinyError(f"{name}: no images to load")
     summary = {
@@ -507,6 +550,10 @@ def decode_cached(
     }
     if mask_classes != TRIMAP:  # the trimap entries keep their keys (and their caches)
         summary["mask_classes"] = mask_classes.to_json()
+    if resize != "bilinear":  # likewise: the bilinear entries keep theirs
+        summary["resize"] = resize
+    if keep_aspect:
+        summary["aspect"] = "keep"
     full_key = {
         **summary,
         "class_names": list(class_names),
@@ -527,6 +574,8 @@ def decode_cached(
             summary=summary,
             workers=workers,
             mask_classes=mask_classes,
+            resize=resize,
+            keep_aspect=keep_aspect,
         ),
         cache_dir,
     )

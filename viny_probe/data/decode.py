@@ -1,7 +1,11 @@
 """Decode one image or trimap file into a square uint8 array, whatever the file's pixel mode.
 
-Images are resized to ``size x size`` without keeping the aspect ratio, as the study does; trimaps are
-resized with nearest-neighbour so that their classes stay exact.
+Images are resized to ``size x size`` without keeping the aspect ratio, as the study does, with the
+filter ``resize`` names (``RESIZE_FILTERS``: Pillow's antialiased bilinear, viny's default, or nearest,
+the study's code on Pets and Intel); trimaps are resized with nearest-neighbour whatever the image's
+filter, so that their classes stay exact and, with ``nearest``, image and trimap are resized jointly
+(the same source pixel behind each output pixel). ``load_source`` keeps the aspect ratio instead: the
+copy SimMIM's crops are cut from when they come from the original (``crop_source="original"``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ from viny_probe.errors import VinyError, VinyWarning
 
 # Bump when decoding changes the pixels it produces, so that caches built by older code are not reused.
 DECODER_VERSION = 1
+
+# Image resize filters: "bilinear" = Pillow's bilinear, antialiased when shrinking (torchvision's Resize on
+# a PIL image); "nearest" = Pillow's nearest-neighbour (torchvision's Resize(interpolation=NEAREST)).
+RESIZE_FILTERS = ("bilinear", "nearest")
+_PIL_FILTERS = {"bilinear": Image.Resampling.BILINEAR, "nearest": Image.Resampling.NEAREST}
 
 # Lower-case suffixes treated as images when folders are listed.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
@@ -74,6 +83,11 @@ class TrimapError(ImageDecodeError):
 def _check_size(size: int) -> None:
     if not isinstance(size, int) or size < 1:
         raise VinyError(f"size must be a positive integer (pixels per side), got {size!r}")
+
+
+def check_resize(resize: str) -> None:
+    if resize not in RESIZE_FILTERS:
+        raise VinyError(f"resize must be one of {', '.join(RESIZE_FILTERS)}, got {resize!r}")
 
 
 def _high_depth_to_uint8(pixels: np.ndarray, mode: str) -> np.ndarray:
@@ -140,21 +154,55 @@ def _open(path: Path) -> Image.Image:
         raise ImageDecodeError(path, str(err) or type(err).__name__) from err
 
 
-def load_rgb(path: str | Path, size: int) -> np.ndarray:
-    """Decode ``path`` to RGB and resize it to (3, size, size) uint8 (bilinear, antialiased).
+def _resized_rgb(path: Path, image: Image.Image, width: int, height: int, resize: str) -> np.ndarray:
+    """``image`` in RGB at ``width`` x ``height`` (filter ``resize``; unchanged at its own size), (3, H, W)."""
+    try:
+        rgb = to_rgb(image)
+        if rgb.size != (width, height):
+            rgb = rgb.resize((width, height), _PIL_FILTERS[resize])
+    except (OSError, ValueError) as err:  # e.g. a mode Pillow cannot convert
+        raise ImageDecodeError(path, f"cannot convert mode {image.mode} to RGB ({err})") from err
+    return np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
 
-    The aspect ratio is not kept, as in the study. Pillow's bilinear resize widens its filter when it
-    shrinks, so downsampling is antialiased (the same pixels torchvision's Resize gives on a PIL image).
-    EXIF orientation is not applied, matching torchvision and the study.
+
+def load_rgb(path: str | Path, size: int, resize: str = "bilinear") -> np.ndarray:
+    """Decode ``path`` to RGB and resize it to (3, size, size) uint8 with filter ``resize``.
+
+    The aspect ratio is not kept, as in the study. Pillow's bilinear resize (the default) widens its
+    filter when it shrinks, so downsampling is antialiased (the same pixels torchvision's Resize gives
+    on a PIL image); ``nearest`` is Pillow's nearest-neighbour, what the study's code used on Pets and
+    Intel. EXIF orientation is not applied, matching torchvision and the study.
     """
     _check_size(size)
+    check_resize(resize)
     path = Path(path)
     with _open(path) as image:
-        try:
-            rgb = to_rgb(image).resize((size, size), Image.Resampling.BILINEAR)
-        except (OSError, ValueError) as err:  # e.g. a mode Pillow cannot convert
-            raise ImageDecodeError(path, f"cannot convert mode {image.mode} to RGB ({err})") from err
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1))
+        return np.ascontiguousarray(_resized_rgb(path, image, size, size, resize))
+
+
+def source_extent(width: int, height: int, side: int) -> tuple[int, int]:
+    """(h, w) of a ``width`` x ``height`` image scaled so that its longer side is at most ``side``
+    (never enlarged), each side rounded and at least 1 pixel: the aspect ratio kept."""
+    scale = min(1.0, side / max(width, height))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def load_source(path: str | Path, side: int, resize: str = "bilinear") -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode ``path`` to RGB keeping its aspect ratio: (array (3, side, side) uint8, (h, w)).
+
+    The image is resized with ``resize`` so that its longer side is at most ``side`` (a smaller image
+    keeps its own size) and stored in the top-left (h, w) corner of the array; the rest is zero. A crop
+    cut from it in its own (h, w) is a crop of the original, as torchvision's RandomResizedCrop cuts it
+    from the decoded file before resizing (the study's SimMIM; ``augment.random_resized_crop_boxes``).
+    """
+    _check_size(side)
+    check_resize(resize)
+    path = Path(path)
+    with _open(path) as image:
+        h, w = source_extent(image.width, image.height, side)
+        out = np.zeros((3, side, side), dtype=np.uint8)
+        out[:, :h, :w] = _resized_rgb(path, image, w, h, resize)
+    return out, (h, w)
 
 
 def _trimap_values(image: Image.Image, path: Path) -> np.ndarray:
@@ -173,7 +221,8 @@ def load_mask(path: str | Path, size: int, classes: MaskClasses = TRIMAP) -> np.
     """Decode a mask file to (size, size) uint8 class indices through ``classes``' value map: each
     declared value becomes its class, an ignore value ``IGNORE``; any other value raises TrimapError.
 
-    Nearest-neighbour resize, so no new values appear. With ``TRIMAP`` (the default), an Oxford-IIIT
+    Nearest-neighbour resize, so no new values appear (the image's ``nearest`` resize of a file of the
+    same size samples the same pixels: image and trimap resized jointly). With ``TRIMAP`` (the default), an Oxford-IIIT
     Pet trimap's 1/2/3 become classes 0 pet, 1 background, 2 boundary.
     """
     _check_size(size)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import Sample, check_on_error, decode_cached
+from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
 from viny_probe.data.decode import IMAGE_EXTENSIONS
 from viny_probe.data.protocol import split_order
 from viny_probe.data.spec import DatasetSpec, register_dataset
@@ -161,6 +161,8 @@ def load_image_folder(
     cache_dir: str | Path | None = None,
     name: str | None = None,
     workers: int = 0,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> ImageSet:
     """``limit`` images from a folder tree, chosen by split seed ``seed`` (the first ``limit`` in split
     order, keyed by each file's path), as (N, 3, S, S) uint8 (N = limit or all).
@@ -169,6 +171,7 @@ def load_image_folder(
     folders; otherwise labels are None. Images come in the seeded order, so ``limit=k`` gives the first
     k of ``limit=2k``. Unreadable images are left out (``on_error="skip"``, fewer than ``limit`` remain)
     or raise (``"fail"``). ``name`` defaults to "imagenet" for WordNet-id class folders, else "folder".
+    ``resize`` and ``keep_aspect`` as ``decode_cached``.
     """
     check_on_error(on_error)
     tree = find_image_tree(root)
@@ -202,11 +205,13 @@ def load_image_folder(
         cache_dir=cache_dir,
         workers=workers,
         key={"root": str(tree), "limit": limit, "seed": seed, "listed": len(files)},
+        resize=resize,
+        keep_aspect=keep_aspect,
     )
 
 
 def _loader(name: str):
-    def load(root, *, size, limit, seed, on_error, cache_dir, workers, **_):
+    def load(root, *, size, limit, seed, on_error, cache_dir, workers, **decoding):
         return load_image_folder(
             root,
             size=size,
@@ -216,6 +221,7 @@ def _loader(name: str):
             cache_dir=cache_dir,
             workers=workers,
             name=name,
+            **decoding_options(decoding),
         )
 
     return load

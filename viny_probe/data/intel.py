@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import Sample, check_on_error, decode_cached
+from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
 from viny_probe.data.folder import scan_images, warn_dropped
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
@@ -58,11 +58,14 @@ def load_intel(
     on_error: str = "skip",
     cache_dir: str | Path | None = None,
     workers: int = 0,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> ImageSet:
     """One split of Intel Image Classification: images (N, 3, S, S), labels (N,) into sorted class names.
 
     Class names come from the train split's folders (when present), so a label means the same class
     in both splits. Images are in sorted class, then file order; ids are ``<class>/<file stem>``.
+    ``resize`` and ``keep_aspect`` as ``decode_cached``.
     """
     check_on_error(on_error)
     if split not in SPLITS:
@@ -97,11 +100,21 @@ def load_intel(
         cache_dir=cache_dir,
         workers=workers,
         key={"root": str(folder), "split": split},
+        resize=resize,
+        keep_aspect=keep_aspect,
     )
 
 
-def _load(root, *, size, split, on_error, cache_dir, workers, **_):
-    return load_intel(root, size=size, split=split, on_error=on_error, cache_dir=cache_dir, workers=workers)
+def _load(root, *, size, split, on_error, cache_dir, workers, **decoding):
+    return load_intel(
+        root,
+        size=size,
+        split=split,
+        on_error=on_error,
+        cache_dir=cache_dir,
+        workers=workers,
+        **decoding_options(decoding),
+    )
 
 
 register_dataset(

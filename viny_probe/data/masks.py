@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet, MaskClasses
-from viny_probe.data.cache import Sample, check_on_error, decode_cached
+from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
 from viny_probe.data.folder import first_by_key, image_id, scan_images
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
@@ -53,12 +53,14 @@ def load_mask_folder(
     on_error: str = "skip",
     cache_dir: str | Path | None = None,
     workers: int = 0,
+    resize: str = "bilinear",
+    keep_aspect: bool = False,
 ) -> ImageSet:
     """Images ``(N, 3, S, S)`` and masks ``(N, S, S)`` (class indices of ``mask_classes``, ``IGNORE`` for
     an ignore value) of a folder holding ``images/`` and ``masks/``; ``mask_classes`` None reads
     ``classes.json`` in the folder. ``limit`` images chosen by ``seed`` (split order, keyed by id); an
     image without its mask or with an undeclared mask value is left out (``on_error="skip"``) or stops
-    the load (``"fail"``). Decoded once, then cached."""
+    the load (``"fail"``). Decoded once, then cached; ``resize`` and ``keep_aspect`` as ``decode_cached``."""
     check_on_error(on_error)
     folder = Path(root).expanduser()
     if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
@@ -83,6 +85,8 @@ def load_mask_folder(
         workers=workers,
         key={"root": str(folder), "limit": limit, "seed": seed, "listed": len(files)},
         mask_classes=classes,
+        resize=resize,
+        keep_aspect=keep_aspect,
     )
 
 
@@ -98,7 +102,7 @@ def mask_folder_dataset(
     """A ``DatasetSpec`` for a mask folder with this value map (None: the folder's classes.json), to
     pass to ``register_dataset``."""
 
-    def load(root, *, size, limit, seed, on_error, cache_dir, workers, **_):
+    def load(root, *, size, limit, seed, on_error, cache_dir, workers, **decoding):
         return load_mask_folder(
             root,
             mask_classes,
@@ -109,6 +113,7 @@ def mask_folder_dataset(
             on_error=on_error,
             cache_dir=cache_dir,
             workers=workers,
+            **decoding_options(decoding),
         )
 
     return DatasetSpec(

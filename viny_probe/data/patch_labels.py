@@ -9,31 +9,29 @@ from viny_probe.data.base import IGNORE
 from viny_probe.errors import VinyError
 
 
-def _patch_pixels(masks: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """``(N, H, W)`` -> ``(N, P, patch_size**2)``: the pixels of each patch, patches in row-major order."""
-    n, h, _ = masks.shape
-    g = h // patch_size
-    return (
-        masks.reshape(n, g, patch_size, g, patch_size)
-        .permute(0, 1, 3, 2, 4)
-        .reshape(n, g * g, patch_size * patch_size)
-    )
-
-
 def _class_counts(masks: ArrayLike, patch_size: int, num_classes: int, check: bool = True) -> torch.Tensor:
     masks = as_masks(masks, "masks", patch_size) if check else masks
     num_classes = check_positive_int(num_classes, "num_classes")
     if check and masks.numel():
         # the ignore value (IGNORE) is no class: it counts for none of them
-        top = int(torch.where(masks == IGNORE, 0, masks.long()).max())
+        top = int(masks.masked_fill(masks == IGNORE, 0).max())
         if top >= num_classes:
             raise VinyError(
                 f"masks holds class {top}, but num_classes = {num_classes} "
                 f"(mask classes must be 0..{num_classes - 1}, or {IGNORE} for no class)"
             )
-    pixels = _patch_pixels(masks, patch_size)
-    # One class at a time keeps memory at one boolean copy of the masks, not num_classes of them.
-    return torch.stack([(pixels == c).sum(dim=-1) for c in range(num_classes)], dim=-1)
+    n, h, _ = masks.shape
+    g = h // patch_size
+    blocks = masks.reshape(n, g, patch_size, g, patch_size)  # a view: no permuted copy of the pixels
+    # One class at a time keeps memory at one boolean copy of the masks, not num_classes of them; each
+    # patch's count summed over its columns, then its rows (int32 on the way: 3x faster than int64).
+    return torch.stack(
+        [
+            (blocks == c).sum(dim=4, dtype=torch.int32).sum(dim=2).reshape(n, g * g)
+            for c in range(num_classes)
+        ],
+        dim=-1,
+    ).long()
 
 
 def patch_class_fractions(masks: ArrayLike, patch_size: int, num_classes: int = 3) -> torch.Tensor:

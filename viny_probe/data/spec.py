@@ -38,7 +38,8 @@ class DatasetSpec:
     one's part when a plan runs on embedded data. ``limits_itself``: the loader decodes only the
     ``limit`` images it is asked for (else the whole set is loaded and a seeded subset taken).
     ``load`` is called as ``load(root, size=, split=, limit=, seed=, on_error=, cache_dir=, workers=)``
-    with ``root`` None for an embedded set."""
+    with ``root`` None for an embedded set, plus ``resize=`` and ``keep_aspect=`` (``decode_cached``)
+    only when a run asks for other than bilinear and a square: a loader taking ``**_`` ignores them."""
 
     name: str
     load: Loader

@@ -4,6 +4,8 @@
   else the smallest seed run), every column given the same images and the same masks.
 * Fig A1: segmentation predictions of every condition beside the ground truth, at one fine-tune size
   and seed, on the same test images.
+* Fig A2: error maps (wrong pixels) of the classification-intermediate conditions beside the
+  pre-trained-only one, on the test images the intermediate condition gets most wrong.
 
 The images are the first ones of the segmentation dataset's fixed test split (the stages' split seed),
 which no stage ever trains on. Each stage is read from its ``final.pt``; a missing or
@@ -23,10 +25,12 @@ from ..data.spec import has_trimaps
 from ..errors import VinyError
 from ..trainers import splits
 from .blocks import Block, condition_label, figure, h, p, pre_label, table
-from .kinds import role_of
+from .kinds import kind_of, role_of
 
 FIG2_IMAGES = 4
 FIGA1_IMAGES = 3
+FIGA2_IMAGES = 3
+FIGA2_CANDIDATES = 16  # Fig A2 shows the worst of these for the classification-intermediate model
 
 
 def stage_checkpoint(sweep_dir: Path, row: dict) -> Path:
@@ -166,15 +170,10 @@ def _held_out_table(pretrain: list[dict]) -> list[Block]:
 
 
 # --------------------------------------------------------------------------------------------- Fig A1
-def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
-    """Fig A1 analogue for one setting's fine-tuning rows: every condition's prediction of the same
-    test images at the largest fine-tune size every condition ran (seed 0, else the smallest)."""
-    from ..trainers.segment import predict_masks, segmenter_from_checkpoint
-    from ..viz import save_prediction_comparison
-
+def _final_conditions(rows: list[dict]) -> tuple[dict[tuple, list[dict]], int, int]:
+    """One setting's fine-tuning rows by condition (pre-train size, intermediate), the largest
+    fine-tune size every condition ran and the run seed shown there (seed 0, else the smallest)."""
     seg = [r for r in rows if role_of(r["kind"]) == "final"]
-    if not seg:
-        return []
     conditions: dict[tuple, list[dict]] = defaultdict(list)
     for r in seg:
         conditions[(int(r["pretrain_size"]), r["intermediate"] or "")].append(r)
@@ -182,7 +181,15 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
     common = set.intersection(*({int(r["finetune_size"]) for r in c} for c in conditions.values()))
     size = max(common) if common else max(int(r["finetune_size"]) for r in seg)
     seed = _shown_seed([r for r in seg if int(r["finetune_size"]) == size])
-    blocks, notes, predictions, images = [h(3, "Fig A1 analogue: segmentation examples")], [], {}, None
+    return conditions, size, seed
+
+
+def _predict_conditions(sweep_dir: Path, conditions: dict, size: int, seed: int, count: int) -> tuple:
+    """Each condition's prediction of the first ``count`` fixed test images after fine-tuning on
+    ``size`` images with run seed ``seed``: (images, {label: (N, S, S)}, notes, split seed)."""
+    from ..trainers.segment import predict_masks, segmenter_from_checkpoint
+
+    notes, predictions, images, split_seed = [], {}, None, None
     for (pre, inter), cell in conditions.items():
         label = condition_label(pre, inter)
         row = next((r for r in cell if int(r["finetune_size"]) == size and int(r["seed"]) == seed), None)
@@ -195,14 +202,34 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
             continue
         try:
             encoder, head = segmenter_from_checkpoint(ckpt)
-            if images is None:
-                images = fixed_test_images(stage_config(row), encoder.cfg.image_size, FIGA1_IMAGES)
             cfg = stage_config(row)
+            if images is None:
+                images = fixed_test_images(cfg, encoder.cfg.image_size, count)
+                split_seed = cfg.split_seed
             predictions[label] = predict_masks(
-                encoder, head, images.images, inputs=cfg.inputs, position_softmax=cfg.position_softmax
+                encoder,
+                head,
+                images.images,
+                inputs=cfg.options.inputs,
+                position_softmax=cfg.options.position_softmax,
             )
         except VinyError as e:
             notes.append(f"{label} (stage {row['stage']}): {e}")
+    return images, predictions, notes, split_seed
+
+
+def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    """Fig A1 analogue for one setting's fine-tuning rows: every condition's prediction of the same
+    test images at the largest fine-tune size every condition ran (seed 0, else the smallest)."""
+    from ..viz import save_prediction_comparison
+
+    if not any(role_of(r["kind"]) == "final" for r in rows):
+        return []
+    conditions, size, seed = _final_conditions(rows)
+    blocks = [h(3, "Fig A1 analogue: segmentation examples")]
+    images, predictions, notes, split_seed = _predict_conditions(
+        sweep_dir, conditions, size, seed, FIGA1_IMAGES
+    )
     if predictions:
         path = fig_dir / f"figA1{tag}.png"
         save_prediction_comparison(
@@ -218,7 +245,7 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
             figure(
                 path,
                 f"Fig A1 analogue: the first {len(images)} test images of {images.name} (the fixed test split, "
-                f"split seed {stage_config(row).split_seed}), their ground-truth trimaps and each condition's "
+                f"split seed {split_seed}), their ground-truth trimaps and each condition's "
                 f"prediction after fine-tuning on {size} images (run seed {seed}); under each prediction its "
                 "pixel accuracy on that image.",
             )
@@ -227,4 +254,65 @@ def figA1_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) ->
         blocks.append(p("No fine-tuned checkpoint could be read, so there are no segmentation examples."))
     if notes:
         blocks.append(p("Left out of Fig A1: " + "; ".join(notes) + "."))
+    return blocks
+
+
+# --------------------------------------------------------------------------------------------- Fig A2
+def _is_classification(intermediate: str) -> bool:
+    kind = kind_of(intermediate) if intermediate else None
+    return kind is not None and kind.regime == "classify"
+
+
+def figA2_section(sweep_dir: Path, rows: list[dict], fig_dir: Path, tag: str) -> list[Block]:
+    """Fig A2 analogue: where the segmentation goes wrong after a classification intermediate stage.
+    At the largest pre-training size that has one, the pre-trained-only condition and each
+    classification-intermediate condition, on the ``FIGA2_IMAGES`` of the first ``FIGA2_CANDIDATES``
+    test images the first intermediate condition gets most wrong: input, truth, each prediction and
+    its error map (wrong pixels red)."""
+    from ..viz import error_map, save_error_maps
+
+    if not any(role_of(r["kind"]) == "final" for r in rows):
+        return []
+    conditions, size, seed = _final_conditions(rows)
+    cls = [(pre, inter) for pre, inter in conditions if _is_classification(inter)]
+    if not cls:
+        return []
+    pre = max(p_ for p_, _ in cls)
+    shown = {c: conditions[c] for c in [(pre, ""), *sorted(c for c in cls if c[0] == pre)] if c in conditions}
+    blocks = [h(3, "Fig A2 analogue: segmentation errors after a classification intermediate stage")]
+    images, predictions, notes, split_seed = _predict_conditions(
+        sweep_dir, shown, size, seed, FIGA2_CANDIDATES
+    )
+    focus = next((condition_label(*c) for c in shown if c[1] and condition_label(*c) in predictions), None)
+    if focus is None:
+        blocks.append(
+            p("No classification-intermediate checkpoint could be read, so there are no error maps.")
+        )
+    else:
+        wrong = error_map(images.masks, predictions[focus]).float().mean(dim=(1, 2))
+        order = sorted(range(len(images)), key=lambda k: (-float(wrong[k]), k))[:FIGA2_IMAGES]
+        picked = images.subset(order)
+        path = fig_dir / f"figA2{tag}.png"
+        save_error_maps(
+            picked.images,
+            picked.masks,
+            {label: pred[order] for label, pred in predictions.items()},
+            path,
+            row_labels=[f"test image {k}" for k in order],
+            title=f"Segmentation errors after fine-tuning on {size} images (run seed {seed})",
+            data={"test_indices": order, "ids": picked.ids, "chosen_by": focus, "candidates": len(images)},
+        )
+        blocks.append(
+            figure(
+                path,
+                f"Fig A2 analogue: of the first {len(images)} test images of {images.name} (the fixed test "
+                f"split, split seed {split_seed}), the {len(order)} that {focus} gets most wrong after "
+                f"fine-tuning on {size} images (run seed {seed}), beside the pre-trained-only condition: "
+                "input, ground truth (the Fig A1 grey scale), each prediction and its error map, wrong "
+                "pixels in red, their share under it. Per-image shares in "
+                f"{path.with_suffix('.json').name}.",
+            )
+        )
+    if notes:
+        blocks.append(p("Left out of Fig A2: " + "; ".join(notes) + "."))
     return blocks

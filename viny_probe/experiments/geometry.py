@@ -136,6 +136,7 @@ def diagnose_seed(sweep_dir: Path, seed: SeedGeometry, log: Callable[[str], None
     """Write the seed's folder unless it is current or another worker is writing it. Returns 'current',
     'locked', 'missing' (a checkpoint is not there), 'ran' or 'failed' (logged; the sweep goes on)."""
     from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.options import EvalSet
 
     sweep_dir = Path(sweep_dir)
     if seed.missing(sweep_dir):
@@ -150,7 +151,7 @@ def diagnose_seed(sweep_dir: Path, seed: SeedGeometry, log: Callable[[str], None
     try:
         where = seed.evaluation(sweep_dir)
         log(f"  geometry diagnostics of seed {seed.seed} ({', '.join(seed.names)}) -> {out}")
-        diagnose(seed.checkpoints(sweep_dir), seed.names, out, **where, progress=False)
+        diagnose(seed.checkpoints(sweep_dir), seed.names, out, data=EvalSet(**where), progress=False)
         return "ran"
     except Exception as e:  # noqa: BLE001 - the trained stages stand; the report names the command to retry
         log(f"  FAILED geometry diagnostics of seed {seed.seed}: {type(e).__name__}: {e}")

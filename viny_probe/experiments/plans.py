@@ -22,21 +22,32 @@ import json
 import re
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 
-from ..config import ADDED_FIELDS, SCHEDULE_PRESETS, TrainConfig
+from ..config import (
+    ADDED_FIELDS,
+    HASHED_BEFORE,
+    PHASES,
+    SCHEDULE_PRESETS,
+    TrainConfig,
+    check_regime_options,
+    not_an_option,
+    option_defaults,
+)
 from ..data.spec import dataset_spec
 from ..errors import VinyError
 from ..registry import REGIMES
 from .kinds import STAGE_KINDS, STUDY_GEOMETRY, STUDY_INTERMEDIATE, first_of_role
 
 FINETUNE_SIZES = (250, 500, 1000, 2000, 4000, 6000)
+SHARED_ROLES = ("pretrain", "intermediate")  # the roles a grid's cells may share (Plan.shared)
 
 
 # Fields a plan's per-stage overrides may not set: the plan itself decides them.
 FORBIDDEN_OVERRIDES = {
     "regime",
+    "draw",
     "seed",
     "split_seed",
     "train_size",
@@ -127,9 +138,26 @@ class Plan:
     )
     test_size: int = 1000
     epochs_scale: float = 1.0
-    overrides: dict = field(default_factory=dict, hash=False)  # stage kind -> {TrainConfig field: value}
+    # stage kind -> {TrainConfig field or option of the kind's regime (Regime.Options): value}
+    overrides: dict = field(default_factory=dict, hash=False)
+    # The roles whose stages a chain's cells share: the study's grid trains one pre-training and one
+    # intermediate stage per (size, seed) for all fine-tune sizes; without "intermediate" each cell gets
+    # its own intermediate stage, an independent draw (TrainConfig.draw), as the authors' code trained
+    # CLS-Intel inside every fine-tune run; without "pretrain" its own pre-training too.
+    shared: tuple[str, ...] = SHARED_ROLES
+    # A free stage graph ([[stages]] tables, see GraphStage); when given, the grid keys above are unused.
+    stages: tuple = field(default=(), hash=False)
 
     def describe(self) -> str:
+        if self.stages:
+            graph = ", ".join(
+                f"{g.name}={g.kind}" + (f"<-{g.parent}" if g.parent else "") for g in self.stages
+            )
+            return (
+                f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds "
+                f"{list(self.seeds)} (split seed {self.split_seed}), stages {graph}"
+                + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
+            )
         return (
             f"{self.name}: preset {self.preset}, model {self.model}, {self.data} data, seeds {list(self.seeds)} "
             f"(split seed {self.split_seed}), "
@@ -137,6 +165,7 @@ class Plan:
             f"plain={self.plain}, intermediate={_kinds_text(self.intermediate)}, "
             f"geometry={_kinds_text(self.geometry)}"
             + (f", epochs x{self.epochs_scale:g}" if self.epochs_scale != 1 else "")
+            + (f", shared={list(self.shared)}" if tuple(self.shared) != SHARED_ROLES else "")
         )
 
 
@@ -172,6 +201,8 @@ PLAN_VALUE_KINDS = {
     "test_size": "whole",
     "epochs_scale": "number",
     "overrides": "tables",
+    "stages": "stage tables",
+    "shared": "roles",
 }
 assert set(PLAN_VALUE_KINDS) == PLAN_FIELDS, "every Plan field needs its kind of value here"
 _KIND_WORDS = {
@@ -182,6 +213,9 @@ _KIND_WORDS = {
     "counts": "a list of whole numbers, e.g. [250, 500, 1000]",
     "seeds": "a list of whole numbers, e.g. [0, 1, 2], or a count of seeds, e.g. 3",
     "tables": "tables of settings per stage kind, e.g. [overrides.finetune] with lr = 0.001",
+    "roles": 'a list of the roles whose stages the cells share: [], ["pretrain"] or ["pretrain", "intermediate"]',
+    "stage tables": '[[stages]] tables, each with name = "..." and kind = "...", e.g. [[stages]] name = "pre" '
+    'kind = "pretrain" sizes = [3000]',
     "kinds": 'true or false, or a stage kind or a list of them, e.g. ["cls-intel"]',
     "kind list": 'true or false, or a list of stage kinds, e.g. ["cls-intel", "cls-pets", "spatial"]',
 }
@@ -211,6 +245,10 @@ def _fits(kind: str, value) -> bool:
     if kind in ("kinds", "kind list"):
         names = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
         return isinstance(value, bool) or names or (kind == "kinds" and isinstance(value, str))
+    if kind == "roles":
+        return isinstance(value, list | tuple) and all(v in SHARED_ROLES for v in value)
+    if kind == "stage tables":
+        return isinstance(value, list | tuple) and all(isinstance(v, dict | GraphStage) for v in value)
     return isinstance(value, dict) and all(isinstance(v, dict) for v in value.values())  # tables
 
 
@@ -303,6 +341,16 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
             value = changes[key]
             value = (study if value else ()) if isinstance(value, bool) else value
             changes[key] = (value,) if isinstance(value, str) else tuple(value)
+    if "shared" in changes:
+        changes["shared"] = tuple(r for r in SHARED_ROLES if r in changes["shared"])
+    if "stages" in changes:
+        changes["stages"] = tuple(graph_stage(s, where) for s in changes["stages"])
+    grid = sorted(set(changes) & GRID_KEYS)
+    if grid and (changes.get("stages") or plan.stages):
+        raise VinyError(
+            f"{where}: {', '.join(grid)} belong to grid plans; a plan with [[stages]] lists its stages, "
+            "with their sizes, itself (leave these keys out, or drop [[stages]])"
+        )
     if "overrides" in changes:
         merged = {k: dict(v) for k, v in plan.overrides.items()}
         for kind, values in changes["overrides"].items():
@@ -316,7 +364,7 @@ def with_options(plan: Plan, where: str | None = None, **options) -> Plan:
 def load_plan_file(path: str | Path, *, check_cells: bool = True, **cli_options) -> Plan:
     """A plan written as TOML. Keys are Plan fields; ``base = "mini"`` starts from a named plan (default:
     an empty plan named after the file); ``intermediate`` and ``geometry`` list stage kinds;
-    ``[overrides.KIND]`` sets TrainConfig fields of a stage kind. CLI options given beside
+    ``[overrides.KIND]`` sets TrainConfig fields and the regime's options (by name) of a stage kind. CLI options given beside
     ``--plan-file`` win over the file. ``check_cells``: refuse a plan without cells (it would run
     nothing)."""
     if sys.version_info >= (3, 11):
@@ -360,6 +408,11 @@ def load_plan_file(path: str | Path, *, check_cells: bool = True, **cli_options)
     doc.setdefault("name", path.stem if base_name is None else base.name)
     plan = with_options(base, where, **doc)
     plan = with_options(plan, where, **cli_options)
+    if check_cells and plan.stages and not expand(plan)[1]:
+        raise VinyError(
+            f"{where}: its [[stages]] make no cells, so it would run nothing; a stage of role final is a cell "
+            "(or set cell = true, or diagnose = true, on a stage)"
+        )
     if check_cells and not expand(plan)[1]:
         raise VinyError(
             f"{where}: its plan has no cells, so it would run nothing (pretrain_sizes = "
@@ -419,17 +472,32 @@ def validate_plan(plan: Plan, where: str | None = None) -> None:
                 f"{where}: {key} names {kind!r}, a stage kind of role {STAGE_KINDS.get(kind).role}; "
                 f"{key} takes kinds of role {role}"
             )
+    _validate_graph(plan.stages, where)
     for kind, values in plan.overrides.items():
         if kind not in STAGE_KINDS:
             raise VinyError(
                 f"{where}: overrides for unknown stage kind {kind!r}; choose from {', '.join(STAGE_KINDS)}"
             )
-        bad = set(values) - ({f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES)
-        if bad:
-            raise VinyError(
-                f"{where}: overrides.{kind} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, "
-                "init, model, preset and data_root)"
-            )
+        _check_override_keys(values, STAGE_KINDS.get(kind).regime, f"{where}: overrides.{kind}")
+
+
+def _check_override_keys(values: dict, regime: str, what: str) -> None:
+    """Settings a plan may give a stage of ``regime``: TrainConfig fields it does not decide itself, and
+    the regime's options by their own names, each of the right kind."""
+    settable = {f.name for f in dataclasses.fields(TrainConfig)} - FORBIDDEN_OVERRIDES - {"regime_options"}
+    options = set(option_defaults(regime))
+    bad = set(values) & (FORBIDDEN_OVERRIDES | {"regime_options"})
+    if bad:
+        raise VinyError(
+            f"{what} cannot set {sorted(bad)} (the plan decides regime, seed, sizes, init, model, preset and "
+            "data_root; a regime option is set by its own name, e.g. mixup = 0.1)"
+        )
+    for name in sorted(set(values) - settable - options):
+        raise VinyError(f"{what}: {not_an_option(regime, name)}")
+    try:
+        check_regime_options(regime, {k: v for k, v in values.items() if k in options})
+    except VinyError as e:
+        raise VinyError(f"{what}: {e}") from None
 
 
 def describe_labels(labels: dict) -> str:
@@ -446,15 +514,23 @@ def geometry_pretrain_size(plan: Plan) -> int:
 
 
 def stage_id(cfg: TrainConfig, parent: str | None) -> str:
-    identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED}
+    identity = {k: v for k, v in cfg.to_dict().items() if k not in ID_EXCLUDED and k != "regime_options"}
     # Every stage id stays what it was when the field did not exist (and so every sweep folder planned
-    # before): TrainConfig once had an always-empty ``extra`` field, hashed still; fields added later
-    # are left out while they hold the value runs trained with before them (config.ADDED_FIELDS); and
-    # a regime's own default augmentation is hashed as the "crop" every config recorded then.
+    # before): TrainConfig once had an always-empty ``extra`` field, hashed still; the regime's options
+    # are hashed flat, as when they were fields of every config: the two every config held then
+    # (config.HASHED_BEFORE) always, at their old value for a regime without them; every other option
+    # only where it is not its default (the value runs trained with before it existed, so a regime that
+    # gains an option keeps its ids); and a regime's own default augmentation is hashed as the "crop"
+    # every config recorded then.
     identity["extra"] = {}
-    for key, before in ADDED_FIELDS.items():
+    for key, before in ADDED_FIELDS.items():  # TrainConfig fields added later, at their old value
         if identity.get(key) == before:
             del identity[key]
+    defaults = option_defaults(cfg.regime)
+    identity.update(HASHED_BEFORE)
+    identity.update(
+        {k: v for k, v in cfg.regime_options.items() if k in HASHED_BEFORE or v != defaults.get(k, MISSING)}
+    )
     if identity.get("augment") == REGIMES.get(cfg.regime).augments[0]:
         identity["augment"] = "crop"
     blob = json.dumps({"config": identity, "parent": parent}, sort_keys=True, default=str)
@@ -480,12 +556,16 @@ def make_stage(
     train_size: int | None,
     labels: dict,
     phase: str | None = None,
+    config: dict | None = None,
 ) -> Stage:
+    """One stage of ``kind``: the plan's settings, its overrides for the kind, then ``config`` (a graph
+    stage's own TrainConfig values)."""
     stage_kind = STAGE_KINDS.get(kind)
     values = {
         "dataset": stage_kind.dataset_for(plan.data),
         "phase": phase or stage_kind.phase,
         **plan.overrides.get(kind, {}),
+        **(config or {}),
     }
     if "milestones" in values and values["milestones"] is not None:
         values["milestones"] = tuple(values["milestones"])
@@ -531,6 +611,8 @@ def _check_embedded_sizes(plan: Plan) -> None:
 def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
     """All stages the plan needs, each once, parents before children, and its cells."""
     validate_plan(plan)
+    if plan.stages:
+        return _expand_graph(plan)
     if plan.data == "embedded":
         _check_embedded_sizes(plan)
     stages: dict[str, Stage] = {}
@@ -541,13 +623,25 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
     def add(stage: Stage) -> Stage:
         return stages.setdefault(stage.id, stage)
 
-    def chain(seed: int, pretrain_size: int, intermediate: str | None) -> Stage | None:
+    def chain(seed: int, pretrain_size: int, intermediate: str | None, cell: int = 0) -> Stage | None:
+        """The upstream stages of a chain; ``cell`` (a fine-tune size) draws its own copy of each stage
+        of a role the plan does not share (``Plan.shared``)."""
         parent = None
         labels = {"pretrain_size": pretrain_size, "seed": seed}
+
+        def draw(role: str) -> dict | None:
+            return None if role in plan.shared or not cell else {"draw": cell}
+
         if pretrain_size > 0:
-            parent = add(make_stage(plan, pretrain_kind, seed, None, pretrain_size, dict(labels)))
+            parent = add(
+                make_stage(
+                    plan, pretrain_kind, seed, None, pretrain_size, dict(labels), config=draw("pretrain")
+                )
+            )
         if intermediate:
-            parent = add(make_stage(plan, intermediate, seed, parent, None, dict(labels)))
+            parent = add(
+                make_stage(plan, intermediate, seed, parent, None, dict(labels), config=draw("intermediate"))
+            )
         return parent
 
     for seed in plan.seeds:
@@ -556,9 +650,9 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
             if pretrain_size > 0 or plan.intermediate_without_pretrain:
                 variants += plan.intermediate
             for intermediate in variants:
-                parent = chain(seed, pretrain_size, intermediate)
                 group = "intermediate" if intermediate else ("baseline" if pretrain_size == 0 else "pretrain")
                 for n in plan.finetune_sizes:
+                    parent = chain(seed, pretrain_size, intermediate, cell=n)  # shared stages: one id
                     labels = {
                         "pretrain_size": pretrain_size,
                         "seed": seed,
@@ -581,6 +675,135 @@ def expand(plan: Plan) -> tuple[list[Stage], list[Cell]]:
                 cells.append(
                     Cell(plan.name, "geometry", size, seed, stage.id, regime=STAGE_KINDS.get(kind).key)
                 )
+    return list(stages.values()), cells
+
+
+# Plan keys that shape a grid; a plan with [[stages]] lists its stages instead.
+GRID_KEYS = {
+    "pretrain_sizes",
+    "finetune_sizes",
+    "plain",
+    "intermediate",
+    "intermediate_without_pretrain",
+    "geometry",
+    "pretrain_kind",
+    "final_kind",
+    "geometry_pretrain_size",
+    "shared",
+}
+
+
+@dataclass(frozen=True)
+class GraphStage:
+    """One ``[[stages]]`` table of a plan file: a stage kind trained on top of ``parent`` (the name of an
+    earlier table; none: from scratch), once per run seed and per entry of ``sizes`` (training images;
+    none: the kind's whole training split). ``config``: its own TrainConfig values, over the plan's
+    ``[overrides.KIND]``; ``phase``: its schedule row (default: the kind's). ``cell``: its runs are results
+    cells (default: the kinds of role final); ``diagnose``: they are geometry cells, diagnosed beside the
+    pre-training they descend from (Table 2, Figs 5-6)."""
+
+    name: str
+    kind: str
+    parent: str | None = None
+    sizes: tuple[int | None, ...] = (None,)
+    phase: str | None = None
+    config: dict = field(default_factory=dict, hash=False)
+    cell: bool | None = None
+    diagnose: bool = False
+
+
+_GRAPH_KEYS = {f.name for f in dataclasses.fields(GraphStage)}
+
+
+def graph_stage(table, where: str) -> GraphStage:
+    """A GraphStage from one ``[[stages]]`` table, each key of the kind it holds."""
+    if isinstance(table, GraphStage):
+        return table
+    what = f"{where}: [[stages]] {table.get('name', '(no name)')!r}"
+    unknown = set(table) - _GRAPH_KEYS
+    if unknown:
+        raise VinyError(f"{what}: unknown keys {sorted(unknown)}; known: {', '.join(sorted(_GRAPH_KEYS))}")
+    for key in ("name", "kind"):
+        if not isinstance(table.get(key), str):
+            raise VinyError(f'{what}: {key} = "..." (a string in quotes) is required')
+    checks = {
+        "parent": lambda v: isinstance(v, str),
+        "phase": lambda v: isinstance(v, str),
+        "sizes": lambda v: isinstance(v, list) and v and all(_is_whole(n) and n >= 1 for n in v),
+        "config": lambda v: isinstance(v, dict),
+        "cell": lambda v: isinstance(v, bool),
+        "diagnose": lambda v: isinstance(v, bool),
+    }
+    for key, ok in checks.items():
+        if key in table and not ok(table[key]):
+            raise VinyError(
+                f"{what}: {key} = {table[key]!r} is not valid (see docs/experiments.md, graph plans)"
+            )
+    values = dict(table)
+    if "sizes" in values:
+        values["sizes"] = tuple(values["sizes"])
+    return GraphStage(**values)
+
+
+def _validate_graph(stages: tuple, where: str) -> None:
+    """Unique names, registered kinds, parents named before their children, valid config keys."""
+    seen: set[str] = set()
+    for g in stages:
+        what = f"{where}: [[stages]] {g.name!r}"
+        if not _PLAN_NAME.fullmatch(g.name) or g.name in seen:
+            raise VinyError(f"{what}: a stage name must be unique and use letters, digits, '_' and '-' only")
+        if g.kind not in STAGE_KINDS:
+            raise VinyError(
+                f"{what}: unknown stage kind {g.kind!r}; choose from {', '.join(STAGE_KINDS)} "
+                "(a plugin registers its own: kinds.register_stage_kind)"
+            )
+        if g.parent is not None and g.parent not in seen:
+            raise VinyError(
+                f"{what}: parent {g.parent!r} is not a stage named above it; list a stage after its parent"
+            )
+        if g.phase is not None and g.phase not in PHASES:
+            raise VinyError(f"{what}: phase {g.phase!r} is not one of {', '.join(PHASES)}")
+        _check_override_keys(g.config, STAGE_KINDS.get(g.kind).regime, what)
+        seen.add(g.name)
+
+
+def _expand_graph(plan: Plan) -> tuple[list[Stage], list[Cell]]:
+    """The stages and cells of a plan with [[stages]]: each table once per seed, per size and per run of
+    its parent. A run's labels read its chain as a grid's do (the pre-training's size, the intermediate
+    kind, its own size), so results rows and the report treat both kinds of plans alike, and a graph
+    that spells out a grid plan gives the grid's stage ids."""
+    stages: dict[str, Stage] = {}
+    cells: list[Cell] = []
+    for seed in plan.seeds:
+        # per table: (its run, what its children inherit: the pre-train size and the intermediate kind)
+        runs: dict[str, list[tuple[Stage, int, str | None]]] = {}
+        for g in plan.stages:
+            role = STAGE_KINDS.get(g.kind).role
+            parents = runs[g.parent] if g.parent else [(None, 0, None)]
+            runs[g.name] = []
+            for parent, pretrain_size, intermediate in parents:
+                for size in g.sizes:
+                    if role == "pretrain":
+                        pretrain_size = size or estimate_train_images(
+                            make_stage(plan, g.kind, seed, parent, None, {}, g.phase, g.config).config
+                        )
+                    labels = {"pretrain_size": pretrain_size, "seed": seed}
+                    if role == "final":
+                        labels.update(intermediate=intermediate, finetune_size=size)
+                    elif g.diagnose and role != "pretrain":
+                        labels["geometry"] = True
+                    stage = make_stage(plan, g.kind, seed, parent, size, labels, g.phase, g.config)
+                    stage = stages.setdefault(stage.id, stage)
+                    inherited = intermediate or (g.kind if role == "intermediate" else None)
+                    runs[g.name].append((stage, pretrain_size, inherited))
+                    if g.diagnose:
+                        regime = STAGE_KINDS.get(g.kind).key
+                        cells.append(
+                            Cell(plan.name, "geometry", pretrain_size, seed, stage.id, regime=regime)
+                        )
+                    elif g.cell if g.cell is not None else role == "final":
+                        group = "intermediate" if inherited else ("pretrain" if pretrain_size else "baseline")
+                        cells.append(Cell(plan.name, group, pretrain_size, seed, stage.id, size, inherited))
     return list(stages.values()), cells
 
 

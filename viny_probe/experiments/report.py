@@ -17,7 +17,8 @@ Writes ``report.md`` (figures as PNG files under ``figures/``) and one self-cont
   (:func:`per_seed_means`). The same paired analysis for the effect of pre-training.
 * The saturating fit a + b n^-c of mIoU against fine-tune size per condition, its parameters and the
   marginal gain per doubling of fine-tune data.
-* Fig A1 (per setting) and Fig 2: segmentation examples of every condition and SimMIM reconstructions
+* Figs A1 and A2 (per setting) and Fig 2: segmentation examples of every condition, error maps after a
+  classification intermediate stage, and SimMIM reconstructions
   by the pre-training stages, on fixed test images (``examples.py``).
 * Table 2 / Figs 5-6: :func:`geometry_section`, read from the diagnostics the sweep wrote into
   ``DIR/geometry/seed-<s>/`` (``geometry.py``); the report computes none.
@@ -54,7 +55,7 @@ from ..errors import VinyError
 from ..registry import REGIMES
 from .blocks import Block, figure, h, p, table
 from .blocks import pre_label as _pre_label
-from .examples import fig2_section, figA1_section
+from .examples import fig2_section, figA1_section, figA2_section
 from .fit import fit_saturating, observed_gain_per_doubling
 from .geometry import geometry_pretrain_size, geometry_seeds, published_key, read_summary
 from .kinds import kind_of, role_of
@@ -817,6 +818,7 @@ def build_blocks(
         )
         blocks += fit_section(srows, fig_dir, tag)
         blocks += figA1_section(sweep_dir, srows, fig_dir, tag)
+        blocks += figA2_section(sweep_dir, srows, fig_dir, tag)
     if not seg:
         blocks.append(p("No finished segmentation cells yet."))
     blocks += fig2_section(sweep_dir, rows, fig_dir)

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..config import NoOptions, TrainConfig
 from ..data.augment import normalize
 from ..data.base import ImageSet
 from ..errors import VinyError
@@ -45,6 +45,10 @@ class Regime:
     uses_cls: bool = False
     # The batch augmentations it offers (config.AUGMENTS), its default first: ``TrainConfig.augment``.
     augments: tuple[str, ...] = ("flip",)
+    # Its own options: a dataclass, one typed field with a default and ``metadata={"help": ...}`` per
+    # option (config.option_specs). `viny train NAME` offers exactly these as flags; the values reach
+    # the hooks as ``cfg.options`` (an instance of it), config.json records them, --resume compares them.
+    Options: type = NoOptions
 
     def load_data(self, cfg: TrainConfig, model_cfg: ViTConfig) -> RegimeData:
         raise NotImplementedError
@@ -137,4 +141,6 @@ def device_batch(
         batch["labels"] = data.labels[index].to(device, non_blocking=True)
     if data.masks is not None:
         batch["masks"] = data.masks[index].to(device, non_blocking=True)
+    if data.extents is not None:
+        batch["extents"] = data.extents[index].to(device, non_blocking=True)
     return batch

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import INPUTS
 from ..data.augment import contrast_jitter, mixup, random_hflip, random_resized_crop, to_float
 from ..errors import VinyError
 from ..heads import ClassificationHead
 from . import splits
 from .base import Regime, RegimeData, batched, device_batch, encoder_input, register
+
+INPUTS_HELP = (
+    "normalized = ImageNet mean/std; raw = [0, 1] pixels (the study's code in its Pets stages: Spatial "
+    "and segmentation)"
+)
+
+
+@dataclass(frozen=True)
+class ClassifyOptions:
+    mixup: float = field(
+        default=0.0,
+        metadata={
+            "help": "MixUp alpha, 0 = none (the study's code: 0.1 on Intel, --preset authors)",
+            "range": (0, None, False),
+        },
+    )
+    inputs: Literal[INPUTS] = field(default="normalized", metadata={"help": INPUTS_HELP})
 
 
 @register
@@ -22,6 +43,7 @@ class Classify(Regime):
     description = "Global classification on the CLS token (CLS-Intel / CLS-Pets intermediate stage)."
     uses_cls = True
     augments = ("crop", "flip", "flip-contrast")
+    Options = ClassifyOptions
     mixup_alpha = 0.0
     augment = "crop"
     inputs = "normalized"
@@ -30,7 +52,7 @@ class Classify(Regime):
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if train.labels is None:
             raise VinyError(f"dataset {cfg.dataset!r} has no image labels, so it cannot train `classify`")
-        self.mixup_alpha, self.augment, self.inputs = cfg.mixup, cfg.augment, cfg.inputs
+        self.mixup_alpha, self.augment, self.inputs = cfg.options.mixup, cfg.augment, cfg.options.inputs
         return RegimeData(train=train, test=test, info={**info, "classes": train.class_names})
 
     def make_head(self, model_cfg, data) -> nn.Module:

@@ -71,7 +71,7 @@ from .loop import LAST, Run, RunResult, _resident, resolve_device, run_model_con
 
 # Config fields a fleet's members may differ in. Everything else in the resolved config (regime,
 # model, schedule, batch size, recipe, dataset, precision, ...) must be equal; see ``fleet_key``.
-MEMBER_FIELDS = ("seed", "split_seed", "init", "train_size", "test_size", "data_root")
+MEMBER_FIELDS = ("seed", "draw", "split_seed", "init", "train_size", "test_size", "data_root")
 
 
 @dataclass
@@ -490,7 +490,7 @@ def _fleet_epoch(
     folder -> exception)."""
     first = stack.runs[0]
     cfg, device, n = first.cfg, first.device, len(first.train_set)
-    gens = [epoch_generator(r.cfg.seed, epoch) for r in stack.runs]
+    gens = [epoch_generator(r.cfg.random_seed, epoch) for r in stack.runs]
     ep = _Epoch(
         gens,
         [
@@ -568,7 +568,7 @@ def _share_training_sets(runs: list[Run]) -> None:
     """Runs that train on the same images share one copy of them, placed on the device once."""
     shared: dict[tuple, object] = {}
     for run in runs:
-        key = (run.cfg.dataset, run.cfg.data_root, run.used["ids_sha256"], run.train_set.size)
+        key = (run.cfg.dataset, run.cfg.data_root, run.used["ids_sha256"], run.train_set.size, run.cfg.resize)
         if key not in shared:
             shared[key] = _resident(run.train_set, run.device)
         run.train_set = run.data.train = shared[key]

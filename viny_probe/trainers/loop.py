@@ -254,7 +254,7 @@ class Run:
         self.regime: Regime = REGISTRY[cfg.regime]()
         parent = _load_parent(cfg, mcfg)  # before the data is loaded: a wrong --init fails at once
 
-        torch.manual_seed(cfg.seed)  # initialisation of encoder and head
+        torch.manual_seed(cfg.random_seed)  # initialisation of encoder and head
         self.data = _load_data(self.regime, cfg, mcfg, info)
         self.encoder, self.head, self.lineage = _build_model(
             cfg, mcfg, self.regime, self.data, parent, device
@@ -372,7 +372,7 @@ def train_epochs(run: Run, progress: bool = True) -> None:
                 run.optimizer,
                 run.train_set,
                 run.regime,
-                epoch_generator(cfg.seed, epoch),
+                epoch_generator(cfg.random_seed, epoch),
                 batch_size=cfg.batch_size,
                 micro_batch=run.micro,
                 device=device,

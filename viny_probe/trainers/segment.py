@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import encoder_from_checkpoint, load_checkpoint, load_state_strict, write_json
+from ..config import INPUTS
 from ..data.augment import contrast_jitter, random_hflip, to_float
 from ..data.base import SEG_CLASSES
 from ..errors import VinyError
@@ -16,6 +19,7 @@ from ..heads import SegmentationHead, class_argmax
 from ..metrics import baseline_scores, segmentation_scores
 from . import splits
 from .base import Regime, RegimeData, batched, encoder_input, register
+from .classify import INPUTS_HELP
 
 
 def position_log_softmax(logits: torch.Tensor) -> torch.Tensor:
@@ -60,6 +64,18 @@ def segmenter_from_checkpoint(path: str | Path) -> tuple[nn.Module, Segmentation
     return encoder.eval(), head.eval()
 
 
+@dataclass(frozen=True)
+class SegmentOptions:
+    inputs: Literal[INPUTS] = field(default="normalized", metadata={"help": INPUTS_HELP})
+    position_softmax: bool = field(
+        default=False,
+        metadata={
+            "help": "log_softmax over each class map's pixel positions before the loss and the prediction, "
+            "as the study's code (on with --preset authors)"
+        },
+    )
+
+
 @register
 class Segment(Regime):
     name = "segment"
@@ -67,12 +83,13 @@ class Segment(Regime):
     default_dataset = "toy-pets"
     description = "Trimap segmentation fine-tuning, evaluated on the fixed test set."
     augments = ("flip-contrast",)
+    Options = SegmentOptions
     inputs = "normalized"
     position_softmax = False
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
-        self.inputs, self.position_softmax = cfg.inputs, cfg.position_softmax
+        self.inputs, self.position_softmax = cfg.options.inputs, cfg.options.position_softmax
         if train.masks is None:
             from ..data.spec import names_with_masks
 

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 from torch import nn
 
-from ..data.augment import normalize, random_hflip, random_resized_crop, to_float
+from ..config import SOURCE_SIDE
+from ..data.augment import (
+    normalize,
+    random_hflip,
+    random_resized_crop,
+    random_resized_crop_boxes,
+    resized_crops,
+    to_float,
+)
 from ..errors import VinyError
 from ..heads import SimMIMHead
 from ..model import patchify
@@ -62,6 +73,25 @@ def reconstruction_loss(
     return total / max(count, 1)
 
 
+@dataclass(frozen=True)
+class SimMIMOptions:
+    mask_token_std: float = field(
+        default=0.02,
+        metadata={
+            "help": "std of the mask token's normal init (viny 0.02; the study's code 1: --preset authors)",
+            "range": (0, None, True),
+        },
+    )
+    crop_source: Literal["square", "original"] = field(
+        default="square",
+        metadata={
+            "help": "where the RandomResizedCrop is cut from: square = the cached image at the model's size "
+            "(viny's); original = the image with its aspect ratio kept at up to 192 px (the study's code: "
+            "--preset authors)"
+        },
+    )
+
+
 @register
 class SimMIM(Regime):
     name = "simmim"
@@ -70,11 +100,22 @@ class SimMIM(Regime):
     default_dataset = "toy-unlabeled"
     description = "SimMIM pre-training: mask half the patches, reconstruct their pixels (L1)."
     augments = ("crop",)
+    Options = SimMIMOptions
     mask_token_std = 0.02
+    resize = "bilinear"  # the filter that resizes an "original" crop to the model's size (the run's)
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
         train, test, info = splits.unlabeled(cfg, model_cfg.image_size)
-        self.mask_token_std = cfg.mask_token_std
+        self.mask_token_std = cfg.options.mask_token_std
+        self.image_size, self.resize = model_cfg.image_size, cfg.resize or "bilinear"
+        if cfg.options.crop_source == "original":
+            train = splits.crop_sources(cfg, train, SOURCE_SIDE)
+            info["crop_source"] = (
+                f"original: aspect ratio kept, longer side at most {SOURCE_SIDE} px, crops resized "
+                f"{self.resize}"
+                if train.extents is not None
+                else "square: an embedded set has no original (generated at the model's size)"
+            )
         return RegimeData(train=train, test=test, info=info)
 
     def make_head(self, model_cfg, data) -> nn.Module:
@@ -82,8 +123,12 @@ class SimMIM(Regime):
         return SimMIMHead(model_cfg, mask_token_std=self.mask_token_std)
 
     def prepare(self, batch, gen):
-        x = to_float(batch["images"])
-        x = normalize(random_hflip(gen, random_resized_crop(x, gen, scale=(0.67, 1.0)))[0])
+        if "extents" in batch:  # crop_source original: the box in the image's own pixels
+            boxes = random_resized_crop_boxes(batch["extents"], gen, scale=(0.67, 1.0))
+            x = resized_crops(batch["images"], boxes, self.image_size, self.resize)
+        else:
+            x = random_resized_crop(to_float(batch["images"]), gen, scale=(0.67, 1.0))
+        x = normalize(random_hflip(gen, x)[0])
         num_patches = (x.shape[-1] // self.patch_size) ** 2
         return {"images": x, "mask": random_half_mask(x.shape[0], num_patches, gen, x.device)}
 

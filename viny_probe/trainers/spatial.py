@@ -6,16 +6,30 @@ paper's text, "the same dataset as the classification task")."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import INPUTS, SPATIAL_TARGETS
 from ..data.augment import contrast_jitter, random_hflip, to_float
 from ..data.patch_labels import patch_majority_labels
 from ..errors import VinyError
 from ..heads import SpatialHead
 from . import splits
 from .base import Regime, RegimeData, batched, device_batch, encoder_input, register
+from .classify import INPUTS_HELP
+
+
+@dataclass(frozen=True)
+class SpatialOptions:
+    targets: Literal[SPATIAL_TARGETS] = field(
+        default="trimap",
+        metadata={"help": "trimap = the trimap class of each patch; patch-label = the image's class"},
+    )
+    inputs: Literal[INPUTS] = field(default="normalized", metadata={"help": INPUTS_HELP})
 
 
 @register
@@ -26,12 +40,13 @@ class Spatial(Regime):
     default_dataset = "toy-pets"
     description = "Patch-aligned supervision: a linear classifier on every patch token."
     augments = ("flip", "flip-contrast")
+    Options = SpatialOptions
     targets = "trimap"
     augment = "flip"
     inputs = "normalized"
 
     def load_data(self, cfg, model_cfg) -> RegimeData:
-        self.targets, self.augment, self.inputs = cfg.targets, cfg.augment, cfg.inputs
+        self.targets, self.augment, self.inputs = cfg.options.targets, cfg.augment, cfg.options.inputs
         train, test, info = splits.train_test(cfg, model_cfg.image_size)
         if self.targets == "trimap" and train.masks is None:
             raise VinyError(

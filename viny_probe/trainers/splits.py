@@ -15,7 +15,10 @@ from ..data.spec import HELD_OUT_STREAM
 from ..errors import VinyError
 
 
-def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = None) -> ImageSet:
+def load(
+    cfg: TrainConfig, size: int, split: str = "train", limit: int | None = None, keep_aspect: bool = False
+) -> ImageSet:
+    """``cfg.dataset`` at ``size``, decoded with the run's image filter (``cfg.resize``)."""
     spec = dataset_spec(cfg.dataset)
     if spec.fixed_size is not None:
         # A fixed size, like a real dataset: asking for more images than it has is an error, not a
@@ -30,7 +33,34 @@ def load(cfg: TrainConfig, size: int, split: str = "train", limit: int | None = 
         seed=cfg.split_seed,
         on_error=cfg.on_error,
         workers=cfg.workers,
+        resize=cfg.resize or "bilinear",
+        keep_aspect=keep_aspect,
     )
+
+
+def crop_sources(cfg: TrainConfig, train: ImageSet, side: int) -> ImageSet:
+    """The images of ``train`` with their aspect ratio kept, the longer side at most ``side`` px, padded,
+    with ``extents`` (``decode.load_source``): what SimMIM cuts its crops from with ``crop_source
+    original``, as the study's code cuts them from the decoded JPEG. Their own decode-cache entry
+    (``side`` px, ``aspect: keep`` in its key), matched to ``train`` by image id. An embedded set has no
+    original (it is generated at the model's size): ``train`` itself."""
+    spec = dataset_spec(cfg.dataset)
+    if spec.embedded:
+        return train
+    # A loader that picks its own subset (an ImageNet folder) picks it from the listing, so the same
+    # limit lists the same images; any other set is loaded whole and matched by id.
+    limit = None
+    if spec.limits_itself and cfg.train_size is not None:
+        limit = cfg.test_size + cfg.train_size
+    source = load(cfg, side, "train", limit=limit, keep_aspect=True)
+    row = {image_id: i for i, image_id in enumerate(source.ids)}
+    missing = [image_id for image_id in train.ids if image_id not in row]
+    if missing:
+        raise VinyError(
+            f"{cfg.dataset}: {len(missing)} training image(s) have no aspect-kept copy for the crops "
+            f"(first: {missing[0]}); delete the dataset's cache entries and run again"
+        )
+    return source.subset([row[image_id] for image_id in train.ids])
 
 
 def held_out_size(dataset: str, test_size: int, num_images: int) -> int:

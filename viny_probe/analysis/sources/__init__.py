@@ -22,8 +22,10 @@ from .base import (
     SourceOptions,
     TokenModel,
     load_model,
+    load_with,
     parse_model_spec,
     register_source,
+    with_heads,
 )
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
     "SourceOptions",
     "TokenModel",
     "load_model",
+    "load_with",
     "parse_model_spec",
     "register_source",
+    "with_heads",
 ]

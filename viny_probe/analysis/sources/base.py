@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from viny_probe.checkpoint import load_state_strict, torch_load_safely
+from viny_probe.checkpoint import torch_load_safely
 from viny_probe.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from viny_probe.errors import VinyError
 from viny_probe.registry import Registry
@@ -308,13 +308,17 @@ class ModelSpec:
 @dataclass(frozen=True)
 class ModelSource:
     """Where models come from. ``load(spec, options) -> TokenModel``; ``extra`` is the pip extra its
-    packages come with (named in the error when they are missing)."""
+    packages come with (named in the error when they are missing); ``wrap(module) -> TokenModel``, when
+    given, turns an encoder object already in memory into a TokenModel (``load_model`` asks the sources
+    in turn; the first whose ``accepts(module)`` is true wraps it)."""
 
     prefix: str
     load: Callable[[ModelSpec, SourceOptions], TokenModel]
     description: str
     example: str
     extra: str | None = None
+    wrap: Callable[[nn.Module], TokenModel] | None = None
+    accepts: Callable[[nn.Module], bool] | None = None
 
 
 MODEL_SOURCES: Registry = Registry("model source", builtins="viny_probe.analysis.sources")
@@ -322,6 +326,18 @@ MODEL_SOURCES: Registry = Registry("model source", builtins="viny_probe.analysis
 
 def register_source(source: ModelSource) -> ModelSource:
     return MODEL_SOURCES.register(source.prefix, source)
+
+
+def wrap_module(module: nn.Module) -> TokenModel:
+    """A TokenModel around an encoder object, by the first registered source that accepts it."""
+    for prefix in MODEL_SOURCES.names():
+        source = MODEL_SOURCES.get(prefix)
+        if source.wrap is not None and (source.accepts is None or source.accepts(module)):
+            return source.wrap(module)
+    raise VinyError(
+        f"no model source wraps a {type(module).__name__} object; pass a model string "
+        "(a checkpoint, timm:NAME, hf:FOLDER, py:MODULE:FUNCTION) or a TokenModel"
+    )
 
 
 def require(package: str, extra: str, prefix: str):
@@ -395,6 +411,32 @@ def parse_model_spec(text: str | Path, check: bool = True) -> ModelSpec:
     return ModelSpec("viny", target, options, text)
 
 
+def with_heads(model, heads: int | None):
+    """``model`` with a head count (``ModelOptions.heads``, ``--heads N``): a viny model string as
+    ``PATH,heads=N`` (how the viny source takes one); ``model`` as it is when ``heads`` is None; a
+    timm:/hf:/py:/tokens: model or a built one refused (its head count is its own)."""
+    if heads is None:
+        return model
+    if not isinstance(model, str | Path):
+        raise VinyError("heads applies to a model string (a study authors' .pth), not a built model")
+    spec = parse_model_spec(model)
+    if spec.prefix != "viny":
+        raise VinyError(f"--heads is for the study authors' state_dict; {model} is a {spec.prefix}: model")
+    return f"{model},heads={heads}"
+
+
+def load_with(model, options, own_size: bool = False) -> TokenModel:
+    """``load_model`` of ``model`` with a ``ModelOptions``' weights, input size (none when ``own_size``:
+    the model keeps its own) and mean / std; its ``heads`` are applied by ``with_heads`` beforehand."""
+    return load_model(
+        model,
+        weights=options.weights,
+        image_size=None if own_size else options.img_size,
+        mean=options.mean,
+        std=options.std,
+    )
+
+
 def load_model(
     model: str | Path | TokenModel | nn.Module,
     *,
@@ -413,9 +455,7 @@ def load_model(
             raise VinyError("weights / image_size apply to a model string, not to a TokenModel already built")
         loaded = model
     elif isinstance(model, nn.Module):
-        from viny_probe.analysis.sources.viny import viny_token_model
-
-        loaded = viny_token_model(model)
+        loaded = wrap_module(model)
     elif isinstance(model, str | Path):
         spec = parse_model_spec(model)
         options = SourceOptions(weights, image_size, None, None)
@@ -507,10 +547,3 @@ def read_state_dict(path: str | Path, what: str) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise VinyError(f"{what}: {path} holds a {type(obj).__name__}, not a state_dict of tensors")
     return obj
-
-
-def load_weights_strict(module: nn.Module, path: str | Path, what: str) -> None:
-    """Load ``path`` into ``module``: every key present, none left over, every shape equal; otherwise a
-    VinyError naming the missing / unexpected keys (weights of another architecture)."""
-    state = read_state_dict(path, what)
-    load_state_strict(module, state, f"{what}: weights file {Path(path).expanduser()}")

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
+import warnings
 from pathlib import Path
 
 import torch
@@ -23,12 +25,13 @@ from viny_probe.analysis.sources.base import (
     ModelSpec,
     SourceOptions,
     TokenModel,
-    load_weights_strict,
+    read_state_dict,
     register_source,
     require,
     square,
 )
-from viny_probe.errors import VinyError
+from viny_probe.checkpoint import load_state_strict
+from viny_probe.errors import VinyError, VinyWarning
 
 INIT_SEED = (
     0  # a model without --weights is random-initialised with this torch seed: same string, same weights
@@ -164,8 +167,9 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         )
     image_size = square(getattr(patch_embed, "img_size", None), what, "input size")
     patch_size = square(getattr(patch_embed, "patch_size", None), what, "patch size")
+    resampled = None
     if weights is not None:
-        load_weights_strict(model, weights, what)
+        resampled = _load_weights(model, weights, what)
     data = resolve_data_config({}, model=model)
     dim = int(getattr(model, "embed_dim", None) or model.num_features)
     notes = [
@@ -175,6 +179,9 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         f"{prefix} prefix token(s) dropped: timm's num_prefix_tokens",
         _weights_note(model, weights, pretrained),
     ]
+    if resampled:
+        notes.append(resampled)
+        warnings.warn(f"{what}: {resampled}", VinyWarning, stacklevel=2)
     config = {
         "source": "timm",
         "model": spec.target,
@@ -206,6 +213,41 @@ def load(spec: ModelSpec, options: SourceOptions) -> TokenModel:
         },
         weights_from=None if weights is None else str(weights),
     )
+
+
+def _load_weights(model, weights, what: str) -> str | None:
+    """Load the ``weights`` file strictly, except that a ``pos_embed`` saved for another patch grid (224-px
+    weights at ``--img-size 112``) is resampled to the model's grid with timm's own
+    ``resample_abs_pos_embed`` (bicubic over the grid, prefix tokens kept), as timm does for its
+    pretrained weights. Returns the note saying so, or None when nothing was resampled."""
+    state = read_state_dict(weights, what)
+    note = None
+    own = getattr(model, "pos_embed", None)
+    saved = state.get("pos_embed")
+    if (
+        isinstance(own, torch.Tensor)
+        and isinstance(saved, torch.Tensor)
+        and saved.ndim == own.ndim == 3
+        and saved.shape != own.shape
+        and saved.shape[0] == own.shape[0]
+        and saved.shape[2] == own.shape[2]
+    ):
+        new_grid = square(tuple(model.patch_embed.grid_size), what, "patch grid")
+        prefix = own.shape[1] - new_grid * new_grid  # prefix tokens with a position (0 with no_embed_class)
+        old_grid = math.isqrt(max(saved.shape[1] - prefix, 0))
+        if prefix >= 0 and old_grid > 0 and old_grid * old_grid + prefix == saved.shape[1]:
+            from timm.layers import resample_abs_pos_embed
+
+            state = dict(state)
+            state["pos_embed"] = resample_abs_pos_embed(
+                saved.float(), [new_grid, new_grid], [old_grid, old_grid], num_prefix_tokens=prefix
+            ).to(saved.dtype)
+            note = (
+                f"pos_embed resampled from the weights' {old_grid} x {old_grid} grid to {new_grid} x "
+                f"{new_grid} (bicubic, {prefix} prefix position(s) kept; timm resample_abs_pos_embed)"
+            )
+    load_state_strict(model, state, f"{what}: weights file {Path(weights).expanduser()}")
+    return note
 
 
 def _weights_note(model, weights, pretrained: bool) -> str:

@@ -164,7 +164,9 @@ def viny_token_model(encoder: ViNy, ckpt: dict | None = None, name: str = "viny"
     if not hasattr(encoder, "patch_tokens_per_block") or not hasattr(encoder, "cfg"):
         raise VinyError(f"expected a ViNy encoder, got {type(encoder).__name__}")
     cfg = encoder.cfg
-    raw = ((ckpt or {}).get("config") or {}).get("inputs") == "raw"
+    config = (ckpt or {}).get("config") or {}
+    # the regime's option (config.json's regime_options; a flat key in a run of an older viny)
+    raw = (config.get("regime_options") or config).get("inputs") == "raw"
     return TokenModel(
         encoder,
         encoder.patch_tokens_per_block,
@@ -219,5 +221,6 @@ register_source(
         "a viny checkpoint (run folder's final.pt), a `viny export` folder or the study authors' state_dict "
         "(.pth; PATH,heads=N when no config.json of `viny export` is beside it)",
         "runs/spatial/final.pt",
+        wrap=viny_token_model,
     )
 )

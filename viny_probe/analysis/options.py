@@ -1,0 +1,144 @@
+"""The parameter objects of the analysis entry points, each default written here once.
+
+``probe_checkpoint``, ``diagnose``, ``similarity_map_for_image``, ``extract_tokens``, ``build_explorer``
+and the others take these frozen dataclasses instead of a long list of keyword arguments:
+
+* :class:`ModelOptions`: how a model source is loaded and run (weights, input size, normalisation,
+  attention heads, device, batch size, token cache);
+* :class:`EvalSet`: which images a model is evaluated on (dataset, split, pool and test sizes, the
+  overlap guard);
+* :class:`ProbeOptions`: how the classifiers of the diagnostics run (probe backend, kNN on or off);
+* :class:`DiagnoseOptions`, :class:`ExploreOptions`, :class:`ExtractOptions`: what only one command has.
+
+The CLI (``viny_probe/cli``) takes its option defaults from these classes (``EvalSet.probe_images``,
+...), builds the objects and passes them. This module imports nothing heavy (the CLI reads it at
+start-up) and nothing of viny_probe.analysis: every analysis module imports it. A ModelOptions is
+applied by ``sources.load_with`` (``heads`` by ``sources.with_heads``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from viny_probe.errors import VinyError
+
+#: The probe solvers (``analysis.probe``): auto picks torch where the tokens are on a GPU, sklearn on a
+#: CPU, where it was the faster of the two as measured (docs/performance.md: ViT-S/16, 600 images, 2
+#: loaded cores: the probe's share 70 s vs 92 s).
+BACKENDS = ("auto", "torch", "sklearn")
+DEFAULT_BACKEND = "auto"
+#: The background reference patch of Fig 6 (``reference.BACKGROUND_CHOICES``): patch (0, 0), as the study.
+DEFAULT_BACKGROUND = "study"
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """How a model source (``sources.load_model``) is loaded and run.
+
+    weights: the weights file of a ``timm:`` model (a .safetensors file or a torch state_dict).
+    img_size: the input size of a model not from viny (a viny checkpoint's is fixed).
+    mean / std: R, G, B values replacing the model's own normalisation.
+    heads: attention heads of a study authors' state_dict (.pth), which records none; applied to a viny
+        model string as ``PATH,heads=N`` (``sources.with_heads``; a timm:/hf:/py:/tokens: model is refused).
+    device: where the model runs (cpu | cuda | cuda:N | auto); None: where the model is (a loaded
+        checkpoint: the CPU). The CLI's ``--device`` (``cli.options.device_option``) defaults to auto.
+    batch_size: images per forward pass while extracting tokens (on a 2-core CPU 64 ran at 130 img/s
+        for ViNy, 256 at 84: the activations outgrow the cache).
+    use_cache: read and write the token cache (``embeddings``; ``viny cache info``).
+    """
+
+    weights: str | Path | None = None
+    img_size: int | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    heads: int | None = None
+    device: str | None = None
+    batch_size: int = 64
+    use_cache: bool = True
+
+    def extraction(self, progress: bool = True) -> dict:
+        """The keyword arguments of ``embeddings.extract_patch_tokens`` these options set."""
+        return dict(
+            progress=progress, use_cache=self.use_cache, device=self.device, batch_size=self.batch_size
+        )
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """The images a model is evaluated on (``evaluation_data``): the training protocol's split.
+
+    dataset, split_seed, test_size: default (None) to the checkpoints' lineage (``resolve_evaluation``:
+        the trimap stage's split, so a model is scored on that stage's held-out test set; a model from
+        elsewhere: toy-pets, split seed 0).
+    data_root: the folder of a real dataset, or its parent.
+    probe_images: pool images the probe and kNN are fitted on (2000 ViNy images = 128,000 patches).
+    test_images: test images everything is measured on.
+    allow_overlap: evaluate even on images a checkpoint's lineage trained on (refused otherwise); the
+        warning is written into every output.
+    protocol: ``viny`` (the above) or ``authors``, the study's code's protocol (``eval_protocol``: the
+        first 2,048 images the models trained on, raw and augmented, the probe scored on the images it
+        was fitted on, kNN off; labelled in every output). Off in every preset.
+
+    A command that reads single images (``similarity_map_for_image``, ``reconstruct_images``) uses
+    only ``split_seed``, ``test_size`` and ``allow_overlap`` (the dataset is named in ``DATASET:INDEX``).
+    """
+
+    dataset: str | None = None
+    data_root: str | Path | None = None
+    split_seed: int | None = None
+    test_size: int | None = None
+    probe_images: int = 2000
+    test_images: int = 1000
+    allow_overlap: bool = False
+    protocol: str = "viny"
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """How the diagnostics' classifiers run: ``backend`` of the linear probe (one of ``BACKENDS``;
+    ``analysis.probe``), ``knn``: run the kNN diagnostics (off: their results are None)."""
+
+    backend: str = DEFAULT_BACKEND
+    knn: bool = True
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise VinyError(f"--probe-backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+
+
+@dataclass(frozen=True)
+class DiagnoseOptions:
+    """What only ``diagnose`` has: ``depth_probe_images`` pool images for the cheaper per-block probe,
+    ``cka_images`` test images whose tokens CKA compares, ``fig6_images`` test images in Fig 6 (3
+    reference patches each) and its ``background`` reference (``reference.BACKGROUND_CHOICES``)."""
+
+    depth_probe_images: int = 250
+    cka_images: int = 250
+    fig6_images: int = 2
+    background: str = DEFAULT_BACKGROUND
+
+
+@dataclass(frozen=True)
+class ExploreOptions:
+    """How the explorer page is made (``explore.build_explorer``): ``blocks`` (``"all"`` or a
+    ``--layer`` list, per model), ``max_mb`` (refuse a larger page), ``images`` (test images shown when
+    none are given) and ``progress``; the extraction's device, batch size and cache are a
+    :class:`ModelOptions`' (``build_explorer``'s ``model``)."""
+
+    blocks: str = "all"
+    max_mb: float = 64.0
+    images: int = 16
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ExtractOptions:
+    """What `viny extract` writes (``token_store.extract_tokens``): the blocks (``"all"``, ``"final"``
+    or ``"3,6,12"``), the token ``dtype``, ``shard_images`` images per shard (memory holds one shard's
+    tokens) and whether to write into a folder that already holds tokens (``force``)."""
+
+    blocks: str = "all"
+    dtype: str = "float16"
+    shard_images: int = 256
+    force: bool = False
