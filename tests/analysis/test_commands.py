@@ -21,7 +21,7 @@ from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
 from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
 from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
-from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.similarity_image import similarity_map_for_image
 from viny_probe.checkpoint import save_checkpoint
@@ -72,7 +72,7 @@ def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
     labels = {k: patch_labels(s, 4) for k, s in (("train", train), ("test", test))}
     fit = linear_patch_probe(
         emb["train"], labels["train"], emb["test"], labels["test"], seed=PROBE_SEED, num_classes=3,
-        backend=chosen_backend(),
+        backend="auto",
     )  # fmt: skip
     assert m["probe"]["test_accuracy"] == pytest.approx(fit.test_accuracy, abs=1e-9)
     assert m["probe"]["train_accuracy"] == pytest.approx(fit.train_accuracy, abs=1e-9)

@@ -331,7 +331,7 @@ def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path)
     diagnostics.probe splitting off other validation images (``seed=layer.seed + 1``)."""
     from viny_probe.analysis.diagnostics import PROBE_SEED
     from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
-    from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+    from viny_probe.analysis.probe import linear_patch_probe
 
     for spec in (TIMM_REG, f"hf:{hf_folder}", f"py:{py_file}:build"):
         result = CliRunner().invoke(
@@ -348,7 +348,7 @@ def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path)
         emb = [extract_all(load_model(spec), s, batch_size=7)[2] for s in (train, test)]
         fit = linear_patch_probe(
             emb[0], patch_labels(train, 8), emb[1], patch_labels(test, 8), seed=PROBE_SEED, num_classes=3,
-            backend=chosen_backend(),
+            backend="auto",
         )  # fmt: skip
         assert data["layers"]["final"]["probe"]["test_accuracy"] == pytest.approx(fit.test_accuracy, abs=1e-9)
         assert any("not checked" in line for line in data["data"]["chosen"])

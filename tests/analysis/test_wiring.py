@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.sources import TokenModel
 
 PATCH, SIZE = 4, 32  # toy-pets at 32 px: an 8 x 8 grid, like the tiny ViNy
@@ -114,12 +115,13 @@ def test_viny_raw_checkpoint_is_extracted_on_raw_pixels():
 
 def test_probe_similarity_map_and_diagnose_feed_the_model_its_own_normalisation(tmp_path):
     """Through the three commands (library entry points, a TokenModel given directly), every image the
-    model is fed is a uint8 image normalised with the model's own mean/std, or with --mean / --std when
-    given. Mutants killed: similarity_image passing the picture as float [0, 1] (``to_float(picture)``:
-    taken as already normalised); checkpoint_probe, similarity_image and diagnose.load_models each
-    dropping ``mean=mean, std=std`` in its load_model call (the model's own values used instead of the
-    given ones). And diagnose's final-block numbers are the last block's (block b here is b x the channel
-    means): mutant killed, _test_tokens handing block 1 on as the final block (``test_all[1]``)."""
+    model is fed is a uint8 image normalised with the model's own mean/std, or with ModelOptions' mean /
+    std (--mean / --std) when given. Mutants killed: similarity_image passing the picture as float [0, 1]
+    (``picture[None].float() / 255``: taken as already normalised); sources.load_with dropping the given
+    mean (``mean=None``); checkpoint_probe, similarity_image and diagnose.load_models each loading with
+    ``ModelOptions()`` instead of the given options. And diagnose's final-block numbers are the last
+    block's (block b here is b x the channel means): mutant killed, _test_tokens handing block 1 on as the
+    final block (``test_all[1]``)."""
     from viny_probe.analysis.checkpoint_probe import probe_checkpoint
     from viny_probe.analysis.diagnose import diagnose
     from viny_probe.analysis.evaluation_data import load_probe_data
@@ -129,24 +131,23 @@ def test_probe_similarity_map_and_diagnose_feed_the_model_its_own_normalisation(
     seen: list[torch.Tensor] = []
     scaled = lambda b, x: b * channel_means(b, x)  # noqa: E731
     model = fake_model(scaled, depth=2, dim=3, mean=OWN_MEAN, std=OWN_STD, seen=seen)
-    small = dict(probe_images=8, test_images=4, knn=False, progress=False, use_cache=False)
+    own, given = ModelOptions(use_cache=False), ModelOptions(use_cache=False, mean=GIVEN_MEAN, std=GIVEN_STD)
+    small, no_knn = EvalSet(probe_images=8, test_images=4), ProbeOptions(knn=False)
 
-    probe_checkpoint(model, **small)
+    probe_checkpoint(model, own, small, no_knn, progress=False)
     assert_fed_uint8_through(seen, OWN_MEAN, OWN_STD)
     seen.clear()
-    probe_checkpoint(model, mean=GIVEN_MEAN, std=GIVEN_STD, **small)
+    probe_checkpoint(model, given, small, no_knn, progress=False)
     assert_fed_uint8_through(seen, GIVEN_MEAN, GIVEN_STD)
 
-    for given in ({}, {"mean": GIVEN_MEAN, "std": GIVEN_STD}):
+    for options, (mean, std) in ((own, (OWN_MEAN, OWN_STD)), (given, (GIVEN_MEAN, GIVEN_STD))):
         seen.clear()
-        similarity_map_for_image(model, "toy-pets:3", patch="2,5", out=tmp_path / "map.png", **given)
-        assert_fed_uint8_through(seen, given.get("mean", OWN_MEAN), given.get("std", OWN_STD))
+        similarity_map_for_image(model, "toy-pets:3", patch="2,5", out=tmp_path / "map.png", model=options)
+        assert_fed_uint8_through(seen, mean, std)
 
     seen.clear()
-    summary = diagnose(
-        [model], ["fake"], tmp_path / "diag", depth_probe_images=4, cka_images=4, fig6_images=1,
-        mean=GIVEN_MEAN, std=GIVEN_STD, **small,
-    )  # fmt: skip
+    figures = DiagnoseOptions(depth_probe_images=4, cka_images=4, fig6_images=1)
+    summary = diagnose([model], ["fake"], tmp_path / "diag", given, small, no_knn, figures, progress=False)
     assert_fed_uint8_through(seen, GIVEN_MEAN, GIVEN_STD)
     where = summary["data"][SIZE]
     _, test, _ = load_probe_data(where["dataset"], SIZE, None, where["split_seed"], where["test_size"], 8, 4)
@@ -196,7 +197,8 @@ def test_the_patch_subsample_keeps_each_images_own_patches_across_batches():
 
 # ------------------------------------------------------------------ 3. the block a per-block number reads
 DIM = 6
-WHERE = dict(dataset="toy-pets", split_seed=0, test_size=40)
+WHERE = EvalSet(dataset="toy-pets", split_seed=0, test_size=40, probe_images=24, test_images=12)
+UNCACHED, NO_KNN = ModelOptions(use_cache=False), ProbeOptions(knn=False)
 
 
 @pytest.fixture(scope="module")
@@ -269,10 +271,7 @@ def test_probe_every_block_reports_the_block_it_names(toy_sets, monkeypatch):
     monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 24 * 32 * DIM)  # 32 of 64 patches kept
 
     table = _label_table(toy_sets)
-    result = probe_checkpoint(
-        model_a(table), layer="all", probe_images=24, test_images=12, knn=False, progress=False,
-        use_cache=False, **WHERE,
-    )  # fmt: skip
+    result = probe_checkpoint(model_a(table), UNCACHED, WHERE, NO_KNN, layer="all", progress=False)
     layers = result["layers"]
     assert list(layers) == ["block 1", "block 2", "block 3"]
     assert result["data"]["probe_subsample"]["patches_per_image"] == 32
@@ -326,7 +325,7 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     from viny_probe.analysis.cka import linear_cka
     from viny_probe.analysis.diagnostics import DEPTH_PROBE_MAX_ITER, PROBE_SEED
     from viny_probe.analysis.evaluation_data import patch_labels, patch_subsample
-    from viny_probe.analysis.probe import chosen_backend, linear_patch_probe
+    from viny_probe.analysis.probe import linear_patch_probe
     from viny_probe.analysis.variance import within_image_variance
 
     monkeypatch.setattr(evaluation_data, "PROBE_MAX_VALUES", 24 * 32 * DIM)  # final probe: 32 of 64
@@ -336,8 +335,8 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
     table = _label_table(toy_sets)
     a, b = model_a(table), model_b(table)
     summary = diagnose_module.diagnose(
-        [a, b], ["A", "B"], tmp_path / "diag", probe_images=24, test_images=12, depth_probe_images=16,
-        cka_images=10, fig6_images=1, knn=False, progress=False, use_cache=False, **WHERE,
+        [a, b], ["A", "B"], tmp_path / "diag", UNCACHED, WHERE, NO_KNN,
+        DiagnoseOptions(depth_probe_images=16, cka_images=10, fig6_images=1), progress=False,
     )  # fmt: skip
     memory = summary["memory"]
     assert memory["A"]["depth_test_images"] == 6 and memory["A"]["test_images"] == 12
@@ -367,7 +366,7 @@ def test_diagnose_per_block_curves_and_cka_read_the_blocks_they_name(
         fit = linear_patch_probe(
             a.tokens(pool_x, [k])[k].gather(1, keep[:, :, None].expand(-1, -1, DIM)), labels,
             tokens["A"][k], toy_sets["labels"]["test"][:6], Cs=(chosen_c,), seed=PROBE_SEED, num_classes=3,
-            max_iter=DEPTH_PROBE_MAX_ITER, backend=chosen_backend(),
+            max_iter=DEPTH_PROBE_MAX_ITER, backend="auto",
         )  # fmt: skip
         assert probe_a[k] == pytest.approx(fit.test_accuracy, abs=1e-9), k
     assert probe_a[2] > 0.9 > max(probe_a[1], probe_a[3])  # the one-hot block is the one read well
@@ -429,7 +428,9 @@ def test_similarity_map_of_an_embedded_image_pairs_its_picture_trimap_and_tokens
     seen: list[torch.Tensor] = []
     table = _label_table(toy_sets)
     model = fake_model(lambda b, x: one_hot_labels(x, table), depth=1, dim=DIM, seen=seen, name="onehot")
-    res = similarity_map_for_image(model, "toy-pets:3", split_seed=0, test_size=40, out=tmp_path / "m.png")
+    res = similarity_map_for_image(
+        model, "toy-pets:3", out=tmp_path / "m.png", data=EvalSet(split_seed=0, test_size=40)
+    )
     (fed,) = seen
     assert torch.equal((fed[0] * 255).round().to(torch.uint8), toy_sets["test"].images[3])
     labels = toy_sets["labels"]["test"][3].reshape(GRID, GRID)
