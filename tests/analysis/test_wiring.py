@@ -421,8 +421,9 @@ def test_similarity_map_of_an_embedded_image_pairs_its_picture_trimap_and_tokens
     """``similarity-map toy-pets:3`` (split seed 0, 40 held out) on a model whose tokens are the patch
     classes' one-hot: the model is fed test image 3 of the same split the probe scores on; the study's
     references sit on a background, a pet and a boundary patch of that image's own trimap; each map is 1
-    on the reference's class and 0 elsewhere. Mutants killed: images.embedded_image taking the next
-    image's trimap (``full.masks[i + 1]``) or the next test image (``int(test[index + 1])``)."""
+    on the reference's class and 0 elsewhere. Mutant killed: images.embedded_image taking the next test
+    image (``int(test[index + 1])``); before the merge of main, also its taking the next image's trimap
+    (``full.masks[i + 1]``; the image and its trimap now load together, by one index)."""
     from viny_probe.analysis.similarity_image import similarity_map_for_image
 
     seen: list[torch.Tensor] = []
