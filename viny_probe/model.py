@@ -111,11 +111,12 @@ ATTENTION: ContextVar[str] = ContextVar("viny_attention", default="auto")
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v over (B, heads, T, d). On CUDA torch's fused kernel; elsewhere written
+    """softmax(q k^T / sqrt(d)) v over (B, heads, T, d). On CUDA, and on a CPU without autograd (the
+    diagnostics' extraction, evaluation: 6x faster there), torch's fused kernel; in CPU training written
     out, because on CPU the fused kernel's backward is the slow part of a training step, in bf16 most
     of all (measurements: docs/performance.md, "Why the code is as it is"). ``ATTENTION`` "math"
-    writes it out on CUDA too."""
-    if q.is_cuda and ATTENTION.get() != "math":
+    writes it out everywhere."""
+    if (q.is_cuda or not torch.is_grad_enabled()) and ATTENTION.get() != "math":
         return F.scaled_dot_product_attention(q, k, v)
     return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
 

@@ -91,3 +91,31 @@ def test_a_refusal_names_the_checkpoint_and_stage_that_trained_on_the_images(pre
     assert "8 of the 16 evaluation images" in str(err.value)
     assert "its segment stage (split seed 0, test size 8) trained on 8" in str(err.value)
     probe_checkpoint(pre, data=data, probe=ProbeOptions(knn=False), progress=False)
+
+
+def test_the_default_probe_pool_is_the_studys_patches_on_each_grid(tmp_path):
+    """EvalSet.probe_images None = 128,000 pool patches on the model's grid: 2000 images on 8 x 8, 654 on
+    14 x 14, 500 on 16 x 16 (checked end to end on a 32-px encoder with 2-px patches); a given count
+    wins. Mutants killed: pool_images ignoring the grid (2000 for every model), probe_checkpoint not
+    resolving the pool for its model (None reaches the loader)."""
+    from viny_probe.analysis.checkpoint_probe import probe_checkpoint
+    from viny_probe.analysis.options import EvalSet, ModelOptions, ProbeOptions
+    from viny_probe.checkpoint import save_checkpoint
+    from viny_probe.model import ViNy, ViTConfig
+
+    assert [EvalSet().pool_images(p) for p in (64, 196, 256)] == [2000, 654, 500]
+    assert EvalSet(probe_images=37).pool_images(196) == 37
+    torch.manual_seed(0)
+    model = ViNy(ViTConfig(image_size=32, patch_size=2, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32))
+    path = tmp_path / "grid16.pt"
+    save_checkpoint(
+        path, {"regime": "fresh", "model_config": model.cfg.to_dict(), "encoder": model.state_dict()}
+    )
+    result = probe_checkpoint(
+        path,
+        model=ModelOptions(use_cache=False),
+        data=EvalSet(dataset="toy-pets", test_size=20, test_images=20),
+        probe=ProbeOptions(knn=False),
+        progress=False,
+    )
+    assert result["data"]["probe_images"] == 500

@@ -109,7 +109,7 @@ def probe_checkpoint(
     layers = parse_layers(layer, loaded.depth)
     where = resolve_evaluation([(name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
     train_set, test_set, info, warnings = evaluation_sets(
-        data, [(name, loaded.meta)], where, loaded.image_size
+        data.for_grid(loaded.num_patches), [(name, loaded.meta)], where, loaded.image_size
     )
     info["chosen"] = where["notes"] + outside_note(name, loaded)
     names = test_set.mask_classes.names

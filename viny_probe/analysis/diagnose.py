@@ -583,13 +583,14 @@ def diagnose(
     model = protocol_model(data.protocol, model)
     models = load_models(ckpts, model)  # every model checked before any work
     metas = [(name, m.meta) for name, m in zip(names, models, strict=True)]
+    opts.probe_images = data.pool_images(max(m.num_patches for m in models))  # the smallest pool
     where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
     _plan_cka(models, opts)
     got = _Collected()
     for loaded, name, given in zip(models, names, ckpts, strict=True):
         size = loaded.image_size
         if size not in got.data:
-            *sets, warnings = evaluation_sets(data, metas, where, size)
+            *sets, warnings = evaluation_sets(data.for_grid(loaded.num_patches), metas, where, size)
             got.data[size] = tuple(sets)
             got.data[size][2]["chosen"] = where["notes"] + [
                 line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from viny_probe.analysis.lineage import evaluation_defaults, trained_clear
-from viny_probe.analysis.options import EvalSet
+from viny_probe.analysis.options import POOL_PATCHES, EvalSet
 from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import ImageSet
@@ -34,7 +34,7 @@ DEFAULT_DATASET = "toy-pets"
 PROBE_MAX_VALUES = 2000 * 64 * 128
 PATCH_SAMPLE_SEED = 0
 LABEL_CHUNK_PIXELS = 1 << 23  # trimap pixels labelled at once (patch_labels)
-DEFAULT_PROBE_IMAGES = EvalSet.probe_images  # the defaults' one home: analysis.options.EvalSet
+DEFAULT_PROBE_IMAGES = POOL_PATCHES // 64  # ViNy's 8 x 8 grid; EvalSet.probe_images None resolves per grid
 DEFAULT_TEST_IMAGES = EvalSet.test_images
 
 

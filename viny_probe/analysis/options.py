@@ -18,6 +18,7 @@ applied by ``sources.load_with`` (``heads`` by ``sources.with_heads``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,10 @@ BACKENDS = ("auto", "torch", "sklearn")
 DEFAULT_BACKEND = "auto"
 #: The background reference patch of Fig 6 (``reference.BACKGROUND_CHOICES``): patch (0, 0), as the study.
 DEFAULT_BACKGROUND = "study"
+
+
+# The study's probe pool: 2000 ViNy images x 64 patches (EvalSet.probe_images left as None).
+POOL_PATCHES = 128_000
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,10 @@ class EvalSet:
         the trimap stage's split, so a model is scored on that stage's held-out test set; a model from
         elsewhere: toy-pets, split seed 0).
     data_root: the folder of a real dataset, or its parent.
-    probe_images: pool images the probe and kNN are fitted on (2000 ViNy images = 128,000 patches).
+    probe_images: pool images the probe and kNN are fitted on; None: as many as give the study's
+        128,000 pool patches (``POOL_PATCHES``) on the model's grid: 2000 ViNy images (8 x 8), 654 at
+        14 x 14 (a 224-px ViT-/16), so a bigger grid does not decode and embed images whose patches
+        the probe's memory cap would then leave out (``pool_images``).
     test_images: test images everything is measured on.
     allow_overlap: evaluate even on images a checkpoint's lineage trained on (refused otherwise); the
         warning is written into every output.
@@ -88,10 +96,21 @@ class EvalSet:
     data_root: str | Path | None = None
     split_seed: int | None = None
     test_size: int | None = None
-    probe_images: int = 2000
+    probe_images: int | None = None
     test_images: int = 1000
     allow_overlap: bool = False
     protocol: str = "viny"
+
+    def pool_images(self, num_patches: int) -> int:
+        """The pool images for a model with ``num_patches`` patches per image: ``probe_images``, or
+        enough for ``POOL_PATCHES`` patches."""
+        if self.probe_images is not None:
+            return self.probe_images
+        return -(-POOL_PATCHES // num_patches)
+
+    def for_grid(self, num_patches: int) -> EvalSet:
+        """This set with ``probe_images`` resolved for a model with ``num_patches`` patches."""
+        return dataclasses.replace(self, probe_images=self.pool_images(num_patches))
 
 
 @dataclass(frozen=True)

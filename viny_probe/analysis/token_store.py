@@ -247,7 +247,7 @@ def extract_tokens(
         data.data_root,
         where["split_seed"],
         where["test_size"],
-        data.probe_images,
+        data.pool_images(loaded.num_patches),
         data.test_images,
     )
     options = {"device": model.device, "batch_size": model.batch_size, "progress": progress}

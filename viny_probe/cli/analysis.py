@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from ..analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
+from ..analysis.options import POOL_PATCHES, DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from ..progress import console
 from .app import app
 from .options import (
@@ -245,10 +245,10 @@ def probe_command(
     ),
     allow_overlap: bool = _overlap_option(),
     eval_protocol: EvalProtocol = _eval_protocol_option(),
-    probe_images: int = typer.Option(
+    probe_images: int | None = typer.Option(
         EvalSet.probe_images,
-        help=f"pool images the probe is fitted on ({EvalSet.probe_images} ViNy images = "
-        f"{EvalSet.probe_images * 64:,} patches)",
+        help=f"pool images the probe is fitted on (default: the study's {POOL_PATCHES:,} patches' worth: "
+        f"{POOL_PATCHES // 64} ViNy images, {-(-POOL_PATCHES // 196)} at 14 x 14 patches)",
     ),
     test_images: int = typer.Option(EvalSet.test_images, help="test images the probe is scored on"),
     knn: bool = _knn_option(),
@@ -499,8 +499,9 @@ def diagnose_command(
         DiagnoseOptions.background,
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
     ),
-    probe_images: int = typer.Option(
-        EvalSet.probe_images, help="pool images the final-block probe and kNN are fitted on"
+    probe_images: int | None = typer.Option(
+        EvalSet.probe_images,
+        help=f"pool images the final-block probe and kNN are fitted on (default: {POOL_PATCHES:,} patches' worth)",
     ),
     test_images: int = typer.Option(EvalSet.test_images, help="test images everything is measured on"),
     depth_probe_images: int = typer.Option(

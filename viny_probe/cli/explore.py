@@ -133,7 +133,10 @@ def extract_command(
     ),
     split_seed: int | None = split_seed_option(),
     test_size: int | None = typer.Option(None, help="the fixed test set's size (default: the checkpoint's)"),
-    probe_images: int = typer.Option(EvalSet.probe_images, help="pool images (those the probe is fitted on)"),
+    probe_images: int | None = typer.Option(
+        EvalSet.probe_images,
+        help="pool images (those the probe is fitted on; default: 128,000 patches' worth)",
+    ),
     test_images: int = typer.Option(EvalSet.test_images, help="test images"),
     layer: str = typer.Option(ExtractOptions.blocks, "--layer", help="blocks to write: all | final | 3,6,12"),
     dtype: str = typer.Option(ExtractOptions.dtype, help="float16 (half the size) | float32"),
