@@ -16,9 +16,13 @@ from typer.testing import CliRunner
 from viny_probe.analysis import within_image_variance
 from viny_probe.analysis.authors import authors_name_map
 from viny_probe.analysis.checkpoint_probe import probe_checkpoint
+from viny_probe.analysis.diagnostics import KNN_BANK_PATCHES, KNN_K, KNN_TEST_IMAGES, PROBE_SEED
 from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
-from viny_probe.analysis.evaluation_data import load_probe_data
+from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
+from viny_probe.analysis.knn import knn_patch_accuracy
 from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
+from viny_probe.analysis.probe import linear_patch_probe
+from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.similarity_image import similarity_map_for_image
 from viny_probe.checkpoint import save_checkpoint
 from viny_probe.cli import app, main
@@ -40,6 +44,11 @@ def run_main(monkeypatch, capsys, *args) -> tuple[int, str]:
 
 # --------------------------------------------------------------------------------------------- probe
 def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
+    """The command's numbers are those computed here from the same images' tokens (replacing bounds that
+    held for any input: ``0 <= acc <= 1``, ``1 <= effective_rank <= 32``). Mutants killed: the kNN
+    scored on the pool tokens and labels instead of the test ones (diagnostics.knn); the effective rank
+    measured on the pool tokens (``effective_rank(layer.train)``); checkpoint_probe pairing each test or
+    pool image with the previous image's patch labels (``patch_labels(...).roll(1, 0)``, counts unchanged)."""
     result = CliRunner().invoke(app, ["probe", str(tiny_ckpt), "--json", *SMALL])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -51,12 +60,29 @@ def test_probe_json_is_well_formed_and_sane(tiny_ckpt):
     assert data["data"]["probe_patches"] == 48 * 64 and data["data"]["test_patches"] == 8 * 64
     assert m["probe"]["num_train_patches"] == 48 * 64 and m["probe"]["num_test_patches"] == 8 * 64
     assert data["warnings"] == []
-    for acc in (m["probe"]["test_accuracy"], m["probe"]["train_accuracy"], m["knn"]["accuracy"]):
-        assert 0.0 <= acc <= 1.0
     assert set(m["probe"]["per_class_accuracy"]) == {"pet", "background", "boundary"}
     assert m["within_image_variance"] > 0 and m["across_image_variance"] > 0
     assert m["within_across_ratio"] == pytest.approx(m["within_image_variance"] / m["across_image_variance"])
-    assert 1.0 <= m["effective_rank"] <= 32  # tiny: D = 32
+
+    train, test, _ = load_probe_data("toy-pets", 32, None, 0, 8, probe_images=48, test_images=24)
+    emb = {
+        k: extract_patch_tokens(tiny_ckpt, s, progress=False)["final"]
+        for k, s in (("train", train), ("test", test))
+    }
+    labels = {k: patch_labels(s, 4) for k, s in (("train", train), ("test", test))}
+    fit = linear_patch_probe(
+        emb["train"], labels["train"], emb["test"], labels["test"], seed=PROBE_SEED, num_classes=3,
+        backend="auto",
+    )  # fmt: skip
+    assert m["probe"]["test_accuracy"] == pytest.approx(fit.test_accuracy, abs=1e-9)
+    assert m["probe"]["train_accuracy"] == pytest.approx(fit.train_accuracy, abs=1e-9)
+    assert m["probe"]["chosen_C"] == fit.chosen_C
+    near = knn_patch_accuracy(
+        emb["train"], labels["train"], emb["test"][:KNN_TEST_IMAGES], labels["test"][:KNN_TEST_IMAGES],
+        k=KNN_K, num_classes=3, max_train_patches=KNN_BANK_PATCHES, seed=PROBE_SEED,
+    )  # fmt: skip
+    assert m["knn"]["accuracy"] == pytest.approx(near.accuracy, abs=1e-9)
+    assert m["effective_rank"] == pytest.approx(effective_rank(emb["test"]), rel=1e-6)
 
 
 def test_probe_uses_the_training_protocol_and_never_fits_on_test_images(tiny_ckpt):

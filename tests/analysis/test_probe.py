@@ -23,6 +23,7 @@ def _coef(classifier) -> np.ndarray:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_separable_clusters_are_probed_near_perfectly(backend):
+    """Mutants killed (each backend's selection): ties going to the larger C (``(validation[c], c)``)."""
     train_emb, train_labels = _clusters(40, 16, 8, seed=0)
     test_emb, test_labels = _clusters(20, 16, 8, seed=1)
     result = linear_patch_probe(
@@ -32,10 +33,38 @@ def test_separable_clusters_are_probed_near_perfectly(backend):
     assert result.train_accuracy > 0.98
     assert result.balanced_accuracy > 0.98
     assert min(result.per_class_accuracy) > 0.95
-    assert result.chosen_C in (0.01, 1.0)
-    assert set(result.validation_accuracy) == {0.01, 1.0}
+    # both Cs score every validation patch right; the tie goes to the smaller C
+    assert result.validation_accuracy == {0.01: 1.0, 1.0: 1.0} and result.chosen_C == 0.01
     assert result.num_train_patches == 640 and result.num_test_patches == 320
     assert result.converged
+
+
+def _fixed_shares(n: int, seed: int):
+    """Separable clusters (spread 5) where every image holds 11 class-0, 3 class-1 and 2 class-2 patches
+    (in its own order): whichever images the validation split takes, predicting class 0 everywhere
+    scores exactly 11/16."""
+    g = torch.Generator().manual_seed(seed)
+    shares = torch.tensor([0] * 11 + [1] * 3 + [2] * 2)
+    labels = torch.stack([shares[torch.randperm(16, generator=g)] for _ in range(n)])
+    centres = torch.randn(3, 8, generator=torch.Generator().manual_seed(99)) * 5
+    return centres[labels] + torch.randn(n, 16, 8, generator=g), labels
+
+
+@pytest.mark.parametrize("backend", ["torch", "sklearn"])
+def test_the_c_that_scores_best_on_the_validation_images_is_chosen(backend):
+    """C = 1e-5 shrinks the weights to nothing: the probe predicts the majority class, 11/16 of every
+    image; C = 1 separates the clusters: 1.0. The validation scores are those two numbers, the chosen C is
+    1 (not the smaller one) and the test accuracy is the refit's at C = 1. Mutants killed (each backend):
+    the smallest C chosen whatever it scores (``min(Cs)``); the worst-scoring C chosen
+    (``min(Cs, key=lambda c: (validation[c], -c))``); the refit on all train images at ``Cs[0]`` instead
+    of the chosen C (sklearn ``LogisticRegression(C=Cs[0])``, torch ``torch.tensor([Cs[0]])``)."""
+    train_emb, train_labels = _fixed_shares(40, seed=0)
+    test_emb, test_labels = _fixed_shares(20, seed=1)
+    result = linear_patch_probe(
+        train_emb, train_labels, test_emb, test_labels, Cs=(1e-5, 1.0), backend=backend
+    )
+    assert result.validation_accuracy == {1e-5: 11 / 16, 1.0: 1.0}
+    assert result.chosen_C == 1.0 and result.test_accuracy == 1.0
 
 
 def test_random_labels_give_chance_accuracy():

@@ -325,6 +325,14 @@ def test_weights_saved_at_another_grid_get_their_position_embeddings_resampled(t
 
 # ---------------------------------------------------------------------------------------- commands
 def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path):
+    """Each model's probe test accuracy is the one fitted here on its own tokens of the same images,
+    labelled on its 8 x 8 grid (replacing ``0 <= accuracy <= 1``). Mutants killed: checkpoint_probe
+    pairing each test image with the previous image's patch labels (``patch_labels(...).roll(1, 0)``);
+    diagnostics.probe splitting off other validation images (``seed=layer.seed + 1``)."""
+    from viny_probe.analysis.diagnostics import PROBE_SEED
+    from viny_probe.analysis.evaluation_data import load_probe_data, patch_labels
+    from viny_probe.analysis.probe import linear_patch_probe
+
     for spec in (TIMM_REG, f"hf:{hf_folder}", f"py:{py_file}:build"):
         result = CliRunner().invoke(
             app, ["probe", spec, "--json", "--device", "cpu", "--batch-size", "7", *SMALL]
@@ -333,7 +341,16 @@ def test_probe_writes_its_table_for_timm_hf_and_py(hf_folder, py_file, tmp_path)
         data = json.loads(result.stdout)
         assert data["model"]["grid"] == [8, 8] and data["data"]["image_size"] == 64
         assert data["data"]["probe_patches"] == 24 * 64 and data["data"]["probe_subsample"] is None
-        assert 0.0 <= data["layers"]["final"]["probe"]["test_accuracy"] <= 1.0
+        where = data["data"]
+        train, test, _ = load_probe_data(
+            where["dataset"], 64, None, where["split_seed"], where["test_size"], 24, 12
+        )
+        emb = [extract_all(load_model(spec), s, batch_size=7)[2] for s in (train, test)]
+        fit = linear_patch_probe(
+            emb[0], patch_labels(train, 8), emb[1], patch_labels(test, 8), seed=PROBE_SEED, num_classes=3,
+            backend="auto",
+        )  # fmt: skip
+        assert data["layers"]["final"]["probe"]["test_accuracy"] == pytest.approx(fit.test_accuracy, abs=1e-9)
         assert any("not checked" in line for line in data["data"]["chosen"])
     table = CliRunner().invoke(app, ["probe", TIMM_CLS, "--layer", "all", "--no-knn", *SMALL])
     assert (
@@ -386,8 +403,12 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     """Labels, distances 1..2(g-1), reference patches, maps and per-block curves on each model's own
     grid; CKA across the two grids is skipped with a note; the Fig 6 references of the second grid are
     chosen on that grid. Mutant watched failing once: _fig6_maps reusing the first grid's references
-    (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON)."""
+    (the 12 x 12 maps then marked the 7 x 7 positions: map_refs missing from the JSON). Mutant killed
+    (#22, replacing ``0 <= v < 12``): _fig6_maps choosing the second grid's references on the previous
+    test image's trimap (``test_set.masks[index - 1]``)."""
     from viny_probe.analysis.diagnose import diagnose
+    from viny_probe.analysis.evaluation_data import load_probe_data
+    from viny_probe.analysis.reference import choose_reference_patches
 
     seven = (
         "timm:vit_tiny_patch16_224,img_size=56,patch_size=8,depth=2,embed_dim=32,num_heads=2,pretrained=false"
@@ -417,7 +438,12 @@ def test_diagnose_on_7x7_and_12x12_grids(tmp_path, capsys):
     fig6 = json.loads((out / "fig6_reference_patches.json").read_text())
     row = next(iter(fig6["refs"]))
     assert len(fig6["maps"]["seven"][row]) == 7 and len(fig6["maps"]["twelve"][row]) == 12
-    assert "map_refs" in fig6 and all(0 <= v < 12 for ref in fig6["map_refs"]["twelve"].values() for v in ref)
+    # the second grid's references: the study's choice on the same test image's trimap at 48 px, 4 px patches
+    index = summary["settings"]["fig6_images"][0]["test_index"]
+    where = summary["data"][48]
+    _, test48, _ = load_probe_data("toy-pets", 48, None, where["split_seed"], where["test_size"], 16, 8)
+    chosen = choose_reference_patches(test48.masks[index], 4)
+    assert fig6["map_refs"]["twelve"] == {k: list(v) for k, v in chosen.items()}
     assert summary["cka"] == [] and "cka" not in summary["files"]
     assert any(
         "CKA seven vs twelve skipped" in n and "7 x 7" in n and "12 x 12" in n for n in summary["notes"]

@@ -69,6 +69,25 @@ def test_the_diagnostics_read_a_token_folder_and_agree_with_the_model(fresh_ckpt
         assert stored[key] == computed[key], key
 
 
+def test_a_token_folder_keeps_each_images_own_patch_subsample(fresh_ckpt, folder):
+    """``tokens:DIR`` with a per-image patch subsample (the probe's memory bound): image i's kept tokens
+    are its patches keep[i], the same as a fresh extraction with that subsample, with the images asked
+    for in a shuffled order. Mutant killed: embeddings._stored_tokens keeping every image's first k
+    patches (``t[:, : patches.shape[1]]``) instead of its own."""
+    out, _ = folder
+    model = load_model(fresh_ckpt)
+    _, test, _ = load_probe_data("toy-pets", model.image_size, None, 0, 1000, 24, 10)
+    shuffled = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(1)))
+    g = torch.Generator().manual_seed(2)
+    keep = torch.rand(len(test), 64, generator=g).argsort(dim=1)[:, :7]
+    kw = dict(layers=[1, 2], patches=keep, use_cache=False, progress=False)
+    got = extract_patch_tokens(load_model(f"tokens:{out}"), shuffled, **kw)
+    want = extract_patch_tokens(model, shuffled, **kw)
+    for block in (1, 2):
+        assert got[block].shape == (10, 7, model.dim)
+        torch.testing.assert_close(got[block], want[block])
+
+
 def test_images_a_folder_does_not_hold_are_one_line(folder):
     out, _ = folder
     store = TokenFolder.open(out)
