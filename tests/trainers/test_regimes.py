@@ -53,7 +53,16 @@ def test_each_regime_trains_and_writes_a_loadable_run(tmp_path, regime, extra):
     if regime == "segment":
         res = json.loads((tmp_path / "run" / "eval.json").read_text())
         assert set(res["baselines"]) == {"all_background", "position_prior"}
-        assert 0 <= res["test"]["miou"] <= 1 and (tmp_path / "run" / "predictions.png").stat().st_size > 1000
+        assert (tmp_path / "run" / "predictions.png").stat().st_size > 1000
+        # The reported mIoU and pixel accuracy are the ones its confusion matrix gives, and that matrix
+        # counts every pixel of the 8 test images at 32 x 32 once (replaces a bound 0 <= mIoU <= 1 that
+        # could not fail). Mutants killed: IoU's union without "- tp" (metrics.iou_from_confusion);
+        # pixel accuracy scaled by 0.99.
+        cm = torch.tensor(res["test"]["confusion"], dtype=torch.float64)
+        assert int(cm.sum()) == 8 * 32 * 32
+        tp = cm.diag()
+        assert res["test"]["miou"] == pytest.approx(float((tp / (cm.sum(0) + cm.sum(1) - tp)).nanmean()))
+        assert res["test"]["pixel_accuracy"] == pytest.approx(float(tp.sum() / cm.sum()))
 
 
 def test_init_chains_stages_and_records_lineage(tmp_path):
