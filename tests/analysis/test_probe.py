@@ -200,3 +200,28 @@ def test_bf16_tokens_are_fitted_in_float32():
     full = linear_patch_probe(train_emb.float(), train_labels, test_emb.float(), test_labels, backend="torch")
     assert half.chosen_C == full.chosen_C
     assert abs(half.test_accuracy - full.test_accuracy) <= 0.003
+
+
+def test_the_refit_starts_from_the_chosen_cs_solution_and_reaches_the_same_optimum():
+    """The sklearn refit on every pool image is warm-started from the chosen C's solution on the fitting
+    images: it takes fewer lbfgs steps than a fit from zero of the same pipeline, and ends at the same
+    optimum (coefficients and accuracy). Mutant killed: the refit built without the warm start (as
+    many steps as the cold fit)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    train_emb, train_labels = _overlapping(150, 24, 48, seed=0)
+    test_emb, test_labels = _overlapping(80, 24, 48, seed=1)
+    fit = linear_patch_probe(train_emb, train_labels, test_emb, test_labels, num_classes=3, backend="sklearn")
+    x = train_emb.reshape(-1, 48).numpy()
+    y = train_labels.reshape(-1).numpy()
+    x, y = x[y >= 0], y[y >= 0]  # labelled patches only, as the probe fits them
+    cold = make_pipeline(StandardScaler(), LogisticRegression(C=fit.chosen_C, max_iter=1000)).fit(x, y)
+    warm_steps, cold_steps = int(fit.classifier[-1].n_iter_[0]), int(cold[-1].n_iter_[0])
+    assert warm_steps < cold_steps
+    scale = np.abs(cold[-1].coef_).max()
+    np.testing.assert_allclose(
+        fit.classifier[-1].coef_, cold[-1].coef_, atol=1e-2 * scale
+    )  # both stop on lbfgs tolerance
+    assert fit.train_accuracy == pytest.approx(float(np.mean(cold.predict(x) == y)), abs=0.002)
