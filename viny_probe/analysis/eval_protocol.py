@@ -24,14 +24,12 @@ from collections.abc import Sequence
 
 import torch
 
-from viny_probe.analysis.evaluation_data import _load_full, check_dataset_name, load_probe_data
+from viny_probe.analysis.evaluation_data import check_dataset_name, evaluation_split, load_probe_data
 from viny_probe.analysis.lineage import guard_evaluation, lineage_stages, overlap
 from viny_probe.data import dataset_spec
 from viny_probe.data.augment import contrast_jitter, random_hflip, to_float
 from viny_probe.data.base import ImageSet
-from viny_probe.data.protocol import make_split
 from viny_probe.errors import VinyError
-from viny_probe.trainers.splits import fixed_split, held_out_size
 
 PROTOCOLS = ("viny", "authors")
 AUTHORS_IMAGES = 2048
@@ -95,13 +93,7 @@ def authors_images(
     name = check_dataset_name(dataset)
     count = AUTHORS_IMAGES if count is None else count
     spec = dataset_spec(name)
-    if spec.ids is not None and spec.fixed_size is not None:
-        ids = spec.ids(spec.fixed_size, 0)
-        split, full = make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None
-    else:
-        full = _load_full(name, size, data_root, split_seed)
-        ids = full.ids
-        split = fixed_split(name, full, test_size, split_seed)
+    split, full, ids = evaluation_split(name, size, data_root, test_size, split_seed)
     trained = trained_ids(metas, name, split_seed)
     pool = split.pool.tolist()
     chosen = [i for i in pool if trained is None or ids[i] in trained][:count]

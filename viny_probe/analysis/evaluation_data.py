@@ -120,6 +120,18 @@ def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
     return data
 
 
+def evaluation_split(name: str, size: int, data_root, test_size: int, split_seed: int):
+    """``(split, full, ids)`` of dataset ``name``: the split training uses (``data.protocol``, keyed by
+    image identity). Where the ids are known without loading (embedded sets), the split is made on them
+    and ``full`` is None, so a caller loads only the images it needs; else ``full`` is every image."""
+    spec = dataset_spec(name)
+    if spec.ids is not None and spec.fixed_size is not None:
+        ids = spec.ids(spec.fixed_size, 0)
+        return make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None, ids
+    full = _load_full(name, size, data_root, split_seed)
+    return fixed_split(name, full, test_size, split_seed), full, full.ids
+
+
 def load_probe_data(
     dataset: str | None,
     size: int,
@@ -137,13 +149,7 @@ def load_probe_data(
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
     spec = dataset_spec(name)
-    if spec.ids is not None and spec.fixed_size is not None:
-        # ids known without loading: split on them, then load only the images scored or fitted on
-        ids = spec.ids(spec.fixed_size, 0)
-        split, full = make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None
-    else:
-        full = _load_full(name, size, data_root, split_seed)
-        split = fixed_split(name, full, test_size, split_seed)
+    split, full, _ = evaluation_split(name, size, data_root, test_size, split_seed)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
