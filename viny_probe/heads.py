@@ -1,12 +1,15 @@
 """Task heads, each a small module on top of the encoder's tokens: the patch heads read (B, P, D) patch
-tokens; the classification head reads the CLS token of (B, 1 + P, D) (the encoder called with ``cls=True``)."""
+tokens; the classification head reads the CLS token of (B, 1 + P, D) (the encoder called with ``cls=True``).
+
+Each also has a ``stacked_forward(p, tokens)``: the same head for K members at once, on (K, B, ...)
+tokens with the members' parameters stacked (``model.StackedParams``), as a fleet runs it."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .model import ViTConfig
+from .model import StackedParams, ViTConfig, stacked_linear
 
 
 class SimMIMHead(nn.Module):
@@ -25,6 +28,10 @@ class SimMIMHead(nn.Module):
         """(B, P, D) -> (B, P, patch*patch*C) in patchify's (ph, pw, c) order."""
         return self.decoder(tokens)
 
+    def stacked_forward(self, p: StackedParams, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, B, P, D) -> (K, B, P, patch*patch*C)."""
+        return stacked_linear(tokens, p["decoder.weight"], p["decoder.bias"])
+
 
 class ClassificationHead(nn.Module):
     """Linear classifier on the CLS token (position 0 of the encoder's ``cls=True`` output)."""
@@ -36,6 +43,10 @@ class ClassificationHead(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, 1 + P, D) -> (B, classes)."""
         return self.fc(tokens[:, 0])
+
+    def stacked_forward(self, p: StackedParams, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, B, 1 + P, D) -> (K, B, classes)."""
+        return stacked_linear(tokens[:, :, 0], p["fc.weight"], p["fc.bias"])
 
 
 class SpatialHead(nn.Module):
@@ -49,6 +60,10 @@ class SpatialHead(nn.Module):
         """(B, P, D) -> (B, P, classes)."""
         return self.fc(tokens)
 
+    def stacked_forward(self, p: StackedParams, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, B, P, D) -> (K, B, P, classes)."""
+        return stacked_linear(tokens, p["fc.weight"], p["fc.bias"])
+
 
 class SegmentationHead(nn.Module):
     """Each patch token -> classes x patch x patch logits (the study's 128 -> 3*256 head)."""
@@ -60,9 +75,19 @@ class SegmentationHead(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, P, D) -> (B, classes, H, W); each patch's output read as (class, ph, pw)."""
-        b = tokens.shape[0]
+        return self._pixels(self.fc(tokens))
+
+    def stacked_forward(self, p: StackedParams, tokens: torch.Tensor) -> torch.Tensor:
+        """(K, B, P, D) -> (K, B, classes, H, W)."""
+        members, b = tokens.shape[:2]
+        logits = self._pixels(stacked_linear(tokens, p["fc.weight"], p["fc.bias"]).flatten(0, 1))
+        return logits.view(members, b, *logits.shape[1:])
+
+    def _pixels(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, P, classes*patch*patch) -> (B, classes, H, W), each patch's logits read as (class, ph, pw)."""
+        b = logits.shape[0]
         g, p, c = self.grid, self.patch_size, self.num_classes
-        x = self.fc(tokens).view(b, g, g, c, p, p)
+        x = logits.view(b, g, g, c, p, p)
         return x.permute(0, 3, 1, 4, 2, 5).reshape(b, c, g * p, g * p)
 
 

@@ -8,10 +8,20 @@ The token path is the study's: the blocks run on the P patch tokens plus positio
 the CLS token (plus position 0) is prepended only when a caller asks for it (``cls=True``: the
 classification regime). ``ViTConfig.cls_in_sequence`` puts it into every forward instead, which is
 how viny ran before checkpoint format 2 (docs/fidelity.md).
+
+Stacked members (a fleet, ``trainers/fleet.py``): every module also has a ``stacked_forward(p, x)``
+next to its ``forward``, the same layer on K models at once. ``p`` (``StackedParams``) holds the K
+members' parameters stacked along a leading axis under the module's own names, and ``x`` has the
+members first: (K, B, ...). Linear layers are one batched matrix product for all members
+(``stacked_linear``), LayerNorm normalises without affine and then applies each member's weight
+(``stacked_layer_norm``), and attention (which has no weights) runs on the members' batches folded
+together, (K * B, heads, T, d), through the same ``attend`` a model alone uses. ``Stacked`` wraps a
+module and its stacked parameters into something a regime's ``predict`` calls like the module.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 
@@ -121,6 +131,84 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
 
 
+class StackedParams:
+    """K members' parameters, each stacked along a leading member axis (K, *its shape), read under a
+    module's own names: ``p["qkv.weight"]`` is ``params[prefix + "qkv.weight"]``, and ``p.child("attn")``
+    the same view one module down. ``params`` maps full names (a fleet's ``Stack.params``)."""
+
+    __slots__ = ("params", "prefix")
+
+    def __init__(self, params: Mapping[str, torch.Tensor], prefix: str = "") -> None:
+        self.params, self.prefix = params, prefix
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.params[self.prefix + name]
+
+    def __contains__(self, name: str) -> bool:
+        return self.prefix + name in self.params
+
+    def child(self, name: str) -> StackedParams:
+        return StackedParams(self.params, f"{self.prefix}{name}.")
+
+
+def stacked_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """K members' ``nn.Linear`` at once: (K, ..., in) with ``weight`` (K, out, in) and ``bias`` (K, out)
+    or None -> (K, ..., out), as one batched matrix product (K, N, in) x (K, in, out) for all members,
+    the bias added by the same kernel."""
+    members, *middle, width = x.shape
+    flat = x.reshape(members, -1, width)
+    w = weight.transpose(1, 2)
+    out = torch.bmm(flat, w) if bias is None else torch.baddbmm(bias.unsqueeze(1), flat, w)
+    return out.view(members, *middle, weight.shape[1])
+
+
+def stacked_layer_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """K members' ``nn.LayerNorm`` over the last axis of (K, ..., D): normalised without affine (one
+    kernel for all members), then each member's ``weight`` and ``bias`` (K, D) in one multiply-add."""
+    shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (x.shape[-1],)
+    normed = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(bias.view(shape), normed, weight.view(shape))
+
+
+def _norm(module: nn.LayerNorm, p: StackedParams, x: torch.Tensor) -> torch.Tensor:
+    """``module`` (a LayerNorm child of the caller, its parameters under ``p``) on stacked ``x``."""
+    return stacked_layer_norm(x, p["weight"], p["bias"], module.eps)
+
+
+def _linear(p: StackedParams, x: torch.Tensor) -> torch.Tensor:
+    """A Linear child of the caller (its parameters under ``p``) on stacked ``x``."""
+    return stacked_linear(x, p["weight"], p["bias"] if "bias" in p else None)
+
+
+class Stacked:
+    """``module`` read with K members' stacked parameters (``StackedParams``): calling it calls
+    ``module.stacked_forward(params, ...)``, a parameter read as an attribute (``head.mask_token``) is
+    the members' stacked tensor (K, ...), and anything else (``cfg``) is the module's own. A regime's
+    ``predict`` runs on it as on the module itself, with every input (K, B, ...)."""
+
+    def __init__(self, module: nn.Module, params: StackedParams) -> None:
+        self._module, self._params = module, params
+
+    def __call__(self, *args, **kwargs):
+        return self._module.stacked_forward(self._params, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        if name in self._module._parameters:
+            return self._params[name]
+        return getattr(self._module, name)
+
+
+def has_stacked_forward(module: nn.Module) -> bool:
+    """Whether ``module`` runs stacked: its class that defines ``forward`` defines ``stacked_forward``
+    too (a subclass that changes ``forward`` alone does not, nor does a plugin's module)."""
+    for klass in type(module).__mro__:
+        if "forward" in vars(klass):
+            return "stacked_forward" in vars(klass)
+    return False
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, dim_head: int) -> None:
         super().__init__()
@@ -140,6 +228,15 @@ class Attention(nn.Module):
         out = attend(q, k, v)
         return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
 
+    def stacked_forward(self, p: StackedParams, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, T, D) -> (K, B, T, D). q, k and v are views of the one projection (no copy, and one
+        write of their gradients into its layout), attention runs on (K * B, heads, T, d)."""
+        members, b, t, _ = x.shape
+        qkv = _linear(p.child("qkv"), _norm(self.norm, p.child("norm"), x))
+        q, k, v = qkv.view(members * b, t, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        out = attend(q, k, v).transpose(1, 2).reshape(members, b, t, self.heads * self.dim_head)
+        return _linear(p.child("proj"), out)
+
 
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden: int) -> None:
@@ -150,6 +247,11 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(F.gelu(self.fc1(self.norm(x))))
+
+    def stacked_forward(self, p: StackedParams, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, T, D) -> (K, B, T, D)."""
+        hidden = F.gelu(_linear(p.child("fc1"), _norm(self.norm, p.child("norm"), x)))
+        return _linear(p.child("fc2"), hidden)
 
 
 class Block(nn.Module):
@@ -164,6 +266,11 @@ class Block(nn.Module):
         x = x + self.attn(x)
         return x + self.mlp(x)
 
+    def stacked_forward(self, p: StackedParams, x: torch.Tensor) -> torch.Tensor:
+        """(K, B, T, D) -> (K, B, T, D)."""
+        x = x + self.attn.stacked_forward(p.child("attn"), x)
+        return x + self.mlp.stacked_forward(p.child("mlp"), x)
+
 
 class PatchEmbed(nn.Module):
     """Flattened patches -> LayerNorm -> Linear -> LayerNorm."""
@@ -177,6 +284,13 @@ class PatchEmbed(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.norm_out(self.proj(self.norm_in(patchify(images, self.patch_size))))
+
+    def stacked_forward(self, p: StackedParams, images: torch.Tensor) -> torch.Tensor:
+        """(K, B, C, H, W) -> (K, B, P, D)."""
+        members, b = images.shape[:2]
+        patches = patchify(images.flatten(0, 1), self.patch_size)
+        x = _norm(self.norm_in, p.child("norm_in"), patches.view(members, b, *patches.shape[1:]))
+        return _norm(self.norm_out, p.child("norm_out"), _linear(p.child("proj"), x))
 
 
 class ViNy(nn.Module):
@@ -193,10 +307,12 @@ class ViNy(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.dim)
 
-    def _check(self, images: torch.Tensor) -> None:
+    def _check(self, images: torch.Tensor, members: bool = False) -> None:
         want = (self.cfg.channels, self.cfg.image_size, self.cfg.image_size)
-        if images.ndim != 4 or tuple(images.shape[1:]) != want:
-            raise VinyError(f"images must be (B, {want[0]}, {want[1]}, {want[2]}), got {tuple(images.shape)}")
+        lead = ("K", "B") if members else ("B",)
+        if images.ndim != len(lead) + 3 or tuple(images.shape[len(lead) :]) != want:
+            form = ", ".join((*lead, *map(str, want)))
+            raise VinyError(f"images must be ({form}), got {tuple(images.shape)}")
 
     def embed(
         self,
@@ -231,6 +347,33 @@ class ViNy(nn.Module):
             x = block(x)
         x = self.norm(x)
         return x[:, 1:] if self.cfg.cls_in_sequence and not cls else x
+
+    def stacked_forward(
+        self,
+        p: StackedParams,
+        images: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        mask_token: torch.Tensor | None = None,
+        cls: bool = False,
+    ) -> torch.Tensor:
+        """``forward`` of K members at once: ``images`` (K, B, C, S, S), ``mask`` (K, B, P), each member's
+        ``mask_token`` (K, D), parameters ``p`` stacked (K, ...) under this module's names ->
+        (K, B, P, D), or (K, B, 1 + P, D) CLS first when ``cls``."""
+        self._check(images, members=True)
+        x = self.patch_embed.stacked_forward(p.child("patch_embed"), images)
+        members = x.shape[0]
+        if mask is not None:
+            token = mask_token.to(x.dtype).view(members, 1, 1, -1)
+            x = torch.where(mask.unsqueeze(-1), token, x)
+        pos = p["pos_embed"]  # (K, 1, 1 + P, D): its own axis 1 spans the batch
+        x = x + pos[:, :, 1:].to(x.dtype)
+        if cls or self.cfg.cls_in_sequence:
+            first = (p["cls_token"] + pos[:, :, :1]).to(x.dtype)  # (K, 1, 1, D)
+            x = torch.cat([first.expand(-1, x.shape[1], -1, -1), x], dim=2)
+        for i, block in enumerate(self.blocks):
+            x = block.stacked_forward(p.child(f"blocks.{i}"), x)
+        x = _norm(self.norm, p.child("norm"), x)
+        return x[:, :, 1:] if self.cfg.cls_in_sequence and not cls else x
 
     def patch_tokens_per_block(
         self, images: torch.Tensor, blocks: list[int] | None = None

@@ -67,8 +67,31 @@ class Regime:
         self, encoder: nn.Module, head: nn.Module, inputs: dict[str, torch.Tensor]
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Prepared inputs -> scalar loss (a mean over the batch) and per-batch statistics as detached
-        0-d tensors: the loop sums them on the device and reads them only now and then (never per step)."""
+        0-d tensors: the loop sums them on the device and reads them only now and then (never per step).
+
+        By default ``loss(predict(...))``. A regime may override this instead of the two (a plugin's
+        regime, say): it then trains alone as before, and a fleet of it runs through vmap."""
+        return self.loss(self.predict(encoder, head, inputs), inputs)
+
+    def predict(self, encoder: nn.Module, head: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The model's part of the loss: prepared inputs -> the head's outputs. Written once for a run
+        alone and a fleet: in a fleet, ``encoder`` and ``head`` are ``model.Stacked`` (K members'
+        stacked parameters), every input and the output have the members first (K, B, ...); so it only
+        calls the encoder and the head and reads their parameters (``head.mask_token``)."""
         raise NotImplementedError
+
+    def loss(
+        self, outputs: torch.Tensor, inputs: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One run's ``predict`` outputs and prepared inputs -> ``compute_loss``'s loss and statistics.
+        A fleet maps it over its members (``torch.func.vmap``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def stacks(cls) -> bool:
+        """Whether a fleet can run it stacked (``trainers.fleet.Stack``): its loss is ``predict`` then
+        ``loss``, not a ``compute_loss`` of its own."""
+        return cls.compute_loss is Regime.compute_loss and cls.predict is not Regime.predict
 
     @torch.no_grad()
     def evaluate(self, encoder: nn.Module, head: nn.Module, data: RegimeData, batch_size: int) -> dict:

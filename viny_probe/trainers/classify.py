@@ -73,8 +73,11 @@ class Classify(Regime):
             x, soft = mixup(x, soft, self.mixup_alpha, gen)
         return {"images": x, "labels": labels, "soft_targets": soft}
 
-    def compute_loss(self, encoder, head, inputs):
-        logits = head(encoder(inputs["images"], cls=True)).float()
+    def predict(self, encoder, head, inputs):
+        return head(encoder(inputs["images"], cls=True))
+
+    def loss(self, outputs, inputs):
+        logits = outputs.float()
         loss = torch.sum(-inputs["soft_targets"] * F.log_softmax(logits, -1), dim=-1).mean()
         return loss, {"train_accuracy": (logits.argmax(-1) == inputs["labels"]).float().mean().detach()}
 

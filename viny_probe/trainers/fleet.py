@@ -54,7 +54,7 @@ from torch import nn
 from .. import distributed
 from ..config import TrainConfig
 from ..errors import VinyError
-from ..model import ATTENTION, ViNy, count_parameters
+from ..model import ATTENTION, Stacked, StackedParams, ViNy, count_parameters, has_stacked_forward
 from ..progress import epoch_progress
 from .base import device_batch
 from .engine import (
@@ -190,10 +190,19 @@ def _parameters(run: Run) -> list[nn.Parameter]:
     return list(run.encoder.parameters()) + list(run.head.parameters())
 
 
+PATHS = ("stacked", "vmap")
+
+
 class Stack:
-    """The members' parameters stacked along a leading axis, their AdamW state likewise, and the one
-    ``TrainStep`` (the first member's) run over them by ``vmap``. ``unstack`` copies the stack back
+    """The members' parameters stacked along a leading axis, their AdamW state likewise, and the
+    regime's forward and loss run over them on one of two ``PATHS``. ``unstack`` copies the stack back
     into each member's own modules and optimiser, so each member's checkpoint is written as alone.
+
+    ``path`` "stacked" (the default, ``Stack.path``): the model's own ``stacked_forward`` (model.py,
+    heads.py) on the stacked parameters, called by the regime's ``predict``, then its ``loss`` mapped
+    over the members by vmap; "vmap": the one ``TrainStep`` (the first member's) run over them by
+    ``torch.func.vmap``. A regime with a ``compute_loss`` of its own, or a head or encoder without a
+    ``stacked_forward`` (a plugin's), goes through vmap whatever the setting; ``note`` then says why.
 
     ``graphs`` (CUDA only): forward, backward and the AdamW step of a full batch are captured once as
     a CUDA graph and replayed (``step``): vmap's per-operation dispatch, paid on the host every step,
@@ -205,14 +214,16 @@ class Stack:
     # (torch's fused kernel on CUDA). Fleets write it out: torch's fused kernels under vmap failed
     # in fp32 on a GPU ("LSE is not correctly aligned") (docs/performance.md, fleets).
     attention = "math"
+    path = "stacked"
 
-    def __init__(self, runs: list[Run], graphs: bool = False) -> None:
+    def __init__(self, runs: list[Run], graphs: bool = False, path: str | None = None) -> None:
         self.runs = list(runs)
         first = runs[0]
         self.device = first.device
         self.graphs = graphs and graphs_available(self.device)
         self.weight_decay = first.cfg.weight_decay
         self.template = TrainStep(first.regime, first.encoder, first.head)
+        self.path, self.note = stack_path(first.regime, first.encoder, first.head, path or self.path)
         self.names = [n for n, _ in self.template.named_parameters()]
         own = [_parameters(r) for r in runs]  # in the order of self.names: encoder, then head
         self.params = {
@@ -224,9 +235,13 @@ class Stack:
         self.sync_lr()
         # tie_weights=False: the template holds its encoder twice (``encoder``, ``run_encoder``); tying
         # would restore the second name last and leave the member's modules holding the stacked tensors.
-        one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
-        mapped = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
-        self._forward = torch.compile(mapped) if first.cfg.compile else mapped
+        if self.path == "stacked":
+            forward = self._stacked
+            self._member_losses = torch.func.vmap(first.regime.loss)
+        else:
+            one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
+            forward = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
+        self._forward = torch.compile(forward) if first.cfg.compile else forward
         self._forget_graph()
 
     def __len__(self) -> int:
@@ -234,11 +249,21 @@ class Stack:
 
     def __call__(self, inputs: dict[str, torch.Tensor]):
         """(members, batch, ...) inputs -> (members,) losses and per-member statistics."""
+        if self.path == "stacked":
+            return self._forward(self.params, inputs)
         token = ATTENTION.set(self.attention)
         try:
             return self._forward(self.params, inputs)
         finally:
             ATTENTION.reset(token)
+
+    def _stacked(self, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]):
+        """The stacked path: every member's outputs from one ``predict`` on the stacked model, then
+        each member's loss and statistics from its own outputs."""
+        step = self.template
+        encoder = Stacked(step.encoder, StackedParams(params, "encoder."))
+        head = Stacked(step.head, StackedParams(params, "head."))
+        return self._member_losses(step.regime.predict(encoder, head, inputs), inputs)
 
     def _optimizer(self, params: dict, lr: float) -> torch.optim.Optimizer:
         # a captured AdamW step must be capturable (its step count on the device); fused: one kernel
@@ -356,6 +381,24 @@ class Stack:
                 }
         self.params = params
         self._forget_graph()
+
+
+def stack_path(regime, encoder: nn.Module, head: nn.Module, path: str = "stacked") -> tuple[str, str]:
+    """The path a fleet of ``regime`` takes when ``path`` is asked for, and a one-line note when that
+    is not the one asked for (why it goes through vmap), else ""."""
+    if path not in PATHS:
+        raise VinyError(f"unknown fleet path {path!r}; choose one of {', '.join(PATHS)}")
+    if path == "vmap":
+        return path, ""
+    if not regime.stacks():
+        why = "its loss is a compute_loss of its own, not predict + loss"
+    elif not has_stacked_forward(head):
+        why = f"its head ({type(head).__name__}) has no stacked_forward"
+    elif not has_stacked_forward(encoder):
+        why = f"its encoder ({type(encoder).__name__}) has no stacked_forward"
+    else:
+        return path, ""
+    return "vmap", f"{regime.name}: through vmap, not stacked: {why}"
 
 
 def graphs_available(device: torch.device) -> bool:
@@ -529,7 +572,7 @@ def _train_lockstep(
     first = runs[0]
     cfg = first.cfg
     check_every = loss_check_interval(first.device)
-    description = f"{cfg.regime} x{len(runs)}"
+    description = f"{cfg.regime} x{len(runs)}" + (f" ({stack.note})" if stack.note else "")
     with epoch_progress(enabled=progress, description=description) as bar:
         for epoch in range(phase.first, phase.stop):
             t0 = time.perf_counter()

@@ -105,8 +105,11 @@ class Segment(Regime):
         x, masks = random_hflip(gen, to_float(batch["images"]), batch["masks"])
         return {"images": encoder_input(contrast_jitter(x, 0.3, gen), self.inputs), "masks": masks.long()}
 
-    def compute_loss(self, encoder, head, inputs):
-        logits = head(encoder(inputs["images"])).float()
+    def predict(self, encoder, head, inputs):
+        return head(encoder(inputs["images"]))
+
+    def loss(self, outputs, inputs):
+        logits = outputs.float()
         if self.position_softmax:
             logits = position_log_softmax(logits)
         target = inputs["masks"]

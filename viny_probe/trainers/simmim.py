@@ -132,10 +132,12 @@ class SimMIM(Regime):
         num_patches = (x.shape[-1] // self.patch_size) ** 2
         return {"images": x, "mask": random_half_mask(x.shape[0], num_patches, gen, x.device)}
 
-    def compute_loss(self, encoder, head, inputs):
+    def predict(self, encoder, head, inputs):
+        return head(encoder(inputs["images"], mask=inputs["mask"], mask_token=head.mask_token))
+
+    def loss(self, outputs, inputs):
         x, mask = inputs["images"], inputs["mask"]
-        pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
-        return masked_l1(pred.float(), patchify(x, self.patch_size), mask), {}
+        return masked_l1(outputs.float(), patchify(x, self.patch_size), mask), {}
 
     @torch.no_grad()
     def evaluate(self, encoder, head, data, batch_size):

@@ -83,8 +83,11 @@ class Spatial(Regime):
             "targets": self._targets(batch, self.patch_size, num_patches),
         }
 
-    def compute_loss(self, encoder, head, inputs):
-        logits = head(encoder(inputs["images"])).float()
+    def predict(self, encoder, head, inputs):
+        return head(encoder(inputs["images"]))
+
+    def loss(self, outputs, inputs):
+        logits = outputs.float()
         target = inputs["targets"]
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
         return loss, {"train_patch_accuracy": (logits.argmax(-1) == target).float().mean().detach()}
