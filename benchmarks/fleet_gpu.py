@@ -5,7 +5,8 @@
 1. The device, and whether torch.func.vmap has a batching rule for the fused attention there.
 2. Three members as one fleet against each trained alone on the GPU (losses, weights, non-finite),
    with and without CUDA graphs, in bf16 and fp32, with written-out and fused attention.
-3. `viny bench --fleet` figures (``perf.fleet.run_fleet_bench``): aggregate training img/s and % of the
+3. `viny bench --fleet` figures (``perf.fleet.run_fleet_bench``, stacked and vmap paths beside a run
+   alone): aggregate training img/s and % of the
    measured bf16 peak, for every regime at K = 1, 3, 8, 21, 32, 64 (the `paper` plan's own fleets
    have 3 members, the seeds of one pre-training size, or 9, one wave's fine-tunes of one train size
    or its CLS-Intel stages; `viny sweep paper --dry-run --fleet auto` lists them) under CUDA
@@ -102,7 +103,14 @@ def env():
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 SIZES = (1, 3, 8, 21, 32, 64) if DEVICE == "cuda" else (1, 3)
 MODEL = "viny" if DEVICE == "cuda" else "tiny"
-BENCH = dict(device=DEVICE, model=MODEL, steps=5 if DEVICE == "cuda" else 1, warmup=1, repeats=3)
+BENCH = dict(
+    device=DEVICE,
+    model=MODEL,
+    steps=5 if DEVICE == "cuda" else 1,
+    warmup=1,
+    repeats=3,
+    paths=("stacked", "vmap"),
+)
 fleets: list[dict] = []
 
 

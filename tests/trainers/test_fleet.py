@@ -49,21 +49,26 @@ def assert_same_run(solo_dir, fleet_dir):
     assert cb["scheduler"] == ca["scheduler"]
 
 
-@pytest.mark.parametrize(
-    "regime,extra",
-    [
-        ("simmim", {}),
-        ("classify", {"mixup": 0.1}),
-        ("spatial", {}),
-        ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}),
-        ("segment", {}),
-    ],
-)
-def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(tmp_path, regime, extra):
+REGIMES = [
+    ("simmim", {}),
+    ("classify", {"mixup": 0.1}),
+    ("spatial", {}),
+    ("spatial", {"targets": "patch-label", "dataset": "toy-scenes"}),
+    ("segment", {}),
+]
+
+
+@pytest.mark.parametrize("path", fleet.PATHS)
+@pytest.mark.parametrize("regime,extra", REGIMES)
+def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(
+    tmp_path, monkeypatch, regime, extra, path
+):
     """Three members (seeds 0, 1, 2; the third on another split) in one fleet, a fourth with fewer
-    training images alone; every member equals its run alone. Mutants: every member drawing member
-    0's generator (its batch order and augmentation), the losses' mean backpropagated instead of their
-    sum (gradients / K), and unstack skipping the optimiser state each fail here."""
+    training images alone; every member equals its run alone, on the stacked path and through vmap.
+    Mutants: every member drawing member 0's generator (its batch order and augmentation), the losses'
+    mean backpropagated instead of their sum (gradients / K), and unstack skipping the optimiser state
+    each fail here; on the stacked path, two members' weights swapped in ``stacked_linear``."""
+    monkeypatch.setattr(fleet.Stack, "path", path)
     cfgs = [
         tiny(regime, seed=0, **extra),
         tiny(regime, seed=1, **extra),
@@ -188,8 +193,11 @@ def test_fleet_phases_regroup_members_as_their_epochs_meet():
     assert fleet.describe_fleet(["a", "b"], [1, 3], 3) == "a alone; b: every epoch trained already"
 
 
+@pytest.mark.parametrize("path", fleet.PATHS)
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_path, monkeypatch, precision):
+def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(
+    tmp_path, monkeypatch, precision, path
+):
     """The fleet of 3 is interrupted while saving epoch 2 of its second member: the first member holds
     2 epochs, the others 1. Resumed, members 2 and 3 train epoch 2 as a fleet of their own while the
     first waits, then all three train epoch 3 as one fleet again (each metrics line records how many
@@ -208,6 +216,7 @@ def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_pa
     native, how = cpu_bf16_native()
     if precision == "bf16" and not native:
         pytest.skip(f"bf16 is emulated on this CPU ({how})")
+    monkeypatch.setattr(fleet.Stack, "path", path)
     per_image = run_model_config(tiny("segment")).activation_bytes_per_image()
     per_image //= 2 if precision == "bf16" else 1
     monkeypatch.setattr(engine, "ACTIVATION_BUDGET", 2 * 8 * per_image)  # 2 members x 8 images fit, 3 do not
@@ -293,3 +302,92 @@ def test_the_replay_path_steps_as_alone(tmp_path, monkeypatch):
     assert replays["captures"] == 2 and replays["n"] == 4
     for i in range(3):
         assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
+
+
+def _stacks(tmp_path, regime: str, extra: dict) -> tuple[fleet.Stack, fleet.Stack, dict]:
+    """The same three members (seeds 0, 1, 2) stacked on each path, and one prepared batch each
+    stacked to (3, 8, ...)."""
+    from viny_probe.trainers.base import device_batch
+
+    runs = [fleet.Run(tiny(regime, seed=s, **extra), tmp_path / f"m{s}") for s in range(3)]
+    batches = [device_batch(r.train_set, slice(0, 8), torch.device("cpu")) for r in runs]
+    prepared = [
+        r.regime.prepare(b, torch.Generator().manual_seed(i))
+        for i, (r, b) in enumerate(zip(runs, batches, strict=True))
+    ]
+    inputs = {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
+    stacked, mapped = fleet.Stack(runs, path="stacked"), fleet.Stack(runs, path="vmap")
+    assert (stacked.path, stacked.note, mapped.path) == ("stacked", "", "vmap")
+    return stacked, mapped, inputs
+
+
+def _losses_and_gradients(stack: fleet.Stack, inputs: dict, precision: str):
+    for p in stack.params.values():
+        p.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        losses, stats = stack(inputs)
+    losses.sum().backward()
+    grads = {n: p.grad for n, p in stack.params.items() if p.grad is not None}
+    return losses.detach(), stats, grads
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("regime,extra", REGIMES)
+def test_the_stacked_forward_equals_the_vmapped_one(tmp_path, regime, extra, precision):
+    """The same stacked parameters and inputs through both paths: equal per-member losses, statistics
+    and gradients of every parameter (fp32 to 1e-5; bf16, where the two paths round differently, each
+    about as far from a member's own step as the other, to 2e-3 on the losses and 15 % on a gradient's
+    norm). Mutants watched failing: two members' weights swapped in ``stacked_linear``
+    (``weight.flip(0)``), the LayerNorm weight dropped in ``stacked_layer_norm``, q and k swapped in
+    ``Attention.stacked_forward``, the positions left out of ``ViNy.stacked_forward`` (each on every
+    regime), the mask token not swapped in (simmim), the CLS token read from patch 1 (classify)."""
+    stacked, mapped, inputs = _stacks(tmp_path, regime, extra)
+    got, got_stats, got_grads = _losses_and_gradients(stacked, inputs, precision)
+    want, want_stats, want_grads = _losses_and_gradients(mapped, inputs, precision)
+    assert got.shape == (3,) and got_stats.keys() == want_stats.keys()
+    assert got_grads.keys() == want_grads.keys() == {n for n, p in mapped.params.items() if p.requires_grad}
+    if precision == "fp32":
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        for k in want_stats:
+            torch.testing.assert_close(got_stats[k], want_stats[k], rtol=1e-5, atol=1e-6)
+        for n in want_grads:
+            torch.testing.assert_close(got_grads[n], want_grads[n], rtol=1e-4, atol=1e-6, msg=n)
+        return
+    torch.testing.assert_close(got, want, rtol=2e-3, atol=1e-4)
+    for n in want_grads:
+        for m in range(3):  # each member's gradient: the same direction and size
+            a, b = got_grads[n][m], want_grads[n][m]
+            assert float((a - b).norm()) <= 0.15 * float(b.norm()) + 1e-6, (n, m)
+
+
+def test_a_regime_or_head_without_a_stacked_form_goes_through_vmap_and_says_so(tmp_path):
+    """A regime with a compute_loss of its own (as a plugin's), and a head whose class changes
+    ``forward`` only, take the vmap path with a note naming why; asking for "vmap" gives vmap with no
+    note; an unknown path is refused. Mutants: ``Regime.stacks`` always true, ``has_stacked_forward``
+    looking for ``stacked_forward`` anywhere in the class's ancestry."""
+    from viny_probe.heads import SegmentationHead
+    from viny_probe.model import ViNy
+    from viny_probe.trainers.segment import Segment
+
+    class OwnLoss(Segment):
+        def compute_loss(self, encoder, head, inputs):
+            return super().compute_loss(encoder, head, inputs)
+
+    class Relu(SegmentationHead):
+        def forward(self, tokens):
+            return super().forward(tokens.relu())
+
+    encoder = ViNy("tiny")
+    head = SegmentationHead(encoder.cfg)
+    assert fleet.stack_path(Segment(), encoder, head) == ("stacked", "")
+    assert fleet.stack_path(Segment(), encoder, head, "vmap") == ("vmap", "")
+    path, note = fleet.stack_path(OwnLoss(), encoder, head)
+    assert (
+        path == "vmap"
+        and note
+        == "segment: through vmap, not stacked: its loss is a compute_loss of its own, not predict + loss"
+    )
+    path, note = fleet.stack_path(Segment(), encoder, Relu(encoder.cfg))
+    assert path == "vmap" and "its head (Relu) has no stacked_forward" in note
+    with pytest.raises(VinyError, match="unknown fleet path 'fast'"):
+        fleet.stack_path(Segment(), encoder, head, "fast")

@@ -134,6 +134,11 @@ def bench(
         "--cuda-graphs/--no-cuda-graphs",
         help="with --fleet: replay each fleet step from a CUDA graph (GPU)",
     ),
+    fleet_path: str = typer.Option(
+        "stacked",
+        help="with --fleet: comma-separated fleet paths, stacked (the model's stacked forward) and/or "
+        "vmap (the one step under torch.func.vmap), each timed in the same rounds beside a run alone",
+    ),
     out: Path | None = out_option(None, "file", RESULT_FILE_HELP),
     as_json: bool = json_option(),
     quiet: bool = quiet_option(),
@@ -162,7 +167,8 @@ def bench(
         dataset=dataset,
     )
     if fleet is not None:
-        _fleet_bench(parse_sizes(fleet), out, as_json, log, graphs=cuda_graphs, **shared)
+        paths = tuple(p.strip() for p in fleet_path.split(",") if p.strip())
+        _fleet_bench(parse_sizes(fleet), out, as_json, log, graphs=cuda_graphs, paths=paths, **shared)
         return
     result = run_bench(
         **shared,
@@ -198,6 +204,8 @@ def _fleet_bench(sizes: tuple[int, ...], out, as_json: bool, log, **options) -> 
         print_json(result)
         return
     console.print(render_fleets(result))
+    for note in sorted({r["note"] for r in result["fleets"] if r["note"]}):
+        console.print(f"note: {note}", highlight=False)
     for precision, plan in result.get("paper_plan", {}).items():
         if plan.get("total_hours") is None:
             console.print(
@@ -253,22 +261,34 @@ def render_fleets(result: dict) -> Table:
         "regime",
         "prec",
         "fleet",
+        "path",
         "step ms",
         "aggregate img/s",
         "per member",
         "vs fleet of 1",
+        "vs alone",
         "% of peak",
     ]:
-        t.add_column(col, justify="left" if col in ("regime", "prec") else "right")
+        t.add_column(col, justify="left" if col in ("regime", "prec", "path") else "right")
+
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}x"
+
+    for a in result.get("alone", []):
+        t.add_row(
+            a["regime"], a["precision"], "-", "alone", f"{a['step_ms']:.1f}", f"{a['train_img_per_s']:.0f}"
+        )
     for r in result["fleets"]:
         t.add_row(
             r["regime"],
             r["precision"],
             str(r["fleet"]),
+            r["path"] + ("*" if r["note"] else ""),
             f"{r['step_ms']:.1f}",
             f"{r['train_img_per_s']:.0f}",
             f"{r['per_member_img_per_s']:.0f}",
-            "-" if r["vs_fleet_of_1"] is None else f"{r['vs_fleet_of_1']:.2f}x",
+            ratio(r["vs_fleet_of_1"]),
+            ratio(r["vs_alone"]),
             f"{100 * r['frac_of_peak']:.1f}",
         )
     return t

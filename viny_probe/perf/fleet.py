@@ -5,6 +5,10 @@ fleet epoch runs per batch): K members of one regime, each with its own weights,
 generator, each given a device-resident batch of ``batch`` images that its own regime augments. The
 aggregate img/s counts every member's images; the fraction of peak is its FLOP/s (``flops``) over the
 matrix-multiply peak measured in the same run (``peak``).
+
+Each size is timed on every fleet path asked for (``trainers.fleet.PATHS``: the stacked forward,
+vmap) and beside one run alone (``harness.make_trainer``'s step, what ``loop.train`` runs per batch),
+all in the same interleaved rounds, so old and new path and the run alone share the machine's load.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViTConfig, model_config
 from ..trainers.engine import micro_batch_size
-from ..trainers.fleet import FleetMeter, Stack, fleet_step
+from ..trainers.fleet import PATHS, FleetMeter, Stack, fleet_step
 from ..trainers.loop import resolve_device
 from .flops import analytic_flops, regime_named
 from .harness import bench_data, fixed_batch, make_trainer
@@ -70,10 +74,12 @@ def make_fleet(
     graphs: bool = True,
     lr: float = 1e-4,
     weight_decay: float = 0.05,
+    path: str = "stacked",
 ) -> FleetBench:
     """``size`` fresh members of ``regime`` (seeds 0..size-1, set up as ``harness.make_trainer`` sets up
     one) stacked into a fleet, each to step on the first ``batch`` images of ``data``; ``graphs``:
-    replayed from a CUDA graph after ``Stack.WARMUP`` steps, on a GPU."""
+    replayed from a CUDA graph after ``Stack.WARMUP`` steps, on a GPU; ``path``: ``Stack``'s (the
+    stacked forward or vmap; ``attention`` is vmap's)."""
     if size < 1:
         raise VinyError("--fleet sizes must be >= 1")
     if attention not in ATTENTIONS:
@@ -92,7 +98,7 @@ def make_fleet(
                 device=device,
             )
         )
-    stack = Stack(members, graphs)
+    stack = Stack(members, graphs, path)
     stack.attention = attention
     return FleetBench(
         stack=stack,
@@ -120,66 +126,89 @@ def run_fleet_bench(
     dataset: str = "toy-pets",
     peak_sizes: tuple[int, ...] | None = None,
     log: Callable[[str], None] | None = None,
+    paths: tuple[str, ...] = ("stacked",),
 ) -> dict:
-    """Aggregate training img/s and fraction of the measured peak for every regime, precision and
-    fleet size, as one JSON-able dict. Fleets are built one at a time (a K = 64 fleet of ViNy holds
-    64 models and their optimiser state) and timed in rounds like every `viny bench` figure."""
+    """Aggregate training img/s and fraction of the measured peak for every regime, precision, fleet
+    size and path (``paths``), and one run alone's img/s (``alone``), as one JSON-able dict. Fleets
+    are built one size at a time (a K = 64 fleet of ViNy holds 64 models and their optimiser state),
+    each size's paths and the run alone timed in the same rounds like every `viny bench` figure. A
+    path that went through vmap instead of the one asked for says why in its row's ``note``."""
     log = log or (lambda _msg: None)
     from ..registry import REGIMES
 
     regimes = REGIMES.names() if regimes is None else tuple(regimes)
     for r in regimes:
         regime_named(r)
+    for path in paths:
+        if path not in PATHS:
+            raise VinyError(f"unknown fleet path {path!r}; choose one of {', '.join(PATHS)}")
     dev = resolve_device(device)
     cfg = model_config(model)
     data = bench_data(cfg, batch, dataset).to(dev)
     shape = (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head)
     peak_sizes = peak_sizes or default_sizes(dev)
     peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, repeats) for p in precisions}
-    rows, failures = [], {}
+    rows, alone_rows, failures = [], [], {}
     for r in regimes:
         flops = analytic_flops(cfg, r)["train"]
         for p in precisions:
+            alone = _alone_step(r, cfg, data, dev, p, batch, steps)
+            alone_times: list[float] = []
+            failed: dict = {}
             for k in sizes:
-                log(f"{r} {p} fleet of {k}")
-                fleet = make_fleet(r, cfg, data, dev, k, p, batch, compile, attention, graphs)
-                failed: dict = {}
-                times = timed_rounds(
-                    {"step": lambda fleet=fleet: [fleet.step() for _ in range(steps)]},
-                    dev,
-                    warmup,
-                    repeats,
-                    log,
-                    failed,
+                log(f"{r} {p} fleet of {k}: {', '.join(paths)} and a run alone")
+                fleets = {
+                    path: make_fleet(r, cfg, data, dev, k, p, batch, compile, attention, graphs, path=path)
+                    for path in paths
+                }
+                measures = {"alone": alone}
+                measures.update(
+                    {path: lambda f=f: [f.step() for _ in range(steps)] for path, f in fleets.items()}
                 )
-                del fleet
-                if failed:
-                    failures[f"{r}/{p}/{k}"] = failed["step"]
-                    continue
-                seconds = statistics.median(times["step"])
-                img_per_s = k * batch * steps / seconds
-                rows.append(
+                failed: dict = {}
+                times = timed_rounds(measures, dev, warmup, repeats, log, failed)
+                alone_times += times["alone"]
+                for path, fleet in fleets.items():
+                    if path in failed:
+                        failures[f"{r}/{p}/{k}/{path}"] = failed[path]
+                        continue
+                    seconds = statistics.median(times[path])
+                    img_per_s = k * batch * steps / seconds
+                    rows.append(
+                        {
+                            "regime": r,
+                            "precision": p,
+                            "fleet": k,
+                            "path": fleet.stack.path,
+                            "note": fleet.stack.note,
+                            "step_ms": 1000 * seconds / steps,
+                            "train_img_per_s": img_per_s,
+                            "per_member_img_per_s": img_per_s / k,
+                            "train_flops": img_per_s * flops,
+                            "frac_of_peak": img_per_s * flops / peaks[p]["peak_flops"],
+                        }
+                    )
+                del fleets
+            if "alone" in failed:
+                failures[f"{r}/{p}/alone"] = failed["alone"]
+            elif alone_times:
+                seconds = statistics.median(alone_times)
+                alone_rows.append(
                     {
                         "regime": r,
                         "precision": p,
-                        "fleet": k,
                         "step_ms": 1000 * seconds / steps,
-                        "train_img_per_s": img_per_s,
-                        "per_member_img_per_s": img_per_s / k,
-                        "train_flops": img_per_s * flops,
-                        "frac_of_peak": img_per_s * flops / peaks[p]["peak_flops"],
+                        "train_img_per_s": batch * steps / seconds,
                     }
                 )
     for row in rows:
+        key = (row["regime"], row["precision"], row["path"])
         one = next(
-            (
-                x
-                for x in rows
-                if (x["regime"], x["precision"], x["fleet"]) == (row["regime"], row["precision"], 1)
-            ),
-            None,
+            (x for x in rows if (x["regime"], x["precision"], x["path"]) == key and x["fleet"] == 1), None
         )
         row["vs_fleet_of_1"] = None if one is None else row["train_img_per_s"] / one["train_img_per_s"]
+        lone = next((x for x in alone_rows if (x["regime"], x["precision"]) == key[:2]), None)
+        row["vs_alone"] = None if lone is None else row["train_img_per_s"] / lone["train_img_per_s"]
     return {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
@@ -193,6 +222,18 @@ def run_fleet_bench(
         "attention": attention,
         "cuda_graphs": graphs and dev.type == "cuda",
         "matmul_peak": peaks,
+        "paths": list(paths),
         "fleets": rows,
+        "alone": alone_rows,
         "failures": failures,
     }
+
+
+def _alone_step(
+    regime: str, cfg: ViTConfig, data: ImageSet, device: torch.device, precision: str, batch: int, steps: int
+) -> Callable[[], object]:
+    """``steps`` steps of one run alone (``harness.make_trainer``, seed 0) on the first ``batch`` images
+    of ``data``, as a closure for ``timed_rounds``."""
+    trainer = make_trainer(regime, cfg, data, device, precision, seed=0)
+    fixed, gen = fixed_batch(data, batch, device), torch.Generator().manual_seed(0)
+    return lambda: [trainer.step(fixed, gen) for _ in range(steps)]

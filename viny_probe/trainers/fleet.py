@@ -3,11 +3,20 @@
 A sweep's waves are many runs of the same small model that differ only in their seed, their parent
 checkpoint or their data split. One such run is launch-bound on a GPU (a few % of its peak at the
 study's batch of 64), so a fleet trains K of them at once: every parameter is stacked along a leading
-member axis, the regime's forward and loss run once for all members through ``torch.func.vmap`` of
-the one ``TrainStep`` (the same code a run alone uses: no second model to keep in step with it), the
-sum of the members' losses is backpropagated (each member's gradients are its own: members share
-nothing), and one AdamW step updates all of them (AdamW is elementwise, so a stacked step is each
-member's own step).
+member axis, the regime's forward and loss run once for all members, the sum of the members' losses
+is backpropagated (each member's gradients are its own: members share nothing), and one AdamW step
+updates all of them (AdamW is elementwise, so a stacked step is each member's own step).
+
+The forward takes one of two paths (``Stack.path``), both from the one model definition: "stacked"
+(the default) calls the regime's ``predict`` on ``model.Stacked`` views of the stacked parameters, so
+each module runs its ``stacked_forward`` next to its ``forward`` (one batched matrix product per
+layer for all members, attention on the members' batches folded together, (K * B, heads, T, d),
+through the kernel a run alone uses), then maps the regime's ``loss`` over the members with vmap;
+"vmap" runs the one ``TrainStep`` (the first member's) under ``torch.func.vmap``, with attention
+written out. vmap's layout copies made up about a third of a large fleet's step on a GPU
+(docs/performance.md, fleets). A regime whose loss is a ``compute_loss`` of its own (a plugin's),
+or whose head has no ``stacked_forward``, goes through vmap, and says so (``Stack.note``) in the
+fleet's progress line and in `viny bench --fleet`.
 
 Each member keeps everything that makes it itself: its ``loop.Run`` (run folder, config, data,
 checkpoints, metrics, evaluation, final files, exactly as a run alone writes them), its seed (batch
@@ -28,8 +37,9 @@ their own, until they reach the next member's epoch, then go on together with it
 epoch of a member goes through the fleet's vmapped step, with the micro-batches of the whole fleet,
 as it would have uninterrupted, even an epoch it trains alone: the plain loop's kernels round
 differently (in bf16 visibly), and a resumed fleet equals the uninterrupted one exactly
-(``tests/faults/test_sweep_faults.py``), as long as the device's batched kernels compute each
-member's slice the same whatever the number of members (so on this CPU, in fp32 and bf16).
+(``tests/faults/test_sweep_faults.py``, ``tests/trainers/test_fleet.py`` on both paths), as long as
+the device's batched kernels compute each member's slice the same whatever the number of members (so
+on this CPU, in fp32 and bf16).
 
 A member whose loss goes non-finite stops alone, with the message a run alone gives, before its
 update is applied on a CPU (on a GPU, at the next read of the losses: ``loss_check_interval``): it
@@ -205,15 +215,17 @@ class Stack:
     ``stacked_forward`` (a plugin's), goes through vmap whatever the setting; ``note`` then says why.
 
     ``graphs`` (CUDA only): forward, backward and the AdamW step of a full batch are captured once as
-    a CUDA graph and replayed (``step``): vmap's per-operation dispatch, paid on the host every step,
-    is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full batches, every short
+    a CUDA graph and replayed (``step``): the per-operation dispatch (vmap's most of all), paid on
+    the host every step, is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full batches, every short
     last batch, and the steps after a change of learning rate or of members run eagerly."""
 
     WARMUP = 3
     # The attention kernel inside the vmapped step (model.ATTENTION): "math" (written out) or "auto"
     # (torch's fused kernel on CUDA). Fleets write it out: torch's fused kernels under vmap failed
-    # in fp32 on a GPU ("LSE is not correctly aligned") (docs/performance.md, fleets).
+    # in fp32 on a GPU ("LSE is not correctly aligned") (docs/performance.md, fleets). The stacked
+    # path calls no kernel under vmap and takes ``model.attend``'s choice, as a run alone.
     attention = "math"
+    # The forward's path when the constructor is given none: one of PATHS.
     path = "stacked"
 
     def __init__(self, runs: list[Run], graphs: bool = False, path: str | None = None) -> None:
