@@ -338,7 +338,8 @@ def test_the_stacked_forward_equals_the_vmapped_one(tmp_path, regime, extra, pre
     and gradients of every parameter (fp32 to 1e-5; bf16, where the two paths round differently, each
     about as far from a member's own step as the other, to 2e-3 on the losses and 15 % on a gradient's
     norm). Mutants watched failing: two members' weights swapped in ``stacked_linear``
-    (``weight.flip(0)``), the LayerNorm weight dropped in ``stacked_layer_norm``, q and k swapped in
+    (``weight.flip(0)``), the LayerNorm weight dropped in ``stacked_layer_norm`` and in
+    ``stacked_norm_linear`` (its bias too), q and k swapped in
     ``Attention.stacked_forward``, the positions left out of ``ViNy.stacked_forward`` (each on every
     regime), the mask token not swapped in (simmim), the CLS token read from patch 1 (classify)."""
     stacked, mapped, inputs = _stacks(tmp_path, regime, extra)
@@ -391,3 +392,34 @@ def test_a_regime_or_head_without_a_stacked_form_goes_through_vmap_and_says_so(t
     assert path == "vmap" and "its head (Relu) has no stacked_forward" in note
     with pytest.raises(VinyError, match="unknown fleet path 'fast'"):
         fleet.stack_path(Segment(), encoder, head, "fast")
+
+
+def test_a_fleet_that_goes_through_vmap_says_why_in_its_progress_line(tmp_path, monkeypatch):
+    """A registered regime with a compute_loss of its own (as a plugin's) trains as a fleet through
+    vmap, and the fleet's progress line carries the one-line note. Mutant watched failing: the note
+    left out of ``_train_lockstep``'s description."""
+    from viny_probe.registry import REGIMES
+    from viny_probe.trainers.segment import Segment
+
+    class OwnLoss(Segment):
+        name = "own-loss"
+
+        def compute_loss(self, encoder, head, inputs):
+            return super().compute_loss(encoder, head, inputs)
+
+    seen = []
+    real = fleet.epoch_progress
+
+    def spy(enabled, description):
+        seen.append(description)
+        return real(enabled=enabled, description=description)
+
+    monkeypatch.setattr(fleet, "epoch_progress", spy)
+    cfgs = [tiny("own-loss", seed=s, epochs=1) for s in range(2)]
+    with REGIMES.registered("own-loss", OwnLoss):
+        out = train_fleet([(c, tmp_path / f"m{i}", False) for i, c in enumerate(cfgs)], progress=False)
+    assert [m.error for m in out] == [None, None] and out[0].fleet_size == 2
+    assert seen == [
+        "own-loss x2 (own-loss: through vmap, not stacked: its loss is a compute_loss of its own, "
+        "not predict + loss)"
+    ]

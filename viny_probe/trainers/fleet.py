@@ -34,7 +34,7 @@ schedule, Adam step count and checkpoint epochs the ones of its run alone.
 Regrouping: members of one fleet resumed from different epochs (a fleet killed while its members
 saved one epoch) train in phases (``fleet_phases``): those furthest behind train, as a fleet of
 their own, until they reach the next member's epoch, then go on together with it, and so on. Every
-epoch of a member goes through the fleet's vmapped step, with the micro-batches of the whole fleet,
+epoch of a member goes through the fleet's step, with the micro-batches of the whole fleet,
 as it would have uninterrupted, even an epoch it trains alone: the plain loop's kernels round
 differently (in bf16 visibly), and a resumed fleet equals the uninterrupted one exactly
 (``tests/faults/test_sweep_faults.py``, ``tests/trainers/test_fleet.py`` on both paths), as long as
@@ -216,8 +216,9 @@ class Stack:
 
     ``graphs`` (CUDA only): forward, backward and the AdamW step of a full batch are captured once as
     a CUDA graph and replayed (``step``): the per-operation dispatch (vmap's most of all), paid on
-    the host every step, is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full batches, every short
-    last batch, and the steps after a change of learning rate or of members run eagerly."""
+    the host every step, is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full
+    batches, every short last batch, and the steps after a change of learning rate or of members run
+    eagerly."""
 
     WARMUP = 3
     # The attention kernel inside the vmapped step (model.ATTENTION): "math" (written out) or "auto"
