@@ -26,10 +26,6 @@ ALLOWED = {
     "viny_probe.perf.fleet:run_fleet_bench": "perf: the fleet bench's knobs, as run_bench's",
     "viny_probe.perf.fleet:make_fleet": "perf: builds the fleet bench's models from run_fleet_bench's knobs",
     "viny_probe.perf.harness:make_trainer": "perf: the trainer the bench times, from run_bench's knobs",
-    # The training hot loop: its arguments are tensors, modules and the loop state, passed per step.
-    "viny_probe.trainers.engine:train_one_epoch": "trainers: the epoch's modules, optimiser, scaler, state",
-    "viny_probe.trainers.engine:train_step": "trainers: one step's modules, optimiser, scaler and batch",
-    "viny_probe.trainers.loop:_payload": "trainers: everything one checkpoint file holds",
     # Low-level analysis functions whose keywords are their interface.
     "viny_probe.analysis.embeddings:extract_patch_tokens": (
         "the extraction itself: ModelOptions.extraction() expands into its keywords (device, batch_size, "

@@ -21,6 +21,7 @@ from ..model import ViNy, ViTConfig
 from ..trainers.base import Regime, RegimeData, device_batch
 from ..trainers.engine import (
     EpochMeter,
+    StepSettings,
     TrainStep,
     autocast,
     epoch_generator,
@@ -107,6 +108,12 @@ class Trainer:
     def micro(self, batch_size: int) -> int:
         return micro_batch_size(self.micro_batch, self.device, batch_size, self.encoder.cfg, self.precision)
 
+    def settings(self, batch_size: int) -> StepSettings:
+        """The engine's step settings for batches of ``batch_size`` images, as a run sets them."""
+        return StepSettings(
+            self.device, self.precision, self.micro(batch_size), ONE_PROCESS, self.check_every
+        )
+
     def step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """One ``train_step`` on a device-resident ``batch`` (augmentation included), reading the loss
         every ``check_every`` steps as the loop does. Returns the loss (detached)."""
@@ -116,10 +123,7 @@ class Trainer:
             self.regime,
             batch,
             gen,
-            micro_batch=self.micro(batch["images"].shape[0]),
-            device=self.device,
-            precision=self.precision,
-            info=ONE_PROCESS,
+            self.settings(batch["images"].shape[0]),
             meter=self.meter,
             check=(self.meter.batches + 1) % self.check_every == 0,
         )
@@ -177,11 +181,7 @@ def run_epoch(
         data,
         trainer.regime,
         epoch_generator(seed, epoch),
+        trainer.settings(batch),
         batch_size=batch,
-        micro_batch=trainer.micro(batch),
-        device=trainer.device,
-        precision=trainer.precision,
-        info=ONE_PROCESS,
         meter=EpochMeter(trainer.device, ONE_PROCESS, epoch),
-        check_every=trainer.check_every,
     )
