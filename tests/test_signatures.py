@@ -21,11 +21,6 @@ MAX_PARAMETERS = 10
 
 # module:qualname -> why it still takes more than MAX_PARAMETERS. Remove an entry when it is reduced.
 ALLOWED = {
-    # `viny bench` (perf layer): its own options object is separate work from the analysis one.
-    "viny_probe.perf.bench:run_bench": "perf: every bench knob is a keyword of `viny bench`",
-    "viny_probe.perf.fleet:run_fleet_bench": "perf: the fleet bench's knobs, as run_bench's",
-    "viny_probe.perf.fleet:make_fleet": "perf: builds the fleet bench's models from run_fleet_bench's knobs",
-    "viny_probe.perf.harness:make_trainer": "perf: the trainer the bench times, from run_bench's knobs",
     # Low-level analysis functions whose keywords are their interface.
     "viny_probe.analysis.embeddings:extract_patch_tokens": (
         "the extraction itself: ModelOptions.extraction() expands into its keywords (device, batch_size, "

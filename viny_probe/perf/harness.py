@@ -137,36 +137,47 @@ class Trainer:
             return self.head(self.step_module.run_encoder(normalize(to_float(images))))
 
 
+@dataclass(frozen=True)
+class TrainerSetup:
+    """How the benchmark sets up one model to time (``make_trainer``), as a run would: the
+    ``precision`` (fp32 | bf16), the AdamW variant (``optimizer``, one of ``OPTIMIZERS``), whether the
+    encoder is ``torch.compile``d, the optimiser's ``lr`` and ``weight_decay``, and the encoder class
+    (``encoder_cls``: ViNy; the baseline's ``PlainViT``)."""
+
+    precision: str = "fp32"
+    optimizer: str = "loop"
+    compile: bool = False
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    encoder_cls: type[nn.Module] = ViNy
+
+
 def make_trainer(
     regime: str,
     cfg: ViTConfig,
     data: ImageSet,
     device: torch.device,
-    precision: str = "fp32",
+    setup: TrainerSetup = TrainerSetup(),
     seed: int = 0,
-    optimizer: str = "loop",
-    compile: bool = False,
-    encoder_cls: type[nn.Module] = ViNy,
-    lr: float = 1e-4,
-    weight_decay: float = 0.05,
 ) -> Trainer:
-    """A fresh encoder (``encoder_cls``, seeded with ``seed``) + ``regime``'s head for ``data`` + AdamW,
-    set up with the training engine's pieces (CLS token frozen where unused, the loop's optimiser).
-
-    ``optimizer``: one of ``OPTIMIZERS``."""
+    """A fresh encoder (``setup.encoder_cls``, seeded with ``seed``) + ``regime``'s head for ``data`` +
+    AdamW, set up with the training engine's pieces (CLS token frozen where unused, the loop's
+    optimiser) as ``setup`` says."""
     reg = regime_named(regime)
-    if optimizer not in OPTIMIZERS:
-        raise VinyError(f"unknown optimizer variant {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if setup.optimizer not in OPTIMIZERS:
+        raise VinyError(
+            f"unknown optimizer variant {setup.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
     torch.manual_seed(seed)
-    encoder = encoder_cls(cfg)
+    encoder = setup.encoder_cls(cfg)
     head = reg.make_head(cfg, RegimeData(train=data))
     unused_cls_frozen(encoder, reg)
     encoder.to(device), head.to(device)
     encoder.train(), head.train()
     params = list(encoder.parameters()) + list(head.parameters())
-    opt = make_optimizer(params, lr, weight_decay, device, OPTIMIZERS[optimizer])
-    step = TrainStep(reg, encoder, head, compile)
-    return Trainer(reg, step, opt, device, precision, check_every=loss_check_interval(device))
+    opt = make_optimizer(params, setup.lr, setup.weight_decay, device, OPTIMIZERS[setup.optimizer])
+    step = TrainStep(reg, encoder, head, setup.compile)
+    return Trainer(reg, step, opt, device, setup.precision, check_every=loss_check_interval(device))
 
 
 def run_epoch(
