@@ -21,14 +21,6 @@ MAX_PARAMETERS = 10
 
 # module:qualname -> why it still takes more than MAX_PARAMETERS. Remove an entry when it is reduced.
 ALLOWED = {
-    # Low-level analysis functions whose keywords are their interface.
-    "viny_probe.analysis.embeddings:extract_patch_tokens": (
-        "the extraction itself: ModelOptions.extraction() expands into its keywords (device, batch_size, "
-        "use_cache, progress), beside the cache, split and patch-subsample keys"
-    ),
-    "viny_probe.analysis.plots:plot_reference_panel": (
-        "plotting: vmin / vmax / cmap / order / map_refs as every plot_* function of plots.py takes them"
-    ),
     # The decode keywords (resize filter, aspect-kept source copy) came with issue 21's resize; they are
     # to be grouped with size into one decode-options object passed through the dataset loaders.
     "viny_probe.data:load_dataset": "data: size, filter and aspect of the decode, beside split and cache",
