@@ -1,7 +1,8 @@
 """No function or method of viny_probe takes more than MAX_PARAMETERS parameters (self / cls not
 counted): a longer list becomes a parameter object (``analysis.options``: ModelOptions, EvalSet,
-ProbeOptions, ...), each default written once. viny_probe/cli/* is skipped: a typer command's
-signature is its command line. The functions not reduced yet are listed in ALLOWED, each with why.
+ProbeOptions, ...; ``perf.options``, ``engine.StepSettings``, ``data.DecodeOptions``, ...), each default
+written once. viny_probe/cli/* is skipped: a typer command's signature is its command line. A function
+not reduced yet would be listed in ALLOWED with why (empty since issue 19).
 
 Mutant applied once, failing test_no_function_takes_more_than_ten_parameters: ``probe_checkpoint``
 given five more keyword parameters (6 -> 11; ``a``, ``b``, ``c``, ``d``, ``extra``), reported as
@@ -20,14 +21,7 @@ import viny_probe
 MAX_PARAMETERS = 10
 
 # module:qualname -> why it still takes more than MAX_PARAMETERS. Remove an entry when it is reduced.
-ALLOWED = {
-    # The decode keywords (resize filter, aspect-kept source copy) came with issue 21's resize; they are
-    # to be grouped with size into one decode-options object passed through the dataset loaders.
-    "viny_probe.data:load_dataset": "data: size, filter and aspect of the decode, beside split and cache",
-    "viny_probe.data.cache:decode_into": "data: the decode's size, filter, aspect, classes and workers",
-    "viny_probe.data.cache:decode_cached": "data: decode_into's keywords plus the cache key and folder",
-    "viny_probe.data.masks:load_mask_folder": "data: load_dataset's keywords for a mask folder",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _generated(fn) -> bool:
