@@ -111,3 +111,64 @@ def test_a_run_decodes_with_its_own_filter_threads_and_on_error():
     cfg = TrainConfig(regime="segment", resize="nearest", workers=2, on_error="fail")
     assert cfg.decoding(keep_aspect=True) == DecodeOptions("nearest", True, 2, "fail")
     assert TrainConfig(regime="segment").decoding() == DecodeOptions()
+
+
+def test_diagnostics_decode_with_the_checkpoints_training_filter(make_pets, tmp_path, monkeypatch):
+    """A checkpoint trained with ``resize="nearest"`` is evaluated on images resized with nearest (the
+    same pixels ``load_dataset`` gives with that filter, not bilinear's), said in the notes and the data
+    info; a model from elsewhere gets bilinear; checkpoints that disagree get bilinear with a note naming
+    them; ``--resize`` overrides. Mutant applied once: ``_load_full`` always decoding with the default
+    ``DecodeOptions()`` -> the nearest checkpoint's images were bilinear's and this test failed."""
+    from viny_probe.analysis.evaluation_data import load_probe_data, resolve_evaluation, training_filter
+
+    monkeypatch.setenv("VINY_CACHE_DIR", str(tmp_path / "cache"))
+    pets = make_pets()
+    nearest, bilinear = ("N", {"config": {"resize": "nearest"}}), ("B", {"config": {"regime": "segment"}})
+    where = resolve_evaluation([nearest], "pets", 0, 2)
+    assert where["resize"] == "nearest"
+    assert any("nearest, the filter the checkpoints trained with" in n for n in where["notes"])
+    pool, test, info = load_probe_data("pets", 16, pets.parent, 0, 2, 3, 2, where["resize"])
+    assert info["resize"] == "nearest"
+    by_filter = {
+        f: load_dataset("pets", size=16, data_root=pets.parent, decoding=DecodeOptions(resize=f))
+        for f in ("nearest", "bilinear")
+    }
+    for got in (pool, test):
+        for f, whole in by_filter.items():
+            index = [whole.ids.index(i) for i in got.ids]
+            same = (got.images == whole.images[index]).all().item()
+            assert same == (f == "nearest"), f
+
+    assert training_filter([("timm", {})]) == ("bilinear", None)  # a model from elsewhere
+    assert training_filter([bilinear]) == ("bilinear", None)  # trained before the field existed
+    mixed, note = training_filter([nearest, bilinear])
+    assert mixed == "bilinear" and "N: nearest; B: bilinear" in note
+    assert training_filter([nearest], "bilinear")[0] == "bilinear"
+    with pytest.raises(VinyError, match="--resize must be one of"):
+        training_filter([nearest], "bicubic")
+
+
+@pytest.mark.parametrize("command", ["probe", "diagnose"])
+def test_resize_flag_reaches_the_evaluation_set(command, monkeypatch, tmp_path):
+    """`viny probe/diagnose --resize nearest` hands the library an EvalSet with resize="nearest", and
+    none given leaves it None (the checkpoints' own filter). Mutant applied once: ``value(resize)``
+    left out of the probe command's EvalSet -> resize None there, and the probe case failed."""
+    from typer.testing import CliRunner
+
+    import viny_probe.analysis.checkpoint_probe as checkpoint_probe
+    import viny_probe.analysis.diagnose as diagnose
+    from viny_probe.cli import app
+
+    seen = []
+
+    def capture(*args, **kwargs):
+        seen.append(kwargs["data"] if "data" in kwargs else args[2])
+        raise VinyError("captured")
+
+    monkeypatch.setattr(checkpoint_probe, "probe_checkpoint", capture)
+    monkeypatch.setattr(diagnose, "diagnose", capture)
+    extra = ["-o", str(tmp_path / "out")] if command == "diagnose" else []
+    for flags in (["--resize", "nearest"], []):
+        result = CliRunner().invoke(app, [command, "some.pt", *flags, *extra])
+        assert str(result.exception) == "captured", result.output
+    assert [d.resize for d in seen] == ["nearest", None]

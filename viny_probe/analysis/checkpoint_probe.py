@@ -108,7 +108,9 @@ def probe_checkpoint(
     loaded = load_with(ckpt, model)
     name = loaded.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, loaded.depth)
-    where = resolve_evaluation([(name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
+    where = resolve_evaluation(
+        [(name, loaded.meta)], data.dataset, data.split_seed, data.test_size, data.resize
+    )
     train_set, test_set, info, warnings = evaluation_sets(
         data.for_grid(loaded.num_patches), [(name, loaded.meta)], where, loaded.image_size
     )

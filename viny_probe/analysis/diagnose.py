@@ -584,7 +584,7 @@ def diagnose(
     models = load_models(ckpts, model)  # every model checked before any work
     metas = [(name, m.meta) for name, m in zip(names, models, strict=True)]
     opts.probe_images = data.pool_images(max(m.num_patches for m in models))  # the smallest pool
-    where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
+    where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size, data.resize)
     _plan_cka(models, opts)
     got = _Collected()
     for loaded, name, given in zip(models, names, ckpts, strict=True):

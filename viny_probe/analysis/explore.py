@@ -280,7 +280,7 @@ def dataset_images(
 
     count = check_positive_int(count, "--images")
     metas = [(m.name, m.meta) for m in models]
-    chosen = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
+    chosen = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size, data.resize)
     sets: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     ids: list[str] = []
 
@@ -294,6 +294,7 @@ def dataset_images(
                 chosen["test_size"],
                 probe_images=2,
                 test_images=count,
+                resize=chosen["resize"],
             )
             sets[size] = (test.images, test.masks)
             ids[:] = list(test.ids)
