@@ -49,7 +49,7 @@ class StackedAdamW:
     def __len__(self) -> int:
         return int(self.lr.shape[0])
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, set_to_none: bool = True) -> None:  # noqa: ARG002 - as torch's: grads are always dropped
         for p in self.params:
             p.grad = None
 
