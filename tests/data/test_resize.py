@@ -12,6 +12,7 @@ from PIL import Image
 
 from viny_probe.config import TrainConfig
 from viny_probe.data import load_dataset
+from viny_probe.data.cache import DecodeOptions
 from viny_probe.data.decode import load_rgb, to_rgb
 from viny_probe.errors import VinyError
 
@@ -45,7 +46,7 @@ def test_nearest_is_pillows_nearest_of_the_file_and_resizes_the_trimap_jointly(m
     same geometry for both). Mutant applied, failing here: load_rgb ignoring ``resize`` (always bilinear)."""
     pets = make_pets()
     name = _patterned_pet(pets)
-    data = load_dataset("pets", size=16, data_root=pets.parent, resize="nearest")
+    data = load_dataset("pets", size=16, data_root=pets.parent, decoding=DecodeOptions(resize="nearest"))
     for i, image_id in enumerate(data.ids):
         expected = _nearest(pets.folder / "images" / f"{image_id}.jpg", 16)
         assert np.array_equal(data.images[i].numpy(), expected), image_id
@@ -64,13 +65,14 @@ def test_the_filters_have_their_own_cache_entries_and_bilinear_keeps_its_key(mak
     pets = make_pets()
     _patterned_pet(pets)
     bilinear = load_dataset("pets", size=16, data_root=pets.parent)
-    nearest = load_dataset("pets", size=16, data_root=pets.parent, resize="nearest")
+    nearest = load_dataset("pets", size=16, data_root=pets.parent, decoding=DecodeOptions(resize="nearest"))
     assert not np.array_equal(bilinear.images.numpy(), nearest.images.numpy())
     assert np.array_equal(bilinear.masks.numpy(), nearest.masks.numpy())
     keys = [json.loads(p.read_text()) for p in sorted((tmp_path / "cache").glob("*/key.json"))]
     assert len(keys) == 2
     assert sorted(k.get("resize", "-") for k in keys) == ["-", "nearest"]
-    again = load_dataset("pets", size=16, data_root=pets.parent, resize="nearest")  # a hit, no third entry
+    # a hit, no third entry
+    again = load_dataset("pets", size=16, data_root=pets.parent, decoding=DecodeOptions(resize="nearest"))
     assert np.array_equal(again.images.numpy(), nearest.images.numpy())
     assert len(list((tmp_path / "cache").glob("*/key.json"))) == 2
 
@@ -100,3 +102,12 @@ def test_the_presets_filter_per_stage(preset, regime, dataset, phase, expected):
     assert TrainConfig(regime=regime, preset=preset, dataset=dataset, resize="nearest").resolved().resize == (
         "nearest"
     )
+
+
+def test_a_run_decodes_with_its_own_filter_threads_and_on_error():
+    """``TrainConfig.decoding``: what ``trainers.splits.load`` passes ``load_dataset``; an unresolved
+    filter (None) is DecodeOptions' default, and a config left alone decodes with every default.
+    Mutant seen failing: ``decoding`` leaving ``on_error`` at its default."""
+    cfg = TrainConfig(regime="segment", resize="nearest", workers=2, on_error="fail")
+    assert cfg.decoding(keep_aspect=True) == DecodeOptions("nearest", True, 2, "fail")
+    assert TrainConfig(regime="segment").decoding() == DecodeOptions()

@@ -13,10 +13,14 @@ from viny_probe.errors import VinyError
 from viny_probe.experiments import projection
 from viny_probe.experiments.plans import PLANS, expand
 from viny_probe.perf.fleet import run_fleet_bench
+from viny_probe.perf.options import BenchOptions, FleetOptions
 
 
 def test_fleet_bench_reports_every_size_against_a_fleet_of_one():
-    result = run_fleet_bench((1, 2), device="cpu", model="tiny", regimes=("simmim",), steps=1, repeats=1)
+    options = BenchOptions(
+        device="cpu", precisions=("fp32",), model="tiny", regimes=("simmim",), steps=1, repeats=1
+    )
+    result = run_fleet_bench(FleetOptions((1, 2)), options)
     rows = {r["fleet"]: r for r in result["fleets"]}
     assert set(rows) == {1, 2} and not result["failures"]
     assert rows[1]["vs_fleet_of_1"] == 1.0

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viny_probe.analysis.embeddings import extract_patch_tokens, model_blocks
+from viny_probe.analysis.embeddings import TokenKey, extract_patch_tokens, model_blocks
 from viny_probe.analysis.options import EvalSet, ExploreOptions, ModelOptions
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.sources import TokenModel
@@ -150,7 +150,11 @@ def model_entry(
 def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions, run: ModelOptions) -> dict:
     pixels, masks = images.at(model.image_size)
     tokens = extract_patch_tokens(
-        model, pixels, model_blocks(model, opts.blocks), split="explore", **run.extraction(opts.progress)
+        model,
+        pixels,
+        model_blocks(model, opts.blocks),
+        key=TokenKey("explore"),
+        **run.extraction(opts.progress),
     )
     return model_entry(model, tokens, masks)
 
