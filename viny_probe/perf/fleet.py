@@ -47,7 +47,7 @@ class FleetBench:
     def size(self) -> int:
         return len(self.stack)
 
-    def step(self) -> torch.Tensor:
+    def step(self) -> dict[int, int]:
         """One fleet step, optimiser included; the losses are not read (as on a GPU between checks)."""
         return fleet_step(
             self.stack,

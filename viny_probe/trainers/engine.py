@@ -281,6 +281,19 @@ def epoch_batches(n: int, batch_size: int, check_every: int) -> Iterator[tuple[i
         yield start, (i + 1) % check_every == 0 or start + batch_size >= n
 
 
+def epoch_pass(
+    train_set: ImageSet, gen: torch.Generator, batch_size: int, device: torch.device, check_every: int
+) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """One epoch of one run, batch by batch, as a run alone (``train_one_epoch``) and a fleet member
+    (``fleet``) both go through it: the epoch's order drawn from ``gen`` (``epoch_order``), then each
+    batch of ``batch_size`` images (uint8, on ``device``) with whether to read the loss after its step
+    (``epoch_batches``). The order is drawn at the first batch, before the run's augmentation of it
+    draws from ``gen`` too, so a member draws exactly what its run alone draws."""
+    order = epoch_order(gen, train_set)
+    for start, check in epoch_batches(len(train_set), batch_size, check_every):
+        yield device_batch(train_set, order[start : start + batch_size], device), check
+
+
 def train_one_epoch(
     step: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -302,10 +315,8 @@ def train_one_epoch(
     ``progress(images, loss or None, img_per_s)`` is called after every step. Returns the epoch's mean
     loss and statistics over all ranks' images."""
     step.train()
-    order = epoch_order(gen, train_set)
     t0 = time.perf_counter()
-    for start, check in epoch_batches(len(train_set), batch_size, settings.check_every):
-        batch = device_batch(train_set, order[start : start + batch_size], settings.device)
+    for batch, check in epoch_pass(train_set, gen, batch_size, settings.device, settings.check_every):
         _, shown = train_step(step, optimizer, regime, batch, gen, settings, meter=meter, check=check)
         if progress is not None:
             progress(batch["images"].shape[0], shown, meter.seen / (time.perf_counter() - t0))

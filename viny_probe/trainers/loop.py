@@ -224,7 +224,7 @@ class Run:
     """One training run: its folder, data, model, optimiser and schedule, set up (or restored for
     ``--resume``) on construction. ``end_epoch`` records and saves a finished epoch, ``finish``
     evaluates and writes the final files. ``train`` drives one run through its epochs; a fleet
-    (``trainers.fleet``) drives several in lockstep, each through these same steps.
+    (``trainers.fleet``) drives several together, each through these same steps at its own epoch ends.
 
     ``resident=False`` leaves the training set where it was loaded (a fleet places shared sets itself).
     Under torchrun every rank builds its Run; rank 0 writes the files."""
