@@ -7,12 +7,13 @@ aggregate img/s counts every member's images; the fraction of peak is its FLOP/s
 matrix-multiply peak measured in the same run (``peak``).
 
 Each size is timed on every fleet path asked for (``trainers.fleet.PATHS``: the stacked forward,
-vmap) and beside one run alone (``harness.make_trainer``'s step, what ``loop.train`` runs per batch),
+vmap) and beside one run alone (``harness.make_trainer``'s step, what a run alone takes per batch),
 all in the same interleaved rounds, so old and new path and the run alone share the machine's load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +28,8 @@ from ..trainers.engine import micro_batch_size
 from ..trainers.fleet import PATHS, FleetMeter, Stack, fleet_step
 from ..trainers.loop import resolve_device
 from .flops import analytic_flops, regime_named
-from .harness import bench_data, fixed_batch, make_trainer
+from .harness import TrainerSetup, bench_data, fixed_batch, make_trainer
+from .options import BenchOptions, FleetOptions
 from .peak import DTYPES, default_sizes, matmul_peak
 from .timing import timed_rounds
 
@@ -49,7 +51,7 @@ class FleetBench:
     def size(self) -> int:
         return len(self.stack)
 
-    def step(self) -> torch.Tensor:
+    def step(self) -> dict[int, int]:
         """One fleet step, optimiser included; the losses are not read (as on a GPU between checks)."""
         return fleet_step(
             self.stack,
@@ -67,27 +69,26 @@ def make_fleet(
     data: ImageSet,
     device: torch.device,
     size: int,
-    precision: str = "fp32",
-    batch: int = 64,
-    compile: bool = False,
-    attention: str = "math",
-    graphs: bool = True,
-    lr: float = 1e-4,
-    weight_decay: float = 0.05,
+    setup: TrainerSetup = TrainerSetup(),
+    batch: int = BenchOptions.batch,
+    attention: str = FleetOptions.attention,
+    graphs: bool = FleetOptions.graphs,
     path: str = "stacked",
 ) -> FleetBench:
     """``size`` fresh members of ``regime`` (seeds 0..size-1, set up as ``harness.make_trainer`` sets up
-    one) stacked into a fleet, each to step on the first ``batch`` images of ``data``; ``graphs``:
-    replayed from a CUDA graph after ``Stack.WARMUP`` steps, on a GPU; ``path``: ``Stack``'s (the
-    stacked forward or vmap; ``attention`` is vmap's)."""
+    one from ``setup``; the stack compiles the fleet's step where ``setup.compile``) stacked into a
+    fleet, each to step on the first ``batch`` images of ``data``; ``graphs``: replayed from a CUDA
+    graph after ``Stack.WARMUP`` steps, on a GPU; ``path``: ``Stack``'s (the stacked forward or vmap;
+    ``attention`` is vmap's)."""
     if size < 1:
         raise VinyError("--fleet sizes must be >= 1")
     if attention not in ATTENTIONS:
         raise VinyError(f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}")
-    schedule = SimpleNamespace(lr=lr, weight_decay=weight_decay, compile=compile)
+    precision = setup.precision
+    schedule = SimpleNamespace(lr=setup.lr, weight_decay=setup.weight_decay, compile=setup.compile)
     members = []
     for seed in range(size):
-        tr = make_trainer(regime, cfg, data, device, precision, seed=seed, lr=lr, weight_decay=weight_decay)
+        tr = make_trainer(regime, cfg, data, device, dataclasses.replace(setup, compile=False), seed)
         members.append(
             SimpleNamespace(
                 regime=tr.regime,
@@ -111,64 +112,52 @@ def make_fleet(
 
 
 def run_fleet_bench(
-    sizes: tuple[int, ...],
-    device: str = "auto",
-    precisions: tuple[str, ...] = ("fp32",),
-    model: str = "viny",
-    regimes: tuple[str, ...] | None = None,
-    batch: int = 64,
-    steps: int = 3,
-    warmup: int = 1,
-    repeats: int = 3,
-    compile: bool = False,
-    attention: str = "math",
-    graphs: bool = True,
-    dataset: str = "toy-pets",
-    peak_sizes: tuple[int, ...] | None = None,
-    log: Callable[[str], None] | None = None,
-    paths: tuple[str, ...] = ("stacked",),
+    fleet: FleetOptions, options: BenchOptions = BenchOptions(), log: Callable[[str], None] | None = None
 ) -> dict:
     """Aggregate training img/s and fraction of the measured peak for every regime, precision, fleet
-    size and path (``paths``), and one run alone's img/s (``alone``), as one JSON-able dict. Fleets
-    are built one size at a time (a K = 64 fleet of ViNy holds 64 models and their optimiser state),
-    each size's paths and the run alone timed in the same rounds like every `viny bench` figure. A
-    path that went through vmap instead of the one asked for says why in its row's ``note``."""
+    size (``fleet.sizes``) and path (``fleet.paths``), and one run alone's img/s (``alone``), as one
+    JSON-able dict. Fleets are built one size at a time (a K = 64 fleet of ViNy holds 64 models and
+    their optimiser state), each size's paths and the run alone timed in the same rounds like every
+    `viny bench` figure. A path that went through vmap instead of the one asked for says why in its
+    row's ``note``."""
     log = log or (lambda _msg: None)
     from ..registry import REGIMES
 
-    regimes = REGIMES.names() if regimes is None else tuple(regimes)
+    o, batch, steps = options, options.batch, options.steps
+    regimes = REGIMES.names() if o.regimes is None else tuple(o.regimes)
     for r in regimes:
         regime_named(r)
-    for path in paths:
+    for path in fleet.paths:
         if path not in PATHS:
             raise VinyError(f"unknown fleet path {path!r}; choose one of {', '.join(PATHS)}")
-    dev = resolve_device(device)
-    cfg = model_config(model)
-    data = bench_data(cfg, batch, dataset).to(dev)
+    dev = resolve_device(o.device)
+    cfg = model_config(o.model)
+    data = bench_data(cfg, batch, o.dataset).to(dev)
     shape = (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head)
-    peak_sizes = peak_sizes or default_sizes(dev)
-    peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, repeats) for p in precisions}
+    peak_sizes = o.peak_sizes or default_sizes(dev)
+    peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, o.repeats) for p in o.precisions}
     rows, alone_rows, failures = [], [], {}
     for r in regimes:
         flops = analytic_flops(cfg, r)["train"]
-        for p in precisions:
-            alone = _alone_step(r, cfg, data, dev, p, batch, steps)
+        for p in o.precisions:
+            setup = TrainerSetup(p, compile=o.compile)
+            alone = _alone_step(r, cfg, data, dev, setup, batch, steps)
             alone_times: list[float] = []
             failed: dict = {}
-            for k in sizes:
-                log(f"{r} {p} fleet of {k}: {', '.join(paths)} and a run alone")
-                fleets = {
-                    path: make_fleet(r, cfg, data, dev, k, p, batch, compile, attention, graphs, path=path)
-                    for path in paths
+            for k in fleet.sizes:
+                log(f"{r} {p} fleet of {k}: {', '.join(fleet.paths)} and a run alone")
+                benches = {
+                    path: make_fleet(r, cfg, data, dev, k, setup, batch, fleet.attention, fleet.graphs, path)
+                    for path in fleet.paths
                 }
                 measures = {"alone": alone}
                 measures.update(
-                    {path: lambda f=f: [f.step() for _ in range(steps)] for path, f in fleets.items()}
+                    {path: lambda b=b: [b.step() for _ in range(steps)] for path, b in benches.items()}
                 )
-                failed: dict = {}
-                times = timed_rounds(measures, dev, warmup, repeats, log, failed)
+                failed = {}
+                times = timed_rounds(measures, dev, o.warmup, o.repeats, log, failed)
                 alone_times += times["alone"]
-                for path, fleet in fleets.items():
+                for path, bench in benches.items():
                     if path in failed:
                         failures[f"{r}/{p}/{k}/{path}"] = failed[path]
                         continue
@@ -179,8 +168,8 @@ def run_fleet_bench(
                             "regime": r,
                             "precision": p,
                             "fleet": k,
-                            "path": fleet.stack.path,
-                            "note": fleet.stack.note,
+                            "path": bench.stack.path,
+                            "note": bench.stack.note,
                             "step_ms": 1000 * seconds / steps,
                             "train_img_per_s": img_per_s,
                             "per_member_img_per_s": img_per_s / k,
@@ -188,7 +177,7 @@ def run_fleet_bench(
                             "frac_of_peak": img_per_s * flops / peaks[p]["peak_flops"],
                         }
                     )
-                del fleets
+                del benches
             if "alone" in failed:
                 failures[f"{r}/{p}/alone"] = failed["alone"]
             elif alone_times:
@@ -213,16 +202,16 @@ def run_fleet_bench(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "model": model,
+        "model": o.model,
         "batch": batch,
         "steps": steps,
-        "warmup": warmup,
-        "repeats": repeats,
-        "compile": compile,
-        "attention": attention,
-        "cuda_graphs": graphs and dev.type == "cuda",
+        "warmup": o.warmup,
+        "repeats": o.repeats,
+        "compile": o.compile,
+        "attention": fleet.attention,
+        "cuda_graphs": fleet.graphs and dev.type == "cuda",
         "matmul_peak": peaks,
-        "paths": list(paths),
+        "paths": list(fleet.paths),
         "fleets": rows,
         "alone": alone_rows,
         "failures": failures,
@@ -230,10 +219,16 @@ def run_fleet_bench(
 
 
 def _alone_step(
-    regime: str, cfg: ViTConfig, data: ImageSet, device: torch.device, precision: str, batch: int, steps: int
+    regime: str,
+    cfg: ViTConfig,
+    data: ImageSet,
+    device: torch.device,
+    setup: TrainerSetup,
+    batch: int,
+    steps: int,
 ) -> Callable[[], object]:
-    """``steps`` steps of one run alone (``harness.make_trainer``, seed 0) on the first ``batch`` images
-    of ``data``, as a closure for ``timed_rounds``."""
-    trainer = make_trainer(regime, cfg, data, device, precision, seed=0)
+    """``steps`` steps of one run alone (``harness.make_trainer`` from ``setup``, seed 0) on the first
+    ``batch`` images of ``data``, as a closure for ``timed_rounds``."""
+    trainer = make_trainer(regime, cfg, data, device, setup, seed=0)
     fixed, gen = fixed_batch(data, batch, device), torch.Generator().manual_seed(0)
     return lambda: [trainer.step(fixed, gen) for _ in range(steps)]
