@@ -10,7 +10,7 @@ import torch
 from viny_probe import perf
 from viny_probe.errors import VinyError
 from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig, model_config
-from viny_probe.perf.baseline import PlainViT, plain_loader, write_jpegs
+from viny_probe.perf.baseline import PlainViT, baseline_loss, plain_loader, write_jpegs
 from viny_probe.registry import REGIMES
 
 
@@ -89,6 +89,37 @@ def test_plain_baseline_matches_viny():
     plain = perf.TrainerSetup(encoder_cls=PlainViT)
     b = perf.make_trainer("simmim", cfg, data, torch.device("cpu"), plain).encoder.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_segment_baseline_is_the_segment_regimes_loss():
+    """The plain segmentation baseline computes the loss viny's segment regime computes, on the same
+    weights and un-augmented inputs (so `viny bench --baseline segment` times the same work), and a
+    bench run with it gives the step ratios but no JPEG-epoch figures (its DataLoader has no trimaps).
+    Mutant applied once: the baseline's targets transposed (``targets.transpose(1, 2)``) -> the losses
+    differ and this test failed."""
+    cfg = MODEL_PRESETS["tiny"]
+    data = perf.bench_data(cfg, 4, "random")
+    viny = perf.make_trainer("segment", cfg, data, torch.device("cpu"))
+    plain = perf.make_trainer(
+        "segment", cfg, data, torch.device("cpu"), perf.TrainerSetup(encoder_cls=PlainViT)
+    )
+    batch = perf.fixed_batch(data, 4, torch.device("cpu"))
+    x = perf.harness.normalize(perf.harness.to_float(batch["images"]))
+    inputs = {"images": x, "masks": batch["masks"].long()}
+    want, _ = viny.regime.loss(viny.regime.predict(viny.encoder, viny.head, inputs), inputs)
+    got = baseline_loss("segment", plain.encoder, plain.head, x, inputs["masks"], None)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+    r = perf.run_bench(
+        perf.BenchOptions(
+            device="cpu", model="tiny", batch=8, steps=1, warmup=0, repeats=1, dataset="random",
+            regimes=("segment",), precisions=("fp32",), peak_sizes=(128,),
+        ),
+        perf.SingleRunOptions(baseline="segment", epoch_batches=2),
+    )  # fmt: skip
+    assert r["baseline"]["regime"] == "segment" and r["baseline"]["train_img_per_s"] > 0
+    assert "epoch_img_per_s" not in r["baseline"]
+    assert r["ratios"]["train_step_fp32_vs_baseline"] > 0
 
 
 def test_bf16_and_fp32_losses_agree():

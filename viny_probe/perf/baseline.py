@@ -33,8 +33,10 @@ from ..model import ViTConfig, model_config, patchify
 from ..trainers.simmim import masked_l1, random_half_mask
 from .harness import TrainerSetup, fixed_batch, make_trainer
 
-# The regimes the plain baseline implements (image-only inputs).
-BASELINE_REGIMES = ("simmim", "classify")
+# The regimes the plain baseline implements; the per-sample JPEG DataLoader (``epoch``) serves the
+# image-only ones (a trimap would need a joint transform the plain way does not have).
+BASELINE_REGIMES = ("simmim", "classify", "segment")
+JPEG_REGIMES = ("simmim", "classify")
 
 
 class PlainAttention(nn.Module):
@@ -170,14 +172,19 @@ def plain_loader(
     )
 
 
-def baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, labels, gen):
-    """The baseline's loss on already-augmented float images (its DataLoader did the augmentation)."""
+def baseline_loss(regime: str, encoder: nn.Module, head: nn.Module, x: torch.Tensor, targets, gen):
+    """The baseline's loss on already-augmented float images (its DataLoader did the augmentation);
+    ``targets``: class labels (classify) or (B, S, S) trimap classes (segment: the segmentation head's
+    (B, 3, S, S) logits, plain cross-entropy over classes at every pixel, as the study's code without
+    its position softmax)."""
     if regime == "simmim":
         cfg = encoder.cfg
         mask = random_half_mask(x.shape[0], cfg.num_patches, gen, x.device)
         pred = head(encoder(x, mask=mask, mask_token=head.mask_token))
         return masked_l1(pred, patchify(x, cfg.patch_size), mask)
-    return F.cross_entropy(head(encoder(x, cls=True)), labels)
+    if regime == "segment":
+        return F.cross_entropy(head(encoder(x)), targets)
+    return F.cross_entropy(head(encoder(x, cls=True)), targets)
 
 
 def baseline_measures(
@@ -193,17 +200,17 @@ def baseline_measures(
     """The plain eager fp32 baseline (``PlainViT``, the same initial weights as ViNy, torch's default
     AdamW, no autocast) as timed closures: "train" (``steps`` steps on a resident, pre-normalised
     batch), "eval" (``steps`` no-grad forwards), and with ``jpeg_dir`` "dataloader" (one pass of the
-    per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included)."""
+    per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included), for ``JPEG_REGIMES`` only."""
     if regime not in BASELINE_REGIMES:
-        raise VinyError("the plain baseline runs the image-only regimes: simmim or classify")
+        raise VinyError(f"the plain baseline runs {', '.join(BASELINE_REGIMES)}, not {regime!r}")
     tr = make_trainer(regime, cfg, data, device, TrainerSetup(optimizer="default", encoder_cls=PlainViT))
     gen = torch.Generator().manual_seed(0)
     fixed = fixed_batch(data, batch, device)
     x = normalize(to_float(fixed["images"]))
-    labels = fixed["labels"]
+    targets = fixed["masks"].long() if regime == "segment" else fixed["labels"]
 
-    def step(x=x, labels=labels):
-        loss = baseline_loss(regime, tr.encoder, tr.head, x, labels, gen)
+    def step(x=x, targets=targets):
+        loss = baseline_loss(regime, tr.encoder, tr.head, x, targets, gen)
         if not math.isfinite(loss.item()):
             raise VinyError("non-finite loss in the baseline")
         tr.optimizer.zero_grad()
@@ -218,7 +225,7 @@ def baseline_measures(
         tr.encoder.train()
 
     out = {"train": lambda: [step() for _ in range(steps)], "eval": evaluate}
-    if jpeg_dir is not None:
+    if jpeg_dir is not None and regime in JPEG_REGIMES:
         paths = write_jpegs(data.images.cpu(), jpeg_dir)
         lab = data.labels.cpu() if data.labels is not None else None
         loader = plain_loader(paths, lab, cfg.image_size, batch, workers)

@@ -134,7 +134,7 @@ def _baseline_row(s: _Setting, regime: str, workers: int, med: dict) -> dict:
     b = {"regime": regime, "precision": "fp32", "dataloader_workers": workers}
     b["train_img_per_s"] = s.batch * s.steps / med[("baseline", "train")]
     b["eval_img_per_s"] = s.batch * s.steps / med[("baseline", "eval")]
-    if s.epoch:
+    if s.epoch and ("baseline", "epoch") in med:  # the JPEG DataLoader: image-only regimes
         b["dataloader_img_per_s"] = s.epoch_images / med[("baseline", "dataloader")]
         b["epoch_img_per_s"] = s.epoch_images / med[("baseline", "epoch")]
         b["epoch_seconds"] = med[("baseline", "epoch")]
