@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps(result, indent=2))
         return 0
-    result = perf.run_bench(
+    from viny_probe.perf.options import BenchOptions, SingleRunOptions
+
+    options = BenchOptions(
         device=args.device,
         precisions=("fp32", "bf16") if args.precision == "both" else (args.precision,),
         batch=args.batch,
@@ -72,14 +74,16 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         repeats=args.repeats,
         compile=args.compile,
+        dataset=args.dataset,
+    )
+    single = SingleRunOptions(
         baseline=None if args.baseline == "none" else args.baseline,
         epoch_batches=args.epoch_batches,
-        dataset=args.dataset,
-        threads=args.threads or None,
+        threads=args.threads,
         workers=args.workers,
         optimizer=args.optimizer,
-        log=log,
     )
+    result = perf.run_bench(options, single, log=log)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

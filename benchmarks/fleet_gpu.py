@@ -191,8 +191,10 @@ def same():
 
 def bench(tag: str, **kw) -> None:
     from viny_probe.perf.fleet import run_fleet_bench
+    from viny_probe.perf.options import BenchOptions, FleetOptions
 
-    result = run_fleet_bench(**{**BENCH, **kw})
+    fleet = FleetOptions(**{k: kw.pop(k) for k in ("sizes", "attention", "graphs") if k in kw})
+    result = run_fleet_bench(fleet, BenchOptions(**{**BENCH, **kw}))
     for row in result["fleets"]:
         row["variant"] = tag
     fleets.extend(result["fleets"])
@@ -248,7 +250,7 @@ def debug_compile():
     """A compiled fleet in a fresh process, its full traceback kept if it fails, timed if it runs."""
     from viny_probe.model import model_config
     from viny_probe.perf.fleet import make_fleet
-    from viny_probe.perf.harness import bench_data
+    from viny_probe.perf.harness import TrainerSetup, bench_data
     from viny_probe.perf.timing import time_median
 
     cfg = model_config(MODEL)
@@ -258,7 +260,7 @@ def debug_compile():
         row = {"regime": regime, "fleet": k}
         try:
             t = time.time()
-            fleet = make_fleet(regime, cfg, data, torch.device(DEVICE), k, "bf16", compile=True)
+            fleet = make_fleet(regime, cfg, data, torch.device(DEVICE), k, TrainerSetup("bf16", compile=True))
             for _ in range(5):
                 fleet.step()
             row["first_steps_s"] = time.time() - t
@@ -284,13 +286,12 @@ def profile():
 
     from viny_probe.model import model_config
     from viny_probe.perf.fleet import make_fleet
-    from viny_probe.perf.harness import bench_data
+    from viny_probe.perf.harness import TrainerSetup, bench_data
 
     cfg = model_config(MODEL)
     data = bench_data(cfg, 64).to(DEVICE)
-    fleet = make_fleet(
-        "segment", cfg, data, torch.device(DEVICE), 64 if DEVICE == "cuda" else 2, "bf16", graphs=False
-    )
+    size = 64 if DEVICE == "cuda" else 2
+    fleet = make_fleet("segment", cfg, data, torch.device(DEVICE), size, TrainerSetup("bf16"), graphs=False)
     for _ in range(2):
         fleet.step()
     torch.cuda.synchronize() if DEVICE == "cuda" else None

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from viny_probe.model import attend, model_config
-from viny_probe.perf import bench_data, fixed_batch, make_trainer
+from viny_probe.perf import TrainerSetup, bench_data, fixed_batch, make_trainer
 from viny_probe.perf.baseline import PlainViT
 
 
@@ -53,8 +53,8 @@ def breakdown(model: str = "viny", batch: int = 64, repeats: int = 5, warmup: in
     cfg = model_config(model)
     data = bench_data(cfg, batch, "random")
     device = torch.device("cpu")
-    viny = make_trainer("simmim", cfg, data, device, "fp32")
-    plain = make_trainer("simmim", cfg, data, device, "fp32", encoder_cls=PlainViT)
+    viny = make_trainer("simmim", cfg, data, device, TrainerSetup("fp32"))
+    plain = make_trainer("simmim", cfg, data, device, TrainerSetup("fp32", encoder_cls=PlainViT))
     plain.micro_batch = batch  # the plain way: the whole batch at once, as bench's baseline
     b = fixed_batch(data, batch, device)
     gen = torch.Generator().manual_seed(0)

@@ -10,6 +10,7 @@ from viny_probe import precision
 from viny_probe.config import TrainConfig
 from viny_probe.errors import VinyWarning
 from viny_probe.perf.bench import run_bench
+from viny_probe.perf.options import BenchOptions, SingleRunOptions
 from viny_probe.trainers import train
 
 CPU = torch.device("cpu")
@@ -64,17 +65,18 @@ def test_training_in_emulated_bf16_warns(emulating_cpu, tmp_path) -> None:
 def test_bench_skips_emulated_bf16_and_says_so(emulating_cpu) -> None:
     """Mutant: run_bench without _native_precisions -> a bf16 row is measured (and no skip recorded)."""
     result = run_bench(
-        device="cpu",
-        precisions=("fp32", "bf16"),
-        batch=4,
-        model="tiny",
-        regimes=("simmim",),
-        steps=1,
-        warmup=0,
-        repeats=1,
-        baseline=None,
-        epoch=False,
-        peak_sizes=(64,),
+        BenchOptions(
+            device="cpu",
+            precisions=("fp32", "bf16"),
+            batch=4,
+            model="tiny",
+            regimes=("simmim",),
+            steps=1,
+            warmup=0,
+            repeats=1,
+            peak_sizes=(64,),
+        ),
+        SingleRunOptions(baseline=None, epoch=False),
     )
     assert {r["precision"] for r in result["regimes"]} == {"fp32"}
     assert "31x" in result["skipped_precisions"]["bf16"]

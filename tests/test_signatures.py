@@ -1,7 +1,8 @@
 """No function or method of viny_probe takes more than MAX_PARAMETERS parameters (self / cls not
 counted): a longer list becomes a parameter object (``analysis.options``: ModelOptions, EvalSet,
-ProbeOptions, ...), each default written once. viny_probe/cli/* is skipped: a typer command's
-signature is its command line. The functions not reduced yet are listed in ALLOWED, each with why.
+ProbeOptions, ...; ``perf.options``, ``engine.StepSettings``, ``data.DecodeOptions``, ...), each default
+written once. viny_probe/cli/* is skipped: a typer command's signature is its command line. A function
+not reduced yet would be listed in ALLOWED with why (empty since issue 19).
 
 Mutant applied once, failing test_no_function_takes_more_than_ten_parameters: ``probe_checkpoint``
 given five more keyword parameters (6 -> 11; ``a``, ``b``, ``c``, ``d``, ``extra``), reported as
@@ -20,31 +21,7 @@ import viny_probe
 MAX_PARAMETERS = 10
 
 # module:qualname -> why it still takes more than MAX_PARAMETERS. Remove an entry when it is reduced.
-ALLOWED = {
-    # `viny bench` (perf layer): its own options object is separate work from the analysis one.
-    "viny_probe.perf.bench:run_bench": "perf: every bench knob is a keyword of `viny bench`",
-    "viny_probe.perf.fleet:run_fleet_bench": "perf: the fleet bench's knobs, as run_bench's",
-    "viny_probe.perf.fleet:make_fleet": "perf: builds the fleet bench's models from run_fleet_bench's knobs",
-    "viny_probe.perf.harness:make_trainer": "perf: the trainer the bench times, from run_bench's knobs",
-    # The training hot loop: its arguments are tensors, modules and the loop state, passed per step.
-    "viny_probe.trainers.engine:train_one_epoch": "trainers: the epoch's modules, optimiser, scaler, state",
-    "viny_probe.trainers.engine:train_step": "trainers: one step's modules, optimiser, scaler and batch",
-    "viny_probe.trainers.loop:_payload": "trainers: everything one checkpoint file holds",
-    # Low-level analysis functions whose keywords are their interface.
-    "viny_probe.analysis.embeddings:extract_patch_tokens": (
-        "the extraction itself: ModelOptions.extraction() expands into its keywords (device, batch_size, "
-        "use_cache, progress), beside the cache, split and patch-subsample keys"
-    ),
-    "viny_probe.analysis.plots:plot_reference_panel": (
-        "plotting: vmin / vmax / cmap / order / map_refs as every plot_* function of plots.py takes them"
-    ),
-    # The decode keywords (resize filter, aspect-kept source copy) came with issue 21's resize; they are
-    # to be grouped with size into one decode-options object passed through the dataset loaders.
-    "viny_probe.data:load_dataset": "data: size, filter and aspect of the decode, beside split and cache",
-    "viny_probe.data.cache:decode_into": "data: the decode's size, filter, aspect, classes and workers",
-    "viny_probe.data.cache:decode_cached": "data: decode_into's keywords plus the cache key and folder",
-    "viny_probe.data.masks:load_mask_folder": "data: load_dataset's keywords for a mask folder",
-}
+ALLOWED: dict[str, str] = {}
 
 
 def _generated(fn) -> bool:

@@ -10,6 +10,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 
 from .checks import check_range, max_workers
+from .data.cache import DecodeOptions
 from .data.decode import RESIZE_FILTERS
 from .data.spec import dataset_spec
 from .errors import VinyError
@@ -308,11 +309,11 @@ class TrainConfig:
     # trimaps, and Intel) (None: the preset's)
     resize: str | None = None
     cls_in_sequence: bool = False  # the CLS token in the blocks in every stage (not the study's path)
-    on_error: str = "skip"
+    on_error: str = DecodeOptions.on_error
     # Execution settings: they change speed, not (beyond float noise) results; resume ignores them.
     device: str = "auto"
     precision: str = "fp32"
-    workers: int = 0
+    workers: int = DecodeOptions.workers
     compile: bool = False
     micro_batch: int = 0  # images per forward/backward inside a batch (gradients accumulate); 0 = auto
 
@@ -327,6 +328,12 @@ class TrainConfig:
             return self.seed
         digest = hashlib.sha256(f"viny-draw:{self.seed}:{self.draw}".encode()).digest()
         return (1 << 30) + int.from_bytes(digest[:4], "big") % (1 << 30)
+
+    def decoding(self, keep_aspect: bool = False) -> DecodeOptions:
+        """How this run decodes its dataset's files (``load_dataset``'s ``decoding``): its image filter
+        (``resize``; None, unresolved, is the default), threads and ``on_error``."""
+        resize = self.resize or DecodeOptions.resize
+        return DecodeOptions(resize, keep_aspect, self.workers, self.on_error)
 
     def resolved(self) -> TrainConfig:
         """Fill every schedule value left as None from the preset and validate."""

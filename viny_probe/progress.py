@@ -22,13 +22,15 @@ class _EpochBar:
         self.progress, self.description = progress, description
 
     def start_epoch(self, epoch: int, epochs: int, total: int):
+        return self.start_task(f"{self.description} {epoch + 1}/{epochs}", total)
+
+    def start_task(self, label: str, total: int):
+        """A new bar of ``total`` images (the earlier ones hidden): an epoch, or a fleet's whole training."""
         if self.progress is None:
             return None
         for task in self.progress.task_ids:
             self.progress.update(task, visible=False)
-        return self.progress.add_task(
-            f"{self.description} {epoch + 1}/{epochs}", total=total, loss=float("nan"), speed=0.0
-        )
+        return self.progress.add_task(label, total=total, loss=float("nan"), speed=0.0)
 
     def advance(self, task, n: int, loss: float | None, img_per_s: float) -> None:
         """Move on ``n`` images; ``loss`` None keeps the loss last shown (it is read only now and then)."""

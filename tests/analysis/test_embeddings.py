@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from viny_probe.analysis.authors import authors_name_map
-from viny_probe.analysis.embeddings import extract_patch_tokens, load_encoder
+from viny_probe.analysis.embeddings import TokenKey, extract_patch_tokens, load_encoder
 from viny_probe.checkpoint import save_checkpoint
 from viny_probe.data.augment import normalize, to_float
 from viny_probe.data.base import ImageSet
@@ -96,8 +96,10 @@ def test_resizing_float_input_and_encoder_state_restored(encoder, images):
 
 
 def test_cache_hit_skips_the_model_and_key_follows_layer_and_count(encoder, images, tmp_path):
+    """The cache key follows the layer, the image count, the TokenKey's split and extra, and the
+    weights. Mutant seen failing: ``"extra": None`` in the key instead of ``key.extra``."""
     runs = count_runs(encoder)
-    kw = {"cache_dir": tmp_path, "progress": False, "split": "test", "batch_size": 2}
+    kw = {"cache_dir": tmp_path, "progress": False, "key": TokenKey("test"), "batch_size": 2}
     first = extract_patch_tokens(encoder, images, **kw)["final"]
     assert len(runs) == 3  # ceil(5 / 2) batches
     files = sorted(tmp_path.glob("*.pt"))
@@ -114,12 +116,14 @@ def test_cache_hit_skips_the_model_and_key_follows_layer_and_count(encoder, imag
     assert len(runs) == 6 and len(list(tmp_path.glob("*.pt"))) == 2
     extract_patch_tokens(encoder, images.subset([0, 1, 2, 3]), **kw)  # another count: new entry
     assert len(runs) == 8 and len(list(tmp_path.glob("*.pt"))) == 3
-    extract_patch_tokens(encoder, images, **{**kw, "split": "train"})  # another split: new entry
+    extract_patch_tokens(encoder, images, **{**kw, "key": TokenKey("train")})  # another split: new entry
     assert len(runs) == 11 and len(list(tmp_path.glob("*.pt"))) == 4
+    extract_patch_tokens(encoder, images, **{**kw, "key": TokenKey("test", extra="v2")})  # TokenKey.extra
+    assert len(runs) == 14 and len(list(tmp_path.glob("*.pt"))) == 5
     with torch.no_grad():  # other weights: new entry
         encoder.norm.bias.add_(1.0)
     changed = extract_patch_tokens(encoder, images, **kw)["final"]
-    assert len(runs) == 14 and not torch.allclose(changed, first)
+    assert len(runs) == 17 and not torch.allclose(changed, first)
 
 
 def test_cache_dir_from_environment_and_corrupt_entries_are_recomputed(

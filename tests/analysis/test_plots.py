@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from viny_probe.analysis import (
+    MapScale,
     plot_cka_heatmap,
     plot_depth_curves,
     plot_reference_grid,
@@ -139,3 +140,43 @@ def test_reference_panel_is_laid_out_as_the_study(tmp_path):
     assert len(data["panels"]) == 2 + 3 * 4
     with pytest.raises(VinyError, match="target must be"):
         plot_reference_panel(_image(3), target[:32], maps, refs, tmp_path / "bad.png")
+
+
+def test_maps_are_drawn_in_the_given_colour_scale(tmp_path, monkeypatch):
+    """Every map of plot_reference_panel, plot_reference_grid and plot_similarity_overlay is drawn in the
+    ``MapScale`` given (colour limits and colour map, as drawn, and in the JSON); the default is the
+    study's -0.5..1 in viridis. Mutant seen failing: plot_reference_panel drawing with ``MapScale()``
+    instead of its ``scale``."""
+    from viny_probe.analysis import plots
+
+    drawn = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path, data: drawn.append(fig) or save(fig, path, data))
+
+    def scales(fig) -> set:
+        return {
+            (*im.get_clim(), im.get_cmap().name)
+            for ax in fig.axes
+            for im in ax.images
+            if im.get_array().ndim == 2
+        }
+
+    refs = {"a": (0, 0), "b": (2, 1)}
+    maps = {c: {r: np.zeros((4, 4)) for r in refs} for c in ("pretrained", "spatial")}
+    target = torch.zeros(64, 64, dtype=torch.uint8)
+    mine = MapScale(0.25, 0.75, "magma")
+    calls = [
+        lambda scale, path: plot_reference_panel(_image(), target, maps, refs, path, scale=scale),
+        lambda scale, path: plot_reference_grid(_image(), maps, refs, path, scale=scale),
+        lambda scale, path: plot_similarity_overlay(
+            _image(), maps["spatial"]["a"], (0, 0), path, scale=scale
+        ),
+    ]
+    for k, call in enumerate(calls):
+        for scale in (MapScale(), mine):
+            data = call(scale, tmp_path / f"{k}-{scale.cmap}.png")
+            assert (data["vmin"], data["vmax"]) == (scale.vmin, scale.vmax)
+            maps_drawn = {x for x in scales(drawn[-1]) if x[:2] != (0, 2)}  # the panel's target mask aside
+            assert {(lo, hi) for lo, hi, _ in maps_drawn} == {(scale.vmin, scale.vmax)}, k
+            assert {name for _, _, name in maps_drawn} == {scale.cmap}, k
+    assert MapScale() == MapScale(-0.5, 1.0, "viridis")

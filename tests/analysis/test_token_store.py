@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.embeddings import TokenKey, extract_patch_tokens
 from viny_probe.analysis.evaluation_data import load_probe_data
 from viny_probe.analysis.options import EvalSet
 from viny_probe.analysis.sources import load_model
@@ -80,7 +80,7 @@ def test_a_token_folder_keeps_each_images_own_patch_subsample(fresh_ckpt, folder
     shuffled = test.subset(torch.randperm(len(test), generator=torch.Generator().manual_seed(1)))
     g = torch.Generator().manual_seed(2)
     keep = torch.rand(len(test), 64, generator=g).argsort(dim=1)[:, :7]
-    kw = dict(layers=[1, 2], patches=keep, use_cache=False, progress=False)
+    kw = dict(layers=[1, 2], key=TokenKey(patches=keep), use_cache=False, progress=False)
     got = extract_patch_tokens(load_model(f"tokens:{out}"), shuffled, **kw)
     want = extract_patch_tokens(model, shuffled, **kw)
     for block in (1, 2):

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from viny_probe.analysis.embeddings import extract_patch_tokens
+from viny_probe.analysis.embeddings import TokenKey, extract_patch_tokens
 from viny_probe.analysis.options import DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
 from viny_probe.analysis.sources import TokenModel
 
@@ -187,7 +187,13 @@ def test_the_patch_subsample_keeps_each_images_own_patches_across_batches():
     keep = torch.rand(n, GRID * GRID, generator=g).argsort(dim=1)[:, :k].sort(dim=1).values
     assert len({tuple(row) for row in keep.tolist()}) == n  # every image keeps other patches
     got = extract_patch_tokens(
-        model, indexed_images(n), "all", batch_size=3, patches=keep, use_cache=False, progress=False
+        model,
+        indexed_images(n),
+        "all",
+        batch_size=3,
+        key=TokenKey(patches=keep),
+        use_cache=False,
+        progress=False,
     )
     for block in (1, 2):
         assert got[block].shape == (n, k, 2)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from viny_probe.data import cache, decode
-from viny_probe.data.cache import cache_key, cached_imageset, resolve_cache_dir
+from viny_probe.data.cache import DecodeOptions, cache_key, cached_imageset, resolve_cache_dir
 from viny_probe.data.folder import load_image_folder
 from viny_probe.data.pets import load_pets
 from viny_probe.errors import VinyError
@@ -162,7 +162,7 @@ def test_progress_bar_path_decodes_the_same(make_pets, monkeypatch, tmp_path: Pa
     pets = make_pets()
     plain = load_pets(pets.parent, size=16, cache_dir=tmp_path / "a")
     monkeypatch.setattr(cache, "PROGRESS_MIN_FILES", 1)
-    with_bar = load_pets(pets.parent, size=16, cache_dir=tmp_path / "b", workers=2)
+    with_bar = load_pets(pets.parent, size=16, cache_dir=tmp_path / "b", decoding=DecodeOptions(workers=2))
     assert torch.equal(plain.images, with_bar.images)
     assert capsys.readouterr().out == ""  # the bar goes to stderr only
 
@@ -181,4 +181,49 @@ def test_cache_dir_argument_then_environment_then_home(monkeypatch, tmp_path: Pa
 
 def test_on_error_is_validated(make_pets) -> None:
     with pytest.raises(VinyError, match="on_error"):
-        load_pets(make_pets().parent, size=16, on_error="ignore")
+        load_pets(make_pets().parent, size=16, decoding=DecodeOptions(on_error="ignore"))
+
+
+@pytest.mark.parametrize(
+    "decoding",
+    [
+        DecodeOptions(),
+        DecodeOptions(workers=2, on_error="fail"),
+        DecodeOptions(resize="nearest"),
+        DecodeOptions(keep_aspect=True),
+        DecodeOptions("nearest", keep_aspect=True, workers=1),
+    ],
+    ids=["default", "threads-and-fail", "nearest", "aspect", "nearest-aspect"],
+)
+def test_decode_options_keep_the_cache_keys_entries_were_written_under(
+    make_pets, tmp_path: Path, decoding: DecodeOptions
+):
+    """The decode-cache key (key.json and the entry's folder name) of a Pets load with ``decoding`` is
+    the one the loaders built before DecodeOptions grouped their keywords, spelled out here as that
+    code built it: name, size, decoder, format, the loader's key, ``resize`` only when not bilinear,
+    ``aspect: keep`` only with keep_aspect, class names and samples; workers and on_error in no key. So
+    every cache entry written before stays valid. Mutants seen failing: ``key_fields`` writing
+    ``resize`` always (the default and aspect keys gain ``"resize": "bilinear"``); ``workers`` added
+    to the key."""
+    pets = make_pets()
+    loaded = load_pets(pets.parent, size=16, cache_dir=tmp_path / "c", decoding=decoding)
+    (entry,) = (tmp_path / "c").iterdir()
+    folder = pets.folder.resolve()
+    earlier = {"name": "pets", "size": 16, "decoder": decode.DECODER_VERSION, "format": cache.CACHE_FORMAT}
+    earlier["root"] = str(folder)
+    if decoding.resize != "bilinear":
+        earlier["resize"] = decoding.resize
+    if decoding.keep_aspect:
+        earlier["aspect"] = "keep"
+    earlier["class_names"] = loaded.class_names
+    earlier["samples"] = [
+        [
+            name,
+            label,
+            cache.fingerprint(folder / "images" / f"{name}.jpg"),
+            cache.fingerprint(folder / "annotations" / "trimaps" / f"{name}.png"),
+        ]
+        for name, label in zip(pets.names, [c - 1 for c in pets.class_ids], strict=True)
+    ]
+    assert (entry / "key.json").read_text() == json.dumps(earlier, sort_keys=True, default=str)
+    assert entry.name == f"pets-16px-{cache_key(earlier)[:16]}"

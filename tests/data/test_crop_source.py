@@ -13,6 +13,7 @@ from PIL import Image
 from viny_probe.config import SOURCE_SIDE, TrainConfig
 from viny_probe.data import load_dataset
 from viny_probe.data.augment import random_resized_crop, random_resized_crop_boxes, resized_crops
+from viny_probe.data.cache import DecodeOptions
 from viny_probe.errors import VinyError
 from viny_probe.model import model_config
 from viny_probe.registry import REGIMES
@@ -50,10 +51,15 @@ def test_the_source_copy_keeps_the_aspect_ratio(wide_imagenet: Path):
     192 x 192 array, extents (96, 192), red left of column 96, blue right of it (nearest: no blend at
     the seam), zeros below. Mutants applied, failing here: load_source squashing to side x side;
     extents stored as (w, h)."""
-    bilinear = load_dataset("imagenet", size=SOURCE_SIDE, data_root=wide_imagenet, keep_aspect=True)
+    bilinear = load_dataset(
+        "imagenet", size=SOURCE_SIDE, data_root=wide_imagenet, decoding=DecodeOptions(keep_aspect=True)
+    )
     assert bilinear.extents.tolist() == [[96, 192]] * len(bilinear)
     data = load_dataset(
-        "imagenet", size=SOURCE_SIDE, data_root=wide_imagenet, keep_aspect=True, resize="nearest"
+        "imagenet",
+        size=SOURCE_SIDE,
+        data_root=wide_imagenet,
+        decoding=DecodeOptions("nearest", keep_aspect=True),
     )
     assert tuple(data.images.shape[1:]) == (3, SOURCE_SIDE, SOURCE_SIDE) and data.masks is None
     assert data.extents.tolist() == [[96, 192]] * len(data)
@@ -72,7 +78,10 @@ def test_a_box_over_one_half_of_the_original_crops_that_half(wide_imagenet: Path
     on the squashed 128 px copy is not all red. Mutant applied, failing here: resized_crops reading the
     box with top and left swapped (the right-half box lands in the padding)."""
     data = load_dataset(
-        "imagenet", size=SOURCE_SIDE, data_root=wide_imagenet, keep_aspect=True, resize="nearest"
+        "imagenet",
+        size=SOURCE_SIDE,
+        data_root=wide_imagenet,
+        decoding=DecodeOptions("nearest", keep_aspect=True),
     )
     images = data.images[:2]
     boxes = torch.tensor([[0, 0, 96, 96], [0, 96, 96, 96]])

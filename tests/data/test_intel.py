@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from viny_probe.data import load_dataset
-from viny_probe.data.cache import SkippedImagesWarning
+from viny_probe.data.cache import DecodeOptions, SkippedImagesWarning
 from viny_probe.data.intel import load_intel
 from viny_probe.errors import VinyError
 
@@ -73,10 +73,10 @@ def test_corrupt_image_skip_or_fail(make_intel) -> None:
     root = make_intel(corrupt=True)
     bad = root / "seg_train" / "seg_train" / "forest" / "999.jpg"
     with pytest.raises(VinyError) as info:
-        load_intel(root, size=16, on_error="fail")
+        load_intel(root, size=16, decoding=DecodeOptions(on_error="fail"))
     assert str(bad) in str(info.value)
     with pytest.warns(SkippedImagesWarning, match="999.jpg"):
-        data = load_intel(root, size=16, on_error="skip")
+        data = load_intel(root, size=16, decoding=DecodeOptions(on_error="skip"))
     assert len(data) == 6 and data.labels.tolist() == [0, 0, 1, 1, 2, 2]
 
 

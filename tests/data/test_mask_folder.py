@@ -26,6 +26,7 @@ from viny_probe.analysis.evaluation_data import check_dataset_name, patch_labels
 from viny_probe.cli import app
 from viny_probe.data import load_dataset
 from viny_probe.data.base import IGNORE, MaskClasses
+from viny_probe.data.cache import DecodeOptions
 from viny_probe.data.masks import load_mask_folder
 from viny_probe.errors import VinyError
 
@@ -57,7 +58,9 @@ def test_value_map_is_applied(shapes: Path, tmp_path: Path) -> None:
 def test_undeclared_value_is_refused_naming_the_file(shapes: Path, tmp_path: Path) -> None:
     narrow = MaskClasses(names=("a", "b", "c"), values={0: 0, 1: 1, 2: 2})  # 255 not declared
     with pytest.raises(VinyError, match=r"masks/shape_\d+\.png.*found values \[255\]"):
-        load_mask_folder(shapes, narrow, size=32, cache_dir=tmp_path / "c", on_error="fail")
+        load_mask_folder(
+            shapes, narrow, size=32, cache_dir=tmp_path / "c", decoding=DecodeOptions(on_error="fail")
+        )
 
 
 def test_cached_and_read_back_identically(shapes: Path, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from viny_probe.data import load_dataset
-from viny_probe.data.cache import SkippedImagesWarning
+from viny_probe.data.cache import DecodeOptions, SkippedImagesWarning
 from viny_probe.data.pets import breed_name, load_pets
 from viny_probe.errors import VinyError
 
@@ -86,7 +86,7 @@ def test_malformed_list_line_names_file_and_line(make_pets) -> None:
 def test_skip_leaves_out_bad_files_and_reports_them_by_name(make_pets) -> None:
     pets = make_pets(corrupt=True, missing_trimap=True)
     with pytest.warns(SkippedImagesWarning) as record:
-        data = load_pets(pets.parent, size=16, on_error="skip")
+        data = load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="skip"))
     message = str(record[0].message)
     assert "skipped 2 of 8" in message
     assert str(pets.bad["corrupt"]) in message and str(pets.bad["missing_trimap"]) in message
@@ -96,30 +96,31 @@ def test_skip_leaves_out_bad_files_and_reports_them_by_name(make_pets) -> None:
 
     # The cache hit reports the same files again rather than hiding them.
     with pytest.warns(SkippedImagesWarning, match="skipped 2 of 8"):
-        load_pets(pets.parent, size=16, on_error="skip")
+        load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="skip"))
 
 
 @pytest.mark.parametrize("bad", ["corrupt", "missing_trimap"])
 def test_fail_stops_at_a_bad_file_naming_it(make_pets, bad: str) -> None:
     pets = make_pets(**{bad: True})
     with pytest.raises(VinyError) as info:
-        load_pets(pets.parent, size=16, on_error="fail")
+        load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="fail"))
     assert str(pets.bad[bad]) in str(info.value)
 
 
 def test_fail_after_a_skipping_load_still_fails(make_pets) -> None:
     pets = make_pets(corrupt=True)
     with pytest.warns(SkippedImagesWarning):
-        load_pets(pets.parent, size=16, on_error="skip")
+        load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="skip"))
     with pytest.raises(VinyError, match="Abyssinian_3.jpg"):
-        load_pets(pets.parent, size=16, on_error="fail")  # served from the cache, must not pass silently
+        # served from the cache, must not pass silently
+        load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="fail"))
 
 
 def test_bad_trimap_value_is_reported(make_pets, files) -> None:
     pets = make_pets()
     files.trimap(pets.folder / "annotations" / "trimaps" / "Abyssinian_2.png", 7)
     with pytest.raises(VinyError, match=r"Abyssinian_2\.png.*\[7\]"):
-        load_pets(pets.parent, size=16, on_error="fail")
+        load_pets(pets.parent, size=16, decoding=DecodeOptions(on_error="fail"))
 
 
 def test_registry_finds_pets_from_argument_or_environment(make_pets, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -64,16 +64,16 @@ def test_missing_folder_names_the_layout(tmp_path):
 
 
 def test_workers_reach_the_decoder(tmp_path, make_intel, monkeypatch):
-    """`--workers 3` decodes with 3 threads on a dataset's first read. Mutant: splits.load without
-    workers=cfg.workers -> the decoder sees 0 (one thread per core)."""
+    """`--workers 3` decodes with 3 threads on a dataset's first read. Mutant: TrainConfig.decoding
+    without self.workers -> the decoder sees 0 (one thread per core)."""
     from viny_probe.data import cache
 
     seen = []
     real = cache._decoded
 
-    def recording(samples, size, workers, *rest):
-        seen.append(workers)
-        return real(samples, size, workers, *rest)
+    def recording(samples, how, *rest):
+        seen.append(how.options.workers)
+        return real(samples, how, *rest)
 
     monkeypatch.setattr(cache, "_decoded", recording)
     run(tmp_path, "classify", "intel", make_intel(nested=True), workers=3)

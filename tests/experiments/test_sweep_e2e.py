@@ -321,9 +321,10 @@ def _rows_by_stage(out):
 
 def test_a_sweep_in_fleets_gives_the_rows_of_a_sweep_one_stage_at_a_time(tmp_path, small_data, monkeypatch):
     """`viny sweep --fleet 3` on the tiny plan: every stage trained once, in fleets where stages agree
-    (the two seeds of each fine-tune size, of each pre-training), each row equal to the one-at-a-time
-    sweep's; a rerun trains nothing. Mutant: fleets of one (the chunk size ignored in
-    ``_attempt_fleets``) fails the count of fleets here."""
+    (the fine-tunes of one wave, 3 train sizes x 2 seeds, in fleets of 3; the two seeds of the
+    pre-training and of CLS-Intel in pairs), each row equal to the one-at-a-time sweep's; a rerun
+    trains nothing. Mutants: fleets of one (the chunk size ignored in ``_attempt_fleets``) fails the
+    count of fleets here; the train size kept in ``fleet_config_key``, the fleet sizes."""
     plan = tiny_plan(geometry=False)
     stages, _ = expand(plan)
     alone, fleets = tmp_path / "alone", tmp_path / "fleets"
@@ -341,13 +342,13 @@ def test_a_sweep_in_fleets_gives_the_rows_of_a_sweep_one_stage_at_a_time(tmp_pat
                     stage_id,
                     k,
                 )
-    fleet_sizes = {
-        s.id: json.loads((fleets / "stages" / s.id / "metrics.jsonl").read_text().splitlines()[-1]).get(
+    fleet_sizes = {  # how many members its fleet had as its first epoch began
+        s.id: json.loads((fleets / "stages" / s.id / "metrics.jsonl").read_text().splitlines()[0]).get(
             "fleet", 1
         )
         for s in stages
     }
-    assert set(fleet_sizes.values()) == {2}  # every stage has a partner: the other seed
+    assert sorted(fleet_sizes.values()) == [2] * 4 + [3] * 18
     again = sw.run_sweep(plan, fleets, execution=dataclasses.replace(QUIET, fleet=3), log=silent)
     assert not again.ran and len(again.already_done) == len(stages)
 

@@ -86,7 +86,8 @@ def test_plain_baseline_matches_viny():
     # Seeded the same way, make_trainer gives both the same initial weights.
     data = perf.bench_data(cfg, 4, "random")
     a = perf.make_trainer("simmim", cfg, data, torch.device("cpu")).encoder.state_dict()
-    b = perf.make_trainer("simmim", cfg, data, torch.device("cpu"), encoder_cls=PlainViT).encoder.state_dict()
+    plain = perf.TrainerSetup(encoder_cls=PlainViT)
+    b = perf.make_trainer("simmim", cfg, data, torch.device("cpu"), plain).encoder.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -101,15 +102,17 @@ def test_bf16_and_fp32_losses_agree():
 
 def test_bench_smoke_tiny_returns_all_fields():
     r = perf.run_bench(
-        device="cpu",
-        model="tiny",
-        batch=8,
-        steps=1,
-        warmup=0,
-        repeats=1,
-        epoch_batches=2,
-        dataset="random",
-        peak_sizes=(128,),
+        perf.BenchOptions(
+            device="cpu",
+            model="tiny",
+            batch=8,
+            steps=1,
+            warmup=0,
+            repeats=1,
+            dataset="random",
+            peak_sizes=(128,),
+        ),
+        perf.SingleRunOptions(epoch_batches=2),
     )
     json.dumps(r)  # JSON-able
     assert {row["regime"] for row in r["regimes"]} == set(REGIMES)
@@ -154,16 +157,55 @@ def test_jpeg_folder_roundtrip(tmp_path):
 
 
 def test_cli_bench_json(monkeypatch, capsys):
-    from viny_probe.cli import app
-
-    monkeypatch.setattr(perf, "run_bench", lambda **kw: {"called": kw["model"], "batch": kw["batch"]})
+    """`viny bench` builds its options once, with the parameter objects' own defaults for every flag not
+    given, and `--fleet` the same BenchOptions plus a FleetOptions. Mutants seen failing: the CLI's
+    ``--steps`` default written as 3 beside BenchOptions.steps = 2; ``--epoch-batches`` not passed on."""
     from typer.testing import CliRunner
 
+    import viny_probe.perf.fleet as fleet_module
+    from viny_probe.cli import app
+
+    seen = {}
+
+    def fake_bench(options, single, log):
+        seen["bench"] = options, single
+        return {"called": options.model, "batch": options.batch}
+
+    monkeypatch.setattr(perf, "run_bench", fake_bench)
     res = CliRunner().invoke(
-        app, ["bench", "--model", "tiny", "--batch-size", "4", "--json", "--device", "cpu"]
+        app,
+        [
+            "bench",
+            "--model",
+            "tiny",
+            "--batch-size",
+            "4",
+            "--json",
+            "--device",
+            "cpu",
+            "--epoch-batches",
+            "3",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout) == {"called": "tiny", "batch": 4}
+    assert seen["bench"] == (
+        perf.BenchOptions(device="cpu", model="tiny", batch=4),
+        perf.SingleRunOptions(epoch_batches=3),
+    )
+
+    def fake_fleet(fleet, options, log):
+        seen["fleet"] = fleet, options
+        return {"fleets": [], "matmul_peak": {}}
+
+    monkeypatch.setattr(fleet_module, "run_fleet_bench", fake_fleet)
+    args = ["bench", "--model", "tiny", "--device", "cpu", "--precision", "fp32", "--fleet", "1,4", "--json"]
+    res = CliRunner().invoke(app, [*args, "--no-cuda-graphs"])
+    assert res.exit_code == 0, res.output
+    assert seen["fleet"] == (
+        perf.FleetOptions((1, 4), graphs=False),
+        perf.BenchOptions(device="cpu", model="tiny", precisions=("fp32",)),
+    )
 
 
 def test_bench_data_never_falls_back_to_random_images():

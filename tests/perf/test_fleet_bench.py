@@ -13,10 +13,14 @@ from viny_probe.errors import VinyError
 from viny_probe.experiments import projection
 from viny_probe.experiments.plans import PLANS, expand
 from viny_probe.perf.fleet import run_fleet_bench
+from viny_probe.perf.options import BenchOptions, FleetOptions
 
 
 def test_fleet_bench_reports_every_size_against_a_fleet_of_one():
-    result = run_fleet_bench((1, 2), device="cpu", model="tiny", regimes=("simmim",), steps=1, repeats=1)
+    options = BenchOptions(
+        device="cpu", precisions=("fp32",), model="tiny", regimes=("simmim",), steps=1, repeats=1
+    )
+    result = run_fleet_bench(FleetOptions((1, 2)), options)
     rows = {r["fleet"]: r for r in result["fleets"]}
     assert set(rows) == {1, 2} and not result["failures"]
     assert rows[1]["vs_fleet_of_1"] == 1.0
@@ -60,14 +64,32 @@ def test_cli_fleet_bench_json():
 
 
 def test_plan_fleets_cover_every_stage_once_and_respect_the_size():
-    """Mutant: grouping across waves (depth left out of the key) puts a child in its parent's fleet,
-    which the wave check here catches."""
+    """Fleets across train sizes: the mini plan's fine-tunes of one wave (3 sizes x 2 seeds) form one
+    fleet of 6, the paper plan's pre-training one of 9 (3 sizes x 3 seeds). Mutants: grouping across
+    waves (depth left out of the key) puts a child in its parent's fleet, which the wave check here
+    catches; the train size kept in ``fleet_config_key`` fails the sizes."""
     stages, _ = expand(PLANS["mini"])
     fleets = projection.fleets_of("mini", max_size=64)
     assert sum(f["members"] for f in fleets) == len(stages)
-    assert sum(f["members"] * f["image_steps_per_member"] for f in fleets) == sum(s.cost() for s in stages)
-    assert {f["wave"] for f in fleets} == {1, 2, 3} and max(f["members"] for f in fleets) == 2
+    assert sum(sum(f["image_steps_per_member"]) for f in fleets) == sum(s.cost() for s in stages)
+    assert {f["wave"] for f in fleets} == {1, 2, 3}
+    assert sorted((f["kind"], f["members"], len(f["train_images"])) for f in fleets if f["wave"] == 2) == [
+        ("cls-intel", 2, 1),
+        ("finetune", 6, 3),
+    ]
+    paper = projection.fleets_of("paper", max_size=64)
+    assert [(f["members"], f["train_images"]) for f in paper if f["kind"] == "pretrain"] == [
+        (9, [45_000, 100_000, 200_000])
+    ]
     assert max(f["members"] for f in projection.fleets_of("paper", max_size=4)) == 4
+
+
+def test_a_fleet_of_members_of_different_lengths_shrinks_as_they_finish():
+    """Members of 100, 300 and 300 image-steps: 3 members for 100, then 2 for 200. Mutant watched
+    failing: every member counted to the longest's end (3 x 300 at the rate of 3)."""
+    rates = {1: 10.0, 2: 15.0, 3: 20.0}
+    assert projection.fleet_seconds([300, 100, 300], rates) == pytest.approx(3 * 100 / 20 + 2 * 200 / 15)
+    assert projection.fleet_seconds([50], rates) == pytest.approx(5.0)
 
 
 def test_rates_between_measured_sizes_are_interpolated():
@@ -112,14 +134,23 @@ def test_cli_fleet_bench_projects_the_paper_plan_for_its_model_only():
 
 
 def test_a_dry_run_with_fleet_lists_the_fleets_a_sweep_would_form(tmp_path):
-    """`viny sweep mini --dry-run --fleet 4`: every stage in exactly one fleet; the two seeds of a
-    stage kind pair up; without --fleet there is no fleet list."""
+    """`viny sweep mini --dry-run --fleet 4`: every stage in exactly one fleet; the fine-tunes of one
+    wave (3 train sizes x 2 seeds) in fleets of 4 and 2, the two seeds of the other kinds paired; the
+    table names the train sizes of each fleet; without --fleet there is no fleet list."""
     args = ["sweep", "mini", "--dry-run", "-o", str(tmp_path), "--json"]
     out = CliRunner().invoke(app, [*args, "--fleet", "4"])
     assert out.exit_code == 0, out.output
     result = json.loads(out.output)
     fleets = result["fleets"]
     assert sum(f["members"] for f in fleets) == len(result["stages"]) == 22
-    assert {f["members"] for f in fleets} == {2} and {f["wave"] for f in fleets} == {1, 2, 3}
+    assert {f["wave"] for f in fleets} == {1, 2, 3}
+    assert sorted((f["kind"], f["members"]) for f in fleets) == [
+        ("cls-intel", 2),
+        *[("finetune", 2)] * 3,
+        *[("finetune", 4)] * 3,
+        ("pretrain", 2),
+    ]
+    table = CliRunner().invoke(app, ["sweep", "mini", "--dry-run", "-o", str(tmp_path), "--fleet", "4"])
+    assert table.exit_code == 0 and "250, 500, 1,000" in table.output, table.output
     out = CliRunner().invoke(app, args)
     assert out.exit_code == 0 and "fleets" not in json.loads(out.output)

@@ -10,7 +10,15 @@ from viny_probe.checkpoint import load_checkpoint
 from viny_probe.config import TrainConfig
 from viny_probe.errors import VinyError
 from viny_probe.model import ViNy
-from viny_probe.perf import analytic_flops, fixed_batch, make_trainer, run_bench, run_epoch
+from viny_probe.perf import (
+    BenchOptions,
+    TrainerSetup,
+    analytic_flops,
+    fixed_batch,
+    make_trainer,
+    run_bench,
+    run_epoch,
+)
 from viny_probe.registry import REGIMES
 from viny_probe.trainers import Regime, train
 from viny_probe.trainers.base import RegimeData, device_batch
@@ -79,7 +87,8 @@ def test_bench_epoch_is_the_training_epoch(tmp_path, regime):
     mcfg = run_model_config(cfg)
     train_set = REGIMES[regime]().load_data(cfg, mcfg).train
     assert len(train_set) == 24
-    tr = make_trainer(regime, mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    setup = TrainerSetup(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr = make_trainer(regime, mcfg, train_set, CPU, setup, seed=cfg.seed)
     means = run_epoch(tr, train_set, cfg.batch_size, seed=cfg.seed, epoch=0)
 
     _assert_same_weights(ckpt["encoder"], tr.encoder.state_dict())
@@ -101,9 +110,8 @@ def test_bench_fixed_batch_step_is_the_training_step():
     cfg = _config("segment")
     mcfg = run_model_config(cfg)
     train_set = REGIMES["segment"]().load_data(cfg, mcfg).train
-    tr = make_trainer(
-        "segment", mcfg, train_set, CPU, seed=cfg.seed, lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    setup = TrainerSetup(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tr = make_trainer("segment", mcfg, train_set, CPU, setup, seed=cfg.seed)
     gen = torch.Generator().manual_seed(1)
     for _ in range(3):
         tr.step(fixed_batch(train_set, 8, CPU), gen)
@@ -119,7 +127,7 @@ def test_unknown_regime_names_the_registered_ones():
     for call in (
         lambda: analytic_flops("tiny", "simclr"),
         lambda: make_trainer("simclr", None, None, CPU),
-        lambda: run_bench(device="cpu", model="tiny", regimes=("simclr",)),
+        lambda: run_bench(BenchOptions(device="cpu", model="tiny", regimes=("simclr",))),
     ):
         with pytest.raises(VinyError, match="unknown regime 'simclr'; choose one of") as err:
             call()

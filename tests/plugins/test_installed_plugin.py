@@ -222,3 +222,57 @@ def test_plugin_stage_runs_in_a_sweep_and_report(venv: Path, tmp_path: Path) -> 
     text = (tmp_path / "rep" / "report.md").read_text()
     table = text[text.index("| test_rotation_accuracy |") :].splitlines()
     assert f"| {accuracy:.4f} |" in table[2], table[:3]
+
+
+TOKENS_SCRIPT = """
+import json, torch
+from viny_probe.plugins import load_plugins
+load_plugins()
+from viny_probe.analysis.sources import load_model
+tm = load_model("tv:vit_b_16,img_size=32")
+images = torch.rand(2, 3, 32, 32)
+ours = tm.tokens(images, [6, 12])
+model = tm.module
+x = model._process_input(images)
+x = torch.cat([model.class_token.expand(2, -1, -1), x], dim=1) + model.encoder.pos_embedding
+for block in model.encoder.layers[:6]:
+    x = block(x)
+full = model(images)  # torchvision's own forward: the class token's logits
+print(json.dumps({
+    "grid": [tm.patch_size, tm.image_size, tm.depth, tm.dim],
+    "block6": (ours[6] - x[:, 1:]).abs().max().item(),
+    "final": (ours[12] - model.encoder(torch.cat([model.class_token.expand(2, -1, -1),
+                                                   model._process_input(images)], 1))[:, 1:]).abs().max().item(),
+    "logits": list(full.shape),
+}))
+"""
+
+
+def test_plugin_model_source_by_name(venv: Path, tmp_path: Path) -> None:
+    """The plugin's `tv:` source: the installed `viny probe` takes a torchvision ViT by name, its tokens
+    are torchvision's own (block 6 by running the blocks by hand, block 12 the encoder's normed output;
+    mutant applied once: ``prefix_tokens=0`` in tv_source.py: loading then fails viny's own token-count
+    check (5 tokens for a 2 x 2 grid) and this test failed), and an unknown name is one line listing the ViTs."""
+    script = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", TOKENS_SCRIPT],
+        capture_output=True, text=True, env=_clean_env(tmp_path), cwd=tmp_path,
+    )  # fmt: skip
+    assert script.returncode == 0, script.stderr
+    got = json.loads(script.stdout.strip().splitlines()[-1])
+    assert got["grid"] == [16, 32, 12, 768]
+    assert got["block6"] < 1e-5 and got["final"] < 1e-5, got
+
+    probe = viny(
+        venv, "probe", "tv:vit_b_16,img_size=32", "--dataset", "toy-pets", "--test-size", "6",
+        "--probe-images", "8", "--test-images", "6", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stdout + probe.stderr
+    result = json.loads(probe.stdout)
+    assert result["model"]["name"] == "vit_b_16" and result["model"]["grid"] == [2, 2], result["model"]
+    assert result["model"]["notes"] == ["random init (torch seed 0)"]
+    assert result["layers"]["final"]["probe"]["num_test_patches"] == 6 * 4
+
+    wrong = viny(venv, "probe", "tv:resnet50", "--dataset", "toy-pets", cwd=tmp_path)
+    assert wrong.returncode != 0
+    assert "not a torchvision ViT" in wrong.stderr and "vit_b_16" in wrong.stderr
+    assert "Traceback" not in wrong.stderr

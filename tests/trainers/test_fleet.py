@@ -21,6 +21,15 @@ def tiny(regime: str, **kw) -> TrainConfig:
     return TrainConfig(regime=regime, **{**TINY, **kw})
 
 
+def _numbers(tree, at: str = "") -> dict:
+    """A results.json's values by their path."""
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _numbers(sub, f"{at}/{key}").items()}
+    if isinstance(tree, list):
+        return {k: v for i, sub in enumerate(tree) for k, v in _numbers(sub, f"{at}/{i}").items()}
+    return {at: tree}
+
+
 def assert_same_run(solo_dir, fleet_dir):
     """Metrics of every epoch, held-out results, and final weights and optimiser state: equal."""
     solo = [json.loads(line) for line in (solo_dir / "metrics.jsonl").read_text().splitlines()]
@@ -34,7 +43,14 @@ def assert_same_run(solo_dir, fleet_dir):
     ra = json.loads((solo_dir / "results.json").read_text())
     rb = json.loads((fleet_dir / "results.json").read_text())
     ra.pop("final"), rb.pop("final")
-    assert json.dumps(ra, sort_keys=True) == json.dumps(rb, sort_keys=True)  # evaluation: bit for bit
+    # evaluation of weights equal to float tolerance: equal to float tolerance (often bit for bit)
+    na, nb = _numbers(ra), _numbers(rb)
+    assert na.keys() == nb.keys()
+    for k, v in na.items():
+        if isinstance(v, float):
+            assert nb[k] == pytest.approx(v, rel=1e-5, abs=1e-7), k
+        else:
+            assert nb[k] == v, k
     fa, fb = load_checkpoint(solo_dir / "final.pt"), load_checkpoint(fleet_dir / "final.pt")
     for part in ("encoder", "head"):
         assert fa[part].keys() == fb[part].keys()
@@ -59,26 +75,36 @@ def assert_same_run(solo_dir, fleet_dir):
         ("segment", {}),
     ],
 )
-def test_every_regime_trains_as_a_fleet_of_three_as_each_would_alone(tmp_path, regime, extra):
-    """Three members (seeds 0, 1, 2; the third on another split) in one fleet, a fourth with fewer
-    training images alone; every member equals its run alone. Mutants: every member drawing member
-    0's generator (its batch order and augmentation), the losses' mean backpropagated instead of their
-    sum (gradients / K), and unstack skipping the optimiser state each fail here."""
+def test_every_regime_trains_as_a_fleet_of_four_sizes_as_each_would_alone(tmp_path, regime, extra):
+    """Four members in one fleet (seeds 0-3; the third on another split) with 20, 12, 28 and 16
+    training images in batches of 8: 3, 2, 4 and 2 steps per epoch, short last batches of 4 beside
+    full ones (sub-steps), the learning rate halved after epoch 1 (each member at its own step), the
+    12- and 16-image members leaving after step 4, when the 28-image member begins its epoch 2. Every member equals its run alone. Mutants: every
+    member drawing member 0's generator (its batch order and augmentation), the losses' mean
+    backpropagated instead of their sum (gradients / K), unstack skipping the optimiser state, one
+    step count for all members (``StackedAdamW``: member 0's), the members sitting out a sub-step
+    updated anyway (``active`` ignored), and member 0's learning rate for all, each fail here."""
+    sizes = [20, 12, 28, 16]
     cfgs = [
-        tiny(regime, seed=0, **extra),
-        tiny(regime, seed=1, **extra),
-        tiny(regime, seed=2, split_seed=1, **extra),
-        tiny(regime, seed=3, train_size=12, **extra),
+        tiny(regime, seed=i, train_size=n, milestones=(1,), gamma=0.5, split_seed=int(i == 2), **extra)
+        for i, n in enumerate(sizes)
     ]
     for i, cfg in enumerate(cfgs):
         train(cfg, tmp_path / f"solo{i}", progress=False)
     out = train_fleet([(cfg, tmp_path / f"fleet{i}", False) for i, cfg in enumerate(cfgs)], progress=False)
     assert [m.error for m in out] == [None] * 4
-    assert [m.fleet_size for m in out] == [3, 3, 3, 1]
+    assert [m.fleet_size for m in out] == [4, 4, 4, 4]
     for i in range(4):
         assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")
-    record = json.loads((tmp_path / "fleet0" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert record["fleet"] == 3
+    # how many members the fleet had as each epoch began
+    fleets = [
+        [
+            json.loads(line)["fleet"]
+            for line in (tmp_path / f"fleet{i}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        for i in range(4)
+    ]
+    assert fleets == [[4, 4], [4, 4], [4, 2], [4, 4]]
 
 
 def test_a_draw_is_its_own_run_alone_and_in_a_fleet(tmp_path):
@@ -168,39 +194,31 @@ def assert_identical_run(reference_dir, run_dir):
     assert cb["scheduler"] == ca["scheduler"]
 
 
-def test_fleet_phases_regroup_members_as_their_epochs_meet():
-    """Members resumed at epochs 3 and 4 of 6 train apart until the one at 3 reaches 4, then as one
-    fleet; the log says so. Mutant watched failing: never regrouping (one phase per start epoch, each
-    to the last epoch)."""
-    phases = fleet.fleet_phases([3, 4], 6)
-    assert phases == [fleet.Phase(3, 4, (0,)), fleet.Phase(4, 6, (0, 1))]
-    assert fleet.fleet_phases([2, 1, 1, 3], 3) == [fleet.Phase(1, 2, (1, 2)), fleet.Phase(2, 3, (0, 1, 2))]
-    assert fleet.fleet_phases([0, 0], 3) == [fleet.Phase(0, 3, (0, 1))]
-    assert fleet.describe_fleet(["a", "b"], [3, 4], 6) == (
-        "2 stages resumed at epochs 3 and 4 train apart until their epochs meet: "
-        "epoch 4: a alone (b waits at epoch 4); epochs 5-6: 2 stages as one fleet"
-    )
-    assert fleet.describe_fleet(["a", "b", "c"], [2, 1, 1], 3) == (
-        "3 stages resumed at epochs 1 and 2 train apart until their epochs meet: "
-        "epoch 2: 2 stages as one fleet (b, c; a waits at epoch 2); epoch 3: 3 stages as one fleet"
-    )
+def test_the_log_says_what_trains_together():
+    """Members resumed at different epochs train as one fleet, each from its own epoch; members with
+    every epoch trained already are named apart. Mutant watched failing: the epochs left out."""
     assert fleet.describe_fleet(["a", "b"], [0, 0], 3) == "2 stages as one fleet"
+    assert fleet.describe_fleet(["a", "b", "c"], [2, 1, 1], 3) == (
+        "3 stages as one fleet, each from its own epoch (b at 1, c at 1, a at 2)"
+    )
     assert fleet.describe_fleet(["a", "b"], [1, 3], 3) == "a alone; b: every epoch trained already"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_path, monkeypatch, precision):
-    """The fleet of 3 is interrupted while saving epoch 2 of its second member: the first member holds
-    2 epochs, the others 1. Resumed, members 2 and 3 train epoch 2 as a fleet of their own while the
-    first waits, then all three train epoch 3 as one fleet again (each metrics line records how many
-    trained together), and every member equals the uninterrupted fleet's bit for bit, in fp32 and in
-    bf16 (skipped where the CPU emulates bf16). The activation budget is cut so that a fleet of 3 steps
-    in micro-batches of 4 and one of 2 in whole batches of 8: the catching-up pair must step in the
-    whole fleet's. Watched failing: the code before regrouping (the pair apart to the end in its own
-    micro-batches, the first member's epoch 3 through the plain loop), on the numbers in both
-    precisions; never regrouping (``fleet_phases`` giving each start epoch its own phase to the last
-    epoch), on the log; the pair's micro-batches taken from its own size (2) instead of the fleet's (3),
-    on the numbers in both precisions."""
+def test_an_interrupted_fleet_resumes_each_member_from_its_epoch_and_equals_the_uninterrupted_fleet(
+    tmp_path, monkeypatch, precision
+):
+    """A fleet of members with 24, 12 and 24 training images (3, 2 and 3 steps per epoch, 3 epochs) is
+    interrupted at its 5th checkpoint write (the first member's epoch 2; the second saved its epoch 2
+    already): the members hold epochs 1, 2 and 1. Resumed, they train as one fleet again, each from its
+    own epoch (the second leaves first, after its epoch 3), and every member equals the uninterrupted
+    fleet's bit for bit (each metrics line too, with how many members the fleet had as its epoch
+    began), in fp32 and in bf16 (skipped where the CPU emulates bf16). The activation budget is cut so
+    that a fleet of 3 steps in micro-batches of 4 and one of 2 in whole batches of 8: the resumed fleet
+    steps in the whole fleet's even after the second member left (the first member's last full batch of
+    epoch 2 steps beside it uninterrupted, without it resumed). Watched failing: micro-batches taken
+    from the members in the stack at each step, on the numbers; every member restarting at epoch 1
+    (its checkpoint's epoch ignored), on the epochs of the metrics."""
     from viny_probe.precision import cpu_bf16_native
     from viny_probe.trainers import engine
     from viny_probe.trainers.loop import run_model_config
@@ -211,7 +229,10 @@ def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_pa
     per_image = run_model_config(tiny("segment")).activation_bytes_per_image()
     per_image //= 2 if precision == "bf16" else 1
     monkeypatch.setattr(engine, "ACTIVATION_BUDGET", 2 * 8 * per_image)  # 2 members x 8 images fit, 3 do not
-    cfgs = [tiny("segment", seed=s, epochs=3, precision=precision) for s in range(3)]
+    cfgs = [
+        tiny("segment", seed=s, epochs=3, precision=precision, train_size=n)
+        for s, n in enumerate([24, 12, 24])
+    ]
     reference = train_fleet(
         [(cfg, tmp_path / f"ref{i}", False) for i, cfg in enumerate(cfgs)], progress=False
     )
@@ -221,7 +242,7 @@ def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_pa
 
     def interrupted(self, epoch, *a, **k):
         saves["n"] += 1
-        if saves["n"] == 5:  # epoch 2 of member 1 (members save in order)
+        if saves["n"] == 5:  # epoch 2 of member 0 (saves: 1 at step 2, 0 and 2 at 3, 1 at 4, 0 at 6)
             raise KeyboardInterrupt
         return original(self, epoch, *a, **k)
 
@@ -231,26 +252,24 @@ def test_an_interrupted_fleet_regroups_and_equals_the_uninterrupted_fleet(tmp_pa
         train_fleet(members, progress=False)
     monkeypatch.setattr(fleet.Run, "end_epoch", original)
     epochs = [load_checkpoint(tmp_path / f"fleet{i}" / "checkpoint.pt")["epoch"] for i in range(3)]
-    assert epochs == [2, 1, 1]
+    assert epochs == [1, 2, 1]
     said = []
     out = train_fleet([(cfg, d, True) for cfg, d, _ in members], progress=False, log=said.append)
-    assert said == [
-        "3 stages resumed at epochs 1 and 2 train apart until their epochs meet: "
-        "epoch 2: 2 stages as one fleet (fleet1, fleet2; fleet0 waits at epoch 2); epoch 3: 3 stages as one fleet"
-    ]
+    assert said == ["3 stages as one fleet, each from its own epoch (fleet0 at 1, fleet2 at 1, fleet1 at 2)"]
     assert [m.error for m in out] == [None] * 3
-    assert [m.fleet_size for m in out] == [3, 2, 2]
+    assert [m.fleet_size for m in out] == [3, 3, 3]
     for i in range(3):
         records = [
             json.loads(line) for line in (tmp_path / f"fleet{i}" / "metrics.jsonl").read_text().splitlines()
         ]
-        assert [r["fleet"] for r in records] == ([3, 3, 3] if i == 0 else [3, 2, 3])
+        assert [r["epoch"] for r in records] == [1, 2, 3]
+        assert [r["fleet"] for r in records] == ([3, 3, 3] if i == 1 else [3, 3, 2])
         assert_identical_run(tmp_path / f"ref{i}", tmp_path / f"fleet{i}")
 
 
 def test_runs_train_together_only_when_their_steps_match(tmp_path):
-    """Different learning rates, batch sizes or image counts make separate fleets; seeds, splits and
-    parents do not."""
+    """Different learning rates or batch sizes make separate fleets; seeds, splits, parents and image
+    counts do not. Mutant watched failing: the image count kept in ``fleet_key``."""
     runs = [
         fleet.Run(tiny("simmim", seed=0), tmp_path / "a"),
         fleet.Run(tiny("simmim", seed=1, split_seed=3), tmp_path / "b"),
@@ -259,37 +278,46 @@ def test_runs_train_together_only_when_their_steps_match(tmp_path):
         fleet.Run(tiny("simmim", seed=0, train_size=12), tmp_path / "e"),
     ]
     groups = fleet.group_runs(runs)
-    assert [[r.run_dir.name for r in g] for g in groups] == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [[r.run_dir.name for r in g] for g in groups] == [["a", "b", "e"], ["c"], ["d"]]
 
 
 def test_the_replay_path_steps_as_alone(tmp_path, monkeypatch):
     """The CUDA-graph path's bookkeeping, on a CPU: a stand-in "graph" replays the eager step on the
-    static input buffers it copied in. Warm-up batches, the short last batch of each epoch (20 images
-    in batches of 8) and the learning-rate change at a milestone go eagerly, the rest by replay; every
-    member still equals its run alone. Mutants: replaying a stale buffer (inputs not copied in), and
-    keeping the captured step after the learning rate changed, each fail here."""
+    static input buffers and the static mask of stepping members it copied in. Members of 20, 12 and 20
+    images in batches of 8 (3, 2 and 3 steps per epoch, 3 epochs, the rate halved after epoch 2):
+    warm-up batches and short batches go eagerly, full batches by replay, also while a member sits out
+    at its short batch (the mask) and after a member's rate changed (the graph reads the rates); the
+    graph is captured again once the 12-image member left. Every member still equals its run alone.
+    Mutants: replaying a stale buffer (inputs not copied in), and the mask not copied in (a member
+    sitting out updated by the replay), each fail here."""
     replays = {"n": 0, "captures": 0}
 
     def capture(self, inputs, micro_batch, precision):
         self._static = {k: v.clone() for k, v in inputs.items()}
+        self._active = torch.ones(len(self), dtype=torch.bool)
         replays["captures"] += 1
 
         def replay():
             replays["n"] += 1
-            self._out = self._eager(self._static, micro_batch, precision)
+            self._out = self._eager(self._static, micro_batch, precision, self._active)
 
         self._graph = type("Graph", (), {"replay": staticmethod(replay)})()
 
     monkeypatch.setattr(fleet, "graphs_available", lambda device: True)
     monkeypatch.setattr(fleet.Stack, "WARMUP", 1)
     monkeypatch.setattr(fleet.Stack, "_capture", capture)
-    cfgs = [tiny("segment", seed=s, epochs=3, milestones=(2,), gamma=0.5) for s in range(3)]
+    cfgs = [
+        tiny("segment", seed=s, epochs=3, milestones=(2,), gamma=0.5, train_size=n)
+        for s, n in enumerate([20, 12, 20])
+    ]
     for i, cfg in enumerate(cfgs):
         train(cfg, tmp_path / f"solo{i}", progress=False)
     out = train_fleet([(c, tmp_path / f"fleet{i}", False) for i, c in enumerate(cfgs)], progress=False)
     assert [m.error for m in out] == [None] * 3
-    # 3 batches per epoch (2 full, 1 short). Epoch 1: eager warm-up, capture + replay, eager short batch;
-    # epoch 2: 2 replays; the milestone after epoch 2 drops the capture; epoch 3: as epoch 1.
-    assert replays["captures"] == 2 and replays["n"] == 4
+    # Steps (b: the members' batches, F full, s short): 1 FFF eager warm-up; 2 FsF capture + replay
+    # with the 12 sitting out, s eager; 3 sFs replay (F), eager (s s); 4 FsF replay, eager; 5 FFF
+    # replay (the 12 at its new rate); 6 sss eager; the 12 leaves; 7 FF eager warm-up; 8 FF capture +
+    # replay; 9 ss eager.
+    assert replays["captures"] == 2 and replays["n"] == 5
     for i in range(3):
         assert_same_run(tmp_path / f"solo{i}", tmp_path / f"fleet{i}")

@@ -22,6 +22,7 @@ _HOMES = {
     "similarity_vs_distance_by_class": "viny_probe.analysis.distance",
     "KnnResult": "viny_probe.analysis.knn",
     "knn_patch_accuracy": "viny_probe.analysis.knn",
+    "MapScale": "viny_probe.analysis.plots",
     "plot_cka_heatmap": "viny_probe.analysis.plots",
     "plot_cka_panels": "viny_probe.analysis.plots",
     "plot_depth_curves": "viny_probe.analysis.plots",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs
     )  # noqa: F401
     from viny_probe.analysis.knn import KnnResult, knn_patch_accuracy  # noqa: F401
     from viny_probe.analysis.plots import (
+        MapScale,
         plot_cka_heatmap,
         plot_cka_panels,
         plot_depth_curves,
@@ -124,6 +126,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "DIAGNOSTICS",
+    "MapScale",
     "Column",
     "Diagnostic",
     "KnnResult",

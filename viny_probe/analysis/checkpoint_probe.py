@@ -15,6 +15,7 @@ from pathlib import Path
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.embeddings import (
     LayerSpec,
+    TokenKey,
     check_device,
     extract_patch_tokens,
     layer_label,
@@ -107,7 +108,9 @@ def probe_checkpoint(
     loaded = load_with(ckpt, model)
     name = loaded.source if isinstance(ckpt, TokenModel) else str(ckpt)
     layers = parse_layers(layer, loaded.depth)
-    where = resolve_evaluation([(name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
+    where = resolve_evaluation(
+        [(name, loaded.meta)], data.dataset, data.split_seed, data.test_size, data.resize
+    )
     train_set, test_set, info, warnings = evaluation_sets(
         data.for_grid(loaded.num_patches), [(name, loaded.meta)], where, loaded.image_size
     )
@@ -127,9 +130,9 @@ def probe_checkpoint(
     results = {}
     for i, group in enumerate(groups):
         train_tokens = extract_patch_tokens(
-            loaded, train_set, group, split=f"pool-{tag}", patches=keep, **extract
+            loaded, train_set, group, key=TokenKey(f"pool-{tag}", keep), **extract
         )
-        test_tokens = extract_patch_tokens(loaded, test_set, group, split=f"test-{tag}", **extract)
+        test_tokens = extract_patch_tokens(loaded, test_set, group, key=TokenKey(f"test-{tag}"), **extract)
         if i == len(groups) - 1:  # the pixels are done with: free them before the diagnostics' copies
             train_set = test_set = None
         for label in train_tokens:

@@ -21,7 +21,7 @@ from viny_probe.analysis.checkpoint_probe import model_summary, outside_note
 from viny_probe.analysis.cka import cka_matrix
 from viny_probe.analysis.diagnostics import PROBE_SEED
 from viny_probe.analysis.distance import similarity_vs_distance_by_class
-from viny_probe.analysis.embeddings import check_device, extract_patch_tokens
+from viny_probe.analysis.embeddings import TokenKey, check_device, extract_patch_tokens
 from viny_probe.analysis.eval_protocol import AUTHORS_LABEL, evaluation_sets, protocol_knn, protocol_model
 from viny_probe.analysis.evaluation_data import (
     patch_labels,
@@ -205,7 +205,7 @@ def _depth_pool(model: TokenModel, train_set, n_depth: int, tag: str, opts) -> t
     """The per-block probe's pool tokens at every block (a seeded patch subsample on big models)."""
     keep = patch_subsample(n_depth, model.num_patches, model.dim, DEPTH_PROBE_MAX_VALUES)
     subset = train_set.subset(list(range(n_depth)))
-    tokens = extract_patch_tokens(model, subset, "all", split=f"pool-{tag}", patches=keep, **opts.extract)
+    tokens = extract_patch_tokens(model, subset, "all", key=TokenKey(f"pool-{tag}", keep), **opts.extract)
     return tokens, patch_labels(subset, model.patch_size, keep), keep
 
 
@@ -257,13 +257,13 @@ def _test_tokens(model: TokenModel, test_set: ImageSet, tag: str, opts) -> tuple
     that exceeds ``DEPTH_MAX_VALUES``) and the final block of every test image."""
     n = len(test_set)
     depth_images = depth_image_count(model, n)
-    split = f"test-{tag}"
+    split = TokenKey(f"test-{tag}")
     if depth_images == n:
-        test_all = extract_patch_tokens(model, test_set, "all", split=split, **opts.extract)
+        test_all = extract_patch_tokens(model, test_set, "all", key=split, **opts.extract)
         return test_all, test_all[model.depth], n
-    final = extract_patch_tokens(model, test_set, "final", split=split, **opts.extract)["final"]
+    final = extract_patch_tokens(model, test_set, "final", key=split, **opts.extract)["final"]
     subset = test_set.subset(list(range(depth_images)))
-    return extract_patch_tokens(model, subset, "all", split=split, **opts.extract), final, depth_images
+    return extract_patch_tokens(model, subset, "all", key=split, **opts.extract), final, depth_images
 
 
 def _cka_features(test_all: dict, model: TokenModel, opts) -> list[torch.Tensor]:
@@ -300,7 +300,7 @@ def _measure_checkpoint(got: _Collected, model: TokenModel, name: str, path: str
     tag = f"seed{where['split_seed']}-t{where['test_size']}"
     test_all, final, depth_images = _test_tokens(model, test_set, tag, opts)
     train_final = extract_patch_tokens(
-        model, train_set, "final", split=f"pool-{tag}", patches=keep, **opts.extract
+        model, train_set, "final", key=TokenKey(f"pool-{tag}", keep), **opts.extract
     )
     layer = LayerTokens(
         final,
@@ -353,7 +353,7 @@ def _pca_and_explorer(got: _Collected, model, name, test_all, final, test_set, o
         tokens = {b: test_all[b][:n] for b in range(1, model.depth + 1)}
     else:
         subset = test_set.subset(list(range(n)))
-        tokens = extract_patch_tokens(model, subset, "all", split=f"test-{tag}", **opts.extract)
+        tokens = extract_patch_tokens(model, subset, "all", key=TokenKey(f"test-{tag}"), **opts.extract)
     got.explorer.append(model_entry(model, tokens, test_set.masks[:n], name))
     if got.explorer_pictures is None:
         got.explorer_pictures = test_set.images[:n]
@@ -584,7 +584,7 @@ def diagnose(
     models = load_models(ckpts, model)  # every model checked before any work
     metas = [(name, m.meta) for name, m in zip(names, models, strict=True)]
     opts.probe_images = data.pool_images(max(m.num_patches for m in models))  # the smallest pool
-    where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
+    where = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size, data.resize)
     _plan_cka(models, opts)
     got = _Collected()
     for loaded, name, given in zip(models, names, ckpts, strict=True):

@@ -27,7 +27,7 @@ rename). The key holds everything that changes the tokens:
 * the viny version and the preprocessing: input size, mean/std, the resize (``RESIZE``);
 * the images: the dataset name, a digest of the image ids, a digest of the image bytes, their shape
   and dtype, ``split``;
-* the block, the patch subsample and ``cache_key_extra``.
+* the block, the patch subsample and ``TokenKey.extra``.
 
 So a checkpoint file, the same weights imported from the authors' file, or the encoder object itself
 share entries, and an edited model never reads another's. What the key cannot see: code that a ``py:``
@@ -44,6 +44,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,19 +278,33 @@ def _device(device: str | torch.device | None, default: torch.device) -> torch.d
     return resolve_device(device) if isinstance(device, str) else torch.device(device)
 
 
+@dataclass(frozen=True)
+class TokenKey:
+    """Which tokens of a model's pass over a set of images, as the cache names them beside the model and
+    the images (``extract_patch_tokens``).
+
+    split: the split's name ("train", "test", "pool-...", ...), part of the key and of the file name.
+    patches: ``(N, k)`` int64 patch indices: only those patches of each image are kept, ``(N, k, D)``
+        (a per-image subsample that bounds the memory of a probe; its digest is part of the key).
+    extra: anything JSON-serialisable, added to the key (e.g. a preprocessing variant).
+    """
+
+    split: str = ""
+    patches: torch.Tensor | None = None
+    extra: Any = None
+
+
 def extract_patch_tokens(
     model: ModelLike,
     images: ImageSet | torch.Tensor,
     layers: LayerSpec = "final",
     batch_size: int = ModelOptions.batch_size,
     cache_dir: str | Path | None = None,
-    cache_key_extra: Any = None,
+    key: TokenKey = TokenKey(),
     *,
-    split: str = "",
     device: str | torch.device | None = None,
     use_cache: bool = True,
     progress: bool = True,
-    patches: torch.Tensor | None = None,
 ) -> dict[str | int, torch.Tensor]:
     """Patch tokens ``(N, P, D)`` float32 (CPU) of ``images`` at the requested layers.
 
@@ -303,16 +318,15 @@ def extract_patch_tokens(
         a block number ``b`` in ``1..depth`` -> ``{b: T}``; a list of them -> one entry each;
         ``"all"`` -> ``{1: T, ..., depth: T}``. Out of range -> VinyError naming ``1..depth``.
     cache_dir / use_cache: where entries live (see the module docstring) / whether to use them at all.
-    cache_key_extra: anything JSON-serialisable, added to the key (e.g. a preprocessing variant).
-    split: the split's name ("train", "test", ...), part of the key and of the file name.
+    key: a ``TokenKey``: the split's name, the per-image patch subsample and any extra key.
     device: where the model runs (``"cpu"``, ``"cuda"``, ``"auto"`` or a torch.device); default the
         module's device, or CUDA if available for a model loaded from a string.
     progress: show a progress bar while extracting.
-    patches: ``(N, k)`` int64 patch indices: only those patches of each image are kept, ``(N, k, D)``
-        (a per-image subsample that bounds the memory of a probe; part of the cache key).
+    ``device``, ``batch_size``, ``use_cache`` and ``progress`` are what ``ModelOptions.extraction()`` gives.
 
     Only the layers missing from the cache are computed, in one pass that stops at the deepest one.
     """
+    split, patches = key.split, key.patches
     token_model, default_device = _token_model(model)
     run_on = _device(device, default_device)  # checked even when every layer is cached
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -348,7 +362,7 @@ def extract_patch_tokens(
             "images_dtype": str(tensor.dtype),
             "split": split,
             "patches": None if patches is None else _tensor_digest(patches),
-            "extra": cache_key_extra,
+            "extra": key.extra,
         }
         stem = _slug(f"{name}-{split}" if split else name)
         for _, block in wanted:

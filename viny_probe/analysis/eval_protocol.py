@@ -29,6 +29,7 @@ from viny_probe.analysis.lineage import guard_evaluation, lineage_stages, overla
 from viny_probe.data import dataset_spec
 from viny_probe.data.augment import contrast_jitter, random_hflip, to_float
 from viny_probe.data.base import ImageSet
+from viny_probe.data.cache import DecodeOptions
 from viny_probe.errors import VinyError
 
 PROTOCOLS = ("viny", "authors")
@@ -86,14 +87,16 @@ def authors_images(
     metas: Sequence[tuple[str, dict]] = (),
     count: int | None = None,
     seed: int = AUTHORS_AUGMENT_SEED,
+    resize: str = DecodeOptions.resize,
 ) -> tuple[ImageSet, dict]:
     """The code's diagnostic images: the first ``count`` (default ``AUTHORS_IMAGES``) pool images of
     ``split_seed`` that the lineages in ``metas`` trained on (all pool images when none recorded its
-    training images), flipped (jointly with their masks) and contrast-jittered once from ``seed``."""
+    training images), flipped (jointly with their masks) and contrast-jittered once from ``seed``; a real
+    dataset's images resized with ``resize``."""
     name = check_dataset_name(dataset)
     count = AUTHORS_IMAGES if count is None else count
     spec = dataset_spec(name)
-    split, full, ids = evaluation_split(name, size, data_root, test_size, split_seed)
+    split, full, ids = evaluation_split(name, size, data_root, test_size, split_seed, resize)
     trained = trained_ids(metas, name, split_seed)
     pool = split.pool.tolist()
     chosen = [i for i in pool if trained is None or ids[i] in trained][:count]
@@ -149,11 +152,13 @@ def evaluation_sets(
     dataset, split_seed, test_size = where["dataset"], where["split_seed"], where["test_size"]
     if check_protocol(protocol) == "viny":
         fit, scored, info = load_probe_data(
-            dataset, size, data_root, split_seed, test_size, probe_images, test_images
+            dataset, size, data_root, split_seed, test_size, probe_images, test_images, where["resize"]
         )
         info["eval_protocol"] = "viny"
         return fit, scored, info, guard_evaluation(metas, dataset, scored.ids, allow_overlap)
-    images, extra = authors_images(dataset, size, data_root, split_seed, test_size, metas)
+    images, extra = authors_images(
+        dataset, size, data_root, split_seed, test_size, metas, resize=where["resize"]
+    )
     info = {
         "dataset": dataset,
         "image_size": size,

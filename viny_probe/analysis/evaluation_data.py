@@ -20,6 +20,8 @@ from viny_probe.analysis.options import POOL_PATCHES, EvalSet
 from viny_probe.checks import check_positive_int
 from viny_probe.data import dataset_spec, load_dataset
 from viny_probe.data.base import ImageSet
+from viny_probe.data.cache import DecodeOptions
+from viny_probe.data.decode import RESIZE_FILTERS
 from viny_probe.data.patch_labels import patch_majority_labels
 from viny_probe.data.protocol import DEFAULT_TEST_SIZE, make_split
 from viny_probe.data.spec import names_with_masks
@@ -57,17 +59,49 @@ def check_dataset_name(dataset: str | None) -> str:
 _KEYS = ("dataset", "split_seed", "test_size")
 
 
+def training_filter(metas: Sequence[tuple[str, dict]], resize: str | None = None) -> tuple[str, str | None]:
+    """``(filter, note)``: the filter evaluation images are resized with. ``resize`` given wins; else the
+    one every viny checkpoint in ``metas`` trained with (its config's ``resize``, bilinear before the
+    field existed), so a model is measured on images decoded as it saw them; bilinear for models from
+    elsewhere (no config) and where checkpoints disagree (the note names them). ``note`` is None for
+    bilinear chosen without a question."""
+    if resize is not None:
+        if resize not in RESIZE_FILTERS:
+            raise VinyError(f"--resize must be one of {', '.join(RESIZE_FILTERS)}, got {resize!r}")
+        return resize, f"images resized with {resize} (as given)"
+    trained = {
+        name: (meta.get("config") or {}).get("resize", "bilinear")
+        for name, meta in metas
+        if isinstance(meta.get("config"), dict)
+    }
+    filters = sorted(set(trained.values()))
+    if len(filters) == 1:
+        (chosen,) = filters
+        if chosen == DecodeOptions.resize:
+            return chosen, None
+        return chosen, f"images resized with {chosen}, the filter the checkpoints trained with"
+    if not filters:
+        return DecodeOptions.resize, None
+    names = "; ".join(f"{name}: {f}" for name, f in trained.items())
+    return DecodeOptions.resize, (
+        f"images resized with {DecodeOptions.resize}: the checkpoints trained with different filters "
+        f"({names}); --resize chooses one"
+    )
+
+
 def resolve_evaluation(
     metas: Sequence[tuple[str, dict]],
     dataset: str | None = None,
     split_seed: int | None = None,
     test_size: int | None = None,
+    resize: str | None = None,
 ) -> dict:
     """Dataset, split seed and test size to evaluate on: each given value wins; the rest are read off
     every checkpoint's lineage (``lineage.evaluation_defaults``: its own trimap stage's split). Of the
     splits the lineages point to, the one none of them trained on is chosen (``lineage.trained_clear``;
     among several, the one most lineages point to, then the smallest), so the choice does not depend on
-    the order the checkpoints are given in. ``notes`` says which split, from whose lineage and why."""
+    the order the checkpoints are given in. ``notes`` says which split, from whose lineage and why.
+    ``resize``: the image filter, ``training_filter``'s choice (given, or the checkpoints')."""
     given = {k: v for k, v in zip(_KEYS, (dataset, split_seed, test_size), strict=True) if v is not None}
     points: dict[tuple, list[tuple[str, str]]] = {}
     for name, meta in metas:
@@ -106,29 +140,36 @@ def resolve_evaluation(
             )
     check_dataset_name(chosen["dataset"])
     check_positive_int(chosen["test_size"], "test_size")
+    chosen["resize"], filter_note = training_filter(metas, resize)
+    if filter_note is not None and dataset_spec(chosen["dataset"]).fixed_size is None:
+        notes.append(filter_note)  # the embedded sets are generated at size: no filter to speak of
     return {**chosen, "notes": notes}
 
 
-def _load_full(name: str, size: int, data_root, split_seed: int) -> ImageSet:
+def _load_full(name: str, size: int, data_root, split_seed: int, resize: str) -> ImageSet:
     fixed = dataset_spec(name).fixed_size
     if fixed is not None:  # a fixed dataset, exactly as training loads it
         data = load_dataset(name, size=size, limit=fixed, seed=0)
     else:
-        data = load_dataset(name, size=size, data_root=data_root, seed=split_seed)
+        decoding = DecodeOptions(resize=resize)
+        data = load_dataset(name, size=size, data_root=data_root, seed=split_seed, decoding=decoding)
     if data.masks is None:
         raise _no_masks(name)
     return data
 
 
-def evaluation_split(name: str, size: int, data_root, test_size: int, split_seed: int):
+def evaluation_split(
+    name: str, size: int, data_root, test_size: int, split_seed: int, resize: str = DecodeOptions.resize
+):
     """``(split, full, ids)`` of dataset ``name``: the split training uses (``data.protocol``, keyed by
     image identity). Where the ids are known without loading (embedded sets), the split is made on them
-    and ``full`` is None, so a caller loads only the images it needs; else ``full`` is every image."""
+    and ``full`` is None, so a caller loads only the images it needs; else ``full`` is every image,
+    resized with ``resize``."""
     spec = dataset_spec(name)
     if spec.ids is not None and spec.fixed_size is not None:
         ids = spec.ids(spec.fixed_size, 0)
         return make_split(ids, held_out_size(name, test_size, len(ids)), split_seed), None, ids
-    full = _load_full(name, size, data_root, split_seed)
+    full = _load_full(name, size, data_root, split_seed, resize)
     return fixed_split(name, full, test_size, split_seed), full, full.ids
 
 
@@ -140,16 +181,18 @@ def load_probe_data(
     test_size: int = DEFAULT_TEST_SIZE,
     probe_images: int = DEFAULT_PROBE_IMAGES,
     test_images: int = DEFAULT_TEST_IMAGES,
+    resize: str = DecodeOptions.resize,
 ) -> tuple[ImageSet, ImageSet, dict]:
     """The probe's fitting images (first ``probe_images`` of the non-test pool) and the evaluation
-    images (first ``test_images`` of the fixed test set of ``split_seed``), at ``size`` pixels, with
-    provenance. The split is the one training uses (``data.protocol``, keyed by image identity)."""
+    images (first ``test_images`` of the fixed test set of ``split_seed``), at ``size`` pixels (a real
+    dataset's resized with ``resize``), with provenance. The split is the one training uses
+    (``data.protocol``, keyed by image identity)."""
     name = check_dataset_name(dataset)
     probe_images = check_positive_int(probe_images, "probe_images")
     test_images = check_positive_int(test_images, "test_images")
     check_positive_int(test_size, "test_size")
     spec = dataset_spec(name)
-    split, full, _ = evaluation_split(name, size, data_root, test_size, split_seed)
+    split, full, _ = evaluation_split(name, size, data_root, test_size, split_seed, resize)
     train_idx = split.pool[: min(probe_images, len(split.pool))]
     test_idx = split.test[: min(test_images, len(split.test))]
     if len(train_idx) < 2:
@@ -166,6 +209,7 @@ def load_probe_data(
     info = {
         "dataset": name,
         "image_size": size,
+        "resize": resize if spec.fixed_size is None else None,
         "images_in_dataset": split.num_images,
         "split_seed": split_seed,
         "test_size": test_size,

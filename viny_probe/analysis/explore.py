@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from viny_probe.analysis.embeddings import extract_patch_tokens, model_blocks
+from viny_probe.analysis.embeddings import TokenKey, extract_patch_tokens, model_blocks
 from viny_probe.analysis.options import EvalSet, ExploreOptions, ModelOptions
 from viny_probe.analysis.pca import pca_rgb
 from viny_probe.analysis.sources import TokenModel
@@ -150,7 +150,11 @@ def model_entry(
 def _model_entry(model: TokenModel, images: ExploreImages, opts: ExploreOptions, run: ModelOptions) -> dict:
     pixels, masks = images.at(model.image_size)
     tokens = extract_patch_tokens(
-        model, pixels, model_blocks(model, opts.blocks), split="explore", **run.extraction(opts.progress)
+        model,
+        pixels,
+        model_blocks(model, opts.blocks),
+        key=TokenKey("explore"),
+        **run.extraction(opts.progress),
     )
     return model_entry(model, tokens, masks)
 
@@ -276,7 +280,7 @@ def dataset_images(
 
     count = check_positive_int(count, "--images")
     metas = [(m.name, m.meta) for m in models]
-    chosen = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size)
+    chosen = resolve_evaluation(metas, data.dataset, data.split_seed, data.test_size, data.resize)
     sets: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
     ids: list[str] = []
 
@@ -290,6 +294,7 @@ def dataset_images(
                 chosen["test_size"],
                 probe_images=2,
                 test_images=count,
+                resize=chosen["resize"],
             )
             sets[size] = (test.images, test.masks)
             ids[:] = list(test.ids)

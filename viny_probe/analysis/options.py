@@ -87,6 +87,10 @@ class EvalSet:
     protocol: ``viny`` (the above) or ``authors``, the study's code's protocol (``eval_protocol``: the
         first 2,048 images the models trained on, raw and augmented, the probe scored on the images it
         was fitted on, kNN off; labelled in every output). Off in every preset.
+    resize: the filter a real dataset's images are resized with (``data.decode.RESIZE_FILTERS``); None:
+        the one the checkpoints trained with (their config's ``resize``; bilinear for a model from
+        elsewhere, or where checkpoints trained with different filters: ``resolve_evaluation``). The
+        embedded sets are generated at the model's size and never resized.
 
     A command that reads single images (``similarity_map_for_image``, ``reconstruct_images``) uses
     only ``split_seed``, ``test_size`` and ``allow_overlap`` (the dataset is named in ``DATASET:INDEX``).
@@ -100,6 +104,7 @@ class EvalSet:
     test_images: int = 1000
     allow_overlap: bool = False
     protocol: str = "viny"
+    resize: str | None = None
 
     def pool_images(self, num_patches: int) -> int:
         """The pool images for a model with ``num_patches`` patches per image: ``probe_images``, or

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,18 @@ from viny_probe.checkpoint import jsonable, write_json
 from viny_probe.errors import VinyError
 
 DPI = 120
-MAP_VMIN, MAP_VMAX = -0.5, 1.0  # Fig 6's fixed colour range for cosine maps
-MAP_CMAP = "viridis"
+
+
+@dataclass(frozen=True)
+class MapScale:
+    """The colour scale of cosine-similarity maps, shared by every map of one figure (one colourbar):
+    ``vmin``..``vmax`` in matplotlib colour map ``cmap``; by default Fig 6's fixed -0.5..1 in viridis,
+    as the study draws them. ``plot_reference_grid``, ``plot_reference_panel`` and
+    ``plot_similarity_overlay`` take one."""
+
+    vmin: float = -0.5
+    vmax: float = 1.0
+    cmap: str = "viridis"
 
 
 def _save(fig: Figure, path: str | Path, data: dict) -> dict:
@@ -130,9 +141,7 @@ def plot_reference_grid(
     refs: Mapping[str, tuple[int, int]],
     path: str | Path,
     title: str = "Cosine similarity to the reference patch (red)",
-    vmin: float = MAP_VMIN,
-    vmax: float = MAP_VMAX,
-    cmap: str = MAP_CMAP,
+    scale: MapScale = MapScale(),
     map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> dict:
     """Fig 6: rows = reference patches, columns = the input image then one similarity map per checkpoint.
@@ -143,7 +152,8 @@ def plot_reference_grid(
             the input, on the grid of the first checkpoint's maps).
     map_refs: ``{checkpoint name: {ref name: (row, col)}}``, where a checkpoint on another grid has its
             reference (default: ``refs``).
-    Maps share one colour range (the study's fixed -0.5..1 unless ``vmin``/``vmax`` say) and one colourbar.
+    Maps share one colour range (``scale``: the study's fixed -0.5..1 unless it says otherwise) and one
+    colourbar.
     """
     if not refs or not maps:
         raise VinyError("refs and maps must be non-empty")
@@ -171,7 +181,7 @@ def plot_reference_grid(
         _mark_patch(axes[i, 0], row, col, picture.shape[0] / g)
         axes[i, 0].set_ylabel(f"{r}\n({row}, {col})")
         for j, ckpt in enumerate(ckpt_names, start=1):
-            image = axes[i, j].imshow(grids[ckpt, r], vmin=vmin, vmax=vmax, cmap=cmap)
+            image = axes[i, j].imshow(grids[ckpt, r], vmin=scale.vmin, vmax=scale.vmax, cmap=scale.cmap)
             _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
             if i == 0:
                 axes[i, j].set_title(ckpt)
@@ -184,8 +194,8 @@ def plot_reference_grid(
     fig.suptitle(title)
     data = {
         "title": title,
-        "vmin": vmin,
-        "vmax": vmax,
+        "vmin": scale.vmin,
+        "vmax": scale.vmax,
         "refs": {r: list(refs[r]) for r in ref_names},
         "maps": {ckpt: {r: grids[ckpt, r] for r in ref_names} for ckpt in ckpt_names},
         **_map_refs_data(map_refs, refs, ckpt_names, ref_names),
@@ -218,9 +228,7 @@ def plot_reference_panel(
     path: str | Path,
     title: str = "Cosine similarity to the reference patch (red)",
     order: Sequence[str] | None = None,
-    vmin: float = MAP_VMIN,
-    vmax: float = MAP_VMAX,
-    cmap: str = MAP_CMAP,
+    scale: MapScale = MapScale(),
     map_refs: Mapping[str, Mapping[str, tuple[int, int]]] | None = None,
 ) -> dict:
     """Fig 6 as the study lays it out: one image and its target mask on the left, then a grid with one
@@ -229,7 +237,7 @@ def plot_reference_panel(
     viny's several-images layout.
 
     image: ``(3, H, W)`` uint8; target: ``(H, W)`` class map (0 pet, 1 background, 2 boundary), drawn in
-    the Fig A1 colours; maps/refs/map_refs as in ``plot_reference_grid``. The JSON beside the PNG also
+    the Fig A1 colours; maps/refs/scale/map_refs as in ``plot_reference_grid``. The JSON beside the PNG also
     holds ``panels``: each drawn panel's grid position (row, col), what it shows and, where a red square
     is drawn, the (row, col) patch it marks, read back from the square itself.
     """
@@ -275,7 +283,9 @@ def plot_reference_panel(
     for i, r in enumerate(ref_names):
         axes[i, 1].set_ylabel(r, fontsize=8)
         for j, ckpt in enumerate(ckpt_names, start=1):
-            image_handle = axes[i, j].imshow(grids[ckpt, r], vmin=vmin, vmax=vmax, cmap=cmap)
+            image_handle = axes[i, j].imshow(
+                grids[ckpt, r], vmin=scale.vmin, vmax=scale.vmax, cmap=scale.cmap
+            )
             square = _mark_patch(axes[i, j], *_map_ref(map_refs, refs, ckpt, r), 1.0)
             panels.append(
                 {
@@ -300,8 +310,8 @@ def plot_reference_panel(
     fig.suptitle(title)
     data = {
         "title": title,
-        "vmin": vmin,
-        "vmax": vmax,
+        "vmin": scale.vmin,
+        "vmax": scale.vmax,
         "encoders": ckpt_names,
         "refs": {r: list(refs[r]) for r in ref_names},
         "target": truth,
@@ -332,9 +342,11 @@ def plot_similarity_overlay(
     title: str | None = None,
     alpha: float = 0.55,
     ref_name: str = "patch",
+    scale: MapScale = MapScale(),
 ) -> dict:
     """Three panels: the input with the reference patch marked, the (g, g) map, and the map upsampled
-    (nearest, one block per patch) and overlaid on the input. image: ``(3, H, W)`` uint8. The JSON has
+    (nearest, one block per patch) and overlaid on the input, in the colours of ``scale``. image:
+    ``(3, H, W)`` uint8. The JSON has
     the shape of every similarity-map JSON, whatever the number of references: ``refs`` ({ref_name:
     [row, col]}) and ``maps`` ({ref_name: the (g, g) map})."""
     picture = _as_image(image, "image")
@@ -353,13 +365,12 @@ def plot_similarity_overlay(
     axes[0].imshow(picture)
     _mark_patch(axes[0], row, col, size)
     axes[0].set_title("input, reference in red")
-    mapped = axes[1].imshow(grid, vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP)
+    colours = {"vmin": scale.vmin, "vmax": scale.vmax, "cmap": scale.cmap}
+    mapped = axes[1].imshow(grid, **colours)
     _mark_patch(axes[1], row, col, 1.0)
     axes[1].set_title(f"{g}x{g} similarity map")
     axes[2].imshow(picture)
-    axes[2].imshow(
-        grid, vmin=MAP_VMIN, vmax=MAP_VMAX, cmap=MAP_CMAP, alpha=alpha, interpolation="nearest", extent=extent
-    )
+    axes[2].imshow(grid, **colours, alpha=alpha, interpolation="nearest", extent=extent)
     _mark_patch(axes[2], row, col, size)
     axes[2].set_title("overlay")
     for ax in axes:
@@ -370,8 +381,8 @@ def plot_similarity_overlay(
     data = {
         "title": title,
         "refs": {ref_name: [int(row), int(col)]},
-        "vmin": MAP_VMIN,
-        "vmax": MAP_VMAX,
+        "vmin": scale.vmin,
+        "vmax": scale.vmax,
         "maps": {ref_name: grid},
         "image_shape": list(picture.shape),
     }
@@ -499,9 +510,7 @@ def plot_reference_grid_stretched(pictures, maps, refs, path: Path, low: float, 
     ``map_refs`` as in ``plot_reference_grid``."""
     low = min(low, 0.999)
     title = f"Fig 6, colour range stretched to {low:.3f}..1 (the study's fixed -0.5..1: fig6_reference_patches.png)"
-    return plot_reference_grid(
-        pictures, maps, refs, path, title, vmin=low, vmax=1.0, cmap="viridis", map_refs=map_refs
-    )
+    return plot_reference_grid(pictures, maps, refs, path, title, MapScale(low, 1.0, "viridis"), map_refs)
 
 
 def plot_cka_heatmap(

@@ -240,7 +240,9 @@ def extract_tokens(
     shard_images = check_positive_int(opts.shard_images, "--shard-images")
     loaded = source if isinstance(source, TokenModel) else load_with(with_heads(source, model.heads), model)
     blocks = model_blocks(loaded, opts.blocks)
-    where = resolve_evaluation([(loaded.name, loaded.meta)], data.dataset, data.split_seed, data.test_size)
+    where = resolve_evaluation(
+        [(loaded.name, loaded.meta)], data.dataset, data.split_seed, data.test_size, data.resize
+    )
     pool, test, info = load_probe_data(
         where["dataset"],
         loaded.image_size,
@@ -249,6 +251,7 @@ def extract_tokens(
         where["test_size"],
         data.pool_images(loaded.num_patches),
         data.test_images,
+        where["resize"],
     )
     options = {"device": model.device, "batch_size": model.batch_size, "progress": progress}
     splits = {
@@ -263,6 +266,7 @@ def extract_tokens(
         "split_seed": where["split_seed"],
         "test_size": where["test_size"],
         "image_size": loaded.image_size,
+        "resize": where["resize"],
         "splits": splits,
         "notes": where["notes"],
     }

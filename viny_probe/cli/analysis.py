@@ -11,6 +11,7 @@ from rich.table import Table
 from typer.core import TyperCommand
 
 from ..analysis.options import POOL_PATCHES, DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
+from ..data.decode import RESIZE_FILTERS
 from ..progress import console
 from .app import app
 from .options import (
@@ -120,6 +121,7 @@ OVERLAP_HELP = (
 
 # analysis.eval_protocol.PROTOCOLS (not imported here: it loads torch; tests check the two agree)
 EvalProtocol = choices("EvalProtocol", ("viny", "authors"))
+Resize = choices("Resize", RESIZE_FILTERS)
 EVAL_PROTOCOL_HELP = (
     "viny = probe fitted on pool images, everything scored on held-out test images (default, every "
     "preset); authors = the study's code: its first 2,048 training images, raw [0, 1] and augmented "
@@ -130,6 +132,15 @@ EVAL_PROTOCOL_HELP = (
 
 def _eval_protocol_option():
     return typer.Option("viny", "--eval-protocol", help=EVAL_PROTOCOL_HELP)
+
+
+def _resize_option():
+    return typer.Option(
+        None,
+        "--resize",
+        help="the filter a real dataset's images are resized with (default: the one the checkpoints "
+        "trained with, from their config; bilinear for other models or where they differ)",
+    )
 
 
 def _overlap_option(help: str = OVERLAP_HELP):
@@ -245,6 +256,7 @@ def probe_command(
     ),
     allow_overlap: bool = _overlap_option(),
     eval_protocol: EvalProtocol = _eval_protocol_option(),
+    resize: Resize | None = _resize_option(),
     probe_images: int | None = typer.Option(
         EvalSet.probe_images,
         help=f"pool images the probe is fitted on (default: the study's {POOL_PATCHES:,} patches' worth: "
@@ -293,6 +305,7 @@ def probe_command(
             test_images,
             allow_overlap,
             value(eval_protocol),
+            value(resize),
         ),
         probe,
         layer=layer,
@@ -495,6 +508,7 @@ def diagnose_command(
     ),
     allow_overlap: bool = _overlap_option(),
     eval_protocol: EvalProtocol = _eval_protocol_option(),
+    resize: Resize | None = _resize_option(),
     background: Background = typer.Option(
         DiagnoseOptions.background,
         help="Fig 6 background reference: study = patch (0, 0) as the study's code; most-background-corner",
@@ -560,6 +574,7 @@ def diagnose_command(
             test_images,
             allow_overlap,
             value(eval_protocol),
+            value(resize),
         ),
         probe=probe,
         figures=DiagnoseOptions(depth_probe_images, cka_images, fig6_images, value(background)),

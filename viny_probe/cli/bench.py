@@ -10,6 +10,7 @@ from rich.table import Table
 from ..config import PRECISIONS
 from ..errors import VinyError
 from ..perf.baseline import BASELINE_REGIMES
+from ..perf.options import BenchOptions, FleetOptions, SingleRunOptions
 from ..progress import console
 from .app import app
 from .options import (
@@ -104,33 +105,39 @@ def render(result: dict) -> list:
 def bench(
     device: str = device_option(),
     precision: BenchPrecision = typer.Option("both", help="both = each regime in fp32 and in bf16"),
-    batch_size: int = batch_size_option(64, "images per step"),
-    model: Model = typer.Option("viny", help="viny = the study's 4.8M model; demo; tiny"),
+    batch_size: int = batch_size_option(BenchOptions.batch, "images per step"),
+    model: Model = typer.Option(BenchOptions.model, help="viny = the study's 4.8M model; demo; tiny"),
     regimes: str | None = typer.Option(
         None, help="comma-separated regimes (default: every registered regime)"
     ),
-    steps: int = typer.Option(2, help="steps per timed run (median of --repeats runs, after --warmup)"),
-    repeats: int = typer.Option(3, help="timed runs; the median is reported"),
-    warmup: int = typer.Option(1, help="untimed runs first"),
-    epoch_batches: int = typer.Option(4, help="batches in the whole-epoch measurement (data included)"),
-    baseline: Baseline = typer.Option("simmim", help="regime of the plain fp32 baseline (none: no baseline)"),
+    steps: int = typer.Option(
+        BenchOptions.steps, help="steps per timed run (median of --repeats runs, after --warmup)"
+    ),
+    repeats: int = typer.Option(BenchOptions.repeats, help="timed runs; the median is reported"),
+    warmup: int = typer.Option(BenchOptions.warmup, help="untimed runs first"),
+    epoch_batches: int = typer.Option(
+        SingleRunOptions.epoch_batches, help="batches in the whole-epoch measurement (data included)"
+    ),
+    baseline: Baseline = typer.Option(
+        SingleRunOptions.baseline, help="regime of the plain fp32 baseline (none: no baseline)"
+    ),
     dataset: str = dataset_option(
         "an embedded dataset with masks, or random uint8 tensors",
-        "toy-pets",
+        BenchOptions.dataset,
         masks=True,
         embedded=True,
         extra=("random",),
     ),
-    threads: int = typer.Option(0, help="torch CPU threads (0: torch's default)"),
-    workers: int = typer.Option(0, help="DataLoader workers of the plain baseline"),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
+    threads: int = typer.Option(SingleRunOptions.threads, help="torch CPU threads (0: torch's default)"),
+    workers: int = typer.Option(SingleRunOptions.workers, help="DataLoader workers of the plain baseline"),
+    compile: bool = typer.Option(BenchOptions.compile, "--compile", help="torch.compile the encoder"),
     fleet: str | None = typer.Option(
         None,
         help="comma-separated fleet sizes, e.g. 1,8,32,64: aggregate img/s of K runs stepped as one fleet "
         "(`viny sweep --fleet`) instead of the single-run figures",
     ),
     cuda_graphs: bool = typer.Option(
-        True,
+        FleetOptions.graphs,
         "--cuda-graphs/--no-cuda-graphs",
         help="with --fleet: replay each fleet step from a CUDA graph (GPU)",
     ),
@@ -147,11 +154,10 @@ def bench(
 
     check_range(workers, "--workers", 0, max_workers())
     precision, baseline = value(precision), value(baseline)
-    precisions = PRECISIONS if precision == "both" else (precision,)
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
-    shared = dict(
+    options = BenchOptions(
         device=device,
-        precisions=precisions,
+        precisions=PRECISIONS if precision == "both" else (precision,),
         batch=batch_size,
         model=value(model),
         regimes=None if regimes is None else tuple(r.strip() for r in regimes.split(",") if r.strip()),
@@ -162,16 +168,15 @@ def bench(
         dataset=dataset,
     )
     if fleet is not None:
-        _fleet_bench(parse_sizes(fleet), out, as_json, log, graphs=cuda_graphs, **shared)
+        _fleet_bench(FleetOptions(parse_sizes(fleet), graphs=cuda_graphs), options, out, as_json, log)
         return
-    result = run_bench(
-        **shared,
+    single = SingleRunOptions(
         baseline=None if baseline == "none" else baseline,
         epoch_batches=epoch_batches,
-        threads=threads or None,
+        threads=threads,
         workers=workers,
-        log=log,
     )
+    result = run_bench(options, single, log=log)
     write_result(out, result)
     if as_json:
         print_json(result)
@@ -180,19 +185,21 @@ def bench(
         console.print(table)
 
 
-def _fleet_bench(sizes: tuple[int, ...], out, as_json: bool, log, **options) -> None:
-    """`viny bench --fleet`: ``options`` are ``run_fleet_bench``'s; an emulated bf16 is left out."""
+def _fleet_bench(fleet: FleetOptions, options: BenchOptions, out, as_json: bool, log) -> None:
+    """`viny bench --fleet`: ``run_fleet_bench`` with ``fleet`` and ``options``; an emulated bf16 is
+    left out."""
+    import dataclasses
+
     from ..perf.bench import _native_precisions
     from ..perf.fleet import run_fleet_bench
     from ..trainers.loop import resolve_device
 
-    options["precisions"], skipped = _native_precisions(
-        resolve_device(options["device"]), options["precisions"], log
-    )
-    result = run_fleet_bench(sizes, log=log, **options)
+    precisions, skipped = _native_precisions(resolve_device(options.device), options.precisions, log)
+    options = dataclasses.replace(options, precisions=precisions)
+    result = run_fleet_bench(fleet, options, log=log)
     result["skipped_precisions"] = skipped
-    if options["model"] == _paper_model():
-        result["paper_plan"] = {p: _projection(result["fleets"], p) for p in options["precisions"]}
+    if options.model == _paper_model():
+        result["paper_plan"] = {p: _projection(result["fleets"], p) for p in options.precisions}
     write_result(out, result)
     if as_json:
         print_json(result)

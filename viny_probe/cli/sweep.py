@@ -219,13 +219,21 @@ def _dry_fleets(plan, fleet: int | str) -> list[dict] | None:
 
 def _fleet_table(fleets: list[dict], fleet: str) -> Table:
     t = Table(
-        title=f"{len(fleets)} fleets (--fleet {fleet}; stages of one wave that agree but for seed, split and parent)"
+        title=f"{len(fleets)} fleets (--fleet {fleet}; stages of one wave that agree but for seed, split, "
+        "parent and train size)"
     )
-    for col in ["wave", "kind", "regime", "members", "image-steps per member"]:
-        t.add_column(col, justify="right" if col in ("wave", "members", "image-steps per member") else "left")
+    numbers = ("wave", "members", "train images", "image-steps per member")
+    for col in ["wave", "kind", "regime", *numbers[1:]]:
+        t.add_column(col, justify="right" if col in numbers else "left")
     for f in fleets:
+        steps = f["image_steps_per_member"]
         t.add_row(
-            str(f["wave"]), f["kind"], f["regime"], str(f["members"]), f"{f['image_steps_per_member']:,}"
+            str(f["wave"]),
+            f["kind"],
+            f["regime"],
+            str(f["members"]),
+            ", ".join(f"{n:,}" for n in f["train_images"]),
+            f"{min(steps):,}" + (f"..{max(steps):,}" if max(steps) != min(steps) else ""),
         )
     return t
 

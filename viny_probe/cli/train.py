@@ -20,7 +20,7 @@ from ..config import (
     options_class,
     regimes_taking,
 )
-from ..data.cache import ON_ERROR_CHOICES
+from ..data.cache import ON_ERROR_CHOICES, DecodeOptions
 from ..data.decode import RESIZE_FILTERS
 from ..data.spec import dataset_names
 from ..distributed import from_environment
@@ -197,10 +197,14 @@ def _make_command(regime: str):
             help="run the CLS token through the blocks in every stage (viny before checkpoint format 2; "
             "not the study's path, which prepends it only for classification)",
         ),
-        on_error: OnError = typer.Option("skip", help="what an unreadable image or a missing trimap does"),
+        on_error: OnError = typer.Option(
+            DecodeOptions.on_error, help="what an unreadable image or a missing trimap does"
+        ),
         device: str = device_option(),
         precision: Precision = typer.Option("auto", help=PRECISION_HELP),
-        workers: int = typer.Option(0, help="decode threads for the first read of a dataset (0 = auto)"),
+        workers: int = typer.Option(
+            DecodeOptions.workers, help="decode threads for the first read of a dataset (0 = auto)"
+        ),
         compile: bool = typer.Option(False, "--compile", help="torch.compile the encoder"),
         micro_batch: int = typer.Option(
             0,

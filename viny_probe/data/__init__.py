@@ -18,8 +18,7 @@ from viny_probe.data import (  # noqa: E402, F401, I001  (listing order)
     pets,
 )
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import DECODING_DEFAULTS
-from viny_probe.data.decode import check_resize
+from viny_probe.data.cache import DecodeOptions
 from viny_probe.data.spec import DatasetSpec, dataset_names, dataset_spec, register_dataset
 from viny_probe.errors import VinyError
 from viny_probe.registry import DATASETS
@@ -66,11 +65,8 @@ def load_dataset(
     split: str = "train",
     limit: int | None = None,
     seed: int = 0,
-    on_error: str = "skip",
     cache_dir: str | Path | None = None,
-    workers: int = 0,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> ImageSet:
     """Dataset ``name`` (registered in ``viny_probe.registry.DATASETS``) at ``size`` x ``size``: images (N, 3, S, S) uint8.
 
@@ -78,14 +74,13 @@ def load_dataset(
     (its test set comes from viny_probe.data.protocol) and the other sets have one split only.
     ``limit`` caps the number of images, chosen by ``seed`` (for imagenet/folder only that subset is
     decoded); for the embedded sets it is the number generated. Real datasets are decoded once and
-    cached under ``cache_dir`` (else $VINY_CACHE_DIR, else ~/.cache/viny); ``on_error`` says whether an
-    unreadable image is skipped with a warning or stops the load.
+    cached under ``cache_dir`` (else $VINY_CACHE_DIR, else ~/.cache/viny).
 
-    ``resize`` is the image filter of the decode (``decode.RESIZE_FILTERS``: bilinear, or nearest as the
-    study's code; trimaps always nearest). ``keep_aspect``: images keep their aspect ratio, the longer
-    side at most ``size``, stored padded with each one's (h, w) in ``ImageSet.extents`` (no masks).
-    Both reach the loader of a real dataset only when they differ from the defaults; the embedded sets
-    are generated at ``size`` and ignore them (nothing is resized).
+    ``decoding`` (``cache.DecodeOptions``): the image filter (``resize``), aspect-kept images
+    (``keep_aspect``), decoding threads (``workers``) and whether an unreadable image is skipped with a
+    warning or stops the load (``on_error``). A real dataset's loader gets them as keywords
+    (``DecodeOptions.loader_keywords``: resize and keep_aspect only when they differ from the
+    defaults); the embedded sets are generated at ``size`` and ignore them (nothing is resized).
     """
     spec = dataset_spec(name)
     if split not in _SPLITS or (split == "test" and spec.held_out != "own"):
@@ -94,8 +89,6 @@ def load_dataset(
             f"{', '.join(s.name for s in DATASETS.values() if s.held_out == 'own')} has a 'test' split. "
             "Other held-out sets come from the split protocol (viny_probe.data.protocol.make_split)."
         )
-    decoding = {"resize": resize, "keep_aspect": keep_aspect}
-    check_resize(resize)
     root = None if spec.embedded else resolve_data_root(name, data_root)
     dataset = spec.load(
         root,
@@ -103,10 +96,8 @@ def load_dataset(
         split=split,
         limit=limit,
         seed=seed,
-        on_error=on_error,
         cache_dir=cache_dir,
-        workers=workers,
-        **{k: v for k, v in decoding.items() if v != DECODING_DEFAULTS[k]},
+        **decoding.loader_keywords(),
     )
     if spec.embedded or spec.limits_itself:
         return dataset
@@ -116,6 +107,7 @@ def load_dataset(
 __all__ = [
     "DATASETS",
     "DatasetSpec",
+    "DecodeOptions",
     "ImageSet",
     "dataset_names",
     "dataset_spec",

@@ -114,14 +114,66 @@ def check_on_error(on_error: str) -> None:
         raise VinyError(f"on_error must be one of {ON_ERROR_CHOICES}, got {on_error!r}")
 
 
-# How a loader's files are decoded, beyond the size: the keyword arguments ``load_dataset`` passes a
-# DatasetSpec's loader only when they differ from these defaults (``decode_cached`` documents them).
-DECODING_DEFAULTS = {"resize": "bilinear", "keep_aspect": False}
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a dataset's files are decoded into pixels beyond the side ``size`` (each default written here
+    once): ``load_dataset``, the loaders of the real datasets, ``decode_cached`` and ``decode_into`` take
+    one, and `viny train`'s ``--resize``, ``--keep-aspect`` source, ``--workers`` and ``--on-error``
+    (through ``TrainConfig``) build it.
+
+    resize: the image filter (``decode.RESIZE_FILTERS``: bilinear, or nearest as the study's code;
+        trimaps always nearest).
+    keep_aspect: the images keep their aspect ratio, the longer side at most ``size``, stored padded
+        with each one's (h, w) in ``ImageSet.extents`` (``decode.load_source``; no masks).
+    workers: decoding threads; 0: one per CPU core (at most 16).
+    on_error: ``skip`` an unreadable image (left out with a warning, also on a cache hit) or ``fail``
+        (stop at the first, naming the file).
+
+    Only ``resize`` and ``keep_aspect`` change the pixels: they alone enter the cache key
+    (``key_fields``), and only when not the default, so entries written before either existed keep
+    their keys.
+    """
+
+    resize: str = "bilinear"
+    keep_aspect: bool = False
+    workers: int = 0
+    on_error: str = "skip"
+
+    def __post_init__(self) -> None:
+        decode.check_resize(self.resize)
+        check_on_error(self.on_error)
+
+    def key_fields(self) -> dict[str, Any]:
+        """What these options add to a decode-cache key: ``resize`` other than bilinear, ``aspect: keep``."""
+        fields: dict[str, Any] = {}
+        if self.resize != DecodeOptions.resize:
+            fields["resize"] = self.resize
+        if self.keep_aspect:
+            fields["aspect"] = "keep"
+        return fields
+
+    def loader_keywords(self) -> dict[str, Any]:
+        """The keyword arguments of a ``DatasetSpec``'s loader: ``on_error`` and ``workers``, plus
+        ``resize`` and ``keep_aspect`` only where they differ from the defaults (``DECODING_DEFAULTS``),
+        so that a loader written before they existed keeps working for every default run."""
+        given = {"resize": self.resize, "keep_aspect": self.keep_aspect}
+        return {
+            "on_error": self.on_error,
+            "workers": self.workers,
+            **{k: v for k, v in given.items() if v != DECODING_DEFAULTS[k]},
+        }
+
+    @classmethod
+    def from_loader(cls, on_error: str, workers: int, given: dict[str, Any]) -> DecodeOptions:
+        """The options a loader was called with (``loader_keywords``); ``given``: its other keyword
+        arguments, of which the decoding ones (``DECODING_DEFAULTS``) are taken."""
+        return cls(
+            workers=workers, on_error=on_error, **{k: v for k, v in given.items() if k in DECODING_DEFAULTS}
+        )
 
 
-def decoding_options(given: dict[str, Any]) -> dict[str, Any]:
-    """The decoding keywords (``DECODING_DEFAULTS``) among a loader's other keyword arguments."""
-    return {k: v for k, v in given.items() if k in DECODING_DEFAULTS}
+# The decoding keywords a DatasetSpec's loader is given only when they differ from these defaults.
+DECODING_DEFAULTS = {"resize": DecodeOptions.resize, "keep_aspect": DecodeOptions.keep_aspect}
 
 
 def cache_key(key: dict[str, Any]) -> str:
@@ -333,13 +385,11 @@ def _chunks(items: Sequence[Sample], size: int) -> Iterator[Sequence[Sample]]:
 
 @dataclass(frozen=True)
 class _Decoding:
-    """How a cache entry's files are decoded: the side, the image filter, and whether the aspect ratio
-    is kept (``decode.load_source``: the longer side at most ``size``, padded, no masks)."""
+    """How each file of a cache entry is decoded: the side, the mask value map and the options."""
 
     size: int
-    mask_classes: MaskClasses = TRIMAP
-    resize: str = "bilinear"
-    keep_aspect: bool = False
+    mask_classes: MaskClasses
+    options: DecodeOptions
 
 
 Decoded = tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]
@@ -348,10 +398,10 @@ Decoded = tuple[np.ndarray, np.ndarray | None, tuple[int, int] | None]
 def _decode_sample(sample: Sample, how: _Decoding) -> Decoded | decode.ImageDecodeError:
     """(image (3, S, S), mask (S, S) or None, (h, w) or None), or the error naming the unreadable file."""
     try:
-        if how.keep_aspect:
-            image, extent = decode.load_source(sample.image, how.size, how.resize)
+        if how.options.keep_aspect:
+            image, extent = decode.load_source(sample.image, how.size, how.options.resize)
             return image, None, extent
-        image = decode.load_rgb(sample.image, how.size, how.resize)
+        image = decode.load_rgb(sample.image, how.size, how.options.resize)
         mask = None if sample.mask is None else decode.load_mask(sample.mask, how.size, how.mask_classes)
     except decode.ImageDecodeError as err:  # TrimapError included; other errors are not per-file
         return err
@@ -376,7 +426,7 @@ def _progress(total: int, description: str):
 
 
 def _decoded(
-    samples: Sequence[Sample], how: _Decoding, workers: int, description: str
+    samples: Sequence[Sample], how: _Decoding, description: str
 ) -> Iterator[tuple[Sample, Decoded | decode.ImageDecodeError]]:
     """(sample, decoded arrays or its error) in input order, decoded by a thread pool chunk by chunk.
 
@@ -384,7 +434,7 @@ def _decoded(
     of sending arrays between processes; chunks bound the memory held by finished-but-unwritten images.
     """
     progress = _progress(len(samples), description)
-    with ThreadPoolExecutor(max_workers=workers or min(16, os.cpu_count() or 1)) as pool:
+    with ThreadPoolExecutor(max_workers=how.options.workers or min(16, os.cpu_count() or 1)) as pool:
         with progress or contextlib.nullcontext():
             task = progress.add_task(description, total=len(samples)) if progress else None
             for chunk in _chunks(samples, _CHUNK):
@@ -414,27 +464,25 @@ def decode_into(
     name: str,
     size: int,
     class_names: Sequence[str],
-    on_error: str,
+    decoding: DecodeOptions = DecodeOptions(),
     summary: dict[str, Any] | None = None,
-    workers: int = 0,
     mask_classes: MaskClasses = TRIMAP,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
 ) -> None:
     """Decode ``samples`` into ``folder`` as images.npy (N, 3, S, S), labels.npy, masks.npy, meta.json.
 
     Masks are decoded through ``mask_classes``' value map into class indices (``IGNORE`` for an ignore
-    value), stored like Oxford's trimap classes. Images are resized with ``resize``; with
-    ``keep_aspect`` they keep their aspect ratio (longer side at most S, padded; ``extents.npy`` holds
-    each one's (h, w)) and masks are not decoded.
+    value), stored like Oxford's trimap classes. Images are resized with ``decoding.resize``; with
+    ``decoding.keep_aspect`` they keep their aspect ratio (longer side at most S, padded;
+    ``extents.npy`` holds each one's (h, w)) and masks are not decoded.
 
-    Decoded images are written into memory-mapped arrays chunk by chunk, so the whole set never has to fit in RAM. Unreadable
-    files are recorded in meta.json (``on_error="skip"``) or raise at once (``on_error="fail"``).
-    ``workers`` decoding threads; 0 means one per CPU core (at most 16).
+    Decoded images are written into memory-mapped arrays chunk by chunk, so the whole set never has to
+    fit in RAM, by ``decoding.workers`` threads. Unreadable files are recorded in meta.json
+    (``on_error="skip"``) or raise at once (``on_error="fail"``).
     """
+    keep_aspect, on_error = decoding.keep_aspect, decoding.on_error
     with_labels = any(s.label is not None for s in samples)
     with_masks = not keep_aspect and any(s.mask is not None for s in samples)
-    how = _Decoding(size, mask_classes, resize, keep_aspect)
+    how = _Decoding(size, mask_classes, decoding)
     n = len(samples)
     images = np.lib.format.open_memmap(
         folder / "images.npy", mode="w+", dtype=np.uint8, shape=(n, 3, size, size)
@@ -449,7 +497,7 @@ def decode_into(
     ids: list[str] = []
     skipped: list[tuple[str, str, str]] = []
     description = f"decoding {name} ({n} images)"
-    for sample, result in _decoded(samples, how, workers, description):
+    for sample, result in _decoded(samples, how, description):
         if isinstance(result, decode.ImageDecodeError):
             if on_error == "fail":
                 raise result
@@ -516,29 +564,27 @@ def decode_cached(
     name: str,
     size: int,
     class_names: Sequence[str],
-    on_error: str = "skip",
+    decoding: DecodeOptions = DecodeOptions(),
     cache_dir: str | Path | None = None,
     key: dict[str, Any] | None = None,
-    workers: int = 0,
     mask_classes: MaskClasses = TRIMAP,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
 ) -> ImageSet:
-    """Decode ``samples`` at ``size`` once, cache them, and return the ImageSet (name ``name``).
+    """Decode ``samples`` at ``size`` as ``decoding`` says once, cache them, and return the ImageSet
+    (name ``name``).
 
     Mask files are read through ``mask_classes`` (default: Oxford-IIIT Pet's trimap values); a value
     map other than ``TRIMAP`` is part of the cache key, so changing it decodes the masks again.
-    Images are resized with ``resize`` (``decode.RESIZE_FILTERS``; trimaps always nearest); a filter
-    other than bilinear is part of the key, so the filters never share an entry and the bilinear
-    entries keep theirs. ``keep_aspect``: the images keep their aspect ratio, the longer side at most
-    ``size``, padded, with ``extents`` (``decode.load_source``); no masks (a key of its own too).
+    Images are resized with ``decoding.resize`` (``decode.RESIZE_FILTERS``; trimaps always nearest); a
+    filter other than bilinear is part of the key, so the filters never share an entry and the
+    bilinear entries keep theirs. ``decoding.keep_aspect``: the images keep their aspect ratio, the
+    longer side at most ``size``, padded, with ``extents`` (``decode.load_source``); no masks (a key of
+    its own too). ``decoding.workers`` and ``on_error`` are not part of the key.
     The cache key covers ``name``, ``size``, ``class_names``, ``key`` (the loader's own choices: root,
     subset, seed) and, per sample, its id, label and the size + mtime of its image and trimap files.
     Images that cannot be read are left out with a SkippedImagesWarning (``on_error="skip"``, also
     on a cache hit) or raise ImageDecodeError naming the file (``on_error="fail"``).
     """
-    check_on_error(on_error)
-    decode.check_resize(resize)
+    on_error = decoding.on_error
     if not samples:
         raise VinyError(f"{name}: no images to load")
     summary = {
@@ -550,10 +596,7 @@ def decode_cached(
     }
     if mask_classes != TRIMAP:  # the trimap entries keep their keys (and their caches)
         summary["mask_classes"] = mask_classes.to_json()
-    if resize != "bilinear":  # likewise: the bilinear entries keep theirs
-        summary["resize"] = resize
-    if keep_aspect:
-        summary["aspect"] = "keep"
+    summary.update(decoding.key_fields())  # likewise: the bilinear, square entries keep theirs
     full_key = {
         **summary,
         "class_names": list(class_names),
@@ -570,12 +613,9 @@ def decode_cached(
             name=name,
             size=size,
             class_names=class_names,
-            on_error=on_error,
+            decoding=decoding,
             summary=summary,
-            workers=workers,
             mask_classes=mask_classes,
-            resize=resize,
-            keep_aspect=keep_aspect,
         ),
         cache_dir,
     )

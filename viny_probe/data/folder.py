@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
+from viny_probe.data.cache import DecodeOptions, Sample, decode_cached
 from viny_probe.data.decode import IMAGE_EXTENSIONS
 from viny_probe.data.protocol import split_order
 from viny_probe.data.spec import DatasetSpec, register_dataset
@@ -157,23 +157,19 @@ def load_image_folder(
     size: int = 128,
     limit: int | None = None,
     seed: int = 0,
-    on_error: str = "skip",
     cache_dir: str | Path | None = None,
     name: str | None = None,
-    workers: int = 0,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> ImageSet:
     """``limit`` images from a folder tree, chosen by split seed ``seed`` (the first ``limit`` in split
     order, keyed by each file's path), as (N, 3, S, S) uint8 (N = limit or all).
 
     In class-folder layout (ImageNet's ``train/<wnid>/*.JPEG``), labels (N,) index the sorted class
     folders; otherwise labels are None. Images come in the seeded order, so ``limit=k`` gives the first
-    k of ``limit=2k``. Unreadable images are left out (``on_error="skip"``, fewer than ``limit`` remain)
-    or raise (``"fail"``). ``name`` defaults to "imagenet" for WordNet-id class folders, else "folder".
-    ``resize`` and ``keep_aspect`` as ``decode_cached``.
+    k of ``limit=2k``. Unreadable images are left out (``decoding.on_error`` "skip", fewer than
+    ``limit`` remain) or raise ("fail"). ``name`` defaults to "imagenet" for WordNet-id class folders,
+    else "folder". ``decoding`` as ``decode_cached``.
     """
-    check_on_error(on_error)
     tree = find_image_tree(root)
     listing = scan_images(tree)
     warn_dropped(tree, listing)
@@ -201,12 +197,9 @@ def load_image_folder(
         name=name,
         size=size,
         class_names=classes or [],
-        on_error=on_error,
+        decoding=decoding,
         cache_dir=cache_dir,
-        workers=workers,
         key={"root": str(tree), "limit": limit, "seed": seed, "listed": len(files)},
-        resize=resize,
-        keep_aspect=keep_aspect,
     )
 
 
@@ -217,11 +210,9 @@ def _loader(name: str):
             size=size,
             limit=limit,
             seed=seed,
-            on_error=on_error,
             cache_dir=cache_dir,
-            workers=workers,
             name=name,
-            **decoding_options(decoding),
+            decoding=DecodeOptions.from_loader(on_error, workers, decoding),
         )
 
     return load

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
+from viny_probe.data.cache import DecodeOptions, Sample, decode_cached
 from viny_probe.data.folder import scan_images, warn_dropped
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
@@ -55,19 +55,15 @@ def load_intel(
     root: str | Path,
     size: int = 128,
     split: str = "train",
-    on_error: str = "skip",
     cache_dir: str | Path | None = None,
-    workers: int = 0,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> ImageSet:
     """One split of Intel Image Classification: images (N, 3, S, S), labels (N,) into sorted class names.
 
     Class names come from the train split's folders (when present), so a label means the same class
     in both splits. Images are in sorted class, then file order; ids are ``<class>/<file stem>``.
-    ``resize`` and ``keep_aspect`` as ``decode_cached``.
+    ``decoding`` as ``decode_cached``.
     """
-    check_on_error(on_error)
     if split not in SPLITS:
         raise VinyError(f"split must be one of {SPLITS} for intel, got {split!r}")
     base = find_intel_folder(root)
@@ -96,25 +92,14 @@ def load_intel(
         name="intel",
         size=size,
         class_names=classes,
-        on_error=on_error,
+        decoding=decoding,
         cache_dir=cache_dir,
-        workers=workers,
         key={"root": str(folder), "split": split},
-        resize=resize,
-        keep_aspect=keep_aspect,
     )
 
 
 def _load(root, *, size, split, on_error, cache_dir, workers, **decoding):
-    return load_intel(
-        root,
-        size=size,
-        split=split,
-        on_error=on_error,
-        cache_dir=cache_dir,
-        workers=workers,
-        **decoding_options(decoding),
-    )
+    return load_intel(root, size, split, cache_dir, DecodeOptions.from_loader(on_error, workers, decoding))
 
 
 register_dataset(

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet, MaskClasses
-from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
+from viny_probe.data.cache import DecodeOptions, Sample, decode_cached
 from viny_probe.data.folder import first_by_key, image_id, scan_images
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
@@ -50,18 +50,14 @@ def load_mask_folder(
     size: int = 128,
     limit: int | None = None,
     seed: int = 0,
-    on_error: str = "skip",
     cache_dir: str | Path | None = None,
-    workers: int = 0,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> ImageSet:
     """Images ``(N, 3, S, S)`` and masks ``(N, S, S)`` (class indices of ``mask_classes``, ``IGNORE`` for
     an ignore value) of a folder holding ``images/`` and ``masks/``; ``mask_classes`` None reads
     ``classes.json`` in the folder. ``limit`` images chosen by ``seed`` (split order, keyed by id); an
-    image without its mask or with an undeclared mask value is left out (``on_error="skip"``) or stops
-    the load (``"fail"``). Decoded once, then cached; ``resize`` and ``keep_aspect`` as ``decode_cached``."""
-    check_on_error(on_error)
+    image without its mask or with an undeclared mask value is left out (``decoding.on_error`` "skip")
+    or stops the load ("fail"). Decoded once, then cached; ``decoding`` as ``decode_cached``."""
     folder = Path(root).expanduser()
     if not (folder / "images").is_dir() or not (folder / "masks").is_dir():
         raise VinyError(f"no images/ and masks/ folders in '{folder}'. Expected {LAYOUT}")
@@ -80,13 +76,10 @@ def load_mask_folder(
         name=name,
         size=size,
         class_names=[],
-        on_error=on_error,
+        decoding=decoding,
         cache_dir=cache_dir,
-        workers=workers,
         key={"root": str(folder), "limit": limit, "seed": seed, "listed": len(files)},
         mask_classes=classes,
-        resize=resize,
-        keep_aspect=keep_aspect,
     )
 
 
@@ -110,10 +103,8 @@ def mask_folder_dataset(
             size=size,
             limit=limit,
             seed=seed,
-            on_error=on_error,
             cache_dir=cache_dir,
-            workers=workers,
-            **decoding_options(decoding),
+            decoding=DecodeOptions.from_loader(on_error, workers, decoding),
         )
 
     return DatasetSpec(

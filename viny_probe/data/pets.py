@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from viny_probe.data.base import ImageSet
-from viny_probe.data.cache import Sample, check_on_error, decode_cached, decoding_options
+from viny_probe.data.cache import DecodeOptions, Sample, decode_cached
 from viny_probe.data.spec import DatasetSpec, register_dataset
 from viny_probe.errors import VinyError
 
@@ -96,21 +96,17 @@ def _class_names(entries: list[tuple[str, int]], folder: Path) -> list[str]:
 def load_pets(
     root: str | Path,
     size: int = 128,
-    on_error: str = "skip",
     cache_dir: str | Path | None = None,
-    workers: int = 0,
-    resize: str = "bilinear",
-    keep_aspect: bool = False,
+    decoding: DecodeOptions = DecodeOptions(),
 ) -> ImageSet:
     """Oxford-IIIT Pet trainval + test pooled: images (N, 3, S, S), labels (N,) = class id - 1 (37 breeds),
     masks (N, S, S) trimap classes 0 pet / 1 background / 2 boundary; ids are image names.
 
-    An image that cannot be read or has no trimap is left out with a warning (``on_error="skip"``) or
-    raises a VinyError naming the file (``on_error="fail"``). Decoded once, then cached. ``resize``
+    An image that cannot be read or has no trimap is left out with a warning (``decoding.on_error``
+    "skip") or raises a VinyError naming the file ("fail"). Decoded once, then cached. ``decoding.resize``
     "nearest" resizes images and trimaps jointly with nearest (the study's code); ``keep_aspect`` as
     ``decode_cached`` (images only).
     """
-    check_on_error(on_error)
     folder = find_pets_folder(root)
     entries = _list_entries(folder)
     samples = [
@@ -127,19 +123,14 @@ def load_pets(
         name="pets",
         size=size,
         class_names=_class_names(entries, folder),
-        on_error=on_error,
+        decoding=decoding,
         cache_dir=cache_dir,
-        workers=workers,
         key={"root": str(folder)},
-        resize=resize,
-        keep_aspect=keep_aspect,
     )
 
 
 def _load(root, *, size, on_error, cache_dir, workers, **decoding):
-    return load_pets(
-        root, size=size, on_error=on_error, cache_dir=cache_dir, workers=workers, **decoding_options(decoding)
-    )
+    return load_pets(root, size, cache_dir, DecodeOptions.from_loader(on_error, workers, decoding))
 
 
 register_dataset(

@@ -1,11 +1,14 @@
 """A plan's training time at measured fleet speeds, with its stages grouped as `viny sweep --fleet` groups
 them: stages whose parents finish in the same wave (equal depth in the plan) and whose configs agree up
-to the member fields (``trainers.fleet.fleet_config_key``) train together, in fleets of at most K.
+to the member fields (``trainers.fleet.fleet_config_key``; train sizes may differ) train together, in
+fleets of at most K.
 
-A fleet of k members, each ``s`` image-steps long, takes k x s / rate(k) seconds, where rate(k) is the
-aggregate training img/s measured for the stage's regime at fleet size k (linear between measured
-sizes, the nearest measured size beyond them). Data loading, evaluation and checkpoints are not
-counted: the figure is the training steps' time.
+A fleet's members step together, one batch each per step, and each leaves when its own image-steps are
+done: with members of s_1 <= ... <= s_k image-steps, the fleet trains k members for s_1, then k - 1 for
+s_2 - s_1, and so on, each stretch taking (members x its image-steps) / rate(members) seconds, where
+rate(m) is the aggregate training img/s measured for the stage's regime at fleet size m (linear between
+measured sizes, the nearest measured size beyond them). Data loading, evaluation and checkpoints are
+not counted: the figure is the training steps' time.
 """
 
 from __future__ import annotations
@@ -52,10 +55,23 @@ def fleets_of(plan: str | Plan = "paper", max_size: int = 64) -> list[dict]:
                     "regime": chunk[0].config.regime,
                     "kind": chunk[0].kind,
                     "members": len(chunk),
-                    "image_steps_per_member": chunk[0].cost(),
+                    "train_images": sorted({s.train_images() for s in chunk}),
+                    "image_steps_per_member": [s.cost() for s in chunk],
                 }
             )
-    return out
+    return sorted(out, key=lambda f: f["wave"])
+
+
+def fleet_seconds(image_steps: list[int], rates: dict[int, float]) -> float:
+    """Seconds for a fleet whose members take ``image_steps`` each (module docstring), at the measured
+    aggregate {fleet size: img/s} ``rates``."""
+    seconds, done = 0.0, 0
+    ordered = sorted(image_steps)
+    for j, steps in enumerate(ordered):
+        members = len(ordered) - j
+        seconds += members * (steps - done) / rate_at(rates, members)
+        done = steps
+    return seconds
 
 
 def project_fleets(
@@ -77,12 +93,11 @@ def project_fleets(
     seconds = solo = 0.0
     per_kind: dict[str, float] = {}
     for f in fleets:
-        steps = f["members"] * f["image_steps_per_member"]
-        t = steps / rate_at(rates[f["regime"]], f["members"])
+        t = fleet_seconds(f["image_steps_per_member"], rates[f["regime"]])
         f["seconds"] = t
         seconds += t
         per_kind[f["kind"]] = per_kind.get(f["kind"], 0.0) + t
-        solo += steps / rate_at(rates[f["regime"]], 1)
+        solo += sum(f["image_steps_per_member"]) / rate_at(rates[f["regime"]], 1)
     return {
         "plan": plan_name,
         "precision": precision,

@@ -301,8 +301,8 @@ def _record_ran(out: Path, stage_id: str, summary) -> None:
 
 
 def fleet_groups(stages: list[Stage], size: int) -> list[list[Stage]]:
-    """Stages that may train as one fleet (equal config up to ``fleet.MEMBER_FIELDS``, the train size
-    kept: it decides the steps per epoch), in chunks of at most ``size``, in plan order."""
+    """Stages that may train as one fleet (equal config up to ``fleet.MEMBER_FIELDS``: seeds, splits,
+    parents and train sizes may differ), in chunks of at most ``size``, in plan order."""
     groups: dict[str, list[Stage]] = {}
     for stage in stages:
         groups.setdefault(fleet_config_key(stage.config), []).append(stage)

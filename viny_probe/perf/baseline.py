@@ -31,7 +31,7 @@ from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViTConfig, model_config, patchify
 from ..trainers.simmim import masked_l1, random_half_mask
-from .harness import fixed_batch, make_trainer
+from .harness import TrainerSetup, fixed_batch, make_trainer
 
 # The regimes the plain baseline implements (image-only inputs).
 BASELINE_REGIMES = ("simmim", "classify")
@@ -196,7 +196,7 @@ def baseline_measures(
     per-sample JPEG DataLoader alone) and "epoch" (one epoch, data included)."""
     if regime not in BASELINE_REGIMES:
         raise VinyError("the plain baseline runs the image-only regimes: simmim or classify")
-    tr = make_trainer(regime, cfg, data, device, "fp32", optimizer="default", encoder_cls=PlainViT)
+    tr = make_trainer(regime, cfg, data, device, TrainerSetup(optimizer="default", encoder_cls=PlainViT))
     gen = torch.Generator().manual_seed(0)
     fixed = fixed_batch(data, batch, device)
     x = normalize(to_float(fixed["images"]))

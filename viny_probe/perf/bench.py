@@ -33,7 +33,8 @@ from ..trainers.base import device_batch
 from ..trainers.loop import resolve_device
 from .baseline import baseline_measures
 from .flops import FLOP_CONVENTION, analytic_flops, regime_named
-from .harness import Trainer, bench_data, fixed_batch, make_trainer, run_epoch
+from .harness import Trainer, TrainerSetup, bench_data, fixed_batch, make_trainer, run_epoch
+from .options import BenchOptions, SingleRunOptions
 from .peak import DTYPES, default_sizes, peak_figures, peak_measures
 from .plan import paper_plan, project_plan
 from .timing import timed_rounds
@@ -189,64 +190,53 @@ def _native_precisions(dev, precisions, log) -> tuple[tuple[str, ...], dict[str,
 
 
 def run_bench(
-    device: str = "auto",
-    precisions: tuple[str, ...] = ("fp32", "bf16"),
-    batch: int = 64,
-    model: str = "viny",
-    regimes: tuple[str, ...] | None = None,
-    steps: int = 2,
-    warmup: int = 1,
-    repeats: int = 3,
-    compile: bool = False,
-    baseline: str | None = "simmim",
-    epoch: bool = True,
-    epoch_batches: int = 4,
-    dataset: str = "toy-pets",
-    threads: int | None = None,
-    workers: int = 0,
-    optimizer: str = "loop",
-    peak_sizes: tuple[int, ...] | None = None,
+    options: BenchOptions = BenchOptions(),
+    single: SingleRunOptions = SingleRunOptions(),
     log: Callable[[str], None] | None = None,
 ) -> dict:
-    """Everything `viny bench` reports, as one JSON-able dict (see docs/performance.md); ``regimes``
-    default to every registered one.
+    """Everything `viny bench` reports, as one JSON-able dict (see docs/performance.md); ``options``
+    (``perf.options``): what every figure shares (``regimes`` None: every registered one); ``single``:
+    the baseline, the whole-epoch figure, threads and the optimiser variant.
 
     Every figure is timed once per round, all figures in turn, for ``repeats`` rounds (after
     ``warmup`` untimed rounds), and the median per figure is kept: on a shared machine the load then
     falls on all figures alike, and the ratios between them stay meaningful."""
     log = log or (lambda _msg: None)
-    regimes = REGIMES.names() if regimes is None else tuple(regimes)
-    _check_arguments(precisions, regimes, batch, steps, repeats)
-    dev = resolve_device(device)
-    precisions, skipped = _native_precisions(dev, precisions, log)
-    if threads:
-        torch.set_num_threads(threads)
-    cfg = model_config(model)
+    o, baseline = options, single.baseline
+    batch, steps, epoch = o.batch, o.steps, single.epoch
+    regimes = REGIMES.names() if o.regimes is None else tuple(o.regimes)
+    _check_arguments(o.precisions, regimes, batch, steps, o.repeats)
+    dev = resolve_device(o.device)
+    precisions, skipped = _native_precisions(dev, o.precisions, log)
+    if single.threads:
+        torch.set_num_threads(single.threads)
+    cfg = model_config(o.model)
     s = _Setting(
         device=dev,
         cfg=cfg,
         batch=batch,
         steps=steps,
         epoch=epoch,
-        epoch_images=batch * max(1, epoch_batches),
-        sizes=peak_sizes or default_sizes(dev),
+        epoch_images=batch * max(1, single.epoch_batches),
+        sizes=o.peak_sizes or default_sizes(dev),
         shape=(batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head),
     )
-    log(f"data: {s.epoch_images} images ({dataset})")
-    host = bench_data(cfg, s.epoch_images, dataset)
+    log(f"data: {s.epoch_images} images ({o.dataset})")
+    host = bench_data(cfg, s.epoch_images, o.dataset)
     data = host.to(dev)
     trainers = {
-        (r, p): make_trainer(r, cfg, data, dev, p, optimizer=optimizer, compile=compile)
+        (r, p): make_trainer(r, cfg, data, dev, TrainerSetup(p, single.optimizer, o.compile))
         for r in regimes
         for p in precisions
     }
     measures = _measures(s, precisions, data, trainers)
     jpegs = tempfile.TemporaryDirectory(prefix="viny-bench-jpeg-") if baseline and epoch else None
+    workers = single.workers
     with jpegs or contextlib.nullcontext() as jpeg_dir:
         if baseline:
             for k, fn in baseline_measures(baseline, cfg, host, dev, batch, steps, jpeg_dir, workers).items():
                 measures[("baseline", k)] = fn
-        times = timed_rounds(measures, dev, warmup, repeats, log)
+        times = timed_rounds(measures, dev, o.warmup, o.repeats, log)
     med = {k: statistics.median(v) for k, v in times.items()}
 
     result: dict = {
@@ -256,15 +246,15 @@ def run_bench(
         else (platform.processor() or "cpu"),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "model": model,
+        "model": o.model,
         "model_config": cfg.to_dict(),
         "params": count_parameters(ViNy(cfg)),
         "batch": batch,
         "steps": steps,
-        "warmup": warmup,
-        "repeats": repeats,
-        "compile": compile,
-        "optimizer": optimizer,
+        "warmup": o.warmup,
+        "repeats": o.repeats,
+        "compile": o.compile,
+        "optimizer": single.optimizer,
         "dataset": host.name,
         "epoch_images": s.epoch_images,
         "flop_convention": FLOP_CONVENTION,

@@ -9,6 +9,7 @@ matrix-multiply peak measured in the same run (``peak``).
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from ..trainers.engine import micro_batch_size
 from ..trainers.fleet import FleetMeter, Stack, fleet_step
 from ..trainers.loop import resolve_device
 from .flops import analytic_flops, regime_named
-from .harness import bench_data, fixed_batch, make_trainer
+from .harness import TrainerSetup, bench_data, fixed_batch, make_trainer
+from .options import BenchOptions, FleetOptions
 from .peak import DTYPES, default_sizes, matmul_peak
 from .timing import timed_rounds
 
@@ -45,7 +47,7 @@ class FleetBench:
     def size(self) -> int:
         return len(self.stack)
 
-    def step(self) -> torch.Tensor:
+    def step(self) -> dict[int, int]:
         """One fleet step, optimiser included; the losses are not read (as on a GPU between checks)."""
         return fleet_step(
             self.stack,
@@ -63,25 +65,24 @@ def make_fleet(
     data: ImageSet,
     device: torch.device,
     size: int,
-    precision: str = "fp32",
-    batch: int = 64,
-    compile: bool = False,
-    attention: str = "math",
-    graphs: bool = True,
-    lr: float = 1e-4,
-    weight_decay: float = 0.05,
+    setup: TrainerSetup = TrainerSetup(),
+    batch: int = BenchOptions.batch,
+    attention: str = FleetOptions.attention,
+    graphs: bool = FleetOptions.graphs,
 ) -> FleetBench:
     """``size`` fresh members of ``regime`` (seeds 0..size-1, set up as ``harness.make_trainer`` sets up
-    one) stacked into a fleet, each to step on the first ``batch`` images of ``data``; ``graphs``:
-    replayed from a CUDA graph after ``Stack.WARMUP`` steps, on a GPU."""
+    one from ``setup``; the stack compiles the fleet's step where ``setup.compile``) stacked into a
+    fleet, each to step on the first ``batch`` images of ``data``; ``graphs``: replayed from a CUDA
+    graph after ``Stack.WARMUP`` steps, on a GPU."""
     if size < 1:
         raise VinyError("--fleet sizes must be >= 1")
     if attention not in ATTENTIONS:
         raise VinyError(f"unknown attention {attention!r}; choose one of {', '.join(ATTENTIONS)}")
-    schedule = SimpleNamespace(lr=lr, weight_decay=weight_decay, compile=compile)
+    precision = setup.precision
+    schedule = SimpleNamespace(lr=setup.lr, weight_decay=setup.weight_decay, compile=setup.compile)
     members = []
     for seed in range(size):
-        tr = make_trainer(regime, cfg, data, device, precision, seed=seed, lr=lr, weight_decay=weight_decay)
+        tr = make_trainer(regime, cfg, data, device, dataclasses.replace(setup, compile=False), seed)
         members.append(
             SimpleNamespace(
                 regime=tr.regime,
@@ -105,54 +106,43 @@ def make_fleet(
 
 
 def run_fleet_bench(
-    sizes: tuple[int, ...],
-    device: str = "auto",
-    precisions: tuple[str, ...] = ("fp32",),
-    model: str = "viny",
-    regimes: tuple[str, ...] | None = None,
-    batch: int = 64,
-    steps: int = 3,
-    warmup: int = 1,
-    repeats: int = 3,
-    compile: bool = False,
-    attention: str = "math",
-    graphs: bool = True,
-    dataset: str = "toy-pets",
-    peak_sizes: tuple[int, ...] | None = None,
-    log: Callable[[str], None] | None = None,
+    fleet: FleetOptions, options: BenchOptions = BenchOptions(), log: Callable[[str], None] | None = None
 ) -> dict:
     """Aggregate training img/s and fraction of the measured peak for every regime, precision and
-    fleet size, as one JSON-able dict. Fleets are built one at a time (a K = 64 fleet of ViNy holds
-    64 models and their optimiser state) and timed in rounds like every `viny bench` figure."""
+    fleet size (``fleet.sizes``), as one JSON-able dict. Fleets are built one at a time (a K = 64 fleet
+    of ViNy holds 64 models and their optimiser state) and timed in rounds like every `viny bench`
+    figure."""
     log = log or (lambda _msg: None)
     from ..registry import REGIMES
 
-    regimes = REGIMES.names() if regimes is None else tuple(regimes)
+    o, batch, steps = options, options.batch, options.steps
+    regimes = REGIMES.names() if o.regimes is None else tuple(o.regimes)
     for r in regimes:
         regime_named(r)
-    dev = resolve_device(device)
-    cfg = model_config(model)
-    data = bench_data(cfg, batch, dataset).to(dev)
+    dev = resolve_device(o.device)
+    cfg = model_config(o.model)
+    data = bench_data(cfg, batch, o.dataset).to(dev)
     shape = (batch * cfg.num_patches, cfg.dim, 3 * cfg.heads * cfg.dim_head)
-    peak_sizes = peak_sizes or default_sizes(dev)
-    peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, repeats) for p in precisions}
+    peak_sizes = o.peak_sizes or default_sizes(dev)
+    peaks = {p: matmul_peak(dev, DTYPES[p], peak_sizes, shape, o.repeats) for p in o.precisions}
     rows, failures = [], {}
     for r in regimes:
         flops = analytic_flops(cfg, r)["train"]
-        for p in precisions:
-            for k in sizes:
+        for p in o.precisions:
+            setup = TrainerSetup(p, compile=o.compile)
+            for k in fleet.sizes:
                 log(f"{r} {p} fleet of {k}")
-                fleet = make_fleet(r, cfg, data, dev, k, p, batch, compile, attention, graphs)
+                bench = make_fleet(r, cfg, data, dev, k, setup, batch, fleet.attention, fleet.graphs)
                 failed: dict = {}
                 times = timed_rounds(
-                    {"step": lambda fleet=fleet: [fleet.step() for _ in range(steps)]},
+                    {"step": lambda bench=bench: [bench.step() for _ in range(steps)]},
                     dev,
-                    warmup,
-                    repeats,
+                    o.warmup,
+                    o.repeats,
                     log,
                     failed,
                 )
-                del fleet
+                del bench
                 if failed:
                     failures[f"{r}/{p}/{k}"] = failed["step"]
                     continue
@@ -184,14 +174,14 @@ def run_fleet_bench(
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__,
-        "model": model,
+        "model": o.model,
         "batch": batch,
         "steps": steps,
-        "warmup": warmup,
-        "repeats": repeats,
-        "compile": compile,
-        "attention": attention,
-        "cuda_graphs": graphs and dev.type == "cuda",
+        "warmup": o.warmup,
+        "repeats": o.repeats,
+        "compile": o.compile,
+        "attention": fleet.attention,
+        "cuda_graphs": fleet.graphs and dev.type == "cuda",
         "matmul_peak": peaks,
         "fleets": rows,
         "failures": failures,

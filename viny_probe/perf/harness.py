@@ -21,6 +21,7 @@ from ..model import ViNy, ViTConfig
 from ..trainers.base import Regime, RegimeData, device_batch
 from ..trainers.engine import (
     EpochMeter,
+    StepSettings,
     TrainStep,
     autocast,
     epoch_generator,
@@ -107,6 +108,12 @@ class Trainer:
     def micro(self, batch_size: int) -> int:
         return micro_batch_size(self.micro_batch, self.device, batch_size, self.encoder.cfg, self.precision)
 
+    def settings(self, batch_size: int) -> StepSettings:
+        """The engine's step settings for batches of ``batch_size`` images, as a run sets them."""
+        return StepSettings(
+            self.device, self.precision, self.micro(batch_size), ONE_PROCESS, self.check_every
+        )
+
     def step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
         """One ``train_step`` on a device-resident ``batch`` (augmentation included), reading the loss
         every ``check_every`` steps as the loop does. Returns the loss (detached)."""
@@ -116,10 +123,7 @@ class Trainer:
             self.regime,
             batch,
             gen,
-            micro_batch=self.micro(batch["images"].shape[0]),
-            device=self.device,
-            precision=self.precision,
-            info=ONE_PROCESS,
+            self.settings(batch["images"].shape[0]),
             meter=self.meter,
             check=(self.meter.batches + 1) % self.check_every == 0,
         )
@@ -133,36 +137,47 @@ class Trainer:
             return self.head(self.step_module.run_encoder(normalize(to_float(images))))
 
 
+@dataclass(frozen=True)
+class TrainerSetup:
+    """How the benchmark sets up one model to time (``make_trainer``), as a run would: the
+    ``precision`` (fp32 | bf16), the AdamW variant (``optimizer``, one of ``OPTIMIZERS``), whether the
+    encoder is ``torch.compile``d, the optimiser's ``lr`` and ``weight_decay``, and the encoder class
+    (``encoder_cls``: ViNy; the baseline's ``PlainViT``)."""
+
+    precision: str = "fp32"
+    optimizer: str = "loop"
+    compile: bool = False
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    encoder_cls: type[nn.Module] = ViNy
+
+
 def make_trainer(
     regime: str,
     cfg: ViTConfig,
     data: ImageSet,
     device: torch.device,
-    precision: str = "fp32",
+    setup: TrainerSetup = TrainerSetup(),
     seed: int = 0,
-    optimizer: str = "loop",
-    compile: bool = False,
-    encoder_cls: type[nn.Module] = ViNy,
-    lr: float = 1e-4,
-    weight_decay: float = 0.05,
 ) -> Trainer:
-    """A fresh encoder (``encoder_cls``, seeded with ``seed``) + ``regime``'s head for ``data`` + AdamW,
-    set up with the training engine's pieces (CLS token frozen where unused, the loop's optimiser).
-
-    ``optimizer``: one of ``OPTIMIZERS``."""
+    """A fresh encoder (``setup.encoder_cls``, seeded with ``seed``) + ``regime``'s head for ``data`` +
+    AdamW, set up with the training engine's pieces (CLS token frozen where unused, the loop's
+    optimiser) as ``setup`` says."""
     reg = regime_named(regime)
-    if optimizer not in OPTIMIZERS:
-        raise VinyError(f"unknown optimizer variant {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if setup.optimizer not in OPTIMIZERS:
+        raise VinyError(
+            f"unknown optimizer variant {setup.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
+        )
     torch.manual_seed(seed)
-    encoder = encoder_cls(cfg)
+    encoder = setup.encoder_cls(cfg)
     head = reg.make_head(cfg, RegimeData(train=data))
     unused_cls_frozen(encoder, reg)
     encoder.to(device), head.to(device)
     encoder.train(), head.train()
     params = list(encoder.parameters()) + list(head.parameters())
-    opt = make_optimizer(params, lr, weight_decay, device, OPTIMIZERS[optimizer])
-    step = TrainStep(reg, encoder, head, compile)
-    return Trainer(reg, step, opt, device, precision, check_every=loss_check_interval(device))
+    opt = make_optimizer(params, setup.lr, setup.weight_decay, device, OPTIMIZERS[setup.optimizer])
+    step = TrainStep(reg, encoder, head, setup.compile)
+    return Trainer(reg, step, opt, device, setup.precision, check_every=loss_check_interval(device))
 
 
 def run_epoch(
@@ -177,11 +192,7 @@ def run_epoch(
         data,
         trainer.regime,
         epoch_generator(seed, epoch),
+        trainer.settings(batch),
         batch_size=batch,
-        micro_batch=trainer.micro(batch),
-        device=trainer.device,
-        precision=trainer.precision,
-        info=ONE_PROCESS,
         meter=EpochMeter(trainer.device, ONE_PROCESS, epoch),
-        check_every=trainer.check_every,
     )

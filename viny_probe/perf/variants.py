@@ -11,7 +11,7 @@ import torch
 
 from ..model import ViNy, model_config
 from ..trainers.loop import resolve_device
-from .harness import Trainer, bench_data, fixed_batch, make_trainer
+from .harness import Trainer, TrainerSetup, bench_data, fixed_batch, make_trainer
 from .timing import timed_rounds
 
 DEFAULT_VARIANTS = ("loop", "fused", "foreach", "bf16", "bf16+fused", "compile", "compile+fused")
@@ -26,7 +26,7 @@ def precision_agreement(
     data = bench_data(cfg, batch * steps, "random", seed)
     curves = {}
     for p in ("fp32", "bf16"):
-        tr = make_trainer(regime, cfg, data, torch.device("cpu"), p, seed=seed, lr=1e-3)
+        tr = make_trainer(regime, cfg, data, torch.device("cpu"), TrainerSetup(p, lr=1e-3), seed)
         gen = torch.Generator().manual_seed(seed)
         for i in range(steps):
             part = data.subset(list(range(i * batch, (i + 1) * batch)))
@@ -74,16 +74,13 @@ def variant_trainer(variant: str, regime: str, cfg, data, device: torch.device, 
     encoder_cls = ViNy
     if "plain" in parts:
         from .baseline import PlainViT as encoder_cls
-    tr = make_trainer(
-        regime,
-        cfg,
-        data,
-        device,
+    setup = TrainerSetup(
         "bf16" if "bf16" in parts else "fp32",
         optimizer=opt,
         compile="compile" in parts,
         encoder_cls=encoder_cls,
     )
+    tr = make_trainer(regime, cfg, data, device, setup)
     if "nosync" in parts:
         tr.check_every = 1 << 30
     if "whole" in parts:

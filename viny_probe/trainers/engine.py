@@ -11,6 +11,7 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -215,30 +216,50 @@ class EpochMeter:
         return {k: float(v) for k, v in zip(keys, (totals[:-1] / totals[-1]).tolist(), strict=True)}
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """How every step of one run is taken, set once per run (``loop.Run.settings``, the benchmark's
+    ``harness.Trainer``) and read by ``train_step`` and ``train_one_epoch``.
+
+    device: where the batches and the model are; precision: ``fp32`` or ``bf16`` (autocast);
+    micro_batch: images per forward/backward (``micro_batch_size``: the run's choice, resolved);
+    info: this process's rank among the data-parallel ones (one process by default);
+    check_every: steps between reads of the loss on the host; None: ``loss_check_interval(device)``.
+    """
+
+    device: torch.device
+    precision: str
+    micro_batch: int
+    info: distributed.DistInfo = field(default_factory=distributed.DistInfo)
+    check_every: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.check_every is None:
+            object.__setattr__(self, "check_every", loss_check_interval(self.device))
+
+
 def train_step(
     step: nn.Module,
     optimizer: torch.optim.Optimizer,
     regime: Regime,
     batch: dict[str, torch.Tensor],
     gen: torch.Generator,
+    settings: StepSettings,
     *,
-    micro_batch: int,
-    device: torch.device,
-    precision: str,
-    info: distributed.DistInfo,
     meter: EpochMeter,
     check: bool,
 ) -> tuple[torch.Tensor, float | None]:
     """One optimiser step on one global batch (uint8 ``images`` (B, 3, S, S) and its labels/masks on
-    ``device``): the regime's augmentation for the whole batch from ``gen``, this rank's shard, forward
-    and backward in micro-batches, the meter, and with ``check`` a read of the losses (before the
-    update, so a non-finite loss never reaches the weights). Returns this rank's loss (detached, not
-    read) and, with ``check``, the running mean loss."""
+    ``settings.device``): the regime's augmentation for the whole batch from ``gen``, this rank's shard,
+    forward and backward in micro-batches, the meter, and with ``check`` a read of the losses (before
+    the update, so a non-finite loss never reaches the weights). Returns this rank's loss (detached,
+    not read) and, with ``check``, the running mean loss."""
+    info = settings.info
     part = distributed.shard(regime.prepare(batch, gen), info)
     optimizer.zero_grad(set_to_none=True)
     no_sync = step.no_sync if info.enabled else None
     loss, stats = forward_backward(
-        step, part.inputs, micro_batch, device, precision, no_sync, part.loss_scale
+        step, part.inputs, settings.micro_batch, settings.device, settings.precision, no_sync, part.loss_scale
     )
     meter.add(loss, stats, part.images, batch["images"].shape[0])
     shown = meter.check() if check else None
@@ -260,47 +281,43 @@ def epoch_batches(n: int, batch_size: int, check_every: int) -> Iterator[tuple[i
         yield start, (i + 1) % check_every == 0 or start + batch_size >= n
 
 
+def epoch_pass(
+    train_set: ImageSet, gen: torch.Generator, batch_size: int, device: torch.device, check_every: int
+) -> Iterator[tuple[dict[str, torch.Tensor], bool]]:
+    """One epoch of one run, batch by batch, as a run alone (``train_one_epoch``) and a fleet member
+    (``fleet``) both go through it: the epoch's order drawn from ``gen`` (``epoch_order``), then each
+    batch of ``batch_size`` images (uint8, on ``device``) with whether to read the loss after its step
+    (``epoch_batches``). The order is drawn at the first batch, before the run's augmentation of it
+    draws from ``gen`` too, so a member draws exactly what its run alone draws."""
+    order = epoch_order(gen, train_set)
+    for start, check in epoch_batches(len(train_set), batch_size, check_every):
+        yield device_batch(train_set, order[start : start + batch_size], device), check
+
+
 def train_one_epoch(
     step: nn.Module,
     optimizer: torch.optim.Optimizer,
     train_set: ImageSet,
     regime: Regime,
     gen: torch.Generator,
+    settings: StepSettings,
     *,
     batch_size: int,
-    micro_batch: int,
-    device: torch.device,
-    precision: str,
-    info: distributed.DistInfo,
     meter: EpochMeter,
-    check_every: int,
     progress: Callable[[int, float | None, float], None] | None = None,
 ) -> dict[str, float]:
     """One pass over ``train_set`` in batches of ``batch_size``, in the order ``gen`` draws (the epoch's
     generator, ``epoch_generator(seed, epoch)``, which then draws that epoch's augmentation too).
 
-    ``step``: a ``TrainStep`` (or its DistributedDataParallel wrapper); ``meter``: a fresh
-    ``EpochMeter``; the loss is read every ``check_every`` steps and after the last batch
-    (``loss_check_interval``). ``progress(images, loss or None, img_per_s)`` is called after every
-    step. Returns the epoch's mean loss and statistics over all ranks' images."""
+    ``step``: a ``TrainStep`` (or its DistributedDataParallel wrapper); ``settings``: the run's
+    ``StepSettings``; ``meter``: a fresh ``EpochMeter``; the loss is read every
+    ``settings.check_every`` steps and after the last batch (``loss_check_interval``).
+    ``progress(images, loss or None, img_per_s)`` is called after every step. Returns the epoch's mean
+    loss and statistics over all ranks' images."""
     step.train()
-    order = epoch_order(gen, train_set)
     t0 = time.perf_counter()
-    for start, check in epoch_batches(len(train_set), batch_size, check_every):
-        batch = device_batch(train_set, order[start : start + batch_size], device)
-        _, shown = train_step(
-            step,
-            optimizer,
-            regime,
-            batch,
-            gen,
-            micro_batch=micro_batch,
-            device=device,
-            precision=precision,
-            info=info,
-            meter=meter,
-            check=check,
-        )
+    for batch, check in epoch_pass(train_set, gen, batch_size, settings.device, settings.check_every):
+        _, shown = train_step(step, optimizer, regime, batch, gen, settings, meter=meter, check=check)
         if progress is not None:
             progress(batch["images"].shape[0], shown, meter.seen / (time.perf_counter() - t0))
     return meter.means()

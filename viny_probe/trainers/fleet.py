@@ -1,35 +1,50 @@
-"""Fleets: several runs of one regime trained in lockstep in one process, each as if alone.
+"""Fleets: several runs of one regime trained together in one process, each as if alone.
 
 A sweep's waves are many runs of the same small model that differ only in their seed, their parent
-checkpoint or their data split. One such run is launch-bound on a GPU (a few % of its peak at the
-study's batch of 64), so a fleet trains K of them at once: every parameter is stacked along a leading
-member axis, the regime's forward and loss run once for all members through ``torch.func.vmap`` of
-the one ``TrainStep`` (the same code a run alone uses: no second model to keep in step with it), the
-sum of the members' losses is backpropagated (each member's gradients are its own: members share
-nothing), and one AdamW step updates all of them (AdamW is elementwise, so a stacked step is each
-member's own step).
+checkpoint, their data split or their number of training images. One such run is launch-bound on a GPU
+(a few % of its peak at the study's batch of 64), so a fleet trains K of them at once: every parameter
+is stacked along a leading member axis, the regime's forward and loss run once for all members through
+``torch.func.vmap`` of the one ``TrainStep`` (the same code a run alone uses: no second model to keep
+in step with it), the sum of the members' losses is backpropagated (each member's gradients are its
+own: members share nothing), and one AdamW step updates all of them (``adamw.StackedAdamW``: AdamW is
+elementwise, so a stacked step is each member's own step, with each member's own learning rate and
+step count).
 
 Each member keeps everything that makes it itself: its ``loop.Run`` (run folder, config, data,
 checkpoints, metrics, evaluation, final files, exactly as a run alone writes them), its seed (batch
 order, augmentation and masks are drawn from its own ``epoch_generator`` by its own regime instance),
-its train subset, its parent. A member's numbers equal training it alone, to float tolerance
-(``tests/trainers/test_fleet.py``, every regime).
+its train subset and size, its parent, and its own place in its training: its epoch, that epoch's
+batches (``engine.epoch_pass``, the same iteration a run alone goes through), its learning rate (its
+own schedule, stepped at its own epoch ends) and its AdamW step count. A member with fewer training
+images takes fewer steps per epoch: it reaches its epoch ends, checkpoints, milestones and last epoch
+at its own steps, and leaves the fleet when its epochs are done (the stack shrinks, ``Stack.keep``);
+the others go on. A member's numbers equal training it alone, to float tolerance
+(``tests/trainers/test_fleet.py``, every regime, members of different sizes).
 
-Grouping: runs train together only when every batch has the same shape and every step the same
-learning rate: the same regime, model, schedule and batch size and the same number of training images
-(so the same steps per epoch and the same short last batch). ``fleet_key`` says what must be equal;
-other runs form other fleets, and a run left alone trains exactly as ``loop.train`` does. Grouping by
-equal step counts, rather than masking finished members, keeps every member's learning-rate
-schedule, Adam step count and checkpoint epochs the ones of its run alone.
+Short batches: every member steps once per fleet step, on its own next batch, but the members' batches
+stack only where their shapes are equal. A member at its short last batch (train size not a multiple of
+the batch size) beside members at full ones makes the step split in sub-steps, one per batch shape
+(largest first): each sub-step runs the whole stack, the members of the other shapes given a copy of a
+stepping member's inputs and left untouched by the update (``active`` in ``StackedAdamW.step``; their
+losses are not counted). This wastes the other members' compute on such sub-steps (one in
+``steps per epoch`` per member) and keeps the stack, the CUDA graph of the full-batch step (replayed
+with a mask) and every member's numbers as they are alone. Padding short batches would have changed
+the members' means and augmentation draws; sub-stacks of the members would have cost a copy of their
+parameters and a graph per subset.
 
-Regrouping: members of one fleet resumed from different epochs (a fleet killed while its members
-saved one epoch) train in phases (``fleet_phases``): those furthest behind train, as a fleet of
-their own, until they reach the next member's epoch, then go on together with it, and so on. Every
-epoch of a member goes through the fleet's vmapped step, with the micro-batches of the whole fleet,
-as it would have uninterrupted, even an epoch it trains alone: the plain loop's kernels round
-differently (in bf16 visibly), and a resumed fleet equals the uninterrupted one exactly
-(``tests/faults/test_sweep_faults.py``), as long as the device's batched kernels compute each
-member's slice the same whatever the number of members (so on this CPU, in fp32 and bf16).
+Grouping: runs train together when their batches can stack and their steps are the same code: the
+same regime, model, recipe, schedule, batch size, precision and micro-batches (``fleet_key``: the
+resolved config up to ``MEMBER_FIELDS``, and equal parameter shapes). The number of training images is
+a member field: it changes only how many steps a member takes. The schedule (epochs, learning rate,
+milestones, weight decay) stays in the key: the stacked AdamW keeps one weight decay, and the runs of
+one wave share their schedule in every plan (the rate per member is for members at different steps of
+the same schedule), so per-member schedules would buy no fleet a plan forms.
+
+Resume: members resumed from different epochs (a fleet killed while its members saved different
+epochs) train as one fleet, each from its own epoch, in the micro-batches of the whole fleet (the
+group's size), as they would have uninterrupted. A resumed fleet equals the uninterrupted one exactly
+(``tests/faults/test_sweep_faults.py``) as long as the device's batched kernels compute each member's
+slice the same whatever the other members (so on this CPU, in fp32 and bf16).
 
 A member whose loss goes non-finite stops alone, with the message a run alone gives, before its
 update is applied on a CPU (on a GPU, at the next read of the losses: ``loss_check_interval``): it
@@ -41,6 +56,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import re
 import time
 import warnings
@@ -56,16 +72,13 @@ from ..config import TrainConfig
 from ..errors import VinyError
 from ..model import ATTENTION, ViNy, count_parameters
 from ..progress import epoch_progress
-from .base import device_batch
+from .adamw import StackedAdamW
 from .engine import (
     TrainStep,
-    _accumulate,
-    epoch_batches,
     epoch_generator,
-    epoch_order,
+    epoch_pass,
     forward_backward,
     loss_check_interval,
-    make_optimizer,
     micro_batch_size,
     non_finite_error,
 )
@@ -83,16 +96,14 @@ class MemberResult:
     run_dir: Path
     result: RunResult | None = None
     error: BaseException | None = None
-    fleet_size: int = 1  # how many runs it trained alongside (itself included) at its first epoch
+    fleet_size: int = 1  # how many runs it trained alongside (itself included) when it began
 
 
 def fleet_config_key(cfg: TrainConfig) -> str:
-    """What of a (resolved) config must be equal for runs to train as one fleet, as a string; the
-    train size stays in it (it decides the steps per epoch), ``fleet_key`` checks the image count."""
+    """What of a (resolved) config must be equal for runs to train as one fleet, as a string: all but
+    ``MEMBER_FIELDS`` (the train size among them: members step at their own pace)."""
     config = cfg.resolved().to_dict()
-    return json.dumps(
-        {k: v for k, v in config.items() if k not in MEMBER_FIELDS or k == "train_size"}, sort_keys=True
-    )
+    return json.dumps({k: v for k, v in config.items() if k not in MEMBER_FIELDS}, sort_keys=True)
 
 
 def auto_fleet_size(cfg: TrainConfig, cap: int = 64) -> int:
@@ -112,11 +123,11 @@ def auto_fleet_size(cfg: TrainConfig, cap: int = 64) -> int:
 
 
 def fleet_key(run: Run) -> tuple:
-    """Runs with equal keys can train in one fleet: the same resolved config up to ``MEMBER_FIELDS``,
-    the same number of training images (equal batch shapes and steps per epoch) and the same parameter
-    shapes (a head's classes). Their first epochs may differ: ``fleet_phases`` regroups them."""
+    """Runs with equal keys can train in one fleet: the same resolved config up to ``MEMBER_FIELDS``
+    and the same parameter shapes (a head's classes). Their numbers of training images and their first
+    epochs may differ: each member goes through its own epochs."""
     shapes = tuple(tuple(p.shape) for p in _parameters(run))
-    return (fleet_config_key(run.cfg), len(run.train_set), shapes)
+    return (fleet_config_key(run.cfg), shapes)
 
 
 def group_runs(runs: list[Run]) -> list[list[Run]]:
@@ -127,58 +138,20 @@ def group_runs(runs: list[Run]) -> list[list[Run]]:
     return list(groups.values())
 
 
-@dataclass(frozen=True)
-class Phase:
-    """Epochs ``first`` .. ``stop - 1`` (0-based) trained in lockstep by the fleet's ``members``
-    (positions in the fleet)."""
-
-    first: int
-    stop: int
-    members: tuple[int, ...]
-
-
-def fleet_phases(starts: list[int], epochs: int) -> list[Phase]:
-    """How a fleet whose members start at epochs ``starts`` (their checkpoints' epochs) trains to
-    ``epochs``: the members furthest behind train alone, as a fleet of their own, until they reach the
-    next start, where those members join them, and so on; from the last start on, all together. A
-    member at ``epochs`` already trains in no phase. Members resumed at 3 and 4 of 6: [3, 4) the
-    first, [4, 6) both."""
-    meet = sorted({s for s in starts if s < epochs}) + [epochs]
-    return [
-        Phase(first, stop, tuple(i for i, s in enumerate(starts) if s <= first))
-        for first, stop in zip(meet, meet[1:], strict=False)
-    ]
-
-
-def _epochs(first: int, stop: int) -> str:
-    """0-based epochs [first, stop) as the 1-based words a log uses."""
-    return f"epoch {stop}" if stop == first + 1 else f"epochs {first + 1}-{stop}"
-
-
 def describe_fleet(names: list[str], starts: list[int], epochs: int) -> str:
-    """What of a sweep's fleet (its stages' ``names``, at epochs ``starts``) trains together when, in
-    words: "2 stages as one fleet", or for members resumed at different epochs each phase, e.g. "...:
-    epoch 2: a alone (b waits at epoch 2); epoch 3: 2 stages as one fleet"."""
-    phases = fleet_phases(starts, epochs)
-    parts = []
-    for phase in phases:
-        notes = [
-            f"{n} waits at epoch {s}" for n, s in zip(names, starts, strict=True) if phase.first < s < epochs
-        ]
-        if len(phase.members) == 1:
-            who = f"{names[phase.members[0]]} alone"
-        else:
-            who = f"{len(phase.members)} stages as one fleet"
-            if len(phases) > 1 and len(phase.members) < len(names):
-                notes.insert(0, ", ".join(names[i] for i in phase.members))
-        if len(phases) > 1:
-            who = f"{_epochs(phase.first, phase.stop)}: {who}"
-        parts.append(who + (f" ({'; '.join(notes)})" if notes else ""))
-    text = "; ".join(parts)
-    if len(phases) > 1:
-        at = sorted(set(starts))
-        at_text = f"{', '.join(map(str, at[:-1]))} and {at[-1]}"
-        text = f"{len(names)} stages resumed at epochs {at_text} train apart until their epochs meet: {text}"
+    """What of a sweep's fleet (its stages' ``names``, at epochs ``starts``) trains together, in words:
+    "2 stages as one fleet", or for members resumed at different epochs "2 stages as one fleet, each
+    from its own epoch (b at 1, a at 2)"; members with every epoch trained already are named apart."""
+    training = [(n, s) for n, s in zip(names, starts, strict=True) if s < epochs]
+    if len(training) == 1:
+        text = f"{training[0][0]} alone"
+    elif training:
+        text = f"{len(training)} stages as one fleet"
+        if len({s for _, s in training}) > 1:
+            at = sorted(training, key=lambda t: t[1])
+            text += f", each from its own epoch ({', '.join(f'{n} at {s}' for n, s in at)})"
+    else:
+        text = ""
     done = [n for n, s in zip(names, starts, strict=True) if s >= epochs]
     if done:
         text += ("; " if text else "") + f"{', '.join(done)}: every epoch trained already"
@@ -191,14 +164,17 @@ def _parameters(run: Run) -> list[nn.Parameter]:
 
 
 class Stack:
-    """The members' parameters stacked along a leading axis, their AdamW state likewise, and the one
-    ``TrainStep`` (the first member's) run over them by ``vmap``. ``unstack`` copies the stack back
-    into each member's own modules and optimiser, so each member's checkpoint is written as alone.
+    """The members' parameters stacked along a leading axis, their AdamW state likewise
+    (``adamw.StackedAdamW``: a learning rate and a step count per member), and the one ``TrainStep``
+    (the first member's) run over them by ``vmap``. ``unstack`` copies members' slices back into their
+    own modules and optimisers, so each member's checkpoint is written as alone.
 
     ``graphs`` (CUDA only): forward, backward and the AdamW step of a full batch are captured once as
     a CUDA graph and replayed (``step``): vmap's per-operation dispatch, paid on the host every step,
-    is what bounds a fleet's step on a GPU otherwise. The first ``WARMUP`` full batches, every short
-    last batch, and the steps after a change of learning rate or of members run eagerly."""
+    is what bounds a fleet's step on a GPU otherwise. The graph reads the members' learning rates and
+    which members step (``active``) from tensors, so a milestone or a member's short batch does not
+    drop it. The first ``WARMUP`` full batches, every short batch, and the steps after a change of
+    members run eagerly."""
 
     WARMUP = 3
     # The attention kernel inside the vmapped step (model.ATTENTION): "math" (written out) or "auto"
@@ -211,7 +187,7 @@ class Stack:
         first = runs[0]
         self.device = first.device
         self.graphs = graphs and graphs_available(self.device)
-        self.weight_decay = first.cfg.weight_decay
+        self.weight_decay = first.cfg.weight_decay  # equal for all members (fleet_key)
         self.template = TrainStep(first.regime, first.encoder, first.head)
         self.names = [n for n, _ in self.template.named_parameters()]
         own = [_parameters(r) for r in runs]  # in the order of self.names: encoder, then head
@@ -219,9 +195,9 @@ class Stack:
             n: torch.stack([o[j].detach() for o in own]).requires_grad_(own[0][j].requires_grad)
             for j, n in enumerate(self.names)
         }
-        self.optimizer = self._optimizer(self.params, first.cfg.lr)
+        rates = [r.optimizer.param_groups[0]["lr"] for r in runs]  # as each member's schedule left it
+        self.optimizer = StackedAdamW([self.params[n] for n in self.names], rates, self.weight_decay)
         self._load_optimizer_states()
-        self.sync_lr()
         # tie_weights=False: the template holds its encoder twice (``encoder``, ``run_encoder``); tying
         # would restore the second name last and leave the member's modules holding the stacked tensors.
         one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
@@ -240,18 +216,20 @@ class Stack:
         finally:
             ATTENTION.reset(token)
 
-    def _optimizer(self, params: dict, lr: float) -> torch.optim.Optimizer:
-        # a captured AdamW step must be capturable (its step count on the device); fused: one kernel
-        options = {"fused": True, "capturable": True} if self.graphs and self.device.type == "cuda" else None
-        return make_optimizer([params[n] for n in self.names], lr, self.weight_decay, self.device, options)
-
     def _forget_graph(self) -> None:
-        self._graph = self._static = self._out = self._shape = None
+        self._graph = self._static = self._out = self._shape = self._active = None
         self._eager_full = 0  # full batches stepped eagerly since the last change
 
-    def step(self, inputs: dict[str, torch.Tensor], micro_batch: int, precision: str) -> tuple:
+    def step(
+        self,
+        inputs: dict[str, torch.Tensor],
+        micro_batch: int,
+        precision: str,
+        active: torch.Tensor | None = None,
+    ) -> tuple:
         """Forward, backward and the AdamW step on (members, batch, ...) ``inputs`` (replayed from the
-        CUDA graph where there is one for their shape). Returns the (members,) losses and statistics."""
+        CUDA graph where there is one for their shape), updating the members where ``active`` (members,)
+        is set (all: None). Returns the (members,) losses and statistics."""
         shape = {k: tuple(v.shape) for k, v in inputs.items()}
         if self._shape is None:
             self._shape = shape
@@ -261,20 +239,22 @@ class Stack:
         if self._graph is not None and full:
             for k, v in inputs.items():
                 self._static[k].copy_(v)
+            self._active.copy_(True if active is None else active)
             self._graph.replay()
             return self._out
         self._eager_full += int(full)
         with _side_stream(self.device):  # warm-up away from the capture stream, as torch advises
-            return self._eager(inputs, micro_batch, precision)
+            return self._eager(inputs, micro_batch, precision, active)
 
-    def _eager(self, inputs, micro_batch: int, precision: str) -> tuple:
+    def _eager(self, inputs, micro_batch: int, precision: str, active: torch.Tensor | None = None) -> tuple:
         self.optimizer.zero_grad(set_to_none=True)
         out = forward_backward(self, inputs, micro_batch, self.device, precision, axis=1)
-        self.optimizer.step()
+        self.optimizer.step(active)
         return out
 
     def _capture(self, inputs, micro_batch: int, precision: str) -> None:
         self._static = {k: v.clone() for k, v in inputs.items()}
+        self._active = torch.ones(len(self), dtype=torch.bool, device=self.device)
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
         # autocast's weight cache must be off while capturing (torch.cuda.graph's documentation)
@@ -285,76 +265,52 @@ class Stack:
         )
         with torch.cuda.graph(graph), cast:
             out = forward_backward(self, self._static, micro_batch, self.device, "fp32", axis=1)
-            self.optimizer.step()
+            self.optimizer.step(self._active)
         self._graph, self._out = graph, out
 
     def _load_optimizer_states(self) -> None:
-        """A resumed fleet: each member's AdamW moments, stacked; the step count is the members' own
-        (equal: they resumed at the same epoch of the same schedule)."""
-        states = [r.optimizer.state_dict()["state"] for r in self.runs]
-        for j, name in enumerate(self.names):
-            if j not in states[0]:
-                continue
-            steps = {float(s[j]["step"]) for s in states}
-            if len(steps) != 1:
-                raise VinyError(f"fleet members resumed at different optimiser steps ({sorted(steps)})")
-            param = self.params[name]
-            step = states[0][j]["step"].clone()
-            self.optimizer.state[param] = {
-                "step": step.to(self.device, torch.float32) if _fused(self.optimizer) else step,
-                **{k: torch.stack([s[j][k] for s in states]).to(param) for k in ("exp_avg", "exp_avg_sq")},
-            }
+        """Resumed members: each member's AdamW moments and step count, from its own optimiser (a fresh
+        member's: none, as a fresh AdamW). One step count per member stands for all its parameters."""
+        for i, run in enumerate(self.runs):
+            states = run.optimizer.state_dict()["state"]
+            steps = {float(state["step"]) for state in states.values()}
+            if len(steps) > 1:
+                raise VinyError(
+                    f"{run.run_dir}: its optimiser's parameters are at different steps ({sorted(steps)}); "
+                    "a fleet keeps one step count per member: train it alone"
+                )
+            for j, state in states.items():
+                self.optimizer.load_member_state(i, j, state)
 
-    def sync_lr(self) -> None:
-        """The members' schedules are equal (``fleet_key``): the stack takes their learning rate (a
-        captured graph holds the old one, so a change drops it)."""
-        rates = {r.optimizer.param_groups[0]["lr"] for r in self.runs}
-        if len(rates) != 1:
-            raise VinyError(f"fleet members are at different learning rates ({sorted(rates)})")
-        lr = rates.pop()
-        if self.optimizer.param_groups[0]["lr"] != lr:
-            self.optimizer.param_groups[0]["lr"] = lr
-            self._forget_graph()
+    def set_lr(self, position: int) -> None:
+        """The member's learning rate, as its own schedule set it (at its epoch end), into the stack."""
+        self.optimizer.set_lr(position, self.runs[position].optimizer.param_groups[0]["lr"])
 
     @torch.no_grad()
-    def unstack(self) -> None:
-        """Copy every member's slice of the stack (weights and AdamW state) into its own modules and
-        optimiser, which its checkpoint saves."""
-        for i, run in enumerate(self.runs):
+    def unstack(self, positions: list[int] | None = None) -> None:
+        """Copy the slices of the members at ``positions`` (all: None) of the stack (weights and AdamW
+        state) into their own modules and optimisers, which their checkpoints save."""
+        for i in range(len(self)) if positions is None else positions:
+            run = self.runs[i]
             own = _parameters(run)
             for j, name in enumerate(self.names):
-                stacked = self.params[name]
-                own[j].copy_(stacked[i])
-                state = self.optimizer.state.get(stacked)
-                if state:
-                    step = state["step"].clone()
-                    run.optimizer.state[own[j]] = {
-                        # as the member's own AdamW keeps it: on the device when fused, else on the host
-                        "step": step if _fused(run.optimizer) else step.cpu(),
-                        "exp_avg": state["exp_avg"][i].clone(),
-                        "exp_avg_sq": state["exp_avg_sq"][i].clone(),
-                    }
+                own[j].copy_(self.params[name][i])
+                state = self.optimizer.member_state(i, j)
+                if state is not None:
+                    # as the member's own AdamW keeps its step: on the device when fused, else on the host
+                    step = state["step"] if _fused(run.optimizer) else state["step"].cpu()
+                    run.optimizer.state[own[j]] = {**state, "step": step}
 
     def keep(self, members: list[int]) -> None:
-        """Go on with the members at these positions only (the others stopped)."""
+        """Go on with the members at these positions only (the others stopped or finished)."""
         index = torch.tensor(members, device=self.device)
-        old = self.optimizer
         self.runs = [self.runs[i] for i in members]
-        params = {}
-        for n, p in self.params.items():  # the current step's gradients go with them
-            params[n] = p.detach().index_select(0, index).requires_grad_(p.requires_grad)
-            if p.grad is not None:
-                params[n].grad = p.grad.index_select(0, index)
-        self.optimizer = self._optimizer(params, old.param_groups[0]["lr"])
-        for n in self.names:
-            state = old.state.get(self.params[n])
-            if state:
-                self.optimizer.state[params[n]] = {
-                    "step": state["step"],
-                    "exp_avg": state["exp_avg"].index_select(0, index),
-                    "exp_avg_sq": state["exp_avg_sq"].index_select(0, index),
-                }
-        self.params = params
+        self.params = {
+            n: p.detach().index_select(0, index).requires_grad_(p.requires_grad)
+            for n, p in self.params.items()
+        }
+        self.optimizer.keep(index)
+        self.optimizer.replace_params([self.params[n] for n in self.names])
         self._forget_graph()
 
 
@@ -382,53 +338,70 @@ def _fused(optimizer: torch.optim.Optimizer) -> bool:
 
 
 class FleetMeter:
-    """``EpochMeter`` for a fleet: per-member running sums (members,) on the device, the losses read
-    only at checks, and each member's first non-finite batch."""
+    """``EpochMeter`` for a fleet: per-member running sums (members,) on the device over each member's
+    own epoch (``reset`` at its end), the losses read only at checks, each member's first non-finite
+    batch. Members that sat out a sub-step (``active``) add nothing."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self.sums: dict[str, torch.Tensor] = {}
-        self.count = 0  # images per member so far this epoch (equal for all members)
-        self.pending: list[torch.Tensor] = []
-        self.batches = 0
+        self.count: list[int] = []  # images per member so far in its epoch
+        self.batches: list[int] = []  # batches per member so far in its epoch
+        # (losses (members,), each member's batch number in its epoch, 0 where it sat out)
+        self.pending: list[tuple[torch.Tensor, list[int]]] = []
 
-    def add(self, losses: torch.Tensor, stats: dict, images: int) -> None:
-        self.pending.append(losses.detach().float().clone())  # a graph's output is overwritten next step
-        _accumulate(self.sums, {"loss": losses, **stats}, images, self.device, torch.float64)
-        self.count += images
-        self.batches += 1
+    def add(self, losses: torch.Tensor, stats: dict, images: int, active: list[bool] | None = None) -> None:
+        members = losses.shape[0]
+        if not self.count:
+            self.count, self.batches = [0] * members, [0] * members
+        stepped = [True] * members if active is None else active
+        for i in range(members):
+            if stepped[i]:
+                self.count[i] += images
+                self.batches[i] += 1
+        numbers = [b if a else 0 for a, b in zip(stepped, self.batches, strict=True)]
+        self.pending.append((losses.detach().float().clone(), numbers))  # a graph's output is overwritten
+        mask = None if active is None else torch.tensor(active, device=self.device)
+        for k, v in {"loss": losses, **stats}.items():
+            v = torch.as_tensor(v, device=self.device).detach().to(torch.float64) * images
+            if mask is not None:
+                v = torch.where(mask, v, 0.0)  # a sitting-out member's slot computed on another's batch
+            self.sums[k] = self.sums[k] + v if k in self.sums else v
 
     def non_finite(self) -> dict[int, int]:
-        """{member position: its first batch (1-based, this epoch) with a non-finite loss} among the
+        """{member position: its first batch (1-based, in its epoch) with a non-finite loss} among the
         losses added since the last call."""
         if not self.pending:
             return {}
-        bad = ~torch.isfinite(torch.stack(self.pending))  # (steps, members)
-        first = self.batches - len(self.pending) + 1
+        bad = (~torch.isfinite(torch.stack([losses for losses, _ in self.pending]))).tolist()
+        numbers = [n for _, n in self.pending]
         self.pending.clear()
-        if not bool(bad.any()):
-            return {}
-        return {int(m): first + int(bad[:, m].nonzero()[0, 0]) for m in bad.any(0).nonzero().flatten()}
+        first: dict[int, int] = {}
+        for row, at in zip(bad, numbers, strict=True):
+            for i, (is_bad, batch) in enumerate(zip(row, at, strict=True)):
+                if is_bad and batch and i not in first:
+                    first[i] = batch
+        return first
 
     def keep(self, members: list[int]) -> None:
         index = torch.tensor(members, device=self.device)
         self.sums = {k: v.index_select(0, index) for k, v in self.sums.items()}
-        self.pending = [p.index_select(0, index) for p in self.pending]
+        self.count = [self.count[i] for i in members]
+        self.batches = [self.batches[i] for i in members]
+        self.pending = [(p.index_select(0, index), [n[i] for i in members]) for p, n in self.pending]
 
     def means(self, member: int) -> dict[str, float]:
-        return {k: float(v[member] / self.count) for k, v in self.sums.items()}
+        return {k: float(v[member] / self.count[member]) for k, v in self.sums.items()}
+
+    def reset(self, member: int) -> None:
+        """The member begins a new epoch."""
+        for v in self.sums.values():
+            v[member] = 0.0
+        self.count[member] = self.batches[member] = 0
 
 
-@dataclass
-class _Epoch:
-    """One fleet epoch's per-member generators and orders (positions follow the stack's members)."""
-
-    gens: list[torch.Generator]
-    orders: list[torch.Tensor]
-
-    def keep(self, members: list[int]) -> None:
-        self.gens = [self.gens[i] for i in members]
-        self.orders = [self.orders[i] for i in members]
+def _batch_shape(inputs: dict[str, torch.Tensor]) -> tuple:
+    return tuple((k, tuple(v.shape)) for k, v in sorted(inputs.items()))
 
 
 def fleet_step(
@@ -439,124 +412,174 @@ def fleet_step(
     micro_batch: int,
     precision: str,
     meter: FleetMeter,
-    check: Callable[[], bool] | None = None,
-) -> torch.Tensor:
+    check: bool = False,
+) -> dict[int, int]:
     """One optimiser step of every member on its own batch (uint8 ``batches`` on the device), each
     augmented by its own regime from its own generator, stacked to (members, batch, ...): the fleet's
-    ``engine.train_step``. ``check`` (called after the backward, it may take members out of the stack)
-    goes before the AdamW step, as a run alone checks on a CPU; under CUDA graphs the step is one
-    replay, and the check follows it (the update of a member found non-finite is then applied, but
-    never saved, as on a GPU alone). Returns the (members,) losses (detached, not read)."""
+    ``engine.train_step``. Batches of different shapes (a member's short last batch) step in sub-steps,
+    one per shape, largest first, the other members sitting out (module docstring). With ``check`` the
+    losses are read after each sub-step's backward, and a member found non-finite is left out of the
+    update, as a run alone checks on a CPU; under CUDA graphs the step is one replay, and the check
+    follows it (the update of a member found non-finite is then applied, but never saved, as on a GPU
+    alone). Returns {position: first non-finite batch} of the members found non-finite (the caller
+    takes them out of the stack)."""
     prepared = [run.regime.prepare(b, g) for run, b, g in zip(stack.runs, batches, gens, strict=True)]
-    inputs = {k: torch.stack([p[k] for p in prepared]) for k in prepared[0]}
-    images = batches[0]["images"].shape[0]
+    by_shape: dict[tuple, list[int]] = {}
+    for i, inputs in enumerate(prepared):
+        by_shape.setdefault(_batch_shape(inputs), []).append(i)
+    bad: dict[int, int] = {}
+    for members in sorted(by_shape.values(), key=lambda m: -batches[m[0]]["images"].shape[0]):
+        fill = prepared[members[0]]  # what the members sitting out compute on (and nothing keeps)
+        inputs = {
+            k: torch.stack([prepared[i][k] if i in members else fill[k] for i in range(len(stack))])
+            for k in fill
+        }
+        active = None if len(members) == len(stack) else [i in members for i in range(len(stack))]
+        images = batches[members[0]]["images"].shape[0]
+        bad.update(_sub_step(stack, inputs, active, images, micro_batch, precision, meter, check))
+    return bad
+
+
+def _sub_step(
+    stack: Stack,
+    inputs: dict,
+    active: list[bool] | None,
+    images: int,
+    micro_batch: int,
+    precision: str,
+    meter: FleetMeter,
+    check: bool,
+) -> dict[int, int]:
+    """One forward, backward and AdamW step of the stack, updating the ``active`` members (all: None)."""
+    mask = None if active is None else torch.tensor(active, device=stack.device)
     if stack.graphs:
-        losses, stats = stack.step(inputs, micro_batch, precision)
-        meter.add(losses, stats, images)
-        if check is not None:
-            check()
-        return losses
+        losses, stats = stack.step(inputs, micro_batch, precision, mask)
+        meter.add(losses, stats, images, active)
+        return meter.non_finite() if check else {}
     stack.optimizer.zero_grad(set_to_none=True)
     losses, stats = forward_backward(stack, inputs, micro_batch, stack.device, precision, axis=1)
-    meter.add(losses, stats, images)
-    if check is None or check():
-        stack.optimizer.step()
-    return losses
+    meter.add(losses, stats, images, active)
+    bad = meter.non_finite() if check else {}
+    if bad:
+        active = [(True if active is None else active[i]) and i not in bad for i in range(len(stack))]
+        mask = torch.tensor(active, device=stack.device)
+    if mask is None or active is None or any(active):
+        stack.optimizer.step(mask)
+    return bad
 
 
-def _stop_non_finite(stack: Stack, meter: FleetMeter, ep: _Epoch, epoch: int, results: dict) -> bool:
-    """Take every member whose loss went non-finite out of the fleet, with a run alone's message.
-    Returns whether any member is left."""
-    bad = meter.non_finite()
-    if not bad:
-        return True
-    for position, batch in bad.items():
-        run = stack.runs[position]
-        results[run.run_dir] = non_finite_error(epoch, f"batch {batch}", run.run_dir / LAST)
-    keep = [i for i in range(len(stack)) if i not in bad]
-    if not keep:
-        stack.runs = []
+class _Member:
+    """One member's place in its own training: its epoch, that epoch's generator and batches (the
+    iteration its run alone goes through, ``engine.epoch_pass``), how many are left, when the epoch
+    began and how many members the fleet had then."""
+
+    def __init__(self, run: Run, check_every: int, fleet: int) -> None:
+        self.run, self.check_every = run, check_every
+        self.epoch = run.start_epoch - 1
+        self.begin(fleet)
+
+    def begin(self, fleet: int) -> None:
+        """Start the member's next epoch."""
+        run, cfg = self.run, self.run.cfg
+        self.epoch += 1
+        self.gen = epoch_generator(cfg.random_seed, self.epoch)
+        self.batches = epoch_pass(run.train_set, self.gen, cfg.batch_size, run.device, self.check_every)
+        self.left = math.ceil(len(run.train_set) / cfg.batch_size)
+        self.fleet, self.t0 = fleet, time.perf_counter()
+
+    def next(self) -> tuple[dict[str, torch.Tensor], bool]:
+        self.left -= 1
+        return next(self.batches)
+
+    @property
+    def last_epoch(self) -> bool:
+        return self.epoch + 1 >= self.run.cfg.epochs
+
+
+def _end_epoch(stack: Stack, meter: FleetMeter, member: _Member, position: int, errors: dict) -> bool:
+    """The member's epoch end, as alone: its slice of the stack into its own modules and optimiser,
+    its schedule stepped, its record and checkpoint saved, its new learning rate into the stack.
+    Returns False when that failed (a full disk, say: recorded in ``errors``, the member stops)."""
+    run = member.run
+    stack.unstack([position])
+    seconds = time.perf_counter() - member.t0
+    try:
+        with warnings.catch_warnings():  # its optimiser stepped through the stack, not itself
+            warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
+            run.end_epoch(
+                member.epoch, meter.means(position), seconds, len(run.train_set), {"fleet": member.fleet}
+            )
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - this member stops (a full disk, say); the rest go on
+        errors[run.run_dir] = e
         return False
-    stack.keep(keep)
-    meter.keep(keep)
-    ep.keep(keep)
+    stack.set_lr(position)
     return True
 
 
-def _fleet_epoch(
-    stack: Stack, epoch: int, fleet: int, check_every: int, bar, task, errors: dict
-) -> dict[int, dict]:
-    """One epoch of every member in lockstep, in the micro-batches of a fleet of ``fleet`` members (the
-    whole fleet's, also while only part of it trains: ``fleet_phases``). Returns {id(run): epoch
-    means} for the members that finished it; members that stopped are recorded in ``errors`` (run
-    folder -> exception)."""
-    first = stack.runs[0]
-    cfg, device, n = first.cfg, first.device, len(first.train_set)
-    gens = [epoch_generator(r.cfg.random_seed, epoch) for r in stack.runs]
-    ep = _Epoch(gens, [epoch_order(g, r.train_set) for g, r in zip(gens, stack.runs, strict=True)])
-    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
-    meter = FleetMeter(device)
-    for r in stack.runs:
-        r.encoder.train(), r.head.train()
-    t0 = time.perf_counter()
-    for start, read in epoch_batches(n, cfg.batch_size, check_every):
-        batches = [
-            device_batch(run.train_set, order[start : start + cfg.batch_size], device)
-            for run, order in zip(stack.runs, ep.orders, strict=True)
-        ]
-        images = batches[0]["images"].shape[0]
-        fleet_step(
-            stack,
-            batches,
-            ep.gens,
-            micro_batch=micro,
-            precision=cfg.precision,
-            meter=meter,
-            check=functools.partial(_stop_non_finite, stack, meter, ep, epoch, errors) if read else None,
-        )
-        if not stack.runs:
-            return {}
-        bar.advance(task, images * len(stack), None, meter.count * len(stack) / (time.perf_counter() - t0))
-    return {id(r): meter.means(i) for i, r in enumerate(stack.runs)}
-
-
-def _train_lockstep(
-    runs: list[Run], phase: Phase, fleet: int, progress: bool, errors: dict, graphs: bool
-) -> list[Run]:
-    """Train ``runs`` (one ``fleet_key``, all at epoch ``phase.first``) together through the phase's
-    epochs, in the micro-batches of a fleet of ``fleet``; returns those that got to its end."""
+def _train_together(runs: list[Run], fleet: int, progress: bool, errors: dict, graphs: bool) -> list[Run]:
+    """Train ``runs`` (one ``fleet_key``, each from its own ``start_epoch``) as one fleet, each member
+    through its own epochs, in the micro-batches of a fleet of ``fleet`` (the whole group's, also
+    while part of it trains: a resumed fleet steps as the uninterrupted one did). Members leave as
+    they finish or fail (failures recorded in ``errors``); returns those that finished."""
     stack = Stack(runs, graphs)
     first = runs[0]
-    cfg = first.cfg
-    check_every = loss_check_interval(first.device)
-    description = f"{cfg.regime} x{len(runs)}"
-    with epoch_progress(enabled=progress, description=description) as bar:
-        for epoch in range(phase.first, phase.stop):
-            t0 = time.perf_counter()
-            task = bar.start_epoch(epoch, cfg.epochs, len(first.train_set) * len(stack))
-            means = _fleet_epoch(stack, epoch, fleet, check_every, bar, task, errors)
-            if not stack.runs:
-                break
-            seconds = time.perf_counter() - t0
-            stack.unstack()
-            size = len(stack)
-            kept = []
-            for i, run in enumerate(stack.runs):
-                try:
-                    with warnings.catch_warnings():  # its optimiser stepped through the stack, not itself
-                        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()`"))
-                        run.end_epoch(epoch, means[id(run)], seconds, len(run.train_set), {"fleet": size})
-                    kept.append(i)
-                except KeyboardInterrupt:
-                    raise
-                except Exception as e:  # noqa: BLE001 - this member stops (a full disk, say); the rest go on
-                    errors[run.run_dir] = e
-            if len(kept) < size:
-                if not kept:
-                    break
-                stack.keep(kept)
-            stack.sync_lr()
-    return list(stack.runs)
+    cfg, device = first.cfg, first.device
+    check_every = loss_check_interval(device)
+    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
+    members = [_Member(run, check_every, len(runs)) for run in runs]
+    meter = FleetMeter(device)
+    for run in runs:
+        run.encoder.train(), run.head.train()
+    finished: list[Run] = []
+    total = sum((r.cfg.epochs - r.start_epoch) * len(r.train_set) for r in runs)
+    with epoch_progress(enabled=progress, description=f"{cfg.regime} x{len(runs)}") as bar:
+        task = bar.start_task(f"{cfg.regime} x{len(runs)}", total)
+        t0, done = time.perf_counter(), 0
+        while members:
+            drawn = [m.next() for m in members]
+            batches = [b for b, _ in drawn]
+            bad = fleet_step(
+                stack,
+                batches,
+                [m.gen for m in members],
+                micro_batch=micro,
+                precision=cfg.precision,
+                meter=meter,
+                check=any(read for _, read in drawn),
+            )
+            done += sum(b["images"].shape[0] for b in batches)
+            bar.advance(
+                task, sum(b["images"].shape[0] for b in batches), None, done / (time.perf_counter() - t0)
+            )
+            leaving, beginning = set(), []
+            for position, batch in bad.items():
+                run = members[position].run
+                errors[run.run_dir] = non_finite_error(
+                    members[position].epoch, f"batch {batch}", run.run_dir / LAST
+                )
+                leaving.add(position)
+            for position, member in enumerate(members):
+                if member.left or position in leaving:
+                    continue
+                if not _end_epoch(stack, meter, member, position, errors):
+                    leaving.add(position)
+                elif member.last_epoch:
+                    finished.append(member.run)
+                    leaving.add(position)
+                else:
+                    beginning.append(member)
+                    meter.reset(position)
+            if leaving:
+                kept = [i for i in range(len(members)) if i not in leaving]
+                members = [members[i] for i in kept]
+                if kept:
+                    stack.keep(kept)
+                    meter.keep(kept)
+            for member in beginning:
+                member.begin(len(stack))
+    return finished
 
 
 def _share_training_sets(runs: list[Run]) -> None:
@@ -576,12 +599,12 @@ def train_fleet(
     log: Callable[[str], None] | None = None,
 ) -> list[MemberResult]:
     """Train every (config, run folder, resume) in ``members``: runs that can train together
-    (``fleet_key``) do so in lockstep, regrouping as their epochs meet when they resume from different
-    ones (``fleet_phases``); a run with no partner trains as alone. Each member's failure is its own
-    (recorded in its ``MemberResult``); an interrupt stops all of them, each with its finished epochs
-    saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph on a GPU
-    (``Stack``); no effect elsewhere. ``log``, given more than one member, is told what trains together
-    when (``describe_fleet``, runs named by their folder's name), before each fleet trains."""
+    (``fleet_key``) do so as one fleet, each from its own epoch (resumed ones from their checkpoints'),
+    each leaving when its epochs are done; a run with no partner trains as alone. Each member's failure
+    is its own (recorded in its ``MemberResult``); an interrupt stops all of them, each with its
+    finished epochs saved for ``--resume``. ``cuda_graphs``: replay each fleet's step from a CUDA graph
+    on a GPU (``Stack``); no effect elsewhere. ``log``, given more than one member, is told what trains
+    together (``describe_fleet``, runs named by their folder's name), before each fleet trains."""
     if distributed.from_environment().enabled:
         raise VinyError("fleets train in one process: run them without torchrun")
     outcome = {Path(d): MemberResult(Path(d)) for _, d, _ in members}
@@ -597,17 +620,13 @@ def train_fleet(
                 outcome[Path(run_dir)].error = e
         _share_training_sets(runs)
         for group in group_runs(runs):
-            starts = [run.start_epoch for run in group]
             if log is not None and len(members) > 1:
                 names = [run.run_dir.name for run in group]
-                log(
-                    describe_fleet(names, starts, group[0].cfg.epochs)
-                    if len(group) > 1
-                    else f"{names[0]} alone"
-                )
-            for phase in reversed(fleet_phases(starts, group[0].cfg.epochs)):
-                for i in phase.members:
-                    outcome[group[i].run_dir].fleet_size = len(phase.members)
+                starts = [run.start_epoch for run in group]
+                log(describe_fleet(names, starts, group[0].cfg.epochs))
+            training = [run for run in group if run.start_epoch < run.cfg.epochs]
+            for run in training:
+                outcome[run.run_dir].fleet_size = len(training)
             finished = _train_group(group, progress, errors, cuda_graphs)
             for run in finished:
                 try:
@@ -625,8 +644,8 @@ def train_fleet(
 
 
 def _train_group(group: list[Run], progress: bool, errors: dict, graphs: bool) -> list[Run]:
-    """Train one fleet (a run alone as ``loop.train`` does), phase by phase; returns the members that
-    got to their last epoch."""
+    """Train one fleet (a run alone as ``loop.train`` does); returns the members that got to their
+    last epoch (those resumed there already included)."""
     if len(group) == 1:
         try:
             train_epochs(group[0], progress)
@@ -636,16 +655,13 @@ def _train_group(group: list[Run], progress: bool, errors: dict, graphs: bool) -
             errors[group[0].run_dir] = e
             return []
         return group
-    for phase in fleet_phases([run.start_epoch for run in group], group[0].cfg.epochs):
-        runs = [group[i] for i in phase.members if group[i].run_dir not in errors]
-        if not runs:
-            continue
-        fleet = sum(run.run_dir not in errors for run in group)  # as many as the uninterrupted fleet has now
+    training = [run for run in group if run.start_epoch < run.cfg.epochs]
+    if training:
         try:
-            _train_lockstep(runs, phase, fleet, progress, errors, graphs)
+            _train_together(training, len(group), progress, errors, graphs)
         except KeyboardInterrupt:
             raise
         except Exception as e:  # noqa: BLE001 - a fault of the fleet itself (memory, say) stops its members
-            for run in runs:
+            for run in training:
                 errors.setdefault(run.run_dir, e)
     return [run for run in group if run.run_dir not in errors]

@@ -39,6 +39,7 @@ from ..runlock import FINAL, LAST, StageLock, hold_run_folder
 from .base import REGISTRY, Regime, RegimeData
 from .engine import (
     EpochMeter,
+    StepSettings,
     TrainStep,
     epoch_generator,
     loss_check_interval,
@@ -223,7 +224,7 @@ class Run:
     """One training run: its folder, data, model, optimiser and schedule, set up (or restored for
     ``--resume``) on construction. ``end_epoch`` records and saves a finished epoch, ``finish``
     evaluates and writes the final files. ``train`` drives one run through its epochs; a fleet
-    (``trainers.fleet``) drives several in lockstep, each through these same steps.
+    (``trainers.fleet``) drives several together, each through these same steps at its own epoch ends.
 
     ``resident=False`` leaves the training set where it was loaded (a fleet places shared sets itself).
     Under torchrun every rank builds its Run; rank 0 writes the files."""
@@ -264,6 +265,8 @@ class Run:
         self.used = trained_on(cfg, self.data)
         self.train_set = _resident(self.data.train, device) if resident else self.data.train
         self.micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
+        # What every step of the run shares; the loss is read every loss_check_interval steps.
+        self.settings = StepSettings(device, cfg.precision, self.micro, info, loss_check_interval(device))
         if self.main:
             _write_run_files(run_dir, cfg, self.data, info, self.train_set, self.micro)
         self.optimizer = make_optimizer(
@@ -309,20 +312,28 @@ class Run:
         return record
 
     def payload(self, epoch: int, with_optimizer: bool = False, results: dict | None = None) -> dict:
-        optimizer, scheduler = (self.optimizer, self.scheduler) if with_optimizer else (None, None)
-        return _payload(
-            self.cfg,
-            self.mcfg,
-            self.encoder,
-            self.head,
-            self.lineage,
-            self.used,
-            self.history,
-            epoch,
-            optimizer,
-            scheduler,
-            results=results,
-        )
+        """What one checkpoint file holds after ``epoch`` epochs: the config, model config, encoder and
+        head weights (on the CPU), lineage, the images trained on and the history; with
+        ``with_optimizer`` the optimiser and schedule (checkpoint.pt, to resume), with ``results`` the
+        held-out results (final.pt)."""
+        payload = {
+            "regime": self.cfg.regime,
+            "config": self.cfg.to_dict(),
+            "model_config": self.mcfg.to_dict(),
+            "encoder": {k: v.detach().cpu() for k, v in self.encoder.state_dict().items()},
+            "head": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
+            "head_type": type(self.head).__name__,
+            "lineage": self.lineage,
+            "trained_on": self.used,
+            "epoch": epoch,
+            "history": self.history,
+        }
+        if with_optimizer:
+            payload["optimizer"] = self.optimizer.state_dict()
+            payload["scheduler"] = self.scheduler.state_dict()
+        if results is not None:
+            payload["results"] = results
+        return payload
 
     def finish(self) -> RunResult:
         """Held-out evaluation, the regime's outputs, results.json and (last) final.pt."""
@@ -359,9 +370,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
 
 def train_epochs(run: Run, progress: bool = True) -> None:
     """Train ``run`` alone from its first epoch (``start_epoch``) to its last, saving each epoch."""
-    cfg, device = run.cfg, run.device
+    cfg = run.cfg
     step = run.step_module()
-    check_every = loss_check_interval(device)
     with epoch_progress(enabled=progress and run.main, description=f"{cfg.regime}") as bar:
         for epoch in range(run.start_epoch, cfg.epochs):
             meter = run.meter(epoch)
@@ -373,13 +383,9 @@ def train_epochs(run: Run, progress: bool = True) -> None:
                 run.train_set,
                 run.regime,
                 epoch_generator(cfg.random_seed, epoch),
+                run.settings,
                 batch_size=cfg.batch_size,
-                micro_batch=run.micro,
-                device=device,
-                precision=cfg.precision,
-                info=run.info,
                 meter=meter,
-                check_every=check_every,
                 progress=functools.partial(bar.advance, task),
             )
             run.end_epoch(epoch, totals, time.perf_counter() - t0, meter.seen)
@@ -503,26 +509,3 @@ def _resident(train_set, device: torch.device):
         return train_set
     free, _total = torch.cuda.mem_get_info(device)
     return train_set.to(device) if train_set.nbytes <= free // 4 else train_set
-
-
-def _payload(
-    cfg, mcfg, encoder, head, lineage, used, history, epoch, optimizer=None, scheduler=None, results=None
-) -> dict:
-    payload = {
-        "regime": cfg.regime,
-        "config": cfg.to_dict(),
-        "model_config": mcfg.to_dict(),
-        "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
-        "head": {k: v.detach().cpu() for k, v in head.state_dict().items()},
-        "head_type": type(head).__name__,
-        "lineage": lineage,
-        "trained_on": used,
-        "epoch": epoch,
-        "history": history,
-    }
-    if optimizer is not None:
-        payload["optimizer"] = optimizer.state_dict()
-        payload["scheduler"] = scheduler.state_dict()
-    if results is not None:
-        payload["results"] = results
-    return payload

@@ -31,10 +31,7 @@ def load(
         split=split,
         limit=limit,
         seed=cfg.split_seed,
-        on_error=cfg.on_error,
-        workers=cfg.workers,
-        resize=cfg.resize or "bilinear",
-        keep_aspect=keep_aspect,
+        decoding=cfg.decoding(keep_aspect),
     )
 
 
