@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from viny_probe.analysis.options import EvalSet, ModelOptions, ProbeOptions
     from viny_probe.analysis.sources import load_model
 
+    load_start = os.getloadavg()
     startup = _startup_seconds()
     model = load_model(args.model)
     t = time.perf_counter()
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     forward = {r["repeat"]: r["seconds"] for r in rows if r["what"] == "bare forward"}
     print(
         f"model {args.model}, {len(images)} images at {model.image_size} px, {torch.get_num_threads()} threads, "
-        f"load average {os.getloadavg()[0]:.1f}; dataset load {data_s:.1f} s (not timed); "
+        f"load average {load_start[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; dataset load {data_s:.1f} s (not timed); "
         f"start-up (import viny_probe.cli) {startup:.2f} s (not in the probe times)"
     )
     print("| run | what | seconds | x bare forward | extraction s | rest s | probe acc % | C |")
@@ -126,7 +127,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['repeat']} | {r['what']} | {r['seconds']:.1f} | {ratio:.2f} | {extra} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "startup_s": startup, "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "startup_s": startup,
+                    "load_average": {"start": load_start, "end": os.getloadavg()},  # 1, 5, 15 minutes
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
     return 0
 
 

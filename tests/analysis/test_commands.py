@@ -120,7 +120,7 @@ def test_the_probe_backend_is_a_parameter_down_to_the_probe(tiny_ckpt, monkeypat
     """ProbeOptions.backend reaches linear_patch_probe through LayerTokens.probe_backend, from the library
     and from `viny probe --probe-backend` (no environment variable); an unknown name is one line before
     any work. Mutant applied once, failing this test: diagnostics._probe ignoring layer.probe_backend
-    (auto: sklearn on this CPU)."""
+    (auto: torch)."""
     from viny_probe.analysis.diagnostics import probe_per_block
     from viny_probe.analysis.registry import LayerTokens
 
@@ -140,10 +140,10 @@ def test_the_probe_backend_is_a_parameter_down_to_the_probe(tiny_ckpt, monkeypat
     assert seen == ["torch"]  # the per-block probe too
     monkeypatch.undo()
     result = CliRunner().invoke(
-        app, ["probe", str(tiny_ckpt), "--no-knn", "--probe-backend", "torch", "--json", *SMALL]
+        app, ["probe", str(tiny_ckpt), "--no-knn", "--probe-backend", "sklearn", "--json", *SMALL]
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["layers"]["final"]["probe"]["backend"] == "torch"
+    assert json.loads(result.stdout)["layers"]["final"]["probe"]["backend"] == "sklearn"
     code, err = run_main(monkeypatch, capsys, "probe", tiny_ckpt, "--probe-backend", "jax", "-q")
     assert code == 2 and "--probe-backend must be one of auto, torch, sklearn, got 'jax'" in err
 

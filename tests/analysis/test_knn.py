@@ -108,3 +108,65 @@ def test_test_patches_never_join_the_bank():
         train, torch.zeros(2, 4, dtype=torch.long), test, torch.ones(1, 4, dtype=torch.long), k=3
     )
     assert res.accuracy == 0.0 and res.num_train_patches == 8
+
+
+def _before_knn(train, train_labels, test, test_labels, k, num_classes, bank_size, seed):
+    """knn_patch_accuracy as it was before the shared search (viny 2026-12-06): predictions ``(Q,)``."""
+    d = train.shape[-1]
+    bank, bank_labels = torch.nn.functional.normalize(train.reshape(-1, d), dim=-1), train_labels.reshape(-1)
+    bank, bank_labels = bank[bank_labels != -1], bank_labels[bank_labels != -1]
+    keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:bank_size]
+    bank, bank_labels = bank[keep], bank_labels[keep]
+    queries, target = torch.nn.functional.normalize(test.reshape(-1, d), dim=-1), test_labels.reshape(-1)
+    queries = queries[target != -1]
+    neighbours = (queries @ bank.T).topk(k, dim=1)
+    votes = torch.zeros(len(queries), num_classes)
+    votes.scatter_add_(1, bank_labels[neighbours.indices], torch.ones(neighbours.indices.shape))
+    weights = torch.softmax(neighbours.values / 0.02, dim=1)
+    dense = torch.einsum(
+        "qk,qkc->qc",
+        weights,
+        torch.nn.functional.one_hot(bank_labels, num_classes)[neighbours.indices].float(),
+    )
+    return votes.argmax(1), dense.argmax(1), target[target != -1]  # fmt: skip
+
+
+def test_the_knn_diagnostics_share_one_search_and_find_what_each_found_alone(monkeypatch):
+    """The registered kNN and dense kNN diagnostics of one layer run one similarity search between them
+    (``diagnostics._neighbours``) and score exactly what the search of each alone scored before (the
+    same bank, queries, neighbours and votes; ``_before_knn``), on overlapping clusters with unlabelled
+    patches, a bank smaller than the pool and more test images than are queried. Mutants killed: each
+    diagnostic its own search (``layer.shared`` bypassed: two searches), kNN voting over dense kNN's 30
+    neighbours, the bank drawn with another seed."""
+    from viny_probe.analysis import diagnostics
+    from viny_probe.analysis.dense_knn import K as DENSE_K
+    from viny_probe.analysis.registry import LayerTokens
+    from viny_probe.metrics import iou_from_confusion
+
+    monkeypatch.setattr(diagnostics, "KNN_BANK_PATCHES", 300)
+    monkeypatch.setattr(diagnostics, "KNN_TEST_IMAGES", 12)
+    g = torch.Generator().manual_seed(5)
+    centres = torch.randn(3, 16, generator=g)
+    pool_labels, test_labels = (
+        torch.randint(0, 3, (40, 16), generator=g),
+        torch.randint(0, 3, (15, 16), generator=g),
+    )
+    pool = centres[pool_labels] + 3 * torch.randn(40, 16, 16, generator=g)
+    test = centres[test_labels] + 3 * torch.randn(15, 16, 16, generator=g)
+    pool_labels[:, 0], test_labels[:, 1] = -1, -1
+    searches = []
+    search = diagnostics.cosine_neighbours
+    monkeypatch.setattr(
+        diagnostics, "cosine_neighbours", lambda *a, **k: searches.append(1) or search(*a, **k)
+    )
+    layer = LayerTokens(test, test_labels, pool, pool_labels, seed=3)
+    knn, dense = diagnostics.knn(layer), diagnostics.dense_knn(layer)
+    assert len(searches) == 1
+    voted, weighted, target = _before_knn(pool, pool_labels, test[:12], test_labels[:12], 20, 3, 300, seed=3)
+    assert knn["accuracy"] == float((voted == target).double().mean())
+    assert 0.3 < knn["accuracy"] < 0.95  # neighbours and votes matter
+    assert knn["num_train_patches"] == dense["bank_patches"] == 300
+    assert knn["num_test_patches"] == dense["test_patches"] == 12 * 15
+    assert dense["k"] == DENSE_K and dense["accuracy"] == float((weighted == target).double().mean())
+    iou = iou_from_confusion(torch.bincount(target * 3 + weighted, minlength=9).reshape(3, 3))
+    assert dense["miou"] == pytest.approx(float(iou.nanmean()), abs=1e-12)

@@ -18,13 +18,23 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
+from viny_probe.analysis.knn import classes_of
+from viny_probe.analysis.neighbours import bank_of, cosine_neighbours, queries_of
+from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
 from viny_probe.metrics import iou_from_confusion
 
+__all__ = [
+    "DenseKnnResult",
+    "bank_of",
+    "dense_knn_segmentation",
+    "retrieve_labels",
+    "segmentation_scores",
+    "weighted_labels",
+]
+
 K = 30  # the protocol's neighbours
 TEMPERATURE = 0.02  # the protocol's softmax temperature on cosine similarities
-_SIMILARITY_BUDGET = 1 << 25  # similarity entries held at once (128 MiB of float32)
 
 
 @dataclass
@@ -43,23 +53,6 @@ class DenseKnnResult:
         return asdict(self)
 
 
-def bank_of(
-    train_emb: torch.Tensor, train_labels: torch.Tensor, max_bank_patches: int | None, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(M, P, D)`` pool tokens and ``(M, P)`` labels -> the bank: L2-normalised ``(B, D)`` tokens and
-    their ``(B,)`` labels, a ``seed``-ed random subset of at most ``max_bank_patches`` patches (the
-    same indices select tokens and labels)."""
-    d = train_emb.shape[-1]
-    bank = torch.nn.functional.normalize(train_emb.reshape(-1, d).float(), dim=-1)
-    labels = train_labels.reshape(-1)
-    if (labels == UNLABELLED).any():  # patches without a labelled pixel (ignore values only) are left out
-        bank, labels = bank[labels != UNLABELLED], labels[labels != UNLABELLED]
-    if max_bank_patches is not None and len(bank) > check_positive_int(max_bank_patches, "max_bank_patches"):
-        keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:max_bank_patches]
-        bank, labels = bank[keep], labels[keep]
-    return bank, labels
-
-
 def retrieve_labels(
     queries: torch.Tensor,
     bank: torch.Tensor,
@@ -72,14 +65,41 @@ def retrieve_labels(
     """``(Q, D)`` L2-normalised queries -> ``(Q, C)`` label distributions: the softmax-weighted labels of
     each query's ``k`` nearest bank entries by cosine similarity, ``chunk_size`` queries at a time
     (default: ~128 MiB of similarities), so the full ``Q x B`` matrix never exists."""
-    chunk = chunk_size or max(1, _SIMILARITY_BUDGET // max(1, len(bank)))
-    one_hot = torch.nn.functional.one_hot(bank_labels.long(), num_classes).to(bank.dtype)
-    out = torch.empty(len(queries), num_classes, dtype=bank.dtype)
-    for start in range(0, len(queries), chunk):
-        sims, idx = (queries[start : start + chunk] @ bank.T).topk(k, dim=1)
-        weights = torch.softmax(sims / temperature, dim=1)  # (q, k)
-        out[start : start + chunk] = torch.einsum("qk,qkc->qc", weights, one_hot[idx])
-    return out
+    ((similarity, index),) = cosine_neighbours(queries, bank, [k], chunk_size)
+    return weighted_labels(similarity, bank_labels[index], num_classes, temperature)
+
+
+def weighted_labels(
+    similarity: torch.Tensor,
+    neighbour_labels: torch.Tensor,
+    num_classes: int,
+    temperature: float = TEMPERATURE,
+) -> torch.Tensor:
+    """``(Q, k)`` cosine similarities of each query's nearest bank entries and their ``(Q, k)`` labels ->
+    ``(Q, C)`` label distributions, the labels weighted by ``softmax(similarity / temperature)``."""
+    weights = torch.softmax(similarity / temperature, dim=1)
+    one_hot = torch.nn.functional.one_hot(neighbour_labels.long(), num_classes).to(weights.dtype)
+    return torch.einsum("qk,qkc->qc", weights, one_hot)
+
+
+def segmentation_scores(
+    distribution: torch.Tensor, target: torch.Tensor, k: int, temperature: float, bank_patches: int
+) -> DenseKnnResult:
+    """``(Q, C)`` label distributions and ``(Q,)`` true labels -> the scores of the class of largest
+    weight (a tie goes to the lower class); ``k``, ``temperature`` and ``bank_patches`` for the record."""
+    num_classes = distribution.shape[1]
+    predicted, target = distribution.argmax(1), target.long()
+    cm = torch.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, -1)
+    iou = iou_from_confusion(cm)
+    return DenseKnnResult(
+        miou=float(iou.nanmean()),
+        accuracy=float((predicted == target).double().mean()),
+        per_class_iou=[float(v) for v in iou],
+        k=k,
+        temperature=float(temperature),
+        bank_patches=bank_patches,
+        test_patches=len(target),
+    )
 
 
 def dense_knn_segmentation(
@@ -107,23 +127,7 @@ def dense_knn_segmentation(
     bank, bank_labels = bank_of(train_emb, train_labels, max_bank_patches, seed)
     if k > len(bank):
         raise VinyError(f"k = {k} exceeds the {len(bank)} bank patches available")
-    observed = int(max(bank_labels.max(), test_labels.max())) + 1
-    num_classes = observed if num_classes is None else check_positive_int(num_classes, "num_classes")
-    if num_classes < observed:
-        raise VinyError(f"num_classes = {num_classes}, but the labels hold class {observed - 1}")
-    queries = torch.nn.functional.normalize(test_emb.reshape(-1, test_emb.shape[-1]).float(), dim=-1)
-    target = test_labels.reshape(-1).long()
-    if (target == UNLABELLED).any():
-        queries, target = queries[target != UNLABELLED], target[target != UNLABELLED]
-    predicted = retrieve_labels(queries, bank, bank_labels, num_classes, k, float(temperature)).argmax(1)
-    cm = torch.bincount(target * num_classes + predicted, minlength=num_classes**2).reshape(num_classes, -1)
-    iou = iou_from_confusion(cm)
-    return DenseKnnResult(
-        miou=float(iou.nanmean()),
-        accuracy=float((predicted == target).double().mean()),
-        per_class_iou=[float(v) for v in iou],
-        k=k,
-        temperature=float(temperature),
-        bank_patches=len(bank),
-        test_patches=len(target),
-    )
+    queries, target = queries_of(test_emb, test_labels)
+    num_classes = classes_of(bank_labels, target, num_classes)
+    distribution = retrieve_labels(queries, bank, bank_labels, num_classes, k, float(temperature))
+    return segmentation_scores(distribution, target, k, temperature, len(bank))

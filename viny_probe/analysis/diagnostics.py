@@ -12,11 +12,14 @@ from collections.abc import Sequence
 from threadpoolctl import threadpool_limits
 
 from viny_probe.analysis import dense_knn as _dense
-from viny_probe.analysis.knn import knn_patch_accuracy
+from viny_probe.analysis.knn import classes_of, knn_vote
+from viny_probe.analysis.neighbours import bank_of, cosine_neighbours, queries_of
 from viny_probe.analysis.probe import linear_patch_probe
 from viny_probe.analysis.rank import effective_rank
 from viny_probe.analysis.registry import BLOCKS, Column, Diagnostic, LayerTokens, format_value, register
 from viny_probe.analysis.variance import across_image_variance, ratio_of_variances, within_image_variance
+from viny_probe.checks import as_labelled_patches
+from viny_probe.errors import VinyError
 
 PROBE_SEED = 0  # the probe's and kNN's own randomness (validation split, bank); not the data split
 # kNN: cost is (test patches) x (bank patches) x D, so both are capped (a random bank, the first test images).
@@ -99,16 +102,46 @@ def probe_rows(result: dict) -> list[tuple[str, str]]:
     return rows + [("probe C (chosen on validation images)", f"{result['chosen_C']:g}{converged}")]
 
 
+def _search(layer: LayerTokens, ks: tuple[int, ...]) -> dict:
+    """The search both kNN diagnostics run (``analysis.neighbours``), once per layer: the bank of
+    ``KNN_BANK_PATCHES`` random pool patches, the first ``KNN_TEST_IMAGES`` test images' patches as
+    queries, and each query's ``KNN_K`` and ``dense_knn.K`` nearest bank patches from one similarity
+    product (it was two: ViT-S/16, 600 images, the two diagnostics 18 s -> 11 s, docs/performance.md).
+    The same bank, queries and neighbours ``knn_patch_accuracy`` and ``dense_knn_segmentation`` find;
+    ``ks``: the numbers of neighbours wanted."""
+    train, train_labels, test, test_labels = as_labelled_patches(
+        layer.train, layer.train_labels, layer.test[:KNN_TEST_IMAGES], layer.test_labels[:KNN_TEST_IMAGES]
+    )
+    bank, bank_labels = bank_of(train, train_labels, KNN_BANK_PATCHES, layer.seed)
+    queries, target = queries_of(test, test_labels)
+    ks = sorted(k for k in set(ks) if k <= len(bank))  # a larger k fails where it is used
+    found = dict(zip(ks, cosine_neighbours(queries, bank, ks), strict=True))
+    num_classes = classes_of(bank_labels, target, len(layer.class_names))
+    return {"bank_labels": bank_labels, "target": target, "num_classes": num_classes, "found": found}
+
+
+def _neighbours(layer: LayerTokens) -> dict:
+    """The final layer's search: for kNN and dense kNN."""
+    return _search(layer, (KNN_K, _dense.K))
+
+
+def _block_neighbours(layer: LayerTokens) -> dict:
+    """A per-block search: for dense kNN only (kNN is not measured per block)."""
+    return _search(layer, (_dense.K,))
+
+
+def _found(search: dict, k: int) -> tuple:
+    """The ``(Q, k)`` similarities and bank indices of the ``k`` nearest bank patches of each query."""
+    if k not in search["found"]:
+        raise VinyError(f"k = {k} exceeds the {len(search['bank_labels'])} bank patches available")
+    return search["found"][k]
+
+
 def knn(layer: LayerTokens) -> dict:
-    result = knn_patch_accuracy(
-        layer.train,
-        layer.train_labels,
-        layer.test[:KNN_TEST_IMAGES],
-        layer.test_labels[:KNN_TEST_IMAGES],
-        k=KNN_K,
-        num_classes=len(layer.class_names),
-        max_train_patches=KNN_BANK_PATCHES,
-        seed=layer.seed,
+    search = layer.shared(_neighbours)
+    _, index = _found(search, KNN_K)
+    result = knn_vote(
+        search["bank_labels"][index], search["target"], search["num_classes"], len(search["bank_labels"])
     )
     return {**result.to_dict(), "per_class_accuracy": _named(layer, result.per_class_accuracy)}
 
@@ -120,23 +153,24 @@ def knn_rows(result: dict) -> list[tuple[str, str]]:
     ]
 
 
-def dense_knn(layer: LayerTokens) -> dict:
+def dense_knn(layer: LayerTokens, search=_neighbours) -> dict:
     """Dense nearest-neighbour segmentation (the Hummingbird protocol, ``analysis.dense_knn``): a bank
-    of pool patches, the first ``KNN_TEST_IMAGES`` test images as queries."""
-    result = _dense.dense_knn_segmentation(
-        layer.train,
-        layer.train_labels,
-        layer.test[:KNN_TEST_IMAGES],
-        layer.test_labels[:KNN_TEST_IMAGES],
-        num_classes=len(layer.class_names),
-        max_bank_patches=KNN_BANK_PATCHES,
-        seed=layer.seed,
+    of pool patches, the first ``KNN_TEST_IMAGES`` test images as queries; ``search``: the layer's
+    shared neighbour search."""
+    search = layer.shared(search)
+    similarity, index = _found(search, _dense.K)
+    labels = search["bank_labels"]
+    distribution = _dense.weighted_labels(
+        similarity, labels[index], search["num_classes"], _dense.TEMPERATURE
+    )
+    result = _dense.segmentation_scores(
+        distribution, search["target"], _dense.K, _dense.TEMPERATURE, len(labels)
     )
     return {**result.to_dict(), "per_class_iou": _named(layer, result.per_class_iou)}
 
 
 def dense_knn_per_block(layer: LayerTokens) -> float:
-    return dense_knn(layer)["miou"]
+    return dense_knn(layer, _block_neighbours)["miou"]
 
 
 def dense_knn_rows(result: dict) -> list[tuple[str, str]]:

@@ -8,11 +8,9 @@ import numpy as np
 import torch
 
 from viny_probe.analysis._metrics import balanced_accuracy, per_class_accuracy
-from viny_probe.checks import UNLABELLED, ArrayLike, as_labelled_patches, check_positive_int
+from viny_probe.analysis.neighbours import bank_of, cosine_neighbours, queries_of
+from viny_probe.checks import ArrayLike, as_labelled_patches, check_positive_int
 from viny_probe.errors import VinyError
-
-# Similarity entries held at once (float32): 2^25 is 128 MiB, e.g. 256 test patches x 128,000 train patches.
-_SIMILARITY_BUDGET = 1 << 25
 
 
 @dataclass
@@ -52,43 +50,40 @@ def knn_patch_accuracy(
         train_emb, train_labels, test_emb, test_labels
     )
     k = check_positive_int(k, "k")
-    d = train_emb.shape[-1]
-    bank = torch.nn.functional.normalize(train_emb.reshape(-1, d).float(), dim=-1)
-    bank_labels = train_labels.reshape(-1)
-    if (bank_labels == UNLABELLED).any():  # patches without a labelled pixel vote for nothing
-        bank, bank_labels = bank[bank_labels != UNLABELLED], bank_labels[bank_labels != UNLABELLED]
-    if max_train_patches is not None and len(bank) > check_positive_int(
-        max_train_patches, "max_train_patches"
-    ):
-        keep = torch.randperm(len(bank), generator=torch.Generator().manual_seed(seed))[:max_train_patches]
-        bank, bank_labels = bank[keep], bank_labels[keep]
+    bank, bank_labels = bank_of(train_emb, train_labels, max_train_patches, seed)
     if k > len(bank):
         raise VinyError(f"k = {k} exceeds the {len(bank)} train patches available")
-    queries = torch.nn.functional.normalize(test_emb.reshape(-1, d).float(), dim=-1)
-    target = test_labels.reshape(-1)
-    if (target == UNLABELLED).any():  # and are scored nowhere
-        queries, target = queries[target != UNLABELLED], target[target != UNLABELLED]
-    observed = int(max(bank_labels.max(), target.max())) + 1
+    queries, target = queries_of(test_emb, test_labels)
+    num_classes = classes_of(bank_labels, target, num_classes)
+    ((_, neighbours),) = cosine_neighbours(queries, bank, [k], chunk_size)
+    return knn_vote(bank_labels[neighbours], target, num_classes, len(bank))
+
+
+def classes_of(bank_labels: torch.Tensor, target: torch.Tensor, num_classes: int | None) -> int:
+    """``num_classes``, checked against the labels of the bank and the queries; None: as many as they hold."""
+    observed = int(max(bank_labels.max(), target.max() if len(target) else -1)) + 1
     num_classes = observed if num_classes is None else check_positive_int(num_classes, "num_classes")
     if num_classes < observed:
         raise VinyError(f"num_classes = {num_classes}, but the labels hold class {observed - 1}")
-    chunk = chunk_size or max(1, _SIMILARITY_BUDGET // len(bank))
-    chunk = check_positive_int(chunk, "chunk_size")
+    return num_classes
 
-    predicted = torch.empty(len(queries), dtype=torch.long)
-    for start in range(0, len(queries), chunk):
-        neighbours = (queries[start : start + chunk] @ bank.T).topk(k, dim=1).indices
-        votes = torch.zeros(len(neighbours), num_classes)
-        votes.scatter_add_(1, bank_labels[neighbours], torch.ones(neighbours.shape))
-        predicted[start : start + chunk] = votes.argmax(dim=1)  # first maximum: lower class on a tie
 
-    predicted, target = predicted.numpy(), target.numpy()
+def knn_vote(
+    neighbour_labels: torch.Tensor, target: torch.Tensor, num_classes: int, bank_patches: int
+) -> KnnResult:
+    """``(Q, k)`` labels of each query's nearest bank patches and the ``(Q,)`` true labels -> the
+    majority vote's scores over ``num_classes`` classes (uniform votes; a tie goes to the lower class).
+    ``bank_patches``: the bank's size, for the record."""
+    votes = torch.zeros(len(neighbour_labels), num_classes)
+    votes.scatter_add_(1, neighbour_labels, torch.ones(neighbour_labels.shape))
+    predicted = votes.argmax(dim=1).numpy()  # first maximum: lower class on a tie
+    target = target.numpy()
     per_class = per_class_accuracy(predicted, target, num_classes)
     return KnnResult(
         accuracy=float(np.mean(predicted == target)),
         balanced_accuracy=balanced_accuracy(per_class),
         per_class_accuracy=per_class.tolist(),
-        k=k,
-        num_train_patches=len(bank),
+        k=neighbour_labels.shape[1],
+        num_train_patches=bank_patches,
         num_test_patches=len(target),
     )

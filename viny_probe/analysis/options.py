@@ -24,9 +24,9 @@ from pathlib import Path
 
 from viny_probe.errors import VinyError
 
-#: The probe solvers (``analysis.probe``): auto picks torch where the tokens are on a GPU, sklearn on a
-#: CPU, where it was the faster of the two as measured (docs/performance.md: ViT-S/16, 600 images, 2
-#: loaded cores: the probe's share 70 s vs 92 s).
+#: The probe solvers (``analysis.probe``): auto picks torch, on a GPU and on a CPU, where its
+#: preconditioned L-BFGS was the faster of the two as measured (docs/performance.md: ViT-S/16's probe
+#: of 42,506 x 384 tokens on 2 loaded cores, 3-4 s against scikit-learn's 30-33 s).
 BACKENDS = ("auto", "torch", "sklearn")
 DEFAULT_BACKEND = "auto"
 #: The background reference patch of Fig 6 (``reference.BACKGROUND_CHOICES``): patch (0, 0), as the study.

@@ -105,6 +105,14 @@ class LayerTokens:
             self._measured[fn] = fn(self.test)
         return self._measured[fn]
 
+    def shared(self, fn: Callable[[LayerTokens], Any]) -> Any:
+        """``fn(self)``, computed once per layer: work several diagnostics need from the whole layer (the
+        kNN diagnostics' neighbour search) is asked for here."""
+        key = ("layer", fn)
+        if key not in self._measured:
+            self._measured[key] = fn(self)
+        return self._measured[key]
+
 
 @dataclass(frozen=True)
 class Diagnostic:

@@ -85,8 +85,8 @@ def _knn_option():
 
 
 PROBE_BACKEND_HELP = (
-    "linear probe solver: torch (batched over C, on the tokens' device), sklearn, or auto "
-    "(torch on a GPU, sklearn on a CPU)"
+    "linear probe solver: torch (batched over C, on the tokens' device), sklearn (the reference), "
+    "or auto (torch)"
 )
 
 
