@@ -1,7 +1,7 @@
 """Benchmark: `viny probe` against the bare forward pass of the same model on the same images, one run.
 
     .venv/bin/python benchmarks/diagnostics.py                                  # ViT-S/16, 401 + 199 images
-    .venv/bin/python benchmarks/diagnostics.py --model viny --probe-images 1600 --test-images 400
+    .venv/bin/python benchmarks/diagnostics.py --model runs/seg/final.pt --probe-images 1600 --test-images 400
     .venv/bin/python benchmarks/diagnostics.py --backends torch,sklearn --repeat 2
 
 In one process, after loading the dataset (cached; not timed) and the model: the bare forward pass (the
