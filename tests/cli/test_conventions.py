@@ -109,7 +109,7 @@ CHOICES = [
     (["train", "segment", "--preset"], "fast", ["paper", "authors", "quick"]),
     (["train", "segment", "--dataset"], "cifar", ["toy-pets", "pets"]),
     (["demo", "--device"], "gpu", ["auto", "cpu", "cuda", "cuda:N"]),
-    (["bench", "--baseline"], "segment", ["simmim", "classify", "none"]),
+    (["bench", "--baseline"], "rotation", ["simmim", "classify", "segment", "none"]),
     (["sweep", "-o", "x", "--data"], "synthetic", ["real", "embedded"]),
     (["diagnose", "a.pt", "--background"], "corner", ["study", "most-background-corner"]),
     (["export", "a.pt", "-o", "x", "--format"], "onnx", ["viny", "authors"]),
