@@ -27,8 +27,10 @@ def _shape(t: torch.Tensor) -> str:
 
 
 def as_float(value: ArrayLike, name: str, ndim: int | tuple[int, ...], form: str) -> torch.Tensor:
-    """``value`` as a floating tensor (float64 stays float64, anything else becomes float32) with
-    ``ndim`` dimensions, all finite and none of size 0. ``form`` is the expected shape, for the message."""
+    """``value`` as a floating tensor with ``ndim`` dimensions, all finite and none of size 0: a floating
+    dtype stays as it is (float64, float32 and the bfloat16 / float16 token storage dtypes: a
+    half-precision set is never copied whole to float32 here; every caller upcasts chunk by chunk),
+    anything else becomes float32. ``form`` is the expected shape, for the message."""
     t = _as_tensor(value, name)
     allowed = (ndim,) if isinstance(ndim, int) else ndim
     if t.ndim not in allowed:
@@ -37,7 +39,7 @@ def as_float(value: ArrayLike, name: str, ndim: int | tuple[int, ...], form: str
         raise VinyError(f"{name} must not be empty, got shape {_shape(t)}")
     if t.dtype == torch.bool or t.is_complex():
         raise VinyError(f"{name} must hold real numbers, got dtype {t.dtype}")
-    if t.dtype != torch.float64:
+    if not t.is_floating_point():
         t = t.float()
     if not all_finite(t):
         raise VinyError(f"{name} contains NaN or infinite values")

@@ -97,8 +97,8 @@ def probe_checkpoint(
     Returns ``{"checkpoint", "regime", "model", "model_config", "data": {...}, "layers": {name:
     metrics}, "warnings": [...]}`` where the layer names are ``"final"`` or ``"block B"`` and
     ``metrics`` holds every registered diagnostic's result (``registry.measure_layer``); ``data``
-    says whether the pool patches were subsampled (``probe_subsample``) and how many layers were held
-    at once. Raises VinyError for an unreadable / foreign model, a layer out of range or a dataset
+    says whether the pool patches were subsampled (``probe_subsample``), how many layers were held
+    at once and the tokens' storage dtype (``token_dtype``). Raises VinyError for an unreadable / foreign model, a layer out of range or a dataset
     without trimaps (all checked before the data is loaded, except a ``folder`` that turns out to have
     none).
     """
@@ -124,6 +124,7 @@ def probe_checkpoint(
     info["probe_subsample"] = subsample_note(keep, loaded.num_patches)
     groups = layer_groups(layers, loaded.depth, test_labels.numel() * loaded.dim)
     info["layers_at_once"] = "all" if len(groups) == 1 else 1
+    info["token_dtype"] = model.token_dtype
     extract = model.extraction(progress)
     tag = f"seed{where['split_seed']}-t{where['test_size']}" + ("" if data.protocol == "viny" else "-authors")
     off = switched_off(knn=protocol_knn(data.protocol, probe.knn))

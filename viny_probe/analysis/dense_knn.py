@@ -62,7 +62,7 @@ def retrieve_labels(
     temperature: float = TEMPERATURE,
     chunk_size: int | None = None,
 ) -> torch.Tensor:
-    """``(Q, D)`` L2-normalised queries -> ``(Q, C)`` label distributions: the softmax-weighted labels of
+    """``(Q, D)`` queries (normalised by ``cosine_neighbours``) -> ``(Q, C)`` label distributions: the softmax-weighted labels of
     each query's ``k`` nearest bank entries by cosine similarity, ``chunk_size`` queries at a time
     (default: ~128 MiB of similarities), so the full ``Q x B`` matrix never exists."""
     ((similarity, index),) = cosine_neighbours(queries, bank, [k], chunk_size)

@@ -592,6 +592,7 @@ def diagnose(
         if size not in got.data:
             *sets, warnings = evaluation_sets(data.for_grid(loaded.num_patches), metas, where, size)
             got.data[size] = tuple(sets)
+            got.data[size][2]["token_dtype"] = model.token_dtype
             got.data[size][2]["chosen"] = where["notes"] + [
                 line for name_, m in zip(names, models, strict=True) for line in outside_note(name_, m)
             ]
@@ -604,8 +605,8 @@ def diagnose(
     files = _write_figures(got, matrices, out, opts)
     summary = _summary(got, matrices, files, opts, started)
     summary["eval_protocol"] = data.protocol
-    (out / "table2.md").write_text(table2_markdown(summary["table2"]))
-    write_json(out / "table2.json", jsonable(table2_json(summary["table2"])))
+    (out / "table2.md").write_text(table2_markdown(summary["table2"], model.token_dtype))
+    write_json(out / "table2.json", jsonable(table2_json(summary["table2"], model.token_dtype)))
     write_json(out / "summary.json", jsonable(summary))
     (out / "summary.md").write_text(summary_markdown(summary))
     written = [out / "summary.json", out / "summary.md", out / "table2.json"]

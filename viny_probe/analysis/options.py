@@ -4,7 +4,7 @@
 and the others take these frozen dataclasses instead of a long list of keyword arguments:
 
 * :class:`ModelOptions`: how a model source is loaded and run (weights, input size, normalisation,
-  attention heads, device, batch size, token cache);
+  attention heads, device, batch size, token cache, the tokens' storage dtype);
 * :class:`EvalSet`: which images a model is evaluated on (dataset, split, pool and test sizes, the
   overlap guard);
 * :class:`ProbeOptions`: how the classifiers of the diagnostics run (probe backend, kNN on or off);
@@ -29,6 +29,11 @@ from viny_probe.errors import VinyError
 #: of 42,506 x 384 tokens on 2 loaded cores, 3-4 s against scikit-learn's 30-33 s).
 BACKENDS = ("auto", "torch", "sklearn")
 DEFAULT_BACKEND = "auto"
+#: How extracted tokens are kept in memory and in the token cache (``ModelOptions.token_dtype``): each
+#: batch is converted as it leaves the model, and every diagnostic reads them upcast chunk by chunk
+#: (float32/float64 sums). bfloat16 halves the tokens' bytes and keeps float32's range; float16 keeps
+#: more mantissa bits but overflows past 65,504.
+TOKEN_DTYPES = ("float32", "bfloat16", "float16")
 #: The background reference patch of Fig 6 (``reference.BACKGROUND_CHOICES``): patch (0, 0), as the study.
 DEFAULT_BACKGROUND = "study"
 
@@ -51,6 +56,8 @@ class ModelOptions:
     batch_size: images per forward pass while extracting tokens (on a 2-core CPU 64 ran at 130 img/s
         for ViNy, 256 at 84: the activations outgrow the cache).
     use_cache: read and write the token cache (``embeddings``; ``viny cache info``).
+    token_dtype: the dtype extracted tokens are kept in (one of ``TOKEN_DTYPES``; the cache keys and
+        stores them in it); the diagnostics accumulate in float32 or float64 whatever it is.
     """
 
     weights: str | Path | None = None
@@ -61,11 +68,22 @@ class ModelOptions:
     device: str | None = None
     batch_size: int = 64
     use_cache: bool = True
+    token_dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.token_dtype not in TOKEN_DTYPES:
+            raise VinyError(
+                f"--token-dtype must be one of {', '.join(TOKEN_DTYPES)}, got {self.token_dtype!r}"
+            )
 
     def extraction(self, progress: bool = True) -> dict:
         """The keyword arguments of ``embeddings.extract_patch_tokens`` these options set."""
         return dict(
-            progress=progress, use_cache=self.use_cache, device=self.device, batch_size=self.batch_size
+            progress=progress,
+            use_cache=self.use_cache,
+            device=self.device,
+            batch_size=self.batch_size,
+            dtype=self.token_dtype,
         )
 
 

@@ -17,7 +17,17 @@ def table2_rows(results: Mapping[str, Mapping]) -> list[dict]:
     return [{"checkpoint": name, **table_row(metrics)} for name, metrics in results.items()]
 
 
-def table2_markdown(rows: list[dict]) -> str:
+def tokens_note(token_dtype: str) -> str:
+    """The sentence under every Table 2 that says how the tokens were stored."""
+    return (
+        f"Tokens stored as {token_dtype}; every diagnostic accumulates in float32 or float64 "
+        "(`--token-dtype`, docs/performance.md)."
+    )
+
+
+def table2_markdown(rows: list[dict], token_dtype: str | None = None) -> str:
+    """Table 2 as markdown, one row per checkpoint; with ``token_dtype``, the tokens' storage dtype in a
+    line under it."""
     shown = columns(TABLE2)
     lines = [
         "| checkpoint | " + " | ".join(c.title for c in shown) + " |",
@@ -26,6 +36,8 @@ def table2_markdown(rows: list[dict]) -> str:
     for r in rows:
         cells = [format_value(r.get(c.key), c.fmt) for c in shown]
         lines.append(f"| {r['checkpoint']} | " + " | ".join(cells) + " |")
+    if token_dtype:
+        lines += ["", tokens_note(token_dtype)]
     return "\n".join(lines) + "\n"
 
 
@@ -42,8 +54,13 @@ def published_table2() -> list[dict]:
     ]
 
 
-def table2_json(rows: list[dict]) -> dict:
-    return {"columns": list(rows[0]), "rows": rows, "published": published_table2()}
+def table2_json(rows: list[dict], token_dtype: str | None = None) -> dict:
+    return {
+        "columns": list(rows[0]),
+        "rows": rows,
+        "token_dtype": token_dtype,
+        "published": published_table2(),
+    }
 
 
 def published_markdown() -> str:
@@ -170,7 +187,7 @@ def summary_markdown(summary: dict) -> str:
     lines += [
         "## Table 2 (final block, after the final LayerNorm)",
         "",
-        table2_markdown(summary["table2"]),
+        table2_markdown(summary["table2"], info.get("token_dtype")),
         _legend(summary)
         + _convergence(summary)
         + " This table: [table2.md](table2.md), with every number in "

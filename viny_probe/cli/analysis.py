@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 from typer.core import TyperCommand
 
-from ..analysis.options import POOL_PATCHES, DiagnoseOptions, EvalSet, ModelOptions, ProbeOptions
+from ..analysis.options import (
+    POOL_PATCHES,
+    TOKEN_DTYPES,
+    DiagnoseOptions,
+    EvalSet,
+    ModelOptions,
+    ProbeOptions,
+)
 from ..data.decode import RESIZE_FILTERS
 from ..progress import console
 from .app import app
@@ -94,9 +101,21 @@ def _probe_backend_option():
     return typer.Option(ProbeOptions.backend, "--probe-backend", help=PROBE_BACKEND_HELP)
 
 
-def _model_options(weights, img_size, mean, std, heads, device, batch_size=None, no_cache=False):
+TOKEN_DTYPE_HELP = (
+    "dtype the extracted tokens are kept in (memory and token cache); bfloat16 halves their bytes, "
+    "every diagnostic still accumulates in float32 or float64; float16 overflows past 65,504"
+)
+
+
+def _token_dtype_option():
+    return typer.Option(ModelOptions.token_dtype, "--token-dtype", help=TOKEN_DTYPE_HELP)
+
+
+def _model_options(
+    weights, img_size, mean, std, heads, device, batch_size=None, no_cache=False, token_dtype=None
+):
     """The ModelOptions of a command's model options (``--mean`` / ``--std`` parsed; a command without
-    --batch-size keeps the default)."""
+    --batch-size or --token-dtype keeps the default)."""
     return ModelOptions(
         weights=weights,
         img_size=img_size,
@@ -106,6 +125,7 @@ def _model_options(weights, img_size, mean, std, heads, device, batch_size=None,
         device=device,
         batch_size=ModelOptions.batch_size if batch_size is None else batch_size,
         use_cache=not no_cache,
+        token_dtype=ModelOptions.token_dtype if token_dtype is None else value(token_dtype),
     )
 
 
@@ -122,6 +142,7 @@ OVERLAP_HELP = (
 # analysis.eval_protocol.PROTOCOLS (not imported here: it loads torch; tests check the two agree)
 EvalProtocol = choices("EvalProtocol", ("viny", "authors"))
 Resize = choices("Resize", RESIZE_FILTERS)
+TokenDtype = choices("TokenDtype", TOKEN_DTYPES)
 EVAL_PROTOCOL_HELP = (
     "viny = probe fitted on pool images, everything scored on held-out test images (default, every "
     "preset); authors = the study's code: its first 2,048 training images, raw [0, 1] and augmented "
@@ -198,6 +219,8 @@ def probe_tables(result: dict) -> list[Table]:
             f"{d['images_from']}, {d['augmentation']}, {d['inputs']}; probe fitted and scored on those "
             f"{d['test_images']} images ({d['test_patches']:,} patches): a training accuracy"
         )
+    if d.get("token_dtype"):
+        caption += f"\ntokens stored as {d['token_dtype']} (diagnostics accumulate in float32/float64)"
     if d.get("probe_subsample"):
         caption += f"\nmemory bound: {d['probe_subsample']['why']}"
     layers = result["layers"]
@@ -276,6 +299,7 @@ def probe_command(
     no_cache: bool = _no_cache_option(),
     heads: int | None = heads_option(),
     probe_backend: str = _probe_backend_option(),
+    token_dtype: TokenDtype = _token_dtype_option(),
 ) -> None:
     """Table 2 for one model: variances, linear patch probe, kNN, effective rank.
 
@@ -295,7 +319,7 @@ def probe_command(
 
     result = probe_checkpoint(
         ckpt,
-        _model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache),
+        _model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache, token_dtype),
         EvalSet(
             dataset,
             data_root,
@@ -541,6 +565,7 @@ def diagnose_command(
     no_cache: bool = _no_cache_option(),
     heads: int | None = heads_option(),
     probe_backend: str = _probe_backend_option(),
+    token_dtype: TokenDtype = _token_dtype_option(),
 ) -> None:
     """Compare models: Table 2, Figs 5-6, per-block curves, CKA, summary.md.
 
@@ -564,7 +589,7 @@ def diagnose_command(
         ckpts,
         names,
         out,
-        model=_model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache),
+        model=_model_options(weights, img_size, mean, std, heads, device, batch_size, no_cache, token_dtype),
         data=EvalSet(
             dataset,
             data_root,
