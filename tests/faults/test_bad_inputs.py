@@ -256,7 +256,9 @@ def test_the_embeddings_cache_treats_pickled_code_as_a_miss(tmp_path):
     """Mutant watched failing: ``weights_only=False`` in ``embeddings._load_cached``."""
     marker, path = tmp_path / "ran", tmp_path / "entry.pt"
     _write_payload(path, marker, "torch zip")
-    assert embeddings._load_cached(path, "{}", (1,), torch.float32) is None  # recomputed and rewritten by its caller
+    assert (
+        embeddings._load_cached(path, "{}", (1,), torch.float32) is None
+    )  # recomputed and rewritten by its caller
     assert not marker.exists()
 
 
