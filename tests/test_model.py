@@ -5,7 +5,15 @@ import torch
 
 from viny_probe.errors import VinyError
 from viny_probe.heads import ClassificationHead, SegmentationHead, SimMIMHead, SpatialHead, class_argmax
-from viny_probe.model import MODEL_PRESETS, ViNy, attend, count_parameters, patchify, unpatchify
+from viny_probe.model import (
+    MODEL_PRESETS,
+    QKVAttention,
+    ViNy,
+    attend,
+    count_parameters,
+    patchify,
+    unpatchify,
+)
 
 
 def test_viny_has_the_studys_parameter_count():
@@ -114,3 +122,77 @@ def test_class_argmax_equals_argmax_over_classes_ties_included(classes):
     assert torch.equal(class_argmax(logits), logits.argmax(1))
     noisy = torch.randn(2, classes, 16, 16, generator=g)
     assert torch.equal(class_argmax(noisy), noisy.argmax(1))
+
+
+def _split_attention(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """The reference: q, k, v split from the projection as views, torch's own attention, heads merged."""
+    n, t, width = qkv.shape
+    d = width // (3 * heads)
+    q, k, v = (z.reshape(n, t, heads, d).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
+    out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+    return out.transpose(1, 2).reshape(n, t, heads * d)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_qkv_attention_equals_split_attention_values_and_gradients(dtype):
+    """``QKVAttention`` (CPU training's attention: one layout copy each way, the scale as the matrix
+    products' alpha) against q, k, v split by views and torch's attention. Mutants killed: the scale
+    dropped from the scores (values), dq and dk written to each other's slot, dk without its scale,
+    the heads read in (d, heads) order (values and gradients)."""
+    g = torch.Generator().manual_seed(1)
+    heads, d = 3, 8
+    qkv = torch.randn(2, 5, 3 * heads * d, generator=g, dtype=dtype, requires_grad=True)
+    probe = torch.randn(2, 5, heads * d, generator=g, dtype=dtype)
+    ours = QKVAttention.apply(qkv, heads)
+    (ours_grad,) = torch.autograd.grad((ours * probe).sum(), qkv)
+    ref = _split_attention(qkv, heads)
+    (ref_grad,) = torch.autograd.grad((ref * probe).sum(), qkv)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(ours_grad, ref_grad)
+
+
+def test_cpu_training_attention_is_qkv_attention_and_equals_written_out_bit_for_bit():
+    """A ViNy forward with autograd on a CPU runs every block's attention through ``QKVAttention``
+    (mutant: ``attend_qkv`` never choosing it, killed by the count), and the encoder's output and every
+    parameter's gradient equal the written-out path's (``ATTENTION`` "math") in fp32 and under bf16
+    autocast, bit for bit on this CPU's kernels."""
+    from viny_probe import model as model_module
+
+    cfg = MODEL_PRESETS["tiny"]
+    torch.manual_seed(0)
+    enc = ViNy(cfg)
+    x = torch.randn(3, 3, cfg.image_size, cfg.image_size)
+    calls = []
+    original = model_module.QKVAttention.apply
+
+    def counting(*args):
+        calls.append(1)
+        return original(*args)
+
+    def run(mode: str, bf16: bool):
+        token = model_module.ATTENTION.set(mode)
+        try:
+            enc.zero_grad()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = enc(x)
+            out.float().square().mean().backward()
+            return out.detach().float(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+        finally:
+            model_module.ATTENTION.reset(token)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_module.QKVAttention, "apply", counting)
+        for bf16 in (False, True):
+            calls.clear()
+            fused, fused_grads = run("auto", bf16)
+            assert len(calls) == cfg.depth
+            calls.clear()
+            written, written_grads = run("math", bf16)
+            assert not calls
+            assert torch.equal(fused, written)
+            assert len(fused_grads) == len(written_grads) > 0
+            for a, b in zip(fused_grads, written_grads, strict=True):
+                assert torch.equal(a, b)
+        with torch.no_grad():  # evaluation and extraction keep torch's fused kernel
+            enc(x)
+        assert not calls

@@ -16,7 +16,7 @@ members first: (K, B, ...). Linear layers are one batched matrix product for all
 (``stacked_linear``), LayerNorm normalises without affine and then applies each member's weight
 (``stacked_layer_norm``; moved into the next linear layer's weights where one follows,
 ``stacked_norm_linear``), and attention (which has no weights) runs on the members' batches folded
-together, (K * B, heads, T, d), through the same ``attend`` a model alone uses. ``Stacked`` wraps a
+together, (K * B, T), through the same ``attend_qkv`` a model alone uses. ``Stacked`` wraps a
 module and its stacked parameters into something a regime's ``predict`` calls like the module.
 """
 
@@ -116,20 +116,76 @@ def unpatchify(patches: torch.Tensor, patch_size: int, channels: int) -> torch.T
     return x.permute(0, 5, 1, 3, 2, 4).reshape(b, channels, g * patch_size, g * patch_size)
 
 
-# "auto": torch's fused attention on CUDA, written out elsewhere (``attend``); "math": written out
-# everywhere. A fleet sets it around its vmapped step (``trainers.fleet.Stack.attention``).
+# "auto": torch's fused attention on CUDA and on a CPU without autograd, ``QKVAttention`` in CPU
+# training; "math": written out everywhere. A fleet sets it around its vmapped step
+# (``trainers.fleet.Stack.attention``).
 ATTENTION: ContextVar[str] = ContextVar("viny_attention", default="auto")
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v over (B, heads, T, d). On CUDA, and on a CPU without autograd (the
-    diagnostics' extraction, evaluation: 6x faster there), torch's fused kernel; in CPU training written
+    diagnostics' extraction, evaluation: 6x faster there), torch's fused kernel; elsewhere written
     out, because on CPU the fused kernel's backward is the slow part of a training step, in bf16 most
     of all (measurements: docs/performance.md, "Why the code is as it is"). ``ATTENTION`` "math"
     writes it out everywhere."""
     if (q.is_cuda or not torch.is_grad_enabled()) and ATTENTION.get() != "math":
         return F.scaled_dot_product_attention(q, k, v)
     return torch.softmax(q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5, dim=-1) @ v
+
+
+class QKVAttention(torch.autograd.Function):
+    """Attention from the qkv projection's output, written out for CPU training with the fewest copies:
+    (N, T, 3 * heads * d) -> (N, T, heads * d), the same values and gradients as ``attend`` on
+    q, k, v split from it (equal in fp32 and bf16 on this code's CPUs; tested).
+
+    Forward: q, k and v leave the projection's layout in one copy (not three), and the 1/sqrt(d) scale
+    is the ``alpha`` of the scores' matrix product (no pass over the scores). Backward: the gradients of
+    q, k and v are written by their matrix products into one buffer (the scale again as ``alpha``) and
+    go back to the projection's layout in one copy, where autograd on the split views copies each of
+    them and then concatenates the three."""
+
+    @staticmethod
+    def forward(ctx, qkv: torch.Tensor, heads: int) -> torch.Tensor:
+        n, t, width = qkv.shape
+        d = width // (3 * heads)
+        q, k, v = qkv.view(n, t, 3, heads, d).permute(2, 0, 3, 1, 4).reshape(3, n * heads, t, d).unbind(0)
+        scores = q.new_empty(n * heads, t, t)
+        torch.baddbmm(scores, q, k.transpose(1, 2), beta=0.0, alpha=d**-0.5, out=scores)
+        weights = torch.softmax(scores, dim=-1)
+        ctx.save_for_backward(q, k, v, weights)
+        ctx.heads = heads
+        out = torch.bmm(weights, v)  # (n * heads, t, d)
+        return out.view(n, heads, t, d).transpose(1, 2).reshape(n, t, heads * d)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        q, k, v, weights = ctx.saved_tensors
+        heads = ctx.heads
+        nh, t, d = q.shape
+        n = nh // heads
+        grad_out = grad.view(n, t, heads, d).transpose(1, 2).reshape(nh, t, d)
+        grads = q.new_empty(3, nh, t, d)  # dq, dk, dv
+        torch.bmm(weights.transpose(1, 2), grad_out, out=grads[2])
+        grad_scores = torch._softmax_backward_data(
+            torch.bmm(grad_out, v.transpose(1, 2)), weights, -1, weights.dtype
+        )
+        torch.baddbmm(grads[0], grad_scores, k, beta=0.0, alpha=d**-0.5, out=grads[0])
+        torch.baddbmm(grads[1], grad_scores.transpose(1, 2), q, beta=0.0, alpha=d**-0.5, out=grads[1])
+        return grads.view(3, n, heads, t, d).permute(1, 3, 0, 2, 4).reshape(n, t, 3 * heads * d), None
+
+
+def attend_qkv(qkv: torch.Tensor, heads: int) -> torch.Tensor:
+    """Multi-head attention from the qkv projection's output: (N, T, 3 * heads * d), q, k, v chunked in
+    that order with heads contiguous inside each (the authors' layout) -> (N, T, heads * d), the
+    heads' outputs side by side. CPU training (``ATTENTION`` "auto", autograd on): ``QKVAttention``;
+    otherwise q, k, v as views through ``attend``."""
+    n, t, width = qkv.shape
+    d = width // (3 * heads)
+    if ATTENTION.get() != "math" and not qkv.is_cuda and torch.is_grad_enabled() and qkv.requires_grad:
+        return QKVAttention.apply(qkv, heads)
+    q, k, v = (z.reshape(n, t, heads, d).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
+    return attend(q, k, v).transpose(1, 2).reshape(n, t, heads * d)
 
 
 class StackedParams:
@@ -238,23 +294,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        # q, k, v chunked in that order, heads contiguous inside each (the authors' layout).
-        q, k, v = (
-            z.reshape(b, t, self.heads, self.dim_head).transpose(1, 2)
-            for z in self.qkv(self.norm(x)).chunk(3, dim=-1)
-        )
-        out = attend(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, t, self.heads * self.dim_head))
+        return self.proj(attend_qkv(self.qkv(self.norm(x)), self.heads))
 
     def stacked_forward(self, p: StackedParams, x: torch.Tensor) -> torch.Tensor:
-        """(K, B, T, D) -> (K, B, T, D). q, k and v are views of the one projection (no copy, and one
-        write of their gradients into its layout), attention runs on (K * B, heads, T, d)."""
+        """(K, B, T, D) -> (K, B, T, D): attention on the members' batches folded together, (K * B, T)."""
         members, b, t, _ = x.shape
         qkv = stacked_norm_linear(x, p.child("norm"), p.child("qkv"), self.norm.eps)
-        q, k, v = qkv.view(members * b, t, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
-        out = attend(q, k, v).transpose(1, 2).reshape(members, b, t, self.heads * self.dim_head)
-        return _linear(p.child("proj"), out)
+        out = attend_qkv(qkv.view(members * b, t, qkv.shape[-1]), self.heads)
+        return _linear(p.child("proj"), out.view(members, b, t, out.shape[-1]))
 
 
 class MLP(nn.Module):
