@@ -54,7 +54,8 @@ def _reference(cfg: TrainConfig, train_set, batches: list[torch.Tensor], gen: to
     head = regime.make_head(mcfg, RegimeData(train=train_set))
     encoder.cls_token.requires_grad_(regime.uses_cls)
     params = [*encoder.parameters(), *head.parameters()]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # torch's fused AdamW, as a CPU run steps (the loop's choice, engine.make_optimizer)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
     losses = []
     for index in batches:
         inputs = regime.prepare(device_batch(train_set, index, CPU), gen)
