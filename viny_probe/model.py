@@ -138,8 +138,9 @@ class QKVAttention(torch.autograd.Function):
     (N, T, 3 * heads * d) -> (N, T, heads * d), the same values and gradients as ``attend`` on
     q, k, v split from it (equal in fp32 and bf16 on this code's CPUs; tested).
 
-    Forward: q, k and v leave the projection's layout in one copy (not three), and the 1/sqrt(d) scale
-    is the ``alpha`` of the scores' matrix product (no pass over the scores). Backward: the gradients of
+    Forward: q, k and v leave the projection's layout in one copy (not three), the 1/sqrt(d) scale is
+    the ``alpha`` of the scores' matrix product (no pass over the scores), and the softmax overwrites
+    the scores (its backward, likewise, the weights' gradient). Backward: the gradients of
     q, k and v are written by their matrix products into one buffer (the scale again as ``alpha``) and
     go back to the projection's layout in one copy, where autograd on the split views copies each of
     them and then concatenates the three."""
@@ -151,7 +152,7 @@ class QKVAttention(torch.autograd.Function):
         q, k, v = qkv.view(n, t, 3, heads, d).permute(2, 0, 3, 1, 4).reshape(3, n * heads, t, d).unbind(0)
         scores = q.new_empty(n * heads, t, t)
         torch.baddbmm(scores, q, k.transpose(1, 2), beta=0.0, alpha=d**-0.5, out=scores)
-        weights = torch.softmax(scores, dim=-1)
+        weights = torch._softmax(scores, -1, False, out=scores)  # in place: one (N h, T, T) buffer
         ctx.save_for_backward(q, k, v, weights)
         ctx.heads = heads
         out = torch.bmm(weights, v)  # (n * heads, t, d)
@@ -167,8 +168,9 @@ class QKVAttention(torch.autograd.Function):
         grad_out = grad.view(n, t, heads, d).transpose(1, 2).reshape(nh, t, d)
         grads = q.new_empty(3, nh, t, d)  # dq, dk, dv
         torch.bmm(weights.transpose(1, 2), grad_out, out=grads[2])
+        grad_weights = torch.bmm(grad_out, v.transpose(1, 2))
         grad_scores = torch._softmax_backward_data(
-            torch.bmm(grad_out, v.transpose(1, 2)), weights, -1, weights.dtype
+            grad_weights, weights, -1, weights.dtype, grad_input=grad_weights
         )
         torch.baddbmm(grads[0], grad_scores, k, beta=0.0, alpha=d**-0.5, out=grads[0])
         torch.baddbmm(grads[1], grad_scores.transpose(1, 2), q, beta=0.0, alpha=d**-0.5, out=grads[1])
