@@ -24,12 +24,13 @@ def _stacked(members: list[list[torch.Tensor]]) -> list[torch.Tensor]:
     return [torch.stack([m[j] for m in members]).clone() for j in range(len(SHAPES))]
 
 
-def _alone(start, rates, decay, before):
-    """Each member alone with torch's AdamW, after ``before[i]`` steps of its own."""
+def _alone(start, rates, decay, before, fused: bool = False):
+    """Each member alone with torch's AdamW (its fused kernel with ``fused``), after ``before[i]``
+    steps of its own."""
     alone = [[t.clone().requires_grad_() for t in m] for m in start]
+    kind = {"fused": True} if fused else {"foreach": True}
     optims = [
-        torch.optim.AdamW(ps, lr=lr, weight_decay=decay, foreach=True)
-        for ps, lr in zip(alone, rates, strict=True)
+        torch.optim.AdamW(ps, lr=lr, weight_decay=decay, **kind) for ps, lr in zip(alone, rates, strict=True)
     ]
     for i, n in enumerate(before):
         for s in range(n):
@@ -43,13 +44,13 @@ def _step_alone(params, optimizer, grads) -> None:
     optimizer.step()
 
 
-def _stacked_from(alone, optims, rates, decay) -> tuple[list[torch.Tensor], StackedAdamW]:
+def _stacked_from(alone, optims, rates, decay, fused=False) -> tuple[list[torch.Tensor], StackedAdamW]:
     """The members stacked, each member's torch AdamW state loaded (as a resumed fleet loads it)."""
     k = len(alone)
     params = [
         torch.stack([alone[i][j].detach() for i in range(k)]).requires_grad_() for j in range(len(SHAPES))
     ]
-    stacked = StackedAdamW(params, rates, decay)
+    stacked = StackedAdamW(params, rates, decay, fused=fused)
     for i in range(k):
         for j, p in enumerate(alone[i]):
             if p in optims[i].state:
@@ -57,17 +58,22 @@ def _stacked_from(alone, optims, rates, decay) -> tuple[list[torch.Tensor], Stac
     return params, stacked
 
 
-def test_each_member_steps_as_torch_adamw_alone_with_its_own_rate_and_step_count():
+@pytest.mark.parametrize("fused", [False, True], ids=["stacked-arithmetic", "fused-per-member"])
+def test_each_member_steps_as_torch_adamw_alone_with_its_own_rate_and_step_count(fused):
     """Three members with rates 1e-3, 3e-2, 5e-4 that took 1, 4 and 0 steps before (members resumed at
     different epochs, or with different epoch lengths: their bias corrections differ), then step
     together, with member 1 sitting out one step (``active``; its gradient slot holds NaN, which must
     not matter) and member 0's rate cut tenfold halfway (a milestone). Each equals torch.optim.AdamW of
     the member alone: weights, moments and step count. Mutants watched failing: one step count shared
-    by all members (member 0's), member 0's rate for all, the sitting-out member stepped anyway."""
+    by all members (member 0's), member 0's rate for all, the sitting-out member stepped anyway.
+    Both ways of stepping: the stacked arithmetic (CUDA's, against torch's foreach AdamW) and torch's
+    fused kernel per member (a CPU's, against torch's fused AdamW; mutants: member 0's step count or
+    rate for every member, the sitting-out member stepped, all killed)."""
     k, decay = 3, 0.05
     rates, before = [1e-3, 3e-2, 5e-4], [1, 4, 0]
-    alone, optims = _alone(_members(k), rates, decay, before)
-    params, stacked = _stacked_from(alone, optims, rates, decay)
+    alone, optims = _alone(_members(k), rates, decay, before, fused)
+    params, stacked = _stacked_from(alone, optims, rates, decay, fused)
+    assert stacked.fused is fused
     sits_out = {2: 1}  # at step 2, member 1 does not step
     for step in range(5):
         if step == 3:
@@ -113,3 +119,10 @@ def test_parameters_that_stop_getting_gradients_are_refused():
     params[0].grad = None
     with pytest.raises(VinyError, match="parameters with gradients changed"):
         stacked.step()
+
+
+def test_a_cpu_stack_steps_fused_by_default():
+    """On a CPU the stack takes the fused kernel unless told otherwise (mutant: ``fused`` left False)."""
+    params = [t.requires_grad_() for t in _stacked(_members(2))]
+    assert StackedAdamW(params, [1e-3, 1e-3], 0.0).fused
+    assert not StackedAdamW(params, [1e-3, 1e-3], 0.0, fused=False).fused

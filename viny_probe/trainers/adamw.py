@@ -8,8 +8,9 @@ epochs, or with different epoch lengths, are at different steps), and whether it
 member whose batch is stepped in another sub-step of the fleet's step, or whose loss went non-finite,
 is left exactly as it was: ``active``).
 
-The arithmetic is torch's AdamW (``torch.optim.adam._multi_tensor_adam``, decoupled weight decay, no
-amsgrad) written with (K, 1, ...) tensors where torch uses one Python number per parameter, in the
+On a CPU each member's slices step through torch's fused AdamW kernel (what its run alone uses). On
+CUDA the arithmetic is torch's AdamW (``torch.optim.adam._multi_tensor_adam``, decoupled weight decay,
+no amsgrad) written with (K, 1, ...) tensors where torch uses one Python number per parameter, in the
 same order: ``tests/trainers/test_stacked_adamw.py`` checks it against ``torch.optim.AdamW`` of each
 member alone. Everything stays on the device (no host reads), so a CUDA graph can capture the step and
 replay it after a learning rate changed: the rates are a tensor it reads.
@@ -34,9 +35,15 @@ class StackedAdamW:
         weight_decay: float,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
+        fused: bool | None = None,
     ) -> None:
         self.params = list(params)
         members, device = self.params[0].shape[0], self.params[0].device
+        # On a CPU each member steps through torch's fused AdamW kernel, as its run alone does
+        # (``engine.make_optimizer``): one kernel call per member instead of about ten activation-sized
+        # passes per parameter (ViNy, 8 members: 27 ms against 230 ms a step). On CUDA the stacked
+        # arithmetic below, which a CUDA graph captures with the rates as a tensor.
+        self.fused = device.type == "cpu" if fused is None else fused
         if len(lr) != members:
             raise VinyError(f"StackedAdamW: {len(lr)} learning rates for {members} members")
         self.lr = torch.tensor(lr, dtype=torch.float64, device=device)
@@ -80,6 +87,9 @@ class StackedAdamW:
         bias_correction2 = 1 - beta2**steps
         step_size = (-(self.lr / bias_correction1)).float()
         bias_correction2_sqrt = bias_correction2.sqrt().float()
+        if self.fused:
+            self._fused_step(grads, active)
+            return
         decay = (1 - self.lr * self.weight_decay).float()
         for j, p, grad in grads:
             exp_avg, exp_avg_sq = self._moments(j)
@@ -97,6 +107,29 @@ class StackedAdamW:
                 exp_avg.copy_(torch.where(keep, new_avg, exp_avg))
                 exp_avg_sq.copy_(torch.where(keep, new_avg_sq, exp_avg_sq))
                 p.copy_(torch.where(keep, new_p, p))
+
+    def _fused_step(self, grads: list, active: torch.Tensor | None) -> None:
+        """Each stepping member's update by torch's fused AdamW kernel on its slices of the stacks, with
+        its own rate and step count (already counted by ``step``)."""
+        beta1, beta2 = self.betas
+        moments = [self._moments(j) for j, _, _ in grads]
+        members = range(len(self)) if active is None else active.nonzero().flatten().tolist()
+        for i in members:
+            torch._fused_adamw_(
+                [p[i] for _, p, _ in grads],
+                [g[i] for _, _, g in grads],
+                [avg[i] for avg, _ in moments],
+                [avg_sq[i] for _, avg_sq in moments],
+                [],
+                [self.step_count[i]] * len(grads),
+                lr=float(self.lr[i]),
+                beta1=beta1,
+                beta2=beta2,
+                weight_decay=self.weight_decay,
+                eps=self.eps,
+                amsgrad=False,
+                maximize=False,
+            )
 
     def member_state(self, i: int, j: int) -> dict | None:
         """Member ``i``'s AdamW state of parameter ``j``, as torch's AdamW keeps it (step a float32
