@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
             fn()
             rates[key].append(args.batch * args.steps / (time.perf_counter() - t0))
     for key, values in rates.items():
-        print(f"{key:12s} {statistics.median(values):7.1f} img/s  (min {min(values):.1f}, max {max(values):.1f})")
+        print(
+            f"{key:12s} {statistics.median(values):7.1f} img/s  (min {min(values):.1f}, max {max(values):.1f})"
+        )
     ours, theirs = rates[f"viny {args.precision}"], rates["plain fp32"]
     print(f"ratio of the medians: {statistics.median(ours) / statistics.median(theirs):.3f}")
     print("per round:", " ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True)))
