@@ -82,14 +82,14 @@ class StackedAdamW:
             # do: every trainable parameter of a regime's step gets a gradient every step)
             raise VinyError("StackedAdamW: the parameters with gradients changed between steps")
         self.step_count += 1 if active is None else active.to(self.step_count.dtype)
+        if self.fused:
+            self._fused_step(grads, active)
+            return
         steps = self.step_count.double()  # torch reads its float32 step into a Python double
         bias_correction1 = 1 - beta1**steps
         bias_correction2 = 1 - beta2**steps
         step_size = (-(self.lr / bias_correction1)).float()
         bias_correction2_sqrt = bias_correction2.sqrt().float()
-        if self.fused:
-            self._fused_step(grads, active)
-            return
         decay = (1 - self.lr * self.weight_decay).float()
         for j, p, grad in grads:
             exp_avg, exp_avg_sq = self._moments(j)
