@@ -130,29 +130,38 @@ class StepTimer:
 
 
 def measure(
-    trainer, batch: dict, gen: torch.Generator, steps: int, rounds: int
-) -> tuple[dict[str, float], float, float]:
-    """Per-part self time (seconds per step) and the step's seconds with and without hooks (medians
-    over ``rounds`` of ``steps`` steps each, the two kinds alternating)."""
-    timer = StepTimer()
-    plain, hooked = [], []
-    per_round: list[dict[str, float]] = []
-    for _ in range(rounds):
+    trainers: dict, batch: dict, gen: torch.Generator, steps: int, rounds: int
+) -> dict[str, tuple[dict[str, float], float, float]]:
+    """For each of ``trainers`` (name -> trainer): per-part self time (seconds per step) and the step's
+    seconds without and with the hooks, medians over ``rounds`` of ``steps`` steps each (every
+    trainer and both kinds alternating inside each round)."""
+    results: dict[str, tuple[list, list, list]] = {name: ([], [], []) for name in trainers}
+
+    def timed_steps(trainer) -> float:
         t0 = time.perf_counter()
         for _ in range(steps):
             trainer.step(batch, gen)
         float(trainer.losses[-1])
-        plain.append((time.perf_counter() - t0) / steps)
-        timer.reset()
-        with timer.timing(trainer):
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                trainer.step(batch, gen)
-            float(trainer.losses[-1])
-            hooked.append((time.perf_counter() - t0) / steps)
-        per_round.append({k: v / steps for k, v in timer.self_times().items()})
-    parts = {k: statistics.median(r.get(k, 0.0) for r in per_round) for k in per_round[0]}
-    return parts, statistics.median(plain), statistics.median(hooked)
+        return (time.perf_counter() - t0) / steps
+
+    for _ in range(rounds):
+        for name, trainer in trainers.items():
+            per_round, plain, hooked = results[name]
+            plain.append(timed_steps(trainer))
+            timer = StepTimer()
+            with timer.timing(trainer):
+                hooked.append(timed_steps(trainer))
+            per_round.append({k: v / steps for k, v in timer.self_times().items()})
+    out = {}
+    for name, (per_round, plain, hooked) in results.items():
+        keys = {k for r in per_round for k in r}
+        parts = {k: statistics.median(r.get(k, 0.0) for r in per_round) for k in keys}
+        parts[NOT_TIMED] = statistics.median(hooked) - sum(parts.values())
+        out[name] = (parts, statistics.median(plain), statistics.median(hooked))
+    return out
+
+
+NOT_TIMED = "not timed (the loss's backward, gradient accumulation, bookkeeping)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,30 +172,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--steps", type=int, default=2, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument(
+        "--plain",
+        action="store_true",
+        help="also the plain baseline's model (PlainViT, fp32, torch's default AdamW, the whole batch at "
+        "once) in the same rounds, its parts beside viny's",
+    )
     args = ap.parse_args(argv)
 
     from viny_probe.model import model_config
+    from viny_probe.perf.baseline import PlainViT
     from viny_probe.perf.harness import TrainerSetup, bench_data, fixed_batch, make_trainer
 
     cfg, dev = model_config(args.model), torch.device("cpu")
     data = bench_data(cfg, args.batch)
     batch = fixed_batch(data, args.batch, dev)
-    trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
+    trainers = {
+        f"viny {args.precision}": make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
+    }
+    if args.plain:
+        plain = make_trainer(
+            args.regime, cfg, data, dev, TrainerSetup("fp32", optimizer="default", encoder_cls=PlainViT)
+        )
+        plain.micro_batch = args.batch
+        trainers["plain fp32"] = plain
     gen = torch.Generator().manual_seed(0)
-    for _ in range(2):  # warm-up
-        trainer.step(batch, gen)
-    parts, plain, hooked = measure(trainer, batch, gen, args.steps, args.rounds)
-    parts["not timed (the loss's backward, gradient accumulation, bookkeeping)"] = hooked - sum(
-        parts.values()
-    )
-    print(
-        f"{args.model} {args.regime} {args.precision}, batch {args.batch} in micro-batches of "
-        f"{trainer.micro(args.batch)}: {args.batch / plain:.1f} img/s without hooks, "
-        f"{args.batch / hooked:.1f} with (medians of {args.rounds} rounds of {args.steps} steps)"
-    )
-    print(f"{'part (self time)':68s} {'ms/step':>8s} {'share':>7s}")
-    for name, seconds in sorted(parts.items(), key=lambda kv: -kv[1]):
-        print(f"{name:68s} {seconds * 1000:8.1f} {seconds / hooked * 100:6.1f} %")
+    for trainer in trainers.values():  # warm-up
+        for _ in range(2):
+            trainer.step(batch, gen)
+    results = measure(trainers, batch, gen, args.steps, args.rounds)
+    for name, (_, plain_s, hooked_s) in results.items():
+        print(
+            f"{name} ({args.model} {args.regime}, batch {args.batch} in micro-batches of "
+            f"{trainers[name].micro(args.batch)}): {args.batch / plain_s:.1f} img/s without hooks, "
+            f"{args.batch / hooked_s:.1f} with (medians of {args.rounds} rounds of {args.steps} steps)"
+        )
+    names = list(results)
+    first = results[names[0]]
+    header = "".join(f" {n + ' ms':>16s}" for n in names)
+    print(f"{'part (self time, per step)':68s}{header} {'share':>7s}" + ("  ratio" if len(names) > 1 else ""))
+    keys = sorted({k for parts, _, _ in results.values() for k in parts}, key=lambda k: -first[0].get(k, 0.0))
+    for key in keys:
+        cells = "".join(f" {results[n][0].get(key, 0.0) * 1000:16.1f}" for n in names)
+        share = first[0].get(key, 0.0) / first[2] * 100
+        ratio = ""
+        if len(names) > 1 and first[0].get(key, 0.0) > 0:
+            ratio = f"  {results[names[1]][0].get(key, 0.0) / first[0][key]:5.2f}"
+        print(f"{key:68s}{cells} {share:6.1f} %{ratio}")
     return 0
 
 

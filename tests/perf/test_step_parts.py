@@ -43,18 +43,21 @@ def test_self_time_subtracts_the_nearest_timed_ancestor_of_the_same_direction():
 
 def test_timing_covers_the_step_and_leaves_nothing_behind():
     """Kills: a hook or wrapper not removed on exit (the trainer would keep timing, or a wrapped
-    attention backward would stay on the class)."""
+    attention backward would stay on the class), the backward hooks not registered, and the untimed
+    rest left out (the parts would not add up to the hooked step)."""
     cfg = model_config("tiny")
     data = bench_data(cfg, 8)
     trainer = make_trainer("segment", cfg, data, torch.device("cpu"), TrainerSetup("fp32"))
     batch = fixed_batch(data, 8, torch.device("cpu"))
     backward = model.QKVAttention.__dict__["backward"]
-    parts, plain, hooked = _script().measure(trainer, batch, torch.Generator().manual_seed(0), 1, 1)
+    results = _script().measure({"t": trainer}, batch, torch.Generator().manual_seed(0), 1, 1)
+    parts, plain, hooked = results["t"]
     for name in ("prepare (augmentation)", "loss", "optimizer step", "encoder.blocks.*.attn.qkv"):
         assert parts[name] > 0, name
     assert parts["encoder.blocks.*.attn.qkv [backward]"] > 0
     assert parts["encoder.blocks.*.attn.QKVAttention [backward]"] > 0
     assert plain > 0 and hooked > 0
+    assert abs(sum(parts.values()) - hooked) < 1e-9  # the untimed rest closes the step
     for m in (*trainer.encoder.modules(), *trainer.head.modules()):
         assert not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
         assert not m._backward_pre_hooks
