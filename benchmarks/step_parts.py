@@ -173,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=2, help="steps per timed round")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument(
+        "--micro",
+        default="0",
+        help="comma-separated micro-batch sizes for viny's step, each timed as its own trainer (0: the loop's)",
+    )
+    ap.add_argument(
         "--plain",
         action="store_true",
         help="also the plain baseline's model (PlainViT, fp32, torch's default AdamW, the whole batch at "
@@ -187,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg, dev = model_config(args.model), torch.device("cpu")
     data = bench_data(cfg, args.batch)
     batch = fixed_batch(data, args.batch, dev)
-    trainers = {
-        f"viny {args.precision}": make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
-    }
+    trainers = {}
+    for micro in (int(m) for m in args.micro.split(",")):
+        trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
+        trainer.micro_batch = micro
+        trainers[f"viny {args.precision}" + (f" micro {micro}" if micro else "")] = trainer
     if args.plain:
         plain = make_trainer(
             args.regime, cfg, data, dev, TrainerSetup("fp32", optimizer="default", encoder_cls=PlainViT)
