@@ -153,7 +153,8 @@ def test_qkv_attention_equals_split_attention_values_and_gradients(dtype):
 
 def test_cpu_training_attention_is_qkv_attention_and_equals_written_out_bit_for_bit():
     """A ViNy forward with autograd on a CPU runs every block's attention through ``QKVAttention``
-    (mutant: ``attend_qkv`` never choosing it, killed by the count), and the encoder's output and every
+    (mutant: ``attend_qkv`` never choosing it, killed by the count), not while torch.compile traces
+    (mutant: the ``is_compiling`` condition dropped, killed by the count), and the encoder's output and every
     parameter's gradient equal the written-out path's (``ATTENTION`` "math") in fp32 and under bf16
     autocast, bit for bit on this CPU's kernels."""
     from viny_probe import model as model_module
@@ -196,3 +197,30 @@ def test_cpu_training_attention_is_qkv_attention_and_equals_written_out_bit_for_
         with torch.no_grad():  # evaluation and extraction keep torch's fused kernel
             enc(x)
         assert not calls
+        # under torch.compile (is_compiling true while dynamo traces) the plain ops, which it fuses whole
+        mp.setattr(torch.compiler, "is_compiling", lambda: True)
+        traced, traced_grads = run("auto", True)
+        assert not calls
+        assert torch.equal(traced, fused)
+
+
+def test_compiled_encoder_trains_like_the_eager_one():
+    """``torch.compile`` of the encoder (``--compile``) gives the eager model's output and gradients to
+    float rounding on a CPU (attention traced as plain ops there, not ``QKVAttention``). Mutant: the
+    written-out attention's scale changed, which only the compiled path runs: killed."""
+    cfg = MODEL_PRESETS["tiny"]
+    torch.manual_seed(0)
+    enc = ViNy(cfg)
+    x = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+
+    def run(module):
+        enc.zero_grad()
+        out = module(x)
+        out.square().mean().backward()
+        return out.detach(), [p.grad.clone() for p in enc.parameters() if p.grad is not None]
+
+    eager, eager_grads = run(enc)
+    compiled, compiled_grads = run(torch.compile(enc))
+    torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+    for a, b in zip(compiled_grads, eager_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)

@@ -180,11 +180,19 @@ class QKVAttention(torch.autograd.Function):
 def attend_qkv(qkv: torch.Tensor, heads: int) -> torch.Tensor:
     """Multi-head attention from the qkv projection's output: (N, T, 3 * heads * d), q, k, v chunked in
     that order with heads contiguous inside each (the authors' layout) -> (N, T, heads * d), the
-    heads' outputs side by side. CPU training (``ATTENTION`` "auto", autograd on): ``QKVAttention``;
-    otherwise q, k, v as views through ``attend``."""
+    heads' outputs side by side. CPU training (``ATTENTION`` "auto", autograd on, eager):
+    ``QKVAttention``; otherwise, and under ``torch.compile`` (where the autograd function would cut
+    each block's graph in two: 1.014x against 1.005x, docs/performance.md), q, k, v as views through
+    ``attend``."""
     n, t, width = qkv.shape
     d = width // (3 * heads)
-    if ATTENTION.get() != "math" and not qkv.is_cuda and torch.is_grad_enabled() and qkv.requires_grad:
+    if (
+        ATTENTION.get() != "math"
+        and not qkv.is_cuda
+        and torch.is_grad_enabled()
+        and qkv.requires_grad
+        and not torch.compiler.is_compiling()  # torch.compile traces the plain ops whole, and fuses them
+    ):
         return QKVAttention.apply(qkv, heads)
     q, k, v = (z.reshape(n, t, heads, d).transpose(1, 2) for z in qkv.chunk(3, dim=-1))
     return attend(q, k, v).transpose(1, 2).reshape(n, t, heads * d)
