@@ -166,6 +166,13 @@ def test_bench_smoke_tiny_returns_all_fields():
     for k in ("train_img_per_s", "eval_img_per_s", "dataloader_img_per_s", "epoch_img_per_s"):
         assert base[k] > 0
     assert r["ratios"]["train_step_fp32_vs_baseline"] > 0 and r["ratios"]["epoch_bf16_vs_baseline"] > 0
+    # the products' own bf16 / fp32 gain, beside the step's (mutant: the ratio inverted, killed)
+    peak = r["matmul_peak"]
+    assert r["ratios"]["matmul_bf16_vs_fp32"] == peak["bf16"]["peak_flops"] / peak["fp32"]["peak_flops"]
+    assert (
+        r["ratios"]["model_shaped_matmul_bf16_vs_fp32"]
+        == peak["bf16"]["model_shaped"]["flops"] / peak["fp32"]["model_shaped"]["flops"]
+    )
     assert r["paper_plan"]["projection"]["total_hours"] > 0
 
 
