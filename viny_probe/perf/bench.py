@@ -158,7 +158,7 @@ def _ratios(result: dict) -> dict:
             out[f"{r}_bf16_vs_fp32"] = (
                 rows[(r, "bf16")]["train_img_per_s"] / rows[(r, "fp32")]["train_img_per_s"]
             )
-    # what bf16 can gain at most where the products dominate: their own bf16 / fp32 rates in this run
+    # about what bf16 can gain where the products dominate: their own bf16 / fp32 rates in this run
     # (the model's largest product gained 1.94 to 2.22x on this CPU, docs/performance.md)
     peak = result.get("matmul_peak", {})
     if "fp32" in peak and "bf16" in peak:
