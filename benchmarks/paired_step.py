@@ -3,6 +3,8 @@ target, measured").
 
     python benchmarks/paired_step.py --rounds 8                # viny's step and the plain step, alternating
     python benchmarks/paired_step.py --rounds 8 --with-eval    # plus the two evaluations `viny bench` times
+    python benchmarks/paired_step.py --rounds 8 --streams 1,0  # viny's micro-batches one after the other
+                                                               # (1) and side by side (0: auto), and plain
 
 Each round times viny's training step (the loop's, ``perf.harness.make_trainer``: augmentation,
 micro-batches, AdamW) and the plain baseline's (``perf.baseline``: PlainViT, fp32, no augmentation)
@@ -27,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", default="bf16", choices=["fp32", "bf16"])
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--with-eval", action="store_true")
+    ap.add_argument(
+        "--streams",
+        default="0",
+        help="comma-separated --streams values of viny's step, each timed (0 = auto)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -40,14 +47,22 @@ def main(argv: list[str] | None = None) -> int:
     data = bench_data(cfg, args.batch)
     batch = fixed_batch(data, args.batch, dev)
     plain = baseline_measures(args.regime, cfg, data, dev, args.batch, args.steps)
-    trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
     gen = torch.Generator().manual_seed(0)
 
-    def viny_steps() -> None:
-        for _ in range(args.steps):
-            trainer.step(batch, gen)
+    def viny_steps(streams: int):
+        trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
+        trainer.streams = streams
 
-    measures = {f"viny {args.precision}": viny_steps, "plain fp32": plain["train"]}
+        def run() -> None:
+            for _ in range(args.steps):
+                trainer.step(batch, gen)
+
+        return trainer, run
+
+    measures = {}
+    for streams in (int(s) for s in args.streams.split(",")):
+        trainer, measures[f"viny {args.precision} streams={streams}"] = viny_steps(streams)
+    measures["plain fp32"] = plain["train"]
     if args.with_eval:
         measures["viny eval"] = lambda: _eval_steps(trainer, batch["images"], args.steps)
         measures["plain eval"] = plain["eval"]
@@ -61,11 +76,15 @@ def main(argv: list[str] | None = None) -> int:
             rates[key].append(args.batch * args.steps / (time.perf_counter() - t0))
     for key, values in rates.items():
         print(
-            f"{key:12s} {statistics.median(values):7.1f} img/s  (min {min(values):.1f}, max {max(values):.1f})"
+            f"{key:24s} {statistics.median(values):7.1f} img/s  (min {min(values):.1f}, max {max(values):.1f})"
         )
-    ours, theirs = rates[f"viny {args.precision}"], rates["plain fp32"]
-    print(f"ratio of the medians: {statistics.median(ours) / statistics.median(theirs):.3f}")
-    print("per round:", " ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True)))
+    theirs = rates["plain fp32"]
+    for key in (k for k in rates if k.startswith("viny ") and "eval" not in k):
+        ours = rates[key]
+        print(
+            f"{key} / plain: ratio of the medians {statistics.median(ours) / statistics.median(theirs):.3f}"
+        )
+        print("  per round:", " ".join(f"{a / b:.2f}" for a, b in zip(ours, theirs, strict=True)))
     return 0
 
 

@@ -316,8 +316,9 @@ class TrainConfig:
     workers: int = DecodeOptions.workers
     compile: bool = False
     micro_batch: int = 0  # images per forward/backward inside a batch (gradients accumulate); 0 = auto
+    streams: int = 0  # micro-batches trained side by side on a CPU (trainers/streams.py); 0 = auto
 
-    EXECUTION = ("device", "precision", "workers", "compile", "micro_batch")
+    EXECUTION = ("device", "precision", "workers", "compile", "micro_batch", "streams")
 
     @property
     def random_seed(self) -> int:
@@ -369,6 +370,7 @@ class TrainConfig:
             ("--gamma", self.gamma, 0, 1, True),
             ("--batch-size", self.batch_size, 1, None, False),
             ("--micro-batch", self.micro_batch, 0, None, False),
+            ("--streams", self.streams, 0, None, False),
             ("--test-size", self.test_size, 1, None, False),
             ("--seed", self.seed, 0, None, False),
             ("--split-seed", self.split_seed, 0, None, False),

@@ -91,7 +91,7 @@ def _cut_in_epoch_3(cfg: TrainConfig, run_dir, monkeypatch) -> None:
     """Train a segment run into ``run_dir`` and interrupt it at the first batch of epoch 3 (2 batches
     an epoch), so its checkpoint.pt holds epoch 2."""
     seg = REGISTRY["segment"]
-    original = seg.compute_loss
+    original = seg.prepare  # once per batch, however many micro-batches it is trained in
     calls = {"n": 0}
 
     def cut(self, *a, **k):
@@ -100,10 +100,10 @@ def _cut_in_epoch_3(cfg: TrainConfig, run_dir, monkeypatch) -> None:
             raise Interrupt
         return original(self, *a, **k)
 
-    monkeypatch.setattr(seg, "compute_loss", cut)
+    monkeypatch.setattr(seg, "prepare", cut)
     with pytest.raises(Interrupt):
         train(cfg, run_dir, progress=False)
-    monkeypatch.setattr(seg, "compute_loss", original)
+    monkeypatch.setattr(seg, "prepare", original)
     assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 2
 
 
@@ -194,14 +194,18 @@ def test_non_finite_loss_stops_names_the_batch_and_keeps_last_good_checkpoint(
     checkpoint (4 batches per epoch here; the loss goes NaN at epoch 2, batch 2)."""
     monkeypatch.setattr(loop, "loss_check_interval", lambda device: check_every)
     seg = REGISTRY["simmim"]
-    original = seg.compute_loss
-    calls = {"n": 0}
+    original, prepare = seg.compute_loss, seg.prepare
+    batches = {"n": 0}
+
+    def counted(self, *a, **k):  # once per batch, however many micro-batches it is trained in
+        batches["n"] += 1
+        return prepare(self, *a, **k)
 
     def nan_later(self, *a, **k):
-        calls["n"] += 1
         loss, stats = original(self, *a, **k)
-        return (loss * float("nan") if calls["n"] > 5 else loss), stats
+        return (loss * float("nan") if batches["n"] > 5 else loss), stats
 
+    monkeypatch.setattr(seg, "prepare", counted)
     monkeypatch.setattr(seg, "compute_loss", nan_later)
     with pytest.raises(VinyError, match="non-finite loss at epoch 2, batch 2;") as caught:
         train(tiny("simmim", epochs=2, train_size=32), tmp_path / "n", progress=False)

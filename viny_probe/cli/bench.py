@@ -131,6 +131,10 @@ def bench(
     threads: int = typer.Option(SingleRunOptions.threads, help="torch CPU threads (0: torch's default)"),
     workers: int = typer.Option(SingleRunOptions.workers, help="DataLoader workers of the plain baseline"),
     compile: bool = typer.Option(BenchOptions.compile, "--compile", help="torch.compile the encoder"),
+    streams: int = typer.Option(
+        SingleRunOptions.streams,
+        help="micro-batches side by side on a CPU, as `viny train --streams` (0 = auto)",
+    ),
     fleet: str | None = typer.Option(
         None,
         help="comma-separated fleet sizes, e.g. 1,8,32,64: aggregate img/s of K runs stepped as one fleet "
@@ -158,6 +162,7 @@ def bench(
     from ..perf import run_bench
 
     check_range(workers, "--workers", 0, max_workers())
+    check_range(streams, "--streams", 0, None)
     precision, baseline = value(precision), value(baseline)
     log = (lambda _m: None) if (as_json or quiet) else (lambda m: console.print(f"[dim]bench: {m}[/]"))
     options = BenchOptions(
@@ -183,6 +188,7 @@ def bench(
         epoch_batches=epoch_batches,
         threads=threads,
         workers=workers,
+        streams=streams,
     )
     result = run_bench(options, single, log=log)
     write_result(out, result)

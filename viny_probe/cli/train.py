@@ -216,6 +216,12 @@ def _make_command(regime: str):
             help="images per forward/backward inside a batch, gradients accumulated "
             "(0 = auto: the whole batch on a GPU, about 256 MB of activations on a CPU)",
         ),
+        streams: int = typer.Option(
+            0,
+            help="micro-batches trained side by side on a CPU, each on its share of the threads, "
+            "gradients summed in order (0 = auto: 2 where torch has 2 or more threads, 1 with --compile; "
+            "1 = one after the other; docs/training.md)",
+        ),
         as_json: bool = json_option(),
         quiet: bool = quiet_option(),
         **options,
@@ -249,6 +255,7 @@ def _make_command(regime: str):
             workers=workers,
             compile=compile,
             micro_batch=micro_batch,
+            streams=streams,
         )
         run_training(cfg, out, resume, quiet, as_json)
 

@@ -107,7 +107,7 @@ def make_fleet(
         gens=[torch.Generator().manual_seed(seed) for seed in range(size)],
         device=device,
         precision=precision,
-        micro=micro_batch_size(0, device, batch, cfg, precision, size),
+        micro=micro_batch_size(0, device, batch, cfg, precision, size, stack.streams),
     )
 
 

@@ -32,6 +32,7 @@ from ..trainers.engine import (
     train_step,
     unused_cls_frozen,
 )
+from ..trainers.streams import resolve_streams
 from .flops import regime_named
 
 ONE_PROCESS = DistInfo()
@@ -89,6 +90,8 @@ class Trainer:
     precision: str
     # Images per forward/backward, as --micro-batch: 0 = the loop's auto choice.
     micro_batch: int = 0
+    # Micro-batches side by side, as --streams: 0 = the loop's auto choice (trainers/streams.py).
+    streams: int = 0
     # Steps between reads of the loss on the host: the loop's loss_check_interval unless a variant asks.
     check_every: int = 1
     losses: list = field(default_factory=list)  # every fixed-batch step's loss (detached, not read)
@@ -105,13 +108,29 @@ class Trainer:
     def head(self) -> nn.Module:
         return self.step_module.head
 
+    def resolved_streams(self) -> int:
+        compiled = self.step_module.run_encoder is not self.step_module.encoder
+        return resolve_streams(self.streams, self.device, compiled=compiled)
+
     def micro(self, batch_size: int) -> int:
-        return micro_batch_size(self.micro_batch, self.device, batch_size, self.encoder.cfg, self.precision)
+        return micro_batch_size(
+            self.micro_batch,
+            self.device,
+            batch_size,
+            self.encoder.cfg,
+            self.precision,
+            streams=self.resolved_streams(),
+        )
 
     def settings(self, batch_size: int) -> StepSettings:
         """The engine's step settings for batches of ``batch_size`` images, as a run sets them."""
         return StepSettings(
-            self.device, self.precision, self.micro(batch_size), ONE_PROCESS, self.check_every
+            self.device,
+            self.precision,
+            self.micro(batch_size),
+            ONE_PROCESS,
+            self.check_every,
+            self.resolved_streams(),
         )
 
     def step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:

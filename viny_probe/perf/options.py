@@ -47,7 +47,8 @@ class SingleRunOptions:
     baseline: the regime of the plain eager fp32 baseline (None: no baseline). epoch: time a whole
     epoch with data included, of ``epoch_batches`` batches. threads: torch CPU threads (0: torch's
     default). workers: DataLoader workers of the baseline. optimizer: the AdamW variant timed
-    (``harness.OPTIMIZERS``; ``loop`` is what training uses).
+    (``harness.OPTIMIZERS``; ``loop`` is what training uses). streams: micro-batches side by side, as
+    `viny train --streams` (0: the loop's auto choice, ``trainers.streams``).
     """
 
     baseline: str | None = "simmim"
@@ -56,6 +57,7 @@ class SingleRunOptions:
     threads: int = 0
     workers: int = 0
     optimizer: str = "loop"
+    streams: int = 0
 
 
 @dataclass(frozen=True)

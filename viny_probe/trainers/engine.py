@@ -22,6 +22,7 @@ from ..data.base import ImageSet
 from ..errors import VinyError
 from ..model import ViTConfig
 from .base import Regime, device_batch
+from .streams import run_side_by_side
 
 
 def autocast(device: torch.device, precision: str):
@@ -53,11 +54,13 @@ def micro_batch_size(
     mcfg: ViTConfig,
     precision: str = "fp32",
     members: int = 1,
+    streams: int = 1,
 ) -> int:
     """Images per forward/backward. ``requested`` > 0 is taken as given (at most the batch). Auto (0):
     the whole batch on a GPU; on a CPU as many images as keep the saved activations under
     ``ACTIVATION_BUDGET``, evened out over the batch, bf16 activations counting half (ViNy at batch
-    64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64).
+    64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64), in a multiple of ``streams`` parts where
+    micro-batches run side by side (``streams.resolve_streams``: the demo model on a 2-thread CPU, 2 x 32).
     Smaller live activations keep a CPU step's peak memory down, and a CPU step in such parts measured
     no slower than the whole batch at once (figures in docs/performance.md). A fleet of ``members``
     runs trains that many images per batch position at once, so each counts ``members`` times."""
@@ -67,9 +70,8 @@ def micro_batch_size(
         return batch_size
     per_image = members * mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
     fits = max(1, ACTIVATION_BUDGET // per_image)
-    if fits >= batch_size:
-        return batch_size
-    parts = math.ceil(batch_size / fits)
+    parts = math.ceil(batch_size / min(fits, batch_size))
+    parts = min(batch_size, streams * math.ceil(parts / streams))
     return math.ceil(batch_size / parts)
 
 
@@ -117,6 +119,7 @@ def forward_backward(
     no_sync=None,
     loss_scale: float = 1.0,
     axis: int = 0,
+    streams: int = 1,
 ):
     """One batch's forward and backward, in micro-batches of at most ``micro_batch`` images whose
     gradients accumulate to the whole batch's: each part's loss is weighted by its share of the
@@ -127,22 +130,36 @@ def forward_backward(
     Returns the batch's loss (detached) and statistics, as the same weighted means.
 
     ``axis``: the inputs' batch axis. A fleet's inputs are (members, batch, ...) and its step returns
-    one loss per member: their sum is backpropagated, which gives each member its own gradients."""
+    one loss per member: their sum is backpropagated, which gives each member its own gradients.
+
+    ``streams`` > 1 (``streams.resolve_streams``; not with ``no_sync``): the micro-batches run that many
+    side by side on a CPU, their gradients added in micro-batch order (``streams.run_side_by_side``)."""
     n = next(iter(inputs.values())).shape[axis]
     parts = distributed.even_slices(n, max(1, math.ceil(n / micro_batch)))
-    total, stats_total = None, {}
-    for i, part in enumerate(parts):
+
+    def run_part(part: slice):
+        """The part's forward: what to backpropagate, its loss (detached) and statistics, its weight."""
         weight = (part.stop - part.start) / n
         factor = weight * loss_scale
-        sync = no_sync() if no_sync is not None and i < len(parts) - 1 else contextlib.nullcontext()
-        with sync:
-            with autocast(device, precision):
-                loss, stats = step(
-                    {k: v.narrow(axis, part.start, part.stop - part.start) for k, v in inputs.items()}
-                )
-            scaled = loss * factor if factor != 1.0 else loss
-            (scaled.sum() if scaled.ndim else scaled).backward()
-        loss = loss.detach() * weight
+        with autocast(device, precision):
+            loss, stats = step(
+                {k: v.narrow(axis, part.start, part.stop - part.start) for k, v in inputs.items()}
+            )
+        scaled = loss * factor if factor != 1.0 else loss
+        return (scaled.sum() if scaled.ndim else scaled), loss.detach() * weight, stats, weight
+
+    if streams > 1 and len(parts) > 1 and no_sync is None:
+        outcomes = run_side_by_side(step, parts, run_part, streams)
+    else:
+        outcomes = []
+        for i, part in enumerate(parts):
+            sync = no_sync() if no_sync is not None and i < len(parts) - 1 else contextlib.nullcontext()
+            with sync:
+                backprop, *rest = run_part(part)
+                backprop.backward()
+            outcomes.append(rest)
+    total, stats_total = None, {}
+    for loss, stats, weight in outcomes:
         total = loss if total is None else total + loss
         _accumulate(stats_total, stats, weight, loss.device)
     return total, stats_total
@@ -230,7 +247,8 @@ class StepSettings:
     device: where the batches and the model are; precision: ``fp32`` or ``bf16`` (autocast);
     micro_batch: images per forward/backward (``micro_batch_size``: the run's choice, resolved);
     info: this process's rank among the data-parallel ones (one process by default);
-    check_every: steps between reads of the loss on the host; None: ``loss_check_interval(device)``.
+    check_every: steps between reads of the loss on the host; None: ``loss_check_interval(device)``;
+    streams: micro-batches trained side by side (``streams.resolve_streams``: the run's choice, resolved).
     """
 
     device: torch.device
@@ -238,6 +256,7 @@ class StepSettings:
     micro_batch: int
     info: distributed.DistInfo = field(default_factory=distributed.DistInfo)
     check_every: int | None = None
+    streams: int = 1
 
     def __post_init__(self) -> None:
         if self.check_every is None:
@@ -265,7 +284,14 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     no_sync = step.no_sync if info.enabled else None
     loss, stats = forward_backward(
-        step, part.inputs, settings.micro_batch, settings.device, settings.precision, no_sync, part.loss_scale
+        step,
+        part.inputs,
+        settings.micro_batch,
+        settings.device,
+        settings.precision,
+        no_sync,
+        part.loss_scale,
+        streams=settings.streams,
     )
     meter.add(loss, stats, part.images, batch["images"].shape[0])
     shown = meter.check() if check else None

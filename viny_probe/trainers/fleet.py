@@ -92,6 +92,7 @@ from .engine import (
     non_finite_error,
 )
 from .loop import LAST, Run, RunResult, _resident, resolve_device, run_model_config, train_epochs
+from .streams import resolve_streams
 
 # Config fields a fleet's members may differ in. Everything else in the resolved config (regime,
 # model, schedule, batch size, recipe, dataset, precision, ...) must be equal; see ``fleet_key``.
@@ -229,6 +230,14 @@ class Stack:
             one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
             forward = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
         self._forward = torch.compile(forward) if first.cfg.compile else forward
+        # Micro-batches side by side on a CPU (trainers/streams.py): the stacked path only (vmap's
+        # functional_call swaps the template's parameters in place, which two threads cannot share).
+        requested = getattr(first.cfg, "streams", 0)
+        self.streams = (
+            resolve_streams(requested, self.device, compiled=first.cfg.compile)
+            if self.path == "stacked"
+            else 1
+        )
         self._forget_graph()
 
     def __len__(self) -> int:
@@ -243,6 +252,11 @@ class Stack:
             return self._forward(self.params, inputs)
         finally:
             ATTENTION.reset(token)
+
+    def trainable_parameters(self) -> list[torch.Tensor]:
+        """What the members' gradients are taken with respect to (``streams.run_side_by_side``): the
+        stacked parameters that train."""
+        return [self.params[n] for n in self.names if self.params[n].requires_grad]
 
     def _stacked(self, params: dict[str, torch.Tensor], inputs: dict[str, torch.Tensor]):
         """The stacked path: every member's outputs from one ``predict`` on the stacked model, then
@@ -284,7 +298,9 @@ class Stack:
 
     def _eager(self, inputs, micro_batch: int, precision: str, active: torch.Tensor | None = None) -> tuple:
         self.optimizer.zero_grad(set_to_none=True)
-        out = forward_backward(self, inputs, micro_batch, self.device, precision, axis=1)
+        out = forward_backward(
+            self, inputs, micro_batch, self.device, precision, axis=1, streams=self.streams
+        )
         self.optimizer.step(active)
         return out
 
@@ -511,7 +527,9 @@ def _sub_step(
         meter.add(losses, stats, images, active)
         return meter.non_finite() if check else {}
     stack.optimizer.zero_grad(set_to_none=True)
-    losses, stats = forward_backward(stack, inputs, micro_batch, stack.device, precision, axis=1)
+    losses, stats = forward_backward(
+        stack, inputs, micro_batch, stack.device, precision, axis=1, streams=stack.streams
+    )
     meter.add(losses, stats, images, active)
     bad = meter.non_finite() if check else {}
     if bad:
@@ -581,7 +599,9 @@ def _train_together(runs: list[Run], fleet: int, progress: bool, errors: dict, g
     first = runs[0]
     cfg, device = first.cfg, first.device
     check_every = loss_check_interval(device)
-    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
+    micro = micro_batch_size(
+        cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet, stack.streams
+    )
     members = [_Member(run, check_every, len(runs)) for run in runs]
     meter = FleetMeter(device)
     for run in runs:

@@ -48,6 +48,7 @@ from .engine import (
     train_one_epoch,
     unused_cls_frozen,
 )
+from .streams import resolve_streams
 
 
 @dataclass
@@ -264,11 +265,16 @@ class Run:
             _check_checkpoint_lineage(run_dir / LAST, state, self.lineage, cfg.init)
         self.used = trained_on(cfg, self.data)
         self.train_set = _resident(self.data.train, device) if resident else self.data.train
-        self.micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
+        self.streams = resolve_streams(cfg.streams, device, compiled=cfg.compile, ranks=info.world_size)
+        self.micro = micro_batch_size(
+            cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision, streams=self.streams
+        )
         # What every step of the run shares; the loss is read every loss_check_interval steps.
-        self.settings = StepSettings(device, cfg.precision, self.micro, info, loss_check_interval(device))
+        self.settings = StepSettings(
+            device, cfg.precision, self.micro, info, loss_check_interval(device), self.streams
+        )
         if self.main:
-            _write_run_files(run_dir, cfg, self.data, info, self.train_set, self.micro)
+            _write_run_files(run_dir, cfg, self.data, info, self.train_set, self.micro, self.streams)
         self.optimizer = make_optimizer(
             list(self.encoder.parameters()) + list(self.head.parameters()), cfg.lr, cfg.weight_decay, device
         )
@@ -463,7 +469,9 @@ def _build_model(
     return encoder, head, lineage
 
 
-def _write_run_files(run_dir: Path, cfg: TrainConfig, data: RegimeData, info, train_set, micro: int) -> None:
+def _write_run_files(
+    run_dir: Path, cfg: TrainConfig, data: RegimeData, info, train_set, micro: int, streams: int
+) -> None:
     write_json(run_dir / "config.json", cfg.to_dict())
     write_json(
         run_dir / "data.json",
@@ -472,6 +480,7 @@ def _write_run_files(run_dir: Path, cfg: TrainConfig, data: RegimeData, info, tr
             "world_size": info.world_size,
             "train_set_on": str(train_set.images.device),
             "micro_batch": micro,
+            "streams": streams,
         },
     )
 
