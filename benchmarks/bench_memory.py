@@ -2,6 +2,7 @@
 cache larger than RAM would like (measured at N images, extrapolated linearly to 200k).
 
     python benchmarks/bench_memory.py --work /tmp/viny-mem [--pets 7349] [--folder 25000] [--micro-batch 0]
+        [--streams 0] [--precision auto]
 
 Builds real-layout folders from the embedded synthetic images (JPEG + PNG trimaps), then runs
 1) `viny train segment --dataset pets` (full ViNy, one short epoch) under /usr/bin/time -v, and
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--pets", type=int, default=7349)
     ap.add_argument("--folder", type=int, default=25000, help="0: skip the memory-mapped folder part")
     ap.add_argument("--micro-batch", default="0", help="the training run's --micro-batch (0 = auto)")
+    ap.add_argument("--streams", default="0", help="the training run's --streams (0 = auto)")
+    ap.add_argument("--precision", default="auto", help="the training run's --precision")
     ap.add_argument("--stream", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.stream:
@@ -134,6 +137,10 @@ def main() -> None:
         "viny",
         "--micro-batch",
         args.micro_batch,
+        "--streams",
+        args.streams,
+        "--precision",
+        args.precision,
         "-q",
         "--out",
         str(args.work / f"run-{time.time_ns()}"),
@@ -143,6 +150,8 @@ def main() -> None:
     out["pets_train_peak_rss_mb"] = int(rss.group(1)) // 1024 if rss else None
     out["pets_images"] = args.pets
     out["micro_batch"] = args.micro_batch
+    out["streams"] = args.streams
+    out["precision"] = args.precision
     if not args.folder:
         print(json.dumps(out, indent=2))
         return None
