@@ -253,3 +253,23 @@ def test_bench_data_never_falls_back_to_random_images():
     with pytest.raises(VinyError, match="--dataset random"):
         perf.bench_data(cfg, 4, "toy-scenes")
     assert perf.bench_data(cfg, 4, "toy-pets").masks is not None
+
+
+def test_bench_records_the_streams_it_ran_with():
+    """`viny bench --streams N` reaches the trainers it times (mutant killed: run_bench leaving the
+    ``TrainerSetup`` without ``single.streams``); auto resolves the tiny model's batch to 1."""
+    options = perf.BenchOptions(
+        device="cpu",
+        model="tiny",
+        batch=8,
+        steps=1,
+        warmup=0,
+        repeats=1,
+        dataset="random",
+        regimes=("segment",),
+        precisions=("fp32",),
+        peak_sizes=(128,),
+    )
+    for asked, resolved in ((0, 1), (2, 2)):
+        r = perf.run_bench(options, perf.SingleRunOptions(baseline=None, epoch=False, streams=asked))
+        assert r["streams"] == {"fp32": resolved} and r["micro_batch"] == {"fp32": 8}

@@ -31,8 +31,8 @@ CPU = torch.device("cpu")
 def _config(regime: str, streams: int = 1) -> TrainConfig:
     """3 batches of 8 (so a missing zero_grad accumulates), an lr that moves the weights visibly, and a
     seed whose epoch generator is not simply ``manual_seed(seed)`` (as it is for seed 0, epoch 0).
-    ``streams`` 1: the whole batch at once, as the hand-written reference steps; 0: the loop's auto
-    choice (on a CPU with 2 threads, the batch in two micro-batches side by side)."""
+    ``streams`` 1: the whole batch at once, as the hand-written reference steps; 2: the batch in two
+    micro-batches of 4, side by side."""
     return TrainConfig(
         regime=regime,
         model="tiny",
@@ -44,6 +44,7 @@ def _config(regime: str, streams: int = 1) -> TrainConfig:
         lr=5e-3,
         seed=3,
         streams=streams,
+        micro_batch=4 if streams > 1 else 0,
     ).resolved()
 
 
@@ -76,13 +77,13 @@ def _assert_same_weights(a: dict, b: dict) -> None:
         assert torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("streams", [1, 0])
+@pytest.mark.parametrize("streams", [1, 2])
 @pytest.mark.parametrize("regime", ["simmim", "segment"])
 def test_bench_epoch_is_the_training_epoch(tmp_path, regime, streams):
     """One epoch of `train()` and one of the bench's ``run_epoch`` on the same images and seed: the same
-    weights bit for bit, the same mean loss, both with the whole batch at once and with the auto
-    micro-batches side by side (the bench follows the loop's streams); and with the whole batch, the
-    weights of the hand-written reference.
+    weights bit for bit, the same mean loss, both with the whole batch at once and with two
+    micro-batches side by side (the bench follows the loop's streams: mutant killed, the harness's
+    ``StepSettings`` without them); and with the whole batch, the weights of the hand-written reference.
     Mutants seen failing: ``optimizer.zero_grad`` dropped from ``engine.train_step`` (bench and train
     still agree, the reference does not); ``optimizer.step`` skipped there (likewise); ``run_epoch``
     drawing from ``torch.Generator().manual_seed(seed)`` instead of the run's ``epoch_generator``
@@ -96,7 +97,7 @@ def test_bench_epoch_is_the_training_epoch(tmp_path, regime, streams):
     assert len(train_set) == 24
     setup = TrainerSetup(lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr = make_trainer(regime, mcfg, train_set, CPU, setup, seed=cfg.seed)
-    tr.streams = streams
+    tr.streams, tr.micro_batch = streams, cfg.micro_batch
     means = run_epoch(tr, train_set, cfg.batch_size, seed=cfg.seed, epoch=0)
 
     _assert_same_weights(ckpt["encoder"], tr.encoder.state_dict())

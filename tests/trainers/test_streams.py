@@ -12,8 +12,8 @@ from viny_probe.config import TrainConfig
 from viny_probe.model import model_config
 from viny_probe.perf.harness import TrainerSetup, bench_data, fixed_batch, make_trainer
 from viny_probe.trainers import loop, train
-from viny_probe.trainers.engine import forward_backward
-from viny_probe.trainers.streams import resolve_streams
+from viny_probe.trainers.engine import activation_bytes, forward_backward
+from viny_probe.trainers.streams import MIN_PART_BYTES, resolve_streams
 
 CPU = torch.device("cpu")
 
@@ -115,42 +115,55 @@ def test_an_error_in_a_part_is_raised_to_the_caller(threads):
         forward_backward(Failing(), {"x": torch.arange(8.0)}, 4, CPU, "fp32", streams=2)
 
 
-def test_streams_are_chosen_for_eager_cpu_steps_of_one_process(threads):
+def test_streams_are_chosen_for_large_eager_cpu_micro_batches_of_one_process(threads):
+    """Auto: 2 streams for micro-batches of at least MIN_PART_BYTES of activations on a CPU with 2
+    threads, else 1; asked for: as given on a CPU; never on a GPU, compiled or under DDP. And what the
+    study's and the demo's auto micro-batches resolve to. Mutants killed: the size test dropped (the
+    tiny model's micro-batches side by side), the compile and DDP exclusions dropped."""
     threads(2)
-    assert resolve_streams(0, CPU) == 2
-    assert resolve_streams(1, CPU) == 1 and resolve_streams(3, CPU) == 3
-    assert resolve_streams(0, CPU, compiled=True) == 1  # torch.compile's tracing: one thread at a time
-    assert resolve_streams(0, CPU, ranks=2) == 1  # DistributedDataParallel's hooks expect backward()
-    assert resolve_streams(0, torch.device("cuda")) == 1 and resolve_streams(2, torch.device("cuda")) == 1
-    threads(1)
-    assert resolve_streams(0, CPU) == 1
-
-
-def test_micro_batches_come_in_a_multiple_of_the_streams():
+    big = MIN_PART_BYTES
+    assert resolve_streams(0, CPU, part_bytes=big) == 2 and resolve_streams(0, CPU, part_bytes=big - 1) == 1
+    assert resolve_streams(1, CPU, part_bytes=big) == 1 and resolve_streams(3, CPU) == 3
+    assert resolve_streams(0, CPU, part_bytes=big, compiled=True) == 1  # torch.compile: one thread at a time
+    assert resolve_streams(0, CPU, part_bytes=big, ranks=2) == 1  # DDP's hooks expect backward()
+    assert resolve_streams(2, torch.device("cuda"), part_bytes=big) == 1
     viny, demo = model_config("viny"), model_config("demo")
-    assert loop.micro_batch_size(0, CPU, 64, demo, streams=2) == 32  # fits whole: 2 x 32, one per stream
-    assert loop.micro_batch_size(0, CPU, 64, viny, "bf16", streams=2) == 32  # 2 parts already
-    assert loop.micro_batch_size(0, CPU, 64, viny, streams=2) == 16  # 4 parts already
-    assert loop.micro_batch_size(0, CPU, 90, viny, streams=2) == 15  # 5 parts by memory, so 6
-    assert loop.micro_batch_size(0, CPU, 64, viny, streams=3) == 11  # 4 parts, so 6
-    assert loop.micro_batch_size(0, CPU, 1, demo, streams=2) == 1  # never more parts than images
-    assert loop.micro_batch_size(8, CPU, 64, demo, streams=2) == 8  # asked for: as given
-    assert loop.micro_batch_size(0, torch.device("cuda"), 64, viny, streams=1) == 64
+    for precision, micro in (("fp32", 16), ("bf16", 32)):  # ViNy at batch 64: 4 x 16, 2 x 32
+        assert loop.micro_batch_size(0, CPU, 64, viny, precision) == micro
+        assert resolve_streams(0, CPU, part_bytes=micro * activation_bytes(viny, precision)) == 2
+    assert resolve_streams(0, CPU, part_bytes=32 * activation_bytes(demo)) == 1  # the demo's halves
+    threads(1)
+    assert resolve_streams(0, CPU, part_bytes=big) == 1
+
+
+def test_a_run_takes_auto_streams_for_micro_batches_with_enough_activations(tmp_path, threads, monkeypatch):
+    """With the threshold lowered below the tiny model's micro-batch of 2, auto takes 2 streams in a
+    run and trains as --streams 2 does, bit for bit. Mutant killed: the loop resolving auto without
+    its micro-batches' activations (``part_bytes=0``)."""
+    from viny_probe.trainers import streams
+
+    threads(2)
+    monkeypatch.setattr(streams, "MIN_PART_BYTES", 2 * activation_bytes(model_config("tiny")))
+    cfg = dict(model="tiny", epochs=1, batch_size=8, train_size=8, test_size=8, device="cpu", micro_batch=2)
+    auto = train(TrainConfig(regime="segment", **cfg), tmp_path / "auto", progress=False)
+    two = train(TrainConfig(regime="segment", streams=2, **cfg), tmp_path / "two", progress=False)
+    assert json.loads((tmp_path / "auto" / "data.json").read_text())["streams"] == 2
+    assert auto.history[0]["loss"] == two.history[0]["loss"]
 
 
 def test_a_run_records_its_streams_and_matches_the_sequential_run(tmp_path, threads):
-    """The same two-epoch run with its 4 micro-batches side by side (2 threads, auto) and one after
-    the other (--streams 1): the run says which in data.json, and its metrics and weights agree to
-    float noise (two threads against one per part)."""
+    """The same two-epoch run with its 4 micro-batches side by side (--streams 2) and one after the
+    other (auto, which the tiny model's small micro-batches resolve to 1): the run says which in
+    data.json, and its metrics and weights agree to float noise (one thread per part against two)."""
     threads(2)
     cfg = dict(model="tiny", epochs=2, batch_size=8, train_size=16, test_size=8, device="cpu", lr=5e-3)
-    side = train(TrainConfig(regime="segment", micro_batch=2, **cfg), tmp_path / "side", progress=False)
-    seq = train(
-        TrainConfig(regime="segment", micro_batch=2, streams=1, **cfg), tmp_path / "seq", progress=False
+    side = train(
+        TrainConfig(regime="segment", micro_batch=2, streams=2, **cfg), tmp_path / "side", progress=False
     )
+    seq = train(TrainConfig(regime="segment", micro_batch=2, **cfg), tmp_path / "seq", progress=False)
     assert json.loads((tmp_path / "side" / "data.json").read_text())["streams"] == 2
+    assert json.loads((tmp_path / "side" / "config.json").read_text())["streams"] == 2
     assert json.loads((tmp_path / "seq" / "data.json").read_text())["streams"] == 1
-    assert json.loads((tmp_path / "seq" / "config.json").read_text())["streams"] == 1
     for a, b in zip(side.history, seq.history, strict=True):
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     a = torch.load(side.final_checkpoint, weights_only=True)["encoder"]
@@ -159,17 +172,26 @@ def test_a_run_records_its_streams_and_matches_the_sequential_run(tmp_path, thre
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
 
 
-def test_a_fleet_trains_its_micro_batches_side_by_side(threads):
-    """A fleet on the stacked path takes the streams a run alone takes (2 on 2 threads, its batch of 8
-    in two micro-batches of 4, each on a stream's thread); on the vmap path it steps one micro-batch
-    after the other (vmap's functional_call swaps the template's parameters, which two threads cannot
-    share). Mutant killed: ``_sub_step`` not passing ``stack.streams`` to forward_backward."""
+def test_a_fleet_trains_its_micro_batches_side_by_side(threads, monkeypatch):
+    """A fleet on the stacked path takes the streams it is given (2: its batch of 8 in two micro-batches
+    of 4, each on a stream's thread); auto resolves by the activations of all members' micro-batch
+    (the tiny model's: 1); on the vmap path it steps one micro-batch after the other (vmap's
+    functional_call swaps the template's parameters, which two threads cannot share). Mutants killed:
+    ``_sub_step`` not passing ``stack.streams`` to forward_backward; one member's activations counted."""
     from viny_probe.perf.fleet import make_fleet
+    from viny_probe.trainers import streams
 
     threads(2)
     cfg = model_config("tiny")
-    fleet = make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, batch=8)
-    assert fleet.stack.streams == 2 and fleet.micro == 4
+    assert make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, batch=8).stack.streams == 1
+    # both members' activations count: a threshold that two members' whole batches reach, one's not
+    monkeypatch.setattr(streams, "MIN_PART_BYTES", 2 * 8 * activation_bytes(cfg))
+    assert make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, batch=8).stack.streams == 2
+    monkeypatch.undo()
+    two = TrainerSetup(streams=2)
+    fleet = make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, two, batch=8)
+    fleet.micro = 4
+    assert fleet.stack.streams == 2
     seen, forward = [], fleet.stack._forward
 
     def recording(*args):
@@ -179,4 +201,5 @@ def test_a_fleet_trains_its_micro_batches_side_by_side(threads):
     fleet.stack._forward = recording
     fleet.step()
     assert len(seen) == 2 and all(name.startswith("viny-stream") for name in seen), seen
-    assert make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, batch=8, path="vmap").stack.streams == 1
+    vmap = make_fleet("segment", cfg, bench_data(cfg, 8), CPU, 2, two, batch=8, path="vmap")
+    assert vmap.stack.streams == 1

@@ -219,8 +219,8 @@ def _make_command(regime: str):
         streams: int = typer.Option(
             0,
             help="micro-batches trained side by side on a CPU, each on its share of the threads, "
-            "gradients summed in order (0 = auto: 2 where torch has 2 or more threads, 1 with --compile; "
-            "1 = one after the other; docs/training.md)",
+            "gradients summed in order (0 = auto: 2 for micro-batches of 128 MB of activations or more "
+            "where torch has 2 or more threads, else 1; 1 = one after the other; docs/training.md)",
         ),
         as_json: bool = json_option(),
         quiet: bool = quiet_option(),

@@ -31,7 +31,6 @@ from ..precision import emulated_bf16_note
 from ..registry import REGIMES
 from ..trainers.base import device_batch
 from ..trainers.loop import resolve_device
-from ..trainers.streams import resolve_streams
 from .baseline import baseline_measures
 from .flops import FLOP_CONVENTION, analytic_flops, regime_named
 from .harness import Trainer, TrainerSetup, bench_data, fixed_batch, make_trainer, run_epoch
@@ -234,12 +233,12 @@ def run_bench(
     host = bench_data(cfg, s.epoch_images, o.dataset)
     data = host.to(dev)
     trainers = {
-        (r, p): make_trainer(r, cfg, data, dev, TrainerSetup(p, single.optimizer, o.compile))
+        (r, p): make_trainer(
+            r, cfg, data, dev, TrainerSetup(p, single.optimizer, o.compile, streams=single.streams)
+        )
         for r in regimes
         for p in precisions
     }
-    for tr in trainers.values():
-        tr.streams = single.streams
     measures = _measures(s, precisions, data, trainers)
     jpegs = tempfile.TemporaryDirectory(prefix="viny-bench-jpeg-") if baseline and epoch else None
     workers = single.workers
@@ -268,7 +267,7 @@ def run_bench(
         "optimizer": single.optimizer,
         # micro-batches side by side and their size, as the training loop resolves them (the first
         # regime's, in its first precision)
-        "streams": resolve_streams(single.streams, dev, compiled=o.compile),
+        "streams": {p: trainers[regimes[0], p].resolved_streams(batch) for p in precisions},
         "micro_batch": {p: trainers[regimes[0], p].micro(batch) for p in precisions},
         "dataset": host.name,
         "epoch_images": s.epoch_images,

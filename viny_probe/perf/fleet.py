@@ -79,7 +79,8 @@ def make_fleet(
     one from ``setup``; the stack compiles the fleet's step where ``setup.compile``) stacked into a
     fleet, each to step on the first ``batch`` images of ``data``; ``graphs``: replayed from a CUDA
     graph after ``Stack.WARMUP`` steps, on a GPU; ``path``: ``Stack``'s (the stacked forward or vmap;
-    ``attention`` is vmap's)."""
+    ``attention`` is vmap's); ``setup.streams``: micro-batches side by side, as `viny train --streams`
+    (0: auto, ``Stack.use_streams``)."""
     if size < 1:
         raise VinyError("--fleet sizes must be >= 1")
     if attention not in ATTENTIONS:
@@ -101,13 +102,15 @@ def make_fleet(
         )
     stack = Stack(members, graphs, path)
     stack.attention = attention
+    micro = micro_batch_size(0, device, batch, cfg, precision, size)
+    stack.use_streams(setup.streams, micro, precision)
     return FleetBench(
         stack=stack,
         batch=fixed_batch(data, batch, device),
         gens=[torch.Generator().manual_seed(seed) for seed in range(size)],
         device=device,
         precision=precision,
-        micro=micro_batch_size(0, device, batch, cfg, precision, size, stack.streams),
+        micro=micro,
     )
 
 

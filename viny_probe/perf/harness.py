@@ -23,6 +23,7 @@ from ..trainers.engine import (
     EpochMeter,
     StepSettings,
     TrainStep,
+    activation_bytes,
     autocast,
     epoch_generator,
     loss_check_interval,
@@ -108,19 +109,14 @@ class Trainer:
     def head(self) -> nn.Module:
         return self.step_module.head
 
-    def resolved_streams(self) -> int:
-        compiled = self.step_module.run_encoder is not self.step_module.encoder
-        return resolve_streams(self.streams, self.device, compiled=compiled)
-
     def micro(self, batch_size: int) -> int:
-        return micro_batch_size(
-            self.micro_batch,
-            self.device,
-            batch_size,
-            self.encoder.cfg,
-            self.precision,
-            streams=self.resolved_streams(),
-        )
+        return micro_batch_size(self.micro_batch, self.device, batch_size, self.encoder.cfg, self.precision)
+
+    def resolved_streams(self, batch_size: int) -> int:
+        """The streams a run resolves for batches of ``batch_size`` (``streams.resolve_streams``)."""
+        compiled = self.step_module.run_encoder is not self.step_module.encoder
+        part = self.micro(batch_size) * activation_bytes(self.encoder.cfg, self.precision)
+        return resolve_streams(self.streams, self.device, part_bytes=part, compiled=compiled)
 
     def settings(self, batch_size: int) -> StepSettings:
         """The engine's step settings for batches of ``batch_size`` images, as a run sets them."""
@@ -130,7 +126,7 @@ class Trainer:
             self.micro(batch_size),
             ONE_PROCESS,
             self.check_every,
-            self.resolved_streams(),
+            self.resolved_streams(batch_size),
         )
 
     def step(self, batch: dict[str, torch.Tensor], gen: torch.Generator) -> torch.Tensor:
@@ -160,8 +156,8 @@ class Trainer:
 class TrainerSetup:
     """How the benchmark sets up one model to time (``make_trainer``), as a run would: the
     ``precision`` (fp32 | bf16), the AdamW variant (``optimizer``, one of ``OPTIMIZERS``), whether the
-    encoder is ``torch.compile``d, the optimiser's ``lr`` and ``weight_decay``, and the encoder class
-    (``encoder_cls``: ViNy; the baseline's ``PlainViT``)."""
+    encoder is ``torch.compile``d, the optimiser's ``lr`` and ``weight_decay``, the encoder class
+    (``encoder_cls``: ViNy; the baseline's ``PlainViT``) and ``streams`` (as `viny train --streams`)."""
 
     precision: str = "fp32"
     optimizer: str = "loop"
@@ -169,6 +165,7 @@ class TrainerSetup:
     lr: float = 1e-4
     weight_decay: float = 0.05
     encoder_cls: type[nn.Module] = ViNy
+    streams: int = 0  # micro-batches side by side, as --streams (0: the loop's auto choice)
 
 
 def make_trainer(
@@ -196,7 +193,15 @@ def make_trainer(
     params = list(encoder.parameters()) + list(head.parameters())
     opt = make_optimizer(params, setup.lr, setup.weight_decay, device, OPTIMIZERS[setup.optimizer])
     step = TrainStep(reg, encoder, head, setup.compile)
-    return Trainer(reg, step, opt, device, setup.precision, check_every=loss_check_interval(device))
+    return Trainer(
+        reg,
+        step,
+        opt,
+        device,
+        setup.precision,
+        check_every=loss_check_interval(device),
+        streams=setup.streams,
+    )
 
 
 def run_epoch(

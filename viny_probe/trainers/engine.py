@@ -54,13 +54,11 @@ def micro_batch_size(
     mcfg: ViTConfig,
     precision: str = "fp32",
     members: int = 1,
-    streams: int = 1,
 ) -> int:
     """Images per forward/backward. ``requested`` > 0 is taken as given (at most the batch). Auto (0):
     the whole batch on a GPU; on a CPU as many images as keep the saved activations under
     ``ACTIVATION_BUDGET``, evened out over the batch, bf16 activations counting half (ViNy at batch
-    64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64), in a multiple of ``streams`` parts where
-    micro-batches run side by side (``streams.resolve_streams``: the demo model on a 2-thread CPU, 2 x 32).
+    64: 4 x 16 in fp32, 2 x 32 in bf16; the demo model: 64).
     Smaller live activations keep a CPU step's peak memory down, and a CPU step in such parts measured
     no slower than the whole batch at once (figures in docs/performance.md). A fleet of ``members``
     runs trains that many images per batch position at once, so each counts ``members`` times."""
@@ -68,11 +66,16 @@ def micro_batch_size(
         return min(requested, batch_size)
     if device.type != "cpu":
         return batch_size
-    per_image = members * mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
-    fits = max(1, ACTIVATION_BUDGET // per_image)
-    parts = math.ceil(batch_size / min(fits, batch_size))
-    parts = min(batch_size, streams * math.ceil(parts / streams))
+    fits = max(1, ACTIVATION_BUDGET // activation_bytes(mcfg, precision, members))
+    if fits >= batch_size:
+        return batch_size
+    parts = math.ceil(batch_size / fits)
     return math.ceil(batch_size / parts)
+
+
+def activation_bytes(mcfg: ViTConfig, precision: str = "fp32", members: int = 1) -> int:
+    """Saved activations per image of a batch position (``members`` images in a fleet), bf16 half."""
+    return members * mcfg.activation_bytes_per_image() // (2 if precision == "bf16" else 1)
 
 
 def unused_cls_frozen(encoder: nn.Module, regime: Regime) -> None:

@@ -84,6 +84,7 @@ from ..progress import epoch_progress
 from .adamw import StackedAdamW
 from .engine import (
     TrainStep,
+    activation_bytes,
     epoch_generator,
     epoch_pass,
     forward_backward,
@@ -230,14 +231,7 @@ class Stack:
             one = functools.partial(torch.func.functional_call, self.template, tie_weights=False)
             forward = torch.func.vmap(lambda params, inputs: one(params, (inputs,)))
         self._forward = torch.compile(forward) if first.cfg.compile else forward
-        # Micro-batches side by side on a CPU (trainers/streams.py): the stacked path only (vmap's
-        # functional_call swaps the template's parameters in place, which two threads cannot share).
-        requested = getattr(first.cfg, "streams", 0)
-        self.streams = (
-            resolve_streams(requested, self.device, compiled=first.cfg.compile)
-            if self.path == "stacked"
-            else 1
-        )
+        self.streams = 1  # micro-batches side by side: ``use_streams``
         self._forget_graph()
 
     def __len__(self) -> int:
@@ -252,6 +246,16 @@ class Stack:
             return self._forward(self.params, inputs)
         finally:
             ATTENTION.reset(token)
+
+    def use_streams(self, requested: int, micro_batch: int, precision: str) -> None:
+        """Train micro-batches of ``micro_batch`` images per member side by side on a CPU as a run alone
+        would (``streams.resolve_streams``, the activations of all members counted), on the stacked
+        path only: vmap's functional_call swaps the template's parameters in place, which two threads
+        cannot share."""
+        first = self.runs[0]
+        part = micro_batch * activation_bytes(first.encoder.cfg, precision, len(self))
+        streams = resolve_streams(requested, self.device, part_bytes=part, compiled=first.cfg.compile)
+        self.streams = streams if self.path == "stacked" else 1
 
     def trainable_parameters(self) -> list[torch.Tensor]:
         """What the members' gradients are taken with respect to (``streams.run_side_by_side``): the
@@ -599,9 +603,8 @@ def _train_together(runs: list[Run], fleet: int, progress: bool, errors: dict, g
     first = runs[0]
     cfg, device = first.cfg, first.device
     check_every = loss_check_interval(device)
-    micro = micro_batch_size(
-        cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet, stack.streams
-    )
+    micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, first.mcfg, cfg.precision, fleet)
+    stack.use_streams(cfg.streams, micro, cfg.precision)
     members = [_Member(run, check_every, len(runs)) for run in runs]
     meter = FleetMeter(device)
     for run in runs:

@@ -41,6 +41,7 @@ from .engine import (
     EpochMeter,
     StepSettings,
     TrainStep,
+    activation_bytes,
     epoch_generator,
     loss_check_interval,
     make_optimizer,
@@ -265,9 +266,10 @@ class Run:
             _check_checkpoint_lineage(run_dir / LAST, state, self.lineage, cfg.init)
         self.used = trained_on(cfg, self.data)
         self.train_set = _resident(self.data.train, device) if resident else self.data.train
-        self.streams = resolve_streams(cfg.streams, device, compiled=cfg.compile, ranks=info.world_size)
-        self.micro = micro_batch_size(
-            cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision, streams=self.streams
+        self.micro = micro_batch_size(cfg.micro_batch, device, cfg.batch_size, mcfg, cfg.precision)
+        part = self.micro * activation_bytes(mcfg, cfg.precision)
+        self.streams = resolve_streams(
+            cfg.streams, device, part_bytes=part, compiled=cfg.compile, ranks=info.world_size
         )
         # What every step of the run shares; the loss is read every loss_check_interval steps.
         self.settings = StepSettings(

@@ -4,19 +4,20 @@ each running whole micro-batches (forward and backward), their gradients summed 
 Why: one micro-batch on all of a CPU's threads spends much of its time in what does not spread over
 threads (Python between operations, the many small elementwise kernels, OpenMP's fork and join around
 each). Two micro-batches at once, each on half the threads, keep every core busy: on two cores of an
-AMD EPYC, ViNy's bf16 segmentation step trained 1.12 to 1.19x the img/s of the same micro-batches
-one after the other (fp32 1.15x; the demo model's batch in two halves against the whole, 1.17x:
-docs/performance.md, "Micro-batches side by side").
+AMD EPYC, ViNy's bf16 segmentation step (two micro-batches of 32) trained 1.05 to 1.20x the img/s of
+the same micro-batches one after the other, in fp32 (four of 16) 1.04x (docs/performance.md,
+"Micro-batches side by side"). Small micro-batches lose instead (``MIN_PART_BYTES``).
 
 Determinism: each micro-batch's gradients come back on their own (``torch.autograd.grad``) and are
 added into ``.grad`` in micro-batch order, as the sequential loop adds them; so a step gives the same
 bits run after run, and the same bits as the sequential loop run with each stream's thread count
-(the test: ``tests/test_streams.py``). Against the sequential loop on all threads it differs in float
+(the test: ``tests/trainers/test_streams.py``). Against the sequential loop on all threads it differs in float
 rounding only, as any change of thread count does.
 
-Where: CPUs with at least two torch threads (auto), not a compiled encoder (torch.compile's tracing
-is not made for two threads at once), not data-parallel ranks (DistributedDataParallel's gradient
-hooks expect ``backward``). ``--streams 1`` is the sequential loop.
+Where (auto): CPUs with at least two torch threads, micro-batches of ``MIN_PART_BYTES`` or more, not
+a compiled encoder (torch.compile's tracing is not made for two threads at once), not data-parallel
+ranks (DistributedDataParallel's gradient hooks expect ``backward``). ``--streams 1`` is the
+sequential loop.
 """
 
 from __future__ import annotations
@@ -28,19 +29,34 @@ import torch
 from torch import nn
 
 AUTO_STREAMS = 2  # streams on a CPU with >= 2 torch threads (measured on 2 cores only: see above)
+# Auto takes streams only for micro-batches with at least this many bytes of saved activations
+# (``engine.activation_bytes`` x images): below it the threads' hand-offs and Python's lock cost more
+# than they gain (the tiny test model, micro-batches of 4: 0.60x; the demo model's batch split in two
+# halves side by side against the whole batch: 1.00x; ViNy's micro-batches of 16 in fp32 and of 32
+# in bf16, about 210 MB each: 1.04x to 1.20x).
+MIN_PART_BYTES = 128 * 1024**2
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 
 
-def resolve_streams(requested: int, device: torch.device, *, compiled: bool = False, ranks: int = 1) -> int:
+def resolve_streams(
+    requested: int,
+    device: torch.device,
+    *,
+    part_bytes: int = 0,
+    compiled: bool = False,
+    ranks: int = 1,
+) -> int:
     """Micro-batches trained side by side: ``requested`` > 0 as given on a CPU (1 elsewhere); auto (0):
     ``AUTO_STREAMS`` on a CPU with at least that many torch threads, for an eager encoder in one
-    process; else 1 (the sequential loop)."""
+    process, when a micro-batch saves at least ``MIN_PART_BYTES`` of activations (``part_bytes``);
+    else 1 (the sequential loop). A batch in one micro-batch steps as one whatever the streams."""
     if device.type != "cpu" or compiled or ranks > 1:
         return 1
     if requested > 0:
         return requested
-    return AUTO_STREAMS if torch.get_num_threads() >= AUTO_STREAMS else 1
+    big = part_bytes >= MIN_PART_BYTES
+    return AUTO_STREAMS if big and torch.get_num_threads() >= AUTO_STREAMS else 1
 
 
 def _pool(streams: int) -> ThreadPoolExecutor:
