@@ -13,6 +13,11 @@ from viny_probe.model import MODEL_PRESETS, ViNy, ViTConfig, model_config
 from viny_probe.perf.baseline import PlainViT, baseline_loss, plain_loader, write_jpegs
 from viny_probe.registry import REGIMES
 
+# The smallest bench that runs everything: the tiny model, one step, one round, random images.
+TINY = dict(
+    device="cpu", model="tiny", batch=8, steps=1, warmup=0, repeats=1, dataset="random", peak_sizes=(128,)
+)
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -111,12 +116,9 @@ def test_segment_baseline_is_the_segment_regimes_loss():
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
     r = perf.run_bench(
-        perf.BenchOptions(
-            device="cpu", model="tiny", batch=8, steps=1, warmup=0, repeats=1, dataset="random",
-            regimes=("segment",), precisions=("fp32",), peak_sizes=(128,),
-        ),
+        perf.BenchOptions(**TINY, regimes=("segment",), precisions=("fp32",)),
         perf.SingleRunOptions(baseline="segment", epoch_batches=2),
-    )  # fmt: skip
+    )
     assert r["baseline"]["regime"] == "segment" and r["baseline"]["train_img_per_s"] > 0
     assert "epoch_img_per_s" not in r["baseline"]
     assert r["ratios"]["train_step_fp32_vs_baseline"] > 0
@@ -132,19 +134,7 @@ def test_bf16_and_fp32_losses_agree():
 
 
 def test_bench_smoke_tiny_returns_all_fields():
-    r = perf.run_bench(
-        perf.BenchOptions(
-            device="cpu",
-            model="tiny",
-            batch=8,
-            steps=1,
-            warmup=0,
-            repeats=1,
-            dataset="random",
-            peak_sizes=(128,),
-        ),
-        perf.SingleRunOptions(epoch_batches=2),
-    )
+    r = perf.run_bench(perf.BenchOptions(**TINY), perf.SingleRunOptions(epoch_batches=2))
     json.dumps(r)  # JSON-able
     assert {row["regime"] for row in r["regimes"]} == set(REGIMES)
     assert len(r["regimes"]) == 8
@@ -258,18 +248,7 @@ def test_bench_data_never_falls_back_to_random_images():
 def test_bench_records_the_streams_it_ran_with():
     """`viny bench --streams N` reaches the trainers it times (mutant killed: run_bench leaving the
     ``TrainerSetup`` without ``single.streams``); auto resolves the tiny model's batch to 1."""
-    options = perf.BenchOptions(
-        device="cpu",
-        model="tiny",
-        batch=8,
-        steps=1,
-        warmup=0,
-        repeats=1,
-        dataset="random",
-        regimes=("segment",),
-        precisions=("fp32",),
-        peak_sizes=(128,),
-    )
+    options = perf.BenchOptions(**TINY, regimes=("segment",), precisions=("fp32",))
     for asked, resolved in ((0, 1), (2, 2)):
         r = perf.run_bench(options, perf.SingleRunOptions(baseline=None, epoch=False, streams=asked))
         assert r["streams"] == {"fp32": resolved} and r["micro_batch"] == {"fp32": 8}
