@@ -252,3 +252,15 @@ def test_bench_records_the_streams_it_ran_with():
     for asked, resolved in ((0, 1), (2, 2)):
         r = perf.run_bench(options, perf.SingleRunOptions(baseline=None, epoch=False, streams=asked))
         assert r["streams"] == {"fp32": resolved} and r["micro_batch"] == {"fp32": 8}
+
+
+def test_bench_caption_says_the_micro_batches_and_streams():
+    """The printed table says how each precision's step was cut (mutant killed: the side-by-side count
+    printed for one stream too)."""
+    from viny_probe.cli.bench import _micro
+
+    said = _micro({"micro_batch": {"fp32": 16, "bf16": 64}, "streams": {"fp32": 2, "bf16": 1}})
+    assert (
+        said == " Micro-batches (--micro-batch, --streams): fp32 16 images, 2 side by side; bf16 64 images."
+    )
+    assert _micro({}) == ""  # a result written before viny recorded them

@@ -42,6 +42,16 @@ def _si(x: float) -> str:
     return f"{x:.0f} "
 
 
+def _micro(result: dict) -> str:
+    """' Steps in micro-batches of N images, K side by side (--streams) ...', per precision."""
+    micro, streams = result.get("micro_batch") or {}, result.get("streams") or {}
+    parts = [
+        f"{p} {n} images" + (f", {streams[p]} side by side" if streams.get(p, 1) > 1 else "")
+        for p, n in micro.items()
+    ]
+    return f" Micro-batches (--micro-batch, --streams): {'; '.join(parts)}." if parts else ""
+
+
 def render(result: dict) -> list:
     """The rich tables `viny bench` prints for a run_bench result."""
     peaks = ", ".join(
@@ -51,7 +61,7 @@ def render(result: dict) -> list:
     t = Table(
         title=f"viny bench: {result['model']} model, batch {result['batch']}, {result['device']} "
         f"({result['device_name']}), {result['threads']} threads, torch {result['torch']}",
-        caption=f"matmul peak measured in this run: {peaks}. {result['flop_convention']}.",
+        caption=f"matmul peak measured in this run: {peaks}. {result['flop_convention']}.{_micro(result)}",
     )
     for col in [
         "regime",
