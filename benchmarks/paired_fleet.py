@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     from viny_probe.model import model_config
     from viny_probe.perf.fleet import make_fleet
     from viny_probe.perf.harness import TrainerSetup, bench_data, fixed_batch, make_trainer
+    from viny_probe.perf.timing import timed_rounds
 
     cfg, dev, k = model_config(args.model), torch.device("cpu"), args.members
     data = bench_data(cfg, args.batch)
@@ -52,14 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         if micro:
             fleet.micro = micro
         measures[f"fleet of {k}, micro {fleet.micro}" + (" (auto)" if not micro else "")] = fleet.step
-    for fn in measures.values():  # warm-up
-        fn()
-    seconds: dict[str, list[float]] = {name: [] for name in measures}
-    for _ in range(args.rounds):
-        for name, fn in measures.items():
-            t0 = time.perf_counter()
-            fn()
-            seconds[name].append(time.perf_counter() - t0)
+    seconds = timed_rounds(measures, dev, warmup=1, repeats=args.rounds, log=lambda _m: None)
     images = args.batch * k
     for name, values in seconds.items():
         ratios = [a / b for a, b in zip(seconds["alone"], values, strict=True)]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from viny_probe.perf.baseline import baseline_measures
     from viny_probe.perf.bench import _eval_steps
     from viny_probe.perf.harness import TrainerSetup, bench_data, fixed_batch, make_trainer
+    from viny_probe.perf.timing import timed_rounds
 
     cfg, dev = model_config(args.model), torch.device("cpu")
     data = bench_data(cfg, args.batch)
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = torch.Generator().manual_seed(0)
 
     def viny_steps(streams: int):
-        trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision))
-        trainer.streams = streams
+        trainer = make_trainer(args.regime, cfg, data, dev, TrainerSetup(args.precision, streams=streams))
 
         def run() -> None:
             for _ in range(args.steps):
@@ -66,14 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.with_eval:
         measures["viny eval"] = lambda: _eval_steps(trainer, batch["images"], args.steps)
         measures["plain eval"] = plain["eval"]
-    for fn in measures.values():  # warm-up
-        fn()
-    rates: dict[str, list[float]] = {k: [] for k in measures}
-    for _ in range(args.rounds):
-        for key, fn in measures.items():
-            t0 = time.perf_counter()
-            fn()
-            rates[key].append(args.batch * args.steps / (time.perf_counter() - t0))
+    seconds = timed_rounds(measures, dev, warmup=1, repeats=args.rounds, log=lambda _m: None)
+    rates = {key: [args.batch * args.steps / s for s in values] for key, values in seconds.items()}
     for key, values in rates.items():
         print(
             f"{key:24s} {statistics.median(values):7.1f} img/s  (min {min(values):.1f}, max {max(values):.1f})"

@@ -265,8 +265,8 @@ def run_bench(
         "repeats": o.repeats,
         "compile": o.compile,
         "optimizer": single.optimizer,
-        # micro-batches side by side and their size, as the training loop resolves them (the first
-        # regime's, in its first precision)
+        # each precision's micro-batch size and how many run side by side, as the training loop
+        # resolves them (for the first regime timed)
         "streams": {p: trainers[regimes[0], p].resolved_streams(batch) for p in precisions},
         "micro_batch": {p: trainers[regimes[0], p].micro(batch) for p in precisions},
         "dataset": host.name,
